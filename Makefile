@@ -1,0 +1,53 @@
+# unravel — the two commands: `make demo` and `make test`. Both run `make setup` first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+PD_MIN := 0.54
+
+.PHONY: setup system venv native demo test clean
+
+setup: system venv native
+
+# System packages: Pure Data >= 0.54 (0.55 from bookworm-backports), cmake, a C compiler, libsndfile.
+system:
+	@need=""; \
+	if ! command -v pd >/dev/null || ! pd -version 2>&1 | awk '{split($$1,v,"[-.]"); exit !(v[2]>0 || v[3]>=54)}'; then need="$$need pd"; fi; \
+	[ -f /usr/include/pd/m_pd.h ] || need="$$need pd-dev"; \
+	command -v cmake >/dev/null || need="$$need cmake"; \
+	command -v cc >/dev/null || need="$$need cc"; \
+	ldconfig -p 2>/dev/null | grep -q libsndfile.so || need="$$need libsndfile"; \
+	if [ -z "$$need" ]; then exit 0; fi; \
+	echo "setup: missing:$$need"; \
+	if [ "$$(id -u)" = 0 ] && [ -f /etc/debian_version ] && command -v apt-get >/dev/null; then \
+	  . /etc/os-release; \
+	  echo "deb http://deb.debian.org/debian $${VERSION_CODENAME}-backports main" > /etc/apt/sources.list.d/unravel-backports.list; \
+	  apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -t $${VERSION_CODENAME}-backports puredata-core puredata-dev && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake build-essential libsndfile1; \
+	else \
+	  echo "setup: install Pure Data >= $(PD_MIN) with its headers (Debian: puredata-core puredata-dev from bookworm-backports)," ; \
+	  echo "       cmake, a C compiler and libsndfile, then run make again."; exit 1; \
+	fi
+
+# The venv: the package in editable mode with its dev extras; torch pinned by constraints.txt.
+venv: $(VENV)/.stamp
+$(VENV)/.stamp: pyproject.toml constraints.txt
+	[ -x $(VPY) ] || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+# The Pd external (issue 3): build/unravel/ is a complete Pd package folder.
+native: venv
+	@if [ -f CMakeLists.txt ]; then \
+	  cmake -S . -B build -DUNRAVEL_PYTHON=$(abspath $(VPY)) >/dev/null && cmake --build build -j2 >/dev/null; \
+	fi
+
+demo: setup
+	$(VPY) -m unravel.demo
+
+test: setup
+	$(VPY) -m pytest -q
+
+clean:
+	rm -rf build out
