@@ -1,0 +1,307 @@
+"""Load a TorchScript model that follows nn~'s contract (DESIGN section 3) and run its methods.
+
+No acids packages needed: everything comes from the TorchScript file (`get_methods()` or
+`<m>_params` buffers, `get_attributes()`/`get_<a>`/`set_<a>`, `sr`/`sampling_rate`/
+`_rave.sampling_rate`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pathlib
+import threading
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from unravel.errors import UnravelError
+
+DATA_DIR = pathlib.Path(__file__).resolve().parent / "data"
+DEFAULT_MODEL = DATA_DIR / "default.ts"
+BUNDLED = {"default": DEFAULT_MODEL, "default4": DATA_DIR / "default4.ts"}
+DEFAULT_SR = 44100
+
+
+@dataclass(frozen=True)
+class MethodParams:
+    """A method's `<m>_params`: (B, in_channels, T/in_ratio) -> (B, out_channels, T/out_ratio)."""
+
+    in_channels: int
+    in_ratio: int
+    out_channels: int
+    out_ratio: int
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A parameter tensor of the model; learned=False for fixed filterbanks (pqmf.*)."""
+
+    name: str
+    shape: tuple[int, ...]
+    numel: int
+    learned: bool
+
+
+def set_threads(n: int) -> None:
+    """Set torch's intra-op thread count (1 is fastest for audio blocks on small machines)."""
+    n = max(1, int(n))
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+def resolve_model(spec: str | os.PathLike, search: Sequence[os.PathLike] = ()) -> pathlib.Path:
+    """'default'/'default4' -> the bundled models; otherwise a path, '.ts' optional, looked up
+    as given (absolute or relative to cwd), then in each search dir."""
+    s = os.fspath(spec)
+    if s in BUNDLED:
+        p = BUNDLED[s]
+        if not p.is_file():
+            raise UnravelError(f"{s}: bundled model {p} is missing (re-make it, see {DATA_DIR / 'README.md'})")
+        return p
+    names = [s] if s.endswith(".ts") else [s, s + ".ts"]
+    dirs = [pathlib.Path.cwd()] + [pathlib.Path(d) for d in search]
+    for d in dirs:
+        for name in names:
+            p = d / pathlib.Path(name).expanduser()
+            if p.is_file():
+                return p.resolve()
+    raise UnravelError(f"{s}: model file not found")
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else type(e).__name__
+
+
+def _discover_methods(module: torch.jit.ScriptModule) -> dict[str, MethodParams]:
+    buffers = dict(module.named_buffers(recurse=False))
+    if hasattr(module, "get_methods"):
+        names = list(module.get_methods())
+    else:
+        names = [b[: -len("_params")] for b in buffers if b.endswith("_params")]
+    methods = {}
+    for name in names:
+        params = buffers.get(f"{name}_params")
+        if params is None or params.numel() != 4 or not hasattr(module, name):
+            continue
+        methods[name] = MethodParams(*(int(v) for v in params.flatten().tolist()))
+    return methods
+
+
+def _module_sr(module: torch.jit.ScriptModule) -> int | None:
+    for owner, attr in ((module, "sr"), (module, "sampling_rate"), (getattr(module, "_rave", None), "sampling_rate")):
+        if owner is not None and hasattr(owner, attr):
+            v = getattr(owner, attr)
+            try:
+                return int(v.item() if isinstance(v, torch.Tensor) else v)
+            except (TypeError, ValueError, RuntimeError):
+                continue
+    return None
+
+
+def _convert(current, value):
+    """`value` converted to the type of an attribute's `current` value."""
+    if isinstance(current, bool):
+        if isinstance(value, str):
+            return value.strip().lower() in ("1", "true", "on", "yes")
+        return bool(value)
+    if isinstance(current, int):
+        return int(float(value)) if isinstance(value, str) else int(value)
+    if isinstance(current, (float, str)):
+        return type(current)(value)
+    return value
+
+
+class Model:
+    """A loaded nn~-contract TorchScript model. Methods run under `lock` and inference mode."""
+
+    def __init__(self, path: os.PathLike, sr: int | None = None, warmup: bool = True):
+        self.path = pathlib.Path(path)
+        self.lock = threading.RLock()
+        self._sr_override = sr
+        self._warmup = warmup
+        self._load()
+
+    # ------------------------------------------------------------------ loading
+
+    def _load(self) -> None:
+        p = self.path
+        if not p.is_file():
+            raise UnravelError(f"{p}: model file not found")
+        try:
+            module = torch.jit.load(str(p), map_location="cpu")
+        except Exception as e:  # noqa: BLE001 - torch raises several types for bad files
+            raise UnravelError(f"{p}: not a TorchScript model ({_first_line(e)})") from None
+        module.eval()
+        try:
+            methods = _discover_methods(module)
+        except Exception as e:  # noqa: BLE001
+            raise UnravelError(f"{p}: cannot read the model's methods ({_first_line(e)})") from None
+        if not methods:
+            raise UnravelError(f"{p}: TorchScript without nn~'s contract (no get_methods() or <method>_params buffers)")
+        self.module = module
+        self.methods = methods
+        self._fns: dict[str, Callable] = {m: getattr(module, m) for m in methods}
+        enc, dec, fwd = methods.get("encode"), methods.get("decode"), methods.get("forward")
+        self.latent_dims = enc.out_channels if enc else (dec.in_channels if dec else None)
+        self.ratio = enc.out_ratio if enc else (dec.in_ratio if dec else None)
+        first = next(iter(methods.values()))
+        self.in_channels = (enc or fwd or first).in_channels
+        self.out_channels = (dec or fwd or first).out_channels
+        self.sr = int(self._sr_override or _module_sr(module) or DEFAULT_SR)
+        self._steps = {m: self._step(mp) for m, mp in methods.items()}
+        if self._warmup:
+            self.warmup()
+
+    def _step(self, mp: MethodParams) -> int:
+        """Input length granularity: whole output frames, and whole latent frames for
+        audio-to-audio methods such as forward."""
+        step = math.lcm(mp.in_ratio, mp.out_ratio) // mp.in_ratio
+        if step == 1 and mp.in_ratio == 1 and mp.out_ratio == 1 and self.ratio:
+            step = self.ratio
+        return max(1, step)
+
+    def warmup(self) -> None:
+        """Run every method once on silence (the first TorchScript call is slow)."""
+        for m, mp in self.methods.items():
+            x = torch.zeros(1, mp.in_channels, self._steps[m])
+            try:
+                self.run(m, x)
+            except UnravelError:
+                pass  # a method that fails on silence fails later with a clear message
+
+    def reload(self) -> None:
+        """Reload the model from its file (original weights)."""
+        with self.lock:
+            self._load()
+
+    # ------------------------------------------------------------------ running
+
+    def run(self, method: str, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_ch, n) float32 -> (B, out_ch, m); pads n up to whole frames, crops the output
+        to the frames the unpadded input covers; decode's optional argument keeps its default."""
+        fn = self._fns.get(method)
+        if fn is None:
+            raise UnravelError(f"{self.path.name}: no method '{method}' (has {', '.join(self.methods)})")
+        mp = self.methods[method]
+        if x.dim() != 3 or x.shape[1] != mp.in_channels:
+            raise UnravelError(
+                f"{self.path.name}: {method} takes (batch, {mp.in_channels}, n), got {tuple(x.shape)}")
+        n = x.shape[-1]
+        step = self._steps[method]
+        pad = -n % step
+        if pad:
+            x = torch.nn.functional.pad(x, (0, pad))
+        try:
+            with self.lock, torch.inference_mode():
+                y = fn(x)
+        except Exception as e:  # noqa: BLE001 - TorchScript errors come as several types
+            raise UnravelError(f"{self.path.name}: {method} failed ({_first_line(e)})") from None
+        if pad:
+            y = y[..., : -(-n * mp.in_ratio // mp.out_ratio)]
+        return y
+
+    def encode(self, audio: np.ndarray) -> np.ndarray:
+        """(C, n) float32 audio at self.sr, C == in_channels -> (D, T) float32 latents."""
+        a = np.asarray(audio, dtype=np.float32)
+        if a.ndim == 1:
+            a = a[None]
+        if a.ndim != 2 or a.shape[0] != self.in_channels:
+            raise UnravelError(f"{self.path.name}: encode takes ({self.in_channels}, n) audio, got {a.shape}")
+        return self.run("encode", torch.from_numpy(np.ascontiguousarray(a))[None])[0].numpy()
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        """(D, T) latents -> (out_channels, T * ratio) float32 audio."""
+        z = np.asarray(z, dtype=np.float32)
+        if z.ndim != 2 or z.shape[0] != self.latent_dims:
+            raise UnravelError(f"{self.path.name}: decode takes ({self.latent_dims}, T) latents, got {z.shape}")
+        return self.run("decode", torch.from_numpy(np.ascontiguousarray(z))[None])[0].numpy()
+
+    def forward(self, audio: np.ndarray) -> np.ndarray:
+        """(C, n) audio -> (out_channels, n) audio through the model's forward."""
+        a = np.asarray(audio, dtype=np.float32)
+        if a.ndim == 1:
+            a = a[None]
+        return self.run("forward", torch.from_numpy(np.ascontiguousarray(a))[None])[0].numpy()
+
+    # ------------------------------------------------------------------ attributes
+
+    def attributes(self) -> list[str]:
+        """The model's attribute names (get_attributes(), without 'none')."""
+        if not hasattr(self.module, "get_attributes"):
+            return []
+        return [a for a in self.module.get_attributes() if a != "none"]
+
+    def get_attribute(self, name: str) -> list:
+        """The attribute's current value(s) as a list."""
+        if name not in self.attributes() or not hasattr(self.module, f"get_{name}"):
+            raise UnravelError(f"{self.path.name}: no attribute '{name}'")
+        with self.lock:
+            v = getattr(self.module, f"get_{name}")()
+        if isinstance(v, (list, tuple)):
+            return [x.item() if isinstance(x, torch.Tensor) and x.numel() == 1 else x for x in v]
+        return [v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v]
+
+    def set_attribute(self, name: str, values: list) -> None:
+        """Set an attribute; values are converted to the types of the current value(s)."""
+        current = self.get_attribute(name)
+        values = list(values) if isinstance(values, (list, tuple)) else [values]
+        if len(values) != len(current):
+            raise UnravelError(f"{self.path.name}: attribute '{name}' takes {len(current)} value(s), got {len(values)}")
+        try:
+            args = [_convert(c, v) for c, v in zip(current, values)]
+        except (TypeError, ValueError):
+            raise UnravelError(f"{self.path.name}: bad value {values} for attribute '{name}'") from None
+        setter = getattr(self.module, f"set_{name}", None)
+        if setter is None:
+            raise UnravelError(f"{self.path.name}: attribute '{name}' is read-only")
+        try:
+            with self.lock:
+                rc = setter(*args)
+        except Exception as e:  # noqa: BLE001
+            raise UnravelError(f"{self.path.name}: cannot set '{name}' ({_first_line(e)})") from None
+        if rc not in (0, None):
+            raise UnravelError(f"{self.path.name}: model refused {name} = {values} (code {rc})")
+
+    # ------------------------------------------------------------------ layers and info
+
+    def layers(self) -> list[Layer]:
+        """Every parameter tensor; fixed filterbanks (pqmf.*, or frozen among trainable
+        weights) are flagged learned=False."""
+        params = list(self.module.named_parameters())
+        any_trainable = any(p.requires_grad for _, p in params)
+        return [
+            Layer(n, tuple(p.shape), p.numel(),
+                  not ("pqmf" in n.split(".") or (any_trainable and not p.requires_grad)))
+            for n, p in params
+        ]
+
+    def num_parameters(self) -> int:
+        """Total number of parameter elements."""
+        return sum(p.numel() for p in self.module.parameters())
+
+    def info(self) -> dict:
+        """JSON-able summary: path, sr, methods, latent dims, ratio, attributes, layers."""
+        return {
+            "path": str(self.path),
+            "sr": self.sr,
+            "methods": {m: vars(mp).copy() for m, mp in self.methods.items()},
+            "latent_dims": self.latent_dims,
+            "ratio": self.ratio,
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "attributes": {a: self.get_attribute(a) for a in self.attributes()},
+            "parameters": self.num_parameters(),
+            "layers": [{"name": l.name, "shape": list(l.shape), "numel": l.numel, "learned": l.learned}
+                       for l in self.layers()],
+        }
+
+
+def load_model(spec: str | os.PathLike, sr: int | None = None, threads: int = 1, warmup: bool = True,
+               search: Sequence[os.PathLike] = ()) -> Model:
+    """Resolve `spec` (see resolve_model), load it, warm every method up."""
+    set_threads(threads)
+    return Model(resolve_model(spec, search), sr=sr, warmup=warmup)
