@@ -5,9 +5,9 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 PD_MIN := 0.54
 
-.PHONY: setup system venv native demo test clean
+.PHONY: setup system venv native browser demo test clean
 
-setup: system venv native
+setup: system venv native browser
 
 # System packages: Pure Data >= 0.54 (0.55 from bookworm-backports), cmake, a C compiler, libsndfile.
 system:
@@ -30,17 +30,30 @@ system:
 	  echo "       cmake, a C compiler and libsndfile, then run make again."; exit 1; \
 	fi
 
-# The venv: the package in editable mode with its dev extras; torch pinned by constraints.txt.
+# The venv: the package in editable mode with its dev and app extras; torch pinned by constraints.txt.
 venv: $(VENV)/.stamp
 $(VENV)/.stamp: pyproject.toml constraints.txt
 	[ -x $(VPY) ] || $(PYTHON) -m venv $(VENV)
-	$(VPY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(VPY) -m pip install -q -c constraints.txt -e '.[dev,app]'
 	touch $@
 
 # The Pd external (issue 3): build/unravel/ is a complete Pd package folder.
 native: venv
 	@if [ -f CMakeLists.txt ]; then \
 	  cmake -S . -B build -DUNRAVEL_PYTHON=$(abspath $(VPY)) >/dev/null && cmake --build build -j2 >/dev/null; \
+	fi
+
+# Chromium for the web page's browser test (Debian's package: Playwright's own download is not
+# used). Without it the browser test skips and says why.
+browser:
+	@[ -x /usr/bin/chromium ] && exit 0; \
+	if [ "$$(id -u)" = 0 ] && [ -f /etc/debian_version ] && command -v apt-get >/dev/null; then \
+	  echo "setup: installing chromium (for the browser test)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "setup: could not install chromium; the browser test will be skipped"; \
+	else \
+	  echo "setup: no /usr/bin/chromium (Debian: apt-get install chromium); the browser test will be skipped"; \
 	fi
 
 demo: setup
