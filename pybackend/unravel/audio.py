@@ -1,0 +1,184 @@
+"""Audio files: read any format libsndfile reads, resample, mix channels, write wav atomically."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import resample_poly
+
+from unravel.errors import UnravelError
+
+# File name endings treated as audio when a folder is expanded.
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".aifc",
+                    ".mp3", ".au", ".caf", ".w64", ".rf64")
+
+
+def read(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """Read an audio file as float32 of shape (channels, n) and its sample rate."""
+    path = Path(path)
+    if not path.exists():
+        raise UnravelError(f"{path}: no such file")
+    if path.is_dir():
+        raise UnravelError(f"{path}: is a folder, expected an audio file")
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        cause = getattr(e, "error_string", None) or _first_line(e)
+        raise UnravelError(f"{path}: not a readable audio file ({cause})") from None
+    except OSError as e:
+        raise UnravelError(f"{path}: {e.strerror or e}") from None
+    if data.shape[0] == 0:
+        raise UnravelError(f"{path}: audio file has no samples")
+    if not np.all(np.isfinite(data)):
+        raise UnravelError(f"{path}: audio contains NaN or infinite samples")
+    return np.ascontiguousarray(data.T), int(sr)
+
+
+def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """Resample (channels, n) audio from sr_in to sr_out with a polyphase anti-aliasing filter.
+
+    The rate ratio is approximated by a fraction with denominator <= 1000 (exact for the
+    usual rates); the output has round(n * sr_out / sr_in) samples.
+    """
+    if sr_in <= 0 or sr_out <= 0:
+        raise UnravelError(f"resample: bad sample rates {sr_in} -> {sr_out}")
+    if sr_in == sr_out:
+        return audio.astype(np.float32, copy=False)
+    frac = Fraction(sr_out, sr_in).limit_denominator(1000)
+    y = resample_poly(audio.astype(np.float64), frac.numerator, frac.denominator, axis=-1)
+    n_out = int(round(audio.shape[-1] * sr_out / sr_in))
+    if y.shape[-1] < n_out:
+        y = np.pad(y, [(0, 0)] * (y.ndim - 1) + [(0, n_out - y.shape[-1])])
+    return np.ascontiguousarray(y[..., :n_out], dtype=np.float32)
+
+
+def mix(audio: np.ndarray, channels: int) -> np.ndarray:
+    """Mix (c, n) audio to `channels` channels.
+
+    Same count: unchanged. To mono: the mean. From mono: the channel duplicated. Otherwise
+    each output channel j takes input channel j (when fewer outputs) or input channel
+    j mod c (when more).
+    """
+    c = audio.shape[0]
+    if channels < 1:
+        raise UnravelError(f"mix: bad channel count {channels}")
+    if c == channels:
+        return audio
+    if channels == 1:
+        return audio.mean(axis=0, keepdims=True, dtype=np.float64).astype(np.float32)
+    if c == 1:
+        return np.repeat(audio, channels, axis=0)
+    if channels < c:
+        return np.ascontiguousarray(audio[:channels])
+    return np.ascontiguousarray(audio[[j % c for j in range(channels)]])
+
+
+def load(path: str | os.PathLike, sr: int, channels: int) -> np.ndarray:
+    """Read an audio file resampled to `sr` and mixed to `channels`: float32 (channels, n)."""
+    audio, file_sr = read(path)
+    return mix(resample(audio, file_sr, sr), channels)
+
+
+def write(path: str | os.PathLike, audio: np.ndarray, sr: int, subtype: str = "FLOAT",
+          force: bool = False) -> Path:
+    """Write (channels, n) audio as a wav file (temporary name, then rename)."""
+    audio = np.asarray(audio)
+    if audio.ndim == 1:
+        audio = audio[None]
+    return atomic_write(path, lambda tmp: sf.write(tmp, audio.T, int(sr), subtype=subtype,
+                                                  format="WAV"), force=force)
+
+
+def find_audio(inputs: Sequence[str | os.PathLike]) -> list[Path]:
+    """Expand inputs: files are kept, folders become their audio files (sorted, not recursive).
+
+    A missing input or a folder with no audio file raises UnravelError.
+    """
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir()
+                           if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS)
+            if not found:
+                raise UnravelError(f"{p}: folder has no audio files "
+                                   f"({', '.join(e[1:] for e in AUDIO_EXTENSIONS[:5])}, ...)")
+            out.extend(found)
+        elif p.exists():
+            out.append(p)
+        else:
+            raise UnravelError(f"{p}: no such file or folder")
+    if not out:
+        raise UnravelError("no input files given")
+    return out
+
+
+def check_writable_dir(folder: str | os.PathLike) -> Path:
+    """Create `folder` if needed and check that files can be created in it."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UnravelError(f"{folder}: output path is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UnravelError(f"{folder}: cannot create output folder ({e.strerror or e})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UnravelError(f"{folder}: output folder is not writable")
+    return folder
+
+
+def atomic_write(path: str | os.PathLike, writer: Callable[[str], object],
+                 force: bool = False) -> Path:
+    """Call writer(tmp_name) on a temporary file beside `path`, then rename it to `path`.
+
+    An existing `path` is an error unless `force`. On any failure the temporary file is
+    removed and nothing is left behind.
+    """
+    path = Path(path)
+    if path.exists() and not force:
+        raise UnravelError(f"{path}: already exists (use --force to overwrite)")
+    folder = check_writable_dir(path.parent if str(path.parent) else ".")
+    tmp = str(folder / f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}")
+    try:  # created like any new file (mode 0666 less the umask), unlike mkstemp's 0600
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except OSError as e:
+        raise UnravelError(f"{path}: cannot write ({e.strerror or e})") from None
+    try:
+        writer(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        _unlink(tmp)
+        raise UnravelError(f"{path}: cannot write ({e.strerror or e})") from None
+    except BaseException:
+        _unlink(tmp)
+        raise
+    return path
+
+
+def free_name(folder: Path, stem: str, suffixes: Iterable[str]) -> str:
+    """The first stem of the form `<stem>-NNN` for which no `<stem>-NNN<suffix>` exists."""
+    suffixes = list(suffixes)
+    i = 1
+    while True:
+        name = f"{stem}-{i:03d}"
+        if not any((folder / (name + s)).exists() for s in suffixes):
+            return name
+        i += 1
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
