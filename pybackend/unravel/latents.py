@@ -1,0 +1,150 @@
+"""Latent files: `.npy` (float32, (1, D, T)), latent wav (D channels, one frame per step), JSON sidecars.
+
+In memory a latent sequence is a float32 array of shape (D, T).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from unravel.audio import atomic_write
+from unravel.errors import UnravelError
+
+LATENT_WAV_SUFFIX = ".latent.wav"
+
+
+def latent_rate(sr: int, ratio: int) -> int:
+    """Sample rate of a latent wav: floor(sr / ratio), at least 1 (21 Hz at 44100/2048)."""
+    return max(1, int(sr) // int(ratio))
+
+
+def is_latent_file(path: str | os.PathLike) -> bool:
+    """True for names this module reads: `.npy` or `.wav`."""
+    return Path(path).suffix.lower() in (".npy", ".wav")
+
+
+def stem(path: str | os.PathLike) -> str:
+    """The file name without `.npy`, `.latent.wav` or `.wav`."""
+    name = Path(path).name
+    for suffix in (LATENT_WAV_SUFFIX, ".npy", ".wav"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(path).stem
+
+
+def read(path: str | os.PathLike, dims: int | None = None, expected_by: str = "") -> np.ndarray:
+    """Read a `.npy` or latent wav file as float32 (D, T).
+
+    `.npy` may be (1, D, T), (D, T) or (T, D); a 2-D array is read as (D, T) unless `dims`
+    says otherwise (or, when `dims` is unknown, unless its first axis is the longer one).
+    With `dims` given, a file with another latent size raises UnravelError (the message
+    names `expected_by`, e.g. the model, when given).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UnravelError(f"{path}: no such file")
+    if path.is_dir():
+        raise UnravelError(f"{path}: is a folder, expected a latent file (.npy or latent .wav)")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        z = _read_npy(path, dims)
+    elif suffix == ".wav":
+        z = _read_wav(path)
+    else:
+        raise UnravelError(f"{path}: not a latent file (expected .npy or latent .wav)")
+    if z.shape[1] == 0:
+        raise UnravelError(f"{path}: latents have no frames")
+    if not np.all(np.isfinite(z)):
+        raise UnravelError(f"{path}: latents contain NaN or infinite values")
+    if dims is not None and z.shape[0] != dims:
+        by = f" by {expected_by}" if expected_by else ""
+        raise UnravelError(f"{path}: latents have {z.shape[0]} dims, {dims} expected{by}")
+    return z
+
+
+def _read_npy(path: Path, dims: int | None) -> np.ndarray:
+    try:
+        a = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise UnravelError(f"{path}: not a readable .npy file ({_first_line(e)})") from None
+    if not isinstance(a, np.ndarray) or not np.issubdtype(a.dtype, np.number) \
+            or np.issubdtype(a.dtype, np.complexfloating):
+        raise UnravelError(f"{path}: .npy does not hold real numbers (dtype {a.dtype})")
+    if a.ndim == 3:
+        if a.shape[0] != 1:
+            raise UnravelError(f"{path}: latent shape {a.shape}, expected (1, D, T)")
+        a = a[0]
+    elif a.ndim == 2:
+        rows, cols = a.shape
+        if dims is not None:
+            if rows != dims and cols == dims:
+                a = a.T
+        elif rows > cols:
+            a = a.T
+    else:
+        raise UnravelError(f"{path}: latent shape {a.shape}, expected (1, D, T), (D, T) or (T, D)")
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def _read_wav(path: Path) -> np.ndarray:
+    try:
+        data, _ = sf.read(str(path), dtype="float64", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        cause = getattr(e, "error_string", None) or _first_line(e)
+        raise UnravelError(f"{path}: not a readable latent wav ({cause})") from None
+    return np.ascontiguousarray(data.T, dtype=np.float32)
+
+
+def write_npy(path: str | os.PathLike, z: np.ndarray, force: bool = False) -> Path:
+    """Write (D, T) latents as float32 (1, D, T) `.npy` (temporary name, then rename)."""
+    z = _as_dt(z)
+    buf = io.BytesIO()
+    np.save(buf, z[None].astype(np.float32))
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()), force=force)
+
+
+def write_wav(path: str | os.PathLike, z: np.ndarray, rate: int, subtype: str = "DOUBLE",
+              force: bool = False) -> Path:
+    """Write (D, T) latents as a wav with D channels at `rate` Hz (64-bit float by default)."""
+    z = _as_dt(z)
+    if subtype not in ("DOUBLE", "FLOAT"):
+        raise UnravelError(f"{path}: latent wav subtype must be DOUBLE or FLOAT, not {subtype}")
+    return atomic_write(path, lambda tmp: sf.write(tmp, z.T.astype(np.float64), int(rate),
+                                                  subtype=subtype, format="WAV"), force=force)
+
+
+def write_json(path: str | os.PathLike, data: dict, force: bool = False) -> Path:
+    """Write a JSON sidecar (temporary name, then rename)."""
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text), force=force)
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    """Read a JSON sidecar."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UnravelError(f"{path}: no such file") from None
+    except (OSError, ValueError) as e:
+        raise UnravelError(f"{path}: not a readable JSON file ({_first_line(e)})") from None
+
+
+def _as_dt(z: np.ndarray) -> np.ndarray:
+    z = np.asarray(z)
+    if z.ndim == 3 and z.shape[0] == 1:
+        z = z[0]
+    if z.ndim != 2:
+        raise UnravelError(f"latents must have shape (D, T), got {z.shape}")
+    return z
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__

@@ -1,0 +1,62 @@
+"""Quantized tempo: a loop of k latent frames lasts k * ratio / sr seconds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from unravel.errors import UnravelError
+
+
+@dataclass(frozen=True)
+class Tempo:
+    """A loop of k frames: its length in seconds, its BPM (one beat per loop) and double time."""
+    k: int
+    seconds: float
+    bpm: float
+
+    @property
+    def double(self) -> float:
+        return 2 * self.bpm
+
+
+def _check(sr: float, ratio: float) -> None:
+    if sr <= 0 or ratio <= 0:
+        raise UnravelError(f"tempo: sample rate and ratio must be > 0, got {sr} and {ratio}")
+
+
+def frame_rate(sr: float, ratio: float) -> float:
+    """Latent frames per second: sr / ratio (21.53 at 44100/2048)."""
+    _check(sr, ratio)
+    return sr / ratio
+
+
+def loop(k: int, sr: float, ratio: float) -> Tempo:
+    """The tempo of a loop of k frames: BPM = 60 * (sr / ratio) / k."""
+    _check(sr, ratio)
+    if k < 1:
+        raise UnravelError(f"tempo: k must be >= 1, got {k}")
+    return Tempo(k=k, seconds=k * ratio / sr, bpm=60.0 * sr / ratio / k)
+
+
+def table(sr: float, ratio: float, min_bpm: float = 40.0, max_bpm: float = 240.0) -> list[Tempo]:
+    """Every k whose BPM lies in [min_bpm, max_bpm], fastest first."""
+    if not 0 < min_bpm <= max_bpm:
+        raise UnravelError(f"tempo: bad BPM range {min_bpm}..{max_bpm}")
+    rows = []
+    k = 1
+    while (t := loop(k, sr, ratio)).bpm >= min_bpm:   # BPM falls as k grows
+        if t.bpm <= max_bpm:
+            rows.append(t)
+        k += 1
+    return rows
+
+
+def nearest(bpm: float, sr: float, ratio: float) -> tuple[Tempo, float]:
+    """The loop length k whose BPM is nearest `bpm`, and the error (its BPM minus `bpm`)."""
+    if not bpm > 0:
+        raise UnravelError(f"tempo: BPM must be > 0, got {bpm}")
+    rate = frame_rate(sr, ratio)
+    guess = max(1, round(60 * rate / bpm))
+    candidates = [loop(k, sr, ratio) for k in (guess - 1, guess, guess + 1) if k >= 1]
+    best = min(candidates, key=lambda t: (abs(t.bpm - bpm), t.k))
+    return best, best.bpm - bpm
