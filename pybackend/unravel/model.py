@@ -72,8 +72,11 @@ def resolve_model(spec: str | os.PathLike, search: Sequence[os.PathLike] = ()) -
 
 
 def _first_line(e: BaseException) -> str:
+    """A short one-line cause: the last line of the message, its first sentence, <= 120 chars."""
     lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else type(e).__name__
+    line = lines[-1] if lines else type(e).__name__
+    line = line.split(". ")[0]
+    return line if len(line) <= 120 else line[:117] + "..."
 
 
 def _discover_methods(module: torch.jit.ScriptModule) -> dict[str, MethodParams]:

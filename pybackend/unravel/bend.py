@@ -1,0 +1,189 @@
+"""Bend a loaded model's layers (DESIGN section 5): read/write weights, seeded ops computed
+from the original weights, bit-exact restore, save as an nn~-loadable TorchScript file."""
+
+from __future__ import annotations
+
+import math
+import os
+import pathlib
+import tempfile
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from unravel.errors import UnravelError
+from unravel.model import Model
+
+OPS = ("offset", "spread", "randomize", "invert", "zero")
+NOISE_SCALE = 1e-4  # randomize amount -> Gaussian noise std
+
+
+@dataclass
+class Settings:
+    """One layer's current bend settings (Bender's sliders)."""
+
+    offset: float = 0.0
+    spread: float = 1.0
+    randomize: float = 0.0
+    invert: bool = False
+    zero: bool = False
+    percent: float = 100.0
+    seed: int = 0
+
+
+def touched_indices(n: int, percent: float) -> torch.Tensor | None:
+    """The floor(n*percent/100) evenly spaced indices (step 100/percent, wrapped modulo n);
+    None means all n."""
+    if percent >= 100:
+        return None
+    k = max(1, math.floor(n * percent / 100))
+    return (torch.arange(k, dtype=torch.float64) * (100.0 / percent)).floor().long() % n
+
+
+class Bender:
+    """Per-layer bend state over a Model; every write happens under model.lock."""
+
+    def __init__(self, model: Model):
+        self.model = model
+        self._module = None
+        self._sync()
+
+    def _sync(self) -> None:
+        """Forget all state when the model was reloaded (its weights are the originals again)."""
+        if self._module is not self.model.module:
+            self._module = self.model.module
+            self._params = dict(self._module.named_parameters())
+            self._orig: dict[str, torch.Tensor] = {}
+            self._settings: dict[str, Settings] = {}
+            self._noise: dict[str, tuple[tuple, torch.Tensor]] = {}
+
+    def _param(self, layer: str) -> torch.Tensor:
+        self._sync()
+        p = self._params.get(layer)
+        if p is None:
+            raise UnravelError(f"{self.model.path.name}: no layer '{layer}'")
+        return p
+
+    def _original(self, layer: str) -> torch.Tensor:
+        """The layer's original weights, flat (captured before the first write)."""
+        if layer not in self._orig:
+            self._orig[layer] = self._param(layer).detach().reshape(-1).clone()
+        return self._orig[layer]
+
+    def _write(self, layer: str, flat: torch.Tensor) -> None:
+        p = self._param(layer)
+        with self.model.lock, torch.no_grad():
+            p.view(-1).copy_(flat)
+
+    # ------------------------------------------------------------------ public API
+
+    def layers(self) -> list[str]:
+        """Every layer name (fixed ones included; see Model.layers() for the learned flag)."""
+        self._sync()
+        return list(self._params)
+
+    def settings(self, layer: str) -> dict:
+        """The layer's current bend settings."""
+        self._param(layer)
+        return asdict(self._settings.get(layer, Settings()))
+
+    def get_weights(self, layer: str) -> np.ndarray:
+        """A flat float32 copy of the layer's current weights."""
+        with self.model.lock:
+            return self._param(layer).detach().reshape(-1).to(torch.float32).numpy().copy()
+
+    def set_weights(self, layer: str, values) -> None:
+        """Replace the layer's weights (flat, length numel); clears its bend settings."""
+        p = self._param(layer)
+        v = np.asarray(values, dtype=np.float32).reshape(-1)
+        if v.size != p.numel():
+            raise UnravelError(f"{self.model.path.name}: layer '{layer}' has {p.numel()} weights, got {v.size}")
+        self._original(layer)
+        self._settings.pop(layer, None)
+        self._write(layer, torch.from_numpy(v).to(p.dtype))
+
+    def bend(self, layer: str, op: str, amount: float, percent: float | None = None, seed: int | None = None) -> None:
+        """Change one setting (op in offset, spread, randomize, invert, zero; invert/zero are
+        on when amount != 0), optionally percent and seed, and recompute the layer from its
+        original weights."""
+        if op not in OPS:
+            raise UnravelError(f"bend: unknown op '{op}' (one of {', '.join(OPS)})")
+        self._param(layer)
+        if percent is not None and not 0 < float(percent) <= 100:
+            raise UnravelError(f"bend: percent must be in (0, 100], got {percent}")
+        s = self._settings.setdefault(layer, Settings())
+        if op in ("invert", "zero"):
+            setattr(s, op, bool(amount))
+        else:
+            setattr(s, op, float(amount))
+        if percent is not None:
+            s.percent = float(percent)
+        if seed is not None:
+            s.seed = int(seed)
+        self._apply(layer, s)
+
+    def _noise_for(self, layer: str, s: Settings, count: int) -> torch.Tensor:
+        """Unit Gaussian noise for (seed, count), cached so slider moves stay cheap."""
+        key = (s.seed, count)
+        cached = self._noise.get(layer)
+        if cached is None or cached[0] != key:
+            g = torch.Generator().manual_seed(s.seed)
+            cached = (key, torch.randn(count, generator=g))
+            self._noise[layer] = cached
+        return cached[1]
+
+    def _apply(self, layer: str, s: Settings) -> None:
+        orig = self._original(layer)
+        p = self._param(layer)
+        idx = touched_indices(orig.numel(), s.percent)
+        scale = s.spread * (-1.0 if s.invert else 1.0)
+        with self.model.lock, torch.no_grad():
+            flat = p.view(-1)
+            if idx is None:
+                if s.zero:
+                    flat.zero_()
+                    return
+                torch.mul(orig, scale, out=flat)
+                flat.add_(s.offset)
+                if s.randomize:
+                    flat.add_(self._noise_for(layer, s, orig.numel()), alpha=s.randomize * NOISE_SCALE)
+                return
+            if s.zero:
+                vals = torch.zeros(idx.numel(), dtype=flat.dtype)
+            else:
+                vals = orig[idx] * scale + s.offset
+                if s.randomize:
+                    vals.add_(self._noise_for(layer, s, idx.numel()), alpha=s.randomize * NOISE_SCALE)
+            flat.copy_(orig)
+            flat[idx] = vals
+
+    def restore(self, layer: str | None = None) -> None:
+        """Put the original weights back bit for bit (one layer or all) and clear settings."""
+        names = list(self._orig) if layer is None else [layer]
+        for name in names:
+            self._param(name)
+            if name in self._orig:
+                self._write(name, self._orig[name])
+            self._settings.pop(name, None)
+            self._noise.pop(name, None)
+
+    def save(self, path: os.PathLike) -> pathlib.Path:
+        """Save the bent model as a TorchScript file (nn~'s contract kept); temp name + rename.
+        Overwrites `path`: the caller decides whether that is allowed."""
+        path = pathlib.Path(path)
+        try:
+            fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=path.parent)
+            os.close(fd)
+        except OSError as e:
+            raise UnravelError(f"{path}: cannot write ({e.strerror or e})") from None
+        try:
+            with self.model.lock:
+                torch.jit.save(self.model.module, tmp)
+            os.replace(tmp, path)
+        except OSError as e:
+            raise UnravelError(f"{path}: cannot write ({e.strerror or e})") from None
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
