@@ -1,0 +1,218 @@
+"""The UnRAVEl pipeline on files: encode audio, latent statistics, generate latents, decode.
+
+The Python API the CLI, the Pd bridge and the web app call. Outputs named after their
+inputs (encode, decode) are never overwritten unless `force`; generated files get the
+next free number (`<pattern>-<dist>-001`, ...). Every file is written under a temporary
+name and renamed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+import numpy as np
+
+from unravel import audio, distributions, latents, patterns, stats, tempo
+from unravel.errors import UnravelError
+
+if TYPE_CHECKING:
+    from unravel.model import Model
+
+PathLike = str | os.PathLike
+DEFAULT_BPM = 120.0
+
+
+def _progress(items: list, progress: bool, desc: str) -> Iterable:
+    """Items wrapped in a progress bar on stderr (a terminal, more than one item)."""
+    if not progress or len(items) < 2:
+        return items
+    from tqdm import tqdm
+    return tqdm(items, desc=desc, unit="file", file=sys.stderr, disable=None, leave=False)
+
+
+def _require(model: "Model", method: str) -> None:
+    if method not in model.methods:
+        raise UnravelError(f"{model.path}: model has no {method} method")
+    if model.latent_dims is None or model.ratio is None:
+        raise UnravelError(f"{model.path}: model does not say its latent size and ratio")
+
+
+def _targets(paths: list[Path], force: bool) -> None:
+    """Refuse duplicate or (unless force) existing output paths, before any work is done."""
+    seen: set[Path] = set()
+    for p in paths:
+        if p in seen:
+            raise UnravelError(f"{p}: two inputs would write the same output file")
+        seen.add(p)
+        if p.exists() and not force:
+            raise UnravelError(f"{p}: already exists (use --force to overwrite)")
+
+
+def find_latents(inputs: Sequence[PathLike]) -> list[Path]:
+    """Expand inputs: files are kept, folders become their `.npy` files (sorted) plus the
+    latent wavs that have no `.npy` of the same name."""
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            npys = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() == ".npy")
+            stems = {latents.stem(f) for f in npys}
+            wavs = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() == ".wav"
+                          and latents.stem(f) not in stems)
+            found = sorted(npys + wavs)
+            if not found:
+                raise UnravelError(f"{p}: folder has no latent files (.npy or latent .wav)")
+            out.extend(found)
+        elif p.exists():
+            out.append(p)
+        else:
+            raise UnravelError(f"{p}: no such file or folder")
+    if not out:
+        raise UnravelError("no latent files given")
+    return out
+
+
+def read_latents(inputs: Sequence[PathLike], dims: int | None = None) -> tuple[list[Path], list[np.ndarray]]:
+    """Read latent files (folders expanded); all must have the same number of dims
+    (`dims`, or the first file's)."""
+    paths = find_latents(inputs)
+    arrays = []
+    for p in paths:
+        z = latents.read(p, dims)
+        dims = z.shape[0] if dims is None else dims
+        arrays.append(z)
+    return paths, arrays
+
+
+def encode_files(model: "Model", inputs: Sequence[PathLike], out_dir: PathLike,
+                 latent_wav: bool = False, progress: bool = True, force: bool = False) -> list[Path]:
+    """Encode audio files/folders to `<out_dir>/<name>.npy` (float32 (1, D, T)); with
+    `latent_wav` also `<name>.latent.wav`. Returns the `.npy` paths."""
+    _require(model, "encode")
+    files = audio.find_audio(inputs)
+    out = audio.check_writable_dir(out_dir)
+    npys = [out / f"{f.stem}.npy" for f in files]
+    wavs = [out / f"{f.stem}{latents.LATENT_WAV_SUFFIX}" for f in files]
+    _targets(npys + (wavs if latent_wav else []), force)
+    rate = latents.latent_rate(model.sr, model.ratio)
+    for f, npy, wav in _progress(list(zip(files, npys, wavs)), progress, "encode"):
+        x = audio.load(f, model.sr, model.in_channels)
+        z = model.encode(x)
+        latents.write_npy(npy, z, force=force)
+        if latent_wav:
+            latents.write_wav(wav, z, rate, force=force)
+    return npys
+
+
+def stats_files(latent_files: Sequence[PathLike], iqr: bool = False) -> dict:
+    """Statistics of one or more latent files taken together (frames concatenated), JSON-able."""
+    paths, arrays = read_latents(latent_files)
+    s = stats.compute(np.concatenate(arrays, axis=1))
+    return {"files": [str(p) for p in paths], **s.to_dict(iqr)}
+
+
+def resolve_points(points: int | None, bpm: float | None, sr: int, ratio: int) -> tuple[int, dict | None]:
+    """The block length in frames: `points`, or the k nearest `bpm`, or the k nearest 120 BPM.
+    Returns it and, for a BPM, {target, bpm, error}."""
+    if points is not None and bpm is not None:
+        raise UnravelError("generate: give --points or --bpm, not both")
+    if points is not None:
+        if points < 1:
+            raise UnravelError(f"generate: points must be >= 1, got {points}")
+        return int(points), None
+    target = DEFAULT_BPM if bpm is None else float(bpm)
+    t, err = tempo.nearest(target, sr, ratio)
+    return t.k, {"target": target, "bpm": t.bpm, "error": err}
+
+
+def generate(z: np.ndarray, pattern: str = "default", dist: str = "normal", iqr: bool = False,
+             points: int = 11, loops: int = 1, seed: int = 0) -> np.ndarray:
+    """Synthetic (D, T') latents from the statistics of (D, T) latents `z`: points drawn
+    from `dist`, arranged by `pattern` (all randomness from `seed`)."""
+    if pattern not in patterns.PATTERNS:
+        raise UnravelError(f"generate: unknown pattern {pattern!r} (one of {', '.join(patterns.PATTERNS)})")
+    if dist not in distributions.DISTRIBUTIONS:
+        raise UnravelError(f"generate: unknown distribution {dist!r} "
+                           f"(one of {', '.join(distributions.DISTRIBUTIONS)})")
+    if loops < 1:
+        raise UnravelError(f"generate: loops must be >= 1, got {loops}")
+    s = stats.compute(z)
+    rng = np.random.default_rng(seed)
+    a = distributions.sample(s, dist, points, rng, iqr)
+    b = distributions.sample(s, dist, points, rng, iqr) if pattern in patterns.TWO_BLOCK_PATTERNS else None
+    rows = patterns.apply(pattern, a, b, rng, loops, scale=s.centre_spread(iqr)[1])
+    return np.ascontiguousarray(rows.T, dtype=np.float32)
+
+
+def generate_files(latent_files: Sequence[PathLike], out_dir: PathLike, pattern: str = "default",
+                   dist: str = "normal", iqr: bool = False, points: int | None = None,
+                   bpm: float | None = None, loops: int = 1, files: int = 1, seed: int = 0,
+                   sr: int = 44100, ratio: int = 2048) -> list[Path]:
+    """Generate `files` latent sequences from the statistics of `latent_files`.
+
+    File i uses seed `seed + i`. Each gets `<pattern>-<dist>-NNN.npy`, a latent wav
+    (`.latent.wav`, 64-bit float, floor(sr/ratio) Hz) and a `.json` sidecar whose `argv`
+    re-makes it byte for byte (`unravel <argv> -o DIR`). Returns the `.npy` paths.
+    """
+    if files < 1:
+        raise UnravelError(f"generate: files must be >= 1, got {files}")
+    k, bpm_info = resolve_points(points, bpm, sr, ratio)
+    paths, arrays = read_latents(latent_files)
+    z = np.concatenate(arrays, axis=1)
+    out = audio.check_writable_dir(out_dir)
+    rate = latents.latent_rate(sr, ratio)
+    sha = [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
+    suffixes = (".npy", latents.LATENT_WAV_SUFFIX, ".json")
+    written = []
+    for i in range(files):
+        file_seed = int(seed) + i
+        g = generate(z, pattern, dist, iqr, k, loops, file_seed)
+        argv = (["generate", *[str(p.resolve()) for p in paths], "--pattern", pattern,
+                 "--dist", dist] + (["--iqr"] if iqr else [])
+                + ["--points", str(k), "--loops", str(loops), "--files", "1",
+                   "--seed", str(file_seed), "--sr", str(sr), "--ratio", str(ratio)])
+        name = audio.free_name(out, f"{pattern}-{dist}", suffixes)
+        sidecar = {
+            "command": "unravel " + shlex.join(argv) + " -o DIR",
+            "argv": argv, "inputs": [str(p.resolve()) for p in paths], "inputs_sha256": sha,
+            "pattern": pattern, "dist": dist, "iqr": iqr, "points": k, "bpm": bpm_info,
+            "loops": loops, "seed": file_seed, "sr": sr, "ratio": ratio, "latent_rate": rate,
+            "shape": [1, int(g.shape[0]), int(g.shape[1])],
+            "npy": name + ".npy", "latent_wav": name + latents.LATENT_WAV_SUFFIX,
+            "unravel_version": _version(),
+        }
+        npy = latents.write_npy(out / f"{name}.npy", g)
+        latents.write_wav(out / f"{name}{latents.LATENT_WAV_SUFFIX}", g, rate)
+        latents.write_json(out / f"{name}.json", sidecar)
+        written.append(npy)
+    return written
+
+
+def decode_files(model: "Model", latent_files: Sequence[PathLike], out_dir: PathLike,
+                 progress: bool = True, force: bool = False) -> list[Path]:
+    """Decode latent files (`.npy` or latent wav, folders expanded) to `<out_dir>/<name>.wav`
+    (32-bit float at the model's rate). Latent dims must match the model's."""
+    _require(model, "decode")
+    paths = find_latents(latent_files)
+    out = audio.check_writable_dir(out_dir)
+    targets = [out / f"{latents.stem(p)}.wav" for p in paths]
+    _targets(targets, force)
+    for p, t in zip(paths, targets):
+        if p.resolve() == t.resolve():
+            raise UnravelError(f"{p}: decoding would overwrite this input; choose another -o folder")
+    # Read everything first: a bad file stops the batch before anything is written.
+    arrays = [latents.read(p, model.latent_dims, expected_by=f"model {model.path.name}") for p in paths]
+    for z, target in _progress(list(zip(arrays, targets)), progress, "decode"):
+        y = model.decode(z)
+        audio.write(target, y, model.sr, force=force)
+    return targets
+
+
+def _version() -> str:
+    from unravel import __version__
+    return __version__
