@@ -57,6 +57,8 @@ class Bender:
             self._orig: dict[str, torch.Tensor] = {}
             self._settings: dict[str, Settings] = {}
             self._noise: dict[str, tuple[tuple, torch.Tensor]] = {}
+            self._touched: dict[str, float] = {}  # layer -> percent of the elements that differ from orig
+            self._sel: dict[tuple, object] = {}
 
     def _param(self, layer: str) -> torch.Tensor:
         self._sync()
@@ -101,6 +103,7 @@ class Bender:
             raise UnravelError(f"{self.model.path.name}: layer '{layer}' has {p.numel()} weights, got {v.size}")
         self._original(layer)
         self._settings.pop(layer, None)
+        self._touched[layer] = 100.0
         self._write(layer, torch.from_numpy(v).to(p.dtype))
 
     def bend(self, layer: str, op: str, amount: float, percent: float | None = None, seed: int | None = None) -> None:
@@ -133,30 +136,68 @@ class Bender:
             self._noise[layer] = cached
         return cached[1]
 
+    def _selection(self, n: int, percent: float):
+        """The touched elements as None (all), a slice (integer step) or an index tensor."""
+        key = (n, percent)
+        if key not in self._sel:
+            if percent >= 100:
+                sel = None
+            else:
+                step = 100.0 / percent
+                k = max(1, math.floor(n * percent / 100))
+                if step == int(step):
+                    sel = slice(0, k * int(step), int(step))
+                else:
+                    sel = touched_indices(n, percent)
+            if len(self._sel) > 64:
+                self._sel.clear()
+            self._sel[key] = sel
+        return self._sel[key]
+
+    @staticmethod
+    def _put_back(flat: torch.Tensor, orig: torch.Tensor, sel) -> None:
+        """Write the original values over the selection."""
+        if sel is None:
+            flat.copy_(orig)
+        elif isinstance(sel, slice):
+            flat[sel].copy_(orig[sel])
+        else:
+            flat.index_copy_(0, sel, orig[sel])
+
     def _apply(self, layer: str, s: Settings) -> None:
+        """layer = original, with the selection replaced by orig*spread*(+-1) + offset + noise
+        (or 0). Only the previously and currently touched elements are written."""
         orig = self._original(layer)
         p = self._param(layer)
-        idx = touched_indices(orig.numel(), s.percent)
+        n = orig.numel()
+        sel = self._selection(n, s.percent)
         scale = s.spread * (-1.0 if s.invert else 1.0)
         with self.model.lock, torch.no_grad():
             flat = p.view(-1)
-            if idx is None:
+            prev = self._touched.get(layer)
+            if prev is not None and prev != s.percent:
+                self._put_back(flat, orig, self._selection(n, prev))
+            self._touched[layer] = s.percent
+            if sel is None or isinstance(sel, slice):
+                target = flat if sel is None else flat[sel]
                 if s.zero:
-                    flat.zero_()
+                    target.zero_()
                     return
-                torch.mul(orig, scale, out=flat)
-                flat.add_(s.offset)
+                torch.mul(orig if sel is None else orig[sel], scale, out=target)
+                if s.offset:
+                    target.add_(s.offset)
                 if s.randomize:
-                    flat.add_(self._noise_for(layer, s, orig.numel()), alpha=s.randomize * NOISE_SCALE)
+                    target.add_(self._noise_for(layer, s, target.numel()), alpha=s.randomize * NOISE_SCALE)
                 return
             if s.zero:
-                vals = torch.zeros(idx.numel(), dtype=flat.dtype)
+                vals = torch.zeros(sel.numel(), dtype=flat.dtype)
             else:
-                vals = orig[idx] * scale + s.offset
+                vals = orig[sel].mul_(scale)
+                if s.offset:
+                    vals.add_(s.offset)
                 if s.randomize:
-                    vals.add_(self._noise_for(layer, s, idx.numel()), alpha=s.randomize * NOISE_SCALE)
-            flat.copy_(orig)
-            flat[idx] = vals
+                    vals.add_(self._noise_for(layer, s, sel.numel()), alpha=s.randomize * NOISE_SCALE)
+            flat.index_copy_(0, sel, vals)
 
     def restore(self, layer: str | None = None) -> None:
         """Put the original weights back bit for bit (one layer or all) and clear settings."""
@@ -167,6 +208,7 @@ class Bender:
                 self._write(name, self._orig[name])
             self._settings.pop(name, None)
             self._noise.pop(name, None)
+            self._touched.pop(name, None)
 
     def save(self, path: os.PathLike) -> pathlib.Path:
         """Save the bent model as a TorchScript file (nn~'s contract kept); temp name + rename.
