@@ -154,3 +154,17 @@ def test_free_name(tmp_path):
     assert audio.free_name(tmp_path, "g", [".npy", ".json"]) == "g-001"
     (tmp_path / "g-001.json").write_text("{}")
     assert audio.free_name(tmp_path, "g", [".npy", ".json"]) == "g-002"
+
+
+@pytest.mark.parametrize("subtype", ["FLOAT", "DOUBLE"])
+def test_float_wav_same_bytes(tmp_path, subtype):
+    """Float wavs carry no time stamp: the same samples give the same file, read back exactly."""
+    x = (np.random.default_rng(0).normal(size=(8, 300)) * 2).astype(np.float32)
+    a = audio.write(tmp_path / "a.wav", x, 21, subtype=subtype)
+    import time
+    time.sleep(1.1)
+    b = audio.write(tmp_path / "b.wav", x, 21, subtype=subtype)
+    assert a.read_bytes() == b.read_bytes()
+    info = sf.info(a)
+    assert (info.samplerate, info.channels, info.frames, info.subtype) == (21, 8, 300, subtype)
+    np.testing.assert_array_equal(sf.read(a, dtype="float32")[0].T, x)

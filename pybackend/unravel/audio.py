@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import struct
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -87,12 +88,38 @@ def load(path: str | os.PathLike, sr: int, channels: int) -> np.ndarray:
 
 def write(path: str | os.PathLike, audio: np.ndarray, sr: int, subtype: str = "FLOAT",
           force: bool = False) -> Path:
-    """Write (channels, n) audio as a wav file (temporary name, then rename)."""
+    """Write (channels, n) audio as a wav file (temporary name, then rename).
+
+    FLOAT (32-bit) and DOUBLE (64-bit) files hold only the samples (no time-stamped PEAK
+    chunk), so the same audio always gives the same bytes; other subtypes go through
+    libsndfile.
+    """
     audio = np.asarray(audio)
     if audio.ndim == 1:
         audio = audio[None]
+    if subtype in ("FLOAT", "DOUBLE"):
+        dtype = "<f4" if subtype == "FLOAT" else "<f8"
+        return atomic_write(path, lambda tmp: write_float_wav(tmp, audio, int(sr), dtype), force=force)
     return atomic_write(path, lambda tmp: sf.write(tmp, audio.T, int(sr), subtype=subtype,
                                                   format="WAV"), force=force)
+
+
+def write_float_wav(path: str | os.PathLike, audio: np.ndarray, sr: int, dtype: str = "<f4") -> None:
+    """Write (channels, n) samples as an IEEE-float wav (fmt, fact, data chunks) in place."""
+    data = np.ascontiguousarray(np.asarray(audio).T, dtype=dtype)   # (n, channels) interleaved
+    frames, channels = data.shape
+    width = data.dtype.itemsize
+    size = data.nbytes
+    if size + 50 >= 2 ** 32:
+        raise UnravelError(f"{path}: too much audio for a wav file ({frames} frames)")
+    fmt = struct.pack("<HHIIHH", 3, channels, sr, sr * channels * width, channels * width, 8 * width)
+    header = (b"RIFF" + struct.pack("<I", 4 + 8 + len(fmt) + 12 + 8 + size) + b"WAVE"
+              + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+              + b"fact" + struct.pack("<II", 4, frames)
+              + b"data" + struct.pack("<I", size))
+    with open(path, "wb") as f:
+        f.write(header)
+        f.write(data.tobytes())
 
 
 def find_audio(inputs: Sequence[str | os.PathLike]) -> list[Path]:

@@ -63,7 +63,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    from unravel import pipeline
+    from unravel import audio, pipeline
+    audio.find_audio(args.inputs)            # fail on bad inputs before loading the model
+    audio.check_writable_dir(args.output)
     model = _load(args, args.model)
     _print_paths(pipeline.encode_files(model, args.inputs, args.output, latent_wav=args.latent_wav,
                                        force=args.force))
@@ -130,7 +132,9 @@ def cmd_tempo(args: argparse.Namespace) -> int:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    from unravel import pipeline
+    from unravel import audio, pipeline
+    pipeline.read_latents(args.latents)      # fail on bad inputs before loading the model
+    audio.check_writable_dir(args.output)
     model = _load(args, args.model)
     _print_paths(pipeline.decode_files(model, args.latents, args.output, force=args.force))
     return 0
@@ -303,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", metavar="CKPT", help="continue a run (weights, optimizer, epoch)")
     g.add_argument("--finetune", metavar="CKPT", help="start from a checkpoint's weights")
     s.add_argument("--seed", type=int, default=664)
+    s.add_argument("--no-optimizer-state", action="store_true",
+                   help="write checkpoints without optimizer/scheduler state (smaller, not resumable)")
     s.set_defaults(func=diffusion_cmd("cmd_train"))
     # ---- end of subcommands ----------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from unravel import audio
 from unravel.audio import atomic_write
 from unravel.errors import UnravelError
 
@@ -115,8 +116,7 @@ def write_wav(path: str | os.PathLike, z: np.ndarray, rate: int, subtype: str = 
     z = _as_dt(z)
     if subtype not in ("DOUBLE", "FLOAT"):
         raise UnravelError(f"{path}: latent wav subtype must be DOUBLE or FLOAT, not {subtype}")
-    return atomic_write(path, lambda tmp: sf.write(tmp, z.T.astype(np.float64), int(rate),
-                                                  subtype=subtype, format="WAV"), force=force)
+    return audio.write(path, z, rate, subtype=subtype, force=force)
 
 
 def write_json(path: str | os.PathLike, data: dict, force: bool = False) -> Path:
