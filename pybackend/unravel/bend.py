@@ -222,6 +222,7 @@ class Bender:
         try:
             with self.model.lock:
                 torch.jit.save(self.model.module, tmp)
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600
             os.replace(tmp, path)
         except OSError as e:
             raise UnravelError(f"{path}: cannot write ({e.strerror or e})") from None

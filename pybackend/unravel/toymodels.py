@@ -278,6 +278,7 @@ def export(module: nn.Module, path: os.PathLike, sr: int = 44100, sr_attr: str =
     os.close(fd)
     try:
         torch.jit.save(scripted, tmp)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -301,3 +302,185 @@ def make_test_model(path: os.PathLike, dims: int = 8, stereo: bool = False, stre
         for p in module.codec.parameters():
             p.mul_(4.0)
     return export(module, path, sr=sr, sr_attr=sr_attr)
+
+
+# --------------------------------------------------------------------------- the bundled loop
+
+
+def _filter(x, kind: str, freq, sr: int, order: int = 4):
+    from scipy.signal import butter, sosfilt
+
+    return sosfilt(butter(order, freq, kind, fs=sr, output="sos"), x)
+
+
+def make_loop(sr: int = 44100, bpm: float = 180.0, bars: int = 6, seed: int = 0):
+    """A synthetic drum-and-bass style loop (kick, snare, hats, a reese-like bass line),
+    mono float32 in [-1, 1]; same seed, same samples. 6 bars at 180 BPM = 8 s."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    step = int(round(sr * 60 / bpm / 4))  # a 16th note
+    n = step * 16 * bars
+    out = np.zeros(n)
+
+    def put(sound, at: int, gain: float):
+        end = min(n, at + len(sound))
+        out[at:end] += gain * sound[: end - at]
+
+    t = np.arange(int(0.4 * sr)) / sr
+    kick = np.sin(2 * np.pi * np.cumsum(45 + 120 * np.exp(-t * 35)) / sr) * np.exp(-t * 9)
+    kick[: int(0.002 * sr)] += rng.uniform(-0.5, 0.5, int(0.002 * sr))
+    ts = t[: int(0.25 * sr)]
+    snare_noise = _filter(rng.standard_normal(len(ts)), "bandpass", (900, 7000), sr)
+    snare = 0.5 * np.sin(2 * np.pi * 185 * ts) * np.exp(-ts * 25) + 1.2 * snare_noise * np.exp(-ts * 16)
+    th = t[: int(0.12 * sr)]
+    hat = _filter(rng.standard_normal(len(th)), "highpass", 7000, sr) * np.exp(-th * 70)
+    open_hat = _filter(rng.standard_normal(len(th)), "highpass", 6000, sr) * np.exp(-th * 18)
+
+    for bar in range(bars):
+        b0 = bar * 16 * step
+        kicks = [0, 10] + ([7] if bar % 2 else [14] if bar % 3 == 2 else [])
+        for s in kicks:
+            put(kick, b0 + s * step, 0.95)
+        for s in (4, 12):
+            put(snare, b0 + s * step, 0.6)
+        for s in range(0, 16, 2):
+            if s % 8 == 6 and rng.random() < 0.5:
+                put(open_hat, b0 + s * step, 0.18)
+            else:
+                put(hat, b0 + s * step, rng.uniform(0.15, 0.3))
+        for s in range(1, 16, 2):
+            if rng.random() < 0.35:
+                put(hat, b0 + s * step, rng.uniform(0.05, 0.12))
+        if rng.random() < 0.5:
+            put(snare, b0 + 15 * step, 0.15)
+
+    # bass: one note per 8th-note pair, a phrase per two bars, detuned saws low-passed
+    root = 41.2  # E1
+    phrase = [0, 0, 0, 3, 5, 5, 3, 0, 7, 7, 5, 3, 0, 0, -2, -2]
+    freq = np.zeros(n)
+    gate = np.zeros(n)
+    note_len = 2 * step
+    for i in range(n // note_len):
+        f = root * 2 ** (phrase[i % len(phrase)] / 12)
+        freq[i * note_len:(i + 1) * note_len] = f
+        tt = np.arange(note_len) / sr
+        gate[i * note_len:(i + 1) * note_len] = np.minimum(1, tt * 200) * np.exp(-tt * 2.5)
+    bass = np.zeros(n)
+    for detune in (0.995, 1.0, 1.006):
+        phase = np.cumsum(freq * detune) / sr
+        bass += 2 * (phase % 1.0) - 1
+    bass = _filter(bass / 3, "lowpass", 420, sr)
+    duck = np.ones(n)
+    for bar in range(bars):
+        for s in (0, 10):
+            at = bar * 16 * step + s * step
+            m = min(n - at, len(t))
+            duck[at:at + m] = np.minimum(duck[at:at + m], 1 - 0.6 * np.exp(-t[:m] * 12))
+    out += 0.55 * bass * gate * duck
+    out *= 0.89 / np.abs(out).max()
+    return out.astype(np.float32)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def stft_distance(x, y, ffts=(2048, 1024, 512, 256, 128)):
+    """Multi-resolution spectral distance: mean over FFT sizes of spectral convergence plus
+    mean absolute log-magnitude difference. x, y: tensors (..., n)."""
+    total = 0.0
+    for nfft in ffts:
+        win = torch.hann_window(nfft, device=x.device)
+        sx = torch.stft(x.reshape(-1, x.shape[-1]), nfft, nfft // 4, window=win, return_complex=True).abs()
+        sy = torch.stft(y.reshape(-1, y.shape[-1]), nfft, nfft // 4, window=win, return_complex=True).abs()
+        conv = torch.linalg.norm(sx - sy) / (torch.linalg.norm(sx) + 1e-7)
+        logmag = (torch.log(sx + 1e-5) - torch.log(sy + 1e-5)).abs().mean()
+        total = total + conv + logmag
+    return total / len(ffts)
+
+
+def reconstruction_distance(model, audio) -> float:
+    """stft_distance between the loop and decode(encode(loop)) for a ToyRave or a loaded
+    TorchScript model. audio: 1-D float32 numpy."""
+    x = torch.from_numpy(audio)[None, None]
+    n = x.shape[-1] - x.shape[-1] % 2048
+    x = x[..., :n]
+    with torch.no_grad():
+        y = model.decode(model.encode(x))
+    return float(stft_distance(x[0, 0], y[0, 0]))
+
+
+def train(dims: int, audio, seconds: float, seed: int = 0, batch: int = 8, crop: int = 32768,
+          log=print) -> "ToyRave":
+    """Train a ToyRave on random crops of `audio` for a wall-clock budget; returns it (eval)."""
+    import time
+
+    import numpy as np
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = ToyRave(dims=dims)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=1e-3)
+    x_all = torch.from_numpy(audio)
+    start = time.monotonic()
+    step = 0
+    while True:
+        elapsed = time.monotonic() - start
+        if elapsed >= seconds:
+            break
+        for g in opt.param_groups:  # cosine decay over the time budget
+            g["lr"] = 1e-4 + 0.5 * (1e-3 - 1e-4) * (1 + math.cos(math.pi * elapsed / seconds))
+        starts = rng.integers(0, len(audio) - crop, batch)
+        x = torch.stack([x_all[s:s + crop] for s in starts])[:, None]
+        x = x * torch.from_numpy(rng.uniform(0.5, 1.0, (batch, 1, 1)).astype(np.float32))
+        z = model.encoder(model.pqmf.analysis(x))
+        y = model.pqmf.synthesis(model.decoder(z + 0.05 * torch.randn_like(z)))
+        loss = stft_distance(x, y) + 1e-3 * (z ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        step += 1
+        if step % 100 == 0:
+            log(f"dims {dims} step {step} {elapsed:.0f}s loss {loss.item():.4f}")
+    model.eval()
+    return model
+
+
+def main(argv=None) -> int:
+    """`python -m unravel.toymodels train --out DIR [--minutes M]`: make loop.wav, default.ts,
+    default4.ts and print the spectral distances (trained vs. untrained)."""
+    import argparse
+
+    import soundfile as sf
+
+    ap = argparse.ArgumentParser(prog="python -m unravel.toymodels")
+    ap.add_argument("command", choices=["train", "loop"])
+    ap.add_argument("--out", default=str(pathlib.Path(__file__).parent / "data"))
+    ap.add_argument("--minutes", type=float, default=9.0, help="training budget for the 8-dim model")
+    ap.add_argument("--minutes4", type=float, default=5.0, help="training budget for the 4-dim model")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    out = pathlib.Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    audio = make_loop(seed=a.seed)
+    tmp = out / "loop.wav.tmp"
+    sf.write(tmp, audio, 44100, subtype="PCM_16", format="WAV")
+    os.replace(tmp, out / "loop.wav")
+    print(f"wrote {out / 'loop.wav'} ({len(audio) / 44100:.2f} s)")
+    if a.command == "loop":
+        return 0
+    audio, _ = sf.read(out / "loop.wav", dtype="float32")  # train on what is shipped
+    for dims, minutes, name in ((8, a.minutes, "default.ts"), (4, a.minutes4, "default4.ts")):
+        torch.manual_seed(a.seed)
+        untrained = reconstruction_distance(ToyRave(dims=dims), audio)
+        model = train(dims, audio, minutes * 60, seed=a.seed)
+        export(model, out / name)
+        trained = reconstruction_distance(torch.jit.load(str(out / name)), audio)
+        print(f"{name}: spectral distance trained {trained:.4f}, untrained {untrained:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
