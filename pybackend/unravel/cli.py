@@ -310,6 +310,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-optimizer-state", action="store_true",
                    help="write checkpoints without optimizer/scheduler state (smaller, not resumable)")
     s.set_defaults(func=diffusion_cmd("cmd_train"))
+
+    s = sub.add_parser("app", parents=[common], help="start the web page (needs the [app] extra)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    s.add_argument("--models", metavar="DIR", help="folder of RAVE .ts models and diffusion checkpoints")
+    s.add_argument("--out", metavar="DIR", help="folder for what the page makes (default: a new temp folder)")
+    s.set_defaults(func=lambda args: __import__("unravel.app", fromlist=["cmd_app"]).cmd_app(args))
     # ---- end of subcommands ----------------------------------------------------------------
 
     return p
