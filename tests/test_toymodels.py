@@ -94,3 +94,50 @@ def test_pqmf_is_fixed_and_reconstructs(quirk_models):
     x = torch.randn(1, 1, 4096)
     y = fb.synthesis(fb.analysis(x))
     assert torch.allclose(y[..., :-16], x[..., :-16], atol=1e-5)
+
+
+# --------------------------------------------------------------------------- bundled data
+
+import numpy as np  # noqa: E402
+import soundfile as sf  # noqa: E402
+
+from unravel.model import DATA_DIR, load_model  # noqa: E402
+from unravel.toymodels import ToyRave, export, make_loop, reconstruction_distance, train  # noqa: E402
+
+
+def test_bundled_loop_is_the_seeded_synthesis():
+    audio, sr = sf.read(DATA_DIR / "loop.wav", dtype="float32")
+    assert sr == 44100 and audio.ndim == 1 and 8 <= len(audio) / sr <= 12
+    assert (DATA_DIR / "loop.wav").stat().st_size < 800_000
+    ref = make_loop(seed=0)
+    assert ref.tobytes() == make_loop(seed=0).tobytes()
+    assert not np.array_equal(ref, make_loop(seed=1))
+    np.testing.assert_allclose(audio, ref, atol=1.0 / 32767)
+
+
+@pytest.mark.parametrize("name,dims", [("default", 8), ("default4", 4)])
+def test_bundled_models_are_trained_and_deterministic(name, dims):
+    path = DATA_DIR / f"{name}.ts"
+    assert path.stat().st_size < 5_000_000
+    m = load_model(name)
+    assert (m.sr, m.latent_dims, m.ratio, m.in_channels, m.out_channels) == (44100, dims, 2048, 1, 1)
+    assert {l.name for l in m.layers() if not l.learned} == {"pqmf.weight"}
+    audio, _ = sf.read(DATA_DIR / "loop.wav", dtype="float32")
+    torch.manual_seed(0)
+    untrained = reconstruction_distance(ToyRave(dims=dims), audio)
+    trained = reconstruction_distance(m.module, audio)
+    assert trained < 0.75 * untrained, (trained, untrained)
+    z = m.encode(audio[None])
+    assert z.shape == (dims, len(audio) // 2048 + (len(audio) % 2048 > 0))
+    a, b = m.decode(z), m.decode(z)
+    assert a.tobytes() == b.tobytes()  # the default model's decode is deterministic
+    assert 0.05 < np.abs(a).max() < 2.0
+
+
+def test_training_runs_and_exports(tmp_path):
+    audio = make_loop(seed=2)[:60000]
+    a = train(4, audio, steps=2, seed=5, crop=8192, batch=2, log=lambda s: None)
+    b = train(4, audio, steps=2, seed=5, crop=8192, batch=2, log=lambda s: None)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    m = load_model(export(a, tmp_path / "t.ts"))
+    assert m.latent_dims == 4 and m.decode(np.zeros((4, 2), np.float32)).shape == (1, 4096)

@@ -5,7 +5,8 @@ Two uses:
   exports (decode's extra optional argument, streaming caches with a batch limit,
   variational noise padding, stereo, no `get_methods`), for the tests of every helper.
 - `ToyRave` with a fixed MDCT filterbank under `pqmf.` and a conv encoder/decoder: the
-  architecture of the bundled default models (see `unravel.train_default`).
+  architecture of the bundled default models, trained by `python -m unravel.toymodels train`
+  on `make_loop()` (see data/README.md).
 
 Everything here is plain torch; exported files load with `torch.jit.load` alone.
 """
@@ -410,9 +411,14 @@ def reconstruction_distance(model, audio) -> float:
     return float(stft_distance(x[0, 0], y[0, 0]))
 
 
-def train(dims: int, audio, seconds: float, seed: int = 0, batch: int = 8, crop: int = 32768,
+TRAIN_FFTS = (2048, 512, 128)
+
+
+def train(dims: int, audio, steps: int, seed: int = 0, batch: int = 8, crop: int = 16384,
           log=print) -> "ToyRave":
-    """Train a ToyRave on random crops of `audio` for a wall-clock budget; returns it (eval)."""
+    """Train a ToyRave on random crops of `audio` (multi-resolution STFT loss, small latent
+    penalty, latent noise so decoded generated latents stay plausible); returns it in eval
+    mode. Same seed and steps on the same torch build and thread count -> same weights."""
     import time
 
     import numpy as np
@@ -423,42 +429,39 @@ def train(dims: int, audio, seconds: float, seed: int = 0, batch: int = 8, crop:
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=1e-3)
     x_all = torch.from_numpy(audio)
-    start = time.monotonic()
-    step = 0
-    while True:
-        elapsed = time.monotonic() - start
-        if elapsed >= seconds:
-            break
-        for g in opt.param_groups:  # cosine decay over the time budget
-            g["lr"] = 1e-4 + 0.5 * (1e-3 - 1e-4) * (1 + math.cos(math.pi * elapsed / seconds))
+    start = time.process_time()
+    for step in range(steps):
+        lr = 1e-4 + 0.5 * (1e-3 - 1e-4) * (1 + math.cos(math.pi * step / steps))  # cosine decay
+        for g in opt.param_groups:
+            g["lr"] = lr
         starts = rng.integers(0, len(audio) - crop, batch)
         x = torch.stack([x_all[s:s + crop] for s in starts])[:, None]
         x = x * torch.from_numpy(rng.uniform(0.5, 1.0, (batch, 1, 1)).astype(np.float32))
         z = model.encoder(model.pqmf.analysis(x))
         y = model.pqmf.synthesis(model.decoder(z + 0.05 * torch.randn_like(z)))
-        loss = stft_distance(x, y) + 1e-3 * (z ** 2).mean()
+        loss = stft_distance(x, y, TRAIN_FFTS) + 1e-3 * (z ** 2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
-        step += 1
-        if step % 100 == 0:
-            log(f"dims {dims} step {step} {elapsed:.0f}s loss {loss.item():.4f}")
+        if (step + 1) % 100 == 0:
+            log(f"dims {dims} step {step + 1}/{steps} cpu {time.process_time() - start:.0f}s loss {loss.item():.4f}")
     model.eval()
     return model
 
 
 def main(argv=None) -> int:
-    """`python -m unravel.toymodels train --out DIR [--minutes M]`: make loop.wav, default.ts,
+    """`python -m unravel.toymodels train --out DIR [--steps N]`: make loop.wav, default.ts,
     default4.ts and print the spectral distances (trained vs. untrained)."""
     import argparse
+    import time
 
     import soundfile as sf
 
     ap = argparse.ArgumentParser(prog="python -m unravel.toymodels")
     ap.add_argument("command", choices=["train", "loop"])
     ap.add_argument("--out", default=str(pathlib.Path(__file__).parent / "data"))
-    ap.add_argument("--minutes", type=float, default=9.0, help="training budget for the 8-dim model")
-    ap.add_argument("--minutes4", type=float, default=5.0, help="training budget for the 4-dim model")
+    ap.add_argument("--steps", type=int, default=5000, help="training steps of the 8-dim model")
+    ap.add_argument("--steps4", type=int, default=2500, help="training steps of the 4-dim model")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -472,13 +475,16 @@ def main(argv=None) -> int:
     if a.command == "loop":
         return 0
     audio, _ = sf.read(out / "loop.wav", dtype="float32")  # train on what is shipped
-    for dims, minutes, name in ((8, a.minutes, "default.ts"), (4, a.minutes4, "default4.ts")):
+    for dims, steps, name in ((8, a.steps, "default.ts"), (4, a.steps4, "default4.ts")):
         torch.manual_seed(a.seed)
         untrained = reconstruction_distance(ToyRave(dims=dims), audio)
-        model = train(dims, audio, minutes * 60, seed=a.seed)
+        t = time.process_time()
+        model = train(dims, audio, steps, seed=a.seed, log=lambda m: print(m, flush=True))
+        minutes = (time.process_time() - t) / 60
         export(model, out / name)
         trained = reconstruction_distance(torch.jit.load(str(out / name)), audio)
-        print(f"{name}: spectral distance trained {trained:.4f}, untrained {untrained:.4f}")
+        print(f"{name}: {steps} steps, {minutes:.1f} CPU minutes; spectral distance of "
+              f"decode(encode(loop)): trained {trained:.4f}, untrained {untrained:.4f}", flush=True)
     return 0
 
 
