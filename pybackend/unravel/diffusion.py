@@ -753,6 +753,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """`unravel train-diffusion`: train on a folder of latents."""
+    from unravel.model import set_threads
+    set_threads(getattr(args, "threads", 1))
     summary = train(args.latents, args.output, arch=args.arch, name=args.name,
                     batch_size=args.batch_size, accumulation_steps=args.accumulation_steps,
                     lr=args.lr, weight_decay=args.weight_decay, scheduler_steps=args.scheduler_steps,

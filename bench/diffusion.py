@@ -1,0 +1,135 @@
+"""Diffusion sampling: unravel's sampler vs. a direct reimplementation of the reference loop.
+
+The baseline is what RAVE-Latent-Diffusion's generate script runs per seed: seed, draw
+noise, then audio-diffusion-pytorch 0.1.3's VSampler loop under torch.no_grad (sigmas
+repeated per batch item, alpha/beta tensors of shape (steps+1, b, 1, 1), a progress-bar
+description per step), then the global z-score. Ours: unravel.diffusion.sample_seeds
+(inference mode, several seeds in one forward pass) and the same z-score. Same checkpoint,
+same steps, same seeds, same process; prints time ratios (ours / reference, lower is
+better) and the peak resident memory each adds while sampling.
+
+    .venv/bin/python bench/diffusion.py [--checkpoint default] [--steps 20] [--seeds 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from unravel import diffusion
+
+
+def reference_generate(net: torch.nn.Module, seeds: list[int], dims: int, length: int,
+                       steps: int) -> list[torch.Tensor]:
+    """The reference: one seed at a time, VSampler's loop, normalize."""
+    out = []
+    for seed in seeds:
+        with torch.no_grad():
+            torch.manual_seed(seed)
+            np.random.seed(seed)
+            random.seed(seed)
+            x = torch.randn(1, dims, length) * 1.0
+            b = x.shape[0]
+            sigmas = torch.linspace(1.0, 0.0, steps + 1).unsqueeze(1).repeat(1, b)
+            sigmas_batch = sigmas.view(*sigmas.shape, *((1,) * (x.ndim + 1 - sigmas.ndim)))
+            angle = sigmas_batch * math.pi / 2
+            alphas, betas = torch.cos(angle), torch.sin(angle)
+            bar = tqdm(range(steps), disable=True)
+            for i in bar:
+                v = net(x, sigmas[i])
+                x_pred = alphas[i] * x - betas[i] * v
+                noise_pred = betas[i] * x + alphas[i] * v
+                x = alphas[i + 1] * x_pred + betas[i + 1] * noise_pred
+                bar.set_description(f"Sampling (noise={sigmas[i + 1, 0]:.2f})")
+            out.append((x - x.mean()) / x.std())
+    return out
+
+
+def ours_generate(d: diffusion.Diffuser, seeds: list[int], steps: int, batch: int) -> list[torch.Tensor]:
+    zs, _ = diffusion.sample_seeds(d, seeds, steps, batch=batch)
+    return [diffusion.normalize(z) for z in zs]
+
+
+def _status(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])  # kB
+    raise KeyError(field)
+
+
+def peak_mb(fn) -> float:
+    """Peak resident memory added while fn runs (MB), via the resettable high-water mark."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return float("nan")
+    base = _status("VmRSS")
+    fn()
+    return (_status("VmHWM") - base) / 1024
+
+
+def _peak_in_fresh_process(args: argparse.Namespace, index: int) -> float:
+    """Run variant `index` once in a new interpreter (so freed memory cached by earlier runs
+    does not hide its peak) and return the peak it adds over the loaded checkpoint."""
+    cmd = [sys.executable, __file__, "--checkpoint", str(args.checkpoint), "--steps", str(args.steps),
+           "--seeds", str(args.seeds), "--batch", str(args.batch), "--peak", str(index)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", default="default")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--seeds", type=int, default=4, help="seeds per run (ours batches them)")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--peak", type=int, help=argparse.SUPPRESS)  # internal: one variant's peak
+    args = p.parse_args()
+    torch.set_num_threads(1)
+
+    d = diffusion.load_checkpoint(args.checkpoint)
+    seeds = list(range(args.seeds))
+    params = sum(t.numel() for t in d.model.net.parameters())
+    if args.peak is None:
+        print(f"checkpoint {d.path.name}: {params} parameters, {d.dims} dims x {d.latent_length} frames, "
+              f"{args.steps} steps, {args.seeds} seeds, torch threads 1")
+
+    runs = {
+        "reference loop": lambda: reference_generate(d.model.net, seeds, d.dims, d.latent_length, args.steps),
+        f"ours (batch {args.batch})": lambda: ours_generate(d, seeds, args.steps, args.batch),
+        "ours (batch 1)": lambda: ours_generate(d, seeds, args.steps, 1),
+    }
+    if args.peak is not None:
+        fn = list(runs.values())[args.peak]
+        print(peak_mb(fn))
+        return
+    ref = runs["reference loop"]()
+    for name, fn in runs.items():  # the same latents (batch 1: bit for bit)
+        diff = max((a - b).abs().max().item() for a, b in zip(ref, fn()))
+        print(f"  {name:<18} max |z - z_ref| = {diff:.2e}")
+    best = {name: math.inf for name in runs}
+    for _ in range(args.repeats):  # interleaved, best of repeats
+        for name, fn in runs.items():
+            t = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t)
+    peaks = {name: _peak_in_fresh_process(args, i) for i, name in enumerate(runs)}
+    base = best["reference loop"]
+    print(f"{'run':<20} {'seconds':>8} {'ratio':>7} {'peak MB':>8}")
+    for name in runs:
+        print(f"{name:<20} {best[name]:>8.3f} {best[name] / base:>7.2f} {peaks[name]:>8.1f}")
+
+
+if __name__ == "__main__":
+    main()
