@@ -11,8 +11,6 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
-
 from unravel.errors import UnravelError
 
 # File name endings treated as audio when a folder is expanded.
@@ -51,6 +49,7 @@ def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
         raise UnravelError(f"resample: bad sample rates {sr_in} -> {sr_out}")
     if sr_in == sr_out:
         return audio.astype(np.float32, copy=False)
+    from scipy.signal import resample_poly   # slow import: only when resampling
     frac = Fraction(sr_out, sr_in).limit_denominator(1000)
     y = resample_poly(audio.astype(np.float64), frac.numerator, frac.denominator, axis=-1)
     n_out = int(round(audio.shape[-1] * sr_out / sr_in))

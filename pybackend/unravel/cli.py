@@ -63,9 +63,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    from unravel import audio, pipeline
-    audio.find_audio(args.inputs)            # fail on bad inputs before loading the model
-    audio.check_writable_dir(args.output)
+    from unravel import pipeline
+    # fail on bad inputs or outputs before loading the model
+    pipeline.encode_targets(args.inputs, args.output, args.latent_wav, args.force)
     model = _load(args, args.model)
     _print_paths(pipeline.encode_files(model, args.inputs, args.output, latent_wav=args.latent_wav,
                                        force=args.force))
@@ -132,21 +132,22 @@ def cmd_tempo(args: argparse.Namespace) -> int:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    from unravel import audio, pipeline
-    pipeline.read_latents(args.latents)      # fail on bad inputs before loading the model
-    audio.check_writable_dir(args.output)
+    from unravel import pipeline
+    # fail on bad inputs or outputs before loading the model
+    pipeline.read_latents(args.latents)
+    pipeline.decode_targets(args.latents, args.output, args.force)
     model = _load(args, args.model)
     _print_paths(pipeline.decode_files(model, args.latents, args.output, force=args.force))
     return 0
 
 
 def cmd_bend(args: argparse.Namespace) -> int:
-    from unravel.bend import Bender
+    from unravel.audio import check_writable_dir
     out = Path(args.output)
     if out.exists() and not args.force:
         raise UnravelError(f"{out}: already exists (use --force to overwrite)")
-    from unravel.audio import check_writable_dir
     check_writable_dir(out.parent if str(out.parent) else ".")
+    from unravel.bend import Bender
     bender = Bender(_load(args, args.model, warmup=False))
     bender.bend(args.layer, args.op, args.amount, percent=args.percent, seed=args.seed)
     print(bender.save(out))

@@ -89,16 +89,24 @@ def read_latents(inputs: Sequence[PathLike], dims: int | None = None) -> tuple[l
     return paths, arrays
 
 
-def encode_files(model: "Model", inputs: Sequence[PathLike], out_dir: PathLike,
-                 latent_wav: bool = False, progress: bool = True, force: bool = False) -> list[Path]:
-    """Encode audio files/folders to `<out_dir>/<name>.npy` (float32 (1, D, T)); with
-    `latent_wav` also `<name>.latent.wav`. Returns the `.npy` paths."""
-    _require(model, "encode")
+def encode_targets(inputs: Sequence[PathLike], out_dir: PathLike, latent_wav: bool = False,
+                   force: bool = False) -> tuple[list[Path], list[Path], list[Path]]:
+    """Check what encode_files would read and write: (audio files, .npy paths, latent wav paths).
+    Raises UnravelError for missing inputs, an unusable output folder or outputs that exist."""
     files = audio.find_audio(inputs)
     out = audio.check_writable_dir(out_dir)
     npys = [out / f"{f.stem}.npy" for f in files]
     wavs = [out / f"{f.stem}{latents.LATENT_WAV_SUFFIX}" for f in files]
     _targets(npys + (wavs if latent_wav else []), force)
+    return files, npys, wavs
+
+
+def encode_files(model: "Model", inputs: Sequence[PathLike], out_dir: PathLike,
+                 latent_wav: bool = False, progress: bool = True, force: bool = False) -> list[Path]:
+    """Encode audio files/folders to `<out_dir>/<name>.npy` (float32 (1, D, T)); with
+    `latent_wav` also `<name>.latent.wav`. Returns the `.npy` paths."""
+    _require(model, "encode")
+    files, npys, wavs = encode_targets(inputs, out_dir, latent_wav, force)
     rate = latents.latent_rate(model.sr, model.ratio)
     for f, npy, wav in _progress(list(zip(files, npys, wavs)), progress, "encode"):
         x = audio.load(f, model.sr, model.in_channels)
@@ -193,11 +201,10 @@ def generate_files(latent_files: Sequence[PathLike], out_dir: PathLike, pattern:
     return written
 
 
-def decode_files(model: "Model", latent_files: Sequence[PathLike], out_dir: PathLike,
-                 progress: bool = True, force: bool = False) -> list[Path]:
-    """Decode latent files (`.npy` or latent wav, folders expanded) to `<out_dir>/<name>.wav`
-    (32-bit float at the model's rate). Latent dims must match the model's."""
-    _require(model, "decode")
+def decode_targets(latent_files: Sequence[PathLike], out_dir: PathLike,
+                   force: bool = False) -> tuple[list[Path], list[Path]]:
+    """Check what decode_files would read and write: (latent files, audio paths).
+    Raises UnravelError for missing inputs, an unusable output folder or outputs that exist."""
     paths = find_latents(latent_files)
     out = audio.check_writable_dir(out_dir)
     targets = [out / f"{latents.stem(p)}.wav" for p in paths]
@@ -205,6 +212,15 @@ def decode_files(model: "Model", latent_files: Sequence[PathLike], out_dir: Path
     for p, t in zip(paths, targets):
         if p.resolve() == t.resolve():
             raise UnravelError(f"{p}: decoding would overwrite this input; choose another -o folder")
+    return paths, targets
+
+
+def decode_files(model: "Model", latent_files: Sequence[PathLike], out_dir: PathLike,
+                 progress: bool = True, force: bool = False) -> list[Path]:
+    """Decode latent files (`.npy` or latent wav, folders expanded) to `<out_dir>/<name>.wav`
+    (32-bit float at the model's rate). Latent dims must match the model's."""
+    _require(model, "decode")
+    paths, targets = decode_targets(latent_files, out_dir, force)
     # Read everything first: a bad file stops the batch before anything is written.
     arrays = [latents.read(p, model.latent_dims, expected_by=f"model {model.path.name}") for p in paths]
     for z, target in _progress(list(zip(arrays, targets)), progress, "decode"):
