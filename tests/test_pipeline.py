@@ -218,3 +218,26 @@ def test_decode_dims_mismatch(tmp_path, encoded, models):
     with pytest.raises(UnravelError, match=r"batch.npy: latent shape \(2, 8, 4\)"):
         pipeline.decode_files(models["default"], [encoded[0], tmp_path / "batch.npy"], tmp_path / "o")
     assert os.listdir(tmp_path / "o") == []   # checked before anything is written
+
+
+def test_demo(tmp_path, monkeypatch, capsys):
+    """`make demo`'s job: files under out/ relative to the current folder, non-silent audio."""
+    from unravel import demo
+    monkeypatch.chdir(tmp_path)
+    files = demo.run()
+    assert files["audio"] == __import__("pathlib").Path("out/demo.wav")
+    assert files_here(tmp_path / "out") == ["demo.json", "demo.latent.wav", "demo.npy", "demo.wav",
+                                            "loop.latent.wav", "loop.npy"]
+    g = np.load("out/demo.npy")
+    assert g.shape == (1, 8, demo.LOOPS * (1 + 2 + 3 + 5 + 8))     # fibo of 11 frames (117.45 BPM)
+    np.testing.assert_array_equal(latents.read("out/demo.latent.wav"), g[0])
+    y, sr = sf.read("out/demo.wav")
+    assert sr == 44100 and len(y) == g.shape[2] * 2048 and np.sqrt(np.mean(y ** 2)) > 1e-3
+    assert "out/demo.wav" in capsys.readouterr().out
+    first = (tmp_path / "out" / "demo.npy").read_bytes()
+    demo.run()                                                   # re-run: same seed, same bytes
+    assert (tmp_path / "out" / "demo.npy").read_bytes() == first
+
+
+def files_here(d):
+    return sorted(p.name for p in d.iterdir())
