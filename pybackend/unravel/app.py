@@ -134,7 +134,7 @@ def _number(x: float) -> str:
 
 # ---------------------------------------------------------------- pictures
 
-def latents_image(z: np.ndarray, path: str | os.PathLike, title: str = "") -> Path:
+def latents_image(z: np.ndarray, path: str | os.PathLike) -> Path:
     """Write a PNG of (D, T) latents as an image: dims down, time across."""
     import io
 
@@ -148,17 +148,15 @@ def latents_image(z: np.ndarray, path: str | os.PathLike, title: str = "") -> Pa
     lim = float(np.max(np.abs(z))) or 1.0
     im = ax.imshow(z, aspect="auto", interpolation="nearest", cmap="magma",
                    vmin=-lim, vmax=lim, origin="upper")
-    ax.set_xlabel("latent frame")
+    ax.set_xlabel(f"latent frame ({z.shape[1]} frames x {z.shape[0]} dims)")
     ax.set_ylabel("dim")
     ax.set_yticks(range(z.shape[0]))
     ax.tick_params(labelsize=7)
-    if title:
-        ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, pad=0.01)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.9))   # room for the page's label above
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    return audio.atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
+    return audio.atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()), force=True)
 
 
 # ---------------------------------------------------------------- Diffusion tab
@@ -207,8 +205,7 @@ def diffusion_generate(library: Library, checkpoint: str, rave: str, seed_a: int
                            **seeds)[0]
     progress(0.95, "drawing the latents")
     z = latents.read(result.npy)
-    image = latents_image(z, result.npy.with_suffix(".png"),
-                          title=f"{z.shape[0]} dims x {z.shape[1]} frames")
+    image = latents_image(z, result.npy.with_suffix(".png"))
     info = audio.sf.info(str(result.wav))
     command = diffusion_command(checkpoint, rave, seed_a, lerp, seed_b, lerp_factor, temperature,
                                 steps, latent_scale, length_mult, out_dir)
@@ -250,8 +247,7 @@ def encode_audio(library: Library, rave: str, inputs: Sequence[str | os.PathLike
                  for f in files]
     z = np.concatenate([latents.read(p) for p in paths], axis=1)
     s = stats.compute(z)
-    plot = stats.plot(z, out_dir / "stats.png",
-                      title=f"{len(paths)} file(s), {s.dims} dims, {s.frames} frames")
+    plot = stats.plot(z, out_dir / "stats.png")
     return EncodeResult(list(paths), plot, stats.format_table(s, iqr=iqr), s.frames)
 
 
@@ -285,8 +281,7 @@ def compose(library: Library, rave: str, encoded: Sequence[str | os.PathLike],
     wav = decode_files(model, [npy], out_dir)[0]
     latent_wav = npy.with_name(latents.stem(npy) + latents.LATENT_WAV_SUFFIX)
     z = latents.read(npy)
-    image = latents_image(z, npy.with_suffix(".png"),
-                          title=f"{pattern}, {dist}: {z.shape[0]} dims x {z.shape[1]} frames")
+    image = latents_image(z, npy.with_suffix(".png"))
     choice = ["--bpm", _number(bpm)] if bpm else ["--points", points]
     command = "\n".join([
         _command(["unravel", "generate", *encoded, "--pattern", pattern, "--dist", dist,
@@ -410,14 +405,17 @@ def _on_page(fn: Callable) -> Callable:
         except gr.Error:
             raise
         except UnravelError as e:
-            raise gr.Error(str(e)) from None
+            raise gr.Error(str(e), duration=None, print_exception=False) from None
         except Exception as e:  # a bug or a model that fails: say so, keep the page alive
-            raise gr.Error(f"{type(e).__name__}: {e}") from None
+            raise gr.Error(f"{type(e).__name__}: {e}", duration=None) from None
     return handler
 
 
 def _reporter(progress) -> Progress:
     return lambda fraction, desc: progress(fraction, desc=desc)
+
+
+CSS = ".seed-button { align-self: flex-end; margin-bottom: 6px; }"
 
 
 def theme():
@@ -435,6 +433,10 @@ def build(library: Library, out_dir: str | os.PathLike):
     rave_choices = library.rave_choices()
     rave_default = rave_choices[0][1] if rave_choices else "default"
 
+    def randomize_button():
+        return gr.Button("Randomize", size="sm", scale=0, min_width=110,
+                         elem_classes="seed-button")
+
     with gr.Blocks(title="unravel", analytics_enabled=False) as page:
         gr.Markdown("## unravel — generate, compose and bend sound in the latent space of RAVE models")
         with gr.Tabs():
@@ -443,18 +445,19 @@ def build(library: Library, out_dir: str | os.PathLike):
                 with gr.Row():
                     with gr.Column():
                         d_ckpt = gr.Dropdown(library.diffusion_choices(), value="default",
-                                             label="Diffusion model", allow_custom_value=True)
+                                             label="Diffusion model", allow_custom_value=True,
+                                             elem_id="d-ckpt")
                         d_rave = gr.Dropdown(rave_choices, value=rave_default,
                                              label="RAVE decoder", allow_custom_value=True)
-                        with gr.Row(equal_height=True):
+                        with gr.Row():
                             d_seed_a = gr.Number(1, precision=0, minimum=0, maximum=SEED_MAX,
                                                  label="Seed A", elem_id="d-seed-a")
-                            d_rand_a = gr.Button("Randomize", size="sm")
+                            d_rand_a = randomize_button()
                         d_lerp = gr.Checkbox(False, label="Lerp between seeds")
-                        with gr.Row(equal_height=True):
+                        with gr.Row():
                             d_seed_b = gr.Number(2, precision=0, minimum=0, maximum=SEED_MAX,
                                                  label="Seed B")
-                            d_rand_b = gr.Button("Randomize", size="sm")
+                            d_rand_b = randomize_button()
                         d_lerp_factor = gr.Slider(0, 1, 1, step=0.01, label="Lerp factor")
                         with gr.Accordion("Advanced", open=False):
                             d_temperature = gr.Slider(0.1, 1, 1, step=0.01, label="Temperature")
@@ -471,11 +474,11 @@ def build(library: Library, out_dir: str | os.PathLike):
                                           interactive=False, elem_id="d-files")
                         d_image = gr.Image(type="filepath", label="Latents (dims x time)",
                                            interactive=False)
-                        d_cmd = gr.Code(label="The same from the command line", language="shell",
+                        d_cmd = gr.Code(label="The same from the command line", language="shell", wrap_lines=True,
                                         interactive=False, elem_id="d-command")
 
-                d_rand_a.click(random_seed, outputs=d_seed_a)
-                d_rand_b.click(random_seed, outputs=d_seed_b)
+                d_rand_a.click(random_seed, outputs=d_seed_a, queue=False)
+                d_rand_b.click(random_seed, outputs=d_seed_b, queue=False)
 
                 @_on_page
                 def on_diffuse(ckpt, rave, seed_a, lerp, seed_b, factor, temperature, steps,
@@ -509,13 +512,13 @@ def build(library: Library, out_dir: str | os.PathLike):
                         with gr.Row():
                             u_by = gr.Radio(["points", "BPM"], value="points", label="Length by")
                             u_points = gr.Number(11, precision=0, minimum=1, maximum=4096,
-                                                 label="Points (latent frames)")
+                                                 label="Points (latent frames)", elem_id="u-points")
                             u_bpm = gr.Number(117.45, minimum=1, maximum=2000, label="Target BPM")
-                        with gr.Row(equal_height=True):
+                        with gr.Row():
                             u_loops = gr.Slider(1, 16, 1, step=1, label="Loops")
                             u_seed = gr.Number(0, precision=0, minimum=0, maximum=SEED_MAX,
                                                label="Seed")
-                            u_rand = gr.Button("Randomize", size="sm")
+                            u_rand = randomize_button()
                         u_go = gr.Button("Generate", variant="primary", elem_id="u-generate")
                     with gr.Column():
                         u_audio = gr.Audio(type="filepath", label="Audio", interactive=False,
@@ -524,13 +527,13 @@ def build(library: Library, out_dir: str | os.PathLike):
                                         file_count="multiple", interactive=False, elem_id="u-out")
                         u_image = gr.Image(type="filepath", label="Generated latents (dims x time)",
                                            interactive=False)
-                        u_cmd = gr.Code(label="The same from the command line", language="shell",
+                        u_cmd = gr.Code(label="The same from the command line", language="shell", wrap_lines=True,
                                         interactive=False)
                         u_plot = gr.Image(type="filepath", label="Statistics of the encodings",
-                                          interactive=False)
+                                          interactive=False, elem_id="u-plot")
                         u_table = gr.Code(label="Statistics", interactive=False)
 
-                u_rand.click(random_seed, outputs=u_seed)
+                u_rand.click(random_seed, outputs=u_seed, queue=False)
 
                 def encoded_for(rave, files, iqr, state):
                     files = [str(f) for f in (files or [])]
@@ -578,8 +581,8 @@ def build(library: Library, out_dir: str | os.PathLike):
                                              allow_custom_value=True)
                         b_layer = gr.Dropdown(layers, value=_pick_layer(layers), label="Layer",
                                               elem_id="b-layer")
-                        b_offset = gr.Slider(-0.1, 0.1, 0, step=0.001, label="Offset")
-                        b_spread = gr.Slider(0, 3, 1, step=0.01, label="Spread")
+                        b_offset = gr.Slider(-0.1, 0.1, 0, step=0.001, label="Offset", elem_id="b-offset")
+                        b_spread = gr.Slider(0, 3, 1, step=0.01, label="Spread", elem_id="b-spread")
                         b_random = gr.Slider(0, 2000, 0, step=1,
                                              label="Randomize (Gaussian noise, 0 = off)")
                         b_invert = gr.Checkbox(False, label="Invert")
@@ -594,7 +597,7 @@ def build(library: Library, out_dir: str | os.PathLike):
                                            interactive=False, buttons=["download"],
                                            elem_id="b-audio")
                         b_model = gr.File(label="Bent model", interactive=False, elem_id="b-model")
-                        b_cmd = gr.Code(label="The same from the command line", language="shell",
+                        b_cmd = gr.Code(label="The same from the command line", language="shell", wrap_lines=True,
                                         interactive=False)
 
                 sliders = [b_offset, b_spread, b_random, b_invert, b_percent, b_seed]
@@ -665,7 +668,7 @@ def serve(host: str = "127.0.0.1", port: int = 7860, models: str | os.PathLike |
         app, url, _ = page.launch(server_name=host, server_port=int(port), share=False,
                                   inbrowser=False, ssr_mode=False, mcp_server=False, pwa=False,
                                   enable_monitoring=False, show_error=True, quiet=True,
-                                  allowed_paths=allowed, theme=theme(),
+                                  allowed_paths=allowed, theme=theme(), css=CSS,
                                   footer_links=["settings"], prevent_thread_lock=True)
     except OSError as e:
         raise UnravelError(f"app: cannot listen on {host}:{port} ({e})") from None
