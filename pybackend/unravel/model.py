@@ -193,6 +193,8 @@ class Model:
         if x.dim() != 3 or x.shape[1] != mp.in_channels:
             raise UnravelError(
                 f"{self.path.name}: {method} takes (batch, {mp.in_channels}, n), got {tuple(x.shape)}")
+        if x.dtype != torch.float32:
+            x = x.to(torch.float32)
         n = x.shape[-1]
         step = self._steps[method]
         pad = -n % step
