@@ -214,3 +214,20 @@ def test_bad_input_leaves_no_files(bad, bad_results):
     assert not (bad / "b.ts").exists()
     leftovers = [p for p in bad.rglob("*") if ".tmp" in p.name]
     assert leftovers == []
+
+
+def test_threads_anywhere_and_model_rates(tmp_path, quirk_models, capsys):
+    """--threads before or after the command; generate/tempo take sr and ratio from --model."""
+    from unravel import cli
+    p = cli.build_parser()
+    assert p.parse_args(["tempo"]).threads == 1
+    assert p.parse_args(["--threads", "3", "tempo"]).threads == 3
+    assert p.parse_args(["tempo", "--threads", "2"]).threads == 2
+    latents.write_npy(tmp_path / "z.npy", np.random.default_rng(0).normal(size=(8, 30)).astype(np.float32))
+    m = str(quirk_models["sr48k_sampling_rate"])
+    assert cli.main(["generate", str(tmp_path / "z.npy"), "--model", m, "--bpm", "120", "-o", str(tmp_path / "g")]) == 0
+    side = json.loads((tmp_path / "g" / "default-normal-001.json").read_text())
+    assert (side["sr"], side["ratio"], side["latent_rate"], side["points"]) == (48000, 2048, 23, 12)
+    assert sf.info(tmp_path / "g" / "default-normal-001.latent.wav").samplerate == 23
+    assert cli.main(["tempo", "--model", m, "--bpm", "120"]) == 0
+    assert "k = 12 frames, 117.19 BPM" in capsys.readouterr().out

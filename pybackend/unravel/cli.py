@@ -168,9 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     force = argparse.ArgumentParser(add_help=False)
     force.add_argument("-f", "--force", action="store_true", help="overwrite existing output files")
 
-    p = _Parser(prog="unravel", parents=[common],
+    p = _Parser(prog="unravel",
                 description="Compose, generate and bend sound in the latent space of RAVE models.")
-    p.set_defaults(threads=1)
+    # its own action: the subcommands' copy (shared from `common`) must keep SUPPRESS
+    p.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="torch threads (default 1: fastest for small models on few cores)")
     p.add_argument("--version", action="version", version=f"unravel {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
