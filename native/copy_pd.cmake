@@ -1,0 +1,7 @@
+# copy everything under SRC (pd/) into DST, keeping sub-folders (examples/ ...)
+file(GLOB_RECURSE _files RELATIVE "${SRC}" "${SRC}/*")
+foreach(f ${_files})
+  get_filename_component(_d "${DST}/${f}" DIRECTORY)
+  file(MAKE_DIRECTORY "${_d}")
+  configure_file("${SRC}/${f}" "${DST}/${f}" COPYONLY)
+endforeach()

@@ -1,0 +1,647 @@
+/* pyembed: see pyembed.h */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include "pyembed.h"
+
+static int py_state;                /* 0 not tried, 1 running, -1 failed */
+static char py_starterr[PYERR_SIZE];
+static PyObject *py_bridge;         /* the module unravel.bridge */
+static PyObject *py_session_class;
+
+/* ---------------------------------- errors ---------------------------------- */
+
+static void seterr(char *err, const char *msg)
+{
+    if (err)
+        snprintf(err, PYERR_SIZE, "%s", msg);
+}
+
+/* the pending exception's last line into err (GIL held); clears the exception */
+static void py_fetcherr(char *err)
+{
+    PyObject *type, *value, *tb, *str = 0;
+    const char *name = "error", *msg = 0, *line, *end;
+    char buf[PYERR_SIZE];
+    PyErr_Fetch(&type, &value, &tb);
+    if (!type)
+    {
+        seterr(err, "unknown Python error");
+        return;
+    }
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (PyType_Check(type))
+        name = ((PyTypeObject *)type)->tp_name;
+    if (value && (str = PyObject_Str(value)))
+        msg = PyUnicode_AsUTF8(str);
+    if (!msg)
+        PyErr_Clear();
+    if (msg && *msg)
+    {
+        /* the last non-empty line */
+        size_t len = strlen(msg);
+        while (len && (msg[len - 1] == '\n' || msg[len - 1] == ' '))
+            len--;
+        end = msg + len;
+        line = end;
+        while (line > msg && line[-1] != '\n')
+            line--;
+        if (strstr(name, "UnravelError"))
+            snprintf(buf, sizeof(buf), "%.*s", (int)(end - line), line);
+        else
+        {
+            const char *dot = strrchr(name, '.');
+            snprintf(buf, sizeof(buf), "%s: %.*s", dot ? dot + 1 : name, (int)(end - line), line);
+        }
+    }
+    else
+        snprintf(buf, sizeof(buf), "%s", name);
+    seterr(err, buf);
+    Py_XDECREF(str);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+}
+
+/* ---------------------------------- start ---------------------------------- */
+
+int pyembed_start(const char *python, const char *libpython, char *err)
+{
+    PyGILState_STATE g;
+    PyObject *r;
+    if (py_state == 1)
+        return 0;
+    if (py_state == -1)
+    {
+        seterr(err, py_starterr);
+        return -1;
+    }
+    py_state = -1;
+    if (libpython && *libpython)
+    {
+        /* make libpython's symbols global so numpy's and torch's extensions resolve them */
+        if (!dlopen(libpython, RTLD_NOW | RTLD_GLOBAL | RTLD_NOLOAD))
+            dlopen(libpython, RTLD_NOW | RTLD_GLOBAL);
+    }
+    if (!Py_IsInitialized())
+    {
+        PyStatus status;
+        PyConfig config;
+        PyConfig_InitPythonConfig(&config);
+        config.install_signal_handlers = 0;
+        config.parse_argv = 0;
+        config.buffered_stdio = 0;
+        if (python && *python)
+        {
+            status = PyConfig_SetBytesString(&config, &config.executable, python);
+            if (!PyStatus_Exception(status))
+                status = PyConfig_SetBytesString(&config, &config.program_name, python);
+            if (PyStatus_Exception(status))
+            {
+                snprintf(py_starterr, PYERR_SIZE, "cannot configure Python %s", python);
+                PyConfig_Clear(&config);
+                seterr(err, py_starterr);
+                return -1;
+            }
+        }
+        status = Py_InitializeFromConfig(&config);
+        PyConfig_Clear(&config);
+        if (PyStatus_Exception(status))
+        {
+            snprintf(py_starterr, PYERR_SIZE, "cannot start Python %s (%s)",
+                python ? python : "", status.err_msg ? status.err_msg : "unknown error");
+            seterr(err, py_starterr);
+            return -1;
+        }
+        /* release the GIL taken by initialization; every call below takes it back */
+        PyEval_SaveThread();
+    }
+    g = PyGILState_Ensure();
+    py_bridge = PyImport_ImportModule("unravel.bridge");
+    if (py_bridge)
+        py_session_class = PyObject_GetAttrString(py_bridge, "Session");
+    if (!py_bridge || !py_session_class ||
+        !(r = PyObject_CallMethod(py_bridge, "init", NULL)))
+    {
+        char msg[PYERR_SIZE];
+        py_fetcherr(msg);
+        snprintf(py_starterr, PYERR_SIZE, "cannot import unravel.bridge with %s: %s",
+            python ? python : "python", msg);
+        Py_CLEAR(py_bridge);
+        PyGILState_Release(g);
+        seterr(err, py_starterr);
+        return -1;
+    }
+    Py_DECREF(r);
+    PyGILState_Release(g);
+    py_state = 1;
+    return 0;
+}
+
+/* ------------------------------ conversions ------------------------------ */
+
+static PyObject *py_fromatoms(int argc, t_atom *argv)
+{
+    PyObject *list = PyList_New(argc);
+    int i;
+    if (!list)
+        return 0;
+    for (i = 0; i < argc; i++)
+    {
+        PyObject *v;
+        if (argv[i].a_type == A_FLOAT)
+            v = PyFloat_FromDouble(argv[i].a_w.w_float);
+        else if (argv[i].a_type == A_SYMBOL)
+            v = PyUnicode_DecodeUTF8(argv[i].a_w.w_symbol->s_name,
+                strlen(argv[i].a_w.w_symbol->s_name), "replace");
+        else
+        {
+            Py_INCREF(Py_None);
+            v = Py_None;
+        }
+        if (!v)
+        {
+            Py_DECREF(list);
+            return 0;
+        }
+        PyList_SET_ITEM(list, i, v);
+    }
+    return list;
+}
+
+/* atoms for one value: a number, a str, or a float32 buffer (numpy array); n counts them */
+static int py_countvalue(PyObject *v)
+{
+    if (PyUnicode_Check(v) || PyFloat_Check(v) || PyLong_Check(v))
+        return 1;
+    if (PyObject_CheckBuffer(v))
+    {
+        Py_buffer b;
+        int n;
+        if (PyObject_GetBuffer(v, &b, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
+        {
+            PyErr_Clear();
+            return 1;
+        }
+        n = (b.format && !strcmp(b.format, "f")) ? (int)(b.len / sizeof(float)) : 1;
+        PyBuffer_Release(&b);
+        return n;
+    }
+    return 1;
+}
+
+static t_atom *py_putvalue(PyObject *v, t_atom *a)
+{
+    if (PyUnicode_Check(v))
+    {
+        const char *s = PyUnicode_AsUTF8(v);
+        SETSYMBOL(a, gensym(s ? s : ""));
+        if (!s)
+            PyErr_Clear();
+        return a + 1;
+    }
+    if (PyFloat_Check(v) || PyLong_Check(v))
+    {
+        double d = PyFloat_AsDouble(v);
+        if (PyErr_Occurred())
+            PyErr_Clear(), d = 0;
+        SETFLOAT(a, (t_float)d);
+        return a + 1;
+    }
+    if (PyObject_CheckBuffer(v))
+    {
+        Py_buffer b;
+        if (PyObject_GetBuffer(v, &b, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) == 0)
+        {
+            if (b.format && !strcmp(b.format, "f"))
+            {
+                const float *f = (const float *)b.buf;
+                Py_ssize_t i, n = b.len / (Py_ssize_t)sizeof(float);
+                for (i = 0; i < n; i++)
+                    SETFLOAT(a + i, f[i]);
+                PyBuffer_Release(&b);
+                return a + n;
+            }
+            PyBuffer_Release(&b);
+        }
+        else
+            PyErr_Clear();
+    }
+    {
+        PyObject *s = PyObject_Str(v);
+        const char *c = s ? PyUnicode_AsUTF8(s) : 0;
+        if (!c)
+            PyErr_Clear();
+        SETSYMBOL(a, gensym(c ? c : "?"));
+        Py_XDECREF(s);
+    }
+    return a + 1;
+}
+
+/* send each reply [selector, values...] of the list `replies` (GIL held) */
+static int py_sendreplies(PyObject *replies, t_pyreply reply, void *owner, char *err)
+{
+    PyObject *seq = PySequence_Fast(replies, "replies must be a list");
+    Py_ssize_t i, nr;
+    if (!seq)
+    {
+        py_fetcherr(err);
+        return -1;
+    }
+    nr = PySequence_Fast_GET_SIZE(seq);
+    for (i = 0; i < nr; i++)
+    {
+        PyObject *item = PySequence_Fast(PySequence_Fast_GET_ITEM(seq, i), "a reply is a list");
+        Py_ssize_t j, k;
+        long natoms = 0;
+        const char *sel;
+        t_atom *atoms, *p;
+        if (!item || PySequence_Fast_GET_SIZE(item) < 1 ||
+            !PyUnicode_Check(PySequence_Fast_GET_ITEM(item, 0)))
+        {
+            Py_XDECREF(item);
+            PyErr_Clear();
+            continue;
+        }
+        sel = PyUnicode_AsUTF8(PySequence_Fast_GET_ITEM(item, 0));
+        k = PySequence_Fast_GET_SIZE(item);
+        for (j = 1; j < k; j++)
+            natoms += py_countvalue(PySequence_Fast_GET_ITEM(item, j));
+        atoms = (t_atom *)getbytes((natoms ? natoms : 1) * sizeof(t_atom));
+        if (atoms)
+        {
+            p = atoms;
+            for (j = 1; j < k; j++)
+                p = py_putvalue(PySequence_Fast_GET_ITEM(item, j), p);
+            reply(owner, gensym(sel ? sel : "?"), (int)(p - atoms), atoms);
+            freebytes(atoms, (natoms ? natoms : 1) * sizeof(t_atom));
+        }
+        Py_DECREF(item);
+    }
+    Py_DECREF(seq);
+    return 0;
+}
+
+/* --------------------------------- session --------------------------------- */
+
+struct pysession {
+    PyObject *obj;      /* a bridge.Session */
+};
+
+t_pysession *pysession_new(const char *spec, const char *dir, char *err)
+{
+    PyGILState_STATE g;
+    t_pysession *s;
+    PyObject *obj;
+    if (py_state != 1)
+    {
+        seterr(err, "Python is not running");
+        return 0;
+    }
+    g = PyGILState_Ensure();
+    obj = PyObject_CallFunction(py_session_class, "ss", spec, dir ? dir : "");
+    if (!obj)
+    {
+        py_fetcherr(err);
+        PyGILState_Release(g);
+        return 0;
+    }
+    PyGILState_Release(g);
+    s = (t_pysession *)getbytes(sizeof(*s));
+    s->obj = obj;
+    return s;
+}
+
+void pysession_free(t_pysession *s)
+{
+    PyGILState_STATE g;
+    if (!s)
+        return;
+    g = PyGILState_Ensure();
+    Py_XDECREF(s->obj);
+    PyGILState_Release(g);
+    freebytes(s, sizeof(*s));
+}
+
+int pysession_load(t_pysession *s, const char *spec, const char *dir, char *err)
+{
+    PyGILState_STATE g = PyGILState_Ensure();
+    PyObject *r = PyObject_CallMethod(s->obj, "load", "ss", spec, dir ? dir : "");
+    int rc = 0;
+    if (!r)
+        py_fetcherr(err), rc = -1;
+    Py_XDECREF(r);
+    PyGILState_Release(g);
+    return rc;
+}
+
+int pysession_params(t_pysession *s, const char *method, int p[4], char *err)
+{
+    PyGILState_STATE g = PyGILState_Ensure();
+    PyObject *r = PyObject_CallMethod(s->obj, "params", "s", method);
+    int rc = -1, i;
+    if (r && PySequence_Check(r) && PySequence_Size(r) == 4)
+    {
+        rc = 0;
+        for (i = 0; i < 4; i++)
+        {
+            PyObject *v = PySequence_GetItem(r, i);
+            p[i] = v ? (int)PyLong_AsLong(v) : 0;
+            Py_XDECREF(v);
+        }
+        if (PyErr_Occurred())
+            rc = -1;
+    }
+    if (rc)
+    {
+        if (PyErr_Occurred())
+            py_fetcherr(err);
+        else
+            seterr(err, "bad method parameters");
+    }
+    Py_XDECREF(r);
+    PyGILState_Release(g);
+    return rc;
+}
+
+int pysession_hasmethod(t_pysession *s, const char *method)
+{
+    int p[4];
+    char err[PYERR_SIZE];
+    return pysession_params(s, method, p, err) == 0;
+}
+
+int pysession_message(t_pysession *s, const char *sel, int argc, t_atom *argv,
+    t_pyreply reply, void *owner, char *err)
+{
+    PyGILState_STATE g = PyGILState_Ensure();
+    PyObject *args = py_fromatoms(argc, argv), *r = 0;
+    int rc = -1;
+    if (args)
+        r = PyObject_CallMethod(s->obj, "message", "sO", sel, args);
+    if (r)
+        rc = py_sendreplies(r, reply, owner, err);
+    else
+        py_fetcherr(err);
+    Py_XDECREF(args);
+    Py_XDECREF(r);
+    PyGILState_Release(g);
+    return rc;
+}
+
+int pysession_get_weights(t_pysession *s, const char *layer, t_pyfloats fn, void *owner,
+    char *err)
+{
+    PyGILState_STATE g = PyGILState_Ensure();
+    PyObject *r = PyObject_CallMethod(s->obj, "get_weights", "s", layer);
+    Py_buffer b;
+    int rc = -1;
+    if (r && PyObject_GetBuffer(r, &b, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) == 0)
+    {
+        if (b.format && !strcmp(b.format, "f"))
+        {
+            fn(owner, (const float *)b.buf, (long)(b.len / sizeof(float)));
+            rc = 0;
+        }
+        else
+            seterr(err, "get_weights: not float32 weights");
+        PyBuffer_Release(&b);
+    }
+    else
+        py_fetcherr(err);
+    Py_XDECREF(r);
+    PyGILState_Release(g);
+    return rc;
+}
+
+int pysession_set_weights(t_pysession *s, const char *layer, const float *v, long n, char *err)
+{
+    PyGILState_STATE g = PyGILState_Ensure();
+    PyObject *mv = PyMemoryView_FromMemory((char *)v, (Py_ssize_t)n * sizeof(float), PyBUF_READ);
+    PyObject *r = mv ? PyObject_CallMethod(s->obj, "set_weights", "sO", layer, mv) : 0;
+    int rc = 0;
+    if (!r)
+        py_fetcherr(err), rc = -1;
+    Py_XDECREF(r);
+    Py_XDECREF(mv);
+    PyGILState_Release(g);
+    return rc;
+}
+
+/* --------------------------------- runner --------------------------------- */
+
+struct pyrunner {
+    PyObject *process;          /* the bound method Runner.process */
+    pthread_mutex_t mutex;      /* guards err */
+    int haserr;
+    char err[PYERR_SIZE];
+};
+
+t_pyrunner *pyrunner_new(t_pysession *s, const char *method, float *in, int in_chans,
+    int in_frames, float *out, int out_chans, int out_frames, char *err)
+{
+    PyGILState_STATE g = PyGILState_Ensure();
+    t_pyrunner *r = 0;
+    PyObject *inmv = PyMemoryView_FromMemory((char *)in,
+        (Py_ssize_t)in_chans * in_frames * sizeof(float), PyBUF_WRITE);
+    PyObject *outmv = PyMemoryView_FromMemory((char *)out,
+        (Py_ssize_t)out_chans * out_frames * sizeof(float), PyBUF_WRITE);
+    PyObject *obj = 0, *process = 0;
+    if (inmv && outmv)
+        obj = PyObject_CallMethod(s->obj, "runner", "sOiiOii", method, inmv, in_chans,
+            in_frames, outmv, out_chans, out_frames);
+    if (obj)
+        process = PyObject_GetAttrString(obj, "process");
+    if (!process)
+        py_fetcherr(err);
+    else
+    {
+        r = (t_pyrunner *)getbytes(sizeof(*r));
+        r->process = process;
+        pthread_mutex_init(&r->mutex, 0);
+    }
+    Py_XDECREF(obj);
+    Py_XDECREF(inmv);
+    Py_XDECREF(outmv);
+    PyGILState_Release(g);
+    return r;
+}
+
+int pyrunner_process(void *runner, const float *in, float *out)
+{
+    t_pyrunner *r = (t_pyrunner *)runner;
+    PyGILState_STATE g;
+    PyObject *res;
+    int rc = 0;
+    (void)in;
+    (void)out;
+    g = PyGILState_Ensure();
+    res = PyObject_CallNoArgs(r->process);
+    if (!res)
+    {
+        char msg[PYERR_SIZE];
+        py_fetcherr(msg);
+        pthread_mutex_lock(&r->mutex);
+        if (!r->haserr)
+        {
+            memcpy(r->err, msg, PYERR_SIZE);
+            r->haserr = 1;
+        }
+        pthread_mutex_unlock(&r->mutex);
+        rc = -1;
+    }
+    Py_XDECREF(res);
+    PyGILState_Release(g);
+    return rc;
+}
+
+int pyrunner_takeerror(t_pyrunner *r, char *err)
+{
+    int had;
+    pthread_mutex_lock(&r->mutex);
+    had = r->haserr;
+    if (had)
+        seterr(err, r->err);
+    r->haserr = 0;
+    pthread_mutex_unlock(&r->mutex);
+    return had;
+}
+
+void pyrunner_free(t_pyrunner *r)
+{
+    PyGILState_STATE g;
+    if (!r)
+        return;
+    g = PyGILState_Ensure();
+    Py_XDECREF(r->process);
+    PyGILState_Release(g);
+    pthread_mutex_destroy(&r->mutex);
+    freebytes(r, sizeof(*r));
+}
+
+/* ----------------------------------- jobs ----------------------------------- */
+
+struct pyjob {
+    PyObject *session, *args, *result;
+    char name[64];
+    char dir[MAXPDSTRING];
+    char err[PYERR_SIZE];
+    int failed;
+    unsigned long ident;        /* the job thread while it runs */
+    struct pyjob *nextrunning;
+};
+
+static pthread_mutex_t job_mutex = PTHREAD_MUTEX_INITIALIZER;
+static t_pyjob *job_running;
+
+t_pyjob *pyjob_new(t_pysession *s, const char *name, int argc, t_atom *argv, const char *dir,
+    char *err)
+{
+    PyGILState_STATE g = PyGILState_Ensure();
+    PyObject *args = py_fromatoms(argc, argv);
+    t_pyjob *j = 0;
+    if (!args)
+        py_fetcherr(err);
+    else
+    {
+        j = (t_pyjob *)calloc(1, sizeof(*j));
+        Py_INCREF(s->obj);
+        j->session = s->obj;
+        j->args = args;
+        snprintf(j->name, sizeof(j->name), "%s", name);
+        snprintf(j->dir, sizeof(j->dir), "%s", dir ? dir : "");
+    }
+    PyGILState_Release(g);
+    return j;
+}
+
+void pyjob_run(void *job)
+{
+    t_pyjob *j = (t_pyjob *)job, **pp;
+    PyGILState_STATE g = PyGILState_Ensure();
+    pthread_mutex_lock(&job_mutex);
+    j->ident = PyThread_get_thread_ident();
+    j->nextrunning = job_running;
+    job_running = j;
+    pthread_mutex_unlock(&job_mutex);
+    j->result = PyObject_CallMethod(py_bridge, "run_job", "OsOs", j->session, j->name,
+        j->args, j->dir);
+    if (!j->result)
+    {
+        py_fetcherr(j->err);
+        j->failed = 1;
+    }
+    pthread_mutex_lock(&job_mutex);
+    for (pp = &job_running; *pp; pp = &(*pp)->nextrunning)
+        if (*pp == j)
+        {
+            *pp = j->nextrunning;
+            break;
+        }
+    pthread_mutex_unlock(&job_mutex);
+    PyGILState_Release(g);
+}
+
+void pyjob_reply(t_pyjob *j, t_pyreply reply, void *owner)
+{
+    PyGILState_STATE g = PyGILState_Ensure();
+    t_atom a[2];
+    if (j->failed || !j->result)
+    {
+        SETSYMBOL(&a[0], gensym(j->name));
+        SETSYMBOL(&a[1], gensym(j->failed ? j->err : "no result"));
+        reply(owner, gensym("error"), 2, a);
+    }
+    else
+    {
+        PyObject *list = PyList_New(0), *rep;
+        char err[PYERR_SIZE];
+        PyObject *name = PyUnicode_FromString(j->name);
+        PyObject *done = PyUnicode_FromString("done");
+        PyObject *seq = PySequence_List(j->result);
+        if (list && name && done && seq)
+        {
+            if (PyList_Insert(seq, 0, name) == 0 && PyList_Insert(seq, 0, done) == 0 &&
+                PyList_Append(list, seq) == 0)
+                py_sendreplies(list, reply, owner, err);
+        }
+        PyErr_Clear();
+        Py_XDECREF(seq);
+        Py_XDECREF(done);
+        Py_XDECREF(name);
+        Py_XDECREF(list);
+        (void)rep;
+    }
+    PyGILState_Release(g);
+}
+
+void pyjob_free(void *job)
+{
+    t_pyjob *j = (t_pyjob *)job;
+    PyGILState_STATE g;
+    if (!j)
+        return;
+    g = PyGILState_Ensure();
+    Py_XDECREF(j->session);
+    Py_XDECREF(j->args);
+    Py_XDECREF(j->result);
+    PyGILState_Release(g);
+    free(j);
+}
+
+void pyjob_cancel_all(void)
+{
+    PyGILState_STATE g;
+    t_pyjob *j;
+    if (py_state != 1)
+        return;
+    g = PyGILState_Ensure();
+    pthread_mutex_lock(&job_mutex);
+    for (j = job_running; j; j = j->nextrunning)
+        PyThreadState_SetAsyncExc(j->ident, PyExc_KeyboardInterrupt);
+    pthread_mutex_unlock(&job_mutex);
+    PyGILState_Release(g);
+}

@@ -1,0 +1,532 @@
+/* worker: see worker.h */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "worker.h"
+
+#define LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define INC(p) __atomic_add_fetch((p), 1, __ATOMIC_ACQ_REL)
+
+/* ------------------------- registry for worker_stop_all ------------------------- */
+
+#define MAXREG 4096
+static pthread_mutex_t reg_mutex = PTHREAD_MUTEX_INITIALIZER;
+static t_engine *reg_engines[MAXREG];
+static t_jobq *reg_jobqs[MAXREG];
+
+static void reg_add(void **table, void *p)
+{
+    int i;
+    pthread_mutex_lock(&reg_mutex);
+    for (i = 0; i < MAXREG; i++)
+        if (!table[i])
+        {
+            table[i] = p;
+            break;
+        }
+    pthread_mutex_unlock(&reg_mutex);
+}
+
+static void reg_remove(void **table, void *p)
+{
+    int i;
+    pthread_mutex_lock(&reg_mutex);
+    for (i = 0; i < MAXREG; i++)
+        if (table[i] == p)
+            table[i] = 0;
+    pthread_mutex_unlock(&reg_mutex);
+}
+
+/* ------------------------------------ engine ------------------------------------ */
+
+static void timeout_in(struct timespec *ts, double seconds)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_sec += (time_t)seconds;
+    ts->tv_nsec += (long)((seconds - (time_t)seconds) * 1e9);
+    if (ts->tv_nsec >= 1000000000L)
+    {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+/* process every complete block; run_mutex held */
+static void engine_work_locked(t_engine *e)
+{
+    const uint64_t B = (uint64_t)e->bufsize;
+    if (!e->ready)
+        return;
+    while (!LOAD(&e->stop))
+    {
+        uint64_t t = LOAD(&e->t_pub), k = e->next, start = k * B;
+        int c, i, ok, fin, fout;
+        if (start + B > t)
+            break;
+        /* live mode: skip a block whose output time has already passed */
+        if (!e->sync && !e->inline_mode &&
+            start + B + (uint64_t)e->latency + (uint64_t)LOAD(&e->last_n) <= t)
+        {
+            e->next = k + 1;
+            STORE(&e->done, k + 1);
+            continue;
+        }
+        fin = e->bufsize / e->in_ratio;
+        fout = e->bufsize / e->out_ratio;
+        for (c = 0; c < e->in_chans; c++)
+        {
+            float *dst = e->cin + (size_t)c * fin;
+            if (e->in_ratio == 1)
+                ringbuf_read(&e->in, c, start, dst, fin);
+            else for (i = 0; i < fin; i++)
+                dst[i] = ringbuf_get(&e->in, c,
+                    start + (uint64_t)i * e->in_ratio + e->in_ratio - 1);
+        }
+        /* the audio thread overwrote the block while we copied it (live mode, very late) */
+        ok = (LOAD(&e->t_pub) <= start + e->in.size);
+        if (ok && e->fn)
+        {
+            ok = (e->fn(e->ctx, e->cin, e->cout) == 0);
+            INC(&e->processed);
+            if (!ok)
+                INC(&e->errors);
+        }
+        else
+            ok = 0;
+        if (!ok)
+            memset(e->cout, 0, (size_t)e->out_chans * fout * sizeof(float));
+        for (c = 0; c < e->out_chans; c++)
+        {
+            const float *src = e->cout + (size_t)c * fout;
+            if (e->out_ratio == 1)
+                ringbuf_write(&e->out, c, start, src, fout);
+            else for (i = 0; i < fout; i++)
+                ringbuf_fill(&e->out, c, start + (uint64_t)i * e->out_ratio,
+                    src[i], e->out_ratio);
+        }
+        e->next = k + 1;
+        STORE(&e->done, k + 1);
+        sem_post(&e->donesem);
+    }
+}
+
+static void *engine_thread(void *arg)
+{
+    t_engine *e = (t_engine *)arg;
+    while (!LOAD(&e->stop))
+    {
+        while (sem_wait(&e->work) != 0 && errno == EINTR)
+            ;
+        if (LOAD(&e->stop))
+            break;
+        pthread_mutex_lock(&e->run_mutex);
+        if (!e->inline_mode)
+            engine_work_locked(e);
+        pthread_mutex_unlock(&e->run_mutex);
+    }
+    return 0;
+}
+
+int engine_init(t_engine *e)
+{
+    memset(e, 0, sizeof(*e));
+    e->in_ratio = e->out_ratio = 1;
+    e->sync = 1;
+    pthread_mutex_init(&e->run_mutex, 0);
+    sem_init(&e->work, 0, 0);
+    sem_init(&e->donesem, 0, 0);
+    if (pthread_create(&e->thread, 0, engine_thread, e) != 0)
+        return -1;
+    e->started = 1;
+    reg_add((void **)reg_engines, e);
+    return 0;
+}
+
+void engine_stop(t_engine *e)
+{
+    if (!e->started)
+        return;
+    STORE(&e->stop, 1);
+    sem_post(&e->work);
+    sem_post(&e->donesem);
+    pthread_join(e->thread, 0);
+    e->started = 0;
+}
+
+void engine_free(t_engine *e)
+{
+    reg_remove((void **)reg_engines, e);
+    engine_stop(e);
+    ringbuf_free(&e->in);
+    ringbuf_free(&e->out);
+    free(e->cin);
+    free(e->cout);
+    e->cin = e->cout = 0;
+    e->ready = 0;
+    pthread_mutex_destroy(&e->run_mutex);
+    sem_destroy(&e->work);
+    sem_destroy(&e->donesem);
+}
+
+void engine_lock(t_engine *e)
+{
+    pthread_mutex_lock(&e->run_mutex);
+}
+
+void engine_unlock(t_engine *e)
+{
+    pthread_mutex_unlock(&e->run_mutex);
+}
+
+static void engine_setlatency(t_engine *e)
+{
+    e->latency = (e->sync || e->inline_mode) ? e->bufsize : 2 * e->bufsize;
+}
+
+void engine_reset(t_engine *e)
+{
+    e->t = 0;
+    e->last_underrun_block = UINT64_MAX;
+    e->next = 0;
+    STORE(&e->t_pub, 0);
+    STORE(&e->done, 0);
+    ringbuf_clear(&e->in);
+    ringbuf_clear(&e->out);
+    while (sem_trywait(&e->donesem) == 0)
+        ;
+}
+
+int engine_configure(t_engine *e, int in_chans, int in_ratio, int out_chans, int out_ratio,
+    int bufsize)
+{
+    ringbuf_free(&e->in);
+    ringbuf_free(&e->out);
+    free(e->cin);
+    free(e->cout);
+    e->cin = e->cout = 0;
+    e->ready = 0;
+    if (in_chans < 1 || out_chans < 1 || in_ratio < 1 || out_ratio < 1 || bufsize < 1 ||
+        bufsize % in_ratio || bufsize % out_ratio)
+        return -1;
+    e->in_chans = in_chans;
+    e->out_chans = out_chans;
+    e->in_ratio = in_ratio;
+    e->out_ratio = out_ratio;
+    e->bufsize = bufsize;
+    if (ringbuf_init(&e->in, in_chans, 4 * (uint64_t)bufsize) ||
+        ringbuf_init(&e->out, out_chans, 4 * (uint64_t)bufsize) ||
+        !(e->cin = (float *)calloc((size_t)in_chans * (bufsize / in_ratio), sizeof(float))) ||
+        !(e->cout = (float *)calloc((size_t)out_chans * (bufsize / out_ratio), sizeof(float))))
+    {
+        ringbuf_free(&e->in);
+        ringbuf_free(&e->out);
+        free(e->cin);
+        free(e->cout);
+        e->cin = e->cout = 0;
+        return -1;
+    }
+    engine_setlatency(e);
+    engine_reset(e);
+    e->ready = 1;
+    return 0;
+}
+
+void engine_setfn(t_engine *e, t_engine_fn fn, void *ctx)
+{
+    e->fn = fn;
+    e->ctx = ctx;
+}
+
+void engine_setmode(t_engine *e, int sync, int inline_mode)
+{
+    e->sync = sync;
+    e->inline_mode = inline_mode;
+    engine_setlatency(e);
+    engine_reset(e);
+}
+
+void engine_perform(t_engine *e, float **ins, int nins, float **outs, int nouts, int n)
+{
+    const uint64_t B = (uint64_t)e->bufsize;
+    uint64_t t0, t1, blk;
+    int64_t p0, plast;
+    int c, skip;
+    if (!e->ready)
+    {
+        for (c = 0; c < nouts; c++)
+            memset(outs[c], 0, n * sizeof(float));
+        return;
+    }
+    t0 = e->t;
+    for (c = 0; c < e->in_chans; c++)
+    {
+        if (c < nins)
+            ringbuf_write(&e->in, c, t0, ins[c], n);
+        else
+            ringbuf_fill(&e->in, c, t0, 0, n);
+    }
+    t1 = e->t = t0 + n;
+    STORE(&e->last_n, n);
+    STORE(&e->t_pub, t1);
+    if (t1 / B != t0 / B)
+    {
+        if (e->inline_mode)
+        {
+            pthread_mutex_lock(&e->run_mutex);
+            engine_work_locked(e);
+            pthread_mutex_unlock(&e->run_mutex);
+        }
+        else
+            sem_post(&e->work);
+    }
+    /* output frames [t0, t1) show model frames [t0 - latency, t1 - latency) */
+    p0 = (int64_t)t0 - e->latency;
+    plast = (int64_t)t1 - 1 - e->latency;
+    if (plast < 0)
+    {
+        for (c = 0; c < nouts; c++)
+            memset(outs[c], 0, n * sizeof(float));
+        return;
+    }
+    blk = (uint64_t)plast / B;
+    if (LOAD(&e->done) <= blk)
+    {
+        if (e->sync && !e->inline_mode)
+        {
+            while (LOAD(&e->done) <= blk && !LOAD(&e->stop))
+            {
+                struct timespec ts;
+                timeout_in(&ts, 60.);
+                if (sem_timedwait(&e->donesem, &ts) != 0 && errno == ETIMEDOUT)
+                    break;
+            }
+        }
+        if (LOAD(&e->done) <= blk)
+        {
+            if (blk != e->last_underrun_block)
+            {
+                e->last_underrun_block = blk;
+                INC(&e->underruns);
+            }
+            for (c = 0; c < nouts; c++)
+                memset(outs[c], 0, n * sizeof(float));
+            return;
+        }
+    }
+    skip = p0 < 0 ? (int)-p0 : 0;
+    for (c = 0; c < nouts; c++)
+    {
+        if (c < e->out_chans)
+        {
+            if (skip)
+                memset(outs[c], 0, skip * sizeof(float));
+            ringbuf_read(&e->out, c, (uint64_t)(p0 + skip), outs[c] + skip, n - skip);
+        }
+        else
+            memset(outs[c], 0, n * sizeof(float));
+    }
+}
+
+unsigned engine_underruns(t_engine *e)
+{
+    return LOAD(&e->underruns);
+}
+
+unsigned engine_errors(t_engine *e)
+{
+    return LOAD(&e->errors);
+}
+
+unsigned engine_processed(t_engine *e)
+{
+    return LOAD(&e->processed);
+}
+
+/* ------------------------------------- jobq ------------------------------------- */
+
+static void jobq_destroy(t_jobq *q)
+{
+    t_jobq_item *it;
+    reg_remove((void **)reg_jobqs, q);
+    while ((it = q->done))
+    {
+        q->done = it->next;
+        if (q->freefn)
+            q->freefn(it->data);
+        free(it);
+    }
+    pthread_mutex_destroy(&q->mutex);
+    pthread_cond_destroy(&q->cond);
+    free(q);
+}
+
+/* drop the queued items; mutex held */
+static void jobq_droptodo(t_jobq *q)
+{
+    t_jobq_item *it;
+    while ((it = q->todo))
+    {
+        q->todo = it->next;
+        if (q->freefn)
+            q->freefn(it->data);
+        free(it);
+    }
+}
+
+static void *jobq_thread(void *arg)
+{
+    t_jobq *q = (t_jobq *)arg;
+    int orphan;
+    pthread_mutex_lock(&q->mutex);
+    for (;;)
+    {
+        t_jobq_item *it, **tail;
+        while (!q->stop && !q->todo)
+            pthread_cond_wait(&q->cond, &q->mutex);
+        if (q->stop)
+            break;
+        it = q->todo;
+        q->todo = it->next;
+        it->next = 0;
+        q->running++;
+        pthread_mutex_unlock(&q->mutex);
+        q->fn(it->data);
+        pthread_mutex_lock(&q->mutex);
+        q->running--;
+        for (tail = &q->done; *tail; tail = &(*tail)->next)
+            ;
+        *tail = it;
+    }
+    q->finished = 1;
+    orphan = q->orphan;
+    pthread_cond_broadcast(&q->cond);
+    pthread_mutex_unlock(&q->mutex);
+    if (orphan)
+        jobq_destroy(q);
+    return 0;
+}
+
+t_jobq *jobq_new(t_jobq_fn fn, t_jobq_fn freefn)
+{
+    t_jobq *q = (t_jobq *)calloc(1, sizeof(t_jobq));
+    if (!q)
+        return 0;
+    q->fn = fn;
+    q->freefn = freefn;
+    pthread_mutex_init(&q->mutex, 0);
+    pthread_cond_init(&q->cond, 0);
+    reg_add((void **)reg_jobqs, q);
+    return q;
+}
+
+int jobq_push(t_jobq *q, void *data)
+{
+    t_jobq_item *it, **tail;
+    int err = 0;
+    if (!(it = (t_jobq_item *)calloc(1, sizeof(*it))))
+        return -1;
+    it->data = data;
+    pthread_mutex_lock(&q->mutex);
+    if (q->stop)
+        err = -1;
+    else if (!q->started)
+    {
+        if (pthread_create(&q->thread, 0, jobq_thread, q) == 0)
+        {
+            pthread_detach(q->thread);
+            q->started = 1;
+        }
+        else
+            err = -1;
+    }
+    if (!err)
+    {
+        for (tail = &q->todo; *tail; tail = &(*tail)->next)
+            ;
+        *tail = it;
+        pthread_cond_signal(&q->cond);
+    }
+    pthread_mutex_unlock(&q->mutex);
+    if (err)
+        free(it);
+    return err;
+}
+
+void *jobq_pop_done(t_jobq *q)
+{
+    t_jobq_item *it;
+    void *data = 0;
+    pthread_mutex_lock(&q->mutex);
+    if ((it = q->done))
+    {
+        q->done = it->next;
+        data = it->data;
+        free(it);
+    }
+    pthread_mutex_unlock(&q->mutex);
+    return data;
+}
+
+int jobq_pending(t_jobq *q)
+{
+    int n = 0;
+    t_jobq_item *it;
+    pthread_mutex_lock(&q->mutex);
+    for (it = q->todo; it; it = it->next)
+        n++;
+    n += q->running;
+    pthread_mutex_unlock(&q->mutex);
+    return n;
+}
+
+int jobq_stop(t_jobq *q, double timeout)
+{
+    int rc = 0;
+    struct timespec ts;
+    pthread_mutex_lock(&q->mutex);
+    q->stop = 1;
+    jobq_droptodo(q);
+    pthread_cond_broadcast(&q->cond);
+    timeout_in(&ts, timeout);
+    while (q->started && !q->finished)
+        if (pthread_cond_timedwait(&q->cond, &q->mutex, &ts) == ETIMEDOUT)
+        {
+            rc = -1;
+            break;
+        }
+    pthread_mutex_unlock(&q->mutex);
+    return rc;
+}
+
+void jobq_free(t_jobq *q)
+{
+    int now;
+    pthread_mutex_lock(&q->mutex);
+    q->stop = 1;
+    jobq_droptodo(q);
+    now = (!q->started || q->finished);
+    if (!now)
+        q->orphan = 1;
+    pthread_cond_broadcast(&q->cond);
+    pthread_mutex_unlock(&q->mutex);
+    if (now)
+        jobq_destroy(q);
+}
+
+int worker_stop_all(double timeout)
+{
+    int i, rc = 0;
+    pthread_mutex_lock(&reg_mutex);
+    for (i = 0; i < MAXREG; i++)
+    {
+        if (reg_engines[i])
+            engine_stop(reg_engines[i]);
+        if (reg_jobqs[i] && jobq_stop(reg_jobqs[i], timeout) != 0)
+            rc = -1;
+    }
+    pthread_mutex_unlock(&reg_mutex);
+    return rc;
+}

@@ -1,0 +1,103 @@
+/* worker: the per-object model thread (t_engine) and the job thread (t_jobq).
+   No Pd and no Python in here: the model call is a function pointer, so pytest can drive
+   this code through cffi (tests/test_ringbuf.py). */
+#ifndef UNRAVEL_WORKER_H
+#define UNRAVEL_WORKER_H
+
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdint.h>
+#include "ringbuf.h"
+
+/* run the model on one buffer.  in: in_chans * (bufsize / in_ratio) floats, channel after
+   channel (latent inputs already reduced to one value per frame); out: out_chans *
+   (bufsize / out_ratio) floats.  Returns 0 on success; on failure the engine outputs zeros. */
+typedef int (*t_engine_fn)(void *ctx, const float *in, float *out);
+
+typedef struct engine {
+    /* configuration: set by the control thread between engine_lock()/engine_unlock() */
+    int in_chans, in_ratio, out_chans, out_ratio;
+    int bufsize;            /* B: frames per model call */
+    int sync;               /* 1: the audio thread waits for the worker at buffer boundaries */
+    int inline_mode;        /* 1: the audio thread runs the model itself (bufsize 0) */
+    int latency;            /* frames: B in sync/inline mode, 2B in live mode */
+    int ready;              /* rings allocated */
+    t_engine_fn fn;
+    void *ctx;
+    t_ringbuf in, out;      /* audio-rate rings, 4B frames */
+    float *cin, *cout;      /* the buffers fn sees */
+    /* audio thread */
+    uint64_t t;             /* frames written so far */
+    uint64_t last_underrun_block;
+    /* shared (atomic access) */
+    uint64_t t_pub;         /* t, published to the worker */
+    uint64_t done;          /* blocks finished by the worker */
+    int last_n;             /* the audio thread's last vector size */
+    unsigned underruns;
+    unsigned errors;        /* failed model calls */
+    unsigned processed;     /* model calls made */
+    /* worker */
+    uint64_t next;          /* next block to process */
+    int stop;
+    int started;
+    pthread_t thread;
+    pthread_mutex_t run_mutex;  /* held while the worker processes; the control thread takes it
+                                   to pause the worker */
+    sem_t work, donesem;
+} t_engine;
+
+int engine_init(t_engine *e);           /* starts the worker thread; 0 on success */
+void engine_stop(t_engine *e);          /* stop and join the thread (idempotent) */
+void engine_free(t_engine *e);          /* engine_stop, then free everything */
+
+void engine_lock(t_engine *e);          /* pause the worker (waits for the block it runs) */
+void engine_unlock(t_engine *e);
+/* the following four need engine_lock() held */
+int engine_configure(t_engine *e, int in_chans, int in_ratio, int out_chans, int out_ratio,
+    int bufsize);                        /* allocates; 0 on success; resets */
+void engine_setfn(t_engine *e, t_engine_fn fn, void *ctx);
+void engine_setmode(t_engine *e, int sync, int inline_mode);   /* resets */
+void engine_reset(t_engine *e);         /* positions to zero, rings cleared */
+
+/* audio thread: copy n frames in and n frames out.  Never allocates; waits only in sync mode. */
+void engine_perform(t_engine *e, float **ins, int nins, float **outs, int nouts, int n);
+
+unsigned engine_underruns(t_engine *e);
+unsigned engine_errors(t_engine *e);
+unsigned engine_processed(t_engine *e);
+
+/* ---- job thread: runs fn(data) for each pushed item, one at a time, in order ---- */
+typedef void (*t_jobq_fn)(void *data);
+
+typedef struct jobq_item {
+    struct jobq_item *next;
+    void *data;
+} t_jobq_item;
+
+typedef struct jobq {
+    t_jobq_fn fn;
+    t_jobq_fn freefn;       /* frees an item's data that is never delivered */
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;
+    t_jobq_item *todo, *done;
+    int running;            /* items taken but not finished */
+    int stop;
+    int started;            /* the (detached) thread exists */
+    int finished;           /* the thread has left its loop */
+    int orphan;             /* the owner is gone: the thread frees the queue */
+    pthread_t thread;
+} t_jobq;
+
+t_jobq *jobq_new(t_jobq_fn fn, t_jobq_fn freefn);   /* the thread starts at the first push */
+int jobq_push(t_jobq *q, void *data);   /* 0 on success */
+void *jobq_pop_done(t_jobq *q);         /* next finished item's data, or 0 */
+int jobq_pending(t_jobq *q);            /* items queued or running */
+/* stop: drop queued items, wait up to timeout s for the running one; 0 if the thread ended */
+int jobq_stop(t_jobq *q, double timeout);
+/* never blocks: a job still running finishes on its thread, which then frees the queue */
+void jobq_free(t_jobq *q);
+
+/* every live engine and job queue, so an atexit handler can stop them all */
+int worker_stop_all(double timeout);    /* 0 if every thread was joined */
+
+#endif

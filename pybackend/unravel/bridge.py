@@ -1,0 +1,358 @@
+"""The Python side of the Pd external [unravel~]: the only module the C code calls.
+
+One `Session` per [unravel~] object holds its model and its bender. The C side calls:
+`init()`, `Session(spec, patch_dir)`, `Session.load/params/runner/message/get_weights/
+set_weights`, `run_job(session, name, args, patch_dir)`. Every user error is raised as
+`UnravelError` with a one-line message; C prints it with pd_error.
+
+Message arguments arrive as lists of str and float (Pd symbols and floats). Replies are lists
+of lists `[selector, value, ...]`; a value may be a float32 numpy array (sent as floats).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from unravel.errors import UnravelError
+from unravel import model as _model
+
+Atom = "str | float"
+
+
+def init(threads: int = 1) -> str:
+    """Called once when the interpreter starts: one torch thread, returns torch's version."""
+    _model.set_threads(threads)
+    return torch.__version__
+
+
+# --------------------------------------------------------------------------- argument helpers
+
+
+def _int(cmd: str, v, what: str) -> int:
+    if isinstance(v, str) or float(v) != int(v):
+        raise UnravelError(f"{cmd}: {what} must be an integer, got {v}")
+    return int(v)
+
+
+def _float(cmd: str, v, what: str) -> float:
+    if isinstance(v, str):
+        raise UnravelError(f"{cmd}: {what} must be a number, got '{v}'")
+    return float(v)
+
+
+def _sym(cmd: str, v, what: str) -> str:
+    if not isinstance(v, str):
+        raise UnravelError(f"{cmd}: {what} must be a symbol, got {v:g}")
+    return v
+
+
+def _nargs(cmd: str, args: list, lo: int, hi: int | None, usage: str) -> None:
+    if len(args) < lo or (hi is not None and len(args) > hi):
+        raise UnravelError(f"{cmd}: usage: {cmd} {usage}")
+
+
+def _path(p: str, base: str) -> pathlib.Path:
+    """A path as typed in a patch: ~ expanded, relative ones against the patch folder."""
+    q = pathlib.Path(os.path.expanduser(p))
+    return q if q.is_absolute() or not base else pathlib.Path(base) / q
+
+
+# --------------------------------------------------------------------------- DSP runner
+
+
+class Runner:
+    """Runs one method on buffers owned by C: `inbuf` (in_chans x in_frames float32) to
+    `outbuf` (out_chans x out_frames float32). `process()` is called by the worker thread."""
+
+    def __init__(self, model: _model.Model, method: str, inbuf, in_chans: int, in_frames: int,
+                 outbuf, out_chans: int, out_frames: int):
+        self.model = model
+        self.method = method
+        self.x = torch.from_numpy(np.frombuffer(inbuf, dtype=np.float32).reshape(1, in_chans, in_frames))
+        self.out = np.frombuffer(outbuf, dtype=np.float32).reshape(out_chans, out_frames)
+
+    def process(self) -> None:
+        y = self.model.run(self.method, self.x)[0]
+        c = min(y.shape[0], self.out.shape[0])
+        n = min(y.shape[1], self.out.shape[1])
+        self.out[:c, :n] = y[:c, :n].numpy()
+        if c < self.out.shape[0] or n < self.out.shape[1]:
+            self.out[c:] = 0
+            self.out[:, n:] = 0
+
+
+# --------------------------------------------------------------------------- the session
+
+
+class Session:
+    """What one [unravel~] object knows: its model, its bender and its patch folder."""
+
+    def __init__(self, spec: str, patch_dir: str = ""):
+        self.patch_dir = patch_dir
+        self.model: _model.Model | None = None
+        self._bender = None
+        self.load(spec, patch_dir)
+
+    def load(self, spec: str, patch_dir: str = "") -> None:
+        """Load the model `spec` ('default', a path, '.ts' optional; relative to the patch);
+        the current model stays when this fails."""
+        if patch_dir:
+            self.patch_dir = patch_dir
+        search = [self.patch_dir] if self.patch_dir else []
+        path = _model.resolve_model(os.path.expanduser(spec), search)
+        m = _model.load_model(path, threads=torch.get_num_threads())
+        self.model, self._bender = m, None
+
+    @property
+    def bender(self):
+        """The model's Bender, made at first use (after a reload: a new one)."""
+        if self._bender is None:
+            from unravel.bend import Bender
+            self._bender = Bender(self.model)
+        return self._bender
+
+    def path(self) -> str:
+        return str(self.model.path)
+
+    def sr(self) -> int:
+        return int(self.model.sr)
+
+    def methods(self) -> list[str]:
+        return list(self.model.methods)
+
+    def params(self, method: str) -> list[int]:
+        """[in_channels, in_ratio, out_channels, out_ratio] of `method`."""
+        mp = self.model.methods.get(method)
+        if mp is None:
+            raise UnravelError(f"{self.model.path.name}: no method '{method}' (has {' '.join(self.model.methods)})")
+        return [mp.in_channels, mp.in_ratio, mp.out_channels, mp.out_ratio]
+
+    def runner(self, method: str, inbuf, in_chans: int, in_frames: int,
+               outbuf, out_chans: int, out_frames: int) -> Runner:
+        return Runner(self.model, method, inbuf, in_chans, in_frames, outbuf, out_chans, out_frames)
+
+    # ---------------------------------------------------------------- control messages
+
+    def message(self, sel: str, args: list) -> list[list]:
+        """Handle a control message; returns the replies for the info outlet."""
+        fn = getattr(self, "msg_" + sel, None)
+        if fn is None:
+            raise UnravelError(f"unknown message '{sel}'")
+        return fn(list(args)) or []
+
+    def msg_status(self, args: list) -> list[list]:
+        """args: method enabled bufsize latency mode underruns (from C)."""
+        method, enabled, bufsize, latency, mode, underruns = args
+        m = self.model
+        p = self.params(method) if method in m.methods else [0, 0, 0, 0]
+        return [["loaded", 1], ["enabled", enabled], ["model", str(m.path)],
+                ["methods", *m.methods], ["method", method], ["attributes", *m.attributes()],
+                ["bufsize", bufsize], ["dim", p[0], p[2]], ["ratio", p[1], p[3]],
+                ["latency", latency], ["mode", mode], ["underruns", underruns], ["sr", m.sr]]
+
+    def msg_reload(self, args: list) -> list[list]:
+        _nargs("reload", args, 0, 0, "")
+        self.model.reload()
+        self._bender = None
+        return []
+
+    def msg_get(self, args: list) -> list[list]:
+        _nargs("get", args, 1, 1, "<attribute>")
+        name = _sym("get", args[0], "attribute")
+        return [["attribute", name, *[_atom(v) for v in self.model.get_attribute(name)]]]
+
+    def msg_set(self, args: list) -> list[list]:
+        _nargs("set", args, 2, None, "<attribute> <value...>")
+        name = _sym("set", args[0], "attribute")
+        self.model.set_attribute(name, args[1:])
+        return []
+
+    def msg_layers(self, args: list) -> list[list]:
+        _nargs("layers", args, 0, 0, "")
+        return [["layers", *self.bender.layers()]]
+
+    def msg_get_weights(self, args: list) -> list[list]:
+        _nargs("get_weights", args, 1, 1, "<layer> [array]")
+        return [["layer", self.get_weights(_sym("get_weights", args[0], "layer"))]]
+
+    def msg_set_weights(self, args: list) -> list[list]:
+        _nargs("set_weights", args, 2, None, "<layer> <floats...|array>")
+        layer = _sym("set_weights", args[0], "layer")
+        if any(isinstance(v, str) for v in args[1:]):
+            raise UnravelError("set_weights: the values must be floats (or one array name)")
+        self.set_weights(layer, np.asarray(args[1:], dtype=np.float32))
+        return []
+
+    def msg_bend(self, args: list) -> list[list]:
+        _nargs("bend", args, 3, 4, "<layer> <offset|spread|randomize|invert|zero> <amount> [percent]")
+        layer = _sym("bend", args[0], "layer")
+        op = _sym("bend", args[1], "op")
+        amount = _float("bend", args[2], "amount")
+        percent = _float("bend", args[3], "percent") if len(args) > 3 else None
+        self.bender.bend(layer, op, amount, percent)
+        return []
+
+    def msg_restore(self, args: list) -> list[list]:
+        _nargs("restore", args, 0, 1, "[layer]")
+        self.bender.restore(_sym("restore", args[0], "layer") if args else None)
+        return []
+
+    def msg_save(self, args: list) -> list[list]:
+        _nargs("save", args, 1, 1, "<path.ts>")
+        p = _path(_sym("save", args[0], "path"), self.patch_dir)
+        if p.suffix != ".ts":
+            p = p.with_name(p.name + ".ts")
+        return [["saved", str(self.bender.save(p))]]
+
+    # ---------------------------------------------------------------- weights, no list traffic
+
+    def get_weights(self, layer: str) -> np.ndarray:
+        """The layer's weights, flat float32."""
+        return np.ascontiguousarray(self.bender.get_weights(layer), dtype=np.float32)
+
+    def set_weights(self, layer: str, values) -> None:
+        """Write a layer's weights from a float32 buffer (length checked by the bender)."""
+        self.bender.set_weights(layer, np.frombuffer(values, dtype=np.float32)
+                                if not isinstance(values, np.ndarray) else values)
+
+
+def _atom(v):
+    if isinstance(v, (bool, np.bool_)):
+        return float(v)
+    if isinstance(v, (int, float, np.number)):
+        return float(v)
+    if isinstance(v, torch.Tensor) and v.numel() == 1:
+        return float(v.item())
+    return str(v)
+
+
+# --------------------------------------------------------------------------- UnRAVEl jobs
+
+# option name -> kind: 'paths' (repeatable), 'path', 'str', 'int', 'float', 'bool'
+JobFn = Callable[["Session", dict, str], list]
+JOBS: dict[str, tuple[JobFn, dict[str, str]]] = {}
+
+
+def register_job(name: str, options: dict[str, str]):
+    """Decorator: make `fn(session, opts, patch_dir) -> [paths or values]` the Pd message `name`."""
+    def deco(fn: JobFn) -> JobFn:
+        JOBS[name] = (fn, options)
+        return fn
+    return deco
+
+
+def parse_job_args(name: str, args: list, options: dict[str, str], base: str) -> dict:
+    """`key value key value ...` (as the CLI's long options, `-`/`_` alike, leading dashes
+    optional; repeat a 'paths' key for several files) -> {option: value}."""
+    opts: dict = {}
+    i = 0
+    while i < len(args):
+        k = args[i]
+        if not isinstance(k, str):
+            raise UnravelError(f"{name}: expected an option name, got {k:g} "
+                               f"(options: {' '.join(options)})")
+        key = k.lstrip("-").replace("_", "-")
+        kind = options.get(key)
+        if kind is None:
+            raise UnravelError(f"{name}: unknown option '{k}' (options: {' '.join(options)})")
+        if i + 1 >= len(args):
+            raise UnravelError(f"{name}: option '{key}' needs a value")
+        v = args[i + 1]
+        i += 2
+        if kind in ("paths", "path"):
+            p = _path(v if isinstance(v, str) else f"{v:g}", base)
+            if kind == "paths":
+                opts.setdefault(key, []).append(p)
+            else:
+                opts[key] = p
+        elif kind == "str":
+            opts[key] = v if isinstance(v, str) else f"{v:g}"
+        elif kind == "int":
+            opts[key] = _int(name, v, key)
+        elif kind == "float":
+            opts[key] = _float(name, v, key)
+        elif kind == "bool":
+            opts[key] = bool(_float(name, v, key))
+    return opts
+
+
+def _need(name: str, opts: dict, key: str):
+    if key not in opts:
+        raise UnravelError(f"{name}: option '{key}' is required")
+    return opts[key]
+
+
+@register_job("encode", {"input": "paths", "output": "path", "latent-wav": "bool", "force": "bool"})
+def job_encode(s: Session, o: dict, base: str) -> list:
+    from unravel import pipeline
+    return pipeline.encode_files(s.model, _need("encode", o, "input"), o.get("output", base or "."),
+                                 latent_wav=o.get("latent-wav", False), progress=False,
+                                 force=o.get("force", False))
+
+
+@register_job("decode", {"input": "paths", "output": "path", "force": "bool"})
+def job_decode(s: Session, o: dict, base: str) -> list:
+    from unravel import pipeline
+    return pipeline.decode_files(s.model, _need("decode", o, "input"), o.get("output", base or "."),
+                                 progress=False, force=o.get("force", False))
+
+
+@register_job("stats", {"input": "paths", "iqr": "bool", "output": "path", "force": "bool"})
+def job_stats(s: Session, o: dict, base: str) -> list:
+    """Writes the statistics as JSON (default: <first input>.stats.json beside it)."""
+    from unravel import pipeline
+    inputs = _need("stats", o, "input")
+    st = pipeline.stats_files(inputs, iqr=o.get("iqr", False))
+    out = pathlib.Path(o.get("output") or pathlib.Path(st["files"][0]).with_suffix(".stats.json"))
+    if out.exists() and not o.get("force", False):
+        raise UnravelError(f"stats: {out} already exists (force 1 to overwrite)")
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(st, indent=2))
+    os.replace(tmp, out)
+    return [out]
+
+
+@register_job("generate", {"input": "paths", "output": "path", "pattern": "str", "dist": "str",
+                           "iqr": "bool", "points": "int", "bpm": "float", "loops": "int",
+                           "files": "int", "seed": "int"})
+def job_generate(s: Session, o: dict, base: str) -> list:
+    from unravel import pipeline
+    m = s.model
+    return pipeline.generate_files(_need("generate", o, "input"), o.get("output", base or "."),
+                                   pattern=o.get("pattern", "default"), dist=o.get("dist", "normal"),
+                                   iqr=o.get("iqr", False), points=o.get("points"), bpm=o.get("bpm"),
+                                   loops=o.get("loops", 1), files=o.get("files", 1),
+                                   seed=o.get("seed", 0), sr=m.sr, ratio=m.ratio or 2048)
+
+
+@register_job("tempo", {"bpm": "float", "k": "int"})
+def job_tempo(s: Session, o: dict, base: str) -> list:
+    """Replies `done tempo <k> <bpm> <double> <seconds>` for a loop of k frames or the k
+    nearest `bpm` (the model's rate and ratio)."""
+    from unravel import tempo
+    m = s.model
+    ratio = m.ratio or 2048
+    if "k" in o and "bpm" in o:
+        raise UnravelError("tempo: give k or bpm, not both")
+    if "k" in o:
+        t = tempo.loop(o["k"], m.sr, ratio)
+    else:
+        t, _ = tempo.nearest(o.get("bpm", 120.0), m.sr, ratio)
+    return [t.k, t.bpm, t.double, t.seconds]
+
+
+def run_job(session: Session, name: str, args: Sequence, patch_dir: str) -> list:
+    """Run the UnRAVEl job `name` with Pd's `key value ...` args; returns the reply values
+    (paths as str, numbers as float)."""
+    entry = JOBS.get(name)
+    if entry is None:
+        raise UnravelError(f"unknown job '{name}' (jobs: {' '.join(JOBS)})")
+    fn, options = entry
+    opts = parse_job_args(name, list(args), options, patch_dir)
+    return [_atom(v) if not isinstance(v, os.PathLike) else str(v) for v in fn(session, opts, patch_dir)]

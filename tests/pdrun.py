@@ -1,0 +1,151 @@
+"""Run Pd headless on a patch and collect what it printed (used by tests/test_pd_*.py and bench/)."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+BUILD = ROOT / "build" / "unravel"
+PD = os.environ.get("PD", "pd")
+
+
+@dataclass
+class PdResult:
+    returncode: int
+    lines: list[str]                  # stderr, one line each
+    seconds: float
+    errors: list[str] = field(default_factory=list)   # lines Pd prints as errors
+
+    def after(self, prefix: str) -> list[str]:
+        """Lines starting with `prefix` (e.g. a [print] name + ':'), prefix removed."""
+        return [ln[len(prefix):].strip() for ln in self.lines if ln.startswith(prefix)]
+
+
+def is_error(line: str) -> bool:
+    """Pd's error lines: 'error: ...', '... couldn't create', 'bad arguments', 'no method'."""
+    low = line.lower()
+    return (low.startswith("error") or "couldn't create" in low or "[unravel~]:" in low
+            and "warning" not in low and not low.startswith("[unravel~] ")) and not low.startswith("verbose")
+
+
+def run_pd(patch: os.PathLike, timeout: float = 120.0, args: list[str] | None = None,
+           env: dict | None = None, batch: bool = True) -> PdResult:
+    """`pd -nogui [-batch] -noaudio -nomidi -noprefs -stderr -path build/unravel -open PATCH`."""
+    cmd = [PD, "-nogui"] + (["-batch"] if batch else []) + [
+        "-noaudio", "-nomidi", "-noprefs", "-stderr", "-path", str(BUILD)] + (args or []) + [
+        "-open", str(patch)]
+    e = dict(os.environ)
+    e.setdefault("OMP_NUM_THREADS", "1")
+    if env:
+        e.update(env)
+    t0 = time.perf_counter()
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=e,
+                           cwd=pathlib.Path(patch).parent)
+        rc, out = p.returncode, p.stderr + p.stdout
+    except subprocess.TimeoutExpired as ex:
+        rc = -999
+        out = (ex.stderr or b"").decode(errors="replace") if isinstance(ex.stderr, bytes) else (ex.stderr or "")
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    return PdResult(rc, lines, time.perf_counter() - t0, [ln for ln in lines if is_error(ln)])
+
+
+def write_patch(path: os.PathLike, lines: list[str], size: str = "0 50 900 700 12") -> pathlib.Path:
+    """Write a Pd patch from body lines (without the trailing ';'), canvas header added."""
+    path = pathlib.Path(path)
+    body = [f"#N canvas {size};"] + [ln if ln.endswith(";") else ln + ";" for ln in lines]
+    path.write_text("\n".join(body) + "\n")
+    return path
+
+
+class Patch:
+    """A Pd patch built object by object: `obj()` returns the object's index for `connect()`."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+        self.n = 0
+        self.y = 10
+
+    def obj(self, text: str, kind: str = "obj") -> int:
+        self.lines.append(f"#X {kind} 10 {self.y} {text}")
+        self.y += 30
+        self.n += 1
+        return self.n - 1
+
+    def msg(self, text: str) -> int:
+        """A message box; ';' and ',' are escaped as Pd saves them."""
+        return self.obj(text.replace(";", "\\;").replace(",", "\\,"), "msg")
+
+    def connect(self, a: int, outlet: int, b: int, inlet: int) -> None:
+        self.lines.append(f"#X connect {a} {outlet} {b} {inlet}")
+
+    def write(self, path: os.PathLike) -> pathlib.Path:
+        objs = [ln for ln in self.lines if not ln.startswith("#X connect")]
+        conns = [ln for ln in self.lines if ln.startswith("#X connect")]
+        return write_patch(path, objs + conns)
+
+
+def render_patch(path: os.PathLike, obj: str, n_in: int, n_out: int, in_wav: str | None,
+                 frames: int, out_wav: str, extra: list[str] = (), multi: bool = False) -> pathlib.Path:
+    """A patch that plays `in_wav` (n_in channels) through `[obj]` for `frames` frames and
+    writes its n_out outputs (plus the latency) to `out_wav` (32-bit float), prints the
+    status (`info:`) and quits. `extra` messages go to the object before DSP starts.
+    With multi, the object is `-m` and [snake~] joins/splits the channels."""
+    p = Patch()
+    lb = p.obj("loadbang")
+    seq = p.obj("t b b b b")
+    p.connect(lb, 0, seq, 0)
+    ins = [p.obj(f"table in{c} 10") for c in range(n_in)]
+    outs = [p.obj(f"table out{c} {frames + 8192}") for c in range(n_out)]
+    u = p.obj(obj)
+    info = p.obj("print info")
+    p.connect(u, 1 if multi else n_out, info, 0)
+    for m in extra:
+        e = p.msg(m)
+        p.connect(seq, 3, e, 0)
+        p.connect(e, 0, u, 0)
+    if in_wav and n_in:
+        rd = p.msg("read -resize " + in_wav + " " + " ".join(f"in{c}" for c in range(n_in)))
+        sf = p.obj("soundfiler")
+        p.connect(seq, 3, rd, 0)
+        p.connect(rd, 0, sf, 0)
+    dsp = p.msg("; pd dsp 1")
+    p.connect(seq, 2, dsp, 0)
+    plays = [p.obj(f"tabplay~ in{c}") for c in range(n_in)]
+    writes = [p.obj(f"tabwrite~ out{c}") for c in range(n_out)]
+    for c in range(n_in):
+        p.connect(seq, 1, plays[c], 0)
+    for c in range(n_out):
+        p.connect(seq, 1, writes[c], 0)
+    if multi:
+        if n_in:
+            sin = p.obj(f"snake~ in {n_in}")
+            for c in range(n_in):
+                p.connect(plays[c], 0, sin, c)
+            p.connect(sin, 0, u, 0)
+        sout = p.obj(f"snake~ out {n_out}")
+        p.connect(u, 0, sout, 0)
+        for c in range(n_out):
+            p.connect(sout, c, writes[c], 0)
+    else:
+        for c in range(n_in):
+            p.connect(plays[c], 0, u, c)
+        for c in range(n_out):
+            p.connect(u, c, writes[c], 0)
+    ms = (frames + 8192) / 44.1 + 50
+    dl = p.obj(f"delay {ms:.1f}")
+    p.connect(seq, 0, dl, 0)
+    fin = p.obj("t b b b")
+    p.connect(dl, 0, fin, 0)
+    wr = p.msg("write -wave -bytes 4 " + out_wav + " " + " ".join(f"out{c}" for c in range(n_out)))
+    sf2 = p.obj("soundfiler")
+    p.connect(fin, 2, wr, 0)
+    p.connect(wr, 0, sf2, 0)
+    p.connect(fin, 1, u, 0)       # bang: status
+    q = p.msg("; pd quit")
+    p.connect(fin, 0, q, 0)
+    return p.write(path)
