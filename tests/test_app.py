@@ -189,6 +189,9 @@ def test_bend_listen_restore_save(tmp_path, monkeypatch):
     assert layers[-1] == "pqmf.weight"            # the fixed filterbank comes last
     layer = app._pick_layer(layers)
     assert layer == "decoder.net.0.weight"
+    shape = dict((l.name, l.shape) for l in library.bender("default")[0].layers())[layer]
+    assert app.layer_info(library, "default", layer).startswith(
+        f"`{layer}`: shape {' x '.join(map(str, shape))}, {int(np.prod(shape))} weights (learned)")
     plain = app.bend_listen(library, "default", tmp_path)
     assert frames_of(plain) == frames_of(LOOP)            # forward keeps the length
     r = app.bend_generate(library, "default", layer, offset=0.01, spread=1.5, randomize=300,

@@ -313,6 +313,18 @@ CHAIN = ("spread", "invert", "offset", "randomize", "zero")   # this order repro
 NEUTRAL = {"offset": 0.0, "spread": 1.0, "randomize": 0.0, "invert": False, "zero": False}
 
 
+def layer_info(library: Library, rave: str, layer: str) -> str:
+    """One line about a layer: shape, size, whether it is learned, its current value range."""
+    model, bender = library.bender(rave)
+    info = next((l for l in model.layers() if l.name == layer), None)
+    if info is None:
+        raise UnravelError(f"{rave}: no layer named {layer!r}")
+    w = bender.get_weights(layer)
+    kind = "learned" if info.learned else "fixed filterbank"
+    return (f"`{layer}`: shape {' x '.join(map(str, info.shape))}, {info.numel} weights ({kind}), "
+            f"now {w.min():.4g} .. {w.max():.4g}")
+
+
 def bend_settings(library: Library, rave: str, layer: str) -> dict:
     """The bend settings of a layer (offset, spread, randomize, invert, zero, percent, seed)."""
     _, bender = library.bender(rave)
@@ -473,7 +485,7 @@ def build(library: Library, out_dir: str | os.PathLike):
                         d_files = gr.File(label="Download", file_count="multiple",
                                           interactive=False, elem_id="d-files")
                         d_image = gr.Image(type="filepath", label="Latents (dims x time)",
-                                           interactive=False)
+                                           interactive=False, elem_id="d-latents")
                         d_cmd = gr.Code(label="The same from the command line", language="shell", wrap_lines=True,
                                         interactive=False, elem_id="d-command")
 
@@ -581,6 +593,8 @@ def build(library: Library, out_dir: str | os.PathLike):
                                              allow_custom_value=True)
                         b_layer = gr.Dropdown(layers, value=_pick_layer(layers), label="Layer",
                                               elem_id="b-layer")
+                        b_info = gr.Markdown(_safe_layer_info(library, rave_default,
+                                                              _pick_layer(layers)))
                         b_offset = gr.Slider(-0.1, 0.1, 0, step=0.001, label="Offset", elem_id="b-offset")
                         b_spread = gr.Slider(0, 3, 1, step=0.01, label="Spread", elem_id="b-spread")
                         b_random = gr.Slider(0, 2000, 0, step=1,
@@ -590,8 +604,8 @@ def build(library: Library, out_dir: str | os.PathLike):
                         b_seed = gr.Number(0, precision=0, minimum=0, maximum=SEED_MAX, label="Seed")
                         with gr.Row():
                             b_go = gr.Button("Generate", variant="primary", elem_id="b-generate")
-                            b_restore = gr.Button("Restore all layers", elem_id="b-restore")
-                            b_save = gr.Button("Save bent model (.ts)", elem_id="b-save")
+                            b_restore = gr.Button("Restore all", elem_id="b-restore")
+                            b_save = gr.Button("Save .ts", elem_id="b-save")
                     with gr.Column():
                         b_audio = gr.Audio(type="filepath", label="The bundled loop, bent",
                                            interactive=False, buttons=["download"],
@@ -600,11 +614,11 @@ def build(library: Library, out_dir: str | os.PathLike):
                         b_cmd = gr.Code(label="The same from the command line", language="shell", wrap_lines=True,
                                         interactive=False)
 
-                sliders = [b_offset, b_spread, b_random, b_invert, b_percent, b_seed]
+                sliders = [b_offset, b_spread, b_random, b_invert, b_percent, b_seed, b_info]
 
                 def settings_of(rave, layer):
                     s = bend_settings(library, rave, layer)
-                    return [s[k] for k in SLIDERS]
+                    return [s[k] for k in SLIDERS] + [layer_info(library, rave, layer)]
 
                 @_on_page
                 def on_model(rave):
@@ -622,7 +636,7 @@ def build(library: Library, out_dir: str | os.PathLike):
                     progress(0, desc="bending")
                     r = bend_generate(library, rave, layer, offset, spread, randomize, invert,
                                       percent, seed, out_dir / "bending")
-                    return str(r.wav), r.command
+                    return str(r.wav), r.command, layer_info(library, rave, layer)
 
                 @_on_page
                 def on_restore(rave, layer):
@@ -637,10 +651,17 @@ def build(library: Library, out_dir: str | os.PathLike):
 
                 b_rave.change(on_model, b_rave, [b_layer] + sliders)
                 b_layer.input(on_layer, [b_rave, b_layer], sliders)
-                b_go.click(on_bend, [b_rave, b_layer] + sliders, [b_audio, b_cmd])
+                b_go.click(on_bend, [b_rave, b_layer] + sliders[:-1], [b_audio, b_cmd, b_info])
                 b_restore.click(on_restore, [b_rave, b_layer], [b_audio, b_cmd] + sliders)
                 b_save.click(on_save, b_rave, [b_model, b_cmd])
     return page
+
+
+def _safe_layer_info(library: Library, rave: str, layer: str | None) -> str:
+    try:
+        return layer_info(library, rave, layer) if layer else ""
+    except Exception:  # noqa: BLE001 - the page must come up even with a broken default model
+        return ""
 
 
 def _pick_layer(names: Sequence[str]) -> str | None:
