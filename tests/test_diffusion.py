@@ -371,6 +371,23 @@ def test_train_resume_and_sample(tmp_path, quirk_models, capsys):
     assert code == 0, err
 
 
+def test_finetune_from_reference_checkpoint(tmp_path, capsys):
+    lat = _latent_folder(tmp_path / "lat")
+    ref = tmp_path / "ref.pt"
+    torch.manual_seed(0)
+    reference_checkpoint(ref, reference_unet(4, TINY), latent_length=256)
+    arch = tmp_path / "tiny.json"
+    arch.write_text(json.dumps(TINY))
+    code, _, err = run_cli(["train-diffusion", lat, "-o", tmp_path / "o", "--finetune", ref, "--arch", arch,
+                            "--max-epochs", 1, "--batch-size", 2, "--no-optimizer-state"], capsys)
+    assert code == 0, err
+    obj = torch.load(tmp_path / "o" / "diffusion_last.pt", weights_only=True)
+    assert obj["arch"] == diffusion.check_arch(TINY, "t") and obj["optimizer_state_dict"] == {}
+    code, _, err = run_cli(["train-diffusion", lat, "-o", tmp_path / "o", "--resume",
+                            tmp_path / "o" / "diffusion_last.pt", "--max-epochs", 2], capsys)
+    assert code == 2 and "cannot resume" in err
+
+
 def test_train_rejects_short_latents(tmp_path, capsys):
     lat = _latent_folder(tmp_path / "lat", length=128)
     code, _, err = run_cli(["train-diffusion", lat, "-o", tmp_path / "o", "--arch", "tiny"], capsys)

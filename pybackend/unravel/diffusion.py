@@ -613,7 +613,8 @@ def train(latent_dir: str | os.PathLike, out_dir: str | os.PathLike, arch: str |
     torch.manual_seed(seed)
     start_epoch, start = 0, resume if resume is not None else finetune
     if start is not None:
-        diffuser = load_checkpoint(start)
+        arch_file = arch if isinstance(arch, (str, os.PathLike)) and str(arch).endswith(".json") else None
+        diffuser = load_checkpoint(start, arch_file)  # a stored architecture comes first
         model, arch_dict = diffuser.model, diffuser.arch
         if diffuser.dims != dims:
             raise UnravelError(f"{diffuser.path}: was trained on {diffuser.dims}-dim latents, "
