@@ -32,7 +32,7 @@ typedef struct _unravel {
     t_symbol *x_dir;            /* the patch folder */
     t_pysession *x_session;     /* 0: no model loaded */
     t_symbol *x_method;
-    int x_params[4];            /* in_chans in_ratio out_chans out_ratio of x_method */
+    int x_params[5];            /* in_chans in_ratio out_chans out_ratio block of x_method */
     int x_multi;                /* -m: one multichannel inlet and outlet */
     int x_enabled;
     int x_bufsize;              /* 0: the model runs in the DSP thread */
@@ -68,9 +68,10 @@ static int unravel_issync(t_unravel *x)
     return x->x_sync < 0 ? unravel_batch : x->x_sync;
 }
 
+/* the smallest buffer the method takes: its largest ratio (the model's for forward) */
 static int unravel_maxratio(t_unravel *x)
 {
-    return x->x_params[1] > x->x_params[3] ? x->x_params[1] : x->x_params[3];
+    return x->x_params[4];
 }
 
 static int unravel_needsession(t_unravel *x, const char *what)
@@ -248,7 +249,7 @@ static void unravel_errtick(t_unravel *x)
 static int unravel_usemethod(t_unravel *x, t_symbol *method)
 {
     char err[PYERR_SIZE];
-    int p[4];
+    int p[5];
     if (pysession_params(x->x_session, method->s_name, p, err) != 0)
     {
         pd_error(x, "[unravel~]: %s", err);
@@ -258,12 +259,12 @@ static int unravel_usemethod(t_unravel *x, t_symbol *method)
         post("[unravel~]: warning: method '%s' takes %d and gives %d channels; this object "
             "has %d signal inlets and %d outlets (missing inputs are silent, extra outputs "
             "are dropped)", method->s_name, p[0], p[2], x->x_nin, x->x_nout);
-    if (x->x_bufsize && (x->x_bufsize % p[1] || x->x_bufsize % p[3]))
+    if (x->x_bufsize && x->x_bufsize % p[4])
     {
-        int r = p[1] > p[3] ? p[1] : p[3], b = x->x_bufsize;
+        int r = p[4], b = x->x_bufsize;
         while (b < r)
             b *= 2;
-        if (b % p[1] || b % p[3])
+        if (b % r)
             b = r;
         post("[unravel~]: bufsize %d -> %d for method '%s' (ratio %d)", x->x_bufsize, b,
             method->s_name, r);
@@ -373,7 +374,7 @@ static void unravel_bufsize(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
     f = atom_getfloat(argv);
     n = (int)f;
     if ((t_float)n != f || (n != 0 && (!unravel_ispow2(n) || n < r || n > MAXBUFSIZE ||
-        (x->x_session && (n % x->x_params[1] || n % x->x_params[3])))))
+        n % r)))
     {
         pd_error(x, "[unravel~]: bufsize: %g is not 0 or a power of two from %d to %d", f, r,
             MAXBUFSIZE);
@@ -665,6 +666,7 @@ static void *unravel_new(t_symbol *s, int argc, t_atom *argv)
         /* no model yet: 'load' one later; unravel_startpython runs then */
         x->x_nin = x->x_nout = 1;
         x->x_params[0] = x->x_params[1] = x->x_params[2] = x->x_params[3] = 1;
+        x->x_params[4] = 1;
     }
     if (x->x_multi)
         x->x_nin = x->x_nout = 1;

@@ -216,8 +216,8 @@ int engine_configure(t_engine *e, int in_chans, int in_ratio, int out_chans, int
     e->in_ratio = in_ratio;
     e->out_ratio = out_ratio;
     e->bufsize = bufsize;
-    if (ringbuf_init(&e->in, in_chans, 4 * (uint64_t)bufsize) ||
-        ringbuf_init(&e->out, out_chans, 4 * (uint64_t)bufsize) ||
+    if (ringbuf_init(&e->in, in_chans, 4 * (uint64_t)bufsize + ENGINE_MAXVEC) ||
+        ringbuf_init(&e->out, out_chans, 4 * (uint64_t)bufsize + ENGINE_MAXVEC) ||
         !(e->cin = (float *)calloc((size_t)in_chans * (bufsize / in_ratio), sizeof(float))) ||
         !(e->cout = (float *)calloc((size_t)out_chans * (bufsize / out_ratio), sizeof(float))))
     {
@@ -254,7 +254,7 @@ void engine_perform(t_engine *e, float **ins, int nins, float **outs, int nouts,
     uint64_t t0, t1, blk;
     int64_t p0, plast;
     int c, skip;
-    if (!e->ready)
+    if (!e->ready || n > ENGINE_MAXVEC)
     {
         for (c = 0; c < nouts; c++)
             memset(outs[c], 0, n * sizeof(float));

@@ -12,6 +12,8 @@
 /* run the model on one buffer.  in: in_chans * (bufsize / in_ratio) floats, channel after
    channel (latent inputs already reduced to one value per frame); out: out_chans *
    (bufsize / out_ratio) floats.  Returns 0 on success; on failure the engine outputs zeros. */
+#define ENGINE_MAXVEC 16384    /* largest Pd vector the rings take (block~ sizes) */
+
 typedef int (*t_engine_fn)(void *ctx, const float *in, float *out);
 
 typedef struct engine {
@@ -24,7 +26,7 @@ typedef struct engine {
     int ready;              /* rings allocated */
     t_engine_fn fn;
     void *ctx;
-    t_ringbuf in, out;      /* audio-rate rings, 4B frames */
+    t_ringbuf in, out;      /* audio-rate rings, 4B + ENGINE_MAXVEC frames */
     float *cin, *cout;      /* the buffers fn sees */
     /* audio thread */
     uint64_t t;             /* frames written so far */

@@ -89,63 +89,74 @@ class Patch:
         return write_patch(path, objs + conns)
 
 
-def render_patch(path: os.PathLike, obj: str, n_in: int, n_out: int, in_wav: str | None,
-                 frames: int, out_wav: str, extra: list[str] = (), multi: bool = False) -> pathlib.Path:
-    """A patch that plays `in_wav` (n_in channels) through `[obj]` for `frames` frames and
-    writes its n_out outputs (plus the latency) to `out_wav` (32-bit float), prints the
-    status (`info:`) and quits. `extra` messages go to the object before DSP starts.
-    With multi, the object is `-m` and [snake~] joins/splits the channels."""
+@dataclass
+class Chain:
+    """One [unravel~] in a render patch: plays `in_wav` (n_in channels) into it and records
+    its n_out outputs into `out_wav`; `extra` messages go to it before DSP starts."""
+    obj: str
+    n_in: int
+    n_out: int
+    in_wav: str | None
+    out_wav: str
+    multi: bool = False
+    extra: tuple = ()
+
+
+def render_patch(path: os.PathLike, chains: list[Chain], frames: int, tail: int = 8192) -> pathlib.Path:
+    """A patch that renders every chain for frames + tail frames (32-bit wav files), then
+    bangs each object (status on [print info<i>]) and quits."""
     p = Patch()
     lb = p.obj("loadbang")
     seq = p.obj("t b b b b")
     p.connect(lb, 0, seq, 0)
-    ins = [p.obj(f"table in{c} 10") for c in range(n_in)]
-    outs = [p.obj(f"table out{c} {frames + 8192}") for c in range(n_out)]
-    u = p.obj(obj)
-    info = p.obj("print info")
-    p.connect(u, 1 if multi else n_out, info, 0)
-    for m in extra:
-        e = p.msg(m)
-        p.connect(seq, 3, e, 0)
-        p.connect(e, 0, u, 0)
-    if in_wav and n_in:
-        rd = p.msg("read -resize " + in_wav + " " + " ".join(f"in{c}" for c in range(n_in)))
-        sf = p.obj("soundfiler")
-        p.connect(seq, 3, rd, 0)
-        p.connect(rd, 0, sf, 0)
     dsp = p.msg("; pd dsp 1")
     p.connect(seq, 2, dsp, 0)
-    plays = [p.obj(f"tabplay~ in{c}") for c in range(n_in)]
-    writes = [p.obj(f"tabwrite~ out{c}") for c in range(n_out)]
-    for c in range(n_in):
-        p.connect(seq, 1, plays[c], 0)
-    for c in range(n_out):
-        p.connect(seq, 1, writes[c], 0)
-    if multi:
-        if n_in:
-            sin = p.obj(f"snake~ in {n_in}")
-            for c in range(n_in):
-                p.connect(plays[c], 0, sin, c)
-            p.connect(sin, 0, u, 0)
-        sout = p.obj(f"snake~ out {n_out}")
-        p.connect(u, 0, sout, 0)
-        for c in range(n_out):
-            p.connect(sout, c, writes[c], 0)
-    else:
-        for c in range(n_in):
-            p.connect(plays[c], 0, u, c)
-        for c in range(n_out):
-            p.connect(u, c, writes[c], 0)
-    ms = (frames + 8192) / 44.1 + 50
+    ms = (frames + tail) / 44.1 + 50
     dl = p.obj(f"delay {ms:.1f}")
     p.connect(seq, 0, dl, 0)
     fin = p.obj("t b b b")
     p.connect(dl, 0, fin, 0)
-    wr = p.msg("write -wave -bytes 4 " + out_wav + " " + " ".join(f"out{c}" for c in range(n_out)))
-    sf2 = p.obj("soundfiler")
-    p.connect(fin, 2, wr, 0)
-    p.connect(wr, 0, sf2, 0)
-    p.connect(fin, 1, u, 0)       # bang: status
     q = p.msg("; pd quit")
     p.connect(fin, 0, q, 0)
+    for k, ch in enumerate(chains):
+        ins = [p.obj(f"table c{k}in{c} 10") for c in range(ch.n_in)]
+        outs = [p.obj(f"table c{k}out{c} {frames + tail}") for c in range(ch.n_out)]
+        u = p.obj(ch.obj)
+        info = p.obj(f"print info{k}")
+        p.connect(u, 1 if ch.multi else ch.n_out, info, 0)
+        for m in ch.extra:
+            e = p.msg(m)
+            p.connect(seq, 3, e, 0)
+            p.connect(e, 0, u, 0)
+        if ch.in_wav and ch.n_in:
+            rd = p.msg(f"read -resize {ch.in_wav} " + " ".join(f"c{k}in{c}" for c in range(ch.n_in)))
+            sf = p.obj("soundfiler")
+            p.connect(seq, 3, rd, 0)
+            p.connect(rd, 0, sf, 0)
+        plays = [p.obj(f"tabplay~ c{k}in{c}") for c in range(ch.n_in)]
+        writes = [p.obj(f"tabwrite~ c{k}out{c}") for c in range(ch.n_out)]
+        for c in range(ch.n_in):
+            p.connect(seq, 1, plays[c], 0)
+        for c in range(ch.n_out):
+            p.connect(seq, 1, writes[c], 0)
+        if ch.multi:
+            if ch.n_in:
+                sin = p.obj(f"snake~ in {ch.n_in}")
+                for c in range(ch.n_in):
+                    p.connect(plays[c], 0, sin, c)
+                p.connect(sin, 0, u, 0)
+            sout = p.obj(f"snake~ out {ch.n_out}")
+            p.connect(u, 0, sout, 0)
+            for c in range(ch.n_out):
+                p.connect(sout, c, writes[c], 0)
+        else:
+            for c in range(ch.n_in):
+                p.connect(plays[c], 0, u, c)
+            for c in range(ch.n_out):
+                p.connect(u, c, writes[c], 0)
+        wr = p.msg(f"write -wave -bytes 4 {ch.out_wav} " + " ".join(f"c{k}out{c}" for c in range(ch.n_out)))
+        sf2 = p.obj("soundfiler")
+        p.connect(fin, 2, wr, 0)
+        p.connect(wr, 0, sf2, 0)
+        p.connect(fin, 1, u, 0)       # bang: status
     return p.write(path)
