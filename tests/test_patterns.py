@@ -116,3 +116,17 @@ def test_apply():
         patterns.apply("default", a, None, rng, 0)
     with pytest.raises(UnravelError, match="same"):
         patterns.blender(a, block(4, 2))
+
+
+@pytest.mark.parametrize("pattern", patterns.PATTERNS)
+def test_length_matches(pattern):
+    a, b = block(6, 3), block(6, 3, offset=50)
+    y = patterns.apply(pattern, a, b, np.random.default_rng(0), repeat=3)
+    assert y.shape == (patterns.length(pattern, 6, 3, 3), 3)
+
+
+def test_too_long_refused():
+    with pytest.raises(UnravelError, match="blender of 1000 points x 1 loops would make"):
+        patterns.check("blender", 1000, 16)
+    with pytest.raises(UnravelError, match="limit"):
+        patterns.apply("default", block(10, 2), None, np.random.default_rng(0), repeat=10 ** 6)

@@ -13,6 +13,8 @@ from unravel.errors import UnravelError
 PATTERNS = ("fibo", "orale", "blender", "swapper", "default")
 # Patterns that combine two blocks A and B.
 TWO_BLOCK_PATTERNS = ("blender", "swapper")
+# Longest pattern made (about 26 hours of latent frames at 21.5 frames/s).
+MAX_FRAMES = 2_000_000
 
 
 def fibonacci(limit: int) -> list[int]:
@@ -83,11 +85,30 @@ def swapper(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, repeat: int 
     return np.tile(np.concatenate([a2, b2], axis=0), (repeat, 1))
 
 
+def length(pattern: str, points: int, dims: int, repeat: int = 1) -> int:
+    """The number of rows (frames) a pattern makes from blocks of (points, dims)."""
+    per = {"default": points, "fibo": sum(fibonacci(points)), "orale": 16 * points,
+           "blender": (points * dims + 1) * points, "swapper": 2 * points}
+    if pattern not in per:
+        raise UnravelError(f"generate: unknown pattern {pattern!r} (one of {', '.join(PATTERNS)})")
+    return per[pattern] * repeat
+
+
+def check(pattern: str, points: int, dims: int, repeat: int = 1) -> int:
+    """The pattern's length in frames; UnravelError for a bad name, repeat < 1 or too long."""
+    if repeat < 1:
+        raise UnravelError(f"generate: loops must be >= 1, got {repeat}")
+    n = length(pattern, points, dims, repeat)
+    if n > MAX_FRAMES:
+        raise UnravelError(f"generate: {pattern} of {points} points x {repeat} loops would make "
+                           f"{n} frames (limit {MAX_FRAMES}); use fewer points or loops")
+    return n
+
+
 def apply(pattern: str, a: np.ndarray, b: np.ndarray | None, rng: np.random.Generator,
           repeat: int = 1, scale: np.ndarray | None = None) -> np.ndarray:
     """Apply a pattern by name; `b` is needed by blender and swapper."""
-    if repeat < 1:
-        raise UnravelError(f"generate: loops must be >= 1, got {repeat}")
+    check(pattern, a.shape[0], a.shape[1], repeat)
     if pattern == "default":
         return default(a, repeat)
     if pattern == "fibo":

@@ -147,8 +147,7 @@ def generate(z: np.ndarray, pattern: str = "default", dist: str = "normal", iqr:
     if dist not in distributions.DISTRIBUTIONS:
         raise UnravelError(f"generate: unknown distribution {dist!r} "
                            f"(one of {', '.join(distributions.DISTRIBUTIONS)})")
-    if loops < 1:
-        raise UnravelError(f"generate: loops must be >= 1, got {loops}")
+    patterns.check(pattern, points, z.shape[0], loops)
     s = stats.compute(z)
     rng = np.random.default_rng(seed)
     a = distributions.sample(s, dist, points, rng, iqr)
