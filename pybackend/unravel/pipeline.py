@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
-from unravel import audio, distributions, latents, patterns, stats, tempo
+from unravel import audio, distributions, patterns, stats, tempo
+from unravel import latents as latent_io
 from unravel.errors import UnravelError
 
 if TYPE_CHECKING:
@@ -61,9 +62,9 @@ def find_latents(inputs: Sequence[PathLike]) -> list[Path]:
         p = Path(item)
         if p.is_dir():
             npys = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() == ".npy")
-            stems = {latents.stem(f) for f in npys}
+            stems = {latent_io.stem(f) for f in npys}
             wavs = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() == ".wav"
-                          and latents.stem(f) not in stems)
+                          and latent_io.stem(f) not in stems)
             found = sorted(npys + wavs)
             if not found:
                 raise UnravelError(f"{p}: folder has no latent files (.npy or latent .wav)")
@@ -83,7 +84,7 @@ def read_latents(inputs: Sequence[PathLike], dims: int | None = None) -> tuple[l
     paths = find_latents(inputs)
     arrays = []
     for p in paths:
-        z = latents.read(p, dims)
+        z = latent_io.read(p, dims)
         dims = z.shape[0] if dims is None else dims
         arrays.append(z)
     return paths, arrays
@@ -96,7 +97,7 @@ def encode_targets(inputs: Sequence[PathLike], out_dir: PathLike, latent_wav: bo
     files = audio.find_audio(inputs)
     out = audio.check_writable_dir(out_dir)
     npys = [out / f"{f.stem}.npy" for f in files]
-    wavs = [out / f"{f.stem}{latents.LATENT_WAV_SUFFIX}" for f in files]
+    wavs = [out / f"{f.stem}{latent_io.LATENT_WAV_SUFFIX}" for f in files]
     _targets(npys + (wavs if latent_wav else []), force)
     return files, npys, wavs
 
@@ -107,19 +108,19 @@ def encode_files(model: "Model", inputs: Sequence[PathLike], out_dir: PathLike,
     `latent_wav` also `<name>.latent.wav`. Returns the `.npy` paths."""
     _require(model, "encode")
     files, npys, wavs = encode_targets(inputs, out_dir, latent_wav, force)
-    rate = latents.latent_rate(model.sr, model.ratio)
+    rate = latent_io.latent_rate(model.sr, model.ratio)
     for f, npy, wav in _progress(list(zip(files, npys, wavs)), progress, "encode"):
         x = audio.load(f, model.sr, model.in_channels)
         z = model.encode(x)
-        latents.write_npy(npy, z, force=force)
+        latent_io.write_npy(npy, z, force=force)
         if latent_wav:
-            latents.write_wav(wav, z, rate, force=force)
+            latent_io.write_wav(wav, z, rate, force=force)
     return npys
 
 
-def stats_files(latent_files: Sequence[PathLike], iqr: bool = False) -> dict:
+def stats_files(latents: Sequence[PathLike], iqr: bool = False) -> dict:
     """Statistics of one or more latent files taken together (frames concatenated), JSON-able."""
-    paths, arrays = read_latents(latent_files)
+    paths, arrays = read_latents(latents)
     s = stats.compute(np.concatenate(arrays, axis=1))
     return {"files": [str(p) for p in paths], **s.to_dict(iqr)}
 
@@ -156,11 +157,11 @@ def generate(z: np.ndarray, pattern: str = "default", dist: str = "normal", iqr:
     return np.ascontiguousarray(rows.T, dtype=np.float32)
 
 
-def generate_files(latent_files: Sequence[PathLike], out_dir: PathLike, pattern: str = "default",
+def generate_files(latents: Sequence[PathLike], out_dir: PathLike, pattern: str = "default",
                    dist: str = "normal", iqr: bool = False, points: int | None = None,
                    bpm: float | None = None, loops: int = 1, files: int = 1, seed: int = 0,
                    sr: int = 44100, ratio: int = 2048) -> list[Path]:
-    """Generate `files` latent sequences from the statistics of `latent_files`.
+    """Generate `files` latent sequences from the statistics of `latents`.
 
     File i uses seed `seed + i`. Each gets `<pattern>-<dist>-NNN.npy`, a latent wav
     (`.latent.wav`, 64-bit float, floor(sr/ratio) Hz) and a `.json` sidecar whose `argv`
@@ -169,12 +170,12 @@ def generate_files(latent_files: Sequence[PathLike], out_dir: PathLike, pattern:
     if files < 1:
         raise UnravelError(f"generate: files must be >= 1, got {files}")
     k, bpm_info = resolve_points(points, bpm, sr, ratio)
-    paths, arrays = read_latents(latent_files)
+    paths, arrays = read_latents(latents)
     z = np.concatenate(arrays, axis=1)
     out = audio.check_writable_dir(out_dir)
-    rate = latents.latent_rate(sr, ratio)
+    rate = latent_io.latent_rate(sr, ratio)
     sha = [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
-    suffixes = (".npy", latents.LATENT_WAV_SUFFIX, ".json")
+    suffixes = (".npy", latent_io.LATENT_WAV_SUFFIX, ".json")
     written = []
     for i in range(files):
         file_seed = int(seed) + i
@@ -190,23 +191,23 @@ def generate_files(latent_files: Sequence[PathLike], out_dir: PathLike, pattern:
             "pattern": pattern, "dist": dist, "iqr": iqr, "points": k, "bpm": bpm_info,
             "loops": loops, "seed": file_seed, "sr": sr, "ratio": ratio, "latent_rate": rate,
             "shape": [1, int(g.shape[0]), int(g.shape[1])],
-            "npy": name + ".npy", "latent_wav": name + latents.LATENT_WAV_SUFFIX,
+            "npy": name + ".npy", "latent_wav": name + latent_io.LATENT_WAV_SUFFIX,
             "unravel_version": _version(),
         }
-        npy = latents.write_npy(out / f"{name}.npy", g)
-        latents.write_wav(out / f"{name}{latents.LATENT_WAV_SUFFIX}", g, rate)
-        latents.write_json(out / f"{name}.json", sidecar)
+        npy = latent_io.write_npy(out / f"{name}.npy", g)
+        latent_io.write_wav(out / f"{name}{latent_io.LATENT_WAV_SUFFIX}", g, rate)
+        latent_io.write_json(out / f"{name}.json", sidecar)
         written.append(npy)
     return written
 
 
-def decode_targets(latent_files: Sequence[PathLike], out_dir: PathLike,
+def decode_targets(latents: Sequence[PathLike], out_dir: PathLike,
                    force: bool = False) -> tuple[list[Path], list[Path]]:
     """Check what decode_files would read and write: (latent files, audio paths).
     Raises UnravelError for missing inputs, an unusable output folder or outputs that exist."""
-    paths = find_latents(latent_files)
+    paths = find_latents(latents)
     out = audio.check_writable_dir(out_dir)
-    targets = [out / f"{latents.stem(p)}.wav" for p in paths]
+    targets = [out / f"{latent_io.stem(p)}.wav" for p in paths]
     _targets(targets, force)
     for p, t in zip(paths, targets):
         if p.resolve() == t.resolve():
@@ -214,14 +215,14 @@ def decode_targets(latent_files: Sequence[PathLike], out_dir: PathLike,
     return paths, targets
 
 
-def decode_files(model: "Model", latent_files: Sequence[PathLike], out_dir: PathLike,
+def decode_files(model: "Model", latents: Sequence[PathLike], out_dir: PathLike,
                  progress: bool = True, force: bool = False) -> list[Path]:
     """Decode latent files (`.npy` or latent wav, folders expanded) to `<out_dir>/<name>.wav`
     (32-bit float at the model's rate). Latent dims must match the model's."""
     _require(model, "decode")
-    paths, targets = decode_targets(latent_files, out_dir, force)
+    paths, targets = decode_targets(latents, out_dir, force)
     # Read everything first: a bad file stops the batch before anything is written.
-    arrays = [latents.read(p, model.latent_dims, expected_by=f"model {model.path.name}") for p in paths]
+    arrays = [latent_io.read(p, model.latent_dims, expected_by=f"model {model.path.name}") for p in paths]
     for z, target in _progress(list(zip(arrays, targets)), progress, "decode"):
         y = model.decode(z)
         audio.write(target, y, model.sr, force=force)
