@@ -113,9 +113,13 @@ def unet_v0(in_channels: int, channels: Sequence[int], factors: Sequence[int],
             attention_features: int | None = None, modulation_features: int = 1024,
             resnet_groups: int = 8) -> nn.Module:
     """audio-diffusion-pytorch 0.1.3's UNetV0 (1-D, time-conditioned, modulated, no context)."""
-    from a_unet import TimeConditioningPlugin
-    from a_unet.apex import (AttentionItem, ModulationItem, ResnetItem, SkipModulate, XBlock,
-                             XUNet)
+    try:
+        from a_unet import TimeConditioningPlugin
+        from a_unet.apex import (AttentionItem, ModulationItem, ResnetItem, SkipModulate, XBlock,
+                                 XUNet)
+    except ImportError as e:
+        raise UnravelError(f"latent diffusion needs the a-unet package ({e}): "
+                           f"pip install 'unravel[diffusion]'") from None
 
     blocks = []
     for ch, factor, n, att in zip(channels, factors, items, attentions):
