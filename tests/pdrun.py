@@ -26,10 +26,11 @@ class PdResult:
 
 
 def is_error(line: str) -> bool:
-    """Pd's error lines: 'error: ...', '... couldn't create', 'bad arguments', 'no method'."""
+    """Pd's error lines: 'error: ...' (pd_error, bad arguments, no method), 'couldn't
+    create', failed connections, and crashes."""
     low = line.lower()
-    return (low.startswith("error") or "couldn't create" in low or "[unravel~]:" in low
-            and "warning" not in low and not low.startswith("[unravel~] ")) and not low.startswith("verbose")
+    return (low.startswith("error") or "couldn't create" in low or "connection failed" in low
+            or "segmentation" in low or "traceback" in low or "aborted" in low)
 
 
 def run_pd(patch: os.PathLike, timeout: float = 120.0, args: list[str] | None = None,
@@ -78,7 +79,8 @@ class Patch:
 
     def msg(self, text: str) -> int:
         """A message box; ';' and ',' are escaped as Pd saves them."""
-        return self.obj(text.replace(";", "\\;").replace(",", "\\,"), "msg")
+        text = text.replace(";", " \\; ").replace(",", " \\, ")
+        return self.obj(" ".join(text.split()), "msg")
 
     def connect(self, a: int, outlet: int, b: int, inlet: int) -> None:
         self.lines.append(f"#X connect {a} {outlet} {b} {inlet}")

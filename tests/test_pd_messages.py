@@ -1,0 +1,144 @@
+"""Every message of DESIGN section 4 with right and wrong arguments: the reply, or exactly one
+error line; Pd exits normally. All cases run in one Pd process, DSP on, separated by marks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pdrun import BUILD, Patch, run_pd
+
+pytestmark = pytest.mark.skipif(not (BUILD / "unravel~.pd_linux").exists(),
+                                reason="the external is not built (make setup)")
+
+BIAS = "encoder.net.10.bias"        # 8 weights in the bundled default model
+# (message, expectation): "reply <prefix>" = info line(s) starting so and no error,
+# "ok" = no error and no reply, "error" = exactly one error line and no reply
+CASES = [
+    ("bang", "reply loaded 1"),
+    ("enable 0", "ok"), ("enable 1", "ok"), ("enable foo", "error"),
+    ("get temperature", "reply attribute temperature 1"),
+    ("set temperature 0.5", "ok"), ("get temperature", "reply attribute temperature 0.5"),
+    ("set temperature 1", "ok"),
+    ("get", "error"), ("get nothing", "error"), ("get 3", "error"),
+    ("set temperature", "error"), ("set temperature abc", "error"), ("set nothing 1", "error"),
+    ("set temperature -1", "error"),
+    ("layers", "reply layers pqmf.weight encoder.net.0.weight"), ("layers 1", "error"),
+    (f"get_weights {BIAS}", "reply layer"),
+    (f"get_weights {BIAS} warr", "ok"), ("; warrsize bang", "reply wsize: 8"),
+    ("get_weights", "error"), ("get_weights nope", "error"), (f"get_weights {BIAS} noarray", "error"),
+    ("get_weights 12", "error"),
+    (f"set_weights {BIAS} 1 2 3 4 5 6 7 8", "ok"),
+    (f"get_weights {BIAS}", "reply layer 1 2 3 4 5 6 7 8"),
+    (f"set_weights {BIAS} wsrc", "ok"),
+    (f"get_weights {BIAS}", "reply layer 0.5 0.5 0.5 0.5 0.5 0.5 0.5 0.5"),
+    (f"set_weights {BIAS} 1 2", "error"),
+    (f"get_weights {BIAS}", "reply layer 0.5 0.5 0.5 0.5 0.5 0.5 0.5 0.5"),   # nothing written
+    (f"set_weights {BIAS} " + " ".join(["1"] * 9), "error"),
+    (f"set_weights {BIAS} wlong", "error"), (f"set_weights {BIAS} noarray", "error"),
+    (f"set_weights {BIAS} a b c", "error"), ("set_weights nope 1", "error"), ("set_weights", "error"),
+    ("bend decoder.net.2.weight offset 0.05", "ok"), ("bend decoder.net.2.weight spread 2 50", "ok"),
+    ("bend decoder.net.2.weight randomize 200", "ok"), ("bend decoder.net.2.weight invert 1", "ok"),
+    ("bend decoder.net.2.weight zero 1 10", "ok"),
+    ("bend nope offset 1", "error"), ("bend decoder.net.2.weight wobble 1", "error"),
+    ("bend decoder.net.2.weight offset", "error"), ("bend decoder.net.2.weight offset 0.1 0", "error"),
+    ("bend decoder.net.2.weight offset x", "error"), ("bend", "error"),
+    ("restore decoder.net.2.weight", "ok"), ("restore", "ok"), ("restore nope", "error"),
+    ("restore a b", "error"),
+    ("save bent.ts", "reply saved"), ("save", "error"), ("save /nonexistent/dir/x.ts", "error"),
+    ("reload", "ok"), (f"get_weights {BIAS}", "reply layer"), ("reload 1", "error"),
+    ("bufsize 4096", "ok"), ("bufsize 0", "ok"), ("bufsize 2048", "ok"),
+    ("bufsize 1000", "error"), ("bufsize 1024", "error"), ("bufsize foo", "error"), ("bufsize", "error"),
+    ("bufsize -4096", "error"),
+    ("method encode", "ok"), ("method forward", "ok"), ("method nope", "error"), ("method", "error"),
+    ("method 1", "error"),
+    ("load default4", "ok"), ("load default", "ok"), ("load nonexistent_model", "error"),
+    ("load notamodel.wav", "error"), ("load notamodel", "error"), ("load", "error"), ("load 1 2", "error"),
+    ("sync 0", "ok"), ("sync 1", "ok"), ("sync", "error"), ("sync x", "error"),
+    ("foo", "error"), ("foo 1 2", "error"),
+    ("bang", "reply latency 2048"),
+]
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pdmsg")
+    sf.write(d / "notamodel.wav", np.zeros(100, np.float32), 44100)
+    (d / "notamodel.ts").write_text("not a model\n")
+    p = Patch()
+    lb = p.obj("loadbang")
+    r = p.obj("r u")
+    u = p.obj("unravel~ default forward 2048")
+    info = p.obj("print info")
+    p.connect(r, 0, u, 0)
+    p.connect(u, 1, info, 0)
+    p.connect(p.obj("r mark"), 0, p.obj("print mark"), 0)
+    p.obj("table warr 3")
+    p.obj("table wsrc 8")
+    p.obj("table wlong 9")
+    ws = p.obj("r warrsize")
+    asz = p.obj("array size warr")
+    p.connect(ws, 0, asz, 0)
+    p.connect(asz, 0, p.obj("print wsize"), 0)
+    osc = p.obj("osc~ 220")          # DSP runs through the object while messages arrive
+    p.connect(osc, 0, u, 0)
+    init = p.msg("; wsrc const 0.5; pd dsp 1")
+    p.connect(lb, 0, init, 0)
+    # half the cases in the loadbang tick, the rest later with DSP running
+    half = len(CASES) // 2
+    for part, cases in enumerate((CASES[:half], CASES[half:])):
+        text = ""
+        for i, (m, _) in enumerate(cases):
+            k = i + part * half
+            text += f"; mark c{k}; " + (m[2:] if m.startswith("; ") else "u " + m)
+        if part == 1:
+            text += "; mark end; pd quit"
+        box = p.msg(text)
+        dl = p.obj(f"delay {10 + 200 * part}")
+        p.connect(lb, 0, dl, 0)
+        p.connect(dl, 0, box, 0)
+    patch = p.write(d / "messages.pd")
+    return run_pd(patch, args=["-r", "44100"], timeout=120)
+
+
+def _sections(lines: list[str]) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = {}
+    cur = None
+    for ln in lines:
+        if ln.startswith("mark: c"):
+            cur = int(ln.split()[1][1:])
+            out[cur] = []
+        elif ln.startswith("mark: end"):
+            cur = None
+        elif cur is not None:
+            out[cur].append(ln)
+    return out
+
+
+def test_pd_exits_normally(result):
+    assert result.returncode == 0
+    assert "mark: end" in result.lines
+    before = result.lines[:result.lines.index(next(ln for ln in result.lines if ln.startswith("mark:")))]
+    assert [ln for ln in before if ln.startswith("error")] == []
+
+
+@pytest.mark.parametrize("k", range(len(CASES)), ids=[f"{i}:{m[:40]}" for i, (m, _) in enumerate(CASES)])
+def test_message(result, k):
+    msg, expect = CASES[k]
+    lines = _sections(result.lines).get(k)
+    assert lines is not None, f"case {k} never ran"
+    errors = [ln for ln in lines if ln.startswith("error") or "couldn't" in ln]
+    replies = [ln for ln in lines if ln.startswith("info:") or ln.startswith("wsize:")]
+    if expect == "error":
+        assert len(errors) == 1, lines
+        assert replies == [], lines
+        assert "[unravel~]" in errors[0] or "unravel~" in errors[0]
+    elif expect == "ok":
+        assert errors == [] and replies == [], lines
+    else:
+        prefix = expect.split(" ", 1)[1]
+        assert errors == [], lines
+        if not prefix.startswith("wsize"):
+            prefix = "info: " + prefix
+        assert any(ln.startswith(prefix) for ln in replies), (prefix, lines)
