@@ -25,13 +25,13 @@ from typing import Callable, Sequence  # noqa: E402
 import numpy as np  # noqa: E402
 
 from unravel import audio, latents, stats  # noqa: E402
+from unravel.distributions import DISTRIBUTIONS  # noqa: E402
+from unravel.patterns import PATTERNS  # noqa: E402
 from unravel.errors import UnravelError  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data"
 BUNDLED_LOOP = DATA / "loop.wav"
 CHECKPOINT_SUFFIXES = (".pt", ".ckpt", ".pth")
-DISTRIBUTIONS = ("normal", "uniform", "iqr-uniform", "correlation")
-PATTERNS = ("default", "fibo", "orale", "blender", "swapper")
 SEED_MAX = 999_999_999
 
 Progress = Callable[[float, str], None]
@@ -128,8 +128,9 @@ def _command(words: Sequence[object]) -> str:
 
 
 def _number(x: float) -> str:
-    """A CLI-friendly float: 1.0 -> '1', 0.25 -> '0.25'."""
-    return f"{float(x):g}"
+    """A float as short as it can be written and still read back exactly: 1.0 -> '1'."""
+    short = f"{float(x):g}"
+    return short if float(short) == float(x) else repr(float(x))
 
 
 # ---------------------------------------------------------------- pictures
