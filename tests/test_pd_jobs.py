@@ -1,0 +1,104 @@
+"""UnRAVEl jobs as [unravel~] messages: encode, stats, generate, decode, tempo run on the job
+thread and reply `done <job> <paths...>` / `error <job> <reason>`; the files equal the ones
+the backend writes for the same inputs. Relative paths resolve against the patch folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pdrun import BUILD, Patch, run_pd
+from unravel import pipeline, tempo
+from unravel.model import DEFAULT_MODEL, load_model
+
+pytestmark = pytest.mark.skipif(not (BUILD / "unravel~.pd_linux").exists(),
+                                reason="the external is not built (make setup)")
+
+JOBS = [
+    "encode input loop.wav output lat",
+    "stats input lat/loop.npy iqr 1",
+    "generate input lat/loop.npy output gen seed 3 points 11 files 2",
+    "decode input lat/loop.npy output dec",
+    "tempo bpm 120",
+    "tempo k 11",
+    # wrong ones: one `error <job> <reason>` each, Pd goes on
+    "encode input nonexistent.wav output lat",
+    "encode bogus 1",
+    "encode input",
+    "decode output dec",
+    "tempo k 0",
+    "generate input lat/loop.npy pattern nope",
+    "stats 3 x",
+]
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pdjobs")
+    audio, sr = sf.read(pipeline.__file__.replace("pipeline.py", "data/loop.wav"), dtype="float32")
+    sf.write(d / "loop.wav", audio[: sr * 2], sr, subtype="FLOAT")   # 2 s
+    p = Patch()
+    lb = p.obj("loadbang")
+    u = p.obj("unravel~ default encode")
+    pr = p.obj("print reply")
+    p.connect(u, 8, pr, 0)
+    rt = p.obj("route done error")
+    p.connect(u, 8, rt, 0)
+    tb = p.obj("t b")
+    p.connect(rt, 0, tb, 0)
+    p.connect(rt, 1, tb, 0)
+    f = p.obj("f")
+    plus = p.obj("+ 1")
+    p.connect(tb, 0, f, 0)
+    p.connect(f, 0, plus, 0)
+    p.connect(plus, 0, f, 1)
+    sel = p.obj(f"sel {len(JOBS)}")
+    p.connect(plus, 0, sel, 0)
+    q = p.msg("; pd quit")
+    p.connect(sel, 0, q, 0)
+    box = p.msg(", ".join(JOBS))
+    p.connect(lb, 0, box, 0)
+    p.connect(box, 0, u, 0)
+    patch = p.write(d / "jobs.pd")
+    r = run_pd(patch, timeout=120)
+    return d, r
+
+
+def test_every_job_replies_once_in_order(result):
+    d, r = result
+    assert r.returncode == 0
+    assert r.errors == [], r.errors
+    replies = r.after("reply:")
+    assert len(replies) == len(JOBS), replies
+    for job, rep in zip(JOBS, replies):
+        name = job.split()[0]
+        good = JOBS.index(job) < 6
+        assert rep.split()[:2] == (["done", name] if good else ["error", name]), (job, rep)
+
+
+def test_job_files_equal_the_backend(result, tmp_path):
+    d, r = result
+    replies = [rep.split() for rep in r.after("reply:")]
+    npy = d / "lat" / "loop.npy"
+    assert replies[0][2:] == [str(npy)]
+    m = load_model(DEFAULT_MODEL)
+    ref = pipeline.encode_files(m, [d / "loop.wav"], tmp_path / "lat", progress=False)
+    assert np.array_equal(np.load(npy), np.load(ref[0]))
+    stats_path = replies[1][2]
+    assert json.loads(open(stats_path).read()) == json.loads(json.dumps(pipeline.stats_files([npy], iqr=True)))
+    gen = replies[2][2:]
+    assert len(gen) == 2
+    ref_gen = pipeline.generate_files([npy], tmp_path / "gen", seed=3, points=11, files=2,
+                                      sr=m.sr, ratio=m.ratio)
+    for a, b in zip(gen, ref_gen):
+        assert np.array_equal(np.load(a), np.load(b))
+    dec = replies[3][2:]
+    ref_dec = pipeline.decode_files(m, [npy], tmp_path / "dec", progress=False)
+    assert np.array_equal(sf.read(dec[0], dtype="float32")[0], sf.read(ref_dec[0], dtype="float32")[0])
+    t, _ = tempo.nearest(120, m.sr, m.ratio)
+    assert [float(v) for v in replies[4][2:]] == pytest.approx([t.k, t.bpm, t.double, t.seconds], rel=1e-5)  # Pd prints 6 digits
+    assert float(replies[5][2]) == 11
