@@ -155,6 +155,8 @@ def test_save_loads_with_plain_torch(bender, tmp_path):
 def test_bad_bends(bender, tmp_path):
     with pytest.raises(UnravelError, match="unknown op 'twist'"):
         bender.bend(LAYER, "twist", 1)
+    with pytest.raises(UnravelError, match="finite"):
+        bender.bend(LAYER, "offset", float("nan"))
     with pytest.raises(UnravelError, match="percent"):
         bender.bend(LAYER, "offset", 0.1, percent=0)
     with pytest.raises(UnravelError, match="nodir"):

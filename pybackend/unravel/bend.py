@@ -113,6 +113,8 @@ class Bender:
         if op not in OPS:
             raise UnravelError(f"bend: unknown op '{op}' (one of {', '.join(OPS)})")
         self._param(layer)
+        if not math.isfinite(float(amount)):
+            raise UnravelError(f"bend: amount must be a finite number, got {amount}")
         if percent is not None and not 0 < float(percent) <= 100:
             raise UnravelError(f"bend: percent must be in (0, 100], got {percent}")
         s = self._settings.setdefault(layer, Settings())
