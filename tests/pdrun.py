@@ -78,8 +78,8 @@ class Patch:
         return self.n - 1
 
     def msg(self, text: str) -> int:
-        """A message box; ';' and ',' are escaped as Pd saves them."""
-        text = text.replace(";", " \\; ").replace(",", " \\, ")
+        """A message box; '$', ';' and ',' are escaped as Pd saves them."""
+        text = text.replace("$", "\\$").replace(";", " \\; ").replace(",", " \\, ")
         return self.obj(" ".join(text.split()), "msg")
 
     def connect(self, a: int, outlet: int, b: int, inlet: int) -> None:
