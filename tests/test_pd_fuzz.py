@@ -1,0 +1,110 @@
+"""Fuzz [unravel~] with thousands of random and malformed messages while DSP runs: wrong
+types, missing arguments, unknown layers, huge and short lists, missing arrays, non-model
+files, load/reload/method/bufsize/sync during DSP, jobs, and `pd quit` during DSP with jobs
+still running. Pd must never crash or hang."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pdrun import BUILD, Patch, run_pd
+from unravel.model import load_model
+
+pytestmark = pytest.mark.skipif(not (BUILD / "unravel~.pd_linux").exists(),
+                                reason="the external is not built (make setup)")
+
+N_MESSAGES = 3000
+CHUNKS = 30
+SELECTORS = ["bang", "enable", "reload", "load", "method", "set", "get", "bufsize", "sync",
+             "layers", "get_weights", "set_weights", "bend", "restore", "save", "encode",
+             "stats", "generate", "decode", "tempo", "diffuse", "float", "list", "symbol",
+             "nonsense", "forward", "dsp"]
+# relative frequency: cheap messages often, loads and saves (100+ ms each) rarely
+WEIGHTS = {"load": 0.15, "reload": 0.2, "save": 0.1, "encode": 0.3, "decode": 0.3, "generate": 0.3}
+
+
+def make_messages(seed: int, layers: list[str]) -> list[str]:
+    rng = random.Random(seed)
+    symbols = (layers + ["nope", "encoder", "", "x" * 300, "default", "default4", "notamodel.wav",
+               "notamodel", "fuzz.pd", "forward", "encode", "decode", "warr", "wsrc", "missingarray",
+               "temperature", "offset", "spread", "randomize", "invert", "zero", "input", "output",
+               "loop.wav", "latents", "bpm", "k", "seed", "points", "/", "/nonexistent/x.ts", "-1",
+               "a.b.c", "0", "inf"])
+    floats = [0, 1, -1, 0.5, 2, 3, 64, 2048, 4096, 1024, 1000, 100, 1e30, -1e30, 1e-30, 65536,
+              1048576, 2 ** 31, -2048, 7.5]
+    sel_weights = [WEIGHTS.get(s, 1.0) for s in SELECTORS]
+    msgs = []
+    for _ in range(N_MESSAGES):
+        sel = rng.choices(SELECTORS, sel_weights)[0]
+        kind = rng.random()
+        if kind < 0.03:        # a huge list
+            args = [rng.choice(layers)] + [f"{rng.uniform(-1, 1):.3f}" for _ in range(rng.choice([5000, 20000]))]
+        elif kind < 0.06:      # a short list for a real layer
+            args = [rng.choice(layers)] + [f"{rng.uniform(-1, 1):.3f}" for _ in range(rng.randint(0, 9))]
+        else:
+            args = []
+            for _ in range(rng.choice([0, 1, 1, 2, 2, 3, 4, 6])):
+                if rng.random() < 0.5:
+                    s = rng.choice(symbols)
+                    args.append(s if s else "empty")
+                else:
+                    args.append(f"{rng.choice(floats):g}")
+        target = f"u{rng.randint(0, 2)}"
+        msgs.append(" ".join([target, sel] + args))
+    return msgs
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pdfuzz")
+    sf.write(d / "notamodel.wav", np.zeros(100, np.float32), 44100)
+    sf.write(d / "loop.wav", np.random.default_rng(0).standard_normal(22050).astype(np.float32) * 0.1, 44100)
+    (d / "notamodel.ts").write_text("not a model\n")
+    layers = [l.name for l in load_model("default", warmup=False).layers()]
+    msgs = make_messages(1234, layers)
+    p = Patch()
+    lb = p.obj("loadbang")
+    osc = p.obj("osc~ 220")
+    objs = ["unravel~ default forward 2048", "unravel~ -live default encode 4096",
+            "unravel~ -m default decode"]
+    for k, text in enumerate(objs):
+        r = p.obj(f"r u{k}")
+        u = p.obj(text)
+        p.connect(r, 0, u, 0)
+        p.connect(osc, 0, u, 0)
+        dac = p.obj("dac~")
+        p.connect(u, 0, dac, 0)
+    p.obj("table warr 3")
+    p.obj("table wsrc 8")
+    p.connect(p.obj("r mark"), 0, p.obj("print mark"), 0)
+    start = p.msg("; pd dsp 1")
+    p.connect(lb, 0, start, 0)
+    per = len(msgs) // CHUNKS
+    for c in range(CHUNKS):
+        chunk = msgs[c * per:(c + 1) * per]
+        text = f"; mark chunk{c}; " + "; ".join(chunk)
+        if c == CHUNKS - 1:
+            text += "; mark end; pd quit"      # quit with DSP on and jobs maybe running
+        box = p.msg(text)
+        dl = p.obj(f"delay {20 + 30 * c}")
+        p.connect(lb, 0, dl, 0)
+        p.connect(dl, 0, box, 0)
+    patch = p.write(d / "fuzz.pd")
+    r = run_pd(patch, args=["-r", "44100"], timeout=150)
+    return len(msgs), r
+
+
+def test_pd_survives_fuzzing(result):
+    n, r = result
+    print(f"\nfuzz: {n} messages tried, {len(r.errors)} error lines, Pd exit {r.returncode}, "
+          f"{r.seconds:.1f} s")
+    assert r.returncode == 0, r.lines[-20:]
+    assert "mark: end" in r.lines
+    assert [ln for ln in r.lines if ln.startswith("mark: chunk")] == [f"mark: chunk{c}" for c in range(CHUNKS)]
+    bad = [ln for ln in r.lines if any(w in ln.lower() for w in ("segmentation", "traceback", "abort", "fatal"))]
+    assert bad == []
+    assert 0 < len(r.errors) <= n
