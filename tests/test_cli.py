@@ -184,6 +184,7 @@ BAD = {
                             ">= 1", "o9"),
     "bend bad layer": (["bend", "--model", "default", "--layer", "no.such.layer", "--op", "offset",
                         "--amount", "1", "-o", "b.ts"], "bend", "no.such.layer", "", None),
+    "tempo bad bpm": (["tempo", "--bpm", "-5"], "tempo", "BPM", "> 0", None),
     "bad choice": (["generate", "lat8.npy", "--pattern", "spiral"], "generate", "spiral", "invalid choice", None),
 }
 

@@ -119,14 +119,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_tempo(args: argparse.Namespace) -> int:
     from unravel import tempo
     sr, ratio = _sr_ratio(args)
-    print(f"{sr} Hz / {ratio}: {tempo.frame_rate(sr, ratio):.3f} latent frames per second")
+    rate = tempo.frame_rate(sr, ratio)
     if args.bpm is not None:
         t, err = tempo.nearest(args.bpm, sr, ratio)
+        print(f"{sr} Hz / {ratio}: {rate:.3f} latent frames per second")
         print(f"nearest to {args.bpm:g} BPM: k = {t.k} frames, {t.bpm:.2f} BPM "
               f"(error {err:+.2f}), double time {t.double:.2f}, loop {t.seconds:.4f} s")
         return 0
+    rows = tempo.table(sr, ratio)
+    print(f"{sr} Hz / {ratio}: {rate:.3f} latent frames per second")
     print(f"{'k':>4} {'BPM':>9} {'double':>9} {'seconds':>9}")
-    for t in tempo.table(sr, ratio):
+    for t in rows:
         print(f"{t.k:>4} {t.bpm:>9.2f} {t.double:>9.2f} {t.seconds:>9.4f}")
     return 0
 
@@ -339,6 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UnravelError as e:
         msg = " ".join(str(e).split())
+        msg = msg.removeprefix(f"{args.command}: ")    # backend messages may name the step too
         print(f"unravel {args.command}: {msg}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly

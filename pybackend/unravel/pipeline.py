@@ -139,16 +139,23 @@ def resolve_points(points: int | None, bpm: float | None, sr: int, ratio: int) -
     return t.k, {"target": target, "bpm": t.bpm, "error": err}
 
 
-def generate(z: np.ndarray, pattern: str = "default", dist: str = "normal", iqr: bool = False,
-             points: int = 11, loops: int = 1, seed: int = 0) -> np.ndarray:
-    """Synthetic (D, T') latents from the statistics of (D, T) latents `z`: points drawn
-    from `dist`, arranged by `pattern` (all randomness from `seed`)."""
+def check_generate(pattern: str, dist: str, points: int, dims: int, loops: int) -> int:
+    """UnravelError for a bad pattern, distribution, points or loops; else the length in frames."""
     if pattern not in patterns.PATTERNS:
         raise UnravelError(f"generate: unknown pattern {pattern!r} (one of {', '.join(patterns.PATTERNS)})")
     if dist not in distributions.DISTRIBUTIONS:
         raise UnravelError(f"generate: unknown distribution {dist!r} "
                            f"(one of {', '.join(distributions.DISTRIBUTIONS)})")
-    patterns.check(pattern, points, z.shape[0], loops)
+    if points < 1:
+        raise UnravelError(f"generate: points must be >= 1, got {points}")
+    return patterns.check(pattern, points, dims, loops)
+
+
+def generate(z: np.ndarray, pattern: str = "default", dist: str = "normal", iqr: bool = False,
+             points: int = 11, loops: int = 1, seed: int = 0) -> np.ndarray:
+    """Synthetic (D, T') latents from the statistics of (D, T) latents `z`: points drawn
+    from `dist`, arranged by `pattern` (all randomness from `seed`)."""
+    check_generate(pattern, dist, points, z.shape[0], loops)
     s = stats.compute(z)
     rng = np.random.default_rng(seed)
     a = distributions.sample(s, dist, points, rng, iqr)
@@ -172,6 +179,7 @@ def generate_files(latents: Sequence[PathLike], out_dir: PathLike, pattern: str 
     k, bpm_info = resolve_points(points, bpm, sr, ratio)
     paths, arrays = read_latents(latents)
     z = np.concatenate(arrays, axis=1)
+    check_generate(pattern, dist, k, z.shape[0], loops)
     out = audio.check_writable_dir(out_dir)
     rate = latent_io.latent_rate(sr, ratio)
     sha = [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
