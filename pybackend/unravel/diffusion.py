@@ -411,6 +411,14 @@ def diffuse_files(model, checkpoint: str | os.PathLike = "default", out_dir: str
         raise UnravelError("seed_a and seed_b need lerp")
     if lerp and seed is not None:
         raise UnravelError("lerp takes seed_a and seed_b, not seed")
+    if lerp:
+        a0 = check_seed(seed_a, "seed_a") if seed_a is not None else random_seed()
+        b0 = check_seed(seed_b, "seed_b") if seed_b is not None else random_seed()
+        pairs = [(check_seed(a0 + i, "seed_a"), check_seed(b0 + i, "seed_b")) for i in range(num)]
+        seeds = [s for pair in pairs for s in pair]
+    else:
+        s0 = check_seed(seed, "seed") if seed is not None else random_seed()
+        seeds = [check_seed(s0 + i, "seed") for i in range(num)]
     if isinstance(model, (str, os.PathLike)):
         from unravel.model import load_model
         model = load_model(model)
@@ -422,14 +430,6 @@ def diffuse_files(model, checkpoint: str | os.PathLike = "default", out_dir: str
                            f"{Path(model.path).name} takes {model.latent_dims} dims")
     folder = audio_io.check_writable_dir(out_dir)
 
-    if lerp:
-        a0 = check_seed(seed_a, "seed_a") if seed_a is not None else random_seed()
-        b0 = check_seed(seed_b, "seed_b") if seed_b is not None else random_seed()
-        pairs = [(check_seed(a0 + i, "seed_a"), check_seed(b0 + i, "seed_b")) for i in range(num)]
-        seeds = [s for pair in pairs for s in pair]
-    else:
-        s0 = check_seed(seed, "seed") if seed is not None else random_seed()
-        seeds = [check_seed(s0 + i, "seed") for i in range(num)]
     latents, groups = sample_seeds(diffuser, seeds, steps, temperature, length_mult, batch,
                                    progress, on_step)
     group_of = {s: g for g in groups for s in g}
