@@ -157,12 +157,15 @@ def test_flexed_256_preset_loads(tmp_path):
 
 def test_seed_convention_matches_reference_loop(tiny_model, tiny_ckpt, rave8, tmp_path):
     res = diffusion.diffuse_files(rave8, tiny_ckpt, tmp_path, seed=11, steps=4, temperature=0.8,
-                                  latent_scale=1.5, save_latents=True)
+                                  latent_scale=1.5, save_latents=True, latent_wav=True)
     assert len(res) == 1 and res[0].seed == 11
     z_ref = reference_normalize(reference_sample(tiny_model.net, 11, 8, LENGTH, 4, 0.8), 1.5)
     z = np.load(res[0].npy)
     assert z.shape == (1, 8, LENGTH) and z.dtype == np.float32
     np.testing.assert_array_equal(z, z_ref.numpy())
+    zw, rate = sf.read(res[0].latent_wav, dtype="float64", always_2d=True)
+    assert rate == rave8.sr // rave8.ratio
+    np.testing.assert_array_equal(zw.T.astype(np.float32), z[0])
     # the audio is the RAVE decoder's output for exactly these latents, at the model's rate
     rave = torch.jit.load(str(rave8.path))
     with torch.no_grad():

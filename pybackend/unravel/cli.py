@@ -273,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lerp-factor", type=float, default=1.0,
                    help="interpolation reaches this factor at the end (default 1.0)")
     s.add_argument("--save-latents", action="store_true", help="also write the latents as .npy")
+    s.add_argument("--latent-wav", action="store_true", help="also write <name>.latent.wav")
     s.add_argument("--name", default="diffuse", help="file name prefix (default diffuse)")
     s.add_argument("--batch", type=int, default=4, metavar="B",
                    help="seeds sampled together (default 4; 1 = bit-exact with the reference loop)")

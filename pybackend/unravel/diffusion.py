@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from unravel import audio as audio_io
+from unravel import latents as latents_io
 from unravel.errors import UnravelError
 from unravel.vdiffusion import (FLEX_PRESETS, ORIGINAL_ARCH, SMALL_PRESETS, DiffusionModel,
                                 check_arch, total_factor)
@@ -335,6 +336,7 @@ class Diffused:
     sidecar: Path
     seed: int | None
     seeds: tuple[int, ...]
+    latent_wav: Path | None = None
 
 
 def _as_int(value, name: str) -> int:
@@ -370,28 +372,25 @@ def _as_bool(value, name: str) -> bool:
 
 def _out_stem(folder: Path, stem: str, force: bool) -> str:
     """`stem`, or `stem-NNN` when a file of that stem exists (unless force)."""
-    suffixes = (".wav", ".npy", ".json")
+    suffixes = (".wav", ".npy", ".json", ".latent.wav")
     if force or not any((folder / (stem + s)).exists() for s in suffixes):
         return stem
     return audio_io.free_name(folder, stem, suffixes)
 
 
-def _save_npy(path: str, array: np.ndarray) -> None:
-    with open(path, "wb") as f:
-        np.save(f, array)
-
-
 def diffuse_files(model, checkpoint: str | os.PathLike = "default", out_dir: str | os.PathLike = ".",
                   seed=None, num=1, steps=100, temperature=1.0, latent_scale=1.0,
                   skip_normalize=False, length_mult=1, lerp=False, seed_a=None, seed_b=None,
-                  lerp_factor=1.0, save_latents=False, arch: str | os.PathLike | None = None,
+                  lerp_factor=1.0, save_latents=False, latent_wav=False,
+                  arch: str | os.PathLike | None = None,
                   name: str = "diffuse", batch=4, force=False, progress: bool = False,
                   on_step: Callable[[int, int], None] | None = None) -> list[Diffused]:
     """Sample latents from a diffusion checkpoint and decode them with a RAVE model.
 
     `model` is a unravel.model.Model or a model spec ('default', a path). Writes per result
     `<name>_<seed>.wav` (or `<name>_<seedA>_<seedB>_slerp.wav`; 32-bit float at the model's
-    rate), `.npy` latents (1, D, L) when `save_latents`, and a `.json` sidecar with every
+    rate), `.npy` latents (1, D, L) when `save_latents`, a D-channel `.latent.wav` (one frame
+    per latent step) when `latent_wav`, and a `.json` sidecar with every
     setting. `num` results use seeds seed, seed+1, ... (with lerp: seed_a+i, seed_b+i).
     Numbers may come as floats or strings (Pd atoms); bad values raise UnravelError.
     """
@@ -404,6 +403,7 @@ def diffuse_files(model, checkpoint: str | os.PathLike = "default", out_dir: str
     lerp_factor = _as_float(lerp_factor, "lerp_factor")
     lerp, skip_normalize = _as_bool(lerp, "lerp"), _as_bool(skip_normalize, "skip_normalize")
     save_latents, force = _as_bool(save_latents, "save_latents"), _as_bool(force, "force")
+    latent_wav = _as_bool(latent_wav, "latent_wav")
     for value, label in ((num, "num"), (steps, "steps"), (length_mult, "length_mult"), (batch, "batch")):
         if value < 1:
             raise UnravelError(f"{label} must be at least 1, got {value}")
@@ -449,8 +449,11 @@ def diffuse_files(model, checkpoint: str | os.PathLike = "default", out_dir: str
         wav = audio_io.write(folder / f"{stem}.wav", y, model.sr, subtype="FLOAT", force=True)
         npy = None
         if save_latents:
-            npy = audio_io.atomic_write(folder / f"{stem}.npy",
-                                        lambda tmp: _save_npy(tmp, z_np[None]), force=True)
+            npy = latents_io.write_npy(folder / f"{stem}.npy", z_np, force=True)
+        lwav = None
+        if latent_wav:
+            lwav = latents_io.write_wav(folder / f"{stem}{latents_io.LATENT_WAV_SUFFIX}", z_np,
+                                        latents_io.latent_rate(model.sr, model.ratio or 2048), force=True)
         sidecar = {
             "command": "diffuse", "checkpoint": str(diffuser.path), "arch_source": diffuser.arch_source,
             "model": str(model.path), "sr": model.sr, "dims": diffuser.dims,
@@ -460,11 +463,10 @@ def diffuse_files(model, checkpoint: str | os.PathLike = "default", out_dir: str
             "seed": s, "seed_a": used[0] if lerp else None, "seed_b": used[1] if lerp else None,
             "lerp_factor": lerp_factor if lerp else None,
             "batch": batch, "sampled_together": [group_of[u] for u in used],
-            "wav": wav.name, "npy": npy.name if npy else None,
+            "wav": wav.name, "npy": npy.name if npy else None, "latent_wav": lwav.name if lwav else None,
         }
-        js = audio_io.atomic_write(folder / f"{stem}.json", lambda tmp: Path(tmp).write_text(
-            json.dumps(sidecar, indent=1) + "\n"), force=True)
-        results.append(Diffused(wav, npy, js, s, tuple(used)))
+        js = latents_io.write_json(folder / f"{stem}.json", sidecar, force=True)
+        results.append(Diffused(wav, npy, js, s, tuple(used), lwav))
     return results
 
 
@@ -500,8 +502,7 @@ def prepare_files(model, inputs: Sequence[str | os.PathLike], out_dir: str | os.
                 z = (z - z.mean()) / z.std()
             z = torch.nn.functional.pad(z, (0, max(0, latent_length - z.shape[2])))[..., :latent_length]
             target = folder / f"{path.stem}_part{i:03d}.npy"
-            arr = z.numpy().astype(np.float32)
-            out.append(audio_io.atomic_write(target, lambda tmp: _save_npy(tmp, arr), force=force))
+            out.append(latents_io.write_npy(target, z[0].numpy(), force=force))
     if not out:
         raise UnravelError(f"no input is at least {chunk} samples ({chunk / model.sr:.1f} s at "
                            f"{model.sr} Hz) long: nothing to prepare for latent length {latent_length}")
@@ -732,12 +733,14 @@ def cmd_diffuse(args: argparse.Namespace) -> int:
         temperature=args.temperature, latent_scale=args.latent_scale,
         skip_normalize=args.skip_normalize, length_mult=args.length_mult, lerp=args.lerp,
         seed_a=args.seed_a, seed_b=args.seed_b, lerp_factor=args.lerp_factor,
-        save_latents=args.save_latents, arch=args.arch, name=args.name, batch=args.batch,
+        save_latents=args.save_latents, latent_wav=args.latent_wav, arch=args.arch, name=args.name, batch=args.batch,
         force=args.force, progress=sys.stderr.isatty())
     for r in results:
         print(r.wav)
         if r.npy:
             print(r.npy)
+        if r.latent_wav:
+            print(r.latent_wav)
     return 0
 
 
