@@ -433,6 +433,21 @@ int pysession_set_weights(t_pysession *s, const char *layer, const float *v, lon
 
 /* --------------------------------- runner --------------------------------- */
 
+/* Give a worker or job thread one lasting Python thread state, so that each later
+   PyGILState_Ensure only takes the GIL (instead of making and freeing a thread state on
+   every buffer).  The state lives as long as the thread. */
+static __thread int py_threadready;
+
+static void py_threadenter(void)
+{
+    if (!py_threadready)
+    {
+        PyGILState_Ensure();
+        PyEval_SaveThread();
+        py_threadready = 1;
+    }
+}
+
 struct pyrunner {
     PyObject *process;          /* the bound method Runner.process */
     pthread_mutex_t mutex;      /* guards err */
@@ -478,6 +493,7 @@ int pyrunner_process(void *runner, const float *in, float *out)
     int rc = 0;
     (void)in;
     (void)out;
+    py_threadenter();
     g = PyGILState_Ensure();
     res = PyObject_CallNoArgs(r->process);
     if (!res)
@@ -561,7 +577,9 @@ t_pyjob *pyjob_new(t_pysession *s, const char *name, int argc, t_atom *argv, con
 void pyjob_run(void *job)
 {
     t_pyjob *j = (t_pyjob *)job, **pp;
-    PyGILState_STATE g = PyGILState_Ensure();
+    PyGILState_STATE g;
+    py_threadenter();
+    g = PyGILState_Ensure();
     pthread_mutex_lock(&job_mutex);
     j->ident = PyThread_get_thread_ident();
     j->nextrunning = job_running;
