@@ -49,6 +49,7 @@ typedef struct _unravel {
     float **x_ins, **x_outs;
     t_clock *x_errclock;
     unsigned x_errseen;
+    char x_lasterr[PYERR_SIZE];     /* the model error printed last (printed once per cause) */
     /* jobs */
     t_jobq *x_jobs;
     t_clock *x_jobclock;
@@ -151,6 +152,7 @@ static void unravel_setupengine(t_unravel *x)
                 B / p[1], e->cout, p[2], B / p[3], err);
             if (x->x_runner)
                 engine_setfn(e, pyrunner_process, x->x_runner);
+            x->x_lasterr[0] = 0;
             else
                 pd_error(x, "[unravel~]: %s", err);
         }
@@ -239,8 +241,11 @@ static void unravel_dsp(t_unravel *x, t_signal **sp)
 static void unravel_errtick(t_unravel *x)
 {
     char err[PYERR_SIZE];
-    if (x->x_runner && pyrunner_takeerror(x->x_runner, err))
-        pd_error(x, "[unravel~]: %s", err);
+    if (x->x_runner && pyrunner_takeerror(x->x_runner, err) && strcmp(err, x->x_lasterr))
+    {
+        pd_error(x, "[unravel~]: %s (output is silent while this lasts)", err);
+        memcpy(x->x_lasterr, err, PYERR_SIZE);
+    }
 }
 
 /* ------------------------------ model and method ------------------------------ */

@@ -108,3 +108,33 @@ def test_pd_survives_fuzzing(result):
     bad = [ln for ln in r.lines if any(w in ln.lower() for w in ("segmentation", "traceback", "abort", "fatal"))]
     assert bad == []
     assert 0 < len(r.errors) <= n
+
+
+def test_quit_during_dsp_and_a_running_job(tmp_path):
+    """`pd quit` (exit() at once) while live and sync workers run and a long encode job is
+    inside torch: the atexit handler stops the threads; exit status 0, no crash."""
+    sf.write(tmp_path / "long.wav", np.random.default_rng(1).standard_normal(44100 * 60).astype(np.float32) * 0.1,
+             44100, subtype="FLOAT")
+    p = Patch()
+    lb = p.obj("loadbang")
+    noise = p.obj("noise~")
+    for text in ("unravel~ -live default forward 2048", "unravel~ default forward 4096",
+                 "unravel~ -live default encode 2048"):
+        u = p.obj(text)
+        p.connect(noise, 0, u, 0)
+        if "encode" in text:
+            job = p.msg("encode input long.wav output lat")
+            p.connect(lb, 0, job, 0)
+            p.connect(job, 0, u, 0)
+            p.connect(u, 8, p.obj("print reply"), 0)
+    on = p.msg("; pd dsp 1")
+    p.connect(lb, 0, on, 0)
+    dl = p.obj("delay 300")
+    p.connect(lb, 0, dl, 0)
+    q = p.msg("; pd quit")
+    p.connect(dl, 0, q, 0)
+    r = run_pd(p.write(tmp_path / "quit.pd"), timeout=60)
+    assert r.returncode == 0, r.lines[-10:]
+    assert r.errors == [], r.errors
+    assert r.after("reply:") == []          # quit came first
+    assert r.seconds < 30

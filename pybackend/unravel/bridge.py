@@ -353,6 +353,23 @@ def job_tempo(s: Session, o: dict, base: str) -> list:
     return [t.k, t.bpm, t.double, t.seconds]
 
 
+@register_job("diffuse", {"checkpoint": "str", "output": "path", "seed": "int", "num": "int",
+                          "steps": "int", "temperature": "float", "latent-scale": "float",
+                          "skip-normalize": "bool", "length-mult": "int", "lerp": "bool",
+                          "seed-a": "int", "seed-b": "int", "lerp-factor": "float",
+                          "save-latents": "bool", "latent-wav": "bool", "arch": "str",
+                          "name": "str", "batch": "int", "force": "bool"})
+def job_diffuse(s: Session, o: dict, base: str) -> list:
+    """Latent diffusion decoded by the object's model; replies the audio paths."""
+    from unravel import diffusion
+    ckpt = o.pop("checkpoint", "default")
+    if ckpt != "default" and base and (pathlib.Path(base) / ckpt).exists():
+        ckpt = str(pathlib.Path(base) / ckpt)
+    out = o.pop("output", base or ".")
+    kw = {k.replace("-", "_"): v for k, v in o.items()}
+    return [r.wav for r in diffusion.diffuse_files(s.model, ckpt, out, progress=False, **kw)]
+
+
 def run_job(session: Session, name: str, args: Sequence, patch_dir: str) -> list:
     """Run the UnRAVEl job `name` with Pd's `key value ...` args; returns the reply values
     (paths as str, numbers as float)."""
