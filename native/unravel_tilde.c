@@ -150,9 +150,9 @@ static void unravel_setupengine(t_unravel *x)
             engine_setmode(e, inl ? 0 : unravel_issync(x), inl);
             x->x_runner = pyrunner_new(x->x_session, x->x_method->s_name, e->cin, p[0],
                 B / p[1], e->cout, p[2], B / p[3], err);
+            x->x_lasterr[0] = 0;
             if (x->x_runner)
                 engine_setfn(e, pyrunner_process, x->x_runner);
-            x->x_lasterr[0] = 0;
             else
                 pd_error(x, "[unravel~]: %s", err);
         }
