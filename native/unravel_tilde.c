@@ -695,8 +695,7 @@ static void *unravel_new(t_symbol *s, int argc, t_atom *argv)
     unravel_setupengine(x);
     return x;
 fail:
-    unravel_free(x);
-    pd_free((t_pd *)x);
+    pd_free((t_pd *)x);     /* calls unravel_free */
     return 0;
 }
 

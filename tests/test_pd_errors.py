@@ -1,0 +1,87 @@
+"""Failures that must stay single error lines: a missing model, a file that is not a model,
+a Python without the package (UNRAVEL_PYTHON), an exception inside the model while DSP runs;
+plus model lookup on Pd's search path and an object created without a model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from pdrun import BUILD, Patch, run_pd
+
+pytestmark = pytest.mark.skipif(not (BUILD / "unravel~.pd_linux").exists(),
+                                reason="the external is not built (make setup)")
+
+
+class Loud(nn.Module):
+    """forward raises on loud input (after a clean warm-up on silence)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("forward_params", torch.tensor([1, 1, 1, 1]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool(x.abs().max() > 10.0):
+            raise RuntimeError("input too loud for this model")
+        return x * 2.0
+
+
+def test_errors_and_lookup(tmp_path):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    torch.jit.save(torch.jit.script(Loud()), str(lib / "pathmodel.ts"))
+    torch.jit.save(torch.jit.script(Loud()), str(tmp_path / "loud.ts"))
+    (tmp_path / "notamodel.ts").write_text("no\n")
+    p = Patch()
+    lb = p.obj("loadbang")
+    p.obj("unravel~ nonexistent_model")
+    p.obj("unravel~ notamodel")
+    empty = p.obj("unravel~")
+    pe = p.obj("print empty")
+    p.connect(empty, 1, pe, 0)
+    pm = p.obj("unravel~ pathmodel forward 64")
+    ppm = p.obj("print pathmodel")
+    p.connect(pm, 1, ppm, 0)
+    sig = p.obj("sig~ 20")
+    loud = p.obj("unravel~ loud forward 64")
+    p.connect(sig, 0, loud, 0)
+    p.connect(loud, 0, p.obj("dac~"), 0)
+    seq = p.obj("t b b b b")
+    p.connect(lb, 0, seq, 0)
+    m1 = p.msg("bang, load default, bang")
+    p.connect(seq, 3, m1, 0)
+    p.connect(m1, 0, empty, 0)
+    m2 = p.msg("get_weights nope")
+    p.connect(seq, 2, m2, 0)
+    p.connect(m2, 0, pm, 0)
+    on = p.msg("; pd dsp 1")
+    p.connect(seq, 1, on, 0)
+    dl = p.obj("delay 500")
+    p.connect(seq, 0, dl, 0)
+    q = p.msg("; pd quit")
+    p.connect(dl, 0, q, 0)
+    r = run_pd(p.write(tmp_path / "errors.pd"), args=["-path", str(lib)], timeout=60)
+    assert r.returncode == 0
+    mine = [ln for ln in r.errors if "[unravel~]" in ln]
+    assert len([ln for ln in mine if "nonexistent_model" in ln]) == 1, r.errors
+    assert len([ln for ln in mine if "notamodel" in ln]) == 1, r.errors
+    assert len([ln for ln in mine if "no layer 'nope'" in ln]) == 1, r.errors     # pathmodel was created
+    loud_errors = [ln for ln in mine if "input too loud" in ln]
+    assert len(loud_errors) == 1, r.errors      # printed once, not once per buffer
+    assert loud_errors[0].startswith("error: [unravel~]: loud.ts: forward failed")
+    assert len(mine) == 4, mine
+    assert len([ln for ln in r.errors if "couldn't create" in ln]) == 2
+    assert r.after("empty: loaded") == ["0", "1"]
+
+
+def test_python_without_the_package(tmp_path):
+    p = Patch()
+    p.obj("unravel~ default")
+    lb = p.obj("loadbang")
+    q = p.msg("; pd quit")
+    p.connect(lb, 0, q, 0)
+    r = run_pd(p.write(tmp_path / "nopy.pd"), env={"UNRAVEL_PYTHON": "/nonexistent/bin/python"}, timeout=60)
+    assert r.returncode == 0
+    mine = [ln for ln in r.errors if "[unravel~]" in ln]
+    assert len(mine) == 1 and "/nonexistent/bin/python" in mine[0], r.errors
