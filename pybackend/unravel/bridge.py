@@ -196,12 +196,13 @@ class Session:
         return []
 
     def msg_bend(self, args: list) -> list[list]:
-        _nargs("bend", args, 3, 4, "<layer> <offset|spread|randomize|invert|zero> <amount> [percent]")
+        _nargs("bend", args, 3, 5, "<layer> <offset|spread|randomize|invert|zero> <amount> [percent] [seed]")
         layer = _sym("bend", args[0], "layer")
         op = _sym("bend", args[1], "op")
         amount = _float("bend", args[2], "amount")
         percent = _float("bend", args[3], "percent") if len(args) > 3 else None
-        self.bender.bend(layer, op, amount, percent)
+        seed = _int("bend", args[4], "seed") if len(args) > 4 else None
+        self.bender.bend(layer, op, amount, percent, seed)
         return []
 
     def msg_restore(self, args: list) -> list[list]:
