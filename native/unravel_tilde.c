@@ -377,8 +377,8 @@ static void unravel_bufsize(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
         return;
     }
     f = atom_getfloat(argv);
-    n = (int)f;
-    if ((t_float)n != f || (n != 0 && (!unravel_ispow2(n) || n < r || n > MAXBUFSIZE ||
+    n = (f >= 0 && f <= MAXBUFSIZE) ? (int)f : -1;     /* no out-of-range float to int */
+    if (n < 0 || (t_float)n != f || (n != 0 && (!unravel_ispow2(n) || n < r || n > MAXBUFSIZE ||
         n % r)))
     {
         pd_error(x, "[unravel~]: bufsize: %g is not 0 or a power of two from %d to %d", f, r,
@@ -627,12 +627,11 @@ static void *unravel_new(t_symbol *s, int argc, t_atom *argv)
             model = a;
         else if (nargs == 1 && argv[i].a_type == A_SYMBOL)
             method = a;
-        else if (nargs == 2 && argv[i].a_type == A_FLOAT)
-            bufsize = (int)atom_getfloat(argv + i);
-        else if (nargs == 1 && argv[i].a_type == A_FLOAT)   /* [unravel~ m 2048]: no method */
-        {
-            bufsize = (int)atom_getfloat(argv + i);
-            nargs++;
+        else if ((nargs == 1 || nargs == 2) && argv[i].a_type == A_FLOAT)
+        {   /* [unravel~ m 2048]: no method */
+            t_float f = atom_getfloat(argv + i);
+            bufsize = (f >= 0 && f <= MAXBUFSIZE && f == (int)f) ? (int)f : -1;
+            nargs = 2;
         }
         else
         {
@@ -643,8 +642,8 @@ static void *unravel_new(t_symbol *s, int argc, t_atom *argv)
     }
     if (bufsize != 0 && (!unravel_ispow2(bufsize) || bufsize > MAXBUFSIZE))
     {
-        pd_error(x, "[unravel~]: bufsize %d is not 0 or a power of two up to %d; using 4096",
-            bufsize, MAXBUFSIZE);
+        pd_error(x, "[unravel~]: bufsize is not 0 or a power of two up to %d; using 4096",
+            MAXBUFSIZE);
         bufsize = 4096;
     }
     x->x_bufsize = bufsize;

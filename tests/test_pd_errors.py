@@ -85,3 +85,34 @@ def test_python_without_the_package(tmp_path):
     assert r.returncode == 0
     mine = [ln for ln in r.errors if "[unravel~]" in ln]
     assert len(mine) == 1 and "/nonexistent/bin/python" in mine[0], r.errors
+
+
+def test_creation_arguments(tmp_path):
+    """Flags and arguments: each object's status, one error per bad argument."""
+    objs = ["unravel~ default 2048", "unravel~ default forward 1000", "unravel~ -x default",
+            "unravel~ -d default forward", "unravel~ default forward 1e+30",
+            "unravel~ default encode 1024", "unravel~ -m -live default decode 8192",
+            "unravel~ -sync default forward 0"]
+    p = Patch()
+    lb = p.obj("loadbang")
+    for k, text in enumerate(objs):
+        u = p.obj(text)
+        outs = 1 if "-m" in text else {"encode": 8}.get(text.split()[-2] if len(text.split()) > 3 else "", 1)
+        p.connect(u, outs, p.obj(f"print s{k}"), 0)
+        p.connect(lb, 0, u, 0)
+    q = p.msg("; pd quit")
+    p.connect(lb, 0, q, 0)
+    r = run_pd(p.write(tmp_path / "args.pd"), timeout=60)
+    assert r.returncode == 0
+    st = [{ln.split()[0]: ln.split()[1:] for ln in r.after(f"s{k}:")} for k in range(len(objs))]
+    assert st[0]["method"] == ["forward"] and st[0]["bufsize"] == ["2048"]
+    assert st[1]["bufsize"] == ["4096"]
+    assert st[2]["loaded"] == ["1"]
+    assert st[3]["enabled"] == ["0"]
+    assert st[4]["bufsize"] == ["4096"]
+    assert st[5]["bufsize"] == ["2048"] and st[5]["dim"] == ["1", "8"]    # raised to the ratio
+    assert st[6]["mode"] == ["live"] and st[6]["latency"] == ["16384"] and st[6]["dim"] == ["8", "1"]
+    assert st[7]["mode"] == ["inline"]
+    mine = [ln for ln in r.errors if "[unravel~]" in ln]
+    assert len(mine) == 3, mine      # bufsize 1000, flag -x, bufsize 1e+30
+    assert len(r.errors) == 3, r.errors
