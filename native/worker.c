@@ -477,6 +477,8 @@ int jobq_pending(t_jobq *q)
     pthread_mutex_lock(&q->mutex);
     for (it = q->todo; it; it = it->next)
         n++;
+    for (it = q->done; it; it = it->next)
+        n++;
     n += q->running;
     pthread_mutex_unlock(&q->mutex);
     return n;

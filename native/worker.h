@@ -93,7 +93,7 @@ typedef struct jobq {
 t_jobq *jobq_new(t_jobq_fn fn, t_jobq_fn freefn);   /* the thread starts at the first push */
 int jobq_push(t_jobq *q, void *data);   /* 0 on success */
 void *jobq_pop_done(t_jobq *q);         /* next finished item's data, or 0 */
-int jobq_pending(t_jobq *q);            /* items queued or running */
+int jobq_pending(t_jobq *q);            /* items queued, running or not yet popped */
 /* stop: drop queued items, wait up to timeout s for the running one; 0 if the thread ended */
 int jobq_stop(t_jobq *q, double timeout);
 /* never blocks: a job still running finishes on its thread, which then frees the queue */
