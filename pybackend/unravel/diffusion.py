@@ -300,7 +300,7 @@ def sample_seeds(diffuser: Diffuser, seeds: Sequence[int], steps: int = 100, tem
     """Denoised latents (1, D, L*mult) per seed (not normalized), and the seed groups run together.
 
     Seeds are sampled `batch` at a time in one forward pass; a group of one gives exactly
-    the reference's numbers, a larger group the same up to float rounding (~1e-6).
+    the reference's numbers, a larger group the same up to float rounding (~1e-5).
     `on_step(done, total)` reports progress.
     """
     length = diffuser.latent_length * length_mult
