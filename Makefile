@@ -56,8 +56,10 @@ browser:
 	  echo "setup: no /usr/bin/chromium (Debian: apt-get install chromium); the browser test will be skipped"; \
 	fi
 
+# The headless Pd render of pd/examples/3-render.pd (encode, generate, bend, decode in Pd):
+# writes out/demo.wav. `python -m unravel.demo` does the same steps without Pd.
 demo: setup
-	$(VPY) -m unravel.demo
+	sh build/unravel/examples/render.sh out
 
 test: setup
 	$(VPY) -m pytest -q

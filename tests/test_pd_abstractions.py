@@ -206,3 +206,23 @@ def test_bender_one_slider_after_push(bender_run):
     d, _ = bender_run
     orig = _backend().get_weights(BIAS)
     assert np.array_equal(_read(d / "offset.wav"), orig + np.float32(-0.08))
+
+
+# ---------------------------------------------------------------- make demo: the headless render
+
+def test_demo_render_is_fixed_nonsilent_and_repeatable(tmp_path):
+    """What `make demo` runs (build/unravel/examples/render.sh), twice."""
+    script = BUILD / "examples" / "render.sh"
+    outs = []
+    for run in ("a", "b"):
+        p = subprocess.run(["sh", str(script), str(tmp_path / run)], capture_output=True, text=True,
+                           timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert p.returncode == 0, p.stdout + p.stderr
+        wav = tmp_path / run / "demo.wav"
+        assert f"demo: wrote {wav}" in p.stdout
+        outs.append(wav.read_bytes())
+    assert outs[0] == outs[1]
+    y, sr = sf.read(tmp_path / "a" / "demo.wav", dtype="float32")
+    assert sr == 44100 and y.shape == (8 * 44100,)
+    rms = float(np.sqrt(np.mean(y.astype(np.float64) ** 2)))
+    assert rms > 1e-3 and np.isfinite(y).all()

@@ -141,7 +141,7 @@ PD = pathlib.Path(__file__).resolve().parents[1] / "pd"
 
 if __name__ == "__main__":
     import importlib
-    for mod in ("pd_bender", "pd_chns0n", "pd_help"):
+    for mod in ("pd_bender", "pd_chns0n", "pd_help", "pd_examples"):
         m = importlib.import_module(mod)
         for fname, text in m.patches().items():
             (PD / fname).write_text(text)
