@@ -24,18 +24,6 @@ def library():
     return app.Library(None)
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """A small untrained diffusion checkpoint for 8-dim latents (32 frames), written by the
-    diffusion backend's own save_checkpoint."""
-    from unravel.diffusion import save_checkpoint
-    from unravel.vdiffusion import SMALL_PRESETS, DiffusionModel
-    torch.manual_seed(0)
-    model = DiffusionModel(8, **SMALL_PRESETS["tiny"])
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", model, latent_length=32,
-                           epoch=0)
-
-
 def run_cli(command: str, monkeypatch, folder: Path) -> None:
     """Run one printed `unravel ...` command line in-process, from `folder`."""
     words = shlex.split(command)
@@ -50,10 +38,11 @@ def frames_of(path: Path) -> int:
 
 # ------------------------------------------------------------------ models on offer
 
-def test_choices_list_bundled_and_folder_models(tmp_path, checkpoint):
+def test_choices_list_bundled_and_folder_models(tmp_path):
+    from unravel.diffusion import DEFAULT_CHECKPOINT
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "mine.ts").write_bytes(DEFAULT_MODEL.read_bytes())
-    (tmp_path / "ckpt.pt").write_bytes(checkpoint.read_bytes())
+    (tmp_path / "ckpt.pt").write_bytes(DEFAULT_CHECKPOINT.read_bytes())
     (tmp_path / "notes.txt").write_text("not a model")
     lib = app.Library(tmp_path)
     rave = lib.rave_choices()
@@ -71,15 +60,17 @@ def test_choices_list_bundled_and_folder_models(tmp_path, checkpoint):
 
 # ------------------------------------------------------------------ Diffusion tab
 
-def test_diffusion_generate_and_its_command(library, checkpoint, tmp_path, monkeypatch):
+def test_diffusion_generate_and_its_command(library, tmp_path, monkeypatch):
+    from unravel.diffusion import load_checkpoint
+    length = 2 * load_checkpoint("default").latent_length       # length_mult 2
     seen = []
-    r = app.diffusion_generate(library, str(checkpoint), "default", seed_a=7, steps=2,
+    r = app.diffusion_generate(library, "default", "default", seed_a=7, steps=2,
                                length_mult=2, out_dir=tmp_path,
                                progress=lambda f, d: seen.append(f))
     z = np.load(r.latents)
-    assert z.shape == (1, 8, 64)                         # latent_length 32 x length_mult 2
-    assert frames_of(r.wav) == 64 * RATIO
-    assert r.seconds == pytest.approx(64 * RATIO / 44100)
+    assert z.shape == (1, 8, length)
+    assert frames_of(r.wav) == length * RATIO
+    assert r.seconds == pytest.approx(length * RATIO / 44100)
     assert r.image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert seen == sorted(seen) and seen[-1] > 0.9       # progress only goes forward
     assert "--seed 7" in r.command and "--steps 2" in r.command
@@ -91,17 +82,17 @@ def test_diffusion_generate_and_its_command(library, checkpoint, tmp_path, monke
     assert wav.read_bytes() == r.wav.read_bytes()
     assert np.array_equal(np.load(npy), z)
     # another seed, other latents
-    r2 = app.diffusion_generate(library, str(checkpoint), "default", seed_a=8, steps=2,
+    r2 = app.diffusion_generate(library, "default", "default", seed_a=8, steps=2,
                                 out_dir=tmp_path)
-    assert not np.allclose(np.load(r2.latents)[..., :32], z[..., :32])
+    assert not np.allclose(np.load(r2.latents), z[..., :length // 2], atol=0.1)
 
 
-def test_diffusion_lerp_factor_zero_is_seed_a(library, checkpoint, tmp_path, monkeypatch):
-    a = app.diffusion_generate(library, str(checkpoint), "default", seed_a=3, steps=2,
+def test_diffusion_lerp_factor_zero_is_seed_a(library, tmp_path, monkeypatch):
+    a = app.diffusion_generate(library, "default", "default", seed_a=3, steps=2,
                                out_dir=tmp_path)
-    lerp = app.diffusion_generate(library, str(checkpoint), "default", seed_a=3, lerp=True,
+    lerp = app.diffusion_generate(library, "default", "default", seed_a=3, lerp=True,
                                   seed_b=4, lerp_factor=0.0, steps=2, out_dir=tmp_path)
-    towards_b = app.diffusion_generate(library, str(checkpoint), "default", seed_a=3, lerp=True,
+    towards_b = app.diffusion_generate(library, "default", "default", seed_a=3, lerp=True,
                                        seed_b=4, lerp_factor=1.0, steps=2, out_dir=tmp_path)
     za, zl, zb = (np.load(r.latents) for r in (a, lerp, towards_b))
     np.testing.assert_allclose(zl, za, atol=1e-4)       # the slerp starts at A ...
@@ -114,9 +105,9 @@ def test_diffusion_lerp_factor_zero_is_seed_a(library, checkpoint, tmp_path, mon
     assert wav.read_bytes() == towards_b.wav.read_bytes()
 
 
-def test_diffusion_errors_are_one_line(library, checkpoint, tmp_path, monkeypatch):
+def test_diffusion_errors_are_one_line(library, tmp_path, monkeypatch):
     with pytest.raises(UnravelError, match="4 dims"):      # 8-dim checkpoint, 4-dim decoder
-        app.diffusion_generate(library, str(checkpoint), "default4", seed_a=1, steps=1,
+        app.diffusion_generate(library, "default", "default4", seed_a=1, steps=1,
                                out_dir=tmp_path)
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
@@ -124,7 +115,7 @@ def test_diffusion_errors_are_one_line(library, checkpoint, tmp_path, monkeypatc
         app.diffusion_generate(library, str(bad), "default", seed_a=1, steps=1, out_dir=tmp_path)
     monkeypatch.setitem(sys.modules, "unravel.diffusion", None)   # as if it were not installed
     with pytest.raises(UnravelError, match="diffusion backend not available"):
-        app.diffusion_generate(library, str(checkpoint), "default", seed_a=1, out_dir=tmp_path)
+        app.diffusion_generate(library, "default", "default", seed_a=1, out_dir=tmp_path)
 
 
 # ------------------------------------------------------------------ UnRAVEl tab

@@ -154,29 +154,22 @@ def shot(page, name: str) -> None:
 
 
 def test_diffusion_tab(browser_page):
-    from unravel.diffusion import DEFAULT_CHECKPOINT, load_checkpoint
+    from unravel.diffusion import load_checkpoint
     page = browser_page
     open_tab(page, "Diffusion")
-    checkpoint = "default"
-    if not DEFAULT_CHECKPOINT.exists():   # not bundled yet: the one in the models folder
-        page.locator("#d-ckpt input").click()
-        page.get_by_role("option", name="tiny.pt").click()
-        checkpoint = page.locator("#d-ckpt input").input_value()
+    page.locator("#d-ckpt input").click()                # the models folder's checkpoint is offered
+    assert page.get_by_role("option", name="tiny.pt").count() == 1
+    page.get_by_role("option", name="default (bundled)").click()
     page.get_by_text("Advanced").click()
     set_number(page, "#d-steps", 2)
     set_number(page, "#d-seed-a", 1234)
     href = generate(page, "#d-generate", "#d-audio")
     y, sr = audio_at(href)
-    command = page.locator("#d-command").inner_text()
-    assert "--model default --seed 1234 --steps 2" in command
-    if checkpoint == "default":
-        length = load_checkpoint("default").latent_length
-        assert "unravel diffuse --checkpoint default " in command
-    else:
-        assert "tiny.pt --model" in command
-        length = 32
+    length = load_checkpoint("default").latent_length
     assert sr == 44100 and y.shape[0] == length * RATIO
     assert np.abs(y).max() > 1e-3
+    command = page.locator("#d-command").inner_text()
+    assert "unravel diffuse --checkpoint default --model default --seed 1234 --steps 2" in command
     assert page.locator("#d-latents img").count() == 1
     shot(page, "diffusion")
 
