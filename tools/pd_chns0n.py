@@ -20,7 +20,7 @@ def chns0n() -> str:
     c.floatatom(8, 78, 7, "$0-bpm", "bpm", pos=1)
     c.floatatom(120, 78, 7, "$0-double", "x2", pos=1)
     c.floatatom(200, 78, 5, "$0-seconds", "s", pos=1)
-    c.graph(8, 100, "$0-scope", 256, 284, 72, -3, 3)
+    c.graph(8, 100, "$0-scope", 256, 284, 72, -3, 3, flags=8)
     c.gop(W, H + 1)
 
     c.text(10, 210, "inlet: open <file> | render 0/1 | bang (file dialog) | public <name>; "
