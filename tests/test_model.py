@@ -172,3 +172,15 @@ def test_layers(quirk_models):
     assert layers["codec.encoder.weight"].shape == (8, 16, 128)
     assert layers["codec.encoder.weight"].numel == 8 * 16 * 128
     assert m.num_parameters() == sum(l.numel for l in layers.values())
+
+
+def test_run_leaves_grad_mode_alone_even_on_error(quirk_models):
+    m = load_model(quirk_models["streaming"])
+    assert not torch.is_inference_mode_enabled()
+    y = m.run("decode", torch.randn(1, 8, 2))
+    assert y.is_inference() and not torch.is_inference_mode_enabled()
+    with pytest.raises(UnravelError):
+        m.run("decode", torch.randn(65, 8, 1))
+    assert not torch.is_inference_mode_enabled() and torch.is_grad_enabled()
+    with torch.inference_mode():
+        assert m.run("decode", torch.randn(1, 8, 2)).shape == (1, 1, 4096)
