@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import socket
 import sys
 from pathlib import Path
 
@@ -243,3 +244,9 @@ def test_page_builds_and_errors_become_messages(tmp_path):
         crashes()
     with pytest.raises(UnravelError, match="models folder not found"):
         app.serve(models=tmp_path / "missing", block=False)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(UnravelError, match=f"cannot listen on 127.0.0.1:{port}"):
+            app.serve(port=port, out=tmp_path / "out", block=False)

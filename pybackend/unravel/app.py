@@ -693,7 +693,8 @@ def serve(host: str = "127.0.0.1", port: int = 7860, models: str | os.PathLike |
                                   allowed_paths=allowed, theme=theme(), css=CSS,
                                   footer_links=["settings"], prevent_thread_lock=True)
     except OSError as e:
-        raise UnravelError(f"app: cannot listen on {host}:{port} ({e})") from None
+        raise UnravelError(f"cannot listen on {host}:{port} (in use or not allowed: choose "
+                           f"another with --port)") from None
     print(f"unravel app: http://{host}:{port}/  (outputs in {out})", flush=True)
     if not block:
         return page, url
