@@ -102,7 +102,7 @@ def patches() -> dict[str, str]:
     c.gop(W, H + 1)
 
     # ------------------------------------------------------------------ wiring
-    c.text(10, 400, "left inlet: [unravel~]'s info outlet; right inlet: bang = reload; "
+    c.text(10, 400, "left inlet: [unravel~]'s info outlet. right inlet: bang = reload. "
                     "outlet: to [unravel~]", 60)
     c.obj("inlet", "in_info", 10, 440)
     c.obj("inlet", "in_reload", 200, 440)

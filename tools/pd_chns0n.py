@@ -23,8 +23,8 @@ def chns0n() -> str:
     c.graph(8, 100, "$0-scope", 256, 284, 72, -3, 3, flags=8)
     c.gop(W, H + 1)
 
-    c.text(10, 210, "inlet: open <file> | render 0/1 | bang (file dialog) | public <name>; "
-                    "left outlet: the latent frames (D channels in one signal), right outlet: "
+    c.text(10, 210, "inlet: open <file> | render 0/1 | bang (file dialog) | public <name>. "
+                    "left outlet: the latent frames (D channels in one signal). right outlet: "
                     "loaded <frames> <bpm> <double bpm>", 70)
     c.obj("inlet", "in", 10, 280)
     c.obj("outlet~", "out", 300, 660)

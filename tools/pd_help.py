@@ -6,17 +6,18 @@ TW = 80   # text width (characters)
 
 
 def _head(c: Canvas, title: str, what: str) -> int:
-    c.text(20, 12, title)
-    c.text(20, 38, what, TW)
-    return 90
+    c.text(20, 12, title, 100)
+    c.text(20, 38, what, 90)
+    return 110
 
 
 def _section(c: Canvas, y: int, name: str, lines: list[str], x: int = 20) -> int:
     c.text(x, y, name)
     y += 24
     for ln in lines:
+        assert ";" not in ln, ln        # a ';' breaks a comment's line in Pd
         c.text(x + 10, y, ln, TW)
-        y += 18 * (1 + len(ln) // TW) + 6
+        y += 17 * (1 + (len(ln) + 8) // (TW - 6)) + 8
     return y + 10
 
 
@@ -48,31 +49,32 @@ def _dac(c: Canvas, src: str, x: int, y: int, outlet: int = 0) -> None:
 
 
 def bender_help() -> str:
-    c = Canvas(1100, 900)
+    c = Canvas(1120, 900)
     y = _head(c, "[bender] - bend the layers of an [unravel~] model while it plays",
               "A panel for network bending: pick a layer, move the sliders, and the backend "
-              "recomputes the layer from its original weights (DESIGN section 5); the graph "
+              "recomputes the layer from its original weights (DESIGN section 5). The graph "
               "shows the result. Wire it as below: its outlet into [unravel~], [unravel~]'s "
               "rightmost (info) outlet into its left inlet. Click Init first.")
-    src = _loop_player(c, 20, 110)
-    c.obj("unravel~ default forward", "u", 20, 260)
+    src = _loop_player(c, 20, 140)
+    c.obj("unravel~ default forward", "u", 20, 290)
     c.connect(src, 0, "u", 0)
-    c.obj("bender", "b", 20, 330)
+    c.obj("bender", "b", 20, 360)
     c.connect("u", 1, "b", 0)
     c.connect("b", 0, "u", 0)
-    c.msg("bang", "reload_b", 260, 300)
+    c.msg("bang", "reload_b", 260, 330)
     c.connect("reload_b", 0, "b", 1)
-    c.text(305, 300, "<- right inlet: reload the model (originals back) and Init")
-    _dac(c, "u", 20, 730)
-    c.text(20, 790, "the bundled loop -> the default model (forward) -> Bender -> you. Turn DSP on, "
+    c.text(305, 330, "<- right inlet: reload the model (originals back) and Init")
+    _dac(c, "u", 20, 760)
+    c.text(20, 820, "the bundled loop -> the default model (forward) -> Bender -> you. Turn DSP on, "
                     "click Init, choose a layer (decoder.* layers change the sound most).", 60)
     x = 520
-    y = _section(c, 110, "CREATION ARGUMENTS", [
+    y = _section(c, 140, "CREATION ARGUMENTS", [
         "[bender <name>]: optional public name. A message '<name> <control> <value>' sets a "
-        "control as if you moved it, '<name> w <array message>' draws into the graph, for "
-        "example [; b1 offset 0.05( or [; b1 w const 0( then [; b1 push(."], x)
+        "control as if you moved it, '<name> w <array message>' draws into the graph. "
+        "Examples: 'b1 offset 0.05', 'b1 w const 0' then 'b1 push' (message boxes starting "
+        "with a semicolon)."], x)
     y = _section(c, y, "INLETS", [
-        "left: the info outlet of [unravel~] (Bender reads 'layers <names...>'); 'public <name>' "
+        "left: the info outlet of [unravel~] (Bender reads 'layers <names...>'). 'public <name>' "
         "sets the public name.",
         "right: bang = Reload (the model file again, original weights) then Init."], x)
     y = _section(c, y, "OUTLET", [
@@ -86,7 +88,7 @@ def bender_help() -> str:
         "each change is sent 40 ms after the last move (debounced), then the graph refreshes.",
         "res (RES: original layer, sliders back), push (PUSH: what is drawn in the graph becomes "
         "the layer), plot (PLOT: show/hide the graph).",
-        "temperature 1..1000, listen (MSPrior); guidance_structure 0..5, guidance_timbre 0..3, "
+        "temperature 1..1000, listen (MSPrior). guidance_structure 0..5, guidance_timbre 0..3, "
         "nb_steps 0..16 (AFTER): 'set <attribute> <value>'. A model without the attribute "
         "reports an error and nothing else happens."], x)
     _section(c, y, "EXAMPLES", ["examples/1-bending.pd (live bending), examples/3-render.pd "
@@ -102,27 +104,27 @@ def player_help(obj: str, dims: int, model: str, latent: str) -> str:
               "frame every 2048 samples (sr/2048 frames per second), looping, out of one "
               "multichannel outlet. The tempo readout is that of the loop: BPM = 60 * (sr/2048) "
               "/ frames (x2: double time).")
-    c.msg(f"open examples/{latent}", "open", 20, 110)
-    c.msg("render 1", "r1", 20, 140)
-    c.msg("render 0", "r0", 100, 140)
-    c.msg("bang", "bang", 180, 140)
-    c.text(225, 140, "<- file dialog")
-    c.obj(obj if obj != "chns0n" else f"chns0n {dims}", "p", 20, 175)
+    c.msg(f"open examples/{latent}", "open", 20, 140)
+    c.msg("render 1", "r1", 20, 170)
+    c.msg("render 0", "r0", 100, 170)
+    c.msg("bang", "bang", 180, 170)
+    c.text(225, 170, "<- file dialog")
+    c.obj(obj if obj != "chns0n" else f"chns0n {dims}", "p", 20, 205)
     for m in ("open", "r1", "r0", "bang"):
         c.connect(m, 0, "p", 0)
-    c.obj("print loaded", "pr", 340, 365)
+    c.obj("print loaded", "pr", 340, 395)
     c.connect("p", 1, "pr", 0)
-    c.obj(f"unravel~ -m {model} decode", "u", 20, 395)
+    c.obj(f"unravel~ -m {model} decode", "u", 20, 425)
     c.connect("p", 0, "u", 0)
-    _dac(c, "u", 20, 430)
-    c.text(20, 490, "Turn DSP on, open, render 1.", 60)
+    _dac(c, "u", 20, 460)
+    c.text(20, 520, "Turn DSP on, open, render 1.", 60)
     x = 520
-    args = ([f"[chns0n <D> <name>]: D = number of latent dimensions (channels; the model's "
-             "decode inputs); optional public name (as [bender]'s: '<name> open <file>', "
+    args = ([f"[chns0n <D> <name>]: D = number of latent dimensions (channels, the model's "
+             "decode inputs), optional public name (as [bender]'s: '<name> open <file>', "
              "'<name> render 1', '<name> load')."] if obj == "chns0n" else
             [f"[{obj} <name>]: [chns0n {dims}] with an optional public name ('<name> open "
              "<file>', '<name> render 1', '<name> load'). [chns0n] takes any number of dims."])
-    y = _section(c, 110, "CREATION ARGUMENTS", args, x)
+    y = _section(c, 140, "CREATION ARGUMENTS", args, x)
     y = _section(c, y, "MESSAGES (inlet)", [
         "open <file>: read a latent wav (relative paths: the folder of the top-level patch). "
         "A file with fewer channels leaves the rest at 0 (a line is printed).",

@@ -70,12 +70,13 @@ class Canvas:
         for k in range(9, -1, -1):
             text = text.replace(f"${k}", f"${k + 1}")
         pre = self._add(f"#X obj {x} {y} list prepend \\$0", None)
-        key = self._add(f"#X msg {x + 95} {y} {esc(text)}", name)
+        key = self._add(f"#X msg {x + 140} {y} {esc(text)}", name)
         self.connect(pre, 0, key, 0)
         self.inlet_alias[key] = pre
         return key
 
     def text(self, x: int, y: int, text: str, width: int | None = None) -> str:
+        assert ";" not in text, text        # a ';' breaks a comment's line in Pd
         w = f", f {width}" if width else ""
         return self._add(f"#X text {x} {y} {esc(text)}{w}", None)
 
