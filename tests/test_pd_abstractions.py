@@ -226,3 +226,56 @@ def test_demo_render_is_fixed_nonsilent_and_repeatable(tmp_path):
     assert sr == 44100 and y.shape == (8 * 44100,)
     rms = float(np.sqrt(np.mean(y.astype(np.float64) ** 2)))
     assert rms > 1e-3 and np.isfinite(y).all()
+
+
+def test_bender_show_panels_enable_reload(tmp_path):
+    """Show prints every layer; MSPrior's temperature reaches the model, AFTER's attributes
+    (absent here) give exactly one error each and nothing else; Enable; the reload inlet
+    brings the original weights back."""
+    p = Patch()
+    lb = p.obj("loadbang")
+    u = p.obj("unravel~ default forward")
+    b = p.obj("bender tb")
+    p.connect(u, 1, b, 0)
+    p.connect(b, 0, u, 0)
+    p.connect(u, 1, p.obj("print info"), 0)
+    p.connect(p.obj("r u"), 0, u, 0)
+    p.connect(p.obj("r rl"), 0, b, 1)
+    p.connect(p.obj("r mark"), 0, p.obj("print mark"), 0)
+    p.obj("table got 10")
+    sfl = p.obj("soundfiler")
+    p.connect(p.obj("r wr"), 0, sfl, 0)
+    steps = [
+        "; tb init; mark show; tb show",
+        "; mark temperature; tb temperature 5; u get temperature",
+        "; mark after; tb guidance_structure 2; tb guidance_timbre 1; tb nb_steps 4",
+        "; mark enable; tb enable 0; u bang",
+        f"; mark reload; tb layer {LAYER_IDX}; tb offset 0.1",
+        "; rl bang",
+        f"; u get_weights {LAYER} got; wr write -wave -bytes 4 reloaded.wav got; mark end; pd quit",
+    ]
+    for i, text in enumerate(steps):
+        d = p.obj(f"delay {50 + 150 * i}")
+        m = p.msg(text)
+        p.connect(lb, 0, d, 0)
+        p.connect(d, 0, m, 0)
+    res = run_pd(p.write(tmp_path / "panels.pd"), args=["-r", "44100"], timeout=120)
+    assert res.returncode == 0
+    sections: dict[str, list[str]] = {}
+    cur = "start"
+    for ln in res.lines:
+        if ln.startswith("mark: "):
+            cur = ln.split()[1]
+        else:
+            sections.setdefault(cur, []).append(ln)
+    names = _backend().layers()
+    shown = [ln for ln in sections["show"] if ln.startswith("bender:")]
+    assert shown == [f"bender: {i} {n}" for i, n in enumerate(names)]
+    assert "info: attribute temperature 5" in sections["temperature"]
+    after = sections["after"]
+    assert len(after) == 3 and all(ln.startswith("error") for ln in after), after
+    for attr in ("guidance_structure", "guidance_timbre", "nb_steps"):
+        assert any(attr in ln for ln in after), after
+    assert "info: enabled 0" in sections["enable"]
+    assert [ln for ln in res.lines if ln.startswith("error")] == after
+    assert np.array_equal(_read(tmp_path / "reloaded.wav"), _backend().get_weights(LAYER))

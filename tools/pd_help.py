@@ -73,7 +73,7 @@ def bender_help() -> str:
         "control as if you moved it, '<name> w <array message>' draws into the graph. "
         "Examples: 'b1 offset 0.05', 'b1 w const 0' then 'b1 push' (message boxes starting "
         "with a semicolon)."], x)
-    y = _section(c, y, "INLETS", [
+    y = _section(c, y, "MESSAGES (inlets)", [
         "left: the info outlet of [unravel~] (Bender reads 'layers <names...>'). 'public <name>' "
         "sets the public name.",
         "right: bang = Reload (the model file again, original weights) then Init."], x)
