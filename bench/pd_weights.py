@@ -27,6 +27,7 @@ from unravel.model import load_model  # noqa: E402
 
 LAYER = "big.weight"
 N_BEND, N_GET = 50, 10
+REPEAT = 3
 
 
 class Big(nn.Module):
@@ -86,6 +87,9 @@ def main() -> int:
             timed(p, u, f"get_weights {LAYER}", N_GET, "get_list_ms"),
             timed(p, u, f"set_weights {LAYER} wa", N_GET, "set_array_ms"),
         ]
+        warm = p.msg(f"bend {LAYER} offset 0, get_weights {LAYER} wa")   # first use keeps the originals
+        p.connect(warm, 0, u, 0)
+        steps.insert(0, warm)
         seq = p.obj("t " + " ".join(["b"] * (len(steps) + 2)))
         p.connect(lb, 0, seq, 0)
         for i, s in enumerate(steps):
@@ -95,30 +99,33 @@ def main() -> int:
         q = p.msg("; pd quit")
         p.connect(seq, 0, q, 0)
         patch = p.write(d / "weights.pd")
-        r = subprocess.run([PD, "-nogui", "-batch", "-noaudio", "-nomidi", "-noprefs", "-stderr",
-                            "-path", str(BUILD), "-open", str(patch)], capture_output=True, text=True,
-                           env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
-        vals = {}
-        for line in r.stderr.splitlines():
-            if ":" in line and line.split(":")[0] in ("bend_ms", "bend_percent_ms", "get_array_ms",
-                                                       "get_list_ms", "set_array_ms", "list_length"):
-                k, v = line.split(":", 1)
-                vals[k] = float(v)
-        if len(vals) < 6:
-            print(r.stderr[-3000:])
-            return 1
+        vals: dict[str, float] = {}
+        for _ in range(REPEAT):       # a shared machine: keep each figure's minimum
+            r = subprocess.run([PD, "-nogui", "-batch", "-noaudio", "-nomidi", "-noprefs", "-stderr",
+                                "-path", str(BUILD), "-open", str(patch)], capture_output=True, text=True,
+                               env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
+            for line in r.stderr.splitlines():
+                k = line.split(":")[0]
+                if ":" in line and k in ("bend_ms", "bend_percent_ms", "get_array_ms", "get_list_ms",
+                                         "set_array_ms", "list_length"):
+                    vals[k] = min(vals.get(k, float("inf")), float(line.split(":", 1)[1]))
+            if len(vals) < 6:
+                print(r.stderr[-3000:])
+                return 1
         # baseline: the backend's Bender in this process
         m = load_model(d / "big.ts")
         b = Bender(m)
         b.bend(LAYER, "offset", 0.0)
-        t0 = time.perf_counter()
-        for _ in range(N_BEND):
-            b.bend(LAYER, "offset", 0.01)
-        py_bend = (time.perf_counter() - t0) / N_BEND * 1000
-        t0 = time.perf_counter()
-        for _ in range(N_GET):
-            b.get_weights(LAYER)
-        py_get = (time.perf_counter() - t0) / N_GET * 1000
+        py_bend = py_get = float("inf")
+        for _ in range(REPEAT):
+            t0 = time.perf_counter()
+            for _ in range(N_BEND):
+                b.bend(LAYER, "offset", 0.01)
+            py_bend = min(py_bend, (time.perf_counter() - t0) / N_BEND * 1000)
+            t0 = time.perf_counter()
+            for _ in range(N_GET):
+                b.get_weights(LAYER)
+            py_get = min(py_get, (time.perf_counter() - t0) / N_GET * 1000)
     print(f"layer {LAYER}: 1,048,576 weights (the list reply carried {vals['list_length']:.6g} floats as Pd prints it)")
     print(f"bend offset in Pd: {vals['bend_ms']:.2f} ms (goal < 2 ms); Bender.bend in Python: {py_bend:.2f} ms; "
           f"ratio {vals['bend_ms'] / py_bend:.2f}")
