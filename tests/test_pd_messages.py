@@ -17,6 +17,7 @@ BIAS = "encoder.net.10.bias"        # 8 weights in the bundled default model
 # "ok" = no error and no reply, "error" = exactly one error line and no reply
 CASES = [
     ("bang", "reply loaded 1"),
+    ("get_weights decoder.net.10.bias", "reply layer"),            # ORIGINAL (see below)
     ("enable 0", "ok"), ("enable 1", "ok"), ("enable foo", "error"),
     ("get temperature", "reply attribute temperature 1"),
     ("set temperature 0.5", "ok"), ("get temperature", "reply attribute temperature 0.5"),
@@ -44,7 +45,10 @@ CASES = [
     ("bend nope offset 1", "error"), ("bend decoder.net.2.weight wobble 1", "error"),
     ("bend decoder.net.2.weight offset", "error"), ("bend decoder.net.2.weight offset 0.1 0", "error"),
     ("bend decoder.net.2.weight offset x", "error"), ("bend", "error"),
+    ("bend decoder.net.10.bias offset 0.1", "ok"),
+    ("get_weights decoder.net.10.bias", "reply layer"),            # BENT
     ("restore decoder.net.2.weight", "ok"), ("restore", "ok"), ("restore nope", "error"),
+    ("get_weights decoder.net.10.bias", "reply layer"),            # RESTORED
     ("restore a b", "error"),
     ("save bent.ts", "reply saved"), ("save", "error"), ("save /nonexistent/dir/x.ts", "error"),
     ("reload", "ok"), (f"get_weights {BIAS}", "reply layer"), ("reload 1", "error"),
@@ -142,3 +146,12 @@ def test_message(result, k):
         if not prefix.startswith("wsize"):
             prefix = "info: " + prefix
         assert any(ln.startswith(prefix) for ln in replies), (prefix, lines)
+
+
+def test_bend_then_restore_gives_the_original_back(result):
+    sec = _sections(result.lines)
+    idx = [k for k, (m, _) in enumerate(CASES) if m == "get_weights decoder.net.10.bias"]
+    original, bent, restored = ([ln for ln in sec[k] if ln.startswith("info: layer")][0] for k in idx)
+    assert len(original.split()) == 2 + 16
+    assert bent != original
+    assert restored == original
