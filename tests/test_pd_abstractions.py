@@ -132,6 +132,11 @@ def _bender_patch(tmp_path) -> pathlib.Path:
         # one slider alone after PUSH: offset on the original bias (the push is replaced)
         "; tb offset -0.08",
         dump.format(L=BIAS, f="offset.wav"),
+        # a layer shows the controls' state: bent, left, chosen again (controls at rest), one move
+        f"; tb layer {LAYER_IDX}; tb randomize 500",
+        f"; tb layer {BIAS_IDX}",
+        f"; tb layer {LAYER_IDX}; tb spread 0.5",
+        dump.format(L=LAYER, f="switched.wav"),
         "; pd quit",
     ]
     for i, text in enumerate(steps):
@@ -279,3 +284,11 @@ def test_bender_show_panels_enable_reload(tmp_path):
     assert "info: enabled 0" in sections["enable"]
     assert [ln for ln in res.lines if ln.startswith("error")] == after
     assert np.array_equal(_read(tmp_path / "reloaded.wav"), _backend().get_weights(LAYER))
+
+
+def test_bender_layer_is_what_the_controls_show(bender_run):
+    """After leaving a bent layer and coming back, the controls rest at their defaults and
+    one move sends the whole state: the old noise is gone, only the spread acts."""
+    d, _ = bender_run
+    orig = _backend().get_weights(LAYER)
+    assert np.array_equal(_read(d / "switched.wav"), orig * np.float32(0.5))

@@ -69,7 +69,7 @@ def layer_command(c: Canvas, sel: str, key: str) -> None:
 
 
 def patches() -> dict[str, str]:
-    c = Canvas(1000, 760)
+    c = Canvas(1200, 760)
     # ------------------------------------------------------------------ the panel (GOP)
     c.cnv(0, 0, W, H, "BENDER", "#d8dce8", fs=14)
     c.bng(8, 24, "$0-init", "Init", "init")
@@ -223,55 +223,51 @@ def patches() -> dict[str, str]:
     c.msg("; $0-resetui bang; $0-refresh bang", "sel_after", 150, 735)
     c.connect("sel_t", 0, "sel_after", 0)
 
-    # the bend controls: store the value, debounce, send "<op> <value>" to $0-fire
+    # the bend controls: each move stores its value and (re)starts one debounce; when it
+    # fires, the whole state goes out (offset, spread, randomize, invert, each with percent
+    # and seed), so the layer is exactly what the controls show, then the graph refreshes
+    c.obj(f"delay {DEBOUNCE_MS}", "debounce", 640, 560)
+    c.obj("t b b b b b", "fire_all", 640, 585)
+    c.connect("debounce", 0, "fire_all", 0)
     x = 640
-    for op in OPS:
+    for k, op in enumerate(OPS):
         c.at(x, 440)
         c.obj("t b f", f"{op}_t")
         c.connect(op, 0, f"{op}_t", 0)
         c.obj(f"r $0-v-{op}", f"{op}_vr", x + 60, 465)
-        c.obj(f"f {DEFAULTS[op]}", f"{op}_f")
+        c.obj(f"f {DEFAULTS[op]}", f"{op}_f", x, 615)
         c.connect(f"{op}_t", 1, f"{op}_f", 1)
         c.connect(f"{op}_vr", 0, f"{op}_f", 1)
-        c.obj(f"delay {DEBOUNCE_MS}", f"{op}_dl", x, 490)
-        c.connect(f"{op}_t", 0, f"{op}_dl", 0)
-        c.connect(f"{op}_dl", 0, f"{op}_f", 0)
-        c.ay = 515
-        c.obj(f"list prepend {op}", f"{op}_pre")
+        c.connect(f"{op}_t", 0, "debounce", 0)
+        c.connect("fire_all", 4 - k, f"{op}_f", 0)
+        c.obj(f"list prepend {op}", f"{op}_pre", x, 640)
         c.connect(f"{op}_f", 0, f"{op}_pre", 0)
-        c.obj("s $0-fire", f"{op}_s")
+        c.obj("s $0-fire", f"{op}_s", x, 665)
         c.connect(f"{op}_pre", 0, f"{op}_s", 0)
         x += 90
-    # percent and seed ride along with every bend; changing them re-sends offset / randomize
-    c.at(640, 580)
+    c.msg("; $0-refresh bang", "fire_ref", 640, 690)
+    c.connect("fire_all", 0, "fire_ref", 0)
+    # percent and seed ride along with every bend
+    c.at(1010, 440)
     c.obj("t b f", "pct_t")
     c.connect("percent", 0, "pct_t", 0)
     c.obj("r $0-v-percent", "pct_vr")
     c.obj("pack 100 0", "ps_pack")
     c.connect("pct_t", 1, "ps_pack", 0)
     c.connect("pct_vr", 0, "ps_pack", 0)
-    c.obj(f"delay {DEBOUNCE_MS}", "pct_dl")
-    c.connect("pct_t", 0, "pct_dl", 0)
-    c.connect("pct_dl", 0, "offset_f", 0)
-    c.at(760, 580)
-    c.obj("t b b f", "seed_t")
+    c.connect("pct_t", 0, "debounce", 0)
+    c.obj("t b b f", "seed_t", 1100, 440)
     c.connect("seed", 0, "seed_t", 0)
     c.connect("seed_t", 2, "ps_pack", 1)
     c.connect("seed_t", 1, "ps_pack", 0)
-    c.obj(f"delay {DEBOUNCE_MS}", "seed_dl")
-    c.connect("seed_t", 0, "seed_dl", 0)
-    c.connect("seed_dl", 0, "randomize_f", 0)
-    c.at(640, 660)
+    c.connect("seed_t", 0, "debounce", 0)
+    c.at(1010, 540)
     c.obj("r $0-fire", "fire_r")
-    c.obj("t b l", "fire_t")
-    c.connect("fire_r", 0, "fire_t", 0)
     c.obj("list append 100 0", "fire_app")
-    c.connect("fire_t", 1, "fire_app", 0)
+    c.connect("fire_r", 0, "fire_app", 0)
     c.connect("ps_pack", 0, "fire_app", 1)
     c.obj("s $0-bend", "fire_s")
     c.connect("fire_app", 0, "fire_s", 0)
-    c.msg("; $0-refresh bang", "fire_ref", 760, 685)
-    c.connect("fire_t", 0, "fire_ref", 0)
 
     # RES, PUSH, the controls' resting values
     c.at(480, 600)
