@@ -338,15 +338,15 @@ int pysession_load(t_pysession *s, const char *spec, const char *dir, char *err)
     return rc;
 }
 
-int pysession_params(t_pysession *s, const char *method, int p[5], char *err)
+int pysession_params(t_pysession *s, const char *method, int p[6], char *err)
 {
     PyGILState_STATE g = PyGILState_Ensure();
     PyObject *r = PyObject_CallMethod(s->obj, "params", "s", method);
     int rc = -1, i;
-    if (r && PySequence_Check(r) && PySequence_Size(r) == 5)
+    if (r && PySequence_Check(r) && PySequence_Size(r) == 6)
     {
         rc = 0;
-        for (i = 0; i < 5; i++)
+        for (i = 0; i < 6; i++)
         {
             PyObject *v = PySequence_GetItem(r, i);
             p[i] = v ? (int)PyLong_AsLong(v) : 0;
@@ -369,7 +369,7 @@ int pysession_params(t_pysession *s, const char *method, int p[5], char *err)
 
 int pysession_hasmethod(t_pysession *s, const char *method)
 {
-    int p[5];
+    int p[6];
     char err[PYERR_SIZE];
     return pysession_params(s, method, p, err) == 0;
 }

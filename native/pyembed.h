@@ -19,8 +19,8 @@ typedef struct pysession t_pysession;
 t_pysession *pysession_new(const char *spec, const char *dir, char *err);
 void pysession_free(t_pysession *s);
 int pysession_load(t_pysession *s, const char *spec, const char *dir, char *err);
-/* p: in_chans in_ratio out_chans out_ratio block (the smallest unpadded buffer) */
-int pysession_params(t_pysession *s, const char *method, int p[5], char *err);
+/* p: in_chans in_ratio out_chans out_ratio block (the smallest unpadded buffer) sr */
+int pysession_params(t_pysession *s, const char *method, int p[6], char *err);
 int pysession_hasmethod(t_pysession *s, const char *method);
 /* s.message(sel, args): replies go to reply(owner, ...) */
 int pysession_message(t_pysession *s, const char *sel, int argc, t_atom *argv,

@@ -32,7 +32,8 @@ typedef struct _unravel {
     t_symbol *x_dir;            /* the patch folder */
     t_pysession *x_session;     /* 0: no model loaded */
     t_symbol *x_method;
-    int x_params[5];            /* in_chans in_ratio out_chans out_ratio block of x_method */
+    int x_params[6];            /* in_chans in_ratio out_chans out_ratio block sr of x_method */
+    int x_srwarned;             /* the Pd rate we last warned about */
     int x_multi;                /* -m: one multichannel inlet and outlet */
     int x_enabled;
     int x_bufsize;              /* 0: the model runs in the DSP thread */
@@ -228,6 +229,13 @@ static void unravel_dsp(t_unravel *x, t_signal **sp)
     }
     x->x_nins = nin;
     x->x_nouts = nout;
+    if (x->x_session && x->x_params[5] && (int)sp[0]->s_sr != x->x_params[5] &&
+        (int)sp[0]->s_sr != x->x_srwarned)
+    {
+        post("[unravel~]: warning: Pd runs at %d Hz, the model at %d Hz (no resampling: "
+            "pitch and time change)", (int)sp[0]->s_sr, x->x_params[5]);
+        x->x_srwarned = (int)sp[0]->s_sr;
+    }
     if (x->x_dspn != n)
     {
         x->x_dspn = n;
@@ -254,7 +262,7 @@ static void unravel_errtick(t_unravel *x)
 static int unravel_usemethod(t_unravel *x, t_symbol *method)
 {
     char err[PYERR_SIZE];
-    int p[5];
+    int p[6];
     if (pysession_params(x->x_session, method->s_name, p, err) != 0)
     {
         pd_error(x, "[unravel~]: %s", err);
@@ -671,6 +679,7 @@ static void *unravel_new(t_symbol *s, int argc, t_atom *argv)
         x->x_nin = x->x_nout = 1;
         x->x_params[0] = x->x_params[1] = x->x_params[2] = x->x_params[3] = 1;
         x->x_params[4] = 1;
+        x->x_params[5] = 0;
     }
     if (x->x_multi)
         x->x_nin = x->x_nout = 1;

@@ -128,16 +128,17 @@ class Session:
         return list(self.model.methods)
 
     def params(self, method: str) -> list[int]:
-        """[in_channels, in_ratio, out_channels, out_ratio, block] of `method`; block is the
+        """[in_channels, in_ratio, out_channels, out_ratio, block, sr] of `method`; block is the
         smallest buffer (samples) the method runs without padding: whole frames of both
-        sides, and whole latent frames for audio-to-audio methods such as forward."""
+        sides, and whole latent frames for audio-to-audio methods such as forward; sr is the
+        model's sample rate."""
         mp = self.model.methods.get(method)
         if mp is None:
             raise UnravelError(f"{self.model.path.name}: no method '{method}' (has {' '.join(self.model.methods)})")
         block = math.lcm(mp.in_ratio, mp.out_ratio)
         if mp.in_ratio == mp.out_ratio == 1 and self.model.ratio:
             block = int(self.model.ratio)
-        return [mp.in_channels, mp.in_ratio, mp.out_channels, mp.out_ratio, block]
+        return [mp.in_channels, mp.in_ratio, mp.out_channels, mp.out_ratio, block, int(self.model.sr)]
 
     def runner(self, method: str, inbuf, in_chans: int, in_frames: int,
                outbuf, out_chans: int, out_frames: int) -> Runner:
@@ -156,7 +157,7 @@ class Session:
         """args: method enabled bufsize latency mode underruns (from C)."""
         method, enabled, bufsize, latency, mode, underruns = args
         m = self.model
-        p = self.params(method) if method in m.methods else [0, 0, 0, 0, 0]
+        p = self.params(method) if method in m.methods else [0] * 6
         return [["loaded", 1], ["enabled", enabled], ["model", str(m.path)],
                 ["methods", *m.methods], ["method", method], ["attributes", *m.attributes()],
                 ["bufsize", bufsize], ["dim", p[0], p[2]], ["ratio", p[1], p[3]],
