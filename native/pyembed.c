@@ -615,7 +615,7 @@ void pyjob_reply(t_pyjob *j, t_pyreply reply, void *owner)
     }
     else
     {
-        PyObject *list = PyList_New(0), *rep;
+        PyObject *list = PyList_New(0);
         char err[PYERR_SIZE];
         PyObject *name = PyUnicode_FromString(j->name);
         PyObject *done = PyUnicode_FromString("done");
@@ -631,7 +631,6 @@ void pyjob_reply(t_pyjob *j, t_pyreply reply, void *owner)
         Py_XDECREF(done);
         Py_XDECREF(name);
         Py_XDECREF(list);
-        (void)rep;
     }
     PyGILState_Release(g);
 }

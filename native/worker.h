@@ -1,6 +1,16 @@
 /* worker: the per-object model thread (t_engine) and the job thread (t_jobq).
    No Pd and no Python in here: the model call is a function pointer, so pytest can drive
-   this code through cffi (tests/test_ringbuf.py). */
+   this code through cffi (tests/test_ringbuf.py).
+
+   The audio thread writes every input frame into the `in` ring at position t and reads
+   output frame t - latency from the `out` ring.  Each time t crosses a multiple of B
+   (bufsize) it posts the worker, which runs the model on that block and writes the block's
+   output at the same positions.  Sync mode: latency B, and the audio thread waits (on a
+   semaphore) until the block it must play is done, so renders are bit-identical.  Live
+   mode: latency 2B, the audio thread never waits; a block that is not done plays as
+   silence and counts one underrun.  Inline mode (bufsize 0): the audio thread runs the
+   model itself.  The audio side never allocates and never takes a lock except in inline
+   mode. */
 #ifndef UNRAVEL_WORKER_H
 #define UNRAVEL_WORKER_H
 
