@@ -116,3 +116,34 @@ def test_creation_arguments(tmp_path):
     mine = [ln for ln in r.errors if "[unravel~]" in ln]
     assert len(mine) == 3, mine      # bufsize 1000, flag -x, bufsize 1e+30
     assert len(r.errors) == 3, r.errors
+
+
+def test_multichannel_changes_during_dsp(tmp_path):
+    """-m: load/method/bufsize/sync while DSP runs re-create the DSP with new channel counts."""
+    p = Patch()
+    lb = p.obj("loadbang")
+    noise = p.obj("noise~")
+    u = p.obj("unravel~ -m default encode 2048")
+    p.connect(noise, 0, u, 0)
+    p.connect(u, 0, p.obj("snake~ out 8"), 0)
+    p.connect(u, 1, p.obj("print s"), 0)
+    on = p.msg("; pd dsp 1")
+    p.connect(lb, 0, on, 0)
+    steps = ["load default4, bang", "method forward, bang", "method decode, bufsize 0, bang",
+             "sync 0, bufsize 8192, method encode, bang", "load default, bang"]
+    for k, m in enumerate(steps):
+        b = p.msg(m)
+        dl = p.obj(f"delay {50 + 100 * k}")
+        p.connect(lb, 0, dl, 0)
+        p.connect(dl, 0, b, 0)
+        p.connect(b, 0, u, 0)
+    dl = p.obj("delay 700")
+    p.connect(lb, 0, dl, 0)
+    q = p.msg("; pd quit")
+    p.connect(dl, 0, q, 0)
+    r = run_pd(p.write(tmp_path / "multi.pd"), timeout=60)
+    assert r.returncode == 0 and r.errors == [], r.errors
+    dims = r.after("s: dim")
+    modes = r.after("s: mode ")
+    assert dims == ["1 4", "1 1", "4 1", "1 4", "1 8"], dims
+    assert modes == ["sync", "sync", "inline", "live", "live"], modes
