@@ -292,3 +292,19 @@ def test_bender_layer_is_what_the_controls_show(bender_run):
     d, _ = bender_run
     orig = _backend().get_weights(LAYER)
     assert np.array_equal(_read(d / "switched.wav"), orig * np.float32(0.5))
+
+
+def test_player_says_when_channels_differ(tmp_path):
+    """A 4-channel file in an 8-channel player: one line says so, the extra channels play 0."""
+    sf.write(tmp_path / "z4.latent.wav", _latents(4, 5, seed=1), 21, subtype="DOUBLE")
+    p = Patch()
+    lb = p.obj("loadbang")
+    pl = p.obj("ch8ns0n pl")
+    p.connect(pl, 1, p.obj("print info"), 0)
+    d = p.obj("delay 10")
+    p.connect(lb, 0, d, 0)
+    p.connect(d, 0, p.msg("; pl open z4.latent.wav; pd quit"), 0)
+    res = run_pd(p.write(tmp_path / "mismatch.pd"), args=["-r", "44100"], timeout=60)
+    _clean(res)
+    assert "chns0n: file has 4 channels - this player 8" in res.lines
+    assert res.after("info:") == [f"loaded 5 {60 * 44100 / RATIO / 5:g} {120 * 44100 / RATIO / 5:g}"]
