@@ -114,6 +114,8 @@ def test_diffusion_errors_are_one_line(library, tmp_path, monkeypatch):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(UnravelError, match="bad.pt"):
         app.diffusion_generate(library, str(bad), "default", seed_a=1, steps=1, out_dir=tmp_path)
+    with pytest.raises(UnravelError, match="Seed A: give a whole number"):   # an emptied field
+        app.diffusion_generate(library, "default", "default", seed_a=None, out_dir=tmp_path)
     monkeypatch.setitem(sys.modules, "unravel.diffusion", None)   # as if it were not installed
     with pytest.raises(UnravelError, match="diffusion backend not available"):
         app.diffusion_generate(library, "default", "default", seed_a=1, out_dir=tmp_path)

@@ -123,6 +123,17 @@ def fresh_dir(parent: str | os.PathLike, stem: str) -> Path:
             i += 1
 
 
+def whole(value, label: str) -> int:
+    """An integer from a page field (UnravelError naming the field when it is empty or not whole)."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise UnravelError(f"{label}: give a whole number") from None
+    if not np.isfinite(f) or f != int(f):
+        raise UnravelError(f"{label}: give a whole number, not {value}")
+    return int(f)
+
+
 def _command(words: Sequence[object]) -> str:
     return " ".join(shlex.quote(str(w)) for w in words)
 
@@ -194,6 +205,8 @@ def diffusion_generate(library: Library, checkpoint: str, rave: str, seed_a: int
                        progress: Progress = _no_progress) -> DiffusionResult:
     """Sample latents from a diffusion checkpoint, decode them with a RAVE model, write wav + npy + PNG."""
     diffuse_files = _diffusion_backend()
+    seed_a, seed_b = whole(seed_a, "Seed A"), whole(seed_b, "Seed B")
+    steps, length_mult = whole(steps, "Steps"), whole(length_mult, "Length multiplier")
     out_dir = audio.check_writable_dir(out_dir)
     progress(0.0, "loading models")
     model = library.model(rave)
@@ -270,6 +283,7 @@ def compose(library: Library, rave: str, encoded: Sequence[str | os.PathLike],
     from unravel.pipeline import decode_files, generate_files
     if not encoded:
         raise UnravelError("nothing encoded yet: encode some audio first")
+    seed, loops = whole(seed, "Seed"), whole(loops, "Loops")
     out_dir = audio.check_writable_dir(out_dir)
     model = library.model(rave)
     points = int(points) if points and not bpm else None
@@ -337,6 +351,7 @@ def bend_apply(library: Library, rave: str, layer: str, offset: float = 0.0, spr
                seed: int = 0) -> None:
     """Set all of a layer's bend settings at once (computed from its original weights)."""
     _, bender = library.bender(rave)
+    seed = whole(seed, "Seed")
     for op, amount in (("offset", offset), ("spread", spread), ("randomize", randomize),
                        ("invert", 1.0 if invert else 0.0)):
         bender.bend(layer, op, float(amount), float(percent), int(seed))
