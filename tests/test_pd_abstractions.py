@@ -308,3 +308,16 @@ def test_player_says_when_channels_differ(tmp_path):
     _clean(res)
     assert "chns0n: file has 4 channels - this player 8" in res.lines
     assert res.after("info:") == [f"loaded 5 {60 * 44100 / RATIO / 5:g} {120 * 44100 / RATIO / 5:g}"]
+
+
+def test_committed_patches_are_what_the_generator_writes():
+    """pd/*.pd of this issue are written by tools/pdgen.py: edit the generator, not the patch."""
+    import importlib
+    import sys
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        for mod in ("pd_bender", "pd_chns0n", "pd_help", "pd_examples"):
+            for name, text in importlib.import_module(mod).patches().items():
+                assert (PD_DIR / name).read_text() == text, f"pd/{name} differs from tools/{mod}.py"
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
