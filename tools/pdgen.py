@@ -1,4 +1,5 @@
-"""A tiny writer for Pd patch text, used to (re)generate pd/bender.pd and pd/chns0n.pd.
+"""A tiny writer for Pd patch text: it writes pd/bender.pd, pd/chns0n.pd and its wrappers,
+their help patches and pd/examples/*.pd (modules pd_bender, pd_chns0n, pd_help, pd_examples).
 
 Objects get names; connections use names; GUI helpers write Pd 0.55's IEM GUI lines.
 `python tools/pdgen.py` rewrites the generated patches in pd/."""
