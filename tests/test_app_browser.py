@@ -217,6 +217,7 @@ def test_errors_show_on_the_page_and_it_lives_on(browser_page, tmp_path):
     toast = page.locator(".toast-body").filter(has_text="broken.wav")
     toast.wait_for(timeout=RUN_TIMEOUT)
     assert "not a readable audio file" in toast.inner_text()
+    page.wait_for_timeout(600)                # let the message finish fading in
     shot(page, "error")
     open_tab(page, "Bending")
     set_number(page, "#b-spread", 0.5)
