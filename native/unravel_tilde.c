@@ -627,6 +627,8 @@ static void *unravel_new(t_symbol *s, int argc, t_atom *argv)
                 x->x_sync = 1;
             else if (!strcmp(a->s_name, "-live"))
                 x->x_sync = 0;
+            else if (!strcmp(a->s_name, "-gpu"))     /* nn~'s flag: accepted, runs on the CPU */
+                post("[unravel~]: -gpu: this build runs models on the CPU");
             else
                 pd_error(x, "[unravel~]: unknown flag '%s' (flags: -m -d -sync -live)", a->s_name);
             continue;
@@ -648,11 +650,19 @@ static void *unravel_new(t_symbol *s, int argc, t_atom *argv)
         }
         nargs++;
     }
-    if (bufsize != 0 && (!unravel_ispow2(bufsize) || bufsize > MAXBUFSIZE))
+    if (bufsize < 0 || bufsize > MAXBUFSIZE)
     {
         pd_error(x, "[unravel~]: bufsize is not 0 or a power of two up to %d; using 4096",
             MAXBUFSIZE);
         bufsize = 4096;
+    }
+    else if (bufsize && !unravel_ispow2(bufsize))
+    {
+        int b = 1;
+        while (b < bufsize)
+            b *= 2;
+        post("[unravel~]: bufsize %d -> %d (a power of two)", bufsize, b);  /* as nn~ does */
+        bufsize = b;
     }
     x->x_bufsize = bufsize;
     x->x_method = method;

@@ -31,6 +31,13 @@ def nn_patch() -> str:
         p.connect(enc, c, dec, c)
     p.connect(fwd, 0, dac, 0)
     p.connect(dec, 0, dac, 1)
+    # nn~'s other spellings: -gpu, -m with the info outlet, a bufsize that is no power of two
+    gpu = p.obj("nn~ -gpu rave.ts forward 3000")
+    p.connect(osc, 0, gpu, 0)
+    mc = p.obj("nn~ -m rave.ts encode")
+    p.connect(osc, 0, mc, 0)
+    mcdim = p.obj("print mcinfo")
+    p.connect(mc, 1, mcdim, 0)
     env = p.obj("env~ 4096")
     p.connect(dec, 0, env, 0)
     envmax = p.obj("max")
@@ -47,6 +54,7 @@ def nn_patch() -> str:
     gt = p.msg("get temperature")
     p.connect(gt, 0, dec, 0)
     # bending fork: layers, get_weights -> [route layer] -> scale -> set_weights
+    p.connect(p.obj("loadbang"), 0, mc, 0)      # bang: nn~ -m answers dim in out
     ly = p.msg("layers")
     p.connect(ly, 0, dec, 0)
     gw = p.msg("get_weights decoder.net.10.bias")
@@ -94,6 +102,7 @@ def test_nn_patch_works_after_renaming(tmp_path):
     assert r.returncode == 0
     assert r.errors == [], r.errors
     assert r.after("attr:") == ["temperature 0.8"]
+    assert "dim 1 8" in r.after("mcinfo:")
     assert r.after("layers:")[0].split()[:2] == ["pqmf.weight", "encoder.net.0.weight"]
     env = float(r.after("env:")[-1])        # the running maximum
     assert env > 10, "the encode -> decode chain should make sound (dB)"
