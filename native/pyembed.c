@@ -6,11 +6,32 @@
 #include <stdio.h>
 #include <string.h>
 #include "pyembed.h"
+#include "worker.h"
 
 static int py_state;                /* 0 not tried, 1 running, -1 failed */
 static char py_starterr[PYERR_SIZE];
 static PyObject *py_bridge;         /* the module unravel.bridge */
 static PyObject *py_session_class;
+
+/* every call into Python: the GIL, and plain Python's floating-point mode (see fp_enter) */
+typedef struct pyenter {
+    PyGILState_STATE gil;
+    unsigned fp;
+} t_pyenter;
+
+static t_pyenter py_enter(void)
+{
+    t_pyenter e;
+    e.fp = fp_enter();
+    e.gil = PyGILState_Ensure();
+    return e;
+}
+
+static void py_leave(t_pyenter e)
+{
+    PyGILState_Release(e.gil);
+    fp_leave(e.fp);
+}
 
 /* ---------------------------------- errors ---------------------------------- */
 
@@ -70,7 +91,7 @@ static void py_fetcherr(char *err)
 
 int pyembed_start(const char *python, const char *libpython, char *err)
 {
-    PyGILState_STATE g;
+    t_pyenter g;
     PyObject *r;
     if (py_state == 1)
         return 0;
@@ -119,7 +140,7 @@ int pyembed_start(const char *python, const char *libpython, char *err)
         /* release the GIL taken by initialization; every call below takes it back */
         PyEval_SaveThread();
     }
-    g = PyGILState_Ensure();
+    g = py_enter();
     py_bridge = PyImport_ImportModule("unravel.bridge");
     if (py_bridge)
         py_session_class = PyObject_GetAttrString(py_bridge, "Session");
@@ -131,12 +152,12 @@ int pyembed_start(const char *python, const char *libpython, char *err)
         snprintf(py_starterr, PYERR_SIZE, "cannot import unravel.bridge with %s: %s",
             python ? python : "python", msg);
         Py_CLEAR(py_bridge);
-        PyGILState_Release(g);
+        py_leave(g);
         seterr(err, py_starterr);
         return -1;
     }
     Py_DECREF(r);
-    PyGILState_Release(g);
+    py_leave(g);
     py_state = 1;
     return 0;
 }
@@ -293,7 +314,7 @@ struct pysession {
 
 t_pysession *pysession_new(const char *spec, const char *dir, char *err)
 {
-    PyGILState_STATE g;
+    t_pyenter g;
     t_pysession *s;
     PyObject *obj;
     if (py_state != 1)
@@ -301,15 +322,15 @@ t_pysession *pysession_new(const char *spec, const char *dir, char *err)
         seterr(err, "Python is not running");
         return 0;
     }
-    g = PyGILState_Ensure();
+    g = py_enter();
     obj = PyObject_CallFunction(py_session_class, "ss", spec, dir ? dir : "");
     if (!obj)
     {
         py_fetcherr(err);
-        PyGILState_Release(g);
+        py_leave(g);
         return 0;
     }
-    PyGILState_Release(g);
+    py_leave(g);
     s = (t_pysession *)getbytes(sizeof(*s));
     s->obj = obj;
     return s;
@@ -317,30 +338,30 @@ t_pysession *pysession_new(const char *spec, const char *dir, char *err)
 
 void pysession_free(t_pysession *s)
 {
-    PyGILState_STATE g;
+    t_pyenter g;
     if (!s)
         return;
-    g = PyGILState_Ensure();
+    g = py_enter();
     Py_XDECREF(s->obj);
-    PyGILState_Release(g);
+    py_leave(g);
     freebytes(s, sizeof(*s));
 }
 
 int pysession_load(t_pysession *s, const char *spec, const char *dir, char *err)
 {
-    PyGILState_STATE g = PyGILState_Ensure();
+    t_pyenter g = py_enter();
     PyObject *r = PyObject_CallMethod(s->obj, "load", "ss", spec, dir ? dir : "");
     int rc = 0;
     if (!r)
         py_fetcherr(err), rc = -1;
     Py_XDECREF(r);
-    PyGILState_Release(g);
+    py_leave(g);
     return rc;
 }
 
 int pysession_params(t_pysession *s, const char *method, int p[6], char *err)
 {
-    PyGILState_STATE g = PyGILState_Ensure();
+    t_pyenter g = py_enter();
     PyObject *r = PyObject_CallMethod(s->obj, "params", "s", method);
     int rc = -1, i;
     if (r && PySequence_Check(r) && PySequence_Size(r) == 6)
@@ -363,7 +384,7 @@ int pysession_params(t_pysession *s, const char *method, int p[6], char *err)
             seterr(err, "bad method parameters");
     }
     Py_XDECREF(r);
-    PyGILState_Release(g);
+    py_leave(g);
     return rc;
 }
 
@@ -377,7 +398,7 @@ int pysession_hasmethod(t_pysession *s, const char *method)
 int pysession_message(t_pysession *s, const char *sel, int argc, t_atom *argv,
     t_pyreply reply, void *owner, char *err)
 {
-    PyGILState_STATE g = PyGILState_Ensure();
+    t_pyenter g = py_enter();
     PyObject *args = py_fromatoms(argc, argv), *r = 0;
     int rc = -1;
     if (args)
@@ -388,14 +409,14 @@ int pysession_message(t_pysession *s, const char *sel, int argc, t_atom *argv,
         py_fetcherr(err);
     Py_XDECREF(args);
     Py_XDECREF(r);
-    PyGILState_Release(g);
+    py_leave(g);
     return rc;
 }
 
 int pysession_get_weights(t_pysession *s, const char *layer, t_pyfloats fn, void *owner,
     char *err)
 {
-    PyGILState_STATE g = PyGILState_Ensure();
+    t_pyenter g = py_enter();
     PyObject *r = PyObject_CallMethod(s->obj, "get_weights", "s", layer);
     Py_buffer b;
     int rc = -1;
@@ -413,13 +434,13 @@ int pysession_get_weights(t_pysession *s, const char *layer, t_pyfloats fn, void
     else
         py_fetcherr(err);
     Py_XDECREF(r);
-    PyGILState_Release(g);
+    py_leave(g);
     return rc;
 }
 
 int pysession_set_weights(t_pysession *s, const char *layer, const float *v, long n, char *err)
 {
-    PyGILState_STATE g = PyGILState_Ensure();
+    t_pyenter g = py_enter();
     PyObject *mv = PyMemoryView_FromMemory((char *)v, (Py_ssize_t)n * sizeof(float), PyBUF_READ);
     PyObject *r = mv ? PyObject_CallMethod(s->obj, "set_weights", "sO", layer, mv) : 0;
     int rc = 0;
@@ -427,7 +448,7 @@ int pysession_set_weights(t_pysession *s, const char *layer, const float *v, lon
         py_fetcherr(err), rc = -1;
     Py_XDECREF(r);
     Py_XDECREF(mv);
-    PyGILState_Release(g);
+    py_leave(g);
     return rc;
 }
 
@@ -458,7 +479,7 @@ struct pyrunner {
 t_pyrunner *pyrunner_new(t_pysession *s, const char *method, float *in, int in_chans,
     int in_frames, float *out, int out_chans, int out_frames, char *err)
 {
-    PyGILState_STATE g = PyGILState_Ensure();
+    t_pyenter g = py_enter();
     t_pyrunner *r = 0;
     PyObject *inmv = PyMemoryView_FromMemory((char *)in,
         (Py_ssize_t)in_chans * in_frames * sizeof(float), PyBUF_WRITE);
@@ -481,20 +502,20 @@ t_pyrunner *pyrunner_new(t_pysession *s, const char *method, float *in, int in_c
     Py_XDECREF(obj);
     Py_XDECREF(inmv);
     Py_XDECREF(outmv);
-    PyGILState_Release(g);
+    py_leave(g);
     return r;
 }
 
 int pyrunner_process(void *runner, const float *in, float *out)
 {
     t_pyrunner *r = (t_pyrunner *)runner;
-    PyGILState_STATE g;
+    t_pyenter g;
     PyObject *res;
     int rc = 0;
     (void)in;
     (void)out;
     py_threadenter();
-    g = PyGILState_Ensure();
+    g = py_enter();
     res = PyObject_CallNoArgs(r->process);
     if (!res)
     {
@@ -510,7 +531,7 @@ int pyrunner_process(void *runner, const float *in, float *out)
         rc = -1;
     }
     Py_XDECREF(res);
-    PyGILState_Release(g);
+    py_leave(g);
     return rc;
 }
 
@@ -528,12 +549,12 @@ int pyrunner_takeerror(t_pyrunner *r, char *err)
 
 void pyrunner_free(t_pyrunner *r)
 {
-    PyGILState_STATE g;
+    t_pyenter g;
     if (!r)
         return;
-    g = PyGILState_Ensure();
+    g = py_enter();
     Py_XDECREF(r->process);
-    PyGILState_Release(g);
+    py_leave(g);
     pthread_mutex_destroy(&r->mutex);
     freebytes(r, sizeof(*r));
 }
@@ -556,7 +577,7 @@ static t_pyjob *job_running;
 t_pyjob *pyjob_new(t_pysession *s, const char *name, int argc, t_atom *argv, const char *dir,
     char *err)
 {
-    PyGILState_STATE g = PyGILState_Ensure();
+    t_pyenter g = py_enter();
     PyObject *args = py_fromatoms(argc, argv);
     t_pyjob *j = 0;
     if (!args)
@@ -570,16 +591,16 @@ t_pyjob *pyjob_new(t_pysession *s, const char *name, int argc, t_atom *argv, con
         snprintf(j->name, sizeof(j->name), "%s", name);
         snprintf(j->dir, sizeof(j->dir), "%s", dir ? dir : "");
     }
-    PyGILState_Release(g);
+    py_leave(g);
     return j;
 }
 
 void pyjob_run(void *job)
 {
     t_pyjob *j = (t_pyjob *)job, **pp;
-    PyGILState_STATE g;
+    t_pyenter g;
     py_threadenter();
-    g = PyGILState_Ensure();
+    g = py_enter();
     pthread_mutex_lock(&job_mutex);
     j->ident = PyThread_get_thread_ident();
     j->nextrunning = job_running;
@@ -600,12 +621,12 @@ void pyjob_run(void *job)
             break;
         }
     pthread_mutex_unlock(&job_mutex);
-    PyGILState_Release(g);
+    py_leave(g);
 }
 
 void pyjob_reply(t_pyjob *j, t_pyreply reply, void *owner)
 {
-    PyGILState_STATE g = PyGILState_Ensure();
+    t_pyenter g = py_enter();
     t_atom a[2];
     if (j->failed || !j->result)
     {
@@ -632,33 +653,33 @@ void pyjob_reply(t_pyjob *j, t_pyreply reply, void *owner)
         Py_XDECREF(name);
         Py_XDECREF(list);
     }
-    PyGILState_Release(g);
+    py_leave(g);
 }
 
 void pyjob_free(void *job)
 {
     t_pyjob *j = (t_pyjob *)job;
-    PyGILState_STATE g;
+    t_pyenter g;
     if (!j)
         return;
-    g = PyGILState_Ensure();
+    g = py_enter();
     Py_XDECREF(j->session);
     Py_XDECREF(j->args);
     Py_XDECREF(j->result);
-    PyGILState_Release(g);
+    py_leave(g);
     free(j);
 }
 
 void pyjob_cancel_all(void)
 {
-    PyGILState_STATE g;
+    t_pyenter g;
     t_pyjob *j;
     if (py_state != 1)
         return;
-    g = PyGILState_Ensure();
+    g = py_enter();
     pthread_mutex_lock(&job_mutex);
     for (j = job_running; j; j = j->nextrunning)
         PyThreadState_SetAsyncExc(j->ident, PyExc_KeyboardInterrupt);
     pthread_mutex_unlock(&job_mutex);
-    PyGILState_Release(g);
+    py_leave(g);
 }

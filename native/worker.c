@@ -6,6 +6,10 @@
 #include <time.h>
 #include "worker.h"
 
+#if defined(__SSE__) || defined(__x86_64__)
+#include <xmmintrin.h>
+#endif
+
 #define LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
 #define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
 #define INC(p) __atomic_add_fetch((p), 1, __ATOMIC_ACQ_REL)
@@ -54,6 +58,38 @@ static void timeout_in(struct timespec *ts, double seconds)
     }
 }
 
+/* The model runs in the floating-point mode plain Python has: Pd flushes denormals to zero
+   in its threads (and ours inherit that), which would make results differ from the backend's
+   whenever a model produces denormals.  fp_enter() clears flush-to-zero/denormals-are-zero
+   and returns the previous mode for fp_leave(). */
+unsigned fp_enter(void)
+{
+#if defined(__SSE__) || defined(__x86_64__)
+    unsigned csr = _mm_getcsr();
+    _mm_setcsr(csr & ~0x8040u);
+    return csr;
+#elif defined(__aarch64__)
+    unsigned long fpcr;
+    __asm__ volatile("mrs %0, fpcr" : "=r"(fpcr));
+    __asm__ volatile("msr fpcr, %0" : : "r"(fpcr & ~(1ul << 24)));
+    return (unsigned)fpcr;
+#else
+    return 0;
+#endif
+}
+
+void fp_leave(unsigned mode)
+{
+#if defined(__SSE__) || defined(__x86_64__)
+    _mm_setcsr(mode);
+#elif defined(__aarch64__)
+    unsigned long fpcr = mode;
+    __asm__ volatile("msr fpcr, %0" : : "r"(fpcr));
+#else
+    (void)mode;
+#endif
+}
+
 /* process every complete block; run_mutex held */
 static void engine_work_locked(t_engine *e)
 {
@@ -89,7 +125,9 @@ static void engine_work_locked(t_engine *e)
         ok = (LOAD(&e->t_pub) <= start + e->in.size);
         if (ok && e->fn)
         {
+            unsigned fp = fp_enter();
             ok = (e->fn(e->ctx, e->cin, e->cout) == 0);
+            fp_leave(fp);
             INC(&e->processed);
             if (!ok)
                 INC(&e->errors);
@@ -380,6 +418,7 @@ static void *jobq_thread(void *arg)
 {
     t_jobq *q = (t_jobq *)arg;
     int orphan;
+    fp_enter();
     pthread_mutex_lock(&q->mutex);
     for (;;)
     {

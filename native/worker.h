@@ -109,6 +109,11 @@ int jobq_stop(t_jobq *q, double timeout);
 /* never blocks: a job still running finishes on its thread, which then frees the queue */
 void jobq_free(t_jobq *q);
 
+/* run code in plain Python's floating-point mode (no flush-to-zero, which Pd's threads use):
+   fp_enter() returns the previous mode for fp_leave() */
+unsigned fp_enter(void);
+void fp_leave(unsigned mode);
+
 /* every live engine and job queue, so an atexit handler can stop them all */
 int worker_stop_all(double timeout);    /* 0 if every thread was joined */
 

@@ -141,3 +141,32 @@ def test_live_mode_in_real_time(tmp_path):
         m = load_model(DEFAULT_MODEL)
         ref = _blocks(m, "forward", x[None], 2048, 1)[0]
         np.testing.assert_array_equal(y[L:L + len(ref)], ref)
+
+
+class _Denormal(torch.nn.Module):
+    """forward goes through denormal numbers: Pd's threads flush them to zero, plain Python
+    does not; [unravel~] must give the backend's result."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("forward_params", torch.tensor([1, 1, 1, 1]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x * 1e-39) * 1e38
+
+
+def test_denormals_as_in_python(tmp_path):
+    torch.jit.save(torch.jit.script(_Denormal()), str(tmp_path / "den.ts"))
+    x = np.linspace(-1, 1, 4096, dtype=np.float32)
+    sf.write(tmp_path / "x.wav", x, SR, subtype="FLOAT")
+    patch = render_patch(tmp_path / "den.pd", [Chain("unravel~ den forward 1024", 1, 1, "x.wav", "y.wav"),
+                                               Chain("unravel~ den forward 0", 1, 1, "x.wav", "z.wav")], 4096)
+    r = run_pd(patch, args=["-r", str(SR)], timeout=60)
+    assert r.returncode == 0 and r.errors == [], r.errors
+    ref = load_model(tmp_path / "den.ts").run("forward", torch.from_numpy(x)[None, None])[0, 0].numpy()
+    assert np.abs(ref).max() > 0.04
+    for k, name in enumerate(("y.wav", "z.wav")):     # worker thread, and inline in the DSP thread
+        L = int(r.after(f"info{k}: latency")[0])
+        assert L == (1024, 64)[k]
+        y = sf.read(tmp_path / name, dtype="float32")[0]
+        np.testing.assert_array_equal(y[L:L + 4096], ref)
