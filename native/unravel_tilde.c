@@ -57,6 +57,7 @@ typedef struct _unravel {
 } t_unravel;
 
 static int unravel_startpython(t_unravel *x);
+static void unravel_exithook(void);
 
 /* ------------------------------ small helpers ------------------------------ */
 
@@ -153,7 +154,10 @@ static void unravel_setupengine(t_unravel *x)
                 B / p[1], e->cout, p[2], B / p[3], err);
             x->x_lasterr[0] = 0;
             if (x->x_runner)
+            {
                 engine_setfn(e, pyrunner_process, x->x_runner);
+                unravel_exithook();     /* after the runner's first Python: see there */
+            }
             else
                 pd_error(x, "[unravel~]: %s", err);
         }
@@ -551,16 +555,62 @@ static void unravel_job(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
 
 /* ------------------------------ start-up ------------------------------ */
 
+static void unravel_quitwatch_stop(void);
+
 static void unravel_atexit(void)
 {
     /* pd quit calls exit(): stop the threads before torch's static destructors run */
+    unravel_quitwatch_stop();
+}
+
+/* `pd quit` calls exit() at once, and libtorch's static objects are destroyed by exit
+   handlers registered after ours (some are made lazily, during DSP): a worker still inside
+   torch would crash.  So a small receiver bound to "pd" (bindings are called newest first,
+   before Pd's own) stops every thread when `quit` or `exit` arrives; the atexit handler
+   covers the other ways out. */
+static t_class *unravel_quitwatch_class;
+
+static void unravel_quitwatch_stop(void)
+{
     pyjob_cancel_all();
     if (worker_stop_all(2.) != 0)
     {
+        /* a job that does not stop: leave without running exit handlers under its feet */
         fflush(stdout);
         fflush(stderr);
         _exit(0);
     }
+}
+
+static void unravel_quitwatch_anything(t_pd *w, t_symbol *s, int argc, t_atom *argv)
+{
+    (void)w;
+    (void)argc;
+    (void)argv;
+    if (s == gensym("quit") || s == gensym("exit"))
+        unravel_quitwatch_stop();
+}
+
+static void unravel_quitwatch_start(void)
+{
+    static t_pd *watch;
+    if (watch)
+        return;
+    unravel_quitwatch_class = class_new(gensym("unravel~ quit watch"), 0, 0, sizeof(t_pd),
+        CLASS_PD, 0);
+    class_addanything(unravel_quitwatch_class, (t_method)unravel_quitwatch_anything);
+    watch = pd_new(unravel_quitwatch_class);
+    pd_bind(watch, gensym("pd"));
+}
+
+/* register the exit handler again after new Python code ran (libraries and static objects
+   made since then have their destructors registered later, and exit handlers run newest
+   first); bounded, since each registration stays */
+static void unravel_exithook(void)
+{
+    static int count;
+    if (count < 64 && atexit(unravel_atexit) == 0)
+        count++;
 }
 
 static int unravel_startpython(t_unravel *x)
@@ -577,7 +627,8 @@ static int unravel_startpython(t_unravel *x)
     }
     if (!registered)
     {
-        atexit(unravel_atexit);     /* after torch's import: runs before its destructors */
+        unravel_exithook();     /* after torch's import: before its destructors */
+        unravel_quitwatch_start();
         registered = 1;
     }
     return 1;

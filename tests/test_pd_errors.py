@@ -118,8 +118,11 @@ def test_creation_arguments(tmp_path):
     assert len(r.errors) == 2, r.errors
 
 
-def test_multichannel_changes_during_dsp(tmp_path):
-    """-m: load/method/bufsize/sync while DSP runs re-create the DSP with new channel counts."""
+@pytest.mark.parametrize("quit", ["quit", "verifyquit"])
+def test_multichannel_changes_during_dsp(tmp_path, quit):
+    """-m: load/method/bufsize/sync while DSP runs re-create the DSP with new channel counts;
+    Pd then quits with a live worker running (`verifyquit` reaches exit() without a `quit`
+    message: the exit handler path)."""
     p = Patch()
     lb = p.obj("loadbang")
     noise = p.obj("noise~")
@@ -139,7 +142,7 @@ def test_multichannel_changes_during_dsp(tmp_path):
         p.connect(b, 0, u, 0)
     dl = p.obj("delay 700")
     p.connect(lb, 0, dl, 0)
-    q = p.msg("; pd quit")
+    q = p.msg(f"; pd {quit}")
     p.connect(dl, 0, q, 0)
     r = run_pd(p.write(tmp_path / "multi.pd"), timeout=60)
     assert r.returncode == 0 and r.errors == [], r.errors

@@ -77,6 +77,10 @@ class Runner:
         self.method = method
         self.x = torch.from_numpy(np.frombuffer(inbuf, dtype=np.float32).reshape(1, in_chans, in_frames))
         self.out = np.frombuffer(outbuf, dtype=np.float32).reshape(out_chans, out_frames)
+        # run the conversion path once here (Pd's thread): torch makes some static objects
+        # at first use, and their exit-time destructors must be registered before the
+        # external's exit handler (see native/unravel_tilde.c)
+        self.out[:, :] = torch.zeros(out_chans, out_frames)[:out_chans, :out_frames].numpy()
 
     def process(self) -> None:
         y = self.model.run(self.method, self.x)[0]
