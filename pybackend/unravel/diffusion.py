@@ -580,7 +580,8 @@ def train(latent_dir: str | os.PathLike, out_dir: str | os.PathLike, arch: str |
     annealing to 1e-6 over scheduler_steps), Gaussian noise_std augmentation of the training
     latents, gradient accumulation over `accumulation_steps` batches (the last, shorter
     group of an epoch included, each batch's loss weighted equally), early stop after
-    `patience` epochs without a better validation loss. Writes `<name>_best.pt` (best
+    `patience` epochs without a better validation loss (measured with the same sigmas and
+    noise every epoch, so epochs compare; the training random stream is left untouched). Writes `<name>_best.pt` (best
     validation loss) and `<name>_last.pt` (every save_interval epochs and at the end).
     `resume` continues a run (weights, optimizer, scheduler, epoch); `finetune` starts
     from a checkpoint's weights with a fresh optimizer. `optimizer_state=False` writes empty
@@ -684,7 +685,8 @@ def train(latent_dir: str | os.PathLike, out_dir: str | os.PathLike, arch: str |
         perm = [train_idx[i] for i in torch.randperm(len(train_idx)).tolist()]
         train_loss = run_epoch(model, optimizer, data, perm, batch_size, accumulation_steps, noise_std)
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # the same sigmas and noise every epoch: comparable losses
             vb = [val_idx[i:i + batch_size] for i in range(0, len(val_idx), batch_size)]
             val_loss = sum(model(data[b]).item() for b in vb) / len(vb)
         scheduler.step()
