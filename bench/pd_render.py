@@ -9,7 +9,10 @@ Start-up: wall time from starting Pd to the first model buffer coming out (a pat
 prints when logical time passes the first buffer plus latency). Baseline: a fresh
 `python -c 'import torch; load_model(default)'` process. Goal < 2 s.
 
-Usage: .venv/bin/python bench/pd_render.py [--short]
+On a shared 2-core machine the difference of two process CPU times varies by +-15 % or more
+with the other processes' load; compare figures from the same run, and repeat.
+
+Usage: .venv/bin/python bench/pd_render.py [--short] [--repeat N]
 """
 
 from __future__ import annotations
