@@ -102,3 +102,34 @@ def test_job_files_equal_the_backend(result, tmp_path):
     t, _ = tempo.nearest(120, m.sr, m.ratio)
     assert [float(v) for v in replies[4][2:]] == pytest.approx([t.k, t.bpm, t.double, t.seconds], rel=1e-5)  # Pd prints 6 digits
     assert float(replies[5][2]) == 11
+
+
+def test_diffuse_replies_wav_and_npy_equal_to_the_backend(tmp_path):
+    """`diffuse` on the job thread replies `done diffuse <wav> <npy>`; the latents equal the
+    backend's for the same seed and settings, and the wav is their decode."""
+    from unravel import diffusion
+    p = Patch()
+    lb = p.obj("loadbang")
+    u = p.obj("unravel~ default decode")
+    pr = p.obj("print reply")
+    p.connect(u, 1, pr, 0)
+    rt = p.obj("route done error")
+    p.connect(u, 1, rt, 0)
+    q = p.msg("; pd quit")
+    p.connect(rt, 0, q, 0)
+    p.connect(rt, 1, q, 0)
+    box = p.msg("diffuse output diff seed 5 steps 3")
+    p.connect(lb, 0, box, 0)
+    p.connect(box, 0, u, 0)
+    r = run_pd(p.write(tmp_path / "diffuse.pd"), timeout=120)
+    assert r.returncode == 0
+    assert r.errors == [], r.errors
+    replies = [rep.split() for rep in r.after("reply:")]
+    assert len(replies) == 1 and replies[0][:2] == ["done", "diffuse"], replies
+    wav, npy = replies[0][2:]
+    assert wav.endswith(".wav") and npy.endswith(".npy")
+    assert wav.startswith(str(tmp_path / "diff"))
+    ref = diffusion.diffuse_files("default", "default", tmp_path / "ref", seed=5, steps=3,
+                                  save_latents=True)[0]
+    assert np.array_equal(np.load(npy), np.load(ref.npy))
+    assert np.array_equal(sf.read(wav, dtype="float32")[0], sf.read(ref.wav, dtype="float32")[0])

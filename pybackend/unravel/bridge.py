@@ -366,14 +366,19 @@ def job_tempo(s: Session, o: dict, base: str) -> list:
                           "save-latents": "bool", "latent-wav": "bool", "arch": "str",
                           "name": "str", "batch": "int", "force": "bool"})
 def job_diffuse(s: Session, o: dict, base: str) -> list:
-    """Latent diffusion decoded by the object's model; replies the audio paths."""
+    """Latent diffusion decoded by the object's model; replies `<wav> <npy>` per result (the
+    latents are always saved), then the latent wav when `latent-wav 1` asked for one."""
     from unravel import diffusion
     ckpt = o.pop("checkpoint", "default")
     if ckpt != "default" and base and (pathlib.Path(base) / ckpt).exists():
         ckpt = str(pathlib.Path(base) / ckpt)
     out = o.pop("output", base or ".")
     kw = {k.replace("-", "_"): v for k, v in o.items()}
-    return [r.wav for r in diffusion.diffuse_files(s.model, ckpt, out, progress=False, **kw)]
+    kw["save_latents"] = True
+    reply: list = []
+    for r in diffusion.diffuse_files(s.model, ckpt, out, progress=False, **kw):
+        reply += [r.wav, r.npy] + ([r.latent_wav] if r.latent_wav else [])
+    return reply
 
 
 def run_job(session: Session, name: str, args: Sequence, patch_dir: str) -> list:
