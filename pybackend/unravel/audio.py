@@ -126,22 +126,35 @@ def find_audio(inputs: Sequence[str | os.PathLike]) -> list[Path]:
 
     A missing input or a folder with no audio file raises UnravelError.
     """
+    return expand_inputs(
+        inputs,
+        lambda folder: sorted(f for f in folder.iterdir()
+                              if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS),
+        f"folder has no audio files ({', '.join(e[1:] for e in AUDIO_EXTENSIONS[:5])}, ...)",
+        "no input files given")
+
+
+def expand_inputs(inputs: Sequence[str | os.PathLike], folder_files: Callable[[Path], list[Path]],
+                  empty_folder: str, nothing_given: str) -> list[Path]:
+    """Expand inputs: files are kept, folders become `folder_files(folder)`.
+
+    A missing input raises UnravelError, so does a folder with no files
+    (`<folder>: <empty_folder>`) and an empty result (`nothing_given`).
+    """
     out: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(f for f in p.iterdir()
-                           if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS)
+            found = folder_files(p)
             if not found:
-                raise UnravelError(f"{p}: folder has no audio files "
-                                   f"({', '.join(e[1:] for e in AUDIO_EXTENSIONS[:5])}, ...)")
+                raise UnravelError(f"{p}: {empty_folder}")
             out.extend(found)
         elif p.exists():
             out.append(p)
         else:
             raise UnravelError(f"{p}: no such file or folder")
     if not out:
-        raise UnravelError("no input files given")
+        raise UnravelError(nothing_given)
     return out
 
 

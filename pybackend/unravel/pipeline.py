@@ -57,25 +57,17 @@ def _targets(paths: list[Path], force: bool) -> None:
 def find_latents(inputs: Sequence[PathLike]) -> list[Path]:
     """Expand inputs: files are kept, folders become their `.npy` files (sorted) plus the
     latent wavs that have no `.npy` of the same name."""
-    out: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            npys = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() == ".npy")
-            stems = {latent_io.stem(f) for f in npys}
-            wavs = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() == ".wav"
-                          and latent_io.stem(f) not in stems)
-            found = sorted(npys + wavs)
-            if not found:
-                raise UnravelError(f"{p}: folder has no latent files (.npy or latent .wav)")
-            out.extend(found)
-        elif p.exists():
-            out.append(p)
-        else:
-            raise UnravelError(f"{p}: no such file or folder")
-    if not out:
-        raise UnravelError("no latent files given")
-    return out
+    return audio.expand_inputs(inputs, _folder_latents,
+                               "folder has no latent files (.npy or latent .wav)",
+                               "no latent files given")
+
+
+def _folder_latents(folder: Path) -> list[Path]:
+    npys = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() == ".npy")
+    stems = {latent_io.stem(f) for f in npys}
+    wavs = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() == ".wav"
+                  and latent_io.stem(f) not in stems)
+    return sorted(npys + wavs)
 
 
 def read_latents(inputs: Sequence[PathLike], dims: int | None = None) -> tuple[list[Path], list[np.ndarray]]:
