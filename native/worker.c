@@ -194,16 +194,22 @@ void engine_stop(t_engine *e)
     e->started = 0;
 }
 
-void engine_free(t_engine *e)
+/* the rings and the model's buffers; not ready until engine_configure makes them again */
+static void engine_freebuffers(t_engine *e)
 {
-    reg_remove((void **)reg_engines, e);
-    engine_stop(e);
     ringbuf_free(&e->in);
     ringbuf_free(&e->out);
     free(e->cin);
     free(e->cout);
     e->cin = e->cout = 0;
     e->ready = 0;
+}
+
+void engine_free(t_engine *e)
+{
+    reg_remove((void **)reg_engines, e);
+    engine_stop(e);
+    engine_freebuffers(e);
     pthread_mutex_destroy(&e->run_mutex);
     sem_destroy(&e->work);
     sem_destroy(&e->donesem);
@@ -240,12 +246,7 @@ void engine_reset(t_engine *e)
 int engine_configure(t_engine *e, int in_chans, int in_ratio, int out_chans, int out_ratio,
     int bufsize)
 {
-    ringbuf_free(&e->in);
-    ringbuf_free(&e->out);
-    free(e->cin);
-    free(e->cout);
-    e->cin = e->cout = 0;
-    e->ready = 0;
+    engine_freebuffers(e);
     if (in_chans < 1 || out_chans < 1 || in_ratio < 1 || out_ratio < 1 || bufsize < 1 ||
         bufsize % in_ratio || bufsize % out_ratio)
         return -1;
@@ -259,11 +260,7 @@ int engine_configure(t_engine *e, int in_chans, int in_ratio, int out_chans, int
         !(e->cin = (float *)calloc((size_t)in_chans * (bufsize / in_ratio), sizeof(float))) ||
         !(e->cout = (float *)calloc((size_t)out_chans * (bufsize / out_ratio), sizeof(float))))
     {
-        ringbuf_free(&e->in);
-        ringbuf_free(&e->out);
-        free(e->cin);
-        free(e->cout);
-        e->cin = e->cout = 0;
+        engine_freebuffers(e);
         return -1;
     }
     engine_setlatency(e);
