@@ -436,11 +436,6 @@ static void unravel_forward(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
         pd_error(x, "[unravel~]: %s", err);
 }
 
-static void unravel_reload(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
-{
-    unravel_forward(x, s, argc, argv);
-}
-
 static t_garray *unravel_findarray(t_unravel *x, t_symbol *name, const char *what)
 {
     t_garray *a = (t_garray *)pd_findbyclass(name, garray_class);
@@ -828,7 +823,8 @@ static int unravel_isbatch(void)
 __attribute__((visibility("default"))) void unravel_tilde_setup(void)
 {
     static const char *jobs[] = {"encode", "stats", "generate", "decode", "tempo", "diffuse"};
-    static const char *forwarded[] = {"get", "set", "layers", "bend", "restore", "save"};
+    static const char *forwarded[] = {"reload", "get", "set", "layers", "bend", "restore",
+        "save"};
     size_t i;
     unravel_readconfig();
     unravel_batch = unravel_isbatch();
@@ -842,7 +838,6 @@ __attribute__((visibility("default"))) void unravel_tilde_setup(void)
     class_addmethod(unravel_class, (t_method)unravel_bufsize, gensym("bufsize"), A_GIMME, 0);
     class_addmethod(unravel_class, (t_method)unravel_load, gensym("load"), A_GIMME, 0);
     class_addmethod(unravel_class, (t_method)unravel_method, gensym("method"), A_GIMME, 0);
-    class_addmethod(unravel_class, (t_method)unravel_reload, gensym("reload"), A_GIMME, 0);
     class_addmethod(unravel_class, (t_method)unravel_get_weights, gensym("get_weights"),
         A_GIMME, 0);
     class_addmethod(unravel_class, (t_method)unravel_set_weights, gensym("set_weights"),
