@@ -6,12 +6,12 @@ from __future__ import annotations
 import math
 import os
 import pathlib
-import tempfile
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
+from unravel.audio import atomic_write
 from unravel.errors import UnravelError
 from unravel.model import Model
 
@@ -216,19 +216,11 @@ class Bender:
         """Save the bent model as a TorchScript file (nn~'s contract kept); temp name + rename.
         Overwrites `path`: the caller decides whether that is allowed."""
         path = pathlib.Path(path)
-        try:
-            fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=path.parent)
-            os.close(fd)
-        except OSError as e:
-            raise UnravelError(f"{path}: cannot write ({e.strerror or e})") from None
-        try:
+        if not path.parent.is_dir():
+            raise UnravelError(f"{path}: cannot write (no such folder)")
+
+        def write(tmp: str) -> None:
             with self.model.lock:
                 torch.jit.save(self.model.module, tmp)
-            os.chmod(tmp, 0o644)  # mkstemp makes 0600
-            os.replace(tmp, path)
-        except OSError as e:
-            raise UnravelError(f"{path}: cannot write ({e.strerror or e})") from None
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+
+        return atomic_write(path, write, force=True)
