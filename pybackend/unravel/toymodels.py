@@ -16,11 +16,13 @@ from __future__ import annotations
 import math
 import os
 import pathlib
-import tempfile
 from typing import List
 
 import torch
 from torch import nn
+
+from unravel.audio import atomic_write
+from unravel.audio import write as write_audio
 
 MAX_BATCH = 64  # streaming exports accept at most this many batch items
 
@@ -275,16 +277,7 @@ def export(module: nn.Module, path: os.PathLike, sr: int = 44100, sr_attr: str =
         module._rave = _SrAttr(int(sr))
     module.eval()
     scripted = torch.jit.script(module)
-    fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.jit.save(scripted, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda tmp: torch.jit.save(scripted, tmp), force=True)
 
 
 def make_test_model(path: os.PathLike, dims: int = 8, stereo: bool = False, streaming: bool = False,
@@ -468,9 +461,7 @@ def main(argv=None) -> int:
     out = pathlib.Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     audio = make_loop(seed=a.seed)
-    tmp = out / "loop.wav.tmp"
-    sf.write(tmp, audio, 44100, subtype="PCM_16", format="WAV")
-    os.replace(tmp, out / "loop.wav")
+    write_audio(out / "loop.wav", audio, 44100, subtype="PCM_16", force=True)
     print(f"wrote {out / 'loop.wav'} ({len(audio) / 44100:.2f} s)")
     if a.command == "loop":
         return 0
