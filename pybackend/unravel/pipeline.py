@@ -148,7 +148,12 @@ def generate(z: np.ndarray, pattern: str = "default", dist: str = "normal", iqr:
     """Synthetic (D, T') latents from the statistics of (D, T) latents `z`: points drawn
     from `dist`, arranged by `pattern` (all randomness from `seed`)."""
     check_generate(pattern, dist, points, z.shape[0], loops)
-    s = stats.compute(z)
+    return _generate(stats.compute(z), pattern, dist, iqr, points, loops, seed)
+
+
+def _generate(s: stats.Stats, pattern: str, dist: str, iqr: bool, points: int, loops: int,
+              seed: int) -> np.ndarray:
+    """generate() from the latents' statistics `s`, arguments already checked."""
     rng = np.random.default_rng(seed)
     a = distributions.sample(s, dist, points, rng, iqr)
     b = distributions.sample(s, dist, points, rng, iqr) if pattern in patterns.TWO_BLOCK_PATTERNS else None
@@ -172,22 +177,24 @@ def generate_files(latents: Sequence[PathLike], out_dir: PathLike, pattern: str 
     paths, arrays = read_latents(latents)
     z = np.concatenate(arrays, axis=1)
     check_generate(pattern, dist, k, z.shape[0], loops)
+    s = stats.compute(z)
     out = audio.check_writable_dir(out_dir)
     rate = latent_io.latent_rate(sr, ratio)
+    inputs = [str(p.resolve()) for p in paths]
     sha = [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
     suffixes = (".npy", latent_io.LATENT_WAV_SUFFIX, ".json")
     written = []
     for i in range(files):
         file_seed = int(seed) + i
-        g = generate(z, pattern, dist, iqr, k, loops, file_seed)
-        argv = (["generate", *[str(p.resolve()) for p in paths], "--pattern", pattern,
+        g = _generate(s, pattern, dist, iqr, k, loops, file_seed)
+        argv = (["generate", *inputs, "--pattern", pattern,
                  "--dist", dist] + (["--iqr"] if iqr else [])
                 + ["--points", str(k), "--loops", str(loops), "--files", "1",
                    "--seed", str(file_seed), "--sr", str(sr), "--ratio", str(ratio)])
         name = audio.free_name(out, f"{pattern}-{dist}", suffixes)
         sidecar = {
             "command": "unravel " + shlex.join(argv) + " -o DIR",
-            "argv": argv, "inputs": [str(p.resolve()) for p in paths], "inputs_sha256": sha,
+            "argv": argv, "inputs": inputs, "inputs_sha256": sha,
             "pattern": pattern, "dist": dist, "iqr": iqr, "points": k, "bpm": bpm_info,
             "loops": loops, "seed": file_seed, "sr": sr, "ratio": ratio, "latent_rate": rate,
             "shape": [1, int(g.shape[0]), int(g.shape[1])],
