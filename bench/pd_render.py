@@ -30,7 +30,7 @@ import torch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from pdrun import BUILD, PD, Patch  # noqa: E402
+from pdrun import Patch, pd_command  # noqa: E402
 
 from unravel.model import load_model, set_threads  # noqa: E402
 
@@ -39,8 +39,7 @@ B = 2048
 
 
 def pd_cmd(patch: pathlib.Path) -> list[str]:
-    return [PD, "-nogui", "-batch", "-noaudio", "-nomidi", "-noprefs", "-stderr", "-r", str(SR),
-            "-path", str(BUILD), "-open", str(patch)]
+    return pd_command(patch, ["-r", str(SR)])
 
 
 def render_patch(d: pathlib.Path, seconds: float) -> pathlib.Path:

@@ -7,9 +7,7 @@ Usage: .venv/bin/python bench/pd_weights.py
 
 from __future__ import annotations
 
-import os
 import pathlib
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,7 +18,7 @@ from torch import nn
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from pdrun import BUILD, PD, Patch  # noqa: E402
+from pdrun import Patch, run_pd  # noqa: E402
 
 from unravel.bend import Bender  # noqa: E402
 from unravel.model import load_model  # noqa: E402
@@ -101,16 +99,14 @@ def main() -> int:
         patch = p.write(d / "weights.pd")
         vals: dict[str, float] = {}
         for _ in range(REPEAT):       # a shared machine: keep each figure's minimum
-            r = subprocess.run([PD, "-nogui", "-batch", "-noaudio", "-nomidi", "-noprefs", "-stderr",
-                                "-path", str(BUILD), "-open", str(patch)], capture_output=True, text=True,
-                               env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
-            for line in r.stderr.splitlines():
+            r = run_pd(patch, timeout=300, env={"OMP_NUM_THREADS": "1"})
+            for line in r.lines:
                 k = line.split(":")[0]
                 if ":" in line and k in ("bend_ms", "bend_percent_ms", "get_array_ms", "get_list_ms",
                                          "set_array_ms", "list_length"):
                     vals[k] = min(vals.get(k, float("inf")), float(line.split(":", 1)[1]))
             if len(vals) < 6:
-                print(r.stderr[-3000:])
+                print("\n".join(r.lines)[-3000:])
                 return 1
         # baseline: the backend's Bender in this process
         m = load_model(d / "big.ts")
