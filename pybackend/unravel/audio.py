@@ -11,7 +11,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import soundfile as sf
-from unravel.errors import UnravelError
+from unravel.errors import UnravelError, first_line
 
 # File name endings treated as audio when a folder is expanded.
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".aifc",
@@ -28,7 +28,7 @@ def read(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
-        cause = getattr(e, "error_string", None) or _first_line(e)
+        cause = getattr(e, "error_string", None) or first_line(e)
         raise UnravelError(f"{path}: not a readable audio file ({cause})") from None
     except OSError as e:
         raise UnravelError(f"{path}: {e.strerror or e}") from None
@@ -216,8 +216,3 @@ def _unlink(path: str) -> None:
         os.unlink(path)
     except OSError:
         pass
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__

@@ -15,7 +15,7 @@ import soundfile as sf
 
 from unravel import audio
 from unravel.audio import atomic_write
-from unravel.errors import UnravelError
+from unravel.errors import UnravelError, first_line
 
 LATENT_WAV_SUFFIX = ".latent.wav"
 
@@ -73,7 +73,7 @@ def _read_npy(path: Path, dims: int | None) -> np.ndarray:
     try:
         a = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
-        raise UnravelError(f"{path}: not a readable .npy file ({_first_line(e)})") from None
+        raise UnravelError(f"{path}: not a readable .npy file ({first_line(e)})") from None
     if not isinstance(a, np.ndarray) or not np.issubdtype(a.dtype, np.number) \
             or np.issubdtype(a.dtype, np.complexfloating):
         raise UnravelError(f"{path}: .npy does not hold real numbers (dtype {a.dtype})")
@@ -97,7 +97,7 @@ def _read_wav(path: Path) -> np.ndarray:
     try:
         data, _ = sf.read(str(path), dtype="float64", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
-        cause = getattr(e, "error_string", None) or _first_line(e)
+        cause = getattr(e, "error_string", None) or first_line(e)
         raise UnravelError(f"{path}: not a readable latent wav ({cause})") from None
     return np.ascontiguousarray(data.T, dtype=np.float32)
 
@@ -133,7 +133,7 @@ def read_json(path: str | os.PathLike) -> dict:
     except FileNotFoundError:
         raise UnravelError(f"{path}: no such file") from None
     except (OSError, ValueError) as e:
-        raise UnravelError(f"{path}: not a readable JSON file ({_first_line(e)})") from None
+        raise UnravelError(f"{path}: not a readable JSON file ({first_line(e)})") from None
 
 
 def _as_dt(z: np.ndarray) -> np.ndarray:
@@ -143,8 +143,3 @@ def _as_dt(z: np.ndarray) -> np.ndarray:
     if z.ndim != 2:
         raise UnravelError(f"latents must have shape (D, T), got {z.shape}")
     return z
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
