@@ -169,7 +169,6 @@ class Model:
             raise UnravelError(f"{p}: TorchScript without nn~'s contract (no get_methods() or <method>_params buffers)")
         self.module = module
         self.methods = methods
-        self._fns: dict[str, Callable] = {m: getattr(module, m) for m in methods}
         enc, dec, fwd = methods.get("encode"), methods.get("decode"), methods.get("forward")
         self.latent_dims = enc.out_channels if enc else (dec.in_channels if dec else None)
         self.ratio = enc.out_ratio if enc else (dec.in_ratio if dec else None)
@@ -177,8 +176,9 @@ class Model:
         self.in_channels = (enc or fwd or first).in_channels
         self.out_channels = (dec or fwd or first).out_channels
         self.sr = int(self._sr_override or _module_sr(module) or DEFAULT_SR)
-        self._steps = {m: self._step(mp) for m, mp in methods.items()}
-        self._run_specs = {m: (self._fns[m], mp.in_channels, self._steps[m]) for m, mp in methods.items()}
+        # per method: (the TorchScript function, input channels, input length step)
+        self._run_specs: dict[str, tuple[Callable, int, int]] = {
+            m: (getattr(module, m), mp.in_channels, self._step(mp)) for m, mp in methods.items()}
         if self._warmup:
             self.warmup()
 
@@ -192,8 +192,8 @@ class Model:
 
     def warmup(self) -> None:
         """Run every method once on silence (the first TorchScript call is slow)."""
-        for m, mp in self.methods.items():
-            x = torch.zeros(1, mp.in_channels, self._steps[m])
+        for m, (_, channels, step) in self._run_specs.items():
+            x = torch.zeros(1, channels, step)
             try:
                 self.run(m, x)
             except UnravelError:
