@@ -28,7 +28,7 @@ import torch
 
 from unravel import audio as audio_io
 from unravel import latents as latents_io
-from unravel.errors import UnravelError
+from unravel.errors import UnravelError, first_line
 from unravel.vdiffusion import (FLEX_PRESETS, ORIGINAL_ARCH, SMALL_PRESETS, DiffusionModel,
                                 check_arch, total_factor)
 
@@ -647,7 +647,7 @@ def train(latent_dir: str | os.PathLike, out_dir: str | os.PathLike, arch: str |
             scheduler.load_state_dict(obj["scheduler_state_dict"])
         except (KeyError, ValueError, RuntimeError, TypeError) as e:
             raise UnravelError(f"{resume}: cannot resume: optimizer or scheduler state missing or "
-                               f"mismatched ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+                               f"mismatched ({first_line(e)})") from None
         start_epoch = int(obj.get("epoch", -1)) + 1
         best_loss = float(obj.get("best_val_loss", math.inf))
 
