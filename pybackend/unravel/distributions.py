@@ -39,18 +39,22 @@ def sample(stats: Stats, dist: str, points: int, rng: np.random.Generator,
 
 def nearest_psd(cov: np.ndarray) -> np.ndarray:
     """The symmetric positive semidefinite matrix nearest to `cov` (negative eigenvalues -> 0)."""
-    a = np.nan_to_num(np.asarray(cov, dtype=np.float64))
-    a = (a + a.T) / 2
-    w, v = np.linalg.eigh(a)
-    return (v * np.clip(w, 0, None)) @ v.T
+    w, v = _psd_eig(cov)
+    return (v * w) @ v.T
 
 
 def multivariate_normal(mean: np.ndarray, cov: np.ndarray, points: int,
                         rng: np.random.Generator) -> np.ndarray:
     """Draw (points, D) from N(mean, cov); a non-PSD `cov` is repaired by eigenvalue clipping."""
+    w, v = _psd_eig(cov)
+    factor = v * np.sqrt(w)          # factor @ factor.T == nearest_psd(cov)
+    z = rng.standard_normal((points, len(mean)))
+    return np.asarray(mean, dtype=np.float64) + z @ factor.T
+
+
+def _psd_eig(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (negative ones set to 0) and eigenvectors of `cov` made finite and symmetric."""
     a = np.nan_to_num(np.asarray(cov, dtype=np.float64))
     a = (a + a.T) / 2
     w, v = np.linalg.eigh(a)
-    factor = v * np.sqrt(np.clip(w, 0, None))          # factor @ factor.T == nearest_psd(cov)
-    z = rng.standard_normal((points, len(mean)))
-    return np.asarray(mean, dtype=np.float64) + z @ factor.T
+    return np.clip(w, 0, None), v
