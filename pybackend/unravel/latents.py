@@ -25,11 +25,6 @@ def latent_rate(sr: int, ratio: int) -> int:
     return max(1, int(sr) // int(ratio))
 
 
-def is_latent_file(path: str | os.PathLike) -> bool:
-    """True for names this module reads: `.npy` or `.wav`."""
-    return Path(path).suffix.lower() in (".npy", ".wav")
-
-
 def stem(path: str | os.PathLike) -> str:
     """The file name without `.npy`, `.latent.wav` or `.wav`."""
     name = Path(path).name
