@@ -456,16 +456,34 @@ int pysession_set_weights(t_pysession *s, const char *layer, const float *v, lon
 
 /* Give a worker or job thread one lasting Python thread state, so that each later
    PyGILState_Ensure only takes the GIL (instead of making and freeing a thread state on
-   every buffer).  The state lives as long as the thread. */
-static __thread int py_threadready;
+   every buffer).  The state lives as long as the thread: the key's destructor deletes it
+   when the thread ends (an object freed), except at exit, where threads are only stopped. */
+static pthread_key_t py_threadkey;
+static pthread_once_t py_threadonce = PTHREAD_ONCE_INIT;
+static int py_exiting;              /* pyjob_cancel_all ran: the process is leaving */
+
+static void py_threadexit(void *tstate)
+{
+    if (__atomic_load_n(&py_exiting, __ATOMIC_ACQUIRE))
+        return;
+    /* not PyGILState_Release: the C library has already cleared Python's own key here */
+    PyEval_RestoreThread((PyThreadState *)tstate);
+    PyThreadState_Clear((PyThreadState *)tstate);
+    PyThreadState_DeleteCurrent();
+}
+
+static void py_threadmakekey(void)
+{
+    pthread_key_create(&py_threadkey, py_threadexit);
+}
 
 static void py_threadenter(void)
 {
-    if (!py_threadready)
+    pthread_once(&py_threadonce, py_threadmakekey);
+    if (!pthread_getspecific(py_threadkey))
     {
         PyGILState_Ensure();
-        PyEval_SaveThread();
-        py_threadready = 1;
+        pthread_setspecific(py_threadkey, PyEval_SaveThread());
     }
 }
 
@@ -676,6 +694,7 @@ void pyjob_cancel_all(void)
     t_pyjob *j;
     if (py_state != 1)
         return;
+    __atomic_store_n(&py_exiting, 1, __ATOMIC_RELEASE);
     g = py_enter();
     pthread_mutex_lock(&job_mutex);
     for (j = job_running; j; j = j->nextrunning)

@@ -44,6 +44,7 @@ t_pyjob *pyjob_new(t_pysession *s, const char *name, int argc, t_atom *argv, con
 void pyjob_run(void *job);
 void pyjob_reply(t_pyjob *j, t_pyreply reply, void *owner);
 void pyjob_free(void *job);
-void pyjob_cancel_all(void);    /* raise in every running job (at exit) */
+void pyjob_cancel_all(void);    /* raise in every running job (at exit: threads keep their
+                                   Python thread state from then on) */
 
 #endif
