@@ -1,6 +1,7 @@
 """Failures that must stay single error lines: a missing model, a file that is not a model,
 a Python without the package (UNRAVEL_PYTHON), an exception inside the model while DSP runs;
-plus model lookup on Pd's search path and an object created without a model."""
+plus model lookup on Pd's search path, an object created without a model, and objects
+freed while DSP runs."""
 
 from __future__ import annotations
 
@@ -150,3 +151,39 @@ def test_multichannel_changes_during_dsp(tmp_path, quit):
     modes = r.after("s: mode ")
     assert dims == ["1 4", "1 1", "4 1", "1 4", "1 8"], dims
     assert modes == ["sync", "sync", "inline", "live", "live"], modes
+
+
+def test_objects_freed_while_dsp_runs(tmp_path):
+    """[unravel~] objects made and deleted again while DSP runs, each after its worker ran the
+    model and its job thread started a job: every cycle ends and Pd exits cleanly (the
+    threads' Python states are deleted as the objects go)."""
+    cycles = 4
+    p = Patch()
+    p.lines.append("#N canvas 0 50 450 300 sub 0")
+    p.obj("pd sub", "restore")
+    lb = p.obj("loadbang")
+    make = p.obj("t b b")
+    p.connect(lb, 0, make, 0)
+    new = p.msg("; pd-sub obj 10 10 unravel~ default forward 2048; pd-sub obj 10 50 noise~;"
+                "pd-sub connect 1 0 0 0; pd-sub obj 10 90 r tick; pd-sub connect 2 0 0 0;"
+                "pd dsp 1; tick tempo k 4")
+    p.connect(make, 0, new, 0)
+    dl = p.obj("delay 300")
+    p.connect(make, 1, dl, 0)
+    free = p.obj("t b b")
+    p.connect(dl, 0, free, 0)
+    clear = p.msg("; pd-sub clear")
+    p.connect(free, 1, clear, 0)
+    count = p.obj("f")
+    plus = p.obj("+ 1")
+    p.connect(free, 0, count, 0)
+    p.connect(count, 0, plus, 0)
+    p.connect(plus, 0, count, 1)
+    more = p.obj(f"moses {cycles}")
+    p.connect(plus, 0, more, 0)
+    p.connect(more, 0, make, 0)
+    p.connect(more, 0, p.obj("print cycle"), 0)
+    p.connect(more, 1, p.msg("; pd quit"), 0)
+    r = run_pd(p.write(tmp_path / "cycles.pd"), timeout=60)
+    assert r.returncode == 0 and r.errors == [], r.lines[-20:]
+    assert r.after("cycle:") == [str(k) for k in range(1, cycles)], r.lines[-20:]
