@@ -66,6 +66,15 @@ static int unravel_ispow2(int n)
     return n > 0 && !(n & (n - 1));
 }
 
+/* the smallest power of two >= n */
+static int unravel_pow2ceil(int n)
+{
+    int b = 1;
+    while (b < n)
+        b *= 2;
+    return b;
+}
+
 static int unravel_issync(t_unravel *x)
 {
     return x->x_sync < 0 ? unravel_batch : x->x_sync;
@@ -139,11 +148,8 @@ static void unravel_setupengine(t_unravel *x)
         B = x->x_bufsize;
         if (inl)
         {
-            B = unravel_maxratio(x);
-            if (B < x->x_dspn)
-                B = x->x_dspn;
-            while (!unravel_ispow2(B))
-                B++;
+            B = unravel_pow2ceil(unravel_maxratio(x) > x->x_dspn ? unravel_maxratio(x) :
+                x->x_dspn);
         }
         if (engine_configure(e, p[0], p[1], p[2], p[3], B) != 0)
             pd_error(x, "[unravel~]: cannot allocate buffers of %d frames", B);
@@ -704,9 +710,7 @@ static void *unravel_new(t_symbol *s, int argc, t_atom *argv)
     }
     else if (bufsize && !unravel_ispow2(bufsize))
     {
-        int b = 1;
-        while (b < bufsize)
-            b *= 2;
+        int b = unravel_pow2ceil(bufsize);
         post("[unravel~]: bufsize %d -> %d (a power of two)", bufsize, b);  /* as nn~ does */
         bufsize = b;
     }
