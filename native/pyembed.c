@@ -438,10 +438,10 @@ int pysession_get_weights(t_pysession *s, const char *layer, t_pyfloats fn, void
     return rc;
 }
 
-int pysession_set_weights(t_pysession *s, const char *layer, const float *v, long n, char *err)
+int pysession_set_weights(t_pysession *s, const char *layer, float *v, long n, char *err)
 {
     t_pyenter g = py_enter();
-    PyObject *mv = PyMemoryView_FromMemory((char *)v, (Py_ssize_t)n * sizeof(float), PyBUF_READ);
+    PyObject *mv = PyMemoryView_FromMemory((char *)v, (Py_ssize_t)n * sizeof(float), PyBUF_WRITE);
     PyObject *r = mv ? PyObject_CallMethod(s->obj, "set_weights", "sO", layer, mv) : 0;
     int rc = 0;
     if (!r)

@@ -27,7 +27,8 @@ int pysession_message(t_pysession *s, const char *sel, int argc, t_atom *argv,
     t_pyreply reply, void *owner, char *err);
 int pysession_get_weights(t_pysession *s, const char *layer, t_pyfloats fn, void *owner,
     char *err);
-int pysession_set_weights(t_pysession *s, const char *layer, const float *v, long n, char *err);
+/* v: the caller's scratch copy, handed to Python writable (torch warns on read-only arrays) */
+int pysession_set_weights(t_pysession *s, const char *layer, float *v, long n, char *err);
 
 /* the model call the worker thread makes: a t_engine_fn */
 typedef struct pyrunner t_pyrunner;
