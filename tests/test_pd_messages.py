@@ -127,6 +127,11 @@ def test_pd_exits_normally(result):
     assert [ln for ln in before if ln.startswith("error")] == []
 
 
+def test_no_python_warnings(result):
+    """No Python warning (e.g. torch's about a read-only array from set_weights) in Pd's output."""
+    assert [ln for ln in result.lines if "Warning:" in ln] == []
+
+
 @pytest.mark.parametrize("k", range(len(CASES)), ids=[f"{i}:{m[:40]}" for i, (m, _) in enumerate(CASES)])
 def test_message(result, k):
     msg, expect = CASES[k]
