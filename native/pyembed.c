@@ -600,9 +600,13 @@ t_pyjob *pyjob_new(t_pysession *s, const char *name, int argc, t_atom *argv, con
     t_pyjob *j = 0;
     if (!args)
         py_fetcherr(err);
+    else if (!(j = (t_pyjob *)calloc(1, sizeof(*j))))
+    {
+        Py_DECREF(args);
+        seterr(err, "out of memory");
+    }
     else
     {
-        j = (t_pyjob *)calloc(1, sizeof(*j));
         Py_INCREF(s->obj);
         j->session = s->obj;
         j->args = args;
