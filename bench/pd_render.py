@@ -1,18 +1,24 @@
-"""[unravel~] in `pd -batch`: steady-state CPU per audio second and start-up time.
+"""[unravel~] in `pd -batch` against the floor and against IRCAM's [nn~]: steady-state CPU.
 
-CPU: render 60 s and 240 s of noise through [unravel~ default forward 2048] (one torch thread);
-the difference of the two runs' process CPU divided by 180 s is the steady-state cost per
-audio second. Baseline, in this process: the backend's Model.run('forward', block) on the same
-2048-sample blocks for the same durations. Prints the ratio (goal <= 1.05).
+Every variant renders noise through a model's `forward` in 2048-sample blocks with one torch
+thread, in its own process, twice: a short and a long render. The steady-state cost per
+audio second is (CPU of the long run - CPU of the short run) / (long - short seconds), so the
+start-up (importing torch, loading the model) cancels out. Variants:
 
-Start-up: wall time from starting Pd to the first model buffer coming out (a patch that
-prints when logical time passes the first buffer plus latency). Baseline: a fresh
-`python -c 'import torch; load_model(default)'` process. Goal < 2 s.
+- floor: the same TorchScript `forward` called on the same blocks in a plain Python loop
+  (torch.jit.load, inference mode, nothing else);
+- floor-ftz: the floor with denormals flushed to zero (as unravel's model thread runs);
+- unravel~: `[noise~] -> [unravel~ MODEL forward 2048] -> [dac~]` in `pd -batch`;
+- nn~ (with --nn DIR, a folder holding nn~.pd_linux): `[nn~ MODEL forward 2048]` the same way.
 
-On a shared 2-core machine the difference of two process CPU times varies by +-15 % or more
-with the other processes' load; compare figures from the same run, and repeat.
+The machine is shared: the variants run interleaved, one round after another, and the
+figures are the medians over the rounds of each round's ratios (unravel~/floor,
+unravel~/nn~). The load average is printed before and after.
 
-Usage: .venv/bin/python bench/pd_render.py [--short] [--repeat N]
+Start-up (default model only, --startup): wall time from starting Pd to the first model
+buffer coming out, against a fresh `python -c 'import torch; load_model(...)'`.
+
+Usage: .venv/bin/python bench/pd_render.py [--model PATH] [--nn DIR] [--seconds 10 60] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -20,33 +26,41 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-import numpy as np
-import torch
-
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from pdrun import Patch, pd_command  # noqa: E402
 
-from unravel.model import load_model, set_threads  # noqa: E402
+from unravel.model import resolve_model  # noqa: E402
 
 SR = 44100
 B = 2048
 
+# The floor: a plain Python loop over the TorchScript forward (argv: model, seconds, ftz).
+FLOOR = """
+import sys, numpy as np, torch
+torch.set_num_threads(1)
+torch.set_flush_denormal(sys.argv[3] == "1")
+m = torch.jit.load(sys.argv[1], map_location="cpu").eval()
+n = int(float(sys.argv[2]) * 44100) // 2048 * 2048
+x = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (1, 1, n)).astype(np.float32))
+with torch.inference_mode():
+    for k in range(n // 2048):
+        m.forward(x[..., k * 2048:(k + 1) * 2048])
+"""
 
-def pd_cmd(patch: pathlib.Path) -> list[str]:
-    return pd_command(patch, ["-r", str(SR)])
 
-
-def render_patch(d: pathlib.Path, seconds: float) -> pathlib.Path:
+def render_patch(d: pathlib.Path, obj: str, seconds: float) -> pathlib.Path:
+    """noise~ -> OBJ -> dac~ for `seconds` of logical time, then quit."""
     p = Patch()
     lb = p.obj("loadbang")
     noise = p.obj("noise~")
-    u = p.obj(f"unravel~ default forward {B}")
+    u = p.obj(obj)
     dac = p.obj("dac~")
     p.connect(noise, 0, u, 0)
     p.connect(u, 0, dac, 0)
@@ -54,45 +68,45 @@ def render_patch(d: pathlib.Path, seconds: float) -> pathlib.Path:
     p.connect(lb, 0, on, 0)
     dl = p.obj(f"delay {seconds * 1000:.0f}")
     p.connect(lb, 0, dl, 0)
-    st = p.obj("t b b")
-    p.connect(dl, 0, st, 0)
-    p.connect(st, 1, u, 0)
-    pr = p.obj("print status")
-    p.connect(u, 1, pr, 0)
     q = p.msg("; pd quit")
-    p.connect(st, 0, q, 0)
-    return p.write(d / f"render{seconds:g}.pd")
+    p.connect(dl, 0, q, 0)
+    name = obj.split()[0].rstrip("~")
+    return p.write(d / f"{name}{seconds:g}.pd")
 
 
-def child_cpu(cmd: list[str]) -> tuple[float, float, str]:
-    """(CPU seconds user+sys, wall seconds, stderr) of one child process."""
+def child_cpu(cmd: list[str]) -> float:
+    """CPU seconds (user + sys) of one child process; fails loudly on errors."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    t0 = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     err = p.stderr.read()
     _, status, ru = os.wait4(p.pid, 0)
-    p.returncode = os.waitstatus_to_exitcode(status)
-    if p.returncode != 0:
-        raise SystemExit(f"pd failed ({p.returncode}): {err[-2000:]}")
-    return ru.ru_utime + ru.ru_stime, time.perf_counter() - t0, err
+    rc = os.waitstatus_to_exitcode(status)
+    bad = [ln for ln in err.splitlines() if ln.lower().startswith("error") or "couldn't create" in ln]
+    if rc != 0 or bad:
+        raise SystemExit(f"{cmd[0]} failed ({rc}): {(bad or [err[-2000:]])[0]}")
+    return ru.ru_utime + ru.ru_stime
 
 
-def python_cpu(model, seconds: float, flush_denormal: bool = False) -> float:
-    """CPU seconds of model.run('forward') on seconds of noise in 2048-sample blocks."""
-    torch.set_flush_denormal(flush_denormal)
-    rng = np.random.default_rng(0)
-    x = torch.from_numpy(rng.uniform(-1, 1, (1, 1, int(seconds * SR) // B * B)).astype(np.float32))
-    t0 = time.process_time()
-    for k in range(x.shape[-1] // B):
-        model.run("forward", x[..., k * B:(k + 1) * B])
-    t = time.process_time() - t0
-    torch.set_flush_denormal(False)
-    return t
+def variants(model: pathlib.Path, nn_dir: pathlib.Path | None, d: pathlib.Path) -> dict:
+    """name -> function(seconds) -> the command rendering that many seconds."""
+    pd = lambda obj, extra=(): (lambda s: pd_command(render_patch(d, obj, s), ["-r", str(SR), *extra]))
+    v = {
+        "floor": lambda s: [sys.executable, "-c", FLOOR, str(model), str(s), "0"],
+        "floor-ftz": lambda s: [sys.executable, "-c", FLOOR, str(model), str(s), "1"],
+        "unravel~": pd(f"unravel~ {model} forward {B}"),
+    }
+    if nn_dir is not None:
+        v["nn~"] = pd(f"nn~ {model} forward {B}", ("-path", str(nn_dir)))
+    return v
+
+
+def loadavg() -> str:
+    return " ".join(open("/proc/loadavg").read().split()[:3])
 
 
 def startup(d: pathlib.Path) -> tuple[float, float]:
-    """Wall seconds from starting Pd until 'first: bang' (first buffer out), and of the
-    baseline python process that imports torch and loads the model."""
+    """Wall seconds from starting Pd until the first buffer of [unravel~ default] comes out,
+    and of a python process that imports torch and loads the model."""
     p = Patch()
     lb = p.obj("loadbang")
     u = p.obj(f"unravel~ default forward {B}")
@@ -102,8 +116,7 @@ def startup(d: pathlib.Path) -> tuple[float, float]:
     p.connect(u, 0, env, 0)
     on = p.msg("; pd dsp 1")
     p.connect(lb, 0, on, 0)
-    # the first nonzero envelope = the first model buffer reached the output
-    moses = p.obj("moses 1")
+    moses = p.obj("moses 1")  # the first nonzero envelope = the first model buffer came out
     p.connect(env, 0, moses, 0)
     once = p.obj("spigot 1")
     p.connect(moses, 1, once, 0)
@@ -118,8 +131,8 @@ def startup(d: pathlib.Path) -> tuple[float, float]:
     p.connect(t, 0, q, 0)
     patch = p.write(d / "startup.pd")
     t0 = time.perf_counter()
-    proc = subprocess.Popen(pd_cmd(patch), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    proc = subprocess.Popen(pd_command(patch, ["-r", str(SR)]), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
     first = None
     for line in proc.stderr:
         if line.startswith("first:"):
@@ -128,44 +141,47 @@ def startup(d: pathlib.Path) -> tuple[float, float]:
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import torch; from unravel.model import load_model; "
                     "torch.set_num_threads(1); load_model('default')"], check=True)
-    base = time.perf_counter() - t0
-    return first or float("nan"), base
+    return first or float("nan"), time.perf_counter() - t0
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--short", action="store_true", help="15 s and 60 s instead of 60 s and 240 s")
-    ap.add_argument("--repeat", type=int, default=3, help="runs of each measurement (minimum kept)")
+    ap.add_argument("--model", default="default", help="a TorchScript model with forward (default: the bundled one)")
+    ap.add_argument("--nn", type=pathlib.Path, help="folder with an nn~ build (nn~.pd_linux) to compare with")
+    ap.add_argument("--seconds", type=float, nargs=2, default=(10.0, 60.0), metavar=("SHORT", "LONG"),
+                    help="the two render lengths (default 10 60)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians are reported)")
+    ap.add_argument("--startup", action="store_true", help="also time Pd's start-up (default model)")
     a = ap.parse_args()
-    s1, s2 = (15.0, 60.0) if a.short else (60.0, 240.0)
-    set_threads(1)
+    model = resolve_model(a.model)
+    s1, s2 = a.seconds
+    print(f"model {model}, {B}-sample blocks, {s1:g} s and {s2:g} s renders, {a.rounds} rounds; "
+          f"load average {loadavg()}")
     with tempfile.TemporaryDirectory() as tmp:
         d = pathlib.Path(tmp)
-        model = load_model("default")
-        # the machine is shared: interleave the runs, repeat, keep each one's minimum
-        runs: dict[str, list[float]] = {k: [] for k in ("pd1", "pd2", "py1", "py2", "ftz1", "ftz2")}
-        for _ in range(a.repeat):
-            runs["pd1"].append(child_cpu(pd_cmd(render_patch(d, s1)))[0])
-            cpu2, wall2, err2 = child_cpu(pd_cmd(render_patch(d, s2)))
-            runs["pd2"].append(cpu2)
-            runs["py1"].append(python_cpu(model, s1))
-            runs["py2"].append(python_cpu(model, s2))
-            runs["ftz1"].append(python_cpu(model, s1, True))
-            runs["ftz2"].append(python_cpu(model, s2, True))
-        m = {k: min(v) for k, v in runs.items()}
-        status = [ln for ln in err2.splitlines() if ln.startswith("status:")]
-        per = lambda a_, b_: (m[b_] - m[a_]) / (s2 - s1) * 1000
-        pd_ms, py_ms, ftz_ms = per("pd1", "pd2"), per("py1", "py2"), per("ftz1", "ftz2")
-        print(f"render {s1:g} s: Pd {m['pd1']:.2f} s CPU; {s2:g} s: Pd {m['pd2']:.2f} s CPU "
-              f"(min of {a.repeat}, wall of the last {wall2:.2f} s)")
-        print(f"  Pd status: {' | '.join(ln[8:] for ln in status if any(k in ln for k in ('mode', 'latency', 'underruns')))}")
-        print(f"steady state per audio second: Pd {pd_ms:.2f} ms CPU; plain Python Model.run {py_ms:.2f} ms; "
-              f"with denormals flushed (as Pd's threads run) {ftz_ms:.2f} ms")
-        print(f"ratio Pd / Python: {pd_ms / py_ms:.3f}; Pd / Python with flushed denormals: {pd_ms / ftz_ms:.3f}"
-              f"  (goal <= 1.05)")
-        first, base = startup(d)
-        print(f"start-up: Pd start -> first buffer out {first:.2f} s; python import torch + load model {base:.2f} s; "
-              f"ratio {first / base:.2f}  (goal < 2 s)")
+        runs = variants(model, a.nn.resolve() if a.nn else None, d)
+        ms: dict[str, list[float]] = {k: [] for k in runs}
+        for r in range(a.rounds):
+            for name, cmd in runs.items():
+                c1 = child_cpu(cmd(s1))
+                c2 = child_cpu(cmd(s2))
+                ms[name].append((c2 - c1) / (s2 - s1) * 1000)
+            print(f"  round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in ms.items())
+                  + f" ms CPU per audio second; load {loadavg()}")
+        med = {k: statistics.median(v) for k, v in ms.items()}
+        ratio = lambda x, y: statistics.median(a_ / b_ for a_, b_ in zip(ms[x], ms[y]))
+        print("median ms CPU per audio second: " + ", ".join(f"{k} {v:.1f}" for k, v in med.items()))
+        print(f"unravel~ / floor {ratio('unravel~', 'floor'):.3f} (goal <= 1.05); "
+              f"unravel~ / floor-ftz {ratio('unravel~', 'floor-ftz'):.3f}; "
+              f"floor-ftz / floor {ratio('floor-ftz', 'floor'):.3f}")
+        if "nn~" in ms:
+            print(f"unravel~ / nn~ {ratio('unravel~', 'nn~'):.3f} (goal <= 0.85); "
+                  f"nn~ / floor {ratio('nn~', 'floor'):.3f}")
+        print(f"load average at the end {loadavg()}")
+        if a.startup:
+            first, base = startup(d)
+            print(f"start-up: Pd start -> first buffer out {first:.2f} s; python import torch + load model "
+                  f"{base:.2f} s; ratio {first / base:.2f}")
     return 0
 
 
