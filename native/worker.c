@@ -58,10 +58,11 @@ static void timeout_in(struct timespec *ts, double seconds)
     }
 }
 
-/* The model runs in the floating-point mode plain Python has: Pd flushes denormals to zero
-   in its threads (and ours inherit that), which would make results differ from the backend's
-   whenever a model produces denormals.  fp_enter() clears flush-to-zero/denormals-are-zero
-   and returns the previous mode for fp_leave(). */
+/* Python runs in the floating-point mode plain Python has: Pd flushes denormals to zero in
+   its threads (and ours inherit that), which would make numpy and torch code differ from the
+   backend's.  fp_enter() clears flush-to-zero/denormals-are-zero and returns the previous
+   mode for fp_leave().  The model itself runs with denormals flushed, on both sides alike:
+   the backend's Model.run turns flushing on around the model call (issue 14). */
 unsigned fp_enter(void)
 {
 #if defined(__SSE__) || defined(__x86_64__)

@@ -144,18 +144,20 @@ def test_live_mode_in_real_time(tmp_path):
 
 
 class _Denormal(torch.nn.Module):
-    """forward goes through denormal numbers: Pd's threads flush them to zero, plain Python
-    does not; [unravel~] must give the backend's result."""
+    """forward adds a path through denormal numbers (x * 1e-39): flushed to zero it adds 0
+    (output x), kept it adds ~x / 10."""
 
     def __init__(self):
         super().__init__()
         self.register_buffer("forward_params", torch.tensor([1, 1, 1, 1]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x * 1e-39) * 1e38
+        return x + (x * 1e-39) * 1e38
 
 
-def test_denormals_as_in_python(tmp_path):
+def test_denormals_flushed_as_in_the_backend(tmp_path):
+    """Issue 14: models run with denormals flushed to zero in the backend (Model.run) and in
+    [unravel~] (its model thread and inline in the DSP thread), bit for bit the same."""
     torch.jit.save(torch.jit.script(_Denormal()), str(tmp_path / "den.ts"))
     x = np.linspace(-1, 1, 4096, dtype=np.float32)
     sf.write(tmp_path / "x.wav", x, SR, subtype="FLOAT")
@@ -163,10 +165,15 @@ def test_denormals_as_in_python(tmp_path):
                                                Chain("unravel~ den forward 0", 1, 1, "x.wav", "z.wav")], 4096)
     r = run_pd(patch, args=["-r", str(SR)], timeout=60)
     assert r.returncode == 0 and r.errors == [], r.errors
-    ref = load_model(tmp_path / "den.ts").run("forward", torch.from_numpy(x)[None, None])[0, 0].numpy()
-    assert np.abs(ref).max() > 0.04
+    xt = torch.from_numpy(x)[None, None]
+    plain = lambda: torch.jit.load(str(tmp_path / "den.ts"))(xt)[0, 0].numpy()
+    assert np.abs(plain() - x).max() > 0.04      # without flushing the denormals count
+    ref = load_model(tmp_path / "den.ts").run("forward", xt)[0, 0].numpy()
+    np.testing.assert_array_equal(ref, x)        # the backend flushes them
+    assert np.abs(plain() - x).max() > 0.04      # and gives the thread its plain mode back
     for k, name in enumerate(("y.wav", "z.wav")):     # worker thread, and inline in the DSP thread
         L = int(r.after(f"info{k}: latency")[0])
         assert L == (1024, 64)[k]
         y = sf.read(tmp_path / name, dtype="float32")[0]
+        assert len(y) >= L + 4096
         np.testing.assert_array_equal(y[L:L + 4096], ref)
