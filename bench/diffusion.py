@@ -8,6 +8,10 @@ description per step), then the global z-score. Ours: unravel.diffusion.sample_s
 same steps, same seeds, same process; prints time ratios (ours / reference, lower is
 better) and the peak resident memory each adds while sampling.
 
+Then the samplers' accuracy: from the same noise (--seeds seeds), the relative distance
+|z - z_ref| / |z_ref| of the latents after 5, 10, 20, 50 steps to the reference sampler's
+100-step latents, for the reference sampler ('v') and DPM-Solver++(2M) ('dpm', --sampler dpm).
+
     .venv/bin/python bench/diffusion.py [--checkpoint default] [--steps 20] [--seeds 4]
 """
 
@@ -129,6 +133,19 @@ def main() -> None:
     print(f"{'run':<20} {'seconds':>8} {'ratio':>7} {'peak MB':>8}")
     for name in runs:
         print(f"{name:<20} {best[name]:>8.3f} {best[name] / base:>7.2f} {peaks[name]:>8.1f}")
+    distance_table(d, seeds)
+
+
+def distance_table(d: diffusion.Diffuser, seeds: list[int], counts=(5, 10, 20, 50), ref_steps: int = 100) -> None:
+    """Relative distance of each sampler's latents at `counts` steps to the reference
+    sampler's `ref_steps`-step latents from the same noise (all seeds in one batch)."""
+    noise = torch.cat([diffusion.make_noise(s, d.dims, d.latent_length) for s in seeds])
+    ref = d.model.sample(noise, ref_steps)
+    print(f"distance |z - z_ref| / |z_ref| to the {ref_steps}-step reference sampler output, {len(seeds)} seeds")
+    print(f"{'steps':>6} {'v (reference)':>14} {'dpm':>8}")
+    for n in counts:
+        dist = [((d.model.sample(noise, n, sampler=s) - ref).norm() / ref.norm()).item() for s in ("v", "dpm")]
+        print(f"{n:>6} {dist[0]:>14.4f} {dist[1]:>8.4f}")
 
 
 if __name__ == "__main__":

@@ -360,7 +360,7 @@ def job_tempo(s: Session, o: dict, base: str) -> list:
 
 
 @register_job("diffuse", {"checkpoint": "str", "output": "path", "seed": "int", "num": "int",
-                          "steps": "int", "temperature": "float", "latent-scale": "float",
+                          "steps": "int", "sampler": "str", "temperature": "float", "latent-scale": "float",
                           "skip-normalize": "bool", "length-mult": "int", "lerp": "bool",
                           "seed-a": "int", "seed-b": "int", "lerp-factor": "float",
                           "save-latents": "bool", "latent-wav": "bool", "arch": "str",

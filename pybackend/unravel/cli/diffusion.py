@@ -29,7 +29,7 @@ def cmd_diffuse(args: argparse.Namespace) -> int:
         skip_normalize=args.skip_normalize, length_mult=args.length_mult, lerp=args.lerp,
         seed_a=args.seed_a, seed_b=args.seed_b, lerp_factor=args.lerp_factor,
         save_latents=args.save_latents, latent_wav=args.latent_wav, arch=args.arch, name=args.name, batch=args.batch,
-        force=args.force, progress=sys.stderr.isatty())
+        force=args.force, progress=sys.stderr.isatty(), sampler=args.sampler)
     for r in results:
         print(r.wav)
         if r.npy:
@@ -82,6 +82,9 @@ def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentP
     s.add_argument("--seed", type=int, metavar="S", help="first seed (default: random)")
     s.add_argument("--num", type=int, default=1, metavar="N", help="files to make: seeds S, S+1, ...")
     s.add_argument("--steps", type=int, default=100, help="diffusion steps (default 100)")
+    s.add_argument("--sampler", choices=("v", "dpm"), default="v",
+                   help="v: the reference's sampler (default, same numbers as the reference for a seed); "
+                        "dpm: DPM-Solver++(2M), closer to the 100-step result in 10-20 steps")
     s.add_argument("--temperature", type=float, default=1.0, help="noise scale (default 1.0)")
     g = s.add_mutually_exclusive_group()
     g.add_argument("--latent-scale", type=float, default=1.0,

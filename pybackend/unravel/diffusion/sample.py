@@ -16,7 +16,7 @@ from unravel import audio as audio_io
 from unravel import latents as latents_io
 from unravel.diffusion.checkpoint import Diffuser, cached_checkpoint
 from unravel.diffusion.values import as_bool, as_float, as_int, check_seed, random_seed
-from unravel.diffusion.vdiffusion import total_factor
+from unravel.diffusion.vdiffusion import SAMPLERS, total_factor
 from unravel.errors import UnravelError
 
 
@@ -53,12 +53,14 @@ def _progress_bar(total: int, desc: str, enabled: bool):
 
 def sample_seeds(diffuser: Diffuser, seeds: Sequence[int], steps: int = 100, temperature: float = 1.0,
                  length_mult: int = 1, batch: int = 4, progress: bool = False,
-                 on_step: Callable[[int, int], None] | None = None) -> tuple[list[torch.Tensor], list[list[int]]]:
+                 on_step: Callable[[int, int], None] | None = None,
+                 sampler: str = "v") -> tuple[list[torch.Tensor], list[list[int]]]:
     """Denoised latents (1, D, L*mult) per seed (not normalized), and the seed groups run together.
 
     Seeds are sampled `batch` at a time in one forward pass; a group of one gives exactly
     the reference's numbers, a larger group the same up to float rounding (~1e-5).
-    `on_step(done, total)` reports progress.
+    `on_step(done, total)` reports progress. `sampler`: 'v' (the reference's) or 'dpm'
+    (DPM-Solver++(2M), closer to the many-step result in few steps).
     """
     length = diffuser.latent_length * length_mult
     factor = total_factor(diffuser.arch)
@@ -80,7 +82,7 @@ def sample_seeds(diffuser: Diffuser, seeds: Sequence[int], steps: int = 100, tem
 
         for group in groups:
             noise = torch.cat([make_noise(s, diffuser.dims, length, temperature) for s in group])
-            z = diffuser.model.sample(noise, steps, step)
+            z = diffuser.model.sample(noise, steps, step, sampler)
             out.extend(z[i:i + 1].clone() for i in range(len(group)))
     return out, groups
 
@@ -110,7 +112,7 @@ def diffuse_files(model, checkpoint: str | os.PathLike = "default", out_dir: str
                   lerp_factor=1.0, save_latents=False, latent_wav=False,
                   arch: str | os.PathLike | None = None,
                   name: str = "diffuse", batch=4, force=False, progress: bool = False,
-                  on_step: Callable[[int, int], None] | None = None) -> list[Diffused]:
+                  on_step: Callable[[int, int], None] | None = None, sampler: str = "v") -> list[Diffused]:
     """Sample latents from a diffusion checkpoint and decode them with a RAVE model.
 
     `model` is a unravel.model.Model or a model spec ('default', a path). Writes per result
@@ -130,6 +132,8 @@ def diffuse_files(model, checkpoint: str | os.PathLike = "default", out_dir: str
     lerp, skip_normalize = as_bool(lerp, "lerp"), as_bool(skip_normalize, "skip_normalize")
     save_latents, force = as_bool(save_latents, "save_latents"), as_bool(force, "force")
     latent_wav = as_bool(latent_wav, "latent_wav")
+    if sampler not in SAMPLERS:
+        raise UnravelError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
     for value, label in ((num, "num"), (steps, "steps"), (length_mult, "length_mult"), (batch, "batch")):
         if value < 1:
             raise UnravelError(f"{label} must be at least 1, got {value}")
@@ -157,7 +161,7 @@ def diffuse_files(model, checkpoint: str | os.PathLike = "default", out_dir: str
     folder = audio_io.check_writable_dir(out_dir)
 
     latents, groups = sample_seeds(diffuser, seeds, steps, temperature, length_mult, batch,
-                                   progress, on_step)
+                                   progress, on_step, sampler)
     group_of = {s: g for g in groups for s in g}
 
     results: list[Diffused] = []
@@ -184,7 +188,7 @@ def diffuse_files(model, checkpoint: str | os.PathLike = "default", out_dir: str
             "command": "diffuse", "checkpoint": str(diffuser.path), "arch_source": diffuser.arch_source,
             "model": str(model.path), "sr": model.sr, "dims": diffuser.dims,
             "latent_length": diffuser.latent_length, "length_mult": length_mult,
-            "steps": steps, "temperature": temperature, "latent_scale": latent_scale,
+            "steps": steps, "sampler": sampler, "temperature": temperature, "latent_scale": latent_scale,
             "skip_normalize": skip_normalize, "lerp": lerp,
             "seed": s, "seed_a": used[0] if lerp else None, "seed_b": used[1] if lerp else None,
             "lerp_factor": lerp_factor if lerp else None,

@@ -1,0 +1,91 @@
+"""Memory and creation time of N `[unravel~ -m MODEL decode]` objects in one `pd -batch`,
+against N `[nn~ MODEL decode]` (with --nn DIR).
+
+For each N (default 1 and 8) a patch with N objects is opened in a fresh `pd -batch` that
+quits at loadbang; reported per external: Pd's peak resident memory (ru_maxrss), the wall
+time of the process, and what each object after the first adds: (peak(N) - peak(1)) / (N - 1),
+and the same for the time (creation of the objects and loading the model; the first object
+also pays for starting Python/torch). The runs are interleaved and repeated; medians.
+
+Usage: .venv/bin/python bench/pd_memory.py [--model PATH] [--nn DIR] [--counts 1 8] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from pdrun import Patch, pd_command  # noqa: E402
+
+from unravel.model import resolve_model  # noqa: E402
+
+
+def patch(d: pathlib.Path, obj: str, n: int) -> pathlib.Path:
+    """N copies of `obj`, then quit at loadbang (after every object was created)."""
+    p = Patch()
+    for _ in range(n):
+        p.obj(obj)
+    lb = p.obj("loadbang")
+    q = p.msg("; pd quit")
+    p.connect(lb, 0, q, 0)
+    return p.write(d / f"{obj.split()[0].rstrip('~')}{n}.pd")
+
+
+def run(cmd: list[str]) -> tuple[float, float]:
+    """(peak RSS in MB, wall seconds) of one pd process; fails loudly on errors."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"))
+    err = p.stderr.read()
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t0
+    bad = [ln for ln in err.splitlines() if ln.lower().startswith("error") or "couldn't create" in ln]
+    if os.waitstatus_to_exitcode(status) != 0 or bad:
+        raise SystemExit(f"pd failed: {(bad or [err[-2000:]])[0]}")
+    return ru.ru_maxrss / 1024, wall
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--nn", type=pathlib.Path, help="folder with an nn~ build (nn~.pd_linux)")
+    ap.add_argument("--counts", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--rounds", type=int, default=3)
+    a = ap.parse_args()
+    model = resolve_model(a.model)
+    size = model.stat().st_size / 1e6
+    externals = {"unravel~": (f"unravel~ -m {model} decode", [])}
+    if a.nn:
+        externals["nn~"] = (f"nn~ {model} decode", ["-path", str(a.nn.resolve())])
+    print(f"model {model} ({size:.1f} MB file); load average {' '.join(open('/proc/loadavg').read().split()[:3])}")
+    with tempfile.TemporaryDirectory() as tmp:
+        d = pathlib.Path(tmp)
+        res: dict[tuple[str, int], list[tuple[float, float]]] = {}
+        for _ in range(a.rounds):
+            for name, (obj, extra) in externals.items():
+                for n in a.counts:
+                    res.setdefault((name, n), []).append(run(pd_command(patch(d, obj, n), extra)))
+        lo, hi = min(a.counts), max(a.counts)
+        for name in externals:
+            med = {n: (statistics.median(r[0] for r in res[(name, n)]),
+                       statistics.median(r[1] for r in res[(name, n)])) for n in a.counts}
+            line = "; ".join(f"{n} objects: peak {med[n][0]:.1f} MB, {med[n][1]:.2f} s" for n in a.counts)
+            print(f"{name:<9} {line}")
+            if hi > lo:
+                per_mb = (med[hi][0] - med[lo][0]) / (hi - lo)
+                per_s = (med[hi][1] - med[lo][1]) / (hi - lo)
+                print(f"{'':<9} each extra object: {per_mb:.1f} MB ({per_mb / size * 100:.0f} % of the "
+                      f"model file), {per_s * 1000:.0f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
