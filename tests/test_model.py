@@ -155,6 +155,7 @@ def test_resolve_model(tmp_path, monkeypatch, quirk_models):
 def test_reload_and_threads(quirk_models):
     m = load_model(quirk_models["plain"], threads=1)
     assert torch.get_num_threads() == 1
+    m.own()     # writes go to a private copy (issue 14: Models of one file share its module)
     w = dict(m.module.named_parameters())["codec.encoder.weight"]
     with torch.no_grad():
         w.add_(1.0)

@@ -45,6 +45,7 @@ class Bender:
     """Per-layer bend state over a Model; every write happens under model.lock."""
 
     def __init__(self, model: Model):
+        model.own()                 # copy on write: other Models of the file keep the original
         self.model = model
         self._module = None
         self._sync()

@@ -165,7 +165,8 @@ class Session:
         return [["loaded", 1], ["enabled", enabled], ["model", str(m.path)],
                 ["methods", *m.methods], ["method", method], ["attributes", *m.attributes()],
                 ["bufsize", bufsize], ["dim", p[0], p[2]], ["ratio", p[1], p[3]],
-                ["latency", latency], ["mode", mode], ["underruns", underruns], ["sr", m.sr]]
+                ["latency", latency], ["mode", mode], ["underruns", underruns], ["sr", m.sr],
+                ["shared", int(m.shared)]]
 
     def msg_reload(self, args: list) -> list[list]:
         _nargs("reload", args, 0, 0, "")

@@ -11,6 +11,7 @@ import math
 import os
 import pathlib
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -140,14 +141,54 @@ def _convert(current, value):
     return value
 
 
-class Model:
-    """A loaded nn~-contract TorchScript model. Methods run under `lock` and inference mode."""
+# One loaded TorchScript module per model file and process, shared by every Model of that
+# file (the objects of a patch) until one of them changes it (Model.own: copy on write).
+# Keyed by path, size and modification time; held weakly: it goes when its last Model does.
+_SHARED: "weakref.WeakValueDictionary[tuple, torch.jit.ScriptModule]" = weakref.WeakValueDictionary()
+_SHARED_LOCK = threading.Lock()
 
-    def __init__(self, path: os.PathLike, sr: int | None = None, warmup: bool = True):
+
+def _file_key(p: pathlib.Path) -> tuple:
+    st = p.stat()
+    return (str(p.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def _shared_module(p: pathlib.Path):
+    """The loaded module of this file that Models share, or None."""
+    with _SHARED_LOCK:
+        return _SHARED.get(_file_key(p))
+
+
+def _offer_module(p: pathlib.Path, module):
+    """Let later Models of this file share `module` (it never changes while shared);
+    returns the module that is shared now (another one if another Model was first)."""
+    with _SHARED_LOCK:
+        return _SHARED.setdefault(_file_key(p), module)
+
+
+def _read_module(p: pathlib.Path):
+    """torch.jit.load of the file (on the CPU, eval mode), or one clear error."""
+    try:
+        module = torch.jit.load(str(p), map_location="cpu")
+    except Exception as e:  # noqa: BLE001 - torch raises several types for bad files
+        raise UnravelError(f"{p}: not a TorchScript model ({_first_line(e)})") from None
+    module.eval()
+    return module
+
+
+class Model:
+    """A loaded nn~-contract TorchScript model. Methods run under `lock` and inference mode.
+
+    Models of the same file share one loaded module (memory, load time) unless its buffers
+    change as it runs (streaming caches: per-object state); `own()` gives a Model its private
+    copy before anything changes the module (bend, weights, attributes)."""
+
+    def __init__(self, path: os.PathLike, sr: int | None = None, warmup: bool = True, share: bool = True):
         self.path = pathlib.Path(path)
         self.lock = threading.RLock()
         self._sr_override = sr
         self._warmup = warmup
+        self._share = share
         self._load()
 
     # ------------------------------------------------------------------ loading
@@ -156,10 +197,8 @@ class Model:
         p = self.path
         if not p.is_file():
             raise UnravelError(f"{p}: model file not found")
-        try:
-            module = torch.jit.load(str(p), map_location="cpu")
-        except Exception as e:  # noqa: BLE001 - torch raises several types for bad files
-            raise UnravelError(f"{p}: not a TorchScript model ({_first_line(e)})") from None
+        shared = _shared_module(p) if self._share else None
+        module = shared if shared is not None else _read_module(p)
         module.eval()
         try:
             methods = _discover_methods(module)
@@ -179,8 +218,44 @@ class Model:
         # per method: (the TorchScript function, input channels, input length step)
         self._run_specs: dict[str, tuple[Callable, int, int]] = {
             m: (getattr(module, m), mp.in_channels, self._step(mp)) for m, mp in methods.items()}
+        self.shared = shared is not None
+        if self.shared:
+            return                  # warmed up by the Model that loaded it
+        # a module whose buffers change when it runs (streaming caches) keeps per-object state:
+        # never shared; any other is offered to the next Models of the same file
+        share = self._share and self._warmup and not self._keeps_state()
         if self._warmup:
             self.warmup()
+        if share:
+            self.shared = _offer_module(p, module) is module
+
+    def _keeps_state(self) -> bool:
+        """Whether running a method changes the module's buffers (streaming caches): every
+        method runs once on seeded noise, then the buffers are put back as they were."""
+        buffers = list(self.module.buffers())
+        saved = [b.clone() for b in buffers]
+        gen = torch.Generator().manual_seed(0)
+        for m, (_, channels, step) in self._run_specs.items():
+            try:
+                self.run(m, torch.randn(1, channels, step, generator=gen))
+            except UnravelError:
+                pass  # a method that fails here fails later with a clear message
+        changed = any(not torch.equal(a, b) for a, b in zip(saved, buffers))
+        with torch.no_grad():
+            for b, s in zip(buffers, saved):
+                b.copy_(s)
+        return changed
+
+    def own(self) -> None:
+        """Copy on write: before this Model changes its module (bend, set_weights, an
+        attribute), give it a private copy if it shares one with other Models."""
+        with self.lock:
+            if self.shared:
+                share, self._share = self._share, False
+                try:
+                    self._load()
+                finally:
+                    self._share = share
 
     def _step(self, mp: MethodParams) -> int:
         """Input length granularity: whole output frames, and whole latent frames for
@@ -200,7 +275,8 @@ class Model:
                 pass  # a method that fails on silence fails later with a clear message
 
     def reload(self) -> None:
-        """Reload the model from its file (original weights)."""
+        """Reload the model from its file (original weights; shared again with the other
+        Models of the same unchanged file)."""
         with self.lock:
             self._load()
 
@@ -298,9 +374,10 @@ class Model:
             args = [_convert(c, v) for c, v in zip(current, values)]
         except (TypeError, ValueError):
             raise UnravelError(f"{self.path.name}: bad value {values} for attribute '{name}'") from None
-        setter = getattr(self.module, f"set_{name}", None)
-        if setter is None:
+        if getattr(self.module, f"set_{name}", None) is None:
             raise UnravelError(f"{self.path.name}: attribute '{name}' is read-only")
+        self.own()
+        setter = getattr(self.module, f"set_{name}")
         try:
             with self.lock:
                 rc = setter(*args)
@@ -344,7 +421,8 @@ class Model:
 
 
 def load_model(spec: str | os.PathLike, sr: int | None = None, threads: int = 1, warmup: bool = True,
-               search: Sequence[os.PathLike] = ()) -> Model:
-    """Resolve `spec` (see resolve_model), load it, warm every method up."""
+               search: Sequence[os.PathLike] = (), share: bool = True) -> Model:
+    """Resolve `spec` (see resolve_model), load it (or share the module other Models of the
+    file loaded, see Model), warm every method up."""
     set_threads(threads)
-    return Model(resolve_model(spec, search), sr=sr, warmup=warmup)
+    return Model(resolve_model(spec, search), sr=sr, warmup=warmup, share=share)
