@@ -146,6 +146,7 @@ def _convert(current, value):
 # Keyed by path, size and modification time; held weakly: it goes when its last Model does.
 _SHARED: "weakref.WeakValueDictionary[tuple, torch.jit.ScriptModule]" = weakref.WeakValueDictionary()
 _SHARED_LOCK = threading.Lock()
+_STATEFUL: set[tuple] = set()      # files whose modules keep state: never shared
 
 
 def _file_key(p: pathlib.Path) -> tuple:
@@ -223,7 +224,10 @@ class Model:
             return                  # warmed up by the Model that loaded it
         # a module whose buffers change when it runs (streaming caches) keeps per-object state:
         # never shared; any other is offered to the next Models of the same file
-        share = self._share and self._warmup and not self._keeps_state()
+        share = self._share and self._warmup and _file_key(p) not in _STATEFUL
+        if share and self._keeps_state():
+            _STATEFUL.add(_file_key(p))     # the next Models of the file need not probe
+            share = False
         if self._warmup:
             self.warmup()
         if share:
