@@ -81,8 +81,8 @@ def test_pipeline_commands(tmp_path):
     gen = ["generate", tmp_path / "lat", "--pattern", "fibo", "--dist", "normal", "--bpm", "120",
            "--loops", "2", "--seed", "7", "--model", "default"]
     r = run(*gen, "-o", tmp_path / "g1")
-    paths = ok(r).split()
-    assert paths == [str(tmp_path / "g1" / "fibo-normal-001.npy")]
+    paths = ok(r).split()   # every file written: .npy, .latent.wav, .json
+    assert paths == [str(tmp_path / "g1" / f"fibo-normal-001{s}") for s in (".npy", ".latent.wav", ".json")]
     assert "117.45 BPM" in r.stderr
     same = gen[:-2] + ["--sr", "44100", "--ratio", "2048"]   # what --model default gives
     ok(run(*same, "-o", tmp_path / "g2"))

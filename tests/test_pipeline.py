@@ -143,14 +143,63 @@ def test_generate_reproducible(tmp_path, encoded, pattern):
     assert [p.name for p in a] == [f"{pattern}-correlation-001.npy", f"{pattern}-correlation-002.npy"]
     for pa, pb in zip(a, b):
         assert same_bytes(outputs(pa), outputs(pb))
-    assert a[0].read_bytes() != a[1].read_bytes()      # file i has seed 11 + i
-    c = pipeline.generate_files(encoded, tmp_path / "c", **{**kw, "files": 1, "seed": 12})
+    assert a[0].read_bytes() != a[1].read_bytes()      # file 1 continues the stream of seed 11
+    c = pipeline.generate_files(encoded, tmp_path / "c", **{**kw, "files": 1, "skip": 1})
     assert same_bytes(outputs(c[0]), outputs(a[1]))
-    rows = {"fibo": 2 * (1 + 2 + 3 + 5), "orale": 2 * 16 * 5, "blender": (5 * 8 + 1) * 2 * 5,
-            "swapper": 2 * 2 * 5, "default": 2 * 5}[pattern]
+    rows = {"fibo": 2 * (1 + 2 + 3 + 5), "orale": 2 * 64 * 5, "blender": (5 * 8 + 1) * 2 * 5,
+            "swapper": 2 * 5 * 5, "default": 2 * 5}[pattern]
     assert np.load(a[0]).shape == (1, 8, rows)
     info = sf.info(outputs(a[0])[1])
     assert (info.samplerate, info.channels, info.subtype, info.frames) == (21, 8, "DOUBLE", rows)
+
+
+def unravel_stats(paths):
+    """Mean, std and covariance as UnRAVEl's generator computes them (float32 numpy on (1, D, T))."""
+    all_data = np.concatenate([np.load(p) for p in paths], axis=2)
+    mean, std = np.mean(all_data, axis=2)[0], np.std(all_data, axis=2)[0]
+    cov = np.outer(std, std) * np.corrcoef(all_data[0])
+    return mean, std, cov
+
+
+@pytest.mark.parametrize("dist", ["normal", "correlation"])
+def test_generate_files_one_stream_as_unravel(tmp_path, encoded, dist):
+    # UnRAVEl's generator: rng = default_rng(seed); per file, blocks A (and B) drawn in turn
+    made = pipeline.generate_files(encoded, tmp_path, pattern="blender", dist=dist, points=2,
+                                   files=3, seed=42)
+    mean, std, cov = unravel_stats(encoded)
+    rng = np.random.default_rng(42)
+    for npy in made:
+        if dist == "normal":
+            a, b = (rng.normal(mean, std, size=(2, 8)).astype(np.float32) for _ in range(2))
+        else:
+            a, b = (rng.multivariate_normal(mean, cov, size=2).astype(np.float32) for _ in range(2))
+        g = np.load(npy)[0].T
+        assert g.shape == ((2 * 8 + 1) * 2, 8)
+        np.testing.assert_allclose(g[:2], a, rtol=1e-4, atol=1e-5)     # state 0 is A
+        np.testing.assert_allclose(g[-2:], b, rtol=1e-4, atol=1e-5)    # the last state is B
+    side = latents.read_json(made[2].with_suffix(".json"))
+    assert side["seed"] == 42 and side["index"] == 2 and side["argv"][-6:-4] == ["--skip", "2"]
+
+
+def test_generate_cli_prints_files_plot_and_fibo_steps(tmp_path, encoded, capsys):
+    out = tmp_path / "g"
+    png = tmp_path / "plot.png"
+    assert cli.main(["generate", *map(str, encoded), "--pattern", "fibo", "--points", "10",
+                     "--files", "2", "--plot", str(png), "-o", str(out)]) == 0
+    printed = capsys.readouterr()
+    names = ["fibo-normal-001.npy", "fibo-normal-001.latent.wav", "fibo-normal-001.json",
+             "fibo-normal-002.npy", "fibo-normal-002.latent.wav", "fibo-normal-002.json"]
+    assert printed.out.split() == [str(out / n) for n in names] + [str(png)]
+    assert "fibo: 5 Fibonacci steps (1, 2, 3, 5, 8) from 10 points" in printed.err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert latents.read_json(out / "fibo-normal-001.json")["fibo_steps"] == [1, 2, 3, 5, 8]
+    # an existing plot is not overwritten unless --force; nothing is generated then
+    with pytest.raises(UnravelError, match="plot.png: already exists"):
+        pipeline.generate_files(encoded, tmp_path / "h", plot=png)
+    assert not (tmp_path / "h").exists()
+    assert cli.main(["generate", *map(str, encoded), "--pattern", "fibo", "--points", "55",
+                     "--plot", str(png), "--force", "-o", str(out)]) == 0
+    assert "Fibonacci steps" not in capsys.readouterr().err
 
 
 def test_generate_sidecar_remakes_file(tmp_path, encoded):

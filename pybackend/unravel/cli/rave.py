@@ -96,16 +96,25 @@ def _sr_ratio(args: argparse.Namespace) -> tuple[int, int]:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from unravel import pipeline
+    from unravel import patterns, pipeline
     sr, ratio = _sr_ratio(args)
     paths = pipeline.generate_files(args.latents, args.output, pattern=args.pattern, dist=args.dist,
                                     iqr=args.iqr, points=args.points, bpm=args.bpm, loops=args.loops,
-                                    files=args.files, seed=args.seed, sr=sr, ratio=ratio)
-    if args.bpm is not None:
-        k, info = pipeline.resolve_points(None, args.bpm, sr, ratio)
+                                    files=args.files, seed=args.seed, sr=sr, ratio=ratio,
+                                    skip=args.skip, plot=args.plot, force=args.force)
+    k, info = pipeline.resolve_points(args.points, args.bpm, sr, ratio)
+    if info is not None and args.bpm is not None:
         print(f"{k} frames per block: {info['bpm']:.2f} BPM (target {info['target']:g}, "
               f"error {info['error']:+.2f})", file=sys.stderr)
-    _print_paths(paths)
+    if args.pattern == "fibo" and k < patterns.FIBO_FULL_RUN:
+        steps = patterns.fibonacci(k)
+        print(f"fibo: {len(steps)} Fibonacci steps ({', '.join(map(str, steps))}) from {k} points; "
+              f"a full run (as UnRAVEl's generator requires) needs {patterns.FIBO_FULL_RUN}",
+              file=sys.stderr)
+    for p in paths:
+        _print_paths(pipeline.generated_outputs(p))
+    if args.plot:
+        print(args.plot)
     return 0
 
 
@@ -173,7 +182,7 @@ def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentP
 
     from unravel.distributions import DISTRIBUTIONS
     from unravel.patterns import PATTERNS
-    s = sub.add_parser("generate", parents=[common],
+    s = sub.add_parser("generate", parents=[common, force],
                        help="synthetic latents from the statistics of encodings, arranged in a pattern")
     s.add_argument("latents", nargs="+", metavar="LATENTS", help=".npy / latent .wav files or folders")
     s.add_argument("--pattern", choices=PATTERNS, default="default")
@@ -183,8 +192,13 @@ def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentP
     g.add_argument("--points", type=int, metavar="K", help="frames per block")
     g.add_argument("--bpm", type=float, help="pick the block length whose tempo is nearest (default 120)")
     s.add_argument("--loops", type=int, default=1, metavar="N", help="repetitions (default 1)")
-    s.add_argument("--files", type=int, default=1, metavar="N", help="files to make (seeds S, S+1, ...)")
+    s.add_argument("--files", type=int, default=1, metavar="N",
+                   help="files to make, all from one random stream (default 1)")
     s.add_argument("--seed", type=int, default=0, metavar="S")
+    s.add_argument("--skip", type=int, default=0, metavar="I",
+                   help="draw and drop the first I files of the stream (the sidecars use it)")
+    s.add_argument("--plot", metavar="PNG",
+                   help="also write violin, box and time-series plots of the generated files")
     _add_rate_args(s)
     s.add_argument("-o", "--output", default=".", metavar="DIR", help="output folder (default: .)")
     s.set_defaults(func=cmd_generate)
