@@ -54,8 +54,9 @@ def test_encode_shapes_and_latent_wav(encoded, default_model):
     a, b = encoded
     assert [p.name for p in encoded] == ["a.npy", "b.npy"]
     za, zb = np.load(a), np.load(b)
-    assert za.dtype == np.float32 and za.shape == (1, 8, math.ceil(int(1.5 * 44100) / 2048))
-    assert zb.shape == (1, 8, math.ceil(44100 / 2048))
+    # the raw length goes to the model (no padding): the toy model floors
+    assert za.dtype == np.float32 and za.shape == (1, 8, int(1.5 * 44100) // 2048)
+    assert zb.shape == (1, 8, 44100 // 2048)
     w = a.parent / "a.latent.wav"
     info = sf.info(w)
     assert (info.samplerate, info.channels, info.subtype, info.frames) == (21, 8, "DOUBLE", za.shape[2])
@@ -81,10 +82,40 @@ def test_encode_resamples_and_mixes(tmp_path, models):
     [p] = pipeline.encode_files(m, [tmp_path / "s.wav"], tmp_path / "o", progress=False)
     from scipy.signal import resample_poly
     mono = resample_poly(x.astype(np.float64).mean(0), 160, 147).astype(np.float32)
-    expect = m.encode(mono[None])
+    expect = m.encode(mono[None], whole_frames=False)
     z = latents.read(p)
-    assert z.shape == expect.shape == (8, math.ceil(48000 / 2048))
+    assert z.shape == expect.shape == (8, 48000 // 2048)
     np.testing.assert_allclose(z, expect, atol=1e-4)
+
+
+def test_encode_passes_the_raw_length(tmp_path, default_model):
+    # UnRAVEl's encoder gives the model the file as long as it is; padding to whole frames
+    # (what model.encode does by default) changes the frame count and the last frames
+    import torch
+    n = 10 * 2048 + 5
+    x = np.random.default_rng(1).uniform(-0.5, 0.5, n).astype(np.float32)
+    sf.write(tmp_path / "r.wav", x, 44100, subtype="FLOAT")
+    [p] = pipeline.encode_files(default_model, [tmp_path / "r.wav"], tmp_path / "o", progress=False)
+    with torch.inference_mode():
+        direct = default_model.module.encode(torch.from_numpy(x)[None, None])[0].numpy()
+    np.testing.assert_array_equal(latents.read(p), direct)
+    assert direct.shape == (8, 10) and default_model.encode(x[None]).shape == (8, 11)
+
+
+def test_encode_recursive_extensions_and_names(tmp_path, default_model):
+    d = tmp_path / "lib"
+    for sub in ("", "drums", "drums/kick", ".hidden"):
+        (d / sub).mkdir(parents=True, exist_ok=True)
+    for name in ("a.wav", "drums/a.wav", "drums/kick/a.WAV", "drums/b.flac", ".hidden/c.wav",
+                 "drums/.d.wav"):
+        write_tone(d / name, 44100, 0.3, fmt="FLAC" if name.endswith("flac") else "WAV")
+    (d / "drums" / "x.txt").write_text("no")
+    out = pipeline.encode_files(default_model, [d], tmp_path / "o", progress=False)
+    assert [p.name for p in out] == ["a.npy", "drums--a.npy", "drums--b.npy", "drums--kick--a.npy"]
+    only = pipeline.encode_files(default_model, [d], tmp_path / "o2", progress=False, extensions=["flac"])
+    assert [p.name for p in only] == ["drums--b.npy"]
+    with pytest.raises(UnravelError, match="lib: folder has no audio files \\(.ogg\\)"):
+        pipeline.encode_files(default_model, [d], tmp_path / "o3", extensions=[".ogg"])
 
 
 def test_encode_folder_and_errors(tmp_path, default_model):

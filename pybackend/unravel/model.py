@@ -206,9 +206,11 @@ class Model:
 
     # ------------------------------------------------------------------ running
 
-    def run(self, method: str, x: torch.Tensor) -> torch.Tensor:
+    def run(self, method: str, x: torch.Tensor, whole_frames: bool = True) -> torch.Tensor:
         """(B, in_ch, n) float32 -> (B, out_ch, m); pads n up to whole frames, crops the output
-        to the frames the unpadded input covers; decode's optional argument keeps its default.
+        to the frames the unpadded input covers (with `whole_frames` False the model gets n as
+        it is, as UnRAVEl's encoder passes it, unless n is shorter than one frame); decode's
+        optional argument keeps its default.
         Runs under self.lock and inference mode (entered here unless the caller's thread is
         already in it)."""
         spec = self._run_specs.get(method)
@@ -221,7 +223,7 @@ class Model:
         if x.dtype is not torch.float32:
             x = x.to(torch.float32)
         n = shape[2]
-        pad = -n % step
+        pad = -n % step if whole_frames or n < step else 0
         if pad:
             x = torch.nn.functional.pad(x, (0, pad))
         try:
@@ -241,14 +243,16 @@ class Model:
             y = y[..., : -(-n * mp.in_ratio // mp.out_ratio)]
         return y
 
-    def encode(self, audio: np.ndarray) -> np.ndarray:
-        """(C, n) float32 audio at self.sr, C == in_channels -> (D, T) float32 latents."""
+    def encode(self, audio: np.ndarray, whole_frames: bool = True) -> np.ndarray:
+        """(C, n) float32 audio at self.sr, C == in_channels -> (D, T) float32 latents
+        (`whole_frames`: see `run`)."""
         a = np.asarray(audio, dtype=np.float32)
         if a.ndim == 1:
             a = a[None]
         if a.ndim != 2 or a.shape[0] != self.in_channels:
             raise UnravelError(f"{self.path.name}: encode takes ({self.in_channels}, n) audio, got {a.shape}")
-        return self.run("encode", torch.from_numpy(np.ascontiguousarray(a))[None])[0].numpy()
+        return self.run("encode", torch.from_numpy(np.ascontiguousarray(a))[None],
+                        whole_frames)[0].numpy()
 
     def decode(self, z: np.ndarray) -> np.ndarray:
         """(D, T) latents -> (out_channels, T * ratio) float32 audio."""

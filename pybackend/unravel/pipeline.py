@@ -13,7 +13,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -83,30 +83,39 @@ def read_latents(inputs: Sequence[PathLike], dims: int | None = None) -> tuple[l
 
 
 def encode_targets(inputs: Sequence[PathLike], out_dir: PathLike, latent_wav: bool = False,
-                   force: bool = False) -> tuple[list[Path], list[Path], list[Path]]:
+                   force: bool = False, extensions: Sequence[str] = audio.AUDIO_EXTENSIONS
+                   ) -> tuple[list[Path], list[Path], list[Path]]:
     """Check what encode_files would read and write: (audio files, .npy paths, latent wav paths).
     Raises UnravelError for missing inputs, an unusable output folder or outputs that exist."""
-    files = audio.find_audio(inputs)
+    found = audio.scan_audio(inputs, extensions)
     out = audio.check_writable_dir(out_dir)
-    npys = [out / f"{f.stem}.npy" for f in files]
-    wavs = [out / f"{f.stem}{latent_io.LATENT_WAV_SUFFIX}" for f in files]
+    files = [f for f, _ in found]
+    npys = [out / f"{name}.npy" for _, name in found]
+    wavs = [out / f"{name}{latent_io.LATENT_WAV_SUFFIX}" for _, name in found]
     _targets(npys + (wavs if latent_wav else []), force)
     return files, npys, wavs
 
 
 def encode_files(model: "Model", inputs: Sequence[PathLike], out_dir: PathLike,
-                 latent_wav: bool = False, progress: bool = True, force: bool = False) -> list[Path]:
+                 latent_wav: bool = False, progress: bool = True, force: bool = False,
+                 extensions: Sequence[str] = audio.AUDIO_EXTENSIONS,
+                 written: Callable[[Path], None] | None = None) -> list[Path]:
     """Encode audio files/folders to `<out_dir>/<name>.npy` (float32 (1, D, T)); with
-    `latent_wav` also `<name>.latent.wav`. Returns the `.npy` paths."""
+    `latent_wav` also `<name>.latent.wav`. Folders are scanned recursively for `extensions`
+    (names: see `audio.scan_audio`). Each file goes to the model at its own length, as
+    UnRAVEl's encoder passes it (no padding to whole frames). `written` is called with each
+    file as it is written. Returns the `.npy` paths."""
     _require(model, "encode")
-    files, npys, wavs = encode_targets(inputs, out_dir, latent_wav, force)
+    files, npys, wavs = encode_targets(inputs, out_dir, latent_wav, force, extensions)
     rate = latent_io.latent_rate(model.sr, model.ratio)
     for f, npy, wav in _progress(list(zip(files, npys, wavs)), progress, "encode"):
         x = audio.load(f, model.sr, model.in_channels)
-        z = model.encode(x)
-        latent_io.write_npy(npy, z, force=force)
+        z = model.encode(x, whole_frames=False)
+        made = [latent_io.write_npy(npy, z, force=force)]
         if latent_wav:
-            latent_io.write_wav(wav, z, rate, force=force)
+            made.append(latent_io.write_wav(wav, z, rate, force=force))
+        for p in made if written else ():
+            written(p)
     return npys
 
 

@@ -58,10 +58,11 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_encode(args: argparse.Namespace) -> int:
     from unravel import pipeline
     # fail on bad inputs or outputs before loading the model
-    pipeline.encode_targets(args.inputs, args.output, args.latent_wav, args.force)
+    pipeline.encode_targets(args.inputs, args.output, args.latent_wav, args.force, args.extensions)
     model = _load(args, args.model)
-    _print_paths(pipeline.encode_files(model, args.inputs, args.output, latent_wav=args.latent_wav,
-                                       force=args.force))
+    pipeline.encode_files(model, args.inputs, args.output, latent_wav=args.latent_wav,
+                          force=args.force, extensions=args.extensions,
+                          written=lambda p: print(p, flush=True))
     return 0
 
 
@@ -168,9 +169,13 @@ def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentP
 
     s = sub.add_parser("encode", parents=[common, force], help="audio files or folders -> latents (.npy)")
     s.add_argument("--model", "-m", required=True, help=MODEL_HELP)
-    s.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or folders")
+    s.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="audio files or folders (scanned with their subfolders)")
     s.add_argument("-o", "--output", default=".", metavar="DIR", help="output folder (default: .)")
     s.add_argument("--latent-wav", action="store_true", help="also write <name>.latent.wav")
+    from unravel.audio import AUDIO_EXTENSIONS
+    s.add_argument("--extensions", nargs="+", default=list(AUDIO_EXTENSIONS), metavar="EXT",
+                   help="file endings looked for in folders (default: %(default)s)")
     s.set_defaults(func=cmd_encode)
 
     s = sub.add_parser("stats", parents=[common, force], help="per-dimension statistics of latents")
