@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -101,6 +103,42 @@ def test_pipeline_commands(tmp_path):
     r = run("decode", "--model", "default", paths[0], "-o", tmp_path / "dec")
     assert r.returncode == 2 and "already exists" in r.stderr
     assert (tmp_path / "dec" / "fibo-normal-001.wav").read_bytes() == w.read_bytes()
+
+
+def test_info_as_unravels_inspector(tmp_path, quirk_models):
+    # class names, the stereo flag and the state dict's buffers, as UnRAVEl's inspector shows
+    text = ok(run("info", "default"))
+    assert "encoder      ConvEncoder" in text and "decoder      ConvDecoder" in text
+    assert "stereo       unknown" in text and "buffers      3" in text
+    assert re.search(r"\n  decode_params +4 +4\n", text)
+    info = json.loads(ok(run("info", quirk_models["stereo"], "--json")))
+    assert info["stereo"] is True and info["encoder"] is None
+    assert {b["name"] for b in info["buffers"]} >= {"encode_params", "decode_params", "forward_params"}
+    # a folder of models (with subfolders), and the parameter table as CSV
+    lib = tmp_path / "lib"
+    (lib / "more").mkdir(parents=True)
+    shutil.copy(quirk_models["stereo"], lib / "st.ts")
+    shutil.copy(quirk_models["dims4"], lib / "more" / "d4.ts")
+    (lib / "notes.txt").write_text("x")
+    csv_path = tmp_path / "table.csv"
+    r = ok(run("info", lib, "--csv", csv_path))
+    assert [l.split()[1] for l in r.splitlines() if l.startswith("model ")] == \
+        [str(lib / "more" / "d4.ts"), str(lib / "st.ts")]
+    import csv
+    rows = list(csv.DictReader(csv_path.open()))
+    d4 = json.loads(ok(run("info", lib / "more" / "d4.ts", "--json")))
+    mine = [r for r in rows if r["model"] == str(lib / "more" / "d4.ts")]
+    assert [r["name"] for r in mine] == [l["name"] for l in d4["layers"]] + [b["name"] for b in d4["buffers"]]
+    first = mine[0]
+    assert (first["kind"], first["shape"], int(first["numel"])) == (
+        "parameter", "x".join(map(str, d4["layers"][0]["shape"])), d4["layers"][0]["numel"])
+    assert {r["kind"] for r in mine[len(d4["layers"]):]} == {"buffer"}
+    r = run("info", lib, "--csv", csv_path)
+    assert r.returncode == 2 and "table.csv: already exists" in r.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = run("info", empty)
+    assert r.returncode == 2 and "empty: folder has no .ts model files" in r.stderr
 
 
 def test_info_and_bend(tmp_path, quirk_models):

@@ -324,8 +324,33 @@ class Model:
         """Total number of parameter elements."""
         return sum(p.numel() for p in self.module.parameters())
 
+    def buffers(self) -> list[Layer]:
+        """The state dict's buffers (tensors that are not parameters: method shapes, caches,
+        filterbanks), all flagged learned=False."""
+        return [Layer(n, tuple(b.shape), b.numel(), False) for n, b in self.module.named_buffers()]
+
+    def classes(self) -> dict:
+        """The class names UnRAVEl's inspector shows: `encoder` (and `encoder_inner`, the
+        encoder it wraps, e.g. WasserteinEncoder around EncoderV2), `decoder` (e.g.
+        GeneratorV2), from `encoder`/`decoder` or a legacy `_rave.` submodule; `stereo`,
+        the model's flag. None where the model does not have it."""
+        def name(*path: str) -> str | None:
+            m = self.module
+            for part in path:
+                m = getattr(m, part, None)
+                if not isinstance(m, torch.nn.Module):
+                    return None
+            return getattr(m, "original_name", type(m).__name__)
+
+        root = () if name("encoder") or name("decoder") else ("_rave",)
+        stereo = getattr(self.module, "stereo", None)
+        return {"encoder": name(*root, "encoder"), "encoder_inner": name(*root, "encoder", "encoder"),
+                "decoder": name(*root, "decoder"),
+                "stereo": bool(stereo) if isinstance(stereo, (bool, int)) else None}
+
     def info(self) -> dict:
-        """JSON-able summary: path, sr, methods, latent dims, ratio, attributes, layers."""
+        """JSON-able summary: path, sr, methods, latent dims, ratio, attributes, encoder and
+        decoder classes, stereo flag, layers (parameters) and buffers."""
         return {
             "path": str(self.path),
             "sr": self.sr,
@@ -336,8 +361,11 @@ class Model:
             "out_channels": self.out_channels,
             "attributes": {a: self.get_attribute(a) for a in self.attributes()},
             "parameters": self.num_parameters(),
+            **self.classes(),
             "layers": [{"name": l.name, "shape": list(l.shape), "numel": l.numel, "learned": l.learned}
                        for l in self.layers()],
+            "buffers": [{"name": b.name, "shape": list(b.shape), "numel": b.numel}
+                        for b in self.buffers()],
         }
 
 
