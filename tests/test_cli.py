@@ -105,6 +105,49 @@ def test_pipeline_commands(tmp_path):
     assert (tmp_path / "dec" / "fibo-normal-001.wav").read_bytes() == w.read_bytes()
 
 
+def run_on_terminal(*args) -> tuple[int, str, str]:
+    """Run the CLI with stderr on a pseudo-terminal: (status, stdout, what the terminal got)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))   # 24 x 100
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    p = subprocess.Popen([sys.executable, "-m", "unravel.cli", *map(str, args)], env=env,
+                         stdout=subprocess.PIPE, stderr=slave, text=True)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:          # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    out = p.stdout.read()
+    rc = p.wait(timeout=240)
+    os.close(master)
+    return rc, out, b"".join(chunks).decode(errors="replace")
+
+
+def test_long_file_progress_on_a_terminal(tmp_path):
+    tone(tmp_path / "long.wav", 44100, 12.0)
+    tone(tmp_path / "short.wav", 44100, 2.0)
+    rc, out, term = run_on_terminal("encode", "--model", "default", tmp_path / "long.wav",
+                                    tmp_path / "short.wav", "-o", tmp_path / "lat")
+    assert rc == 0 and out.split() == [str(tmp_path / "lat" / "long.npy"), str(tmp_path / "lat" / "short.npy")]
+    assert "encode long.wav" in term and f"0/{12 * 44100 // 2048} [" in term and "frames/s" in term
+    assert "encode short.wav" not in term
+    rc, out, term = run_on_terminal("decode", "--model", "default", tmp_path / "lat" / "long.npy",
+                                    "-o", tmp_path / "dec")
+    assert rc == 0 and "decode long.wav" in term and f"0/{12 * 44100 // 2048} [" in term and "frames/s" in term
+    # not on a terminal: no status lines
+    r = run("encode", "--model", "default", tmp_path / "long.wav", "-o", tmp_path / "lat2")
+    assert "frames" not in ok(r) + r.stderr
+
+
 def test_info_as_unravels_inspector(tmp_path, quirk_models):
     # class names, the stereo flag and the state dict's buffers, as UnRAVEl's inspector shows
     text = ok(run("info", "default"))

@@ -8,12 +8,14 @@ name and renamed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shlex
 import sys
+import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -34,6 +36,36 @@ def _progress(items: list, progress: bool, desc: str) -> Iterable:
         return items
     from tqdm import tqdm
     return tqdm(items, desc=desc, unit="file", file=sys.stderr, disable=None, leave=False)
+
+
+# A file at least this long (seconds of audio) shows its own status line on a terminal.
+LONG_FILE_SECONDS = 10.0
+
+
+@contextlib.contextmanager
+def _working(desc: str, frames: int, show: bool) -> Iterator[None]:
+    """On a terminal (stderr) when `show`: a line `desc: done/frames frames [elapsed]`,
+    refreshed while the model works on the whole file in one call, filled when it returns."""
+    if not show or not sys.stderr.isatty():
+        yield
+        return
+    from tqdm import tqdm
+    bar = tqdm(total=frames, desc=desc, unit="frames", file=sys.stderr, leave=False)
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(0.5):
+            bar.refresh()
+
+    ticker = threading.Thread(target=tick, daemon=True)
+    ticker.start()
+    try:
+        yield
+        bar.update(frames)
+    finally:
+        stop.set()
+        ticker.join()
+        bar.close()
 
 
 def _require(model: "Model", method: str) -> None:
@@ -110,7 +142,9 @@ def encode_files(model: "Model", inputs: Sequence[PathLike], out_dir: PathLike,
     rate = latent_io.latent_rate(model.sr, model.ratio)
     for f, npy, wav in _progress(list(zip(files, npys, wavs)), progress, "encode"):
         x = audio.load(f, model.sr, model.in_channels)
-        z = model.encode(x, whole_frames=False)
+        long = progress and x.shape[1] >= LONG_FILE_SECONDS * model.sr
+        with _working(f"encode {f.name}", x.shape[1] // model.ratio, long):
+            z = model.encode(x, whole_frames=False)
         made = [latent_io.write_npy(npy, z, force=force)]
         if latent_wav:
             made.append(latent_io.write_wav(wav, z, rate, force=force))
@@ -315,7 +349,9 @@ def decode_files(model: "Model", latents: Sequence[PathLike], out_dir: PathLike,
     # Read everything first: a bad file stops the batch before anything is written.
     arrays = [latent_io.read(p, model.latent_dims, expected_by=f"model {model.path.name}") for p in paths]
     for z, target in _progress(list(zip(arrays, targets)), progress, "decode"):
-        y = model.decode(z)
+        long = progress and z.shape[1] * model.ratio >= LONG_FILE_SECONDS * model.sr
+        with _working(f"decode {target.name}", z.shape[1], long):
+            y = model.decode(z)
         audio.write(target, y, model.sr, force=force)
     return targets
 
