@@ -190,6 +190,30 @@ def scan_audio(inputs: Sequence[str | os.PathLike],
     return [(p, named.get(p, p.stem)) for p in files if unique[p.resolve()] is p]
 
 
+def unique_names(found: Sequence[tuple[Path, str]]) -> list[str]:
+    """The names of `scan_audio`'s files made unique: a name an earlier file already has
+    gets the file's folders put in front, nearest first, until it is free
+    (`a/x.wav`, `b/x.wav` -> `x`, `b--x`), then its extension (`x.wav`, `x.flac` -> `x`,
+    `x-flac`)."""
+    taken: set[str] = set()
+    out = []
+    for path, name in found:
+        folders = path.resolve().parent.parts[1:]
+        candidate, k = name, 0
+        while candidate in taken and k < len(folders):
+            k += 1
+            candidate = "--".join([*folders[-k:], name])
+        if candidate in taken:
+            candidate = f"{name}-{path.suffix.lstrip('.').lower()}"
+        n = 1
+        while candidate in taken:
+            n += 1
+            candidate = f"{name}-{n}"
+        taken.add(candidate)
+        out.append(candidate)
+    return out
+
+
 def expand_inputs(inputs: Sequence[str | os.PathLike], folder_files: Callable[[Path], list[Path]],
                   empty_folder: str, nothing_given: str) -> list[Path]:
     """Expand inputs: files are kept, folders become `folder_files(folder)`.

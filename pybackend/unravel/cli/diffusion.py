@@ -29,7 +29,7 @@ def cmd_diffuse(args: argparse.Namespace) -> int:
         skip_normalize=args.skip_normalize, length_mult=args.length_mult, lerp=args.lerp,
         seed_a=args.seed_a, seed_b=args.seed_b, lerp_factor=args.lerp_factor,
         save_latents=args.save_latents, latent_wav=args.latent_wav, arch=args.arch, name=args.name, batch=args.batch,
-        force=args.force, progress=sys.stderr.isatty())
+        force=args.force, progress=sys.stderr.isatty(), latent_length=args.latent_length)
     for r in results:
         print(r.wav)
         if r.npy:
@@ -87,8 +87,11 @@ def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentP
     g.add_argument("--latent-scale", type=float, default=1.0,
                    help="scale after the global z-score (default 1.0)")
     g.add_argument("--skip-normalize", action="store_true", help="decode the latents as sampled")
+    s.add_argument("--latent-length", type=int, metavar="L",
+                   help="latent frames to sample (default: the checkpoint's; a multiple of its "
+                        "network's downsampling)")
     s.add_argument("--length-mult", type=int, default=1, metavar="K",
-                   help="sample K times the checkpoint's latent length")
+                   help="sample K times the latent length")
     s.add_argument("--lerp", action="store_true", help="slerp from seed A's to seed B's latents")
     s.add_argument("--seed-a", type=int, metavar="A", help="seed A (with --lerp; default random)")
     s.add_argument("--seed-b", type=int, metavar="B", help="seed B (with --lerp; default random)")
