@@ -76,9 +76,10 @@ def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentP
     s.add_argument("--checkpoint", "-c", default="default",
                    help="diffusion checkpoint .pt ('default' = the bundled one)")
     s.add_argument("--model", "-m", default="default", help=MODEL_HELP)
-    s.add_argument("--arch", metavar="A.json",
-                   help="architecture for checkpoints that do not store one (default: the Flex'ed "
-                        "preset for its latent_length, else the original 4096 preset)")
+    s.add_argument("--arch", metavar="ARCH",
+                   help="architecture for checkpoints that do not store one: a preset (original, "
+                        "flex-256 .. flex-16384, tiny, small, medium) or A.json (default: the "
+                        "Flex'ed preset for its latent_length, else the original 4096 preset)")
     s.add_argument("--seed", type=int, metavar="S", help="first seed (default: random)")
     s.add_argument("--num", type=int, default=1, metavar="N", help="files to make: seeds S, S+1, ...")
     s.add_argument("--steps", type=int, default=100, help="diffusion steps (default 100)")
