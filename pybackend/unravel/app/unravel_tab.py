@@ -118,7 +118,7 @@ def layout(library: Library, out_dir: Path, rave_choices: list, rave_default: st
                 u_files = gr.File(None, file_count="multiple", type="filepath",
                                   label="Audio (upload your own; empty: the bundled loop)",
                                   elem_id="u-files")
-                u_encode = gr.Button("Encode and show statistics")
+                u_encode = gr.Button("Encode and show statistics", elem_id="u-encode")
                 with gr.Row():
                     u_dist = gr.Dropdown(list(DISTRIBUTIONS), value="normal",
                                          label="Distribution")
@@ -147,7 +147,7 @@ def layout(library: Library, out_dir: Path, rave_choices: list, rave_default: st
                                 interactive=False)
                 u_plot = gr.Image(type="filepath", label="Statistics of the encodings",
                                   interactive=False, elem_id="u-plot")
-                u_table = gr.Code(label="Statistics", interactive=False)
+                u_table = gr.Code(label="Statistics", interactive=False, elem_id="u-table")
 
         u_rand.click(random_seed, outputs=u_seed, queue=False)
 
