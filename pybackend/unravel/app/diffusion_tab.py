@@ -136,7 +136,7 @@ def layout(library: Library, out_dir: Path, rave_choices: list, rave_default: st
                                               "else the Flex'ed preset for its length)",
                                          elem_id="d-arch")
                     d_arch_file = gr.File(label="Architecture JSON (DiffusionModel arguments)",
-                                          file_types=[".json"], type="filepath",
+                                          file_types=[".json"], type="filepath", height=120,
                                           elem_id="d-arch-file")
                 d_go = gr.Button("Generate", variant="primary", elem_id="d-generate")
             with gr.Column():
