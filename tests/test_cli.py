@@ -81,7 +81,7 @@ def test_pipeline_commands(tmp_path):
     np.testing.assert_allclose(d["median"], np.median(z, axis=1), rtol=1e-5)
     assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
     table = ok(run("stats", tmp_path / "lat" / "a.npy"))
-    assert "8 dims, 26 frames" in table and "correlation:" in table
+    assert "8 dims, 25 frames" in table and "correlation:" in table
 
     gen = ["generate", tmp_path / "lat", "--pattern", "fibo", "--dist", "normal", "--bpm", "120",
            "--loops", "2", "--seed", "7", "--model", "default"]
