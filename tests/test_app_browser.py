@@ -167,12 +167,13 @@ def test_diffusion_tab(browser_page):
     assert "Seed A" not in page.locator("#d-seed-a").inner_text()
     page.locator("#d-lerp input").check()
     seed_b.wait_for(state="visible")
-    assert factor.is_visible() and "Seed A" in page.locator("#d-seed-a").inner_text()
+    factor.wait_for(state="visible")
+    assert "Seed A" in page.locator("#d-seed-a").inner_text()
     assert "how far towards seed B" in factor.inner_text()          # help text on the slider
     page.locator("#d-lerp input").uncheck()
     seed_b.wait_for(state="hidden")
     page.get_by_text("Advanced").click()
-    assert page.get_by_text("scale of the starting noise").is_visible()
+    page.get_by_text("scale of the starting noise").wait_for(state="visible")   # help text
     assert page.locator("#d-arch input").input_value() == "auto"    # the architecture field
     set_number(page, "#d-steps", 2)
     set_number(page, "#d-seed-a", 1234)
