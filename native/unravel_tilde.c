@@ -555,14 +555,14 @@ static void unravel_set_weights(t_unravel *x, t_symbol *s, int argc, t_atom *arg
 
 /* ------------------------------ UnRAVEl jobs ------------------------------ */
 
-static void unravel_registryreply(void *owner, t_symbol *sel, int argc, t_atom *argv);
+static void unravel_jobreply(void *owner, t_symbol *sel, int argc, t_atom *argv);
 
 static void unravel_jobtick(t_unravel *x)
 {
     void *job;
     while ((job = jobq_pop_done(x->x_jobs)))
     {
-        pyjob_reply((t_pyjob *)job, unravel_registryreply, x);
+        pyjob_reply((t_pyjob *)job, unravel_jobreply, x);
         pyjob_free(job);
     }
     if (jobq_pending(x->x_jobs))
@@ -622,7 +622,7 @@ static void unravel_registry(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
 /* a finished job answers on the info outlet (`done <job> ...` or `error <job> <reason>`);
    a registry message's lines also go to Pd's window as nn~ posts them, its failure as one
    error line */
-static void unravel_registryreply(void *owner, t_symbol *sel, int argc, t_atom *argv)
+static void unravel_jobreply(void *owner, t_symbol *sel, int argc, t_atom *argv)
 {
     t_unravel *x = (t_unravel *)owner;
     int i;
