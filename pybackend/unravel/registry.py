@@ -59,8 +59,9 @@ def available_models(cmd: str = "print_available_models") -> list[str]:
     cards = []
     for source, models in tree.items():
         for model, names in (models.items() if isinstance(models, dict) else []):
-            for name in (names if isinstance(names, dict) else []):
-                cards.append(f"{source}/{model}/{name}")
+            for name in (names if isinstance(names, (dict, list)) else []):
+                if isinstance(name, str):
+                    cards.append(f"{source}/{model}/{name}")
     return cards
 
 
