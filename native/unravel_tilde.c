@@ -20,6 +20,7 @@
 #define MAXCHANS 256        /* signal inlets/outlets without -m */
 #define MAXBUFSIZE (1 << 20)
 #define JOBPOLL 10.         /* ms between looks at the job thread */
+#define MAXENGINEMB 1024    /* the most memory (MB) one object's buffers may take */
 
 static t_class *unravel_class;
 static char unravel_python[MAXPDSTRING], unravel_libpython[MAXPDSTRING];
@@ -100,6 +101,8 @@ static int unravel_needsession(t_unravel *x, const char *what)
 static void unravel_reply(void *owner, t_symbol *sel, int argc, t_atom *argv)
 {
     t_unravel *x = (t_unravel *)owner;
+    if (sel == gensym("saved") && argc == 1 && argv[0].a_type == A_SYMBOL)
+        post("[unravel~]: saved %s", atom_getsymbol(argv)->s_name);
     outlet_anything(x->x_info, sel, argc, argv);
 }
 
@@ -151,7 +154,12 @@ static void unravel_setupengine(t_unravel *x)
             B = unravel_pow2ceil(unravel_maxratio(x) > x->x_dspn ? unravel_maxratio(x) :
                 x->x_dspn);
         }
-        if (engine_configure(e, p[0], p[1], p[2], p[3], B) != 0)
+        /* the rings hold 4 buffers plus a Pd vector per channel, both ways */
+        double mb = (double)(p[0] + p[2]) * (4. * B + ENGINE_MAXVEC) * sizeof(float) / 1048576.;
+        if (mb > MAXENGINEMB)
+            pd_error(x, "[unravel~]: %s: %d+%d channels at bufsize %d need %.0f MB of buffers "
+                "(limit %d MB)", x->x_method->s_name, p[0], p[2], B, mb, MAXENGINEMB);
+        else if (engine_configure(e, p[0], p[1], p[2], p[3], B) != 0)
             pd_error(x, "[unravel~]: cannot allocate buffers of %d frames", B);
         else
         {
@@ -364,9 +372,18 @@ static void unravel_load(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
 
 /* ------------------------------ control messages ------------------------------ */
 
-static void unravel_enable(t_unravel *x, t_floatarg f)
+static void unravel_enable(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
 {
-    int on = (f != 0);
+    t_float f;
+    int on;
+    (void)s;
+    if (argc != 1 || argv[0].a_type != A_FLOAT || !isfinite(atom_getfloat(argv)))
+    {
+        pd_error(x, "[unravel~]: enable: usage: enable 0|1");
+        return;
+    }
+    f = atom_getfloat(argv);
+    on = (f != 0);
     if (on && !x->x_enabled)
         unravel_resetengine(x);
     x->x_enabled = on;
@@ -375,7 +392,7 @@ static void unravel_enable(t_unravel *x, t_floatarg f)
 static void unravel_sync(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
 {
     (void)s;
-    if (argc != 1 || argv[0].a_type != A_FLOAT)
+    if (argc != 1 || argv[0].a_type != A_FLOAT || !isfinite(atom_getfloat(argv)))
     {
         pd_error(x, "[unravel~]: sync: usage: sync 0|1 (0 live, 1 sync)");
         return;
@@ -527,6 +544,15 @@ static void unravel_jobtick(t_unravel *x)
     void *job;
     while ((job = jobq_pop_done(x->x_jobs)))
     {
+        const char *err = pyjob_error((t_pyjob *)job), *name = pyjob_name((t_pyjob *)job);
+        size_t len = strlen(name);
+        if (err)    /* on the console too: an unconnected outlet is no silent failure */
+        {
+            if (!strncmp(err, name, len) && err[len] == ':')
+                pd_error(x, "[unravel~]: %s", err);
+            else
+                pd_error(x, "[unravel~]: %s: %s", name, err);
+        }
         pyjob_reply((t_pyjob *)job, unravel_reply, x);
         pyjob_free(job);
     }
@@ -640,6 +666,8 @@ static void unravel_free(t_unravel *x)
     if (x->x_engineok)
         engine_free(&x->x_engine);
     pyrunner_free(x->x_runner);
+    if (x->x_session)
+        pyjob_cancel(x->x_session);     /* its job ends soon and frees what it holds */
     if (x->x_jobs)
         jobq_free(x->x_jobs);
     if (x->x_session)
@@ -837,7 +865,7 @@ __attribute__((visibility("default"))) void unravel_tilde_setup(void)
     CLASS_MAINSIGNALIN(unravel_class, t_unravel, x_f);
     class_addmethod(unravel_class, (t_method)unravel_dsp, gensym("dsp"), A_CANT, 0);
     class_addbang(unravel_class, unravel_bang);
-    class_addmethod(unravel_class, (t_method)unravel_enable, gensym("enable"), A_FLOAT, 0);
+    class_addmethod(unravel_class, (t_method)unravel_enable, gensym("enable"), A_GIMME, 0);
     class_addmethod(unravel_class, (t_method)unravel_sync, gensym("sync"), A_GIMME, 0);
     class_addmethod(unravel_class, (t_method)unravel_bufsize, gensym("bufsize"), A_GIMME, 0);
     class_addmethod(unravel_class, (t_method)unravel_load, gensym("load"), A_GIMME, 0);
