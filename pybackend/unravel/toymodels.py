@@ -322,8 +322,9 @@ class Hostile(nn.Module):
         if self.behave == "nan" and self.calls > self.after:
             return x * float("nan")
         y = x
-        for _ in range(self.spins):     # "slow": busy for a while on every call
-            y = y * 0.5 + 0.25
+        if self.calls > self.after:
+            for _ in range(self.spins):     # "slow": busy for a while on each call
+                y = y * 0.5 + 0.25
         return x * 0.5 + (y - y)
 
 
@@ -335,7 +336,8 @@ def make_hostile_model(path: os.PathLike, params: List[int] = (1, 1, 1, 1), beha
     """Write a one-method (`forward`) TorchScript model declaring `forward_params` = params
     (any values, e.g. a ratio of 0 or 2**32, 10**6 channels) that behaves as `behave`:
     "ok" (halves its input), "raise" (always fails), "shape" (returns a 2-D tensor), "nan"
-    (NaN output after `after` calls), "slow" (`spins` tensor operations per call)."""
+    (NaN output after `after` calls), "slow" (`spins` tensor operations per call after
+    `after` calls; the warmup at load is one call)."""
     if behave not in HOSTILE:
         raise ValueError(f"behave must be one of {HOSTILE}")
     return export(Hostile(list(params), behave, spins if behave == "slow" else 0, after), path)
