@@ -1,23 +1,39 @@
 """Fuzz [unravel~] with thousands of random and malformed messages while DSP runs: wrong
 types, missing arguments, unknown layers, huge and short lists, missing arrays, non-model
-files, load/reload/method/bufsize/sync during DSP, jobs, and `pd quit` during DSP with jobs
-still running. Pd must never crash or hang."""
+files, hostile model files (ratio 0 or 2^32, 0 or 10^6 channels, a wrong output shape, a
+method that raises, one that is slow, one that turns NaN), a full-disk folder (a tmpfs where
+one can be mounted), load/reload/method/bufsize/sync during DSP, jobs, and `pd quit` during
+DSP with jobs still running. Pd must never crash or hang; every error line of ours is one
+line `[unravel~]: <what>: <cause>`; no temporary file is left and no existing file changes.
+
+The seed differs from run to run (printed; set UNRAVEL_FUZZ_SEED to repeat one)."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import random
+import re
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from pdrun import BUILD, Patch, run_pd
+from pdrun import BUILD, Patch, can_mount_tmpfs, run_pd
 from unravel.model import load_model
+from unravel.toymodels import make_hostile_model
 
 pytestmark = pytest.mark.skipif(not (BUILD / "unravel~.pd_linux").exists(),
                                 reason="the external is not built (make setup)")
 
 N_MESSAGES = 3000
+SEED = int(os.environ.get("UNRAVEL_FUZZ_SEED") or random.SystemRandom().randrange(2 ** 31))
+HOSTILE = {"h_ratio0": ([1, 0, 1, 1], "ok"), "h_ratio2p32": ([1, 2 ** 32, 1, 1], "ok"),
+           "h_chans0": ([0, 1, 1, 1], "ok"), "h_chans1e6": ([10 ** 6, 1, 10 ** 6, 1], "ok"),
+           "h_shape": ([1, 1, 1, 1], "shape"), "h_raise": ([1, 1, 1, 1], "raise"),
+           "h_slow": ([1, 1, 1, 1], "slow"), "h_nan": ([1, 1, 1, 1], "nan")}
+ONE_LINE = re.compile(r"^error: \[unravel~\]: [^:]+: \S.*$")
+PYTHONISMS = re.compile(r"Traceback|Exception ignored|KeyboardInterrupt|\b[A-Z]\w*(Error|Exception)\b")
 CHUNKS = 30
 SELECTORS = ["bang", "enable", "reload", "load", "method", "set", "get", "bufsize", "sync",
              "layers", "get_weights", "set_weights", "bend", "restore", "save", "encode",
@@ -33,9 +49,10 @@ def make_messages(seed: int, layers: list[str]) -> list[str]:
                "notamodel", "fuzz.pd", "forward", "encode", "decode", "warr", "wsrc", "missingarray",
                "temperature", "offset", "spread", "randomize", "invert", "zero", "input", "output",
                "loop.wav", "latents", "bpm", "k", "seed", "points", "/", "/nonexistent/x.ts", "-1",
-               "a.b.c", "0", "inf"])
+               "a.b.c", "0", "inf", "existing.ts", "existing", "full/x.ts", "full", "full/o.json",
+               "../up", "sub/", "lat", "gen"] + list(HOSTILE))
     floats = [0, 1, -1, 0.5, 2, 3, 64, 2048, 4096, 1024, 1000, 100, 1e30, -1e30, 1e-30, 65536,
-              1048576, 2 ** 31, -2048, 7.5]
+              1048576, 2 ** 31, -2048, 7.5, 1e39, -1e39]
     sel_weights = [WEIGHTS.get(s, 1.0) for s in SELECTORS]
     msgs = []
     for _ in range(N_MESSAGES):
@@ -64,8 +81,13 @@ def result(tmp_path_factory):
     sf.write(d / "notamodel.wav", np.zeros(100, np.float32), 44100)
     sf.write(d / "loop.wav", np.random.default_rng(0).standard_normal(22050).astype(np.float32) * 0.1, 44100)
     (d / "notamodel.ts").write_text("not a model\n")
+    (d / "existing.ts").write_bytes(b"the user's file")
+    for name, (params, behave) in HOSTILE.items():
+        make_hostile_model(d / f"{name}.ts", params, behave, spins=5000, after=3)
+    full = d / "full"
+    full.mkdir()
     layers = [l.name for l in load_model("default", warmup=False).layers()]
-    msgs = make_messages(1234, layers)
+    msgs = make_messages(SEED, layers)
     p = Patch()
     lb = p.obj("loadbang")
     osc = p.obj("osc~ 220")
@@ -94,20 +116,47 @@ def result(tmp_path_factory):
         p.connect(lb, 0, dl, 0)
         p.connect(dl, 0, box, 0)
     patch = p.write(d / "fuzz.pd")
-    r = run_pd(patch, args=["-r", "44100"], timeout=150)
-    return len(msgs), r
+    before = _hashes(d)
+    r = run_pd(patch, args=["-r", "44100"], timeout=150,
+               tmpfs=None if can_mount_tmpfs() else (full, "64k"))
+    return len(msgs), r, d, before
+
+
+def _hashes(folder) -> dict:
+    return {str(f): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in folder.rglob("*") if f.is_file()}
 
 
 def test_pd_survives_fuzzing(result):
-    n, r = result
-    print(f"\nfuzz: {n} messages tried, {len(r.errors)} error lines, Pd exit {r.returncode}, "
-          f"{r.seconds:.1f} s")
-    assert r.returncode == 0, r.lines[-20:]
+    n, r, d, before = result
+    print(f"\nfuzz: seed {SEED}, {n} messages tried, {len(r.errors)} error lines, Pd exit "
+          f"{r.returncode}, {r.seconds:.1f} s, full disk: {can_mount_tmpfs() or 'a 64 kB tmpfs'}")
+    assert r.returncode == 0, (SEED, r.lines[-20:])
     assert "mark: end" in r.lines
     assert [ln for ln in r.lines if ln.startswith("mark: chunk")] == [f"mark: chunk{c}" for c in range(CHUNKS)]
     bad = [ln for ln in r.lines if any(w in ln.lower() for w in ("segmentation", "traceback", "abort", "fatal"))]
     assert bad == []
     assert 0 < len(r.errors) <= n
+
+
+def test_fuzz_error_lines_are_one_line_sentences(result):
+    n, r, d, before = result
+    mine = [ln for ln in r.lines if "[unravel~]" in ln and ln.startswith("error")]
+    bad = [ln for ln in mine if not ONE_LINE.match(ln) or PYTHONISMS.search(ln)]
+    assert bad == [], (SEED, bad[:20])
+    assert [ln for ln in r.lines if PYTHONISMS.search(ln)] == [], SEED
+
+
+def test_fuzz_leaves_no_temp_file_and_changes_no_file(result):
+    n, r, d, before = result
+    temps = [str(f) for f in d.rglob("*") if ".tmp" in f.name]
+    listing = d / "full.listing"
+    if listing.exists():
+        temps += [f for f in listing.read_text().split() if ".tmp" in f]
+    assert temps == [], (SEED, temps)
+    after = _hashes(d)
+    changed = [f for f, h in before.items() if after.get(f) != h]
+    assert changed == [], (SEED, changed)
 
 
 def test_quit_during_dsp_and_a_running_job(tmp_path):
