@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pathlib
 import random
 import re
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from pdrun import BUILD, Patch, can_mount_tmpfs, run_pd
+from pdrun import BUILD, Patch, PdResult, can_mount_tmpfs, run_pd
 from unravel.model import load_model
 from unravel.toymodels import make_hostile_model
 
@@ -43,7 +45,8 @@ SELECTORS = ["bang", "enable", "reload", "load", "method", "set", "get", "bufsiz
 WEIGHTS = {"load": 0.15, "reload": 0.2, "save": 0.1, "encode": 0.3, "decode": 0.3, "generate": 0.3}
 
 
-def make_messages(seed: int, layers: list[str]) -> list[str]:
+def make_messages(seed: int, layers: list[str], n: int = N_MESSAGES) -> list[str]:
+    """n random messages for [r u0]..[r u2] (same seed, same messages)."""
     rng = random.Random(seed)
     symbols = (layers + ["nope", "encoder", "", "x" * 300, "default", "default4", "notamodel.wav",
                "notamodel", "fuzz.pd", "forward", "encode", "decode", "warr", "wsrc", "missingarray",
@@ -55,7 +58,7 @@ def make_messages(seed: int, layers: list[str]) -> list[str]:
               1048576, 2 ** 31, -2048, 7.5, 1e39, -1e39]
     sel_weights = [WEIGHTS.get(s, 1.0) for s in SELECTORS]
     msgs = []
-    for _ in range(N_MESSAGES):
+    for _ in range(n):
         sel = rng.choices(SELECTORS, sel_weights)[0]
         kind = rng.random()
         if kind < 0.03:        # a huge list
@@ -75,9 +78,19 @@ def make_messages(seed: int, layers: list[str]) -> list[str]:
     return msgs
 
 
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    d = tmp_path_factory.mktemp("pdfuzz")
+@dataclass
+class FuzzRun:
+    seed: int
+    n: int
+    folder: pathlib.Path
+    before: dict            # file -> sha256 of what existed before Pd ran
+    result: PdResult
+    tmpfs: str              # '' when the full-disk folder was a tmpfs, else why not
+
+
+def run_fuzz(d: pathlib.Path, seed: int, n: int = N_MESSAGES, timeout: float = 150) -> FuzzRun:
+    """Fill folder d with the fuzz's files (hostile models, a full-disk folder `full`), run Pd
+    on n seeded messages in CHUNKS chunks while DSP runs, quit at the end."""
     sf.write(d / "notamodel.wav", np.zeros(100, np.float32), 44100)
     sf.write(d / "loop.wav", np.random.default_rng(0).standard_normal(22050).astype(np.float32) * 0.1, 44100)
     (d / "notamodel.ts").write_text("not a model\n")
@@ -87,7 +100,7 @@ def result(tmp_path_factory):
     full = d / "full"
     full.mkdir()
     layers = [l.name for l in load_model("default", warmup=False).layers()]
-    msgs = make_messages(SEED, layers)
+    msgs = make_messages(seed, layers, n)
     p = Patch()
     lb = p.obj("loadbang")
     osc = p.obj("osc~ 220")
@@ -117,9 +130,9 @@ def result(tmp_path_factory):
         p.connect(dl, 0, box, 0)
     patch = p.write(d / "fuzz.pd")
     before = _hashes(d)
-    r = run_pd(patch, args=["-r", "44100"], timeout=150,
-               tmpfs=None if can_mount_tmpfs() else (full, "64k"))
-    return len(msgs), r, d, before
+    why = can_mount_tmpfs()
+    r = run_pd(patch, args=["-r", "44100"], timeout=timeout, tmpfs=None if why else (full, "64k"))
+    return FuzzRun(seed, len(msgs), d, before, r, why)
 
 
 def _hashes(folder) -> dict:
@@ -127,36 +140,50 @@ def _hashes(folder) -> dict:
             for f in folder.rglob("*") if f.is_file()}
 
 
+def bad_error_lines(run: FuzzRun) -> list[str]:
+    """Our error lines not in the one-line form, and any Python noise."""
+    mine = [ln for ln in run.result.lines if "[unravel~]" in ln and ln.startswith("error")]
+    return ([ln for ln in mine if not ONE_LINE.match(ln) or PYTHONISMS.search(ln)]
+            + [ln for ln in run.result.lines if PYTHONISMS.search(ln) and ln not in mine])
+
+
+def temp_files_left(run: FuzzRun) -> list[str]:
+    temps = [str(f) for f in run.folder.rglob("*") if ".tmp" in f.name]
+    listing = run.folder / "full.listing"
+    if listing.exists():
+        temps += [f for f in listing.read_text().split() if ".tmp" in f]
+    return temps
+
+
+def files_changed(run: FuzzRun) -> list[str]:
+    after = _hashes(run.folder)
+    return [f for f, h in run.before.items() if after.get(f) != h]
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    return run_fuzz(tmp_path_factory.mktemp("pdfuzz"), SEED)
+
+
 def test_pd_survives_fuzzing(result):
-    n, r, d, before = result
-    print(f"\nfuzz: seed {SEED}, {n} messages tried, {len(r.errors)} error lines, Pd exit "
-          f"{r.returncode}, {r.seconds:.1f} s, full disk: {can_mount_tmpfs() or 'a 64 kB tmpfs'}")
+    r = result.result
+    print(f"\nfuzz: seed {SEED}, {result.n} messages tried, {len(r.errors)} error lines, Pd exit "
+          f"{r.returncode}, {r.seconds:.1f} s, full disk: {result.tmpfs or 'a 64 kB tmpfs'}")
     assert r.returncode == 0, (SEED, r.lines[-20:])
     assert "mark: end" in r.lines
     assert [ln for ln in r.lines if ln.startswith("mark: chunk")] == [f"mark: chunk{c}" for c in range(CHUNKS)]
     bad = [ln for ln in r.lines if any(w in ln.lower() for w in ("segmentation", "traceback", "abort", "fatal"))]
     assert bad == []
-    assert 0 < len(r.errors) <= n
+    assert 0 < len(r.errors) <= result.n
 
 
 def test_fuzz_error_lines_are_one_line_sentences(result):
-    n, r, d, before = result
-    mine = [ln for ln in r.lines if "[unravel~]" in ln and ln.startswith("error")]
-    bad = [ln for ln in mine if not ONE_LINE.match(ln) or PYTHONISMS.search(ln)]
-    assert bad == [], (SEED, bad[:20])
-    assert [ln for ln in r.lines if PYTHONISMS.search(ln)] == [], SEED
+    assert bad_error_lines(result) == [], SEED
 
 
 def test_fuzz_leaves_no_temp_file_and_changes_no_file(result):
-    n, r, d, before = result
-    temps = [str(f) for f in d.rglob("*") if ".tmp" in f.name]
-    listing = d / "full.listing"
-    if listing.exists():
-        temps += [f for f in listing.read_text().split() if ".tmp" in f]
-    assert temps == [], (SEED, temps)
-    after = _hashes(d)
-    changed = [f for f, h in before.items() if after.get(f) != h]
-    assert changed == [], (SEED, changed)
+    assert temp_files_left(result) == [], SEED
+    assert files_changed(result) == [], SEED
 
 
 def test_quit_during_dsp_and_a_running_job(tmp_path):
