@@ -88,19 +88,20 @@ def write_file(path: str | os.PathLike, writer: Callable[[str], object],
     check_target(path, force)
     check_writable_dir(path.parent if str(path.parent) else ".")
     tmp = temp_name(path)
-    try:  # created like any new file (mode 0666 less the umask), unlike mkstemp's 0600
+    created = False
+    try:  # one try from creation on: an exception raised in this thread (a cancelled job)
+        # between two statements still removes the file
+        # created like any new file (mode 0666 less the umask), unlike mkstemp's 0600
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    except OSError as e:
-        raise UnravelError(f"{path}: cannot write ({e.strerror or e})") from None
-    try:
+        created = True
         writer(str(tmp))
         check_target(path, force)   # still a regular file or a new name just before the rename
         os.replace(tmp, path)
-    except OSError as e:
-        _unlink(tmp)
-        raise UnravelError(f"{path}: cannot write ({e.strerror or e})") from None
-    except BaseException:
-        _unlink(tmp)
+    except BaseException as e:
+        if created or not isinstance(e, FileExistsError):
+            _unlink(tmp)
+        if isinstance(e, OSError):
+            raise UnravelError(f"{path}: cannot write ({e.strerror or e})") from None
         raise
     return path
 
