@@ -75,7 +75,13 @@ def make_messages(seed: int, layers: list[str], n: int = N_MESSAGES) -> list[str
                     args.append(f"{rng.choice(floats):g}")
         target = f"u{rng.randint(0, 2)}"
         msgs.append(" ".join([target, sel] + args))
-    return msgs
+    # every hostile model loaded into every object, and saves onto the full disk, at seeded
+    # places (random messages alone reach them only now and then)
+    must = [f"u{k} load {name}" for name in HOSTILE for k in range(3)]
+    must += [f"u{k} save full/bent{k}" for k in range(3)] + ["u0 load default", "u1 load default"]
+    for m in must:
+        msgs.insert(rng.randrange(len(msgs) + 1), m)
+    return msgs[:n] if n >= len(must) * 2 else msgs
 
 
 @dataclass
@@ -96,7 +102,7 @@ def run_fuzz(d: pathlib.Path, seed: int, n: int = N_MESSAGES, timeout: float = 1
     (d / "notamodel.ts").write_text("not a model\n")
     (d / "existing.ts").write_bytes(b"the user's file")
     for name, (params, behave) in HOSTILE.items():
-        make_hostile_model(d / f"{name}.ts", params, behave, spins=5000, after=3)
+        make_hostile_model(d / f"{name}.ts", params, behave, spins=500, after=3)
     full = d / "full"
     full.mkdir()
     layers = [l.name for l in load_model("default", warmup=False).layers()]

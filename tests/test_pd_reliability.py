@@ -280,10 +280,10 @@ def test_quit_during_a_slow_model_call(tmp_path):
     p.connect(noise, 0, u, 0)
     on = p.msg("; pd dsp 1")
     p.connect(lb, 0, on, 0)
-    dl = p.obj("delay 300")
+    dl = p.obj("delay 1500")        # real time (no -batch): the worker is inside the call
     p.connect(lb, 0, dl, 0)
     p.connect(dl, 0, p.msg("; pd quit"), 0)
-    r = run_pd(p.write(tmp_path / "q.pd"), timeout=60)
+    r = run_pd(p.write(tmp_path / "q.pd"), timeout=60, batch=False)
     assert r.returncode == 0, r.lines[-10:]
     assert not [ln for ln in r.lines if PYTHONISMS.search(ln)], r.lines
 

@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from unravel.errors import UnravelError
+from unravel.errors import UnravelError, without_class
 from unravel import model as _model
 from unravel import safewrite
 
@@ -54,7 +54,7 @@ def _cause(e: BaseException) -> str:
     if isinstance(e, MemoryError):
         return "out of memory"
     lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-    line = lines[-1] if lines else "unexpected error"
+    line = without_class(lines[-1]) if lines else "unexpected error"
     return line if len(line) <= 200 else line[:197] + "..."
 
 

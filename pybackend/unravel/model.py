@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from unravel.errors import UnravelError
+from unravel.errors import UnravelError, without_class
 
 DATA_DIR = pathlib.Path(__file__).resolve().parent / "data"
 DEFAULT_MODEL = DATA_DIR / "default.ts"
@@ -101,7 +101,7 @@ class _Exit:
 def _first_line(e: BaseException) -> str:
     """A short one-line cause: the last line of the message, its first sentence, <= 120 chars."""
     lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-    line = lines[-1] if lines else type(e).__name__
+    line = without_class(lines[-1]) if lines else "unexpected error"
     line = line.split(". ")[0]
     return line if len(line) <= 120 else line[:117] + "..."
 
