@@ -6,8 +6,9 @@ DSP and jobs, and create/free cycles with RSS measured. Not part of `make test`.
    status not 0 or a signal), hangs (no exit within the timeout), our error lines not in
    the one-line form, temporary files left, existing files changed.
 2. Quits: `--quits` runs of `pd quit` during DSP (live and sync workers) while an encode job
-   is inside torch; counts exits that are not 0, hangs, and Python noise (tracebacks,
-   `Exception ignored`, KeyboardInterrupt).
+   is inside torch; counts exits that are not 0, hangs (no exit in 60 s: every thread's
+   stack is saved with gdb), and Python noise (tracebacks, `Exception ignored`,
+   KeyboardInterrupt).
 3. Create/free: `--cycles` cycles of creating an [unravel~] during DSP, starting a long job on
    it and freeing it (Pd in real time, no -batch); Pd's RSS and thread count after the first
    `--warm` cycles and after the last one, growth per cycle.
@@ -30,7 +31,7 @@ import soundfile as sf
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from pdrun import Patch, pd_command, run_pd  # noqa: E402
+from pdrun import Patch, pd_command  # noqa: E402
 import test_pd_fuzz as fuzz  # noqa: E402
 
 
@@ -84,15 +85,31 @@ def soak_quits(count: int) -> dict:
         sf.write(d / "long.wav", np.random.default_rng(1).standard_normal(44100 * 60).astype(np.float32) * 0.1,
                  44100, subtype="FLOAT")
         for i in range(count):
-            r = run_pd(quit_patch(d, rng.choice([50, 150, 300, 600, 1000])), timeout=60)
-            noise = [ln for ln in r.lines if fuzz.PYTHONISMS.search(ln)]
+            patch = quit_patch(d, rng.choice([50, 150, 300, 600, 1000]))
+            t0 = time.monotonic()
+            proc = subprocess.Popen(pd_command(patch), cwd=d, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True)
+            try:
+                out, _ = proc.communicate(timeout=60)
+                rc = proc.returncode
+            except subprocess.TimeoutExpired:     # a hang: keep every thread's stack
+                rc = -999
+                trace = pathlib.Path(tempfile.gettempdir()) / f"soak-quit-hang-{i}.txt"
+                with open(trace, "w") as f:
+                    subprocess.run(["gdb", "-batch", "-ex", "thread apply all bt 30", "-p", str(proc.pid)],
+                                   stdout=f, stderr=subprocess.STDOUT, check=False)
+                proc.kill()
+                out, _ = proc.communicate()
+                print(f"quit {i}: hang, stacks in {trace}", flush=True)
+            lines = out.splitlines()
+            noise = [ln for ln in lines if fuzz.PYTHONISMS.search(ln)]
             tot["runs"] += 1
-            tot["hangs"] += r.returncode == -999
-            tot["bad_exits"] += r.returncode not in (0, -999)
+            tot["hangs"] += rc == -999
+            tot["bad_exits"] += rc not in (0, -999)
             tot["python_noise"] += bool(noise)
-            tot["max_seconds"] = max(tot["max_seconds"], r.seconds)
-            if r.returncode != 0 or noise:
-                print(f"quit {i}: exit {r.returncode} {noise[:2]} {r.lines[-3:]}", flush=True)
+            tot["max_seconds"] = max(tot["max_seconds"], round(time.monotonic() - t0, 1))
+            if rc != 0 or noise:
+                print(f"quit {i}: exit {rc} {noise[:2]} {lines[-3:]}", flush=True)
     return tot
 
 
