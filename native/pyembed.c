@@ -616,8 +616,8 @@ t_pyjob *pyjob_new(t_pysession *s, const char *name, int argc, t_atom *argv, con
     }
     else
     {
-        Py_INCREF(s->obj);
-        j->session = s->obj;
+        j->session = s ? s->obj : Py_None;  /* no session: the model registry's messages */
+        Py_INCREF(j->session);
         j->args = args;
         snprintf(j->name, sizeof(j->name), "%s", name);
         snprintf(j->dir, sizeof(j->dir), "%s", dir ? dir : "");
@@ -685,16 +685,6 @@ void pyjob_reply(t_pyjob *j, t_pyreply reply, void *owner)
         Py_XDECREF(list);
     }
     py_leave(g);
-}
-
-const char *pyjob_error(t_pyjob *j)
-{
-    return j->failed ? j->err : 0;
-}
-
-const char *pyjob_name(t_pyjob *j)
-{
-    return j->name;
 }
 
 void pyjob_free(void *job)

@@ -38,15 +38,14 @@ int pyrunner_process(void *runner, const float *in, float *out);
 int pyrunner_takeerror(t_pyrunner *r, char *err);   /* 1 if an error was waiting */
 void pyrunner_free(t_pyrunner *r);
 
-/* an UnRAVEl job: made on Pd's thread, run on the job thread, replied on Pd's thread */
+/* an UnRAVEl job: made on Pd's thread, run on the job thread, replied on Pd's thread;
+   s may be 0 for the model registry's messages (bridge.registry_message) */
 typedef struct pyjob t_pyjob;
 t_pyjob *pyjob_new(t_pysession *s, const char *name, int argc, t_atom *argv, const char *dir,
     char *err);
 void pyjob_run(void *job);
 void pyjob_reply(t_pyjob *j, t_pyreply reply, void *owner);
 void pyjob_free(void *job);
-const char *pyjob_name(t_pyjob *j);
-const char *pyjob_error(t_pyjob *j);     /* the failed job's one-line error, else 0 */
 void pyjob_cancel(t_pysession *s);       /* stop the session's running job (its object is freed) */
 void pyjob_cancel_all(void);    /* raise in every running job (at exit: threads keep their
                                    Python thread state from then on) */
