@@ -119,7 +119,6 @@ def test_hostile_model_params_are_refused(tmp_path):
     assert all(well_formed(ln) for ln in mine), mine
     for n in HOSTILE:
         assert len([ln for ln in mine if f"{n}.ts: method 'forward' declares" in ln]) == 3, (n, mine)
-    assert len([ln for ln in r.errors if "couldn't create" in ln]) == 2 * len(HOSTILE)
     assert any(ln.startswith("info: model") and ln.endswith("default.ts") for ln in r.lines)
 
 
