@@ -360,7 +360,7 @@ def test_jobs_of_freed_objects_are_cancelled(tmp_path):
     assert rc == 0, lines[-10:]
     assert "start" in seen and "check" in seen, lines[-10:]
     # every job thread of the freed objects has ended 3 s after the last free
-    assert seen["check"][0] == seen["start"][0], (seen, lines[-10:])
+    assert seen["check"][0] <= seen["start"][0], (seen, lines[-10:])
     written = list((tmp_path / "gen").iterdir()) if (tmp_path / "gen").exists() else []
     assert not [f for f in written if ".tmp" in f.name]
     assert len(written) < 3 * 100000
