@@ -49,7 +49,7 @@ def test_set_attribute_copies_on_write(quirk_models):
 
 
 def test_streaming_models_are_never_shared(quirk_models):
-    """Their caches are per-object state; the probe that finds out leaves them as they were."""
+    """Their caches are per-object state (the warm-up changes them); state as before."""
     path = quirk_models["streaming"]
     a, b = load_model(path), load_model(path)
     assert a.module is not b.module and not a.shared and not b.shared

@@ -270,32 +270,17 @@ class Model:
         if self.shared:
             return                  # warmed up by the Model that loaded it
         # a module whose buffers change when it runs (streaming caches) keeps per-object state:
-        # never shared; any other is offered to the next Models of the same file
-        share = self._share and self._warmup and _file_key(p) not in _STATEFUL
-        if share and self._keeps_state():
-            _STATEFUL.add(_file_key(p))     # the next Models of the file need not probe
-            share = False
+        # never shared; any other is offered to the next Models of the same file. The warm-up
+        # on silence tells (a streaming RAVE export's caches take its biases).
+        offer = self._share and self._warmup is True and _file_key(p) not in _STATEFUL
+        before = [b.clone() for b in module.buffers()] if offer else []
         if self._warmup:
             self.warmup()
-        if share:
+        if offer and any(not torch.equal(x, y) for x, y in zip(before, module.buffers())):
+            _STATEFUL.add(_file_key(p))     # the next Models of the file need not look
+            offer = False
+        if offer:
             self.shared = _offer_module(p, module) is module
-
-    def _keeps_state(self) -> bool:
-        """Whether running a method changes the module's buffers (streaming caches): every
-        method runs once on seeded noise, then the buffers are put back as they were."""
-        buffers = list(self.module.buffers())
-        saved = [b.clone() for b in buffers]
-        gen = torch.Generator().manual_seed(0)
-        for m, (_, channels, step) in self._run_specs.items():
-            try:
-                self.run(m, torch.randn(1, channels, step, generator=gen))
-            except UnravelError:
-                pass  # a method that fails here fails later with a clear message
-        changed = any(not torch.equal(a, b) for a, b in zip(saved, buffers))
-        with torch.no_grad():
-            for b, s in zip(buffers, saved):
-                b.copy_(s)
-        return changed
 
     def own(self) -> None:
         """Copy on write: before this Model changes its module (bend, set_weights, an
