@@ -5,7 +5,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 PD_MIN := 0.54
 
-.PHONY: setup system venv native browser demo test clean
+.PHONY: setup system venv native package browser demo test clean
 
 setup: system venv native browser
 
@@ -37,7 +37,10 @@ $(VENV)/.stamp: pyproject.toml constraints.txt
 	$(VPY) -m pip install -q -c constraints.txt -e '.[dev,app]'
 	touch $@
 
-# The Pd external (issue 3): build/unravel/ is a complete Pd package folder.
+# The Pd external (issue 3): build/unravel/ is a complete Pd package folder. It works copied
+# anywhere Pd looks for libraries (its unravel.cfg names this clone's .venv python; a pip user
+# writes it with `unravel pd-install`).
+package: native
 native: venv
 	@if [ -f CMakeLists.txt ]; then \
 	  cmake -S . -B build -DUNRAVEL_PYTHON=$(abspath $(VPY)) >/dev/null && cmake --build build -j2 >/dev/null; \

@@ -33,17 +33,19 @@ def is_error(line: str) -> bool:
             or "segmentation" in low or "traceback" in low or "aborted" in low)
 
 
-def pd_command(patch: os.PathLike, args: list[str] | None = None, batch: bool = True) -> list[str]:
-    """`pd -nogui [-batch] -noaudio -nomidi -noprefs -stderr -path build/unravel ARGS -open PATCH`."""
+def pd_command(patch: os.PathLike, args: list[str] | None = None, batch: bool = True,
+               path: os.PathLike | None = BUILD) -> list[str]:
+    """`pd -nogui [-batch] -noaudio -nomidi -noprefs -stderr -path build/unravel ARGS -open PATCH`
+    (path=None: no -path, as an installed library is found)."""
     return [PD, "-nogui"] + (["-batch"] if batch else []) + [
-        "-noaudio", "-nomidi", "-noprefs", "-stderr", "-path", str(BUILD)] + (args or []) + [
-        "-open", str(patch)]
+        "-noaudio", "-nomidi", "-noprefs", "-stderr"] + (["-path", str(path)] if path else []) + (
+        args or []) + ["-open", str(patch)]
 
 
 def run_pd(patch: os.PathLike, timeout: float = 120.0, args: list[str] | None = None,
-           env: dict | None = None, batch: bool = True) -> PdResult:
-    """Run `pd_command(patch, args, batch)` in the patch's folder until it quits."""
-    cmd = pd_command(patch, args, batch)
+           env: dict | None = None, batch: bool = True, path: os.PathLike | None = BUILD) -> PdResult:
+    """Run `pd_command(patch, args, batch, path)` in the patch's folder until it quits."""
+    cmd = pd_command(patch, args, batch, path)
     e = dict(os.environ)
     e.setdefault("OMP_NUM_THREADS", "1")
     if env:

@@ -157,6 +157,14 @@ def cmd_bend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pd_install(args: argparse.Namespace) -> int:
+    from unravel import pdinstall
+    target = pdinstall.install(Path(args.dir) if args.dir else None, force=args.force,
+                               config_only=args.config_only)
+    print(pdinstall.usage(target))
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -324,6 +332,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--models", metavar="DIR", help="folder of RAVE .ts models and diffusion checkpoints")
     s.add_argument("--out", metavar="DIR", help="folder for what the page makes (default: a new temp folder)")
     s.set_defaults(func=lambda args: __import__("unravel.app", fromlist=["cmd_app"]).cmd_app(args))
+
+    s = sub.add_parser("pd-install", parents=[common, force],
+                       help="build the Pd library (unravel~, abstractions, help, examples) for this "
+                            "Python and install it as DIR/unravel")
+    s.add_argument("dir", nargs="?", metavar="DIR",
+                   help="a Pd externals folder (default: ~/Documents/Pd/externals if it exists, "
+                        "else ~/pd-externals)")
+    s.add_argument("--config-only", action="store_true",
+                   help="only point DIR/unravel (e.g. installed by deken) at this Python")
+    s.set_defaults(func=cmd_pd_install)
     # ---- end of subcommands ----------------------------------------------------------------
 
     return p
