@@ -54,7 +54,7 @@ def tiny_checkpoint(path: Path) -> Path:
     import torch
 
     from unravel.diffusion import save_checkpoint
-    from unravel.vdiffusion import SMALL_PRESETS, DiffusionModel
+    from unravel.diffusion.vdiffusion import SMALL_PRESETS, DiffusionModel
     torch.manual_seed(0)
     return save_checkpoint(path, DiffusionModel(8, **SMALL_PRESETS["tiny"]), latent_length=32,
                            epoch=0)

@@ -18,7 +18,7 @@ import torch
 from unravel import cli, diffusion
 from unravel.errors import UnravelError
 from unravel.model import load_model
-from unravel.vdiffusion import SMALL_PRESETS, DiffusionModel
+from unravel.diffusion.vdiffusion import SMALL_PRESETS, DiffusionModel
 
 torch.set_num_threads(1)
 
@@ -28,7 +28,7 @@ LENGTH = 32  # latent frames per sample in these tests (a multiple of tiny's dow
 
 def reference_unet(dims: int, arch: dict) -> torch.nn.Module:
     """UNetV0 as audio-diffusion-pytorch 0.1.3 assembles it, straight from a-unet blocks
-    (written here independently of unravel.vdiffusion)."""
+    (written here independently of unravel.diffusion.vdiffusion)."""
     from a_unet import TimeConditioningPlugin
     from a_unet.apex import AttentionItem, ModulationItem, ResnetItem, SkipModulate, XBlock, XUNet
     blocks = [XBlock(channels=c, factor=f, context_channels=0,
@@ -141,7 +141,7 @@ def test_preset_choice_without_stored_arch(tmp_path):
 
 def test_flexed_256_preset_loads(tmp_path):
     """A real-size Flex'ed 256 checkpoint (64.9M parameters) loads with its preset and samples."""
-    from unravel.vdiffusion import FLEX_PRESETS
+    from unravel.diffusion.vdiffusion import FLEX_PRESETS
     torch.manual_seed(0)
     net = reference_unet(8, {**FLEX_PRESETS[256], "modulation_features": 1024}).eval()
     assert sum(p.numel() for p in net.parameters()) == 64867728

@@ -1,7 +1,7 @@
 """pd/examples/1-bending.pd, 2-composition.pd, 3-render.pd."""
 
-from pdgen import Canvas
-from pd_help import _dac, _loop_player
+from .canvas import Canvas
+from .help import _dac, _loop_player
 
 LATENT_WAV = [46, 108, 97, 116, 101, 110, 116, 46, 119, 97, 118]   # ".latent.wav"
 RENDER_SAMPLES = 8 * 44100

@@ -1,6 +1,6 @@
 """pd/bender-help.pd, pd/chns0n-help.pd, pd/ch4ns0n-help.pd, pd/ch8ns0n-help.pd."""
 
-from pdgen import Canvas
+from .canvas import Canvas
 
 TW = 80   # text width (characters)
 

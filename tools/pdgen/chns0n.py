@@ -1,8 +1,8 @@
 """pd/chns0n.pd (latent-wav looper, D channels from the first argument) and its wrappers
 pd/ch4ns0n.pd, pd/ch8ns0n.pd (see pd/chns0n-help.pd)."""
 
-from pdgen import Canvas
-from pd_bender import public_relay
+from .canvas import Canvas
+from .bender import public_relay
 
 W, H = 300, 178
 SCOPE = 32          # scope points per channel

@@ -1,6 +1,6 @@
 """pd/bender.pd: the network-bending panel for [unravel~] (see pd/bender-help.pd)."""
 
-from pdgen import Canvas
+from .canvas import Canvas
 
 W, H = 460, 372
 OPS = ("offset", "spread", "randomize", "invert")

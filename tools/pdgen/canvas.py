@@ -1,12 +1,8 @@
-"""A tiny writer for Pd patch text: it writes pd/bender.pd, pd/chns0n.pd and its wrappers,
-their help patches and pd/examples/*.pd (modules pd_bender, pd_chns0n, pd_help, pd_examples).
+"""A tiny writer for Pd patch text: a Canvas of named objects and connections.
 
-Objects get names; connections use names; GUI helpers write Pd 0.55's IEM GUI lines.
-`python tools/pdgen.py` rewrites the generated patches in pd/."""
+Objects get names; connections use names; GUI helpers write Pd 0.55's IEM GUI lines."""
 
 from __future__ import annotations
-
-import pathlib
 
 
 def esc(text: str) -> str:
@@ -137,14 +133,3 @@ class Canvas:
         if restore:
             lines.append(restore)
         return "\n".join(ln + ";" for ln in lines) + ("" if restore else "\n")
-
-
-PD = pathlib.Path(__file__).resolve().parents[1] / "pd"
-
-if __name__ == "__main__":
-    import importlib
-    for mod in ("pd_bender", "pd_chns0n", "pd_help", "pd_examples"):
-        m = importlib.import_module(mod)
-        for fname, text in m.patches().items():
-            (PD / fname).write_text(text)
-            print("wrote", PD / fname)

@@ -1,0 +1,80 @@
+"""`unravel app`: a local web page for latent diffusion, UnRAVEl composition and network bending.
+
+One module per tab, each with its plain-Python functions over the backend (the page calls
+them in-process, the tests call them without a browser) and its `layout`: `diffusion_tab`,
+`unravel_tab`, `bending_tab`; `common` holds what they share. `build` assembles the page,
+`serve` starts it. Gradio is imported only inside the layouts and `serve`, so this package
+loads without the `[app]` extra.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Nothing on the page may phone home: no analytics, no Hugging Face hub look-ups.
+for _key, _value in {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
+                     "HF_HUB_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1"}.items():
+    os.environ.setdefault(_key, _value)
+
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from unravel import audio  # noqa: E402
+from unravel.app import bending_tab, diffusion_tab, unravel_tab  # noqa: E402
+from unravel.app.bending_tab import (CHAIN, NEUTRAL, SLIDERS, BendResult, _pick_layer,  # noqa: E402,F401
+                                     bend_apply, bend_command, bend_generate, bend_layers,
+                                     bend_listen, bend_restore, bend_save, bend_settings,
+                                     layer_info)
+from unravel.app.common import (BUNDLED_LOOP, CHECKPOINT_SUFFIXES, CSS, DATA, SEED_MAX,  # noqa: E402,F401
+                                Library, _on_page, fresh_dir, latents_image, random_seed,
+                                theme, whole)
+from unravel.app.diffusion_tab import (DiffusionResult, diffusion_command,  # noqa: E402,F401
+                                       diffusion_generate)
+from unravel.app.unravel_tab import ComposeResult, EncodeResult, compose, encode_audio  # noqa: E402,F401
+from unravel.errors import UnravelError  # noqa: E402
+
+
+def build(library: Library, out_dir: str | os.PathLike):
+    """The gradio page: Diffusion, UnRAVEl and Bending tabs over `library`, writing to `out_dir`."""
+    import gradio as gr
+
+    out_dir = Path(out_dir)
+    rave_choices = library.rave_choices()
+    rave_default = rave_choices[0][1] if rave_choices else "default"
+    with gr.Blocks(title="unravel", analytics_enabled=False) as page:
+        gr.Markdown("## unravel — generate, compose and bend sound in the latent space of RAVE models")
+        with gr.Tabs():
+            for tab in (diffusion_tab, unravel_tab, bending_tab):
+                tab.layout(library, out_dir, rave_choices, rave_default)
+    return page
+
+
+def serve(host: str = "127.0.0.1", port: int = 7860, models: str | os.PathLike | None = None,
+          out: str | os.PathLike | None = None, block: bool = True, threads: int = 1):
+    """Start the page on http://host:port; `block=False` returns (gradio app, local url)."""
+    from unravel.model import set_threads
+    set_threads(threads)
+    models = Path(models) if models else None
+    if models is not None and not models.is_dir():
+        raise UnravelError(f"{models}: models folder not found")
+    out = Path(out) if out else Path(tempfile.mkdtemp(prefix="unravel-app-"))
+    audio.check_writable_dir(out)
+    page = build(Library(models), out)
+    page.queue(default_concurrency_limit=1)
+    allowed = [str(out), str(DATA)] + ([str(models)] if models else [])
+    try:
+        app, url, _ = page.launch(server_name=host, server_port=int(port), share=False,
+                                  inbrowser=False, ssr_mode=False, mcp_server=False, pwa=False,
+                                  enable_monitoring=False, show_error=True, quiet=True,
+                                  allowed_paths=allowed, theme=theme(), css=CSS,
+                                  footer_links=["settings"], prevent_thread_lock=True)
+    except OSError as e:
+        raise UnravelError(f"cannot listen on {host}:{port} (in use or not allowed: choose "
+                           f"another with --port)") from None
+    print(f"unravel app: http://{host}:{port}/  (outputs in {out})", flush=True)
+    if not block:
+        return page, url
+    try:
+        page.block_thread()
+    finally:
+        page.close()

@@ -1,0 +1,214 @@
+"""The Bending tab: bend a layer's weights, hear the bundled loop through them, save the model."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from unravel import audio
+from unravel.app.common import BUNDLED_LOOP, SEED_MAX, Library, _command, _number, _on_page, whole
+from unravel.errors import UnravelError
+
+
+@dataclass(frozen=True)
+class BendResult:
+    wav: Path            # the bundled loop through the bent model's forward
+    command: str         # the `unravel bend` commands that make the same model
+    seconds: float
+
+
+def bend_layers(library: Library, rave: str) -> list[str]:
+    """The layers of a model, learned ones first (fixed filterbanks such as pqmf.* last)."""
+    model, _ = library.bender(rave)
+    layers = model.layers()
+    return [l.name for l in layers if l.learned] + [l.name for l in layers if not l.learned]
+
+
+SLIDERS = ("offset", "spread", "randomize", "invert", "percent", "seed")
+CHAIN = ("spread", "invert", "offset", "randomize", "zero")   # this order reproduces bit for bit
+NEUTRAL = {"offset": 0.0, "spread": 1.0, "randomize": 0.0, "invert": False, "zero": False}
+
+
+def layer_info(library: Library, rave: str, layer: str) -> str:
+    """One line about a layer: shape, size, whether it is learned, its current value range."""
+    model, bender = library.bender(rave)
+    info = next((l for l in model.layers() if l.name == layer), None)
+    if info is None:
+        raise UnravelError(f"{rave}: no layer named {layer!r}")
+    w = bender.get_weights(layer)
+    kind = "learned" if info.learned else "fixed filterbank"
+    return (f"`{layer}`: shape {' x '.join(map(str, info.shape))}, {info.numel} weights ({kind}), "
+            f"now {w.min():.4g} .. {w.max():.4g}")
+
+
+def bend_settings(library: Library, rave: str, layer: str) -> dict:
+    """The bend settings of a layer (offset, spread, randomize, invert, zero, percent, seed)."""
+    _, bender = library.bender(rave)
+    return bender.settings(layer)
+
+
+def bend_apply(library: Library, rave: str, layer: str, offset: float = 0.0, spread: float = 1.0,
+               randomize: float = 0.0, invert: bool = False, percent: float = 100.0,
+               seed: int = 0) -> None:
+    """Set all of a layer's bend settings at once (computed from its original weights)."""
+    _, bender = library.bender(rave)
+    seed = whole(seed, "Seed")
+    for op, amount in (("offset", offset), ("spread", spread), ("randomize", randomize),
+                       ("invert", 1.0 if invert else 0.0)):
+        bender.bend(layer, op, float(amount), float(percent), int(seed))
+
+
+def bend_command(library: Library, rave: str, output: str | os.PathLike) -> str:
+    """`unravel bend` commands (one op each, chained through files) that write the same weights
+    as saving the bent model to `output`."""
+    _, bender = library.bender(rave)
+    steps = []
+    for layer in bender.layers():
+        s = bender.settings(layer)
+        for op in CHAIN:
+            if s[op] != NEUTRAL[op]:
+                steps.append((layer, op, 1 if isinstance(s[op], bool) else s[op], s))
+    if not steps:
+        return "(no layer is bent: the original model)"
+    output = Path(output)
+    lines, source = [], rave
+    for i, (layer, op, amount, s) in enumerate(steps, 1):
+        target = output if i == len(steps) else output.with_name(f"{output.stem}.step{i}.ts")
+        lines.append(_command(["unravel", "bend", "--model", source, "--layer", layer, "--op", op,
+                               "--amount", _number(amount), "--percent", _number(s["percent"]),
+                               "--seed", s["seed"], "-o", target]))
+        source = target
+    return "\n".join(lines)
+
+
+def bend_listen(library: Library, rave: str, out_dir: str | os.PathLike,
+                source: str | os.PathLike = BUNDLED_LOOP) -> Path:
+    """Run `source` (default: the bundled loop) through the bent model's forward; write a wav."""
+    model, _ = library.bender(rave)
+    out_dir = audio.check_writable_dir(out_dir)
+    x = audio.load(source, model.sr, model.in_channels)
+    y = model.forward(x)
+    name = audio.free_name(out_dir, "bent", [".wav"])
+    return audio.write(out_dir / f"{name}.wav", y, model.sr)
+
+
+def bend_generate(library: Library, rave: str, layer: str, offset: float = 0.0,
+                  spread: float = 1.0, randomize: float = 0.0, invert: bool = False,
+                  percent: float = 100.0, seed: int = 0,
+                  out_dir: str | os.PathLike = ".") -> BendResult:
+    """Bend a layer as the sliders say and hear the bundled loop through the bent model."""
+    bend_apply(library, rave, layer, offset, spread, randomize, invert, percent, seed)
+    wav = bend_listen(library, rave, out_dir)
+    info = audio.sf.info(str(wav))
+    command = bend_command(library, rave, f"{Path(rave).stem}-bent.ts")
+    return BendResult(wav, command, info.frames / info.samplerate)
+
+
+def bend_restore(library: Library, rave: str, layer: str | None = None) -> None:
+    """Put the original weights back bit for bit (one layer, or all) and clear the settings."""
+    _, bender = library.bender(rave)
+    bender.restore(layer or None)
+
+
+def bend_save(library: Library, rave: str, out_dir: str | os.PathLike) -> tuple[Path, str]:
+    """Save the bent model as a TorchScript file nn~ and [unravel~] load; with its command."""
+    out_dir = audio.check_writable_dir(out_dir)
+    name = audio.free_name(out_dir, f"{Path(rave).stem}-bent", [".ts"])
+    _, bender = library.bender(rave)
+    path = bender.save(out_dir / f"{name}.ts")
+    return path, bend_command(library, rave, path)
+
+
+def _safe_layer_info(library: Library, rave: str, layer: str | None) -> str:
+    try:
+        return layer_info(library, rave, layer) if layer else ""
+    except Exception:  # noqa: BLE001 - the page must come up even with a broken default model
+        return ""
+
+
+def _pick_layer(names: Sequence[str]) -> str | None:
+    """A layer worth bending first: the first decoder weight, else the first layer."""
+    for name in names:
+        if name.startswith("decoder") and name.endswith("weight"):
+            return name
+    return names[0] if names else None
+
+
+def layout(library: Library, out_dir: Path, rave_choices: list, rave_default: str) -> None:
+    """The Bending tab (inside the page's gr.Tabs)."""
+    import gradio as gr
+
+    with gr.Tab("Bending", id="bending"):
+        try:
+            layers = bend_layers(library, rave_default)
+        except Exception:  # noqa: BLE001 - a broken default model must not stop the page
+            layers = []
+        with gr.Row():
+            with gr.Column():
+                b_rave = gr.Dropdown(rave_choices, value=rave_default, label="RAVE model",
+                                     allow_custom_value=True)
+                b_layer = gr.Dropdown(layers, value=_pick_layer(layers), label="Layer",
+                                      elem_id="b-layer")
+                b_info = gr.Markdown(_safe_layer_info(library, rave_default,
+                                                      _pick_layer(layers)))
+                b_offset = gr.Slider(-0.1, 0.1, 0, step=0.001, label="Offset", elem_id="b-offset")
+                b_spread = gr.Slider(0, 3, 1, step=0.01, label="Spread", elem_id="b-spread")
+                b_random = gr.Slider(0, 2000, 0, step=1,
+                                     label="Randomize (Gaussian noise, 0 = off)")
+                b_invert = gr.Checkbox(False, label="Invert")
+                b_percent = gr.Slider(1, 100, 100, step=1, label="Percent of the weights")
+                b_seed = gr.Number(0, precision=0, minimum=0, maximum=SEED_MAX, label="Seed")
+                with gr.Row():
+                    b_go = gr.Button("Generate", variant="primary", elem_id="b-generate")
+                    b_restore = gr.Button("Restore all", elem_id="b-restore")
+                    b_save = gr.Button("Save .ts", elem_id="b-save")
+            with gr.Column():
+                b_audio = gr.Audio(type="filepath", label="The bundled loop, bent",
+                                   interactive=False, buttons=["download"],
+                                   elem_id="b-audio")
+                b_model = gr.File(label="Bent model", interactive=False, elem_id="b-model")
+                b_cmd = gr.Code(label="The same from the command line", language="shell", wrap_lines=True,
+                                interactive=False)
+
+        sliders = [b_offset, b_spread, b_random, b_invert, b_percent, b_seed, b_info]
+
+        def settings_of(rave, layer):
+            s = bend_settings(library, rave, layer)
+            return [s[k] for k in SLIDERS] + [layer_info(library, rave, layer)]
+
+        @_on_page
+        def on_model(rave):
+            names = bend_layers(library, rave)
+            layer = _pick_layer(names)
+            return [gr.update(choices=names, value=layer)] + settings_of(rave, layer)
+
+        @_on_page
+        def on_layer(rave, layer):
+            return settings_of(rave, layer) if layer else [gr.update()] * len(sliders)
+
+        @_on_page
+        def on_bend(rave, layer, offset, spread, randomize, invert, percent, seed,
+                    progress=gr.Progress()):
+            progress(0, desc="bending")
+            r = bend_generate(library, rave, layer, offset, spread, randomize, invert,
+                              percent, seed, out_dir / "bending")
+            return str(r.wav), r.command, layer_info(library, rave, layer)
+
+        @_on_page
+        def on_restore(rave, layer):
+            bend_restore(library, rave)
+            wav = bend_listen(library, rave, out_dir / "bending")
+            return [str(wav), bend_command(library, rave, "x.ts")] + settings_of(rave, layer)
+
+        @_on_page
+        def on_save(rave):
+            path, command = bend_save(library, rave, out_dir / "bending")
+            return str(path), command
+
+        b_rave.change(on_model, b_rave, [b_layer] + sliders)
+        b_layer.input(on_layer, [b_rave, b_layer], sliders)
+        b_go.click(on_bend, [b_rave, b_layer] + sliders[:-1], [b_audio, b_cmd, b_info])
+        b_restore.click(on_restore, [b_rave, b_layer], [b_audio, b_cmd] + sliders)
+        b_save.click(on_save, b_rave, [b_model, b_cmd])

@@ -1,0 +1,198 @@
+"""What the tabs of the page share: the models on offer (Library), seeds, page fields,
+command lines, pictures of latents, and the page helpers (error wrapper, theme, buttons)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+import threading
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from unravel import audio
+from unravel.errors import UnravelError
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+BUNDLED_LOOP = DATA / "loop.wav"
+CHECKPOINT_SUFFIXES = (".pt", ".ckpt", ".pth")
+SEED_MAX = 999_999_999
+
+Progress = Callable[[float, str], None]
+
+
+def _no_progress(fraction: float, desc: str) -> None:
+    pass
+
+
+# ---------------------------------------------------------------- models on offer
+
+class Library:
+    """The models the page offers (bundled ones plus a models folder), loaded once each.
+
+    Decoding models are shared by the Diffusion and UnRAVEl tabs; the Bending tab bends its
+    own copy of a model, so bending never changes what the other tabs hear.
+    """
+
+    def __init__(self, folder: str | os.PathLike | None = None):
+        self.folder = Path(folder) if folder else None
+        self._lock = threading.Lock()
+        self._models: dict[str, object] = {}
+        self._benders: dict[str, tuple] = {}
+
+    def _files(self, suffixes: Sequence[str]) -> list[Path]:
+        if not self.folder or not self.folder.is_dir():
+            return []
+        return sorted(p for p in self.folder.rglob("*")
+                      if p.is_file() and p.suffix.lower() in suffixes)
+
+    def rave_choices(self) -> list[tuple[str, str]]:
+        """(label, value) pairs: the bundled RAVE models by name, then `*.ts` in the folder."""
+        from unravel.model import BUNDLED
+        bundled = [(f"{name} (bundled)", name) for name, p in BUNDLED.items() if p.is_file()]
+        return bundled + [(self._label(p), str(p)) for p in self._files((".ts",))]
+
+    def diffusion_choices(self) -> list[tuple[str, str]]:
+        """(label, value) pairs: the bundled checkpoint as `default`, then checkpoints in the folder."""
+        return [("default (bundled)", "default")] + [
+            (self._label(p), str(p)) for p in self._files(CHECKPOINT_SUFFIXES)]
+
+    def _label(self, path: Path) -> str:
+        return str(path.relative_to(self.folder)) if self.folder else path.name
+
+    def search(self) -> list[Path]:
+        return [self.folder] if self.folder else []
+
+    def model(self, spec: str):
+        """The shared, unbent model for `spec` (loaded on first use)."""
+        from unravel.model import load_model
+        key = self.key(spec)
+        with self._lock:
+            if key not in self._models:
+                self._models[key] = load_model(key)
+            return self._models[key]
+
+    def bender(self, spec: str):
+        """(model, Bender) of this page's private copy of the model `spec`, for bending."""
+        from unravel.bend import Bender
+        from unravel.model import load_model
+        key = self.key(spec)
+        with self._lock:
+            if key not in self._benders:
+                model = load_model(key)
+                self._benders[key] = (model, Bender(model))
+            return self._benders[key]
+
+    def key(self, spec: str) -> str:
+        """The resolved path of a model spec (UnravelError when there is no such model)."""
+        from unravel.model import resolve_model
+        return str(resolve_model(spec, self.search()))
+
+
+def random_seed() -> int:
+    """A fresh seed for the Randomize buttons (the seed itself is shown, so results repeat)."""
+    return secrets.randbelow(SEED_MAX) + 1
+
+
+def fresh_dir(parent: str | os.PathLike, stem: str) -> Path:
+    """A new empty folder `<parent>/<stem>-NNN` (the first free number)."""
+    parent = audio.check_writable_dir(parent)
+    i = 1
+    while True:
+        d = parent / f"{stem}-{i:03d}"
+        try:
+            d.mkdir()
+            return d
+        except FileExistsError:
+            i += 1
+
+
+def whole(value, label: str) -> int:
+    """An integer from a page field (UnravelError naming the field when it is empty or not whole)."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise UnravelError(f"{label}: give a whole number") from None
+    if not np.isfinite(f) or f != int(f):
+        raise UnravelError(f"{label}: give a whole number, not {value}")
+    return int(f)
+
+
+def _command(words: Sequence[object]) -> str:
+    return " ".join(shlex.quote(str(w)) for w in words)
+
+
+def _number(x: float) -> str:
+    """A float as short as it can be written and still read back exactly: 1.0 -> '1'."""
+    short = f"{float(x):g}"
+    return short if float(short) == float(x) else repr(float(x))
+
+
+# ---------------------------------------------------------------- pictures
+
+def latents_image(z: np.ndarray, path: str | os.PathLike) -> Path:
+    """Write a PNG of (D, T) latents as an image: dims down, time across."""
+    import io
+
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    z = np.asarray(z, dtype=np.float32)
+    fig = Figure(figsize=(8, 1.2 + 0.22 * z.shape[0]), dpi=100)
+    ax = fig.add_subplot(1, 1, 1)
+    lim = float(np.max(np.abs(z))) or 1.0
+    im = ax.imshow(z, aspect="auto", interpolation="nearest", cmap="magma",
+                   vmin=-lim, vmax=lim, origin="upper")
+    ax.set_xlabel(f"latent frame ({z.shape[1]} frames x {z.shape[0]} dims)")
+    ax.set_ylabel("dim")
+    ax.set_yticks(range(z.shape[0]))
+    ax.tick_params(labelsize=7)
+    fig.colorbar(im, ax=ax, pad=0.01)
+    fig.tight_layout(rect=(0, 0, 1, 0.9))   # room for the page's label above
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return audio.atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()), force=True)
+
+
+# ---------------------------------------------------------------- the page
+
+def _on_page(fn: Callable) -> Callable:
+    """Wrap a page handler so every failure becomes a message on the page, never a dead page."""
+    import functools
+
+    import gradio as gr
+
+    @functools.wraps(fn)
+    def handler(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except UnravelError as e:
+            raise gr.Error(str(e), duration=None, print_exception=False) from None
+        except Exception as e:  # a bug or a model that fails: say so, keep the page alive
+            raise gr.Error(f"{type(e).__name__}: {e}", duration=None) from None
+    return handler
+
+
+def _reporter(progress) -> Progress:
+    return lambda fraction, desc: progress(fraction, desc=desc)
+
+
+CSS = ".seed-button { align-self: flex-end; margin-bottom: 6px; }"
+
+
+def theme():
+    """A gradio theme with system fonts only (the default one fetches Google fonts)."""
+    import gradio as gr
+    return gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                          font_mono=["ui-monospace", "monospace"])
+
+
+def randomize_button():
+    """The small Randomize button next to a seed field."""
+    import gradio as gr
+    return gr.Button("Randomize", size="sm", scale=0, min_width=110, elem_classes="seed-button")

@@ -1,0 +1,132 @@
+"""The Diffusion tab: sample latents from a diffusion checkpoint and decode them."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from unravel import audio, latents
+from unravel.app.common import (SEED_MAX, Library, Progress, _command, _no_progress, _number,
+                                _on_page, _reporter, latents_image, random_seed,
+                                randomize_button, whole)
+from unravel.errors import UnravelError
+
+
+@dataclass(frozen=True)
+class DiffusionResult:
+    wav: Path            # the decoded audio
+    latents: Path        # the sampled latents (.npy, (1, D, T))
+    image: Path          # PNG of the latents
+    command: str         # the `unravel diffuse` command that makes the same wav
+    seconds: float       # length of the audio
+
+
+def diffusion_command(checkpoint: str, rave: str, seed_a: int, lerp: bool, seed_b: int,
+                      lerp_factor: float, temperature: float, steps: int, latent_scale: float,
+                      length_mult: int, out_dir: str | os.PathLike) -> str:
+    """The `unravel diffuse` command line for these settings."""
+    words: list[object] = ["unravel", "diffuse", "--checkpoint", checkpoint, "--model", rave]
+    if lerp:
+        words += ["--lerp", "--seed-a", int(seed_a), "--seed-b", int(seed_b),
+                  "--lerp-factor", _number(lerp_factor)]
+    else:
+        words += ["--seed", int(seed_a)]
+    words += ["--steps", int(steps), "--temperature", _number(temperature),
+              "--latent-scale", _number(latent_scale), "--length-mult", int(length_mult),
+              "--save-latents", "-o", out_dir]
+    return _command(words)
+
+
+def diffusion_generate(library: Library, checkpoint: str, rave: str, seed_a: int,
+                       lerp: bool = False, seed_b: int = 2, lerp_factor: float = 1.0,
+                       temperature: float = 1.0, steps: int = 10, latent_scale: float = 1.0,
+                       length_mult: int = 1, out_dir: str | os.PathLike = ".",
+                       progress: Progress = _no_progress) -> DiffusionResult:
+    """Sample latents from a diffusion checkpoint, decode them with a RAVE model, write wav + npy + PNG."""
+    diffuse_files = _diffusion_backend()
+    seed_a, seed_b = whole(seed_a, "Seed A"), whole(seed_b, "Seed B")
+    steps, length_mult = whole(steps, "Steps"), whole(length_mult, "Length multiplier")
+    out_dir = audio.check_writable_dir(out_dir)
+    progress(0.0, "loading models")
+    model = library.model(rave)
+    seeds = (dict(seed_a=int(seed_a), seed_b=int(seed_b), lerp_factor=float(lerp_factor))
+             if lerp else dict(seed=int(seed_a)))
+    result = diffuse_files(model, checkpoint, out_dir, steps=int(steps),
+                           temperature=float(temperature), latent_scale=float(latent_scale),
+                           length_mult=int(length_mult), lerp=bool(lerp), save_latents=True,
+                           on_step=lambda done, total: progress(0.9 * done / total, "diffusing"),
+                           **seeds)[0]
+    progress(0.95, "drawing the latents")
+    z = latents.read(result.npy)
+    image = latents_image(z, result.npy.with_suffix(".png"))
+    info = audio.sf.info(str(result.wav))
+    command = diffusion_command(checkpoint, rave, seed_a, lerp, seed_b, lerp_factor, temperature,
+                                steps, latent_scale, length_mult, out_dir)
+    return DiffusionResult(result.wav, result.npy, image, command, info.frames / info.samplerate)
+
+
+def _diffusion_backend() -> Callable:
+    """`unravel.diffusion.diffuse_files`, or UnravelError when the diffusion backend is missing."""
+    try:
+        from unravel.diffusion import diffuse_files
+    except ImportError as e:
+        raise UnravelError(f"diffusion backend not available ({e})") from None
+    return diffuse_files
+
+
+def layout(library: Library, out_dir: Path, rave_choices: list, rave_default: str) -> None:
+    """The Diffusion tab (inside the page's gr.Tabs)."""
+    import gradio as gr
+
+    with gr.Tab("Diffusion", id="diffusion"):
+        with gr.Row():
+            with gr.Column():
+                d_ckpt = gr.Dropdown(library.diffusion_choices(), value="default",
+                                     label="Diffusion model", allow_custom_value=True,
+                                     elem_id="d-ckpt")
+                d_rave = gr.Dropdown(rave_choices, value=rave_default,
+                                     label="RAVE decoder", allow_custom_value=True)
+                with gr.Row():
+                    d_seed_a = gr.Number(1, precision=0, minimum=0, maximum=SEED_MAX,
+                                         label="Seed A", elem_id="d-seed-a")
+                    d_rand_a = randomize_button()
+                d_lerp = gr.Checkbox(False, label="Lerp between seeds")
+                with gr.Row():
+                    d_seed_b = gr.Number(2, precision=0, minimum=0, maximum=SEED_MAX,
+                                         label="Seed B")
+                    d_rand_b = randomize_button()
+                d_lerp_factor = gr.Slider(0, 1, 1, step=0.01, label="Lerp factor")
+                with gr.Accordion("Advanced", open=False):
+                    d_temperature = gr.Slider(0.1, 1, 1, step=0.01, label="Temperature")
+                    d_steps = gr.Slider(1, 100, 10, step=1, label="Diffusion steps",
+                                        elem_id="d-steps")
+                    d_scale = gr.Slider(0.1, 3, 1, step=0.05,
+                                        label="Normalization (latent scale)")
+                    d_mult = gr.Slider(1, 3, 1, step=1, label="Length multiplier")
+                d_go = gr.Button("Generate", variant="primary", elem_id="d-generate")
+            with gr.Column():
+                d_audio = gr.Audio(type="filepath", label="Audio", interactive=False,
+                                   buttons=["download"], elem_id="d-audio")
+                d_files = gr.File(label="Download", file_count="multiple",
+                                  interactive=False, elem_id="d-files")
+                d_image = gr.Image(type="filepath", label="Latents (dims x time)",
+                                   interactive=False, elem_id="d-latents")
+                d_cmd = gr.Code(label="The same from the command line", language="shell", wrap_lines=True,
+                                interactive=False, elem_id="d-command")
+
+        d_rand_a.click(random_seed, outputs=d_seed_a, queue=False)
+        d_rand_b.click(random_seed, outputs=d_seed_b, queue=False)
+
+        @_on_page
+        def on_diffuse(ckpt, rave, seed_a, lerp, seed_b, factor, temperature, steps,
+                       scale, mult, progress=gr.Progress(track_tqdm=True)):
+            r = diffusion_generate(library, ckpt, rave, seed_a, lerp, seed_b, factor,
+                                   temperature, steps, scale, mult,
+                                   out_dir / "diffusion", _reporter(progress))
+            return str(r.wav), [str(r.wav), str(r.latents)], str(r.image), r.command
+
+        d_go.click(on_diffuse, [d_ckpt, d_rave, d_seed_a, d_lerp, d_seed_b,
+                                d_lerp_factor, d_temperature, d_steps, d_scale, d_mult],
+                   [d_audio, d_files, d_image, d_cmd])

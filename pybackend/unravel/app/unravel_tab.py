@@ -1,0 +1,169 @@
+"""The UnRAVEl tab: encode audio, show its statistics, compose a pattern and decode it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from unravel import audio, latents, stats
+from unravel.app.common import (BUNDLED_LOOP, SEED_MAX, Library, Progress, _command,
+                                _no_progress, _number, _on_page, _reporter, fresh_dir,
+                                latents_image, random_seed, randomize_button, whole)
+from unravel.distributions import DISTRIBUTIONS
+from unravel.errors import UnravelError
+from unravel.patterns import PATTERNS
+
+
+@dataclass(frozen=True)
+class EncodeResult:
+    latents: list[Path]  # one .npy per input
+    plot: Path           # histograms per dimension (PNG)
+    table: str           # the statistics as text
+    frames: int
+
+
+def encode_audio(library: Library, rave: str, inputs: Sequence[str | os.PathLike],
+                 out_dir: str | os.PathLike, iqr: bool = False) -> EncodeResult:
+    """Encode audio files with a RAVE model; write their latents and a statistics plot."""
+    from unravel.pipeline import encode_files
+    if not inputs:
+        raise UnravelError("no audio given: upload a file or keep the bundled loop")
+    files = list(dict.fromkeys(Path(p).resolve() for p in inputs))   # each file once
+    model = library.model(rave)
+    out_dir = fresh_dir(out_dir, "encoded")
+    if len({f.stem for f in files}) == len(files):
+        paths = encode_files(model, files, out_dir, latent_wav=False, progress=False)
+    else:  # same names from different folders: one subfolder each
+        paths = [encode_files(model, [f], fresh_dir(out_dir, "input"), progress=False)[0]
+                 for f in files]
+    z = np.concatenate([latents.read(p) for p in paths], axis=1)
+    s = stats.compute(z)
+    plot = stats.plot(z, out_dir / "stats.png")
+    return EncodeResult(list(paths), plot, stats.format_table(s, iqr=iqr), s.frames)
+
+
+@dataclass(frozen=True)
+class ComposeResult:
+    wav: Path            # decoded audio
+    latent_wav: Path     # the generated latents as a latent wav (D channels)
+    latents: Path        # the generated latents as .npy
+    image: Path          # PNG of the generated latents
+    command: str         # the generate + decode commands that make the same files
+    seconds: float
+
+
+def compose(library: Library, rave: str, encoded: Sequence[str | os.PathLike],
+            out_dir: str | os.PathLike, dist: str = "normal", pattern: str = "default",
+            points: int | None = 16, bpm: float | None = None, loops: int = 1, seed: int = 0,
+            iqr: bool = False, progress: Progress = _no_progress) -> ComposeResult:
+    """Generate a latent pattern from the statistics of encodings, then decode it."""
+    from unravel.pipeline import decode_files, generate_files
+    if not encoded:
+        raise UnravelError("nothing encoded yet: encode some audio first")
+    seed, loops = whole(seed, "Seed"), whole(loops, "Loops")
+    out_dir = audio.check_writable_dir(out_dir)
+    model = library.model(rave)
+    points = int(points) if points and not bpm else None
+    bpm = float(bpm) if bpm else None
+    progress(0.1, "generating latents")
+    npy = generate_files(list(encoded), out_dir, pattern=pattern, dist=dist, iqr=iqr,
+                         points=points, bpm=bpm, loops=int(loops), files=1, seed=int(seed),
+                         sr=model.sr, ratio=model.ratio)[0]
+    progress(0.5, "decoding")
+    wav = decode_files(model, [npy], out_dir)[0]
+    latent_wav = npy.with_name(latents.stem(npy) + latents.LATENT_WAV_SUFFIX)
+    z = latents.read(npy)
+    image = latents_image(z, npy.with_suffix(".png"))
+    choice = ["--bpm", _number(bpm)] if bpm else ["--points", points]
+    command = "\n".join([
+        _command(["unravel", "generate", *encoded, "--pattern", pattern, "--dist", dist,
+                  *(["--iqr"] if iqr else []), *choice, "--loops", int(loops),
+                  "--seed", int(seed), "-o", out_dir]),
+        _command(["unravel", "decode", "--model", rave, npy, "-o", out_dir])])
+    info = audio.sf.info(str(wav))
+    return ComposeResult(wav, latent_wav, npy, image, command, info.frames / info.samplerate)
+
+
+def layout(library: Library, out_dir: Path, rave_choices: list, rave_default: str) -> None:
+    """The UnRAVEl tab (inside the page's gr.Tabs)."""
+    import gradio as gr
+
+    with gr.Tab("UnRAVEl", id="unravel"):
+        u_encoded = gr.State(None)   # {"key": [...], "latents": [...]}
+        with gr.Row():
+            with gr.Column():
+                u_rave = gr.Dropdown(rave_choices, value=rave_default, label="RAVE model",
+                                     allow_custom_value=True)
+                u_files = gr.File(value=[str(BUNDLED_LOOP)] if BUNDLED_LOOP.exists() else None,
+                                  file_count="multiple", type="filepath",
+                                  label="Audio (upload, or keep the bundled loop)",
+                                  elem_id="u-files")
+                u_encode = gr.Button("Encode and show statistics")
+                with gr.Row():
+                    u_dist = gr.Dropdown(list(DISTRIBUTIONS), value="normal",
+                                         label="Distribution")
+                    u_pattern = gr.Dropdown(list(PATTERNS), value="fibo", label="Pattern")
+                u_iqr = gr.Checkbox(False, label="IQR statistics (robust to outliers)")
+                with gr.Row():
+                    u_by = gr.Radio(["points", "BPM"], value="points", label="Length by")
+                    u_points = gr.Number(11, precision=0, minimum=1, maximum=4096,
+                                         label="Points (latent frames)", elem_id="u-points")
+                    u_bpm = gr.Number(117.45, minimum=1, maximum=2000, label="Target BPM")
+                with gr.Row():
+                    u_loops = gr.Slider(1, 16, 1, step=1, label="Loops")
+                    u_seed = gr.Number(0, precision=0, minimum=0, maximum=SEED_MAX,
+                                       label="Seed")
+                    u_rand = randomize_button()
+                u_go = gr.Button("Generate", variant="primary", elem_id="u-generate")
+            with gr.Column():
+                u_audio = gr.Audio(type="filepath", label="Audio", interactive=False,
+                                   buttons=["download"], elem_id="u-audio")
+                u_out = gr.File(label="Download (wav, latent wav, npy)",
+                                file_count="multiple", interactive=False, elem_id="u-out")
+                u_image = gr.Image(type="filepath", label="Generated latents (dims x time)",
+                                   interactive=False)
+                u_cmd = gr.Code(label="The same from the command line", language="shell", wrap_lines=True,
+                                interactive=False)
+                u_plot = gr.Image(type="filepath", label="Statistics of the encodings",
+                                  interactive=False, elem_id="u-plot")
+                u_table = gr.Code(label="Statistics", interactive=False)
+
+        u_rand.click(random_seed, outputs=u_seed, queue=False)
+
+        def encoded_for(rave, files, iqr, state):
+            files = [str(f) for f in (files or [])]
+            key = [library.key(rave), files, bool(iqr)]
+            if state and state["key"] == key:
+                return state
+            r = encode_audio(library, rave, files, out_dir / "unravel", iqr=bool(iqr))
+            return {"key": key, "latents": [str(p) for p in r.latents],
+                    "plot": str(r.plot), "table": r.table}
+
+        @_on_page
+        def on_encode(rave, files, iqr, state, progress=gr.Progress(track_tqdm=True)):
+            progress(0, desc="encoding")
+            state = encoded_for(rave, files, iqr, state)
+            return state, state["plot"], state["table"]
+
+        @_on_page
+        def on_compose(rave, files, iqr, state, dist, pattern, by, points, bpm, loops,
+                       seed, progress=gr.Progress(track_tqdm=True)):
+            progress(0, desc="encoding")
+            state = encoded_for(rave, files, iqr, state)
+            r = compose(library, rave, state["latents"], out_dir / "unravel", dist,
+                        pattern, points=points if by == "points" else None,
+                        bpm=bpm if by == "BPM" else None, loops=loops, seed=seed,
+                        iqr=bool(iqr), progress=_reporter(progress))
+            return (state, state["plot"], state["table"], str(r.wav),
+                    [str(r.wav), str(r.latent_wav), str(r.latents)], str(r.image),
+                    r.command)
+
+        u_encode.click(on_encode, [u_rave, u_files, u_iqr, u_encoded],
+                       [u_encoded, u_plot, u_table])
+        u_go.click(on_compose, [u_rave, u_files, u_iqr, u_encoded, u_dist, u_pattern,
+                                u_by, u_points, u_bpm, u_loops, u_seed],
+                   [u_encoded, u_plot, u_table, u_audio, u_out, u_image, u_cmd])

@@ -1,0 +1,141 @@
+"""The latent diffusion commands: diffuse, prepare-diffusion, train-diffusion.
+
+unravel.diffusion (and so torch) is imported only when one of them runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from unravel.cli.rave import MODEL_HELP
+from unravel.errors import UnravelError
+
+
+def _cli_model(args: argparse.Namespace, spec: str):
+    from unravel.model import load_model
+    return load_model(spec, threads=getattr(args, "threads", 1))
+
+
+def cmd_diffuse(args: argparse.Namespace) -> int:
+    """`unravel diffuse`: sample, decode, write wav (+ .npy) + .json per result."""
+    if args.seed is not None and args.lerp:
+        raise UnravelError("--seed is for plain sampling; with --lerp give --seed-a and --seed-b")
+    from unravel.diffusion import diffuse_files
+    model = _cli_model(args, args.model)
+    results = diffuse_files(
+        model, args.checkpoint, args.output, seed=args.seed, num=args.num, steps=args.steps,
+        temperature=args.temperature, latent_scale=args.latent_scale,
+        skip_normalize=args.skip_normalize, length_mult=args.length_mult, lerp=args.lerp,
+        seed_a=args.seed_a, seed_b=args.seed_b, lerp_factor=args.lerp_factor,
+        save_latents=args.save_latents, latent_wav=args.latent_wav, arch=args.arch, name=args.name, batch=args.batch,
+        force=args.force, progress=sys.stderr.isatty())
+    for r in results:
+        print(r.wav)
+        if r.npy:
+            print(r.npy)
+        if r.latent_wav:
+            print(r.latent_wav)
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    """`unravel prepare-diffusion`: audio -> training latents."""
+    from unravel.diffusion import prepare_files
+    model = _cli_model(args, args.model)
+    paths = prepare_files(model, args.inputs, args.output, args.latent_length,
+                          normalize_latents=not args.no_normalize, force=args.force,
+                          progress=sys.stderr.isatty())
+    for p in paths:
+        print(p)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """`unravel train-diffusion`: train on a folder of latents."""
+    from unravel.diffusion import train
+    from unravel.model import set_threads
+    set_threads(getattr(args, "threads", 1))
+    summary = train(args.latents, args.output, arch=args.arch, name=args.name,
+                    batch_size=args.batch_size, accumulation_steps=args.accumulation_steps,
+                    lr=args.lr, weight_decay=args.weight_decay, scheduler_steps=args.scheduler_steps,
+                    noise_std=args.noise_std, patience=args.patience, max_epochs=args.max_epochs,
+                    max_minutes=args.max_minutes, split_ratio=args.split_ratio,
+                    save_interval=args.save_interval, resume=args.resume, finetune=args.finetune,
+                    seed=args.seed, force=args.force, optimizer_state=not args.no_optimizer_state,
+                    progress=sys.stderr.isatty())
+    print(summary["best"])
+    print(summary["last"])
+    return 0
+
+
+def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentParser) -> None:
+    """Add diffuse, prepare-diffusion and train-diffusion to the subparsers `sub`."""
+    s = sub.add_parser("diffuse", parents=[common, force],
+                       help="sample latents from a diffusion checkpoint, decode them to audio")
+    s.add_argument("--checkpoint", "-c", default="default",
+                   help="diffusion checkpoint .pt ('default' = the bundled one)")
+    s.add_argument("--model", "-m", default="default", help=MODEL_HELP)
+    s.add_argument("--arch", metavar="A.json",
+                   help="architecture for checkpoints that do not store one (default: the Flex'ed "
+                        "preset for its latent_length, else the original 4096 preset)")
+    s.add_argument("--seed", type=int, metavar="S", help="first seed (default: random)")
+    s.add_argument("--num", type=int, default=1, metavar="N", help="files to make: seeds S, S+1, ...")
+    s.add_argument("--steps", type=int, default=100, help="diffusion steps (default 100)")
+    s.add_argument("--temperature", type=float, default=1.0, help="noise scale (default 1.0)")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--latent-scale", type=float, default=1.0,
+                   help="scale after the global z-score (default 1.0)")
+    g.add_argument("--skip-normalize", action="store_true", help="decode the latents as sampled")
+    s.add_argument("--length-mult", type=int, default=1, metavar="K",
+                   help="sample K times the checkpoint's latent length")
+    s.add_argument("--lerp", action="store_true", help="slerp from seed A's to seed B's latents")
+    s.add_argument("--seed-a", type=int, metavar="A", help="seed A (with --lerp; default random)")
+    s.add_argument("--seed-b", type=int, metavar="B", help="seed B (with --lerp; default random)")
+    s.add_argument("--lerp-factor", type=float, default=1.0,
+                   help="interpolation reaches this factor at the end (default 1.0)")
+    s.add_argument("--save-latents", action="store_true", help="also write the latents as .npy")
+    s.add_argument("--latent-wav", action="store_true", help="also write <name>.latent.wav")
+    s.add_argument("--name", default="diffuse", help="file name prefix (default diffuse)")
+    s.add_argument("--batch", type=int, default=4, metavar="B",
+                   help="seeds sampled together (default 4; 1 = bit-exact with the reference loop)")
+    s.add_argument("-o", "--output", default=".", metavar="DIR", help="output folder (default: .)")
+    s.set_defaults(func=cmd_diffuse)
+
+    s = sub.add_parser("prepare-diffusion", parents=[common, force],
+                       help="audio files or folders -> training latents for train-diffusion")
+    s.add_argument("--model", "-m", default="default", help=MODEL_HELP)
+    s.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or folders")
+    s.add_argument("--latent-length", type=int, default=256, metavar="L",
+                   help="latent frames per chunk (default 256; chunks of L*ratio samples)")
+    s.add_argument("--no-normalize", action="store_true", help="skip the per-chunk z-score")
+    s.add_argument("-o", "--output", required=True, metavar="DIR", help="latent folder")
+    s.set_defaults(func=cmd_prepare)
+
+    s = sub.add_parser("train-diffusion", parents=[common, force],
+                       help="train a latent diffusion model on a folder of latents")
+    s.add_argument("latents", metavar="LATENT_DIR", help="folder of (1, D, L) .npy latents")
+    s.add_argument("-o", "--output", required=True, metavar="DIR", help="checkpoint folder")
+    s.add_argument("--arch", default="small",
+                   help="tiny, small, medium, flex (the Flex'ed preset for the latent length) "
+                        "or A.json (default small)")
+    s.add_argument("--name", default="diffusion", help="checkpoint name prefix")
+    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--accumulation-steps", type=int, default=2)
+    s.add_argument("--lr", type=float, default=1e-4)
+    s.add_argument("--weight-decay", type=float, default=1e-4)
+    s.add_argument("--scheduler-steps", type=int, default=100, help="epochs per LR decay (x0.99)")
+    s.add_argument("--noise-std", type=float, default=0.1, help="augmentation noise (default 0.1)")
+    s.add_argument("--patience", type=int, default=200,
+                   help="early stop after N epochs without improvement")
+    s.add_argument("--max-epochs", type=int, default=25000)
+    s.add_argument("--max-minutes", type=float, help="stop after this many minutes")
+    s.add_argument("--split-ratio", type=float, default=0.8, help="training share of the latents")
+    s.add_argument("--save-interval", type=int, default=100, help="write <name>_last.pt every N epochs")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--resume", metavar="CKPT", help="continue a run (weights, optimizer, epoch)")
+    g.add_argument("--finetune", metavar="CKPT", help="start from a checkpoint's weights")
+    s.add_argument("--seed", type=int, default=664)
+    s.add_argument("--no-optimizer-state", action="store_true",
+                   help="write checkpoints without optimizer/scheduler state (smaller, not resumable)")
+    s.set_defaults(func=cmd_train)

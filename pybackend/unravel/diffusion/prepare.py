@@ -1,0 +1,84 @@
+"""Training data: audio cut into chunks and encoded into (1, D, L) latents as the
+reference preprocess makes them, and the folder of such latents read back for training."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from unravel import audio as audio_io
+from unravel import latents as latents_io
+from unravel.diffusion.values import as_int
+from unravel.errors import UnravelError
+
+MIN_TRAIN_LENGTH = 256
+
+
+def prepare_files(model, inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
+                  latent_length: int = MIN_TRAIN_LENGTH, normalize_latents: bool = True,
+                  force: bool = False, progress: bool = False) -> list[Path]:
+    """Training latents as the reference preprocess makes them.
+
+    Each input is read at the model's rate, mixed to mono, cut into chunks of
+    latent_length * ratio samples (the last partial chunk dropped), each chunk encoded,
+    z-scored over the whole chunk (unless `normalize_latents` is False), zero-padded on the
+    right to latent_length frames and written as float32 (1, D, L) `<stem>_partNNN.npy`.
+    """
+    latent_length = as_int(latent_length, "latent_length")
+    if latent_length < 1:
+        raise UnravelError(f"latent_length must be positive, got {latent_length}")
+    if model.ratio is None or "encode" not in model.methods:
+        raise UnravelError(f"{model.path}: model has no encode method")
+    files = audio_io.find_audio(inputs)
+    folder = audio_io.check_writable_dir(out_dir)
+    chunk = latent_length * model.ratio
+    out: list[Path] = []
+    from tqdm import tqdm
+    for path in tqdm(files, desc="prepare", unit="file", file=sys.stderr, disable=not progress,
+                     leave=False):
+        mono = audio_io.load(path, model.sr, 1)[0]
+        for i in range(len(mono) // chunk):
+            piece = audio_io.mix(mono[None, i * chunk:(i + 1) * chunk], model.in_channels)
+            z = torch.from_numpy(model.encode(piece))[None]
+            if normalize_latents:
+                z = (z - z.mean()) / z.std()
+            z = torch.nn.functional.pad(z, (0, max(0, latent_length - z.shape[2])))[..., :latent_length]
+            target = folder / f"{path.stem}_part{i:03d}.npy"
+            out.append(latents_io.write_npy(target, z[0].numpy(), force=force))
+    if not out:
+        raise UnravelError(f"no input is at least {chunk} samples ({chunk / model.sr:.1f} s at "
+                           f"{model.sr} Hz) long: nothing to prepare for latent length {latent_length}")
+    return out
+
+
+def load_latent_folder(folder: str | os.PathLike) -> tuple[torch.Tensor, list[str]]:
+    """All `.npy` latents of a folder as (N, D, L) float32 and their names (sorted)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UnravelError(f"{folder}: no such folder of training latents")
+    files = sorted(p for p in folder.iterdir() if p.suffix == ".npy" and p.is_file())
+    if not files:
+        raise UnravelError(f"{folder}: no .npy latent files (make them with unravel prepare-diffusion)")
+    arrays = []
+    for p in files:
+        try:
+            a = np.load(p, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise UnravelError(f"{p}: not a readable .npy file ({e})") from None
+        a = np.asarray(a, dtype=np.float32)
+        if a.ndim == 3 and a.shape[0] == 1:
+            a = a[0]
+        if a.ndim != 2:
+            raise UnravelError(f"{p}: expected latents of shape (1, D, L), got {a.shape}")
+        if arrays and a.shape != arrays[0].shape:
+            raise UnravelError(f"{p}: shape {a.shape} differs from {files[0].name}'s "
+                               f"{arrays[0].shape}; all training latents need one (D, L)")
+        if not np.all(np.isfinite(a)):
+            raise UnravelError(f"{p}: latents contain NaN or infinite values")
+        arrays.append(a)
+    return torch.from_numpy(np.stack(arrays)), [p.name for p in files]

@@ -1,0 +1,196 @@
+"""Sampling: seeded noise, the sampler over seed groups, slerp between two seeds' latents,
+the global z-score, and `diffuse_files` (sample, decode, write wav/npy/json per result)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from unravel import audio as audio_io
+from unravel import latents as latents_io
+from unravel.diffusion.checkpoint import Diffuser, cached_checkpoint
+from unravel.diffusion.values import as_bool, as_float, as_int, check_seed, random_seed
+from unravel.diffusion.vdiffusion import total_factor
+from unravel.errors import UnravelError
+
+
+def make_noise(seed: int, dims: int, length: int, temperature: float = 1.0) -> torch.Tensor:
+    """The reference's starting noise: torch.manual_seed(seed); randn(1, dims, length) * temperature."""
+    gen = torch.Generator().manual_seed(int(seed))
+    return torch.randn(1, dims, length, generator=gen) * temperature
+
+
+def normalize(z: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """Global z-score of one sample (1, D, L) (unbiased std, as torch.std), times scale."""
+    return (z - z.mean()) / z.std() * scale
+
+
+def slerp(val: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation per channel: val (L,) weights over time, low/high (1, D, L).
+
+    The angle is between each channel's whole sequences; where it is 0 (identical
+    directions) the result is the linear interpolation, its limit.
+    """
+    unit = (low / torch.norm(low, dim=2, keepdim=True)) * (high / torch.norm(high, dim=2, keepdim=True))
+    omega = torch.acos(unit.sum(dim=2, keepdim=True).clamp(-1, 1))
+    so = torch.sin(omega)
+    res = (torch.sin((1.0 - val) * omega) / so) * low + (torch.sin(val * omega) / so) * high
+    linear = (1.0 - val) * low + val * high
+    return torch.where(so == 0, linear, res)
+
+
+def _progress_bar(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit="step", file=sys.stderr, disable=not enabled,
+                leave=False, dynamic_ncols=True)
+
+
+def sample_seeds(diffuser: Diffuser, seeds: Sequence[int], steps: int = 100, temperature: float = 1.0,
+                 length_mult: int = 1, batch: int = 4, progress: bool = False,
+                 on_step: Callable[[int, int], None] | None = None) -> tuple[list[torch.Tensor], list[list[int]]]:
+    """Denoised latents (1, D, L*mult) per seed (not normalized), and the seed groups run together.
+
+    Seeds are sampled `batch` at a time in one forward pass; a group of one gives exactly
+    the reference's numbers, a larger group the same up to float rounding (~1e-5).
+    `on_step(done, total)` reports progress.
+    """
+    length = diffuser.latent_length * length_mult
+    factor = total_factor(diffuser.arch)
+    if length % factor:
+        raise UnravelError(f"{diffuser.path}: latent length {length} is not a multiple of the "
+                           f"network's downsampling {factor}")
+    groups = [list(seeds[i:i + max(1, batch)]) for i in range(0, len(seeds), max(1, batch))]
+    total = steps * len(groups)
+    out: list[torch.Tensor] = []
+    with _progress_bar(total, "diffuse", progress) as bar:
+        done = 0
+
+        def step(_i: int) -> None:
+            nonlocal done
+            done += 1
+            bar.update(1)
+            if on_step is not None:
+                on_step(done, total)
+
+        for group in groups:
+            noise = torch.cat([make_noise(s, diffuser.dims, length, temperature) for s in group])
+            z = diffuser.model.sample(noise, steps, step)
+            out.extend(z[i:i + 1].clone() for i in range(len(group)))
+    return out, groups
+
+
+@dataclass
+class Diffused:
+    """One generated file set."""
+    wav: Path
+    npy: Path | None
+    sidecar: Path
+    seed: int | None
+    seeds: tuple[int, ...]
+    latent_wav: Path | None = None
+
+
+def _out_stem(folder: Path, stem: str, force: bool) -> str:
+    """`stem`, or `stem-NNN` when a file of that stem exists (unless force)."""
+    suffixes = (".wav", ".npy", ".json", ".latent.wav")
+    if force or not any((folder / (stem + s)).exists() for s in suffixes):
+        return stem
+    return audio_io.free_name(folder, stem, suffixes)
+
+
+def diffuse_files(model, checkpoint: str | os.PathLike = "default", out_dir: str | os.PathLike = ".",
+                  seed=None, num=1, steps=100, temperature=1.0, latent_scale=1.0,
+                  skip_normalize=False, length_mult=1, lerp=False, seed_a=None, seed_b=None,
+                  lerp_factor=1.0, save_latents=False, latent_wav=False,
+                  arch: str | os.PathLike | None = None,
+                  name: str = "diffuse", batch=4, force=False, progress: bool = False,
+                  on_step: Callable[[int, int], None] | None = None) -> list[Diffused]:
+    """Sample latents from a diffusion checkpoint and decode them with a RAVE model.
+
+    `model` is a unravel.model.Model or a model spec ('default', a path). Writes per result
+    `<name>_<seed>.wav` (or `<name>_<seedA>_<seedB>_slerp.wav`; 32-bit float at the model's
+    rate), `.npy` latents (1, D, L) when `save_latents`, a D-channel `.latent.wav` (one frame
+    per latent step) when `latent_wav`, and a `.json` sidecar with every
+    setting. `num` results use seeds seed, seed+1, ... (with lerp: seed_a+i, seed_b+i).
+    Numbers may come as floats or strings (Pd atoms); bad values raise UnravelError.
+    """
+    num = as_int(num, "num")
+    steps = as_int(steps, "steps")
+    length_mult = as_int(length_mult, "length_mult")
+    batch = as_int(batch, "batch")
+    temperature = as_float(temperature, "temperature")
+    latent_scale = as_float(latent_scale, "latent_scale")
+    lerp_factor = as_float(lerp_factor, "lerp_factor")
+    lerp, skip_normalize = as_bool(lerp, "lerp"), as_bool(skip_normalize, "skip_normalize")
+    save_latents, force = as_bool(save_latents, "save_latents"), as_bool(force, "force")
+    latent_wav = as_bool(latent_wav, "latent_wav")
+    for value, label in ((num, "num"), (steps, "steps"), (length_mult, "length_mult"), (batch, "batch")):
+        if value < 1:
+            raise UnravelError(f"{label} must be at least 1, got {value}")
+    if not lerp and (seed_a is not None or seed_b is not None):
+        raise UnravelError("seed_a and seed_b need lerp")
+    if lerp and seed is not None:
+        raise UnravelError("lerp takes seed_a and seed_b, not seed")
+    if lerp:
+        a0 = check_seed(seed_a, "seed_a") if seed_a is not None else random_seed()
+        b0 = check_seed(seed_b, "seed_b") if seed_b is not None else random_seed()
+        pairs = [(check_seed(a0 + i, "seed_a"), check_seed(b0 + i, "seed_b")) for i in range(num)]
+        seeds = [s for pair in pairs for s in pair]
+    else:
+        s0 = check_seed(seed, "seed") if seed is not None else random_seed()
+        seeds = [check_seed(s0 + i, "seed") for i in range(num)]
+    if isinstance(model, (str, os.PathLike)):
+        from unravel.model import load_model
+        model = load_model(model)
+    if model.latent_dims is None or "decode" not in model.methods:
+        raise UnravelError(f"{model.path}: model has no decode method")
+    diffuser = cached_checkpoint(checkpoint, arch)
+    if diffuser.dims != model.latent_dims:
+        raise UnravelError(f"{diffuser.path}: makes {diffuser.dims}-dim latents, but model "
+                           f"{Path(model.path).name} takes {model.latent_dims} dims")
+    folder = audio_io.check_writable_dir(out_dir)
+
+    latents, groups = sample_seeds(diffuser, seeds, steps, temperature, length_mult, batch,
+                                   progress, on_step)
+    group_of = {s: g for g in groups for s in g}
+
+    results: list[Diffused] = []
+    items = ([(None, (a, b), slerp(torch.linspace(0.0, lerp_factor, latents[2 * i].shape[-1]),
+                                   latents[2 * i], latents[2 * i + 1]))
+              for i, (a, b) in enumerate(pairs)] if lerp
+             else [(s, (s,), latents[i]) for i, s in enumerate(seeds)])
+    for s, used, z in items:
+        if not skip_normalize:
+            z = normalize(z, latent_scale)
+        z_np = z[0].numpy().astype(np.float32)
+        y = model.decode(z_np)
+        stem = f"{name}_{used[0]}_{used[1]}_slerp" if lerp else f"{name}_{s}"
+        stem = _out_stem(folder, stem, force)
+        wav = audio_io.write(folder / f"{stem}.wav", y, model.sr, subtype="FLOAT", force=True)
+        npy = None
+        if save_latents:
+            npy = latents_io.write_npy(folder / f"{stem}.npy", z_np, force=True)
+        lwav = None
+        if latent_wav:
+            lwav = latents_io.write_wav(folder / f"{stem}{latents_io.LATENT_WAV_SUFFIX}", z_np,
+                                        latents_io.latent_rate(model.sr, model.ratio or 2048), force=True)
+        sidecar = {
+            "command": "diffuse", "checkpoint": str(diffuser.path), "arch_source": diffuser.arch_source,
+            "model": str(model.path), "sr": model.sr, "dims": diffuser.dims,
+            "latent_length": diffuser.latent_length, "length_mult": length_mult,
+            "steps": steps, "temperature": temperature, "latent_scale": latent_scale,
+            "skip_normalize": skip_normalize, "lerp": lerp,
+            "seed": s, "seed_a": used[0] if lerp else None, "seed_b": used[1] if lerp else None,
+            "lerp_factor": lerp_factor if lerp else None,
+            "batch": batch, "sampled_together": [group_of[u] for u in used],
+            "wav": wav.name, "npy": npy.name if npy else None, "latent_wav": lwav.name if lwav else None,
+        }
+        js = latents_io.write_json(folder / f"{stem}.json", sidecar, force=True)
+        results.append(Diffused(wav, npy, js, s, tuple(used), lwav))
+    return results
