@@ -28,10 +28,12 @@ class Canvas:
                  name: str | None = None):
         self.head = (f"#N canvas {x} {y} {w} {h} {esc(name)} 0" if name is not None
                      else f"#N canvas {x} {y} {w} {h} {font}")
+        self.w, self.h = w, h
         self.items: list[str] = []      # each an already-rendered (maybe multi-line) item
         self.names: dict[str, int] = {}
         self.conns: list[str] = []
         self.tail: list[str] = []
+        self.declares: list[str] = []   # '#X declare ...' lines (right after the header)
         self.inlet_alias: dict[str, str] = {}
         # auto-placement for logic objects
         self.ax, self.ay, self.col = 10, 10, 0
@@ -116,6 +118,11 @@ class Canvas:
     def sub(self, x, y, title: str, canvas: "Canvas", name=None) -> str:
         return self._add(canvas.render(restore=f"#X restore {x} {y} pd {esc(title)}")[:-1], name)
 
+    def declare(self, x: int, y: int, args: str) -> str:
+        """A [declare args] object; Pd applies the '#X declare' line it saves beside it."""
+        self.declares.append(f"#X declare {esc(args)}")
+        return self.obj(f"declare {args}", None, x, y)
+
     def connect(self, a: str, outlet: int, b: str, inlet: int = 0) -> None:
         b = self.inlet_alias.get(b, b) if inlet == 0 else b
         self.conns.append(f"#X connect {self.names[a]} {outlet} {self.names[b]} {inlet}")
@@ -129,7 +136,7 @@ class Canvas:
         self.tail.append(f"#X coords 0 -1 1 1 {w} {h} {2 if hide else 1} {mx} {my}")
 
     def render(self, restore: str | None = None) -> str:
-        lines = [self.head] + self.items + self.conns + self.tail
+        lines = [self.head] + self.declares + self.items + self.conns + self.tail
         if restore:
             lines.append(restore)
         return "\n".join(ln + ";" for ln in lines) + ("" if restore else "\n")

@@ -21,10 +21,10 @@ def _section(c: Canvas, y: int, name: str, lines: list[str], x: int = 20) -> int
     return y + 10
 
 
-def _loop_player(c: Canvas, x: int, y: int) -> str:
-    """The bundled loop from examples/loop.wav, looping, into the returned object."""
+def _loop_player(c: Canvas, x: int, y: int, wav: str = "examples/loop.wav") -> str:
+    """The bundled loop (`wav`, relative to the patch), looping, into the returned object."""
     c.obj("loadbang", "lp_lb", x, y)
-    c.msg("read -resize examples/loop.wav $0-loop", "lp_read", x, y + 25)
+    c.msg(f"read -resize {wav} $0-loop", "lp_read", x, y + 25)
     c.obj("soundfiler", "lp_sf", x, y + 50)
     c.chain("lp_lb", "lp_read", "lp_sf")
     c.obj("table $0-loop", "lp_tab", x + 200, y + 50)

@@ -1,0 +1,105 @@
+"""Every example patch, run headless from the library as `unravel pd-install` puts it into a
+fresh home (no -path to the build tree), as a musician clicks through it: the results land in
+~/Documents/unravel/<example>, never in the library folder, and nothing is overwritten."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pdrun import BUILD, ROOT, run_pd
+from test_pd_package import pd_install
+
+pytestmark = pytest.mark.skipif(not (BUILD / "unravel~.pd_linux").exists(),
+                                reason="the external is not built (make setup)")
+
+EXAMPLES = sorted(p.name for p in (ROOT / "pd" / "examples").glob("*.pd"))
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    h = tmp_path_factory.mktemp("home")
+    p = pd_install(h)
+    assert p.returncode == 0, p.stderr
+    return h
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def driver(path: Path, example: Path, sends: list[str], until: str | None) -> Path:
+    """A patch that opens `example` (as File > Open does), sends `sends`, and quits when
+    something arrives on [r until] (at once without `until`; "itself": the example quits)."""
+    sends = sends + ([] if until else ["pd quit"])
+    lines = ["#N canvas 0 50 450 300 12;", "#X obj 10 10 loadbang;",
+             f"#X msg 10 40 \\; pd open {example.name} {example.parent}"
+             + "".join(f" \\; {s}" for s in sends) + ";",
+             "#X msg 10 200 \\; pd dsp 0 \\; pd quit;",
+             f"#X obj 10 100 r {until or 'nothing'};", "#X obj 10 130 t b a;",
+             "#X obj 100 160 print got;"]
+    conns = ["#X connect 0 0 1 0;", "#X connect 3 0 4 0;", "#X connect 4 0 2 0;",
+             "#X connect 4 1 5 0;"]
+    path.write_text("\n".join(lines + conns) + "\n")
+    return path
+
+
+def run_example(home: Path, tmp_path: Path, name: str, sends: list[str], until: str | None,
+                timeout: float = 240):
+    lib = home / "pd-externals" / "unravel"
+    before = _snapshot(lib)
+    r = run_pd(driver(tmp_path / "driver.pd", lib / "examples" / name, sends, until),
+               env={"HOME": str(home)}, path=None, timeout=timeout, args=["-r", "44100"])
+    assert r.returncode == 0 and not r.errors, r.lines
+    assert not [ln for ln in r.lines if "unravel-job-error" in ln], r.lines
+    assert _snapshot(lib) == before, "an example wrote into the library folder"
+    return r
+
+
+def test_every_example_is_tested():
+    assert EXAMPLES == ["1-bending.pd", "2-composition.pd", "3-render.pd", "4-diffusion.pd"]
+
+
+def test_1_bending(home, tmp_path):
+    run_example(home, tmp_path, "1-bending.pd", ["pd dsp 1"], None)
+    assert (home / "Documents" / "unravel" / "1-bending").is_dir()
+
+
+def test_2_composition_twice(home, tmp_path):
+    """Twice: the second run reuses loop.npy and writes a second pattern beside the first."""
+    out = home / "Documents" / "unravel" / "2-composition"
+    for k in (1, 2):
+        r = run_example(home, tmp_path, "2-composition.pd", ["composition-make bang"],
+                        "composition-loaded")
+        got = r.after("got:")
+        assert got and got[0].startswith("loaded 76 16.99"), r.lines     # the comment: 76, 17.00
+        assert sorted(p.name for p in out.glob("fibo-*.latent.wav")) == [
+            f"fibo-normal-{i:03d}.latent.wav" for i in range(1, k + 1)]
+    assert (out / "loop.npy").exists()
+
+
+def test_3_render(home, tmp_path):
+    out = home / "Documents" / "unravel" / "3-render"
+    r = run_example(home, tmp_path, "3-render.pd", [], "itself")
+    # the example quits by itself (headless): demo.wav is written before
+    assert r.after("demo-frames:") == [str(8 * 44100)], r.lines
+    y, sr = sf.read(out / "demo.wav", dtype="float32")
+    assert sr == 44100 and y.shape == (8 * 44100,) and np.sqrt(np.mean(y ** 2)) > 1e-3
+    first = (out / "demo.wav").read_bytes()
+    r = run_example(home, tmp_path, "3-render.pd", [], "itself")
+    assert any("exists (kept)" in ln for ln in r.lines), r.lines
+    assert (out / "demo.wav").read_bytes() == first
+
+
+def test_4_diffusion(home, tmp_path):
+    out = home / "Documents" / "unravel" / "4-diffusion"
+    r = run_example(home, tmp_path, "4-diffusion.pd", ["diffusion-make bang"], "diffusion-loaded")
+    got = r.after("got:")
+    assert got and got[0].startswith("loaded 256 "), r.lines
+    done = r.after("diffused:")
+    assert done == [f"{out}/diffused_7.wav {out}/diffused_7.npy {out}/diffused_7.latent.wav"], r.lines
+    assert sf.info(out / "diffused_7.wav").frames > 0
