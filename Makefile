@@ -5,7 +5,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 PD_MIN := 0.54
 
-.PHONY: setup system venv native package browser demo test clean
+.PHONY: setup system venv native package dist browser demo test clean
 
 setup: system venv native browser
 
@@ -46,6 +46,11 @@ native: venv
 	  cmake -S . -B build -DUNRAVEL_PYTHON=$(abspath $(VPY)) >/dev/null && cmake --build build -j2 >/dev/null; \
 	fi
 
+# A deken package of build/unravel for this platform: dist/unravel[v<version>](<OS>-<cpu>-32).dek
+# with its .sha256 and object list (tools/dek.py says what is in it).
+dist: package
+	$(VPY) tools/dek.py build/unravel dist
+
 # Chromium for the web page's browser test (Debian's package: Playwright's own download is not
 # used). Without it the browser test skips and says why.
 browser:
@@ -68,4 +73,4 @@ test: setup
 	$(VPY) -m pytest -q
 
 clean:
-	rm -rf build out
+	rm -rf build out dist

@@ -1,10 +1,16 @@
-"""Every example patch, run headless from the library as `unravel pd-install` puts it into a
-fresh home (no -path to the build tree), as a musician clicks through it: the results land in
-~/Documents/unravel/<example>, never in the library folder, and nothing is overwritten."""
+"""Every example patch, run headless from the library as a musician installs it into a fresh
+home's ~/pd-externals (no -path to the build tree): by `unravel pd-install`, or by unpacking
+the deken package `make dist` writes (tools/dek.py) and `unravel pd-install --config-only`.
+As a musician clicks through them: the results land in ~/Documents/unravel/<example>, never
+in the library folder, and nothing is overwritten."""
 
 from __future__ import annotations
 
-import shutil
+import hashlib
+import re
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +26,39 @@ pytestmark = pytest.mark.skipif(not (BUILD / "unravel~.pd_linux").exists(),
 EXAMPLES = sorted(p.name for p in (ROOT / "pd" / "examples").glob("*.pd"))
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory) -> Path:
+# deken's file name pattern (deken/developer/README.md, "Filename format")
+DEKEN_NAME = re.compile(r"([^\[\]\(\)]+)(\[v[^\[\]\(\)]+\])?((\([^\[\]\(\)]+\))*)\.(dek)")
+
+
+def unpack_dek(tmp: Path, externals: Path) -> None:
+    """tools/dek.py on the build, checked, unpacked into the empty `externals` folder."""
+    p = subprocess.run([sys.executable, str(ROOT / "tools" / "dek.py"), str(BUILD), str(tmp)],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    (dek,) = tmp.glob("*.dek")
+    m = DEKEN_NAME.fullmatch(dek.name)
+    assert m and m.group(1) == "unravel" and m.group(3) == "(Linux-amd64-32)", dek.name
+    assert (tmp / (dek.name + ".sha256")).read_text() == hashlib.sha256(dek.read_bytes()).hexdigest()
+    objects = [ln.split("\t")[0] for ln in (tmp / (dek.name + ".txt")).read_text().splitlines()]
+    assert objects == ["unravel~", "bender", "chns0n", "ch4ns0n", "ch8ns0n"]
+    with zipfile.ZipFile(dek) as z:
+        names = z.namelist()
+        assert all(n.startswith("unravel/") for n in names) and "unravel/unravel.cfg" not in names
+        externals.mkdir(parents=True)
+        z.extractall(externals)
+    for f in ("unravel~.pd_linux", "unravel_core.so"):      # zipfile does not restore modes
+        (externals / "unravel" / f).chmod(0o755)
+
+
+@pytest.fixture(scope="module", params=["pd-install", "dek"])
+def home(request, tmp_path_factory) -> Path:
+    """A fresh home with the library in ~/pd-externals/unravel, installed either way."""
     h = tmp_path_factory.mktemp("home")
-    p = pd_install(h)
+    if request.param == "pd-install":
+        p = pd_install(h)
+    else:
+        unpack_dek(tmp_path_factory.mktemp("dist"), h / "pd-externals")
+        p = pd_install(h, "--config-only", str(h / "pd-externals"))
     assert p.returncode == 0, p.stderr
     return h
 
