@@ -5,9 +5,9 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 PD_MIN := 0.54
 
-.PHONY: setup system venv native package dist browser demo test clean
+.PHONY: setup system venv native package dist browser xvfb demo test clean
 
-setup: system venv native browser
+setup: system venv native browser xvfb
 
 # System packages: Pure Data >= 0.54 (0.55 from bookworm-backports), cmake, a C compiler, libsndfile.
 system:
@@ -62,6 +62,19 @@ browser:
 	  echo "setup: could not install chromium; the browser test will be skipped"; \
 	else \
 	  echo "setup: no /usr/bin/chromium (Debian: apt-get install chromium); the browser test will be skipped"; \
+	fi
+
+# Xvfb and xwd for the GUI test (tests/test_pd_gui.py opens the help patches in Pd's GUI on a
+# virtual display and saves screenshots into tests/_out/). Without them that test skips.
+xvfb:
+	@command -v Xvfb >/dev/null && command -v xwd >/dev/null && exit 0; \
+	if [ "$$(id -u)" = 0 ] && [ -f /etc/debian_version ] && command -v apt-get >/dev/null; then \
+	  echo "setup: installing xvfb and x11-apps (for the GUI test)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xvfb x11-apps >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xvfb x11-apps >/dev/null; } || \
+	  echo "setup: could not install xvfb; the GUI test will be skipped"; \
+	else \
+	  echo "setup: no Xvfb/xwd (Debian: apt-get install xvfb x11-apps); the GUI test will be skipped"; \
 	fi
 
 # The headless Pd render of pd/examples/3-render.pd (encode, generate, bend, decode in Pd):

@@ -138,3 +138,34 @@ def test_4_diffusion(home, tmp_path):
     done = r.after("diffused:")
     assert done == [f"{out}/diffused_7.wav {out}/diffused_7.npy {out}/diffused_7.latent.wav"], r.lines
     assert sf.info(out / "diffused_7.wav").frames > 0
+
+
+def test_help_job_messages_work_from_the_help_folder(home, tmp_path):
+    """The job messages of unravel~-help.pd's [pd jobs], sent in order to an [unravel~
+    default] in the library folder (where the help patch is): each replies done."""
+    lib = home / "pd-externals" / "unravel"
+    help_text = (lib / "unravel~-help.pd").read_text()
+    jobs = [ln[len("#X msg "):].split(" ", 2)[2].rstrip(";") for ln in help_text.splitlines()
+            if ln.startswith("#X msg ") and ln.split(" ")[4] in
+            ("encode", "stats", "generate", "decode", "tempo", "diffuse")]
+    assert [j.split()[0] for j in jobs] == ["encode", "stats", "generate", "decode", "tempo", "diffuse"]
+    lines = ["#N canvas 0 50 450 300 12;", "#X obj 10 10 loadbang;",
+             "#X msg 10 40 " + " \\, ".join(jobs) + ";", "#X obj 10 70 unravel~ default;",
+             "#X obj 10 100 route done error;", "#X obj 10 130 print done;",
+             "#X obj 100 130 print failed;",
+             # count the replies; after the 6th, quit
+             "#X obj 200 130 t b;", "#X obj 200 160 f;", "#X obj 240 160 + 1;",
+             "#X obj 200 190 sel 6;", "#X msg 200 220 \\; pd quit;"]
+    conns = ["0 0 1 0", "1 0 2 0", "2 1 3 0", "3 0 4 0", "3 1 5 0", "3 0 6 0", "3 1 6 0",
+             "6 0 7 0", "7 0 8 0", "8 0 7 1", "8 0 9 0", "9 0 10 0"]
+    patch = lib / "_jobs_test.pd"
+    patch.write_text("\n".join(lines + [f"#X connect {c};" for c in conns]) + "\n")
+    try:
+        r = run_pd(patch, env={"HOME": str(home)}, path=None, timeout=300)
+    finally:
+        patch.unlink()
+    done = r.after("done:")
+    assert [d.split()[0] for d in done] == ["encode", "stats", "generate", "decode", "tempo", "diffuse"], r.lines
+    assert not r.after("failed:") and not r.errors, r.lines
+    out = home / "Documents" / "unravel" / "help"
+    assert (out / "loop.npy").exists() and (out / "loop.wav").exists()

@@ -103,8 +103,9 @@ class Canvas:
         return self._add(f"#X obj {x} {y} nbx {width} 17 {lo:g} {hi:g} 0 0 empty {label(rcv)} "
                          f"{label(lbl)} 0 -8 0 11 {BG} {FG} {LB} 0 256", name)
 
-    def cnv(self, x, y, w, h, lbl="", color="#e0e0e0", name=None, fs=12) -> str:
-        return self._add(f"#X obj {x} {y} cnv 15 {w} {h} empty empty {label(lbl)} 6 10 0 {fs} "
+    def cnv(self, x, y, w, h, lbl="", color="#e0e0e0", name=None, fs=12, sel=15) -> str:
+        """A [cnv] of w x h; `sel`: the size of its selectable corner."""
+        return self._add(f"#X obj {x} {y} cnv {sel} {w} {h} empty empty {label(lbl)} 6 10 0 {fs} "
                          f"{color} #404040 0", name)
 
     def graph(self, x, y, array: str, size: int, w: int, h: int, ylo: float, yhi: float,
