@@ -45,14 +45,14 @@ def section(c: Canvas, y: int, label: str) -> int:
 
 def reference(name: str, title: str, parts: list[tuple[str, list[tuple[str, str]]]]) -> Canvas:
     """[pd reference]: for each (section, [(what, description)]) a bar and its rows."""
-    r = Canvas(640, 100, name="reference")
+    r = Canvas(900, 100, name="reference")
     r.text(20, 12, f"[{name}] - {title}", 86)
     y = 50
     for label, rows in parts:
         y = section(r, y, label)
         for what, desc in rows:
             r.text(30, y, what, 22)
-            y = max(y + wrap(what, 22) * LH, note(r, 200, y, desc, 60)) + 4
+            y = max(y + wrap(what, 22) * LH, note(r, 200, y, desc, 95)) + 4
         y += 8
     separator(r, y, heavy=True)
     r.head = r.head.replace(" 100 reference", f" {y + 30} reference")
@@ -155,10 +155,15 @@ def unravel_help() -> str:
                                               "done <job> <results...>, error <job> <reason>")]),
         ("ARGUMENTS:", [("1) symbol", "model: a TorchScript file (.ts optional) beside the patch or on "
                                       "Pd's path, 'default' (8 dims) or 'default4' (4 dims), bundled"),
-                        ("2) symbol", "method: forward (default), encode, decode or another"),
-                        ("3) float", "bufsize: samples per model call, a power of two (default 4096), "
-                                     "0: in the DSP thread")]),
+                        ("2) symbol", "method: forward (default), encode, decode or another (one the "
+                                      "model lacks: a post, then forward, as nn~)"),
+                        ("3) float", "bufsize: samples per model call, rounded up to a power of two "
+                                     "(default 4096), 0: in the DSP thread"),
+                        ("(none)", "an empty object (also when the model fails to load, one error "
+                                   "line): one signal inlet and outlet, zeros, 'loaded 0' on bang, "
+                                   "until 'load <model>'")]),
         ("FLAGS:", [("-m", "one multichannel inlet and outlet"), ("-d", "start disabled"),
+                    ("-g / -gpu", "nn~'s: accepted, this build runs on the CPU (it posts so)"),
                     ("-sync / -live", "the audio thread waits for the model (bit-identical renders, "
                                       "the default under pd -batch) / never waits (late = silence)")]),
     ])
@@ -196,6 +201,7 @@ def unravel_help() -> str:
         ("layers", "layers, weights, bending, save", layers_group()),
         ("jobs", "UnRAVEl: encode, stats, generate, decode, tempo, diffuse", jobs_group()),
         ("multichannel", "-m: the latents in one signal", multichannel_group()),
+        ("registry", "the model registry (nn~'s): list, download", registry_group()),
     ]
     for name, what, g in groups:
         c.sub(x, gy, name, g)
@@ -211,12 +217,14 @@ def model_group() -> Canvas:
         ("load default", "back to the bundled 8-dim model"),
         ("reload", "the model file again: every original weight back"),
         ("method forward", "another method of the model (forward, encode, decode...)"),
-        ("bufsize 2048", "samples per model call (a power of two, at least the model's ratio)"),
+        ("bufsize 2048", "samples per model call: rounded up to a power of two, at least the "
+                         "model's ratio (posted)"),
         ("bufsize 0", "run the model in the DSP thread (one model block per buffer)"),
         ("sync 1", "the audio thread waits for the model: bit-identical renders"),
         ("sync 0", "never wait (live): a late buffer plays as silence"),
         ("set temperature 0.5", "set a model attribute (an error if the model has none)"),
         ("get temperature", "replies 'attribute temperature <values>'"),
+        ("gpu 1", "nn~'s GPU switch: this build runs on the CPU and posts so"),
     ], "$0-u")
 
 
@@ -255,6 +263,27 @@ def jobs_group() -> Canvas:
         ("tempo bpm 120", "replies 'done tempo <frames> <bpm> <double bpm> <seconds>'"),
         (f"diffuse output {OUT} steps 10 seed 1", "latent diffusion: 'done diffuse <wav> <npy>'"),
     ], "$0-u", w=960)
+
+
+def registry_group() -> Canvas:
+    def obj(g: Canvas, y: int) -> int:
+        g.obj("r $0-reg", "r", 15, y)
+        g.obj("unravel~", "u", 15, y + 30)
+        g.connect("r", 0, "u", 0)
+        g.obj("print registry", "pr", 15, y + 60)
+        g.connect("u", 1, "pr", 0)
+        return note(g, 180, y + 30, "no model needed. On the job thread: lines in the Pd window "
+                                    "as nn~'s, then 'done <message> ...' or 'error <message> "
+                                    "<reason>'. UNRAVEL_REGISTRY_URL sets the registry's address.",
+                    60) + 40
+    return group("registry", "nn~'s model registry. download and remove work in the folder of "
+                             "the patch holding the object: here the library folder, so copy these "
+                             "into your own patch to download beside it.", [
+        ("print_available_models", "posts every model card (source/model/name) of the registry"),
+        ("download ircam/rave/nasa", "as nasa.ts (whole or not at all, a file already there is kept)"),
+        ("download ircam/rave/nasa mynasa", "the same as mynasa.ts"),
+        ("remove nasa", "deletes nasa.ts in the patch's folder (nothing else)"),
+    ], "$0-reg", extra=obj, w=760)
 
 
 def multichannel_group() -> Canvas:
