@@ -40,20 +40,20 @@ def separator(c: Canvas, y: int, heavy: bool = False) -> None:
 def section(c: Canvas, y: int, label: str) -> int:
     """A reference section bar (INLETS:, OUTLETS: ...); returns the y below it."""
     c.cnv(15, y, c.w - 30, 3, label, "#202020", fs=13, sel=1)
-    return y + 30
+    return y + 26
 
 
 def reference(name: str, title: str, parts: list[tuple[str, list[tuple[str, str]]]]) -> Canvas:
     """[pd reference]: for each (section, [(what, description)]) a bar and its rows."""
     r = Canvas(900, 100, name="reference")
     r.text(20, 12, f"[{name}] - {title}", 86)
-    y = 50
+    y = 44
     for label, rows in parts:
         y = section(r, y, label)
         for what, desc in rows:
-            r.text(30, y, what, 22)
-            y = max(y + wrap(what, 22) * LH, note(r, 200, y, desc, 95)) + 4
-        y += 8
+            r.text(30, y, what, 24)
+            y = max(y + wrap(what, 24) * LH + 6, note(r, 210, y, desc, 94)) + 2
+        y += 6
     separator(r, y, heavy=True)
     r.head = r.head.replace(" 100 reference", f" {y + 30} reference")
     return r
