@@ -105,7 +105,9 @@ def test_copied_anywhere(home, tmp_path):
     assert any(ln.startswith("info: method forward") for ln in r.lines), r.lines
 
 
-def _broken(home: Path, tmp_path: Path, cfg_text: str | None) -> list[str]:
+def _broken(home: Path, tmp_path: Path, cfg_text: str | None, loads: bool = False) -> list[str]:
+    """One error line naming the cfg and the fix. loads: the external loads (the Python
+    starts but cannot import unravel), so the object is created empty, as nn~'s is."""
     lib = tmp_path / "ext" / "unravel"
     shutil.copytree(home / "pd-externals" / "unravel", lib)
     if cfg_text is None:
@@ -117,7 +119,7 @@ def _broken(home: Path, tmp_path: Path, cfg_text: str | None) -> list[str]:
     mine = [ln for ln in r.errors if "[unravel~]" in ln]
     assert len(mine) == 1, r.errors
     assert str(lib / "unravel.cfg") in mine[0] and "unravel pd-install" in mine[0], mine
-    assert len([ln for ln in r.errors if "couldn't create" in ln]) == 1, r.errors
+    assert len([ln for ln in r.errors if "couldn't create" in ln]) == (0 if loads else 1), r.errors
     return mine
 
 
@@ -136,7 +138,7 @@ def test_python_without_unravel(home, tmp_path):
     venv = tmp_path / "bare"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     lib = sysconfig.get_config_var("LIBDIR") + "/" + sysconfig.get_config_var("INSTSONAME")
-    mine = _broken(home, tmp_path, f"python={venv}/bin/python\nlibpython={lib}\n")
+    mine = _broken(home, tmp_path, f"python={venv}/bin/python\nlibpython={lib}\n", loads=True)
     assert "No module named 'unravel'" in mine[0]
 
 
