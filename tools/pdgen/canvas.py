@@ -95,17 +95,18 @@ class Canvas:
         return self._add(f"#X obj {x} {y} tgl {size} 0 empty {label(rcv)} {label(lbl)} "
                          f"{size + 4} {size // 2} 0 12 {BG} {FG} {LB} 0 {nonzero}", name)
 
-    def hsl(self, x, y, lo, hi, rcv="", lbl="", name=None, w=130, h=17) -> str:
-        return self._add(f"#X obj {x} {y} hsl {w} {h} {lo} {hi} 0 0 empty {label(rcv)} {label(lbl)} "
+    def hsl(self, x, y, lo, hi, rcv="", lbl="", name=None, w=130, h=17, snd="") -> str:
+        return self._add(f"#X obj {x} {y} hsl {w} {h} {lo} {hi} 0 0 {label(snd)} {label(rcv)} {label(lbl)} "
                          f"-2 -8 0 11 {BG} {FG} {LB} 0 1", name)
 
     def nbx(self, x, y, rcv="", lbl="", name=None, width=6, lo=-1e37, hi=1e37) -> str:
         return self._add(f"#X obj {x} {y} nbx {width} 17 {lo:g} {hi:g} 0 0 empty {label(rcv)} "
                          f"{label(lbl)} 0 -8 0 11 {BG} {FG} {LB} 0 256", name)
 
-    def cnv(self, x, y, w, h, lbl="", color="#e0e0e0", name=None, fs=12, sel=15) -> str:
-        """A [cnv] of w x h; `sel`: the size of its selectable corner."""
-        return self._add(f"#X obj {x} {y} cnv {sel} {w} {h} empty empty {label(lbl)} 6 10 0 {fs} "
+    def cnv(self, x, y, w, h, lbl="", color="#e0e0e0", name=None, fs=12, sel=15, rcv="") -> str:
+        """A [cnv] of w x h; `sel`: the size of its selectable corner; `rcv`: its receive name
+        (e.g. for 'label <text>')."""
+        return self._add(f"#X obj {x} {y} cnv {sel} {w} {h} empty {label(rcv)} {label(lbl)} 6 10 0 {fs} "
                          f"{color} #404040 0", name)
 
     def graph(self, x, y, array: str, size: int, w: int, h: int, ylo: float, yhi: float,

@@ -11,7 +11,7 @@ RATIO = 2048        # samples per latent frame
 
 def chns0n() -> str:
     c = Canvas(1000, 700)
-    c.cnv(0, 0, W, H, "ch$1ns0n", "#d8e8dc", fs=14)
+    c.cnv(0, 0, W, H, "chns0n", "#d8e8dc", fs=14, rcv="$0-panel")   # label: ch<D>ns0n at load
     c.bng(8, 24, "$0-load", "Load", "load")
     c.symbolatom(70, 25, 26, "$0-file")
     c.tgl(8, 52, "$0-render", "Render", "render")
@@ -106,7 +106,15 @@ def chns0n() -> str:
     c.obj("t s s", "path_t")
     c.connect("path_r", 0, "path_t", 0)
     c.obj("s $0-file", "file_s", 600, 305)
-    c.connect("path_t", 1, "file_s", 0)
+    # the file's name (not its folder) in the panel
+    c.obj("file splitname", "fname", 1000, 280)
+    c.connect("path_t", 1, "fname", 0)
+    c.obj("list split 1", "fname_l", 1000, 305)
+    c.connect("fname", 0, "fname_l", 0)
+    c.obj("symbol", "fname_s", 1000, 330)
+    c.connect("fname_l", 1, "fname_s", 0)
+    c.connect("fname_s", 0, "file_s", 0)
+    c.connect("fname", 1, "file_s", 0)
     c.obj("list append", "read_app")
     c.connect("path_t", 0, "read_app", 0)
     c.obj("r $0-names", "names_r", 600, 330)
@@ -265,6 +273,15 @@ def finish_chns0n(c: Canvas) -> str:
     c.obj("v $0-dims", "dims_set", 180, 1050)
     c.connect("dims_min", 1, "dims_set", 0)
     c.connect("dims_8", 0, "dims_set", 0)
+    c.obj("makefilename ch%dns0n", "panel_lbl", 260, 1050)   # the panel's label: ch<D>ns0n
+    c.connect("dims_min", 1, "panel_lbl", 0)
+    c.connect("dims_8", 0, "panel_lbl", 0)
+    c.obj("list prepend label", "panel_pre", 260, 1075)
+    c.connect("panel_lbl", 0, "panel_pre", 0)
+    c.obj("list trim", "panel_trim", 260, 1100)
+    c.connect("panel_pre", 0, "panel_trim", 0)
+    c.obj("s $0-panel", "panel_s", 260, 1125)
+    c.connect("panel_trim", 0, "panel_s", 0)
     c.obj("v $0-dims", "dims")
     c.connect("lb_t", 2, "dims", 0)
     c.obj("until", "mk_u")
