@@ -317,9 +317,12 @@ def bender_help() -> str:
         ("ARGUMENT:", [("1) symbol", "a public name: 'offset 0.05' sent to it ([s b1] for "
                                      "[bender b1]) sets that control as if moved")]),
         ("CONTROLS:", [("init, layer", "read the layers, choose one"),
-                       ("offset spread randomize", "the bends, recomputed from the original weights"),
+                       ("offset spread randomize", "the bends, recomputed from the original weights "
+                                                   "(randomize 0: off), each slider shows its value"),
                        ("invert, percent, seed", "invert, the share of elements touched, the seed"),
-                       ("res, push, plot", "restore the layer, write the drawn graph, show it"),
+                       ("res, push, plot, fix", "restore the layer, write the drawn graph, show it, "
+                                                "keep the graph's scale (compare layers and bends)"),
+                       ("pqmf.* layers", "a fixed filterbank (not learned): its name shows '_(fixed)'"),
                        ("temperature, guidance...", "model attributes (MSPrior, AFTER)")]),
     ])
     y = header(c, "bender", "bend the layers of an [unravel~] model while it plays", ref,
@@ -362,7 +365,7 @@ def bender_help() -> str:
 # ----------------------------------------------------------------------- [chns0n] & co
 
 def player_help(obj: str, dims: int, model: str, latent: str) -> str:
-    c = Canvas(760, 560)
+    c = Canvas(760, 590)
     args = ([("1) float", "D: the number of latent dimensions (channels), the model's decode "
                           "inputs (default 8)"),
              ("2) symbol", "a public name: '<name> open <file>', '<name> render 1'")]
@@ -384,12 +387,15 @@ def player_help(obj: str, dims: int, model: str, latent: str) -> str:
                        "encode --latent-wav' and 'unravel generate' write them) one frame every 2048 "
                        "samples, looping, out of one multichannel outlet, into the decoder. BPM = "
                        "60 * (sr / 2048) / frames. Turn DSP on, open, render 1.", 100)
+    c.obj("loadbang", "lb", 20, y + 8)        # the bundled latents are loaded at once
+    y += 32
     x = 20
     for key, m in (("open", f"open examples/{latent}"), ("r1", "render 1"), ("r0", "render 0"),
                    ("bang", "bang")):
         c.msg(m, key, x, y + 10)
         x += CW * len(m) + 24
     note(c, x, y + 10, "<- file dialog", 20)
+    c.connect("lb", 0, "open", 0)
     c.obj(shown, "p", 20, y + 45)
     for m in ("open", "r1", "r0", "bang"):
         c.connect(m, 0, "p", 0)
