@@ -111,7 +111,7 @@ def test_2_composition_twice(home, tmp_path):
         r = run_example(home, tmp_path, "2-composition.pd", ["composition-make bang"],
                         "composition-loaded")
         got = r.after("got:")
-        assert got and got[0].startswith("loaded 76 16.99"), r.lines     # the comment: 76, 17.00
+        assert got and got[0].startswith("loaded 19 67.99"), r.lines     # the comment: 19, 68.00
         assert sorted(p.name for p in out.glob("fibo-*.latent.wav")) == [
             f"fibo-normal-{i:03d}.latent.wav" for i in range(1, k + 1)]
     assert (out / "loop.npy").exists()

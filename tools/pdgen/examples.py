@@ -138,7 +138,7 @@ def _chain(quit_on_error: bool = False) -> Canvas:
     c.connect("ch_split", 0, "ch_app", 0)
     c.obj("list tosymbol", "ch_sym", 380, 400)
     c.connect("ch_app", 0, "ch_sym", 0)
-    c.msg("open $1", "open", 380, 425)
+    c.msg("loops 4, open $1", "open", 380, 425)      # the player shows one of the 4 loops
     c.connect("ch_sym", 0, "open", 0)
     c.obj("outlet", "p", 380, 520)
     c.connect("open", 0, "p", 0)
@@ -150,8 +150,8 @@ def composition() -> str:
     _head(c)
     y = _intro(c, "2 - an UnRAVEl composition: encode the bundled loop, generate a fibo pattern "
                    "from its statistics (seed 2024, 11 points: blocks of 1+2+3+5+8 = 19 frames, "
-                   "4 loops), play it through the decoder. The player shows the whole file: 76 "
-                   "frames = 17.00 BPM at 44.1 kHz (one 19-frame loop: 68.00 BPM). "
+                   "4 loops: 76 frames), play it through the decoder. The player shows one loop: "
+                   "19 frames = 68.00 BPM at 44.1 kHz. "
                    f"Files go to {OUT}/2-composition (a new pattern file each "
                    "time, nothing overwritten). Turn DSP on, click the button (or send "
                    "composition-make), wait for 'loaded', then Render.")

@@ -374,11 +374,14 @@ def player_help(obj: str, dims: int, model: str, latent: str) -> str:
     ref = reference(obj, "loop a latent wav into [unravel~ -m <model> decode]", [
         ("INLET:", [("open <file>", "read a latent wav (relative: the top patch's folder)"),
                     ("render 1 / 0", "start at frame 0 / stop (the last frame is held)"),
+                    ("loops <n>", "the file holds n loops: frames, BPM and seconds are shown (and "
+                                  "'loaded' reports them) for one (default 1)"),
                     ("bang", "a file dialog (or the Load button)"),
                     ("public <name>", "set the public name")]),
         ("OUTLETS:", [("1st: signal", "the frames, D channels in one multichannel signal, one "
                                       "frame every 2048 samples"),
-                      ("2nd: messages", "'loaded <frames> <bpm> <double bpm>' after each open")]),
+                      ("2nd: messages", "'loaded <frames> <bpm> <double bpm>' (of one loop) "
+                                        "after each open")]),
         ("ARGUMENTS:", args),
     ])
     shown = obj if obj != "chns0n" else f"chns0n {dims}"
