@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import stat
 import struct
 from fractions import Fraction
 from pathlib import Path
@@ -37,6 +38,27 @@ def read(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     if not np.all(np.isfinite(data)):
         raise UnravelError(f"{path}: audio contains NaN or infinite samples")
     return np.ascontiguousarray(data.T), int(sr)
+
+
+def info(path: str | os.PathLike) -> tuple[int, int, int]:
+    """(frames, channels, sample rate) of an audio file, from its header (nothing decoded)."""
+    path = Path(path)
+    try:
+        i = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        cause = getattr(e, "error_string", None) or first_line(e)
+        raise UnravelError(f"{path}: not a readable audio file ({cause})") from None
+    except OSError as e:
+        raise UnravelError(f"{path}: {e.strerror or e}") from None
+    return int(i.frames), int(i.channels), int(i.samplerate)
+
+
+def load_size(path: str | os.PathLike, sr: int, channels: int) -> int:
+    """Bytes that load(path, sr, channels) holds at its peak (float64 resampling of every
+    channel, then the float32 mix), estimated from the file's header."""
+    frames, file_channels, file_sr = info(path)
+    out = frames * sr / max(1, file_sr)
+    return int(frames * file_channels * 4 + out * file_channels * 16 + out * channels * 4)
 
 
 def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
@@ -87,7 +109,12 @@ def load(path: str | os.PathLike, sr: int, channels: int) -> np.ndarray:
 
 def write(path: str | os.PathLike, audio: np.ndarray, sr: int, subtype: str = "FLOAT",
           force: bool = False) -> Path:
-    """Write (channels, n) audio as a wav file (temporary name, then rename).
+    """Write (channels, n) audio as a wav file (temporary name, then rename)."""
+    return atomic_write(path, wav_writer(audio, sr, subtype), force=force)
+
+
+def wav_writer(audio: np.ndarray, sr: int, subtype: str = "FLOAT") -> Callable[[str], None]:
+    """A writer (for atomic_write, write_set) of (channels, n) audio as a wav file.
 
     FLOAT (32-bit) and DOUBLE (64-bit) files hold only the samples (no time-stamped PEAK
     chunk), so the same audio always gives the same bytes; other subtypes go through
@@ -98,9 +125,8 @@ def write(path: str | os.PathLike, audio: np.ndarray, sr: int, subtype: str = "F
         audio = audio[None]
     if subtype in ("FLOAT", "DOUBLE"):
         dtype = "<f4" if subtype == "FLOAT" else "<f8"
-        return atomic_write(path, lambda tmp: write_float_wav(tmp, audio, int(sr), dtype), force=force)
-    return atomic_write(path, lambda tmp: sf.write(tmp, audio.T, int(sr), subtype=subtype,
-                                                  format="WAV"), force=force)
+        return lambda tmp: write_float_wav(tmp, audio, int(sr), dtype)
+    return lambda tmp: sf.write(tmp, audio.T, int(sr), subtype=subtype, format="WAV")
 
 
 def write_float_wav(path: str | os.PathLike, audio: np.ndarray, sr: int, dtype: str = "<f4") -> None:
@@ -172,32 +198,104 @@ def check_writable_dir(folder: str | os.PathLike) -> Path:
     return folder
 
 
+def check_target(path: str | os.PathLike, force: bool = False) -> Path:
+    """`path` as a Path if a writer may put a file there: a new name, or (with `force`) an
+    existing regular file. Anything else (a folder, a device, a fifo, a symbolic link) is
+    refused with UnravelError, as is an existing file without `force`."""
+    path = Path(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return path
+    except OSError as e:
+        raise UnravelError(f"{path}: cannot write ({e.strerror or e})") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise UnravelError(f"{path}: is a symbolic link, not a regular file: not replaced")
+    if stat.S_ISDIR(st.st_mode):
+        raise UnravelError(f"{path}: is a folder, not a file: not replaced")
+    if not stat.S_ISREG(st.st_mode):
+        raise UnravelError(f"{path}: is not a regular file (a device, fifo or socket): not replaced")
+    if not force:
+        raise UnravelError(f"{path}: already exists (use --force to overwrite)")
+    return path
+
+
 def atomic_write(path: str | os.PathLike, writer: Callable[[str], object],
                  force: bool = False) -> Path:
     """Call writer(tmp_name) on a temporary file beside `path`, then rename it to `path`.
 
-    An existing `path` is an error unless `force`. On any failure the temporary file is
-    removed and nothing is left behind.
+    The one way unravel writes a file (see write_set): only a new name or, with `force`,
+    an existing regular file is replaced; on any failure nothing is left behind.
     """
-    path = Path(path)
-    if path.exists() and not force:
-        raise UnravelError(f"{path}: already exists (use --force to overwrite)")
-    folder = check_writable_dir(path.parent if str(path.parent) else ".")
-    tmp = str(folder / f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}")
-    try:  # created like any new file (mode 0666 less the umask), unlike mkstemp's 0600
-        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    except OSError as e:
-        raise UnravelError(f"{path}: cannot write ({e.strerror or e})") from None
+    return write_set([(path, writer)], force=force)[0]
+
+
+def write_set(items: Sequence[tuple[str | os.PathLike, Callable[[str], object]]],
+              force: bool = False) -> list[Path]:
+    """Write a set of files that belong together (e.g. a `.npy`, its latent wav and its
+    sidecar): every target is checked (check_target) before anything is written, each
+    writer(tmp_name) writes a uniquely named temporary file in its target's folder, and only
+    when all of them are written are they renamed to their targets. On any failure, or an
+    interrupt, every temporary file is removed: no partial set, no temp file left.
+    """
+    targets = [check_target(p, force) for p, _ in items]
+    if len(set(targets)) != len(targets):
+        raise UnravelError(f"{targets[0]}: the same file would be written twice")
+    temps: list[str] = []
+    try:
+        for target, (_, writer) in zip(targets, items):
+            folder = check_writable_dir(target.parent if str(target.parent) else ".")
+            tmp = str(folder / f".{target.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{target.suffix}")
+            try:  # created like any new file (mode 0666 less the umask), unlike mkstemp's 0600
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            except OSError as e:
+                raise UnravelError(f"{target}: cannot write ({e.strerror or e})") from None
+            temps.append(tmp)
+            _run_writer(target, writer, tmp)
+        while temps:
+            target = targets[len(targets) - len(temps)]
+            try:
+                os.replace(temps[0], target)
+            except OSError as e:
+                raise UnravelError(f"{target}: cannot write ({e.strerror or e})") from None
+            temps.pop(0)
+    finally:
+        for tmp in temps:
+            _unlink(tmp)
+    return targets
+
+
+def _run_writer(target: Path, writer: Callable[[str], object], tmp: str) -> None:
+    """writer(tmp), its failures as one UnravelError line naming `target`."""
     try:
         writer(tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        _unlink(tmp)
-        raise UnravelError(f"{path}: cannot write ({e.strerror or e})") from None
-    except BaseException:
-        _unlink(tmp)
+    except UnravelError:
         raise
-    return path
+    except OSError as e:
+        raise UnravelError(f"{target}: cannot write ({e.strerror or e})") from None
+    except Exception as e:  # noqa: BLE001 - torch's writers raise RuntimeError on a full disk
+        raise UnravelError(f"{target}: cannot write ({_write_failure(tmp, e)})") from None
+
+
+def _write_failure(tmp: str, e: Exception) -> str:
+    """The cause of a failed write: a full disk when the folder has no space left."""
+    try:
+        st = os.statvfs(os.path.dirname(tmp) or ".")
+        if st.f_bavail == 0 or st.f_favail == 0:
+            return "no space left on device"
+    except OSError:
+        pass
+    return first_line(e)
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """`name` if it is a plain file name (stem) that stays in its folder: not empty, no
+    `/` or `\\`, not `.` or `..`, no NUL; else UnravelError naming `what`."""
+    name = str(name)
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise UnravelError(f"{what} {name!r}: must be a plain file name (no '/', no '..'), it may "
+                           f"not leave its folder")
+    return name
 
 
 def free_name(folder: Path, stem: str, suffixes: Iterable[str]) -> str:

@@ -3,6 +3,7 @@ from the original weights, bit-exact restore, save as an nn~-loadable TorchScrip
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import pathlib
@@ -13,6 +14,7 @@ import torch
 
 from unravel.audio import atomic_write
 from unravel.errors import UnravelError
+from unravel.limits import MAX_SEED
 from unravel.model import Model
 
 OPS = ("offset", "spread", "randomize", "invert", "zero")
@@ -117,6 +119,8 @@ class Bender:
             raise UnravelError(f"bend: amount must be a finite number, got {amount}")
         if percent is not None and not 0 < float(percent) <= 100:
             raise UnravelError(f"bend: percent must be in (0, 100], got {percent}")
+        if seed is not None and not 0 <= int(seed) <= MAX_SEED:
+            raise UnravelError(f"bend: seed must be between 0 and {MAX_SEED}, got {seed}")
         s = self._settings.setdefault(layer, Settings())
         if op in ("invert", "zero"):
             setattr(s, op, bool(amount))
@@ -219,8 +223,9 @@ class Bender:
         if not path.parent.is_dir():
             raise UnravelError(f"{path}: cannot write (no such folder)")
 
-        def write(tmp: str) -> None:
-            with self.model.lock:
-                torch.jit.save(self.model.module, tmp)
-
-        return atomic_write(path, write, force=True)
+        # Serialized in memory first: torch's file writer throws a C++ error that aborts the
+        # process when the disk fills up; Python's write reports ENOSPC like any other error.
+        buf = io.BytesIO()
+        with self.model.lock:
+            torch.jit.save(self.model.module, buf)
+        return atomic_write(path, lambda tmp: pathlib.Path(tmp).write_bytes(buf.getvalue()), force=True)

@@ -3,7 +3,8 @@
 The Python API the CLI, the Pd bridge and the web app call. Outputs named after their
 inputs (encode, decode) are never overwritten unless `force`; generated files get the
 next free number (`<pattern>-<dist>-001`, ...). Every file is written under a temporary
-name and renamed.
+name and renamed; the files of one result (a `.npy`, its latent wav, its sidecar) are
+renamed together once all of them are written (audio.write_set).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
-from unravel import audio, distributions, patterns, stats, tempo
+from unravel import audio, distributions, limits, patterns, stats, tempo
 from unravel import latents as latent_io
 from unravel.errors import UnravelError
 
@@ -41,6 +42,11 @@ def _require(model: "Model", method: str) -> None:
         raise UnravelError(f"{model.path}: model has no {method} method")
     if model.latent_dims is None or model.ratio is None:
         raise UnravelError(f"{model.path}: model does not say its latent size and ratio")
+    mp = model.methods[method]
+    for value, what in ((mp.in_channels, "input channels"), (mp.out_channels, "output channels")):
+        if not 1 <= value <= limits.MAX_CHANNELS:
+            raise UnravelError(f"{model.path}: {method} declares {value} {what}; a model may "
+                               f"have 1 to {limits.MAX_CHANNELS}")
 
 
 def _targets(paths: list[Path], force: bool) -> None:
@@ -101,12 +107,17 @@ def encode_files(model: "Model", inputs: Sequence[PathLike], out_dir: PathLike,
     _require(model, "encode")
     files, npys, wavs = encode_targets(inputs, out_dir, latent_wav, force)
     rate = latent_io.latent_rate(model.sr, model.ratio)
+    for f in files:   # every file fits in memory, before anything is written
+        limits.check_memory(audio.load_size(f, model.sr, model.in_channels),
+                            f"{f}: reading it as {model.in_channels} channels at {model.sr} Hz",
+                            "split the file")
     for f, npy, wav in _progress(list(zip(files, npys, wavs)), progress, "encode"):
         x = audio.load(f, model.sr, model.in_channels)
         z = model.encode(x)
-        latent_io.write_npy(npy, z, force=force)
+        items = [(npy, latent_io.npy_writer(z))]
         if latent_wav:
-            latent_io.write_wav(wav, z, rate, force=force)
+            items.append((wav, latent_io.wav_writer(z, rate)))
+        audio.write_set(items, force=force)   # the .npy and its latent wav, or neither
     return npys
 
 
@@ -140,7 +151,10 @@ def check_generate(pattern: str, dist: str, points: int, dims: int, loops: int) 
                            f"(one of {', '.join(distributions.DISTRIBUTIONS)})")
     if points < 1:
         raise UnravelError(f"generate: points must be >= 1, got {points}")
-    return patterns.check(pattern, points, dims, loops)
+    frames = patterns.check(pattern, points, dims, loops)
+    limits.check_memory(3 * 8 * frames * dims, f"generate: {frames} frames of {dims} dims",
+                        "use fewer points or loops")
+    return frames
 
 
 def generate(z: np.ndarray, pattern: str = "default", dist: str = "normal", iqr: bool = False,
@@ -171,8 +185,8 @@ def generate_files(latents: Sequence[PathLike], out_dir: PathLike, pattern: str 
     (`.latent.wav`, 64-bit float, floor(sr/ratio) Hz) and a `.json` sidecar whose `argv`
     re-makes it byte for byte (`unravel <argv> -o DIR`). Returns the `.npy` paths.
     """
-    if files < 1:
-        raise UnravelError(f"generate: files must be >= 1, got {files}")
+    limits.check_range(files, 1, limits.MAX_COUNT, "generate: files")
+    limits.check_range(seed, 0, limits.MAX_SEED, "generate: seed")
     k, bpm_info = resolve_points(points, bpm, sr, ratio)
     paths, arrays = read_latents(latents)
     z = np.concatenate(arrays, axis=1)
@@ -201,9 +215,10 @@ def generate_files(latents: Sequence[PathLike], out_dir: PathLike, pattern: str 
             "npy": name + ".npy", "latent_wav": name + latent_io.LATENT_WAV_SUFFIX,
             "unravel_version": _version(),
         }
-        npy = latent_io.write_npy(out / f"{name}.npy", g)
-        latent_io.write_wav(out / f"{name}{latent_io.LATENT_WAV_SUFFIX}", g, rate)
-        latent_io.write_json(out / f"{name}.json", sidecar)
+        npy, _, _ = audio.write_set([   # all three or none
+            (out / f"{name}.npy", latent_io.npy_writer(g)),
+            (out / f"{name}{latent_io.LATENT_WAV_SUFFIX}", latent_io.wav_writer(g, rate)),
+            (out / f"{name}.json", latent_io.json_writer(sidecar))])
         written.append(npy)
     return written
 
@@ -230,6 +245,10 @@ def decode_files(model: "Model", latents: Sequence[PathLike], out_dir: PathLike,
     paths, targets = decode_targets(latents, out_dir, force)
     # Read everything first: a bad file stops the batch before anything is written.
     arrays = [latent_io.read(p, model.latent_dims, expected_by=f"model {model.path.name}") for p in paths]
+    for p, z in zip(paths, arrays):
+        limits.check_memory(2 * 4 * z.shape[1] * model.ratio * model.out_channels,
+                            f"{p}: decoding {z.shape[1]} frames to {model.out_channels} channels",
+                            "split the latents")
     for z, target in _progress(list(zip(arrays, targets)), progress, "decode"):
         y = model.decode(z)
         audio.write(target, y, model.sr, force=force)

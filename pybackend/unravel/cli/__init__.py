@@ -13,7 +13,9 @@ import os
 import sys
 from typing import Sequence
 
+from unravel import limits
 from unravel.cli import app, diffusion, rave
+from unravel.cli.options import int_in
 from unravel.errors import UnravelError
 
 
@@ -31,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # --threads and --force are accepted before or after the subcommand.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--threads", type=int, default=argparse.SUPPRESS, metavar="N",
+    common.add_argument("--threads", type=int_in(1, limits.MAX_THREADS), default=argparse.SUPPRESS, metavar="N",
                         help="torch threads (default 1: fastest for small models on few cores)")
     force = argparse.ArgumentParser(add_help=False)
     force.add_argument("-f", "--force", action="store_true", help="overwrite existing output files")
@@ -39,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="unravel",
                 description="Compose, generate and bend sound in the latent space of RAVE models.")
     # its own action: the subcommands' copy (shared from `common`) must keep SUPPRESS
-    p.add_argument("--threads", type=int, default=1, metavar="N",
+    p.add_argument("--threads", type=int_in(1, limits.MAX_THREADS), default=1, metavar="N",
                    help="torch threads (default 1: fastest for small models on few cores)")
     p.add_argument("--version", action="version", version=f"unravel {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
