@@ -187,12 +187,12 @@ def diffuse_files(model, checkpoint: str | os.PathLike = "default", out_dir: str
     if diffuser.dims != model.latent_dims:
         raise UnravelError(f"{diffuser.path}: makes {diffuser.dims}-dim latents, but model "
                            f"{Path(model.path).name} takes {model.latent_dims} dims")
-    folder = audio_io.check_writable_dir(out_dir)
     check_sampling(diffuser, length_mult, min(batch, len(seeds)))
     frames = diffuser.latent_length * length_mult
     limits.check_memory(2 * 4 * frames * (model.ratio or 2048) * model.out_channels,
                         f"decoding {frames} latent frames (length_mult {length_mult})",
                         "lower length_mult")
+    folder = audio_io.check_writable_dir(out_dir)
 
     latents, groups = sample_seeds(diffuser, seeds, steps, temperature, length_mult, batch,
                                    progress, on_step)
