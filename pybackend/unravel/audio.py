@@ -205,7 +205,7 @@ def check_target(path: str | os.PathLike, force: bool = False) -> Path:
     path = Path(path)
     try:
         st = os.lstat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):   # a new name (its folder is checked later)
         return path
     except OSError as e:
         raise UnravelError(f"{path}: cannot write ({e.strerror or e})") from None
