@@ -195,3 +195,15 @@ def test_memory_estimate_matches_sampling_shapes():
 
 def files_in(d: Path) -> list[str]:
     return sorted(p.name for p in d.rglob("*") if p.is_file()) if d.exists() else []
+
+
+@pytest.mark.parametrize("command", [["encode", "-m", "default", "{fifo}.wav", "-o", "out"],
+                                     ["stats", "{fifo}.npy"],
+                                     ["diffuse", "-c", "{fifo}.pt", "-o", "out"]])
+def test_a_fifo_as_input_is_refused_instead_of_blocking(command, tmp_path):
+    """Reading a fifo (or a device) would block or never end: only regular files are read."""
+    fifo = tmp_path / "in"
+    args = [a.replace("{fifo}", str(fifo)) for a in command]
+    [path] = [a for a in args if a.startswith(str(fifo))]
+    os.mkfifo(path)
+    one_line_error(run(*args, cwd=tmp_path), "not a regular file")

@@ -21,11 +21,7 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".aif", ".aiff", "
 
 def read(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     """Read an audio file as float32 of shape (channels, n) and its sample rate."""
-    path = Path(path)
-    if not path.exists():
-        raise UnravelError(f"{path}: no such file")
-    if path.is_dir():
-        raise UnravelError(f"{path}: is a folder, expected an audio file")
+    path = _audio_file(path)
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
@@ -40,9 +36,22 @@ def read(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(data.T), int(sr)
 
 
+def _audio_file(path: str | os.PathLike) -> Path:
+    """`path` if it is a regular file; UnravelError for a missing file, a folder, a fifo or a
+    device (reading those would block or never end)."""
+    path = Path(path)
+    if not path.exists():
+        raise UnravelError(f"{path}: no such file")
+    if path.is_dir():
+        raise UnravelError(f"{path}: is a folder, expected an audio file")
+    if not path.is_file():
+        raise UnravelError(f"{path}: not a regular file, expected an audio file")
+    return path
+
+
 def info(path: str | os.PathLike) -> tuple[int, int, int]:
     """(frames, channels, sample rate) of an audio file, from its header (nothing decoded)."""
-    path = Path(path)
+    path = _audio_file(path)
     try:
         i = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:

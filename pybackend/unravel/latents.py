@@ -48,6 +48,8 @@ def read(path: str | os.PathLike, dims: int | None = None, expected_by: str = ""
         raise UnravelError(f"{path}: no such file")
     if path.is_dir():
         raise UnravelError(f"{path}: is a folder, expected a latent file (.npy or latent .wav)")
+    if not path.is_file():   # a fifo or a device would block or never end
+        raise UnravelError(f"{path}: not a regular file, expected a latent file (.npy or latent .wav)")
     suffix = path.suffix.lower()
     if suffix == ".npy":
         z = _read_npy(path, dims)

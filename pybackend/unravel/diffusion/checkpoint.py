@@ -62,6 +62,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise UnravelError(f"{path}: no such checkpoint file")
     if path.is_dir():
         raise UnravelError(f"{path}: is a folder, expected a diffusion checkpoint (.pt)")
+    if not path.is_file():   # a fifo or a device would block or never end
+        raise UnravelError(f"{path}: not a regular file, expected a diffusion checkpoint (.pt)")
     try:
         with open(path, "rb") as f:
             head = f.read(2)

@@ -189,6 +189,9 @@ def diffuse_files(model, checkpoint: str | os.PathLike = "default", out_dir: str
                            f"{Path(model.path).name} takes {model.latent_dims} dims")
     check_sampling(diffuser, length_mult, min(batch, len(seeds)))
     frames = diffuser.latent_length * length_mult
+    limits.check_memory(4 * len(seeds) * diffuser.dims * frames,
+                        f"keeping {len(seeds)} samples of {frames} latent frames (num {num}, "
+                        f"length_mult {length_mult})", "lower num or length_mult")
     limits.check_memory(2 * 4 * frames * (model.ratio or 2048) * model.out_channels,
                         f"decoding {frames} latent frames (length_mult {length_mult})",
                         "lower length_mult")
