@@ -27,20 +27,27 @@ def prepare_files(model, inputs: Sequence[str | os.PathLike], out_dir: str | os.
     Each input is read at the model's rate, mixed to mono, cut into chunks of
     latent_length * ratio samples (the last partial chunk dropped), each chunk encoded,
     z-scored over the whole chunk (unless `normalize_latents` is False), zero-padded on the
-    right to latent_length frames and written as float32 (1, D, L) `<stem>_partNNN.npy`.
+    right to latent_length frames and written as float32 (1, D, L) `<name>_partNNN.npy`.
+    Folders are scanned with their subfolders; `<name>` is the file's stem, with its
+    subfolders in front for files below a given folder (`drums--kick_part000.npy`) and its
+    folders for a name an earlier input already has (see `audio.unique_names`), so two
+    files of one name in different folders both make latents. `latent_length` is at
+    least 256 (MIN_TRAIN_LENGTH), as train-diffusion needs.
     """
     latent_length = as_int(latent_length, "latent_length")
-    if latent_length < 1:
-        raise UnravelError(f"latent_length must be positive, got {latent_length}")
+    if latent_length < MIN_TRAIN_LENGTH:
+        raise UnravelError(f"latent_length must be at least {MIN_TRAIN_LENGTH} (what "
+                           f"train-diffusion takes), got {latent_length}")
     if model.ratio is None or "encode" not in model.methods:
         raise UnravelError(f"{model.path}: model has no encode method")
-    files = audio_io.find_audio(inputs)
+    found = audio_io.scan_audio(inputs)
+    files, names = [p for p, _ in found], audio_io.unique_names(found)
     folder = audio_io.check_writable_dir(out_dir)
     chunk = latent_length * model.ratio
     out: list[Path] = []
     from tqdm import tqdm
-    for path in tqdm(files, desc="prepare", unit="file", file=sys.stderr, disable=not progress,
-                     leave=False):
+    for path, name in tqdm(list(zip(files, names)), desc="prepare", unit="file", file=sys.stderr,
+                           disable=not progress, leave=False):
         mono = audio_io.load(path, model.sr, 1)[0]
         for i in range(len(mono) // chunk):
             piece = audio_io.mix(mono[None, i * chunk:(i + 1) * chunk], model.in_channels)
@@ -48,7 +55,7 @@ def prepare_files(model, inputs: Sequence[str | os.PathLike], out_dir: str | os.
             if normalize_latents:
                 z = (z - z.mean()) / z.std()
             z = torch.nn.functional.pad(z, (0, max(0, latent_length - z.shape[2])))[..., :latent_length]
-            target = folder / f"{path.stem}_part{i:03d}.npy"
+            target = folder / f"{name}_part{i:03d}.npy"
             out.append(latents_io.write_npy(target, z[0].numpy(), force=force))
     if not out:
         raise UnravelError(f"no input is at least {chunk} samples ({chunk / model.sr:.1f} s at "
