@@ -163,13 +163,13 @@ def test_custom_paths_outside_the_models_folder_are_refused_alike(server):
     messages = []
     for spec in (str(outside), str(tmp / "missing.pt"), "../outside.pt"):
         event, message = call(url, "on_diffuse", [spec, "default", 1, False, 2, 1.0, 1.0, 1,
-                                                  1.0, 1])
+                                                  1.0, 1, None, None])
         assert event == "error"
         messages.append(message.replace(json.dumps(spec)[1:-1], "SPEC"))
     assert messages[0] == messages[1] == messages[2]
     assert "not found among the bundled checkpoint and the checkpoints of the models folder" in messages[0]
     event, message = call(url, "on_diffuse", ["default", str(DEFAULT_MODEL), 1, False, 2, 1.0,
-                                              1.0, 1, 1.0, 1])
+                                              1.0, 1, 1.0, 1, None, None])
     assert event == "error"
     assert "not found among the bundled models and the .ts files of the models folder" in message
     assert not list((tmp / "out").rglob("*.wav"))
