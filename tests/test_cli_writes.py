@@ -102,7 +102,7 @@ def test_stats_plot_never_replaces_a_device_fifo_or_folder(tmp_path, inputs):
     before = sorted(os.listdir(tmp_path))
     for target, why in targets.items():
         one_line_error(run("stats", inputs / "lat.npy", "--plot", target, "--force"),
-                       target.name, why, "not replaced")
+                       target.name, why, "not replacing it")
     assert sorted(os.listdir(tmp_path)) == before                   # no temp file left
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and folder.is_dir() and link.is_symlink()
     if (tmp_path / "null.png").exists():

@@ -13,7 +13,9 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import soundfile as sf
+from unravel import safewrite
 from unravel.errors import UnravelError, first_line
+from unravel.safewrite import check_target, check_writable_dir  # noqa: F401 - part of this module's API
 
 # File name endings looked for in folders (and their subfolders) by default: UnRAVEl's encoder's list.
 AUDIO_EXTENSIONS = (".wav", ".mp3", ".ogg", ".aac", ".opus", ".aif", ".aiff", ".flac")
@@ -277,42 +279,6 @@ def expand_inputs(inputs: Sequence[str | os.PathLike], folder_files: Callable[[P
     return out
 
 
-def check_writable_dir(folder: str | os.PathLike) -> Path:
-    """Create `folder` if needed and check that files can be created in it."""
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise UnravelError(f"{folder}: output path is not a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UnravelError(f"{folder}: cannot create output folder ({e.strerror or e})") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UnravelError(f"{folder}: output folder is not writable")
-    return folder
-
-
-def check_target(path: str | os.PathLike, force: bool = False) -> Path:
-    """`path` as a Path if a writer may put a file there: a new name, or (with `force`) an
-    existing regular file. Anything else (a folder, a device, a fifo, a symbolic link) is
-    refused with UnravelError, as is an existing file without `force`."""
-    path = Path(path)
-    try:
-        st = os.lstat(path)
-    except (FileNotFoundError, NotADirectoryError):   # a new name (its folder is checked later)
-        return path
-    except OSError as e:
-        raise UnravelError(f"{path}: cannot write ({e.strerror or e})") from None
-    if stat.S_ISLNK(st.st_mode):
-        raise UnravelError(f"{path}: is a symbolic link, not a regular file: not replaced")
-    if stat.S_ISDIR(st.st_mode):
-        raise UnravelError(f"{path}: is a folder, not a file: not replaced")
-    if not stat.S_ISREG(st.st_mode):
-        raise UnravelError(f"{path}: is not a regular file (a device, fifo or socket): not replaced")
-    if not force:
-        raise UnravelError(f"{path}: already exists (use --force to overwrite)")
-    return path
-
-
 def atomic_write(path: str | os.PathLike, writer: Callable[[str], object],
                  force: bool = False) -> Path:
     """Call writer(tmp_name) on a temporary file beside `path`, then rename it to `path`.
@@ -400,10 +366,3 @@ def free_name(folder: Path, stem: str, suffixes: Iterable[str]) -> str:
         if not any((folder / (name + s)).exists() for s in suffixes):
             return name
         i += 1
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass

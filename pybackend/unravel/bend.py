@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from unravel.audio import atomic_write
+from unravel.safewrite import write_bytes
 from unravel.errors import UnravelError
 from unravel.limits import MAX_SEED
 from unravel.model import Model
@@ -103,6 +103,9 @@ class Bender:
         v = np.asarray(values, dtype=np.float32).reshape(-1)
         if v.size != p.numel():
             raise UnravelError(f"{self.model.path.name}: layer '{layer}' has {p.numel()} weights, got {v.size}")
+        if not np.all(np.isfinite(v)):
+            raise UnravelError(f"{self.model.path.name}: set_weights: layer '{layer}' takes finite "
+                               f"numbers, got NaN or infinite values")
         self._original(layer)
         self._settings.pop(layer, None)
         self._touched[layer] = 100.0
@@ -216,16 +219,14 @@ class Bender:
             self._noise.pop(name, None)
             self._touched.pop(name, None)
 
-    def save(self, path: os.PathLike) -> pathlib.Path:
-        """Save the bent model as a TorchScript file (nn~'s contract kept); temp name + rename.
-        Overwrites `path`: the caller decides whether that is allowed."""
+    def save(self, path: os.PathLike, force: bool = False) -> pathlib.Path:
+        """Save the bent model as a TorchScript file (nn~'s contract kept) through
+        safewrite: an existing file only with `force`, nothing left behind on failure.
+        Serialized in memory first (torch's file writer aborts the process on a full disk)."""
         path = pathlib.Path(path)
         if not path.parent.is_dir():
             raise UnravelError(f"{path}: cannot write (no such folder)")
-
-        # Serialized in memory first: torch's file writer throws a C++ error that aborts the
-        # process when the disk fills up; Python's write reports ENOSPC like any other error.
         buf = io.BytesIO()
         with self.model.lock:
             torch.jit.save(self.model.module, buf)
-        return atomic_write(path, lambda tmp: pathlib.Path(tmp).write_bytes(buf.getvalue()), force=True)
+        return write_bytes(path, buf.getvalue(), force=force)
