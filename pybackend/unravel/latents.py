@@ -15,7 +15,8 @@ import numpy as np
 import soundfile as sf
 
 from unravel import audio
-from unravel.safewrite import write_bytes
+from unravel.audio import atomic_write
+from unravel.safewrite import write_bytes  # noqa: F401
 from unravel.errors import UnravelError, first_line
 
 LATENT_WAV_SUFFIX = ".latent.wav"
