@@ -366,3 +366,10 @@ def free_name(folder: Path, stem: str, suffixes: Iterable[str]) -> str:
         if not any((folder / (name + s)).exists() for s in suffixes):
             return name
         i += 1
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
