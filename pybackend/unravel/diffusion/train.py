@@ -84,6 +84,7 @@ def train(latent_dir: str | os.PathLike, out_dir: str | os.PathLike, arch: str |
     if resume is not None and finetune is not None:
         raise UnravelError("give --resume or --finetune, not both")
     seed = check_seed(seed)
+    name = audio_io.check_name(name, "name")
     data, names = load_latent_folder(latent_dir)
     n, dims, length = data.shape
     if length < MIN_TRAIN_LENGTH:
