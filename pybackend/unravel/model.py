@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from unravel import device as _device
 from unravel.errors import UnravelError
 
 DATA_DIR = pathlib.Path(__file__).resolve().parent / "data"
@@ -141,11 +142,15 @@ def _convert(current, value):
 
 
 class Model:
-    """A loaded nn~-contract TorchScript model. Methods run under `lock` and inference mode."""
+    """A loaded nn~-contract TorchScript model. Methods run under `lock` and inference mode,
+    on `device` (inputs are copied there, outputs back to the CPU)."""
 
-    def __init__(self, path: os.PathLike, sr: int | None = None, warmup: bool = True):
+    def __init__(self, path: os.PathLike, sr: int | None = None, warmup: bool = True,
+                 device: str | torch.device = "cpu"):
         self.path = pathlib.Path(path)
         self.lock = threading.RLock()
+        self.device = _device.resolve(device)
+        self.moves = 0  # counts the moves between devices (the Bender follows them)
         self._sr_override = sr
         self._warmup = warmup
         self._load()
@@ -157,7 +162,7 @@ class Model:
         if not p.is_file():
             raise UnravelError(f"{p}: model file not found")
         try:
-            module = torch.jit.load(str(p), map_location="cpu")
+            module = torch.jit.load(str(p), map_location=self.device)
         except Exception as e:  # noqa: BLE001 - torch raises several types for bad files
             raise UnravelError(f"{p}: not a TorchScript model ({_first_line(e)})") from None
         module.eval()
@@ -200,17 +205,30 @@ class Model:
                 pass  # a method that fails on silence fails later with a clear message
 
     def reload(self) -> None:
-        """Reload the model from its file (original weights)."""
+        """Reload the model from its file (original weights), on its current device."""
         with self.lock:
             self._load()
+
+    def to(self, device: str | torch.device) -> torch.device:
+        """Move the model (its weights, bent or not) to `device` ('cpu', 'cuda', ...); returns
+        the device. Waits for a running method (the lock)."""
+        target = _device.resolve(device)
+        with self.lock:
+            if target != self.device:
+                self.module.to(target)
+                self.device = target
+                self.moves += 1
+                self._run_specs = {m: (getattr(self.module, m), c, st)
+                                   for m, (_, c, st) in self._run_specs.items()}
+        return target
 
     # ------------------------------------------------------------------ running
 
     def run(self, method: str, x: torch.Tensor) -> torch.Tensor:
-        """(B, in_ch, n) float32 -> (B, out_ch, m); pads n up to whole frames, crops the output
-        to the frames the unpadded input covers; decode's optional argument keeps its default.
-        Runs under self.lock and inference mode (entered here unless the caller's thread is
-        already in it)."""
+        """(B, in_ch, n) float32 -> (B, out_ch, m) on the CPU; pads n up to whole frames, crops
+        the output to the frames the unpadded input covers; decode's optional argument keeps
+        its default. Runs under self.lock and inference mode (entered here unless the caller's
+        thread is already in it); on a GPU the input is copied there and the output back."""
         spec = self._run_specs.get(method)
         if spec is None:
             raise UnravelError(f"{self.path.name}: no method '{method}' (has {', '.join(self.methods)})")
@@ -227,11 +245,11 @@ class Model:
         try:
             with self.lock:
                 if torch.is_inference_mode_enabled():
-                    y = fn(x)
+                    y = self._call(fn, x)
                 else:
                     guard = _inference_guard()
                     try:
-                        y = fn(x)
+                        y = self._call(fn, x)
                     finally:
                         del guard
         except Exception as e:  # noqa: BLE001 - TorchScript errors come as several types
@@ -240,6 +258,12 @@ class Model:
             mp = self.methods[method]
             y = y[..., : -(-n * mp.in_ratio // mp.out_ratio)]
         return y
+
+    def _call(self, fn: Callable, x: torch.Tensor) -> torch.Tensor:
+        """fn(x) on the model's device; the result on the CPU."""
+        if self.device.type == "cpu":
+            return fn(x)
+        return fn(x.to(self.device)).cpu()
 
     def encode(self, audio: np.ndarray) -> np.ndarray:
         """(C, n) float32 audio at self.sr, C == in_channels -> (D, T) float32 latents."""
@@ -338,7 +362,7 @@ class Model:
 
 
 def load_model(spec: str | os.PathLike, sr: int | None = None, threads: int = 1, warmup: bool = True,
-               search: Sequence[os.PathLike] = ()) -> Model:
-    """Resolve `spec` (see resolve_model), load it, warm every method up."""
+               search: Sequence[os.PathLike] = (), device: str | torch.device = "cpu") -> Model:
+    """Resolve `spec` (see resolve_model), load it on `device`, warm every method up."""
     set_threads(threads)
-    return Model(resolve_model(spec, search), sr=sr, warmup=warmup)
+    return Model(resolve_model(spec, search), sr=sr, warmup=warmup, device=device)

@@ -95,19 +95,29 @@ def encode_targets(inputs: Sequence[PathLike], out_dir: PathLike, latent_wav: bo
 
 
 def encode_files(model: "Model", inputs: Sequence[PathLike], out_dir: PathLike,
-                 latent_wav: bool = False, progress: bool = True, force: bool = False) -> list[Path]:
+                 latent_wav: bool = False, progress: bool = True, force: bool = False,
+                 jobs: int = 1) -> list[Path]:
     """Encode audio files/folders to `<out_dir>/<name>.npy` (float32 (1, D, T)); with
-    `latent_wav` also `<name>.latent.wav`. Returns the `.npy` paths."""
+    `latent_wav` also `<name>.latent.wav`. Returns the `.npy` paths. `jobs` > 1 encodes
+    the files in that many worker processes (unravel.workers: the same bytes)."""
+    from unravel.workers import check_jobs, map_files
+    check_jobs(jobs)
     _require(model, "encode")
     files, npys, wavs = encode_targets(inputs, out_dir, latent_wav, force)
-    rate = latent_io.latent_rate(model.sr, model.ratio)
-    for f, npy, wav in _progress(list(zip(files, npys, wavs)), progress, "encode"):
-        x = audio.load(f, model.sr, model.in_channels)
-        z = model.encode(x)
-        latent_io.write_npy(npy, z, force=force)
-        if latent_wav:
-            latent_io.write_wav(wav, z, rate, force=force)
-    return npys
+    items = [(f, npy, wav if latent_wav else None, force) for f, npy, wav in zip(files, npys, wavs)]
+    if jobs > 1:
+        return map_files(model, _encode_one, items, jobs)
+    return [_encode_one(model, *item) for item in _progress(items, progress, "encode")]
+
+
+def _encode_one(model: "Model", f: Path, npy: Path, wav: Path | None, force: bool) -> Path:
+    """Encode one audio file to `npy` (and the latent wav `wav` unless None)."""
+    x = audio.load(f, model.sr, model.in_channels)
+    z = model.encode(x)
+    latent_io.write_npy(npy, z, force=force)
+    if wav is not None:
+        latent_io.write_wav(wav, z, latent_io.latent_rate(model.sr, model.ratio), force=force)
+    return npy
 
 
 def stats_files(latents: Sequence[PathLike], iqr: bool = False) -> dict:

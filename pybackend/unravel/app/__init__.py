@@ -50,16 +50,20 @@ def build(library: Library, out_dir: str | os.PathLike):
 
 
 def serve(host: str = "127.0.0.1", port: int = 7860, models: str | os.PathLike | None = None,
-          out: str | os.PathLike | None = None, block: bool = True, threads: int = 1):
-    """Start the page on http://host:port; `block=False` returns (gradio app, local url)."""
+          out: str | os.PathLike | None = None, block: bool = True, threads: int = 1,
+          device: str = "cpu"):
+    """Start the page on http://host:port; `block=False` returns (gradio app, local url).
+    Its models and diffusion run on `device` (see unravel.device)."""
+    from unravel.device import name, resolve
     from unravel.model import set_threads
     set_threads(threads)
+    device = name(resolve(device))  # an absent device fails here, before the page starts
     models = Path(models) if models else None
     if models is not None and not models.is_dir():
         raise UnravelError(f"{models}: models folder not found")
     out = Path(out) if out else Path(tempfile.mkdtemp(prefix="unravel-app-"))
     audio.check_writable_dir(out)
-    page = build(Library(models), out)
+    page = build(Library(models, device), out)
     page.queue(default_concurrency_limit=1)
     allowed = [str(out), str(DATA)] + ([str(models)] if models else [])
     try:

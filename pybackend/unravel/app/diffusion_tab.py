@@ -57,7 +57,7 @@ def diffusion_generate(library: Library, checkpoint: str, rave: str, seed_a: int
                            temperature=float(temperature), latent_scale=float(latent_scale),
                            length_mult=int(length_mult), lerp=bool(lerp), save_latents=True,
                            on_step=lambda done, total: progress(0.9 * done / total, "diffusing"),
-                           **seeds)[0]
+                           device=library.device, **seeds)[0]
     progress(0.95, "drawing the latents")
     z = latents.read(result.npy)
     image = latents_image(z, result.npy.with_suffix(".png"))

@@ -14,13 +14,13 @@ def cmd_app(args: argparse.Namespace) -> int:
     except ImportError:
         raise UnravelError("the web page needs gradio: pip install 'unravel[app]'") from None
     from unravel.app import serve
-    serve(args.host, args.port, args.models, args.out, threads=args.threads)
+    serve(args.host, args.port, args.models, args.out, threads=args.threads, device=args.device)
     return 0
 
 
-def add_commands(sub, common: argparse.ArgumentParser) -> None:
-    """Add app to the subparsers `sub`."""
-    s = sub.add_parser("app", parents=[common], help="start the web page (needs the [app] extra)")
+def add_commands(sub, common: argparse.ArgumentParser, device: argparse.ArgumentParser) -> None:
+    """Add app (with --device) to the subparsers `sub`."""
+    s = sub.add_parser("app", parents=[common, device], help="start the web page (needs the [app] extra)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     s.add_argument("--models", metavar="DIR", help="folder of RAVE .ts models and diffusion checkpoints")

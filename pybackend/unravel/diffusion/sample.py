@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from unravel import audio as audio_io
+from unravel import device as _device
 from unravel import latents as latents_io
 from unravel.diffusion.checkpoint import Diffuser, cached_checkpoint
 from unravel.diffusion.values import as_bool, as_float, as_int, check_seed, random_seed
@@ -53,13 +54,19 @@ def _progress_bar(total: int, desc: str, enabled: bool):
 
 def sample_seeds(diffuser: Diffuser, seeds: Sequence[int], steps: int = 100, temperature: float = 1.0,
                  length_mult: int = 1, batch: int = 4, progress: bool = False,
-                 on_step: Callable[[int, int], None] | None = None) -> tuple[list[torch.Tensor], list[list[int]]]:
-    """Denoised latents (1, D, L*mult) per seed (not normalized), and the seed groups run together.
+                 on_step: Callable[[int, int], None] | None = None,
+                 device: str | torch.device = "cpu") -> tuple[list[torch.Tensor], list[list[int]]]:
+    """Denoised latents (1, D, L*mult) per seed (not normalized, on the CPU), and the seed
+    groups run together.
 
     Seeds are sampled `batch` at a time in one forward pass; a group of one gives exactly
-    the reference's numbers, a larger group the same up to float rounding (~1e-5).
-    `on_step(done, total)` reports progress.
+    the reference's numbers, a larger group the same up to float rounding (~1e-5). The
+    network runs on `device` (the noise is drawn on the CPU, so every device starts from the
+    same numbers). `on_step(done, total)` reports progress.
     """
+    dev = _device.resolve(device)
+    _device.deterministic(dev)
+    diffuser.model.to(dev)
     length = diffuser.latent_length * length_mult
     factor = total_factor(diffuser.arch)
     if length % factor:
@@ -80,7 +87,7 @@ def sample_seeds(diffuser: Diffuser, seeds: Sequence[int], steps: int = 100, tem
 
         for group in groups:
             noise = torch.cat([make_noise(s, diffuser.dims, length, temperature) for s in group])
-            z = diffuser.model.sample(noise, steps, step)
+            z = diffuser.model.sample(noise.to(dev), steps, step).cpu()
             out.extend(z[i:i + 1].clone() for i in range(len(group)))
     return out, groups
 
@@ -110,14 +117,17 @@ def diffuse_files(model, checkpoint: str | os.PathLike = "default", out_dir: str
                   lerp_factor=1.0, save_latents=False, latent_wav=False,
                   arch: str | os.PathLike | None = None,
                   name: str = "diffuse", batch=4, force=False, progress: bool = False,
-                  on_step: Callable[[int, int], None] | None = None) -> list[Diffused]:
+                  on_step: Callable[[int, int], None] | None = None,
+                  device: str | torch.device = "cpu") -> list[Diffused]:
     """Sample latents from a diffusion checkpoint and decode them with a RAVE model.
 
     `model` is a unravel.model.Model or a model spec ('default', a path). Writes per result
     `<name>_<seed>.wav` (or `<name>_<seedA>_<seedB>_slerp.wav`; 32-bit float at the model's
     rate), `.npy` latents (1, D, L) when `save_latents`, a D-channel `.latent.wav` (one frame
     per latent step) when `latent_wav`, and a `.json` sidecar with every
-    setting. `num` results use seeds seed, seed+1, ... (with lerp: seed_a+i, seed_b+i).
+    setting (the device included). The diffusion network runs on `device`; the RAVE model
+    decodes where it was loaded. `num` results use seeds seed, seed+1, ... (with lerp:
+    seed_a+i, seed_b+i).
     Numbers may come as floats or strings (Pd atoms); bad values raise UnravelError.
     """
     num = as_int(num, "num")
@@ -147,7 +157,7 @@ def diffuse_files(model, checkpoint: str | os.PathLike = "default", out_dir: str
         seeds = [check_seed(s0 + i, "seed") for i in range(num)]
     if isinstance(model, (str, os.PathLike)):
         from unravel.model import load_model
-        model = load_model(model)
+        model = load_model(model, device=device)
     if model.latent_dims is None or "decode" not in model.methods:
         raise UnravelError(f"{model.path}: model has no decode method")
     diffuser = cached_checkpoint(checkpoint, arch)
@@ -155,9 +165,10 @@ def diffuse_files(model, checkpoint: str | os.PathLike = "default", out_dir: str
         raise UnravelError(f"{diffuser.path}: makes {diffuser.dims}-dim latents, but model "
                            f"{Path(model.path).name} takes {model.latent_dims} dims")
     folder = audio_io.check_writable_dir(out_dir)
+    dev = _device.resolve(device)
 
     latents, groups = sample_seeds(diffuser, seeds, steps, temperature, length_mult, batch,
-                                   progress, on_step)
+                                   progress, on_step, dev)
     group_of = {s: g for g in groups for s in g}
 
     results: list[Diffused] = []
@@ -189,6 +200,7 @@ def diffuse_files(model, checkpoint: str | os.PathLike = "default", out_dir: str
             "seed": s, "seed_a": used[0] if lerp else None, "seed_b": used[1] if lerp else None,
             "lerp_factor": lerp_factor if lerp else None,
             "batch": batch, "sampled_together": [group_of[u] for u in used],
+            "device": _device.name(dev), "model_device": _device.name(getattr(model, "device", torch.device("cpu"))),
             "wav": wav.name, "npy": npy.name if npy else None, "latent_wav": lwav.name if lwav else None,
         }
         js = latents_io.write_json(folder / f"{stem}.json", sidecar, force=True)
