@@ -3,8 +3,8 @@ process and under torchrun with 2 CPU processes (gloo), the same architecture an
 global batch (2 ranks x batch b = 1 process x batch 2b); on a machine with CUDA also one GPU
 and every GPU (NCCL).
 
-Each setting is timed as the difference between a run of 1 + EPOCHS epochs and a run of 1
-epoch, so process start, imports and the first epoch's warm-up cancel out.
+Each setting runs 1 + EPOCHS epochs and is timed from the log line of the first epoch to
+that of the last, so process start, imports and the first epoch's warm-up are left out.
 
     .venv/bin/python bench/train_scale.py [--arch small] [--latents 32] [--dims 8]
                                           [--length 256] [--batch 8] [--epochs 3]
@@ -24,13 +24,18 @@ import numpy as np
 import torch
 
 
-def run(cmd: list[str], env: dict) -> float:
-    """Wall-clock seconds of a command (which must succeed)."""
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode:
-        sys.exit(f"failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
-    return time.perf_counter() - t
+def seconds_per_epoch(cmd: list[str], env: dict, epochs: int) -> float:
+    """Run a train-diffusion command of 1 + epochs epochs; the seconds between the log lines
+    of epoch 1 and of the last epoch, per epoch (start-up and the first epoch left out)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    stamps, tail = {}, []
+    for line in proc.stderr:
+        tail = (tail + [line])[-20:]
+        if line.startswith("epoch "):
+            stamps[int(line.split()[1].rstrip(":"))] = time.perf_counter()
+    if proc.wait() or 1 not in stamps or 1 + epochs not in stamps:
+        sys.exit(f"failed: {' '.join(cmd)}\n{''.join(tail)}")
+    return (stamps[1 + epochs] - stamps[1]) / epochs
 
 
 def main() -> int:
@@ -73,9 +78,8 @@ def main() -> int:
         else:
             launch = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                       f"--nproc_per_node={nproc}", "-m", "unravel.cli"]
-        short = run(launch + train + ["--max-epochs", "1"], env)
-        long = run(launch + train + ["--max-epochs", str(1 + args.epochs)], env)
-        per_epoch = (long - short) / args.epochs
+        per_epoch = seconds_per_epoch(launch + train + ["--max-epochs", str(1 + args.epochs)], env,
+                                      args.epochs)
         rate = args.latents / per_epoch
         base.setdefault(device, rate)
         print(f"{device:<8} {nproc:>9} {args.batch // nproc:>10} {per_epoch:>9.3f} {rate:>10.1f} "

@@ -150,6 +150,8 @@ class Model:
         self.path = pathlib.Path(path)
         self.lock = threading.RLock()
         self.device = _device.resolve(device)
+        self._gpu = None if self.device.type == "cpu" else self.device  # inputs go there
+        _device.deterministic(self.device)
         self.moves = 0  # counts the moves between devices (the Bender follows them)
         self._sr_override = sr
         self._warmup = warmup
@@ -217,6 +219,7 @@ class Model:
             if target != self.device:
                 self.module.to(target)
                 self.device = target
+                self._gpu = None if target.type == "cpu" else target
                 self.moves += 1
                 self._run_specs = {m: (getattr(self.module, m), c, st)
                                    for m, (_, c, st) in self._run_specs.items()}
@@ -244,12 +247,13 @@ class Model:
             x = torch.nn.functional.pad(x, (0, pad))
         try:
             with self.lock:
+                gpu = self._gpu
                 if torch.is_inference_mode_enabled():
-                    y = self._call(fn, x)
+                    y = fn(x) if gpu is None else fn(x.to(gpu)).cpu()
                 else:
                     guard = _inference_guard()
                     try:
-                        y = self._call(fn, x)
+                        y = fn(x) if gpu is None else fn(x.to(gpu)).cpu()
                     finally:
                         del guard
         except Exception as e:  # noqa: BLE001 - TorchScript errors come as several types
@@ -258,12 +262,6 @@ class Model:
             mp = self.methods[method]
             y = y[..., : -(-n * mp.in_ratio // mp.out_ratio)]
         return y
-
-    def _call(self, fn: Callable, x: torch.Tensor) -> torch.Tensor:
-        """fn(x) on the model's device; the result on the CPU."""
-        if self.device.type == "cpu":
-            return fn(x)
-        return fn(x.to(self.device)).cpu()
 
     def encode(self, audio: np.ndarray) -> np.ndarray:
         """(C, n) float32 audio at self.sr, C == in_channels -> (D, T) float32 latents."""
