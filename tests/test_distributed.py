@@ -133,3 +133,15 @@ def test_jobs_write_the_same_bytes_as_one_process(test_model_path, tmp_path, cap
     code, _, err = run_cli(["encode", "-m", test_model_path, src, "-o", tmp_path / "x", "--jobs", 0],
                            capsys)
     assert code == 2 and err == "unravel encode: jobs must be at least 1, got 0\n"
+
+
+def test_early_stop_is_the_same_epoch_on_every_rank(tmp_path):
+    lat = _latent_folder(tmp_path / "lat", n=6)
+    # lr 1e-30 leaves the weights as they are: epoch 2's validation loss is not better
+    proc, saves = torchrun(tmp_path, 2, ["train-diffusion", lat, "--arch", "tiny", "--device", "cpu",
+                                         "--batch-size", 2, "--lr", 1e-30, "--patience", 1,
+                                         "--max-epochs", 10, "-o", tmp_path / "o"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.count("stopped after epoch 2 (no better validation loss for 1 epochs)") == 1
+    assert saves == ["0 diffusion_best.pt", "0 diffusion_last.pt"]
+    assert torch.load(tmp_path / "o" / "diffusion_last.pt", weights_only=True)["epoch"] == 1
