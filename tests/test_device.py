@@ -63,7 +63,7 @@ def test_absent_devices_are_one_clear_error():
 
 @pytest.mark.skipif(MPS, reason="this machine has an Apple GPU")
 @pytest.mark.parametrize("command", ["encode", "decode", "bend", "prepare-diffusion", "diffuse",
-                                     "train-diffusion"])
+                                     "train-diffusion", "app"])
 def test_every_model_command_refuses_an_absent_device(command, test_model_path, tmp_path, capsys):
     lat = _latent_folder(tmp_path / "lat")
     wav = tmp_path / "in.wav"
@@ -73,7 +73,8 @@ def test_every_model_command_refuses_an_absent_device(command, test_model_path, 
                      tmp_path / "o.ts"],
             "prepare-diffusion": ["-m", test_model_path, wav, "-o", tmp_path / "o"],
             "diffuse": ["-m", test_model_path, "--seed", 1, "-o", tmp_path / "o"],
-            "train-diffusion": [lat, "-o", tmp_path / "o", "--arch", "tiny"]}[command]
+            "train-diffusion": [lat, "-o", tmp_path / "o", "--arch", "tiny"],
+            "app": ["--port", 0, "--out", tmp_path / "app"]}[command]
     import soundfile as sf
     sf.write(wav, np.zeros(44100, np.float32), 44100)
     code, out, err = run_cli([command, *args, "--device", "mps"], capsys)

@@ -390,6 +390,7 @@ def job_diffuse(s: Session, o: dict, base: str) -> list:
     out = o.pop("output", base or ".")
     kw = {k.replace("-", "_"): v for k, v in o.items()}
     kw["save_latents"] = True
+    kw["device"] = s.device  # the diffusion network runs where the object's model runs
     reply: list = []
     for r in diffusion.diffuse_files(s.model, ckpt, out, progress=False, **kw):
         reply += [r.wav, r.npy] + ([r.latent_wav] if r.latent_wav else [])
