@@ -109,6 +109,28 @@ def test_model_on_cpu_and_gpu_without_one(test_model_path):
     assert next(m.module.parameters()).device.type == "cpu"
 
 
+def test_bender_follows_a_moved_model(test_model_path, tmp_path):
+    """After a move (counted by Model.moves) the Bender takes the parameters and its copies
+    of the originals anew: bends, restore and save still see the same numbers."""
+    m = load_model(test_model_path)
+    b = Bender(m)
+    layer = next(l.name for l in m.layers() if l.learned)
+    orig = b.get_weights(layer)
+    b.bend(layer, "randomize", 500.0, 40, 3)
+    bent = b.get_weights(layer)
+    m.moves += 1  # what Model.to does when the device changes
+    b.bend(layer, "offset", 0.25)
+    assert b._moves == m.moves
+    assert not np.array_equal(b.get_weights(layer), bent)
+    b.restore(layer)
+    np.testing.assert_array_equal(b.get_weights(layer), orig)
+    b.bend(layer, "randomize", 500.0, 40, 3)
+    np.testing.assert_array_equal(b.get_weights(layer), bent)  # the same cached noise, moved
+    out = b.save(tmp_path / "b.ts")
+    assert m.device.type == "cpu"
+    np.testing.assert_array_equal(torch.jit.load(str(out)).state_dict()[layer].reshape(-1).numpy(), bent)
+
+
 @needs_no_gpu
 def test_bridge_gpu_1_without_a_gpu_keeps_the_cpu(test_model_path):
     s = bridge.Session(str(test_model_path))
