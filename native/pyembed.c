@@ -622,8 +622,8 @@ t_pyjob *pyjob_new(t_pysession *s, const char *name, int argc, t_atom *argv, con
     }
     else
     {
-        Py_INCREF(s->obj);
-        j->session = s->obj;
+        j->session = s ? s->obj : Py_None;  /* no session: the model registry's messages */
+        Py_INCREF(j->session);
         j->args = args;
         snprintf(j->name, sizeof(j->name), "%s", name);
         snprintf(j->dir, sizeof(j->dir), "%s", dir ? dir : "");

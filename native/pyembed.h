@@ -40,7 +40,8 @@ int pyrunner_process(void *runner, const float *in, float *out);
 int pyrunner_takeerror(t_pyrunner *r, char *err);   /* 1 if an error was waiting */
 void pyrunner_free(t_pyrunner *r);
 
-/* an UnRAVEl job: made on Pd's thread, run on the job thread, replied on Pd's thread */
+/* an UnRAVEl job: made on Pd's thread, run on the job thread, replied on Pd's thread;
+   s may be 0 for the model registry's messages (bridge.registry_message) */
 typedef struct pyjob t_pyjob;
 t_pyjob *pyjob_new(t_pysession *s, const char *name, int argc, t_atom *argv, const char *dir,
     char *err);

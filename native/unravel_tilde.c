@@ -36,6 +36,7 @@ typedef struct _unravel {
     int x_srwarned;             /* the Pd rate we last warned about */
     int x_multi;                /* -m: one multichannel inlet and outlet */
     int x_enabled;
+    int x_gpu;                  /* -g/-gpu or 'gpu 1' asked for the GPU (this build: CPU only) */
     int x_bufsize;              /* 0: the model runs in the DSP thread */
     int x_sync;                 /* -1 automatic (sync under -batch), 0 live, 1 sync */
     int x_nin, x_nout;          /* signal inlets and outlets */
@@ -72,6 +73,18 @@ static int unravel_pow2ceil(int n)
     int b = 1;
     while (b < n)
         b *= 2;
+    return b;
+}
+
+/* nn~'s rule for a buffer size: the next power of two, at least the method's largest
+   ratio r (and a multiple of it) */
+static int unravel_fitbufsize(int n, int r)
+{
+    int b = unravel_pow2ceil(n);
+    while (b < r)
+        b *= 2;
+    if (b % r)
+        b = r;
     return b;
 }
 
@@ -268,11 +281,32 @@ static void unravel_errtick(t_unravel *x)
 
 /* ------------------------------ model and method ------------------------------ */
 
+/* nn~'s GPU switch: this build runs models on the CPU, so asking for the GPU posts nn~'s
+   line and keeps the CPU */
+static void unravel_gpunote(t_unravel *x)
+{
+    if (x->x_gpu)
+        post("[unravel~]: GPU mode not available (this build runs models on the CPU)");
+    x->x_gpu = 0;
+}
+
+static void unravel_gpu(t_unravel *x, t_floatarg f)
+{
+    x->x_gpu = (f != 0);
+    unravel_gpunote(x);
+}
+
 /* take the method's parameters; the object's channel counts stay (no -m: fixed inlets) */
 static int unravel_usemethod(t_unravel *x, t_symbol *method)
 {
     char err[PYERR_SIZE];
     int p[6];
+    if (!pysession_hasmethod(x->x_session, method->s_name) && method != gensym("forward"))
+    {   /* as nn~: a post, then forward */
+        post("[unravel~]: method '%s' not found in the model, using forward instead",
+            method->s_name);
+        method = gensym("forward");
+    }
     if (pysession_params(x->x_session, method->s_name, p, err) != 0)
     {
         pd_error(x, "[unravel~]: %s", err);
@@ -284,11 +318,7 @@ static int unravel_usemethod(t_unravel *x, t_symbol *method)
             "are dropped)", method->s_name, p[0], p[2], x->x_nin, x->x_nout);
     if (x->x_bufsize && x->x_bufsize % p[4])
     {
-        int r = p[4], b = x->x_bufsize;
-        while (b < r)
-            b *= 2;
-        if (b % r)
-            b = r;
+        int r = p[4], b = unravel_fitbufsize(x->x_bufsize, r);
         post("[unravel~]: bufsize %d -> %d for method '%s' (ratio %d)", x->x_bufsize, b,
             method->s_name, r);
         x->x_bufsize = b;
@@ -358,18 +388,18 @@ static void unravel_load(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
     }
     if (unravel_usemethod(x, method))
         unravel_setupengine(x);
+    unravel_gpunote(x);
     if (x->x_multi && oldout != x->x_params[2])
         canvas_update_dsp();
 }
 
 /* ------------------------------ control messages ------------------------------ */
 
+/* as nn~: disabled, the buffers stand still; enabled again, sound resumes at once from
+   where it stopped (no reset, no extra buffer of latency) */
 static void unravel_enable(t_unravel *x, t_floatarg f)
 {
-    int on = (f != 0);
-    if (on && !x->x_enabled)
-        unravel_resetengine(x);
-    x->x_enabled = on;
+    x->x_enabled = (f != 0);
 }
 
 static void unravel_sync(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
@@ -384,26 +414,29 @@ static void unravel_sync(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
     unravel_setupengine(x);
 }
 
+/* as nn~: any size is rounded (unravel_fitbufsize) and the size used is posted; 0 runs the
+   model inline */
 static void unravel_bufsize(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
 {
     t_float f;
-    int n, r = x->x_session ? unravel_maxratio(x) : 1;
+    int n, b, r = x->x_session ? unravel_maxratio(x) : 1;
     (void)s;
     if (argc != 1 || argv[0].a_type != A_FLOAT)
     {
-        pd_error(x, "[unravel~]: bufsize: usage: bufsize <power of two >= %d, or 0>", r);
+        pd_error(x, "[unravel~]: bufsize: usage: bufsize <frames, or 0 for inline>");
         return;
     }
     f = atom_getfloat(argv);
     n = (f >= 0 && f <= MAXBUFSIZE) ? (int)f : -1;     /* no out-of-range float to int */
-    if (n < 0 || (t_float)n != f || (n != 0 && (!unravel_ispow2(n) || n < r || n > MAXBUFSIZE ||
-        n % r)))
+    if (n < 0 || (t_float)n != f)
     {
-        pd_error(x, "[unravel~]: bufsize: %g is not 0 or a power of two from %d to %d", f, r,
-            MAXBUFSIZE);
+        pd_error(x, "[unravel~]: bufsize: %g is not a whole number from 0 to %d", f, MAXBUFSIZE);
         return;
     }
-    x->x_bufsize = n;
+    b = n ? unravel_fitbufsize(n, r) : 0;
+    if (b != n)
+        post("[unravel~]: bufsize %d -> %d (a power of two, at least the ratio %d)", n, b, r);
+    x->x_bufsize = b;
     unravel_setupengine(x);
 }
 
@@ -522,12 +555,14 @@ static void unravel_set_weights(t_unravel *x, t_symbol *s, int argc, t_atom *arg
 
 /* ------------------------------ UnRAVEl jobs ------------------------------ */
 
+static void unravel_jobreply(void *owner, t_symbol *sel, int argc, t_atom *argv);
+
 static void unravel_jobtick(t_unravel *x)
 {
     void *job;
     while ((job = jobq_pop_done(x->x_jobs)))
     {
-        pyjob_reply((t_pyjob *)job, unravel_reply, x);
+        pyjob_reply((t_pyjob *)job, unravel_jobreply, x);
         pyjob_free(job);
     }
     if (jobq_pending(x->x_jobs))
@@ -552,6 +587,55 @@ static void unravel_job(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
         return;
     }
     clock_delay(x->x_jobclock, JOBPOLL);
+}
+
+/* ------------------------------ nn~'s model registry ------------------------------ */
+
+/* print_available_models, download <card> [name], remove <name>: no model needed; the
+   network and file work runs on the job thread (bridge.registry_message) */
+static int unravel_isregistry(t_symbol *s)
+{
+    return s == gensym("print_available_models") || s == gensym("download") ||
+        s == gensym("remove");
+}
+
+static void unravel_registry(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
+{
+    char err[PYERR_SIZE];
+    t_pyjob *job;
+    if (!unravel_startpython(x))
+        return;
+    if (!(job = pyjob_new(0, s->s_name, argc, argv, x->x_dir->s_name, err)))
+    {
+        pd_error(x, "[unravel~]: %s: %s", s->s_name, err);
+        return;
+    }
+    if (jobq_push(x->x_jobs, job) != 0)
+    {
+        pd_error(x, "[unravel~]: %s: cannot start the job thread", s->s_name);
+        pyjob_free(job);
+        return;
+    }
+    clock_delay(x->x_jobclock, JOBPOLL);
+}
+
+/* a finished job answers on the info outlet (`done <job> ...` or `error <job> <reason>`);
+   a registry message's lines also go to Pd's window as nn~ posts them, its failure as one
+   error line */
+static void unravel_jobreply(void *owner, t_symbol *sel, int argc, t_atom *argv)
+{
+    t_unravel *x = (t_unravel *)owner;
+    int i;
+    if (argc >= 1 && argv[0].a_type == A_SYMBOL && unravel_isregistry(atom_getsymbol(argv)))
+    {
+        if (sel == gensym("error"))
+            pd_error(x, "[unravel~]: %s", argc > 1 ? atom_getsymbol(argv + 1)->s_name :
+                "failed");
+        else
+            for (i = 1; i < argc; i++)
+                post("%s", atom_getsymbol(argv + i)->s_name);
+    }
+    unravel_reply(owner, sel, argc, argv);
 }
 
 /* ------------------------------ start-up ------------------------------ */
@@ -652,10 +736,33 @@ static void unravel_free(t_unravel *x)
         freebytes(x->x_outs, x->x_outsize * sizeof(float *));
 }
 
+/* the creation's model: 0 (one error line, the session freed) if it cannot be used */
+static int unravel_opennew(t_unravel *x, t_symbol *model, t_symbol *method)
+{
+    char path[MAXPDSTRING], err[PYERR_SIZE];
+    const char *spec = model->s_name;
+    if (!unravel_startpython(x))
+        return 0;
+    if (unravel_findmodel(x, spec, path))
+        spec = path;
+    if (!(x->x_session = pysession_new(spec, x->x_dir->s_name, err)))
+    {
+        pd_error(x, "[unravel~]: %s (the object starts empty: 'load <model>' later)", err);
+        return 0;
+    }
+    if (!unravel_usemethod(x, method))
+    {
+        pysession_free(x->x_session);
+        x->x_session = 0;
+        return 0;
+    }
+    unravel_gpunote(x);
+    return 1;
+}
+
 static void *unravel_new(t_symbol *s, int argc, t_atom *argv)
 {
     t_unravel *x = (t_unravel *)pd_new(unravel_class);
-    char path[MAXPDSTRING], err[PYERR_SIZE];
     t_symbol *model = 0, *method = gensym("forward");
     int bufsize = 4096, i, nargs = 0;
     (void)s;
@@ -679,10 +786,11 @@ static void *unravel_new(t_symbol *s, int argc, t_atom *argv)
                 x->x_sync = 1;
             else if (!strcmp(a->s_name, "-live"))
                 x->x_sync = 0;
-            else if (!strcmp(a->s_name, "-gpu"))     /* nn~'s flag: accepted, runs on the CPU */
-                post("[unravel~]: -gpu: this build runs models on the CPU");
+            else if (!strcmp(a->s_name, "-g") || !strcmp(a->s_name, "-gpu"))     /* nn~'s */
+                x->x_gpu = 1;
             else
-                pd_error(x, "[unravel~]: unknown flag '%s' (flags: -m -d -sync -live)", a->s_name);
+                pd_error(x, "[unravel~]: unknown flag '%s' (flags: -m -g -d -sync -live)",
+                    a->s_name);
             continue;
         }
         if (nargs == 0 && argv[i].a_type == A_SYMBOL)
@@ -716,26 +824,15 @@ static void *unravel_new(t_symbol *s, int argc, t_atom *argv)
     }
     x->x_bufsize = bufsize;
     x->x_method = method;
-    if (model)
+    if (model && unravel_opennew(x, model, method))
     {
-        const char *spec = model->s_name;
-        if (!unravel_startpython(x))
-            goto fail;
-        if (unravel_findmodel(x, spec, path))
-            spec = path;
-        if (!(x->x_session = pysession_new(spec, x->x_dir->s_name, err)))
-        {
-            pd_error(x, "[unravel~]: %s", err);
-            goto fail;
-        }
-        if (!unravel_usemethod(x, method))
-            goto fail;
         x->x_nin = x->x_params[0];
         x->x_nout = x->x_params[2];
     }
     else
     {
-        /* no model yet: 'load' one later; unravel_startpython runs then */
+        /* no model (none given, or it failed: one error line): as nn~, an empty object with
+           one signal inlet and outlet and the info outlet; 'load' one later */
         x->x_nin = x->x_nout = 1;
         x->x_params[0] = x->x_params[1] = x->x_params[2] = x->x_params[3] = 1;
         x->x_params[4] = 1;
@@ -851,5 +948,10 @@ __attribute__((visibility("default"))) void unravel_tilde_setup(void)
             A_GIMME, 0);
     for (i = 0; i < sizeof(jobs) / sizeof(*jobs); i++)
         class_addmethod(unravel_class, (t_method)unravel_job, gensym(jobs[i]), A_GIMME, 0);
+    class_addmethod(unravel_class, (t_method)unravel_gpu, gensym("gpu"), A_FLOAT, 0);
+    class_addmethod(unravel_class, (t_method)unravel_registry, gensym("print_available_models"),
+        A_GIMME, 0);
+    class_addmethod(unravel_class, (t_method)unravel_registry, gensym("download"), A_GIMME, 0);
+    class_addmethod(unravel_class, (t_method)unravel_registry, gensym("remove"), A_GIMME, 0);
     post("[unravel~] 0.1.0: RAVE models, layers and UnRAVEl in Pd");
 }

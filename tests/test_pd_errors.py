@@ -72,7 +72,8 @@ def test_errors_and_lookup(tmp_path):
     assert len(loud_errors) == 1, r.errors      # printed once, not once per buffer
     assert loud_errors[0].startswith("error: [unravel~]: loud.ts: forward failed")
     assert len(mine) == 4, mine
-    assert len([ln for ln in r.errors if "couldn't create" in ln]) == 2
+    # as nn~ (issue 10): an object whose model fails is still created, empty
+    assert len([ln for ln in r.errors if "couldn't create" in ln]) == 0
     assert r.after("empty: loaded") == ["0", "1"]
 
 

@@ -53,13 +53,15 @@ CASES = [
     ("save bent.ts", "reply saved"), ("save", "error"), ("save /nonexistent/dir/x.ts", "error"),
     ("reload", "ok"), (f"get_weights {BIAS}", "reply layer"), ("reload 1", "error"),
     ("bufsize 4096", "ok"), ("bufsize 0", "ok"), ("bufsize 2048", "ok"),
-    ("bufsize 1000", "error"), ("bufsize 1024", "error"), ("bufsize foo", "error"), ("bufsize", "error"),
-    ("bufsize -4096", "error"),
-    ("method encode", "ok"), ("method forward", "ok"), ("method nope", "error"), ("method", "error"),
+    # as nn~ (issue 10): any size is rounded to a power of two >= the ratio, with a post
+    ("bufsize 1000", "ok"), ("bufsize 1024", "ok"), ("bufsize foo", "error"), ("bufsize", "error"),
+    ("bufsize -4096", "error"), ("bufsize 1000.5", "error"),
+    ("method encode", "ok"), ("method forward", "ok"), ("method nope", "ok"),      # as nn~: a post, then forward ("method", "error"),
     ("method 1", "error"),
     ("load default4", "ok"), ("load default", "ok"), ("load nonexistent_model", "error"),
     ("load notamodel.wav", "error"), ("load notamodel", "error"), ("load", "error"), ("load 1 2", "error"),
     ("sync 0", "ok"), ("sync 1", "ok"), ("sync", "error"), ("sync x", "error"),
+    ("gpu 1", "ok"), ("gpu 0", "ok"), ("gpu x", "error"),       # nn~'s: a post on a CPU build
     ("foo", "error"), ("foo 1 2", "error"),
     ("bang", "reply latency 2048"),
 ]

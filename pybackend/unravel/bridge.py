@@ -177,7 +177,7 @@ class Session:
         method, enabled, bufsize, latency, mode, underruns = args
         m = self.model
         p = self.params(method) if method in m.methods else [0] * 6
-        return [["loaded", 1], ["enabled", enabled], ["model", str(m.path)],
+        return [["loaded", 1], ["enabled", enabled], ["gpu", 0], ["model", str(m.path)],
                 ["methods", *m.methods], ["method", method], ["attributes", *m.attributes()],
                 ["bufsize", bufsize], ["dim", p[0], p[2]], ["ratio", p[1], p[3]],
                 ["latency", latency], ["mode", mode], ["underruns", underruns], ["sr", m.sr]]
@@ -397,9 +397,35 @@ def job_diffuse(s: Session, o: dict, base: str) -> list:
     return reply
 
 
-def run_job(session: Session, name: str, args: Sequence, patch_dir: str) -> list:
+# --------------------------------------------------------------------------- model registry
+
+
+def registry_message(name: str, args: list, patch_dir: str) -> list[str]:
+    """nn~'s registry messages (no model needed): `print_available_models`,
+    `download <card> [name]`, `remove <name>`; returns the lines the object posts."""
+    from unravel import registry
+    folder = patch_dir or "."
+    if name == "print_available_models":
+        _nargs(name, args, 0, 0, "")
+        return registry.available_models()
+    if name == "download":
+        _nargs(name, args, 1, 2, "<source/model/name> [name]")
+        card = _sym(name, args[0], "the model card")
+        return registry.download(card, folder, _sym(name, args[1], "the name") if len(args) > 1 else "")
+    if name == "remove":
+        _nargs(name, args, 1, 1, "<name>")
+        return registry.remove(_sym(name, args[0], "the name"), folder)
+    raise UnravelError(f"unknown registry message '{name}'")
+
+
+REGISTRY = ("print_available_models", "download", "remove")
+
+
+def run_job(session: Session | None, name: str, args: Sequence, patch_dir: str) -> list:
     """Run the UnRAVEl job `name` with Pd's `key value ...` args; returns the reply values
-    (paths as str, numbers as float)."""
+    (paths as str, numbers as float). The registry messages run here too, without a session."""
+    if name in REGISTRY:
+        return registry_message(name, list(args), patch_dir)
     entry = JOBS.get(name)
     if entry is None:
         raise UnravelError(f"unknown job '{name}' (jobs: {' '.join(JOBS)})")
