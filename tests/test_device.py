@@ -14,6 +14,7 @@ from unravel import bridge, cli, device
 from unravel.bend import Bender
 from unravel.errors import UnravelError
 from unravel.model import load_model
+from pdrun import Patch, run_pd
 
 CUDA = device.cuda_available()
 MPS = device.mps_available()
@@ -243,3 +244,30 @@ def test_cuda_train_16_mixed_writes_cpu_float32_checkpoints(tmp_path, capsys):
     assert obj["training"]["device"] == "cuda:0"
     assert all(v.device.type == "cpu" and v.dtype == torch.float32
                for v in obj["model_state_dict"].values())
+
+
+# ----------------------------------------------------------------------------- [unravel~ -g] in Pd
+
+
+def test_pd_gpu_flag_and_message(test_model_path, tmp_path):
+    """-g and `gpu 1` go through the bridge: without a GPU, nn~'s one line each time and the
+    CPU stays (status says gpu 0); with one, status says gpu 1 and `gpu 0` moves it back."""
+    p = Patch()
+    seq = p.obj("t b b")
+    p.connect(p.obj("loadbang"), 0, seq, 0)
+    obj = p.obj(f"unravel~ -g {test_model_path} forward 2048")
+    p.connect(obj, 1, p.obj("print info"), 0)
+    box = p.msg("gpu 1, bang, gpu 0, bang")
+    p.connect(seq, 1, box, 0)
+    p.connect(box, 0, obj, 0)
+    p.connect(seq, 0, p.msg("; pd quit"), 0)
+    r = run_pd(p.write(tmp_path / "gpu.pd"))
+    assert r.returncode == 0 and r.errors == [], r.lines
+    notes = [ln for ln in r.lines if "GPU mode not available" in ln]
+    gpu = [ln for ln in r.after("info:") if ln.startswith("gpu ")]
+    if CUDA or MPS:
+        assert notes == [] and gpu == ["gpu 1", "gpu 0"], r.lines
+    else:
+        assert notes == ["[unravel~]: GPU mode not available (no CUDA or MPS device: the model "
+                         "runs on the CPU)"] * 2, r.lines
+        assert gpu == ["gpu 0", "gpu 0"], r.lines

@@ -177,7 +177,8 @@ class Session:
         method, enabled, bufsize, latency, mode, underruns = args
         m = self.model
         p = self.params(method) if method in m.methods else [0] * 6
-        return [["loaded", 1], ["enabled", enabled], ["gpu", 0], ["model", str(m.path)],
+        return [["loaded", 1], ["enabled", enabled], ["gpu", int(m.device.type != "cpu")],
+                ["model", str(m.path)],
                 ["methods", *m.methods], ["method", method], ["attributes", *m.attributes()],
                 ["bufsize", bufsize], ["dim", p[0], p[2]], ["ratio", p[1], p[3]],
                 ["latency", latency], ["mode", mode], ["underruns", underruns], ["sr", m.sr]]
