@@ -108,7 +108,7 @@ def validate(model: torch.nn.Module, data: torch.Tensor, val_idx: Sequence[int],
     of `world` processes takes every world-th latent and the sums are all-reduced, so every
     process gets the same value."""
     mine = list(val_idx[rank::world])
-    total = torch.zeros(2, dtype=torch.float64, device=device)
+    total, count = 0.0, 0
     model.eval()
     with torch.no_grad():
         for i in range(0, len(mine), batch_size):
@@ -116,11 +116,13 @@ def validate(model: torch.nn.Module, data: torch.Tensor, val_idx: Sequence[int],
             sigmas, noise, _ = draws(b)
             with device_io.autocast(device, precision):
                 loss = model(data[b].to(device), sigmas.to(device), noise.to(device))
-            total[0] += loss.double() * len(b)
-            total[1] += len(b)
+            total += loss.item() * len(b)
+            count += len(b)
     if world > 1:
-        torch.distributed.all_reduce(total)
-    return float(total[0] / total[1])
+        t = torch.tensor([total, count], dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(t)
+        total, count = t.tolist()
+    return total / count
 
 
 @dataclass
