@@ -16,7 +16,6 @@ from unravel.errors import UnravelError
 
 DEVICES = "auto, cpu, cuda, cuda:N or mps"
 PRECISIONS = ("32", "16-mixed", "bf16-mixed")
-DEVICE_HELP = "where torch runs: auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps (default cpu)"
 
 
 def cuda_available() -> bool:
