@@ -145,3 +145,20 @@ def test_early_stop_is_the_same_epoch_on_every_rank(tmp_path):
     assert proc.stderr.count("stopped after epoch 2 (no better validation loss for 1 epochs)") == 1
     assert saves == ["0 diffusion_best.pt", "0 diffusion_last.pt"]
     assert torch.load(tmp_path / "o" / "diffusion_last.pt", weights_only=True)["epoch"] == 1
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs (NCCL)")
+def test_two_gpus_equal_one_gpu_with_twice_the_batch(tmp_path, capsys):
+    lat = _latent_folder(tmp_path / "lat")
+    common = ["train-diffusion", lat, "--arch", "tiny", "--split-ratio", 1, "--accumulation-steps", 1,
+              "--device", "cuda", "--max-epochs", 1, "--seed", 9]
+    proc, saves = torchrun(tmp_path, 2, common + ["--batch-size", 2, "-o", tmp_path / "two"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert saves == ["0 diffusion_best.pt", "0 diffusion_last.pt"]
+    code, _, err = run_cli(common + ["--batch-size", 4, "-o", tmp_path / "one"], capsys)
+    assert code == 0, err
+    two, obj = _states(tmp_path / "two" / "diffusion_last.pt")
+    one, _ = _states(tmp_path / "one" / "diffusion_last.pt")
+    assert obj["training"]["device"] == "cuda:0" and obj["training"]["world_size"] == 2
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], atol=1e-5, rtol=1e-3, msg=k)
