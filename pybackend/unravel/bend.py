@@ -232,10 +232,10 @@ class Bender:
         def write(tmp: str) -> None:
             with self.model.lock:  # saved from the CPU: the file loads on any machine
                 device = self.model.device
-                self.model.to("cpu")
+                self.model.to("cpu", warmup=False)
                 try:
                     torch.jit.save(self.model.module, tmp)
                 finally:
-                    self.model.to(device)
+                    self.model.to(device, warmup=False)
 
         return atomic_write(path, write, force=True)

@@ -211,18 +211,22 @@ class Model:
         with self.lock:
             self._load()
 
-    def to(self, device: str | torch.device) -> torch.device:
-        """Move the model (its weights, bent or not) to `device` ('cpu', 'cuda', ...); returns
-        the device. Waits for a running method (the lock)."""
+    def to(self, device: str | torch.device, warmup: bool = True) -> torch.device:
+        """Move the model (its weights, bent or not) to `device` ('cpu', 'cuda', ...) and warm
+        it up there (with `warmup`, unless it was loaded without); returns the device. Waits
+        for a running method (the lock)."""
         target = _device.resolve(device)
         with self.lock:
             if target != self.device:
                 self.module.to(target)
                 self.device = target
                 self._gpu = None if target.type == "cpu" else target
+                _device.deterministic(target)
                 self.moves += 1
                 self._run_specs = {m: (getattr(self.module, m), c, st)
                                    for m, (_, c, st) in self._run_specs.items()}
+                if warmup and self._warmup:
+                    self.warmup()
         return target
 
     # ------------------------------------------------------------------ running
