@@ -200,7 +200,8 @@ def diffuse_files(model, checkpoint: str | os.PathLike = "default", out_dir: str
             "seed": s, "seed_a": used[0] if lerp else None, "seed_b": used[1] if lerp else None,
             "lerp_factor": lerp_factor if lerp else None,
             "batch": batch, "sampled_together": [group_of[u] for u in used],
-            "device": _device.name(dev), "model_device": _device.name(getattr(model, "device", torch.device("cpu"))),
+            "device": _device.name(dev),
+            "model_device": _device.name(getattr(model, "device", torch.device("cpu"))),
             "wav": wav.name, "npy": npy.name if npy else None, "latent_wav": lwav.name if lwav else None,
         }
         js = latents_io.write_json(folder / f"{stem}.json", sidecar, force=True)
