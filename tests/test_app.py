@@ -106,6 +106,43 @@ def test_diffusion_lerp_factor_zero_is_seed_a(library, tmp_path, monkeypatch):
     assert wav.read_bytes() == towards_b.wav.read_bytes()
 
 
+def test_diffusion_architecture_field(library, tmp_path, monkeypatch):
+    # a checkpoint that stores no architecture (as Flex'ed's), trained with another one
+    import json
+
+    import torch
+
+    from unravel.diffusion import save_checkpoint
+    from unravel.diffusion.vdiffusion import SMALL_PRESETS, DiffusionModel
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "flexlike.pt", DiffusionModel(8, **SMALL_PRESETS["tiny"]),
+                           latent_length=32, epoch=0)
+    obj = torch.load(ckpt, weights_only=True)
+    del obj["arch"]
+    torch.save(obj, ckpt)
+    with pytest.raises(UnravelError, match="choose it in the Architecture field") as e:
+        app.diffusion_generate(library, str(ckpt), "default", seed_a=1, steps=1, out_dir=tmp_path)
+    assert "--arch" not in str(e.value)
+    r = app.diffusion_generate(library, str(ckpt), "default", seed_a=1, steps=1, out_dir=tmp_path,
+                               arch="tiny")
+    assert np.load(r.latents).shape == (1, 8, 32) and "--arch tiny" in r.command
+    out = tmp_path / "cli"
+    out.mkdir()
+    run_cli(r.command.replace(str(tmp_path / "flexlike.pt"), "CKPT").replace(str(tmp_path), str(out))
+            .replace("CKPT", str(ckpt)), monkeypatch, tmp_path)
+    [wav] = out.glob("*.wav")
+    assert wav.read_bytes() == r.wav.read_bytes()
+    # a JSON file works as well; "auto" is no architecture
+    arch_json = tmp_path / "tiny.json"
+    arch_json.write_text(json.dumps(SMALL_PRESETS["tiny"]))
+    r2 = app.diffusion_generate(library, str(ckpt), "default", seed_a=1, steps=1,
+                                out_dir=tmp_path / "j", arch=str(arch_json))
+    assert np.array_equal(np.load(r2.latents), np.load(r.latents))
+    with pytest.raises(UnravelError, match="Architecture field"):
+        app.diffusion_generate(library, str(ckpt), "default", seed_a=1, steps=1,
+                               out_dir=tmp_path, arch="auto")
+
+
 def test_diffusion_errors_are_one_line(library, tmp_path, monkeypatch):
     with pytest.raises(UnravelError, match="4 dims"):      # 8-dim checkpoint, 4-dim decoder
         app.diffusion_generate(library, "default", "default4", seed_a=1, steps=1,
@@ -128,8 +165,9 @@ def test_encode_audio_writes_latents_and_statistics(library, tmp_path):
     assert len(r.latents) == 1
     z = latents.read(r.latents[0])
     model = library.model("default")
-    assert np.array_equal(z, model.encode(app.audio.load(LOOP, model.sr, model.in_channels)))
-    assert r.frames == z.shape[1] == -(-frames_of(LOOP) // RATIO)
+    x = app.audio.load(LOOP, model.sr, model.in_channels)
+    assert np.array_equal(z, model.encode(x, whole_frames=False))      # the raw length, as UnRAVEl
+    assert r.frames == z.shape[1] == frames_of(LOOP) // RATIO
     assert r.plot.read_bytes()[:4] == b"\x89PNG"
     assert r.table.startswith(f"8 dims, {r.frames} frames")
     # two different files with the same name both get encoded
@@ -137,11 +175,18 @@ def test_encode_audio_writes_latents_and_statistics(library, tmp_path):
     other.mkdir()
     sf.write(other / "loop.wav", sf.read(LOOP)[0][: 44100], 44100)
     r2 = app.encode_audio(library, "default", [LOOP, other / "loop.wav"], tmp_path)
-    assert len(r2.latents) == 2 and r2.frames == r.frames + 22
+    assert len(r2.latents) == 2 and r2.frames == r.frames + 44100 // 2048   # raw length encoded
     with pytest.raises(UnravelError, match="no audio"):
         app.encode_audio(library, "default", [], tmp_path)
     with pytest.raises(UnravelError, match="nope.wav"):
         app.encode_audio(library, "default", [tmp_path / "nope.wav"], tmp_path)
+    # an unreadable upload is named by its own name, not the page's copy's path
+    bad = tmp_path / "gradio" / "0a1b2c" / "broken.wav"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"RIFF not really")
+    with pytest.raises(UnravelError, match=r"^broken\.wav: not a readable audio file") as e:
+        app.encode_audio(library, "default", [LOOP, bad], tmp_path)
+    assert "0a1b2c" not in str(e.value)
 
 
 def test_compose_points_bpm_seed_and_command(library, tmp_path, monkeypatch):
@@ -223,6 +268,30 @@ def test_bend_listen_restore_save(tmp_path, monkeypatch):
     assert app.bend_command(library, "default", "x.ts").startswith("(no layer is bent")
     with pytest.raises(UnravelError, match="nope"):
         app.bend_generate(library, "default", "nope", offset=0.1, out_dir=tmp_path)
+
+
+def test_bend_your_own_audio_against_the_unbent_model(tmp_path):
+    library = app.Library(None)
+    layer = app._pick_layer(app.bend_layers(library, "default"))
+    t = np.arange(30000) / 44100
+    mine = tmp_path / "upload" / "mine.wav"
+    mine.parent.mkdir()
+    sf.write(mine, 0.3 * np.sin(2 * np.pi * 330 * t), 44100)
+    r = app.bend_generate(library, "default", layer, offset=0.02, out_dir=tmp_path / "o", source=mine)
+    shared = library.model("default")
+    x = app.audio.load(mine, shared.sr, shared.in_channels)
+    assert frames_of(r.wav) == frames_of(r.unbent) == 30000          # the upload, not the loop
+    np.testing.assert_array_equal(sf.read(r.unbent, dtype="float32")[0], shared.forward(x)[0])
+    np.testing.assert_array_equal(sf.read(r.wav, dtype="float32")[0],
+                                  library.bender("default")[0].forward(x)[0])
+    assert not np.allclose(sf.read(r.wav)[0], sf.read(r.unbent)[0], atol=1e-3)
+    # an unreadable upload is named by its own name, not the page's copy's path
+    bad = tmp_path / "gradio" / "0a1b2c" / "broken.wav"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"RIFF not really")
+    with pytest.raises(UnravelError, match=r"^broken\.wav: not a readable audio file") as e:
+        app.bend_generate(library, "default", layer, out_dir=tmp_path / "o", source=bad)
+    assert "0a1b2c" not in str(e.value)
 
 
 # ------------------------------------------------------------------ the page

@@ -160,7 +160,21 @@ def test_diffusion_tab(browser_page):
     page.locator("#d-ckpt input").click()                # the models folder's checkpoint is offered
     assert page.get_by_role("option", name="tiny.pt").count() == 1
     page.get_by_role("option", name="default (bundled)").click()
+    # as Black Latents: Seed B and the lerp factor only once "Lerp between seeds" is ticked
+    seed_b, factor = page.locator("#d-seed-b"), page.locator("#d-lerp-factor")
+    assert not seed_b.is_visible() and not factor.is_visible()
+    assert page.locator("#d-seed-a").inner_text().startswith("Seed")
+    assert "Seed A" not in page.locator("#d-seed-a").inner_text()
+    page.locator("#d-lerp input").check()
+    seed_b.wait_for(state="visible")
+    factor.wait_for(state="visible")
+    assert "Seed A" in page.locator("#d-seed-a").inner_text()
+    assert "how far towards seed B" in factor.inner_text()          # help text on the slider
+    page.locator("#d-lerp input").uncheck()
+    seed_b.wait_for(state="hidden")
     page.get_by_text("Advanced").click()
+    page.get_by_text("scale of the starting noise").wait_for(state="visible")   # help text
+    assert page.locator("#d-arch input").input_value() == "auto"    # the architecture field
     set_number(page, "#d-steps", 2)
     set_number(page, "#d-seed-a", 1234)
     href = generate(page, "#d-generate", "#d-audio")
@@ -180,6 +194,7 @@ def test_unravel_tab(browser_page):
     set_number(page, "#u-points", 8)
     href = generate(page, "#u-generate", "#u-audio")
     y, sr = audio_at(href)
+    assert y.shape[0] == 4 * (1 + 2 + 3 + 5 + 8) * RATIO and y.shape[0] / sr > 3   # 4 loops of fibo(8)
     links = [a.get_attribute("href") for a in page.locator("#u-out a[download]").all()]
     assert [h.rsplit("/", 1)[1].split(".", 1)[1] for h in links] == ["wav", "latent.wav", "npy"]
     z = np.load(io.BytesIO(fetch(links[2])))
@@ -187,7 +202,20 @@ def test_unravel_tab(browser_page):
     lw, rate = audio_at(links[1])
     assert lw.shape == (z.shape[2], 8) and rate == 21
     assert page.locator("#u-plot img").count() == 1     # the statistics plot is shown
+    loop_frames = sf.info(str(app.BUNDLED_LOOP)).frames // RATIO
+    assert f"8 dims, {loop_frames} frames" in page.locator("#u-table").inner_text()
     shot(page, "unravel")
+
+
+def test_unravel_upload_replaces_the_bundled_loop(browser_page, tmp_path):
+    page = browser_page
+    open_tab(page, "UnRAVEl")
+    mine = tmp_path / "mine.wav"
+    sf.write(mine, 0.3 * np.sin(np.arange(5 * 44100) * 0.05), 44100)
+    page.set_input_files("#u-files input[type=file]", str(mine))
+    page.click("#u-encode")
+    table = page.locator("#u-table")
+    table.filter(has_text=f"8 dims, {5 * 44100 // RATIO} frames").wait_for(timeout=RUN_TIMEOUT)
 
 
 def test_bending_tab(browser_page):
@@ -207,6 +235,20 @@ def test_bending_tab(browser_page):
     assert page.locator("#b-model a[download]").get_attribute("download").endswith(".ts")
 
 
+def test_bending_your_own_audio(browser_page, tmp_path):
+    page = browser_page
+    open_tab(page, "Bending")
+    mine = tmp_path / "mine.wav"
+    sf.write(mine, 0.3 * np.sin(np.arange(30000) * 0.04), 44100)
+    page.set_input_files("#b-source input[type=file]", str(mine))
+    set_number(page, "#b-offset", 0.03)
+    bent, sr = audio_at(generate(page, "#b-generate", "#b-audio"))
+    unbent, _ = audio_at(page.locator("#b-unbent a[download]").first.get_attribute("href"))
+    assert bent.shape[0] == unbent.shape[0] == 30000                 # the upload, both ways
+    assert not np.allclose(bent, unbent, atol=1e-3)
+    shot(page, "bending-own")
+
+
 def test_errors_show_on_the_page_and_it_lives_on(browser_page, tmp_path):
     page = browser_page
     open_tab(page, "UnRAVEl")
@@ -216,7 +258,8 @@ def test_errors_show_on_the_page_and_it_lives_on(browser_page, tmp_path):
     page.click("#u-generate")
     toast = page.locator(".toast-body").filter(has_text="broken.wav")
     toast.wait_for(timeout=RUN_TIMEOUT)
-    assert "not a readable audio file" in toast.inner_text()
+    assert "broken.wav: not a readable audio file" in toast.inner_text()
+    assert "/" not in toast.inner_text().split("broken.wav")[0]   # the user's name, not gradio's path
     page.wait_for_timeout(600)                # let the message finish fading in
     shot(page, "error")
     open_tab(page, "Bending")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -132,6 +133,40 @@ def test_bad_files(tmp_path):
     txt.write_text("hello")
     with pytest.raises(UnravelError, match="notes.flac: not a readable audio file"):
         audio.read(txt)
+
+
+def write_aac(path, x, sr):
+    """Encode (channels, n) float32 audio to AAC with PyAV (.m4a: MP4 container, .aac: ADTS)."""
+    import av
+    layout = "stereo" if x.shape[0] == 2 else "mono"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=sr, layout=layout)
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x), format="fltp", layout=layout)
+        frame.rate = sr
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+
+
+@pytest.mark.parametrize("ext", [".m4a", ".aac"])
+def test_read_aac_with_pyav(tmp_path, ext, monkeypatch):
+    pytest.importorskip("av")  # the dev extra installs it
+    sr = 44100
+    t = np.arange(sr) / sr
+    x = np.stack([0.4 * np.sin(2 * np.pi * 440 * t), 0.2 * np.sin(2 * np.pi * 440 * t)]).astype(np.float32)
+    path = tmp_path / f"tone{ext}"
+    write_aac(path, x, sr)
+    with pytest.raises(sf.LibsndfileError):
+        sf.read(path)                                   # libsndfile cannot read it
+    y, rate = audio.read(path)
+    assert rate == sr and y.dtype == np.float32 and y.shape[0] == 2
+    assert sr <= y.shape[1] <= sr + 4096                # plus the encoder's priming frames
+    rms = np.sqrt(np.mean(y[:, 4096:40000] ** 2, axis=1))
+    np.testing.assert_allclose(rms, [0.4 / np.sqrt(2), 0.2 / np.sqrt(2)], rtol=0.1)
+    # without PyAV the error names the extra to install
+    monkeypatch.setitem(sys.modules, "av", None)
+    with pytest.raises(UnravelError, match=f"tone{ext}: libsndfile cannot read {ext} files; "
+                                           "install the optional extra for it: pip install 'unravel\\[av\\]'"):
+        audio.read(path)
 
 
 def test_find_audio(tmp_path):

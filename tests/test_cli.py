@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -65,9 +67,12 @@ def test_pipeline_commands(tmp_path):
     tone(src / "a.wav", 48000, 1.2, channels=2)
     tone(src / "b.flac", 44100, 0.8, freq=330.0)
     out = ok(run("encode", "--model", "default", src, "-o", tmp_path / "lat", "--latent-wav"))
-    assert out.split() == [str(tmp_path / "lat" / "a.npy"), str(tmp_path / "lat" / "b.npy")]
+    # every file written is printed
+    assert out.split() == [str(tmp_path / "lat" / f) for f in ("a.npy", "a.latent.wav", "b.npy", "b.latent.wav")]
     assert files_in(tmp_path / "lat") == ["a.latent.wav", "a.npy", "b.latent.wav", "b.npy"]
-    assert np.load(tmp_path / "lat" / "a.npy").shape == (1, 8, 26)     # ceil(1.2 * 44100 / 2048)
+    # the raw length goes to the model, as UnRAVEl's encoder does: the toy model makes
+    # floor(1.2 * 44100 / 2048) frames, not the ceil that padding to whole frames made
+    assert np.load(tmp_path / "lat" / "a.npy").shape == (1, 8, 25)
     assert sf.info(tmp_path / "lat" / "a.latent.wav").samplerate == 21
 
     d = json.loads(ok(run("stats", tmp_path / "lat", "--iqr", "--json", "--plot", tmp_path / "h.png")))
@@ -76,13 +81,13 @@ def test_pipeline_commands(tmp_path):
     np.testing.assert_allclose(d["median"], np.median(z, axis=1), rtol=1e-5)
     assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
     table = ok(run("stats", tmp_path / "lat" / "a.npy"))
-    assert "8 dims, 26 frames" in table and "correlation:" in table
+    assert "8 dims, 25 frames" in table and "correlation:" in table
 
     gen = ["generate", tmp_path / "lat", "--pattern", "fibo", "--dist", "normal", "--bpm", "120",
            "--loops", "2", "--seed", "7", "--model", "default"]
     r = run(*gen, "-o", tmp_path / "g1")
-    paths = ok(r).split()
-    assert paths == [str(tmp_path / "g1" / "fibo-normal-001.npy")]
+    paths = ok(r).split()   # every file written: .npy, .latent.wav, .json
+    assert paths == [str(tmp_path / "g1" / f"fibo-normal-001{s}") for s in (".npy", ".latent.wav", ".json")]
     assert "117.45 BPM" in r.stderr
     same = gen[:-2] + ["--sr", "44100", "--ratio", "2048"]   # what --model default gives
     ok(run(*same, "-o", tmp_path / "g2"))
@@ -98,6 +103,85 @@ def test_pipeline_commands(tmp_path):
     r = run("decode", "--model", "default", paths[0], "-o", tmp_path / "dec")
     assert r.returncode == 2 and "already exists" in r.stderr
     assert (tmp_path / "dec" / "fibo-normal-001.wav").read_bytes() == w.read_bytes()
+
+
+def run_on_terminal(*args) -> tuple[int, str, str]:
+    """Run the CLI with stderr on a pseudo-terminal: (status, stdout, what the terminal got)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))   # 24 x 100
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    p = subprocess.Popen([sys.executable, "-m", "unravel.cli", *map(str, args)], env=env,
+                         stdout=subprocess.PIPE, stderr=slave, text=True)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:          # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    out = p.stdout.read()
+    rc = p.wait(timeout=240)
+    os.close(master)
+    return rc, out, b"".join(chunks).decode(errors="replace")
+
+
+def test_long_file_progress_on_a_terminal(tmp_path):
+    tone(tmp_path / "long.wav", 44100, 12.0)
+    tone(tmp_path / "short.wav", 44100, 2.0)
+    rc, out, term = run_on_terminal("encode", "--model", "default", tmp_path / "long.wav",
+                                    tmp_path / "short.wav", "-o", tmp_path / "lat")
+    assert rc == 0 and out.split() == [str(tmp_path / "lat" / "long.npy"), str(tmp_path / "lat" / "short.npy")]
+    assert "encode long.wav" in term and f"0/{12 * 44100 // 2048} [" in term and "frames/s" in term
+    assert "encode short.wav" not in term
+    rc, out, term = run_on_terminal("decode", "--model", "default", tmp_path / "lat" / "long.npy",
+                                    "-o", tmp_path / "dec")
+    assert rc == 0 and "decode long.wav" in term and f"0/{12 * 44100 // 2048} [" in term and "frames/s" in term
+    # not on a terminal: no status lines
+    r = run("encode", "--model", "default", tmp_path / "long.wav", "-o", tmp_path / "lat2")
+    assert "frames" not in ok(r) + r.stderr
+
+
+def test_info_as_unravels_inspector(tmp_path, quirk_models):
+    # class names, the stereo flag and the state dict's buffers, as UnRAVEl's inspector shows
+    text = ok(run("info", "default"))
+    assert "encoder      ConvEncoder" in text and "decoder      ConvDecoder" in text
+    assert "stereo       unknown" in text and "buffers      3" in text
+    assert re.search(r"\n  decode_params +4 +4\n", text)
+    info = json.loads(ok(run("info", quirk_models["stereo"], "--json")))
+    assert info["stereo"] is True and info["encoder"] is None
+    assert {b["name"] for b in info["buffers"]} >= {"encode_params", "decode_params", "forward_params"}
+    # a folder of models (with subfolders), and the parameter table as CSV
+    lib = tmp_path / "lib"
+    (lib / "more").mkdir(parents=True)
+    shutil.copy(quirk_models["stereo"], lib / "st.ts")
+    shutil.copy(quirk_models["dims4"], lib / "more" / "d4.ts")
+    (lib / "notes.txt").write_text("x")
+    csv_path = tmp_path / "table.csv"
+    r = ok(run("info", lib, "--csv", csv_path))
+    assert [l.split()[1] for l in r.splitlines() if l.startswith("model ")] == \
+        [str(lib / "more" / "d4.ts"), str(lib / "st.ts")]
+    import csv
+    rows = list(csv.DictReader(csv_path.open()))
+    d4 = json.loads(ok(run("info", lib / "more" / "d4.ts", "--json")))
+    mine = [r for r in rows if r["model"] == str(lib / "more" / "d4.ts")]
+    assert [r["name"] for r in mine] == [l["name"] for l in d4["layers"]] + [b["name"] for b in d4["buffers"]]
+    first = mine[0]
+    assert (first["kind"], first["shape"], int(first["numel"])) == (
+        "parameter", "x".join(map(str, d4["layers"][0]["shape"])), d4["layers"][0]["numel"])
+    assert {r["kind"] for r in mine[len(d4["layers"]):]} == {"buffer"}
+    r = run("info", lib, "--csv", csv_path)
+    assert r.returncode == 2 and "table.csv: already exists" in r.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = run("info", empty)
+    assert r.returncode == 2 and "empty: folder has no .ts model files" in r.stderr
 
 
 def test_info_and_bend(tmp_path, quirk_models):
@@ -125,7 +209,7 @@ def test_quirk_models_encode_decode(tmp_path, quirk_models):
     ok(run("encode", "--model", m, tmp_path / "a.aiff", "-o", tmp_path))
     ok(run("decode", "--model", m, tmp_path / "a.npy", "-o", tmp_path / "d"))
     info = sf.info(tmp_path / "d" / "a.wav")
-    assert (info.channels, info.frames) == (2, 13 * 2048)   # 0.6 s at 44.1 kHz: ceil(26460 / 2048) frames
+    assert (info.channels, info.frames) == (2, 12 * 2048)   # 0.6 s at 44.1 kHz, the raw length: floor(26460 / 2048) frames
     r = run("decode", "--model", quirk_models["dims4"], tmp_path / "a.npy", "-o", tmp_path / "d4")
     assert r.returncode == 2 and "a.npy: latents have 8 dims, 4 expected by model dims4.ts" in r.stderr
 

@@ -196,6 +196,23 @@ def test_skip_normalize_and_length_mult(tiny_model, tiny_ckpt, rave8, tmp_path):
     assert sf.info(str(res[0].wav)).frames == 2 * LENGTH * rave8.ratio
 
 
+def test_latent_length_other_than_the_checkpoints(tiny_model, tiny_ckpt, rave8, tmp_path, capsys):
+    # the original generate script's --latent_length: sample N frames whatever the checkpoint's
+    res = diffusion.diffuse_files(rave8, tiny_ckpt, tmp_path, seed=5, steps=2, skip_normalize=True,
+                                  latent_length=3 * LENGTH, save_latents=True)
+    np.testing.assert_array_equal(np.load(res[0].npy),
+                                  reference_sample(tiny_model.net, 5, 8, 3 * LENGTH, 2).numpy())
+    side = json.loads(res[0].sidecar.read_text())
+    assert (side["latent_length"], side["checkpoint_latent_length"]) == (3 * LENGTH, LENGTH)
+    code, out, _ = run_cli(["diffuse", "-c", str(tiny_ckpt), "-m", str(rave8.path), "--seed", "5",
+                            "--steps", "2", "--skip-normalize", "--latent-length", str(3 * LENGTH),
+                            "--length-mult", "2", "-o", str(tmp_path / "cli")], capsys)
+    assert code == 0 and sf.info(out.split()[0]).frames == 6 * LENGTH * rave8.ratio
+    code, _, err = run_cli(["diffuse", "-c", str(tiny_ckpt), "-m", str(rave8.path), "--seed", "5",
+                            "--latent-length", str(LENGTH + 1), "-o", str(tmp_path / "bad")], capsys)
+    assert code == 2 and f"latent length {LENGTH + 1} is not a multiple" in err
+
+
 def test_slerp_per_channel_over_time():
     gen = torch.Generator().manual_seed(0)
     a, b = torch.randn(1, 3, 16, generator=gen), torch.randn(1, 3, 16, generator=gen)
@@ -315,6 +332,24 @@ def test_prepare_diffusion_chunks_like_the_reference(rave8, tmp_path):
         np.testing.assert_allclose(z, expected, atol=1e-5)
     with pytest.raises(UnravelError, match="at least"):
         diffusion.prepare_files(rave8, [wav], tmp_path / "lat2", latent_length=1024)
+
+
+def test_prepare_diffusion_names_folders_and_minimum_length(rave8, tmp_path, capsys):
+    chunk = 256 * rave8.ratio
+    tone = (0.3 * np.sin(np.arange(chunk + 10) * 0.05)).astype(np.float32)
+    for name in ("a/x.wav", "b/x.wav", "lib/y.wav", "lib/sub/y.wav", "lib/sub/z.flac"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(tmp_path / name, tone, rave8.sr)
+    # same name in two folders: both made, the later one named by its folder
+    paths = diffusion.prepare_files(rave8, [tmp_path / "a" / "x.wav", tmp_path / "b" / "x.wav",
+                                            tmp_path / "lib"], tmp_path / "lat")
+    assert [p.name for p in paths] == ["x_part000.npy", "b--x_part000.npy", "y_part000.npy",
+                                       "sub--y_part000.npy", "sub--z_part000.npy"]
+    # the CLI refuses a latent length below what train-diffusion takes, before writing anything
+    code, _, err = run_cli(["prepare-diffusion", "-m", str(rave8.path), str(tmp_path / "lib"),
+                            "--latent-length", "128", "-o", str(tmp_path / "short")], capsys)
+    assert code == 2 and "latent_length must be at least 256" in err
+    assert not (tmp_path / "short").exists()
 
 
 class _Probe(torch.nn.Module):

@@ -122,7 +122,7 @@ def test_jobs_write_the_same_bytes_as_one_process(test_model_path, tmp_path, cap
         code, out, err = run_cli(["encode", "-m", test_model_path, src, "-o", enc, "--latent-wav",
                                   "--jobs", jobs, "--device", "cpu"], capsys)
         assert code == 0, err
-        assert out.split() == [str(enc / f"a{i}.npy") for i in range(3)]
+        assert out.split() == [str(enc / f"a{i}{ext}") for i in range(3) for ext in (".npy", ".latent.wav")]
         code, out, err = run_cli(["prepare-diffusion", "-m", test_model_path, src, "-o", prep,
                                   "--jobs", jobs, "--device", "cpu"], capsys)
         assert code == 0, err

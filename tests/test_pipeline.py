@@ -54,8 +54,9 @@ def test_encode_shapes_and_latent_wav(encoded, default_model):
     a, b = encoded
     assert [p.name for p in encoded] == ["a.npy", "b.npy"]
     za, zb = np.load(a), np.load(b)
-    assert za.dtype == np.float32 and za.shape == (1, 8, math.ceil(int(1.5 * 44100) / 2048))
-    assert zb.shape == (1, 8, math.ceil(44100 / 2048))
+    # the raw length goes to the model (no padding): the toy model floors
+    assert za.dtype == np.float32 and za.shape == (1, 8, int(1.5 * 44100) // 2048)
+    assert zb.shape == (1, 8, 44100 // 2048)
     w = a.parent / "a.latent.wav"
     info = sf.info(w)
     assert (info.samplerate, info.channels, info.subtype, info.frames) == (21, 8, "DOUBLE", za.shape[2])
@@ -81,10 +82,40 @@ def test_encode_resamples_and_mixes(tmp_path, models):
     [p] = pipeline.encode_files(m, [tmp_path / "s.wav"], tmp_path / "o", progress=False)
     from scipy.signal import resample_poly
     mono = resample_poly(x.astype(np.float64).mean(0), 160, 147).astype(np.float32)
-    expect = m.encode(mono[None])
+    expect = m.encode(mono[None], whole_frames=False)
     z = latents.read(p)
-    assert z.shape == expect.shape == (8, math.ceil(48000 / 2048))
+    assert z.shape == expect.shape == (8, 48000 // 2048)
     np.testing.assert_allclose(z, expect, atol=1e-4)
+
+
+def test_encode_passes_the_raw_length(tmp_path, default_model):
+    # UnRAVEl's encoder gives the model the file as long as it is; padding to whole frames
+    # (what model.encode does by default) changes the frame count and the last frames
+    import torch
+    n = 10 * 2048 + 5
+    x = np.random.default_rng(1).uniform(-0.5, 0.5, n).astype(np.float32)
+    sf.write(tmp_path / "r.wav", x, 44100, subtype="FLOAT")
+    [p] = pipeline.encode_files(default_model, [tmp_path / "r.wav"], tmp_path / "o", progress=False)
+    with torch.inference_mode():
+        direct = default_model.module.encode(torch.from_numpy(x)[None, None])[0].numpy()
+    np.testing.assert_array_equal(latents.read(p), direct)
+    assert direct.shape == (8, 10) and default_model.encode(x[None]).shape == (8, 11)
+
+
+def test_encode_recursive_extensions_and_names(tmp_path, default_model):
+    d = tmp_path / "lib"
+    for sub in ("", "drums", "drums/kick", ".hidden"):
+        (d / sub).mkdir(parents=True, exist_ok=True)
+    for name in ("a.wav", "drums/a.wav", "drums/kick/a.WAV", "drums/b.flac", ".hidden/c.wav",
+                 "drums/.d.wav"):
+        write_tone(d / name, 44100, 0.3, fmt="FLAC" if name.endswith("flac") else "WAV")
+    (d / "drums" / "x.txt").write_text("no")
+    out = pipeline.encode_files(default_model, [d], tmp_path / "o", progress=False)
+    assert [p.name for p in out] == ["a.npy", "drums--a.npy", "drums--b.npy", "drums--kick--a.npy"]
+    only = pipeline.encode_files(default_model, [d], tmp_path / "o2", progress=False, extensions=["flac"])
+    assert [p.name for p in only] == ["drums--b.npy"]
+    with pytest.raises(UnravelError, match="lib: folder has no audio files \\(.ogg\\)"):
+        pipeline.encode_files(default_model, [d], tmp_path / "o3", extensions=[".ogg"])
 
 
 def test_encode_folder_and_errors(tmp_path, default_model):
@@ -143,14 +174,63 @@ def test_generate_reproducible(tmp_path, encoded, pattern):
     assert [p.name for p in a] == [f"{pattern}-correlation-001.npy", f"{pattern}-correlation-002.npy"]
     for pa, pb in zip(a, b):
         assert same_bytes(outputs(pa), outputs(pb))
-    assert a[0].read_bytes() != a[1].read_bytes()      # file i has seed 11 + i
-    c = pipeline.generate_files(encoded, tmp_path / "c", **{**kw, "files": 1, "seed": 12})
+    assert a[0].read_bytes() != a[1].read_bytes()      # file 1 continues the stream of seed 11
+    c = pipeline.generate_files(encoded, tmp_path / "c", **{**kw, "files": 1, "skip": 1})
     assert same_bytes(outputs(c[0]), outputs(a[1]))
-    rows = {"fibo": 2 * (1 + 2 + 3 + 5), "orale": 2 * 16 * 5, "blender": (5 * 8 + 1) * 2 * 5,
-            "swapper": 2 * 2 * 5, "default": 2 * 5}[pattern]
+    rows = {"fibo": 2 * (1 + 2 + 3 + 5), "orale": 2 * 64 * 5, "blender": (5 * 8 + 1) * 2 * 5,
+            "swapper": 2 * 5 * 5, "default": 2 * 5}[pattern]
     assert np.load(a[0]).shape == (1, 8, rows)
     info = sf.info(outputs(a[0])[1])
     assert (info.samplerate, info.channels, info.subtype, info.frames) == (21, 8, "DOUBLE", rows)
+
+
+def unravel_stats(paths):
+    """Mean, std and covariance as UnRAVEl's generator computes them (float32 numpy on (1, D, T))."""
+    all_data = np.concatenate([np.load(p) for p in paths], axis=2)
+    mean, std = np.mean(all_data, axis=2)[0], np.std(all_data, axis=2)[0]
+    cov = np.outer(std, std) * np.corrcoef(all_data[0])
+    return mean, std, cov
+
+
+@pytest.mark.parametrize("dist", ["normal", "correlation"])
+def test_generate_files_one_stream_as_unravel(tmp_path, encoded, dist):
+    # UnRAVEl's generator: rng = default_rng(seed); per file, blocks A (and B) drawn in turn
+    made = pipeline.generate_files(encoded, tmp_path, pattern="blender", dist=dist, points=2,
+                                   files=3, seed=42)
+    mean, std, cov = unravel_stats(encoded)
+    rng = np.random.default_rng(42)
+    for npy in made:
+        if dist == "normal":
+            a, b = (rng.normal(mean, std, size=(2, 8)).astype(np.float32) for _ in range(2))
+        else:
+            a, b = (rng.multivariate_normal(mean, cov, size=2).astype(np.float32) for _ in range(2))
+        g = np.load(npy)[0].T
+        assert g.shape == ((2 * 8 + 1) * 2, 8)
+        np.testing.assert_allclose(g[:2], a, rtol=1e-4, atol=1e-5)     # state 0 is A
+        np.testing.assert_allclose(g[-2:], b, rtol=1e-4, atol=1e-5)    # the last state is B
+    side = latents.read_json(made[2].with_suffix(".json"))
+    assert side["seed"] == 42 and side["index"] == 2 and side["argv"][-6:-4] == ["--skip", "2"]
+
+
+def test_generate_cli_prints_files_plot_and_fibo_steps(tmp_path, encoded, capsys):
+    out = tmp_path / "g"
+    png = tmp_path / "plot.png"
+    assert cli.main(["generate", *map(str, encoded), "--pattern", "fibo", "--points", "10",
+                     "--files", "2", "--plot", str(png), "-o", str(out)]) == 0
+    printed = capsys.readouterr()
+    names = ["fibo-normal-001.npy", "fibo-normal-001.latent.wav", "fibo-normal-001.json",
+             "fibo-normal-002.npy", "fibo-normal-002.latent.wav", "fibo-normal-002.json"]
+    assert printed.out.split() == [str(out / n) for n in names] + [str(png)]
+    assert "fibo: 5 Fibonacci steps (1, 2, 3, 5, 8) from 10 points" in printed.err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert latents.read_json(out / "fibo-normal-001.json")["fibo_steps"] == [1, 2, 3, 5, 8]
+    # an existing plot is not overwritten unless --force; nothing is generated then
+    with pytest.raises(UnravelError, match="plot.png: already exists"):
+        pipeline.generate_files(encoded, tmp_path / "h", plot=png)
+    assert not (tmp_path / "h").exists()
+    assert cli.main(["generate", *map(str, encoded), "--pattern", "fibo", "--points", "55",
+                     "--plot", str(png), "--force", "-o", str(out)]) == 0
+    assert "Fibonacci steps" not in capsys.readouterr().err
 
 
 def test_generate_sidecar_remakes_file(tmp_path, encoded):

@@ -118,6 +118,21 @@ def test_correlation_repairs_non_psd():
     np.testing.assert_allclose(np.cov(x.T), fixed, atol=0.06)
 
 
+def test_correlation_is_numpys_draw(z):
+    # UnRAVEl draws with numpy's multivariate_normal (SVD); the same seed gives the same numbers
+    s = stats.compute(z)
+    x = distributions.multivariate_normal(s.mean, s.cov, 40, np.random.default_rng(42))
+    np.testing.assert_array_equal(x, np.random.default_rng(42).multivariate_normal(s.mean, s.cov, size=40))
+    legacy = distributions.multivariate_normal(s.mean, s.cov, 40, np.random.RandomState(42))
+    np.testing.assert_array_equal(legacy, np.random.RandomState(42).multivariate_normal(s.mean, s.cov, size=40))
+    y = distributions.sample(s, "correlation", 40, np.random.default_rng(42))
+    np.testing.assert_array_equal(y, x.astype(np.float32))
+    # by hand: the identity covariance draws mean + standard normals, in order
+    mean = np.array([1.0, -2.0])
+    got = distributions.multivariate_normal(mean, np.eye(2), 3, np.random.default_rng(0))
+    np.testing.assert_allclose(got, mean + np.random.default_rng(0).standard_normal((3, 2)), atol=1e-12)
+
+
 def test_seeded(z):
     s = stats.compute(z)
     for dist in distributions.DISTRIBUTIONS:

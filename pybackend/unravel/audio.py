@@ -1,4 +1,5 @@
-"""Audio files: read any format libsndfile reads, resample, mix channels, write wav atomically."""
+"""Audio files: read any format libsndfile reads (and, with the optional `av` extra, what
+FFmpeg reads), resample, mix channels, write wav atomically."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ import numpy as np
 import soundfile as sf
 from unravel.errors import UnravelError, first_line
 
-# File name endings treated as audio when a folder is expanded.
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".aifc",
-                    ".mp3", ".au", ".caf", ".w64", ".rf64")
+# File name endings looked for in folders (and their subfolders) by default: UnRAVEl's encoder's list.
+AUDIO_EXTENSIONS = (".wav", ".mp3", ".ogg", ".aac", ".opus", ".aif", ".aiff", ".flac")
+# Formats libsndfile does not read (or not everywhere): decoded with PyAV, the `av` extra.
+FFMPEG_ONLY = (".aac", ".m4a", ".mp4", ".opus", ".webm", ".wma", ".alac")
+AV_EXTRA_HINT = "install the optional extra for it: pip install 'unravel[av]'"
 
 
 def read(path: str | os.PathLike) -> tuple[np.ndarray, int]:
@@ -29,7 +32,8 @@ def read(path: str | os.PathLike) -> tuple[np.ndarray, int]:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
         cause = getattr(e, "error_string", None) or first_line(e)
-        raise UnravelError(f"{path}: not a readable audio file ({cause})") from None
+        data, sr = _read_with_av(path, cause)
+        data = data.T
     except OSError as e:
         raise UnravelError(f"{path}: {e.strerror or e}") from None
     if data.shape[0] == 0:
@@ -37,6 +41,33 @@ def read(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     if not np.all(np.isfinite(data)):
         raise UnravelError(f"{path}: audio contains NaN or infinite samples")
     return np.ascontiguousarray(data.T), int(sr)
+
+
+def _read_with_av(path: Path, cause: str) -> tuple[np.ndarray, int]:
+    """Decode a file libsndfile could not read (`cause`) with PyAV: float32 (channels, n), rate.
+    Without PyAV, a format only FFmpeg reads names the extra to install."""
+    try:
+        import av
+    except ImportError:
+        if path.suffix.lower() in FFMPEG_ONLY:
+            raise UnravelError(f"{path}: libsndfile cannot read {path.suffix} files; "
+                               f"{AV_EXTRA_HINT}") from None
+        raise UnravelError(f"{path}: not a readable audio file ({cause})") from None
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise UnravelError(f"{path}: no audio stream in this file")
+            stream = container.streams.audio[0]
+            to_float = av.AudioResampler(format="fltp")
+            chunks, sr = [], stream.codec_context.sample_rate
+            for frame in container.decode(stream):
+                chunks.extend(f.to_ndarray() for f in to_float.resample(frame))
+            chunks.extend(f.to_ndarray() for f in to_float.resample(None))
+    except (av.FFmpegError, OSError, ValueError, IndexError):
+        raise UnravelError(f"{path}: not a readable audio file ({cause})") from None
+    if not chunks or not sr:   # FFmpeg guessed a format but found no audio in it
+        raise UnravelError(f"{path}: not a readable audio file ({cause})")
+    return np.concatenate(chunks, axis=1).astype(np.float32), int(sr)
 
 
 def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
@@ -121,17 +152,66 @@ def write_float_wav(path: str | os.PathLike, audio: np.ndarray, sr: int, dtype: 
         f.write(data.tobytes())
 
 
-def find_audio(inputs: Sequence[str | os.PathLike]) -> list[Path]:
-    """Expand inputs: files are kept, folders become their audio files (sorted, not recursive).
+def find_audio(inputs: Sequence[str | os.PathLike],
+               extensions: Sequence[str] = AUDIO_EXTENSIONS) -> list[Path]:
+    """Expand inputs: files are kept, folders become the audio files in them and their
+    subfolders (see `scan_audio`). A missing input or a folder with no audio file raises
+    UnravelError."""
+    return [p for p, _ in scan_audio(inputs, extensions)]
 
-    A missing input or a folder with no audio file raises UnravelError.
-    """
-    return expand_inputs(
-        inputs,
-        lambda folder: sorted(f for f in folder.iterdir()
-                              if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS),
-        f"folder has no audio files ({', '.join(e[1:] for e in AUDIO_EXTENSIONS[:5])}, ...)",
-        "no input files given")
+
+def scan_audio(inputs: Sequence[str | os.PathLike],
+               extensions: Sequence[str] = AUDIO_EXTENSIONS) -> list[tuple[Path, str]]:
+    """Audio files and the names their outputs take: a file given, or found at the top of a
+    given folder, is named by its stem; one found in a subfolder by its folders and stem
+    joined with `--` (`drums/kick/a.wav` -> `drums--kick--a`). Folders are scanned
+    recursively in sorted order for names ending in one of `extensions` (any case; hidden
+    files and folders skipped)."""
+    exts = tuple("." + e.lower().lstrip(".") for e in extensions)
+    if not exts:
+        raise UnravelError("no file extensions given")
+    named: dict[Path, str] = {}
+
+    def folder_files(folder: Path) -> list[Path]:
+        found = []
+        for root, dirs, files in os.walk(folder):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            rel = Path(root).relative_to(folder).parts
+            for f in sorted(files):
+                if not f.startswith(".") and f.lower().endswith(exts):
+                    p = Path(root) / f
+                    named[p] = "--".join([*rel, p.stem])
+                    found.append(p)
+        return found
+
+    files = expand_inputs(inputs, folder_files,
+                          f"folder has no audio files ({' '.join(exts)})", "no input files given")
+    unique = {p.resolve(): p for p in reversed(files)}      # a file given twice counts once
+    return [(p, named.get(p, p.stem)) for p in files if unique[p.resolve()] is p]
+
+
+def unique_names(found: Sequence[tuple[Path, str]]) -> list[str]:
+    """The names of `scan_audio`'s files made unique: a name an earlier file already has
+    gets the file's folders put in front, nearest first, until it is free
+    (`a/x.wav`, `b/x.wav` -> `x`, `b--x`), then its extension (`x.wav`, `x.flac` -> `x`,
+    `x-flac`)."""
+    taken: set[str] = set()
+    out = []
+    for path, name in found:
+        folders = path.resolve().parent.parts[1:]
+        candidate, k = name, 0
+        while candidate in taken and k < len(folders):
+            k += 1
+            candidate = "--".join([*folders[-k:], name])
+        if candidate in taken:
+            candidate = f"{name}-{path.suffix.lstrip('.').lower()}"
+        n = 1
+        while candidate in taken:
+            n += 1
+            candidate = f"{name}-{n}"
+        taken.add(candidate)
+        out.append(candidate)
+    return out
 
 
 def expand_inputs(inputs: Sequence[str | os.PathLike], folder_files: Callable[[Path], list[Path]],

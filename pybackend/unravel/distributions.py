@@ -43,13 +43,24 @@ def nearest_psd(cov: np.ndarray) -> np.ndarray:
     return (v * w) @ v.T
 
 
+def is_psd(cov: np.ndarray) -> bool:
+    """True when `cov` is finite, symmetric and has no eigenvalue below -1e-12 (UnRAVEl's test)."""
+    a = np.asarray(cov, dtype=np.float64)
+    if not np.all(np.isfinite(a)) or not np.allclose(a, a.T):
+        return False
+    return bool(np.all(np.linalg.eigvalsh(a) >= -1e-12))
+
+
 def multivariate_normal(mean: np.ndarray, cov: np.ndarray, points: int,
                         rng: np.random.Generator) -> np.ndarray:
-    """Draw (points, D) from N(mean, cov); a non-PSD `cov` is repaired by eigenvalue clipping."""
-    w, v = _psd_eig(cov)
-    factor = v * np.sqrt(w)          # factor @ factor.T == nearest_psd(cov)
-    z = rng.standard_normal((points, len(mean)))
-    return np.asarray(mean, dtype=np.float64) + z @ factor.T
+    """Draw (points, D) from N(mean, cov) with numpy's own `multivariate_normal` (its SVD
+    method), so a seed gives the numbers UnRAVEl's generator gives; a `cov` that is not
+    positive semidefinite is first repaired by eigenvalue clipping (`nearest_psd`)."""
+    cov = np.asarray(cov, dtype=np.float64)
+    if not is_psd(cov):
+        cov = nearest_psd(cov)
+    return rng.multivariate_normal(np.asarray(mean, dtype=np.float64), cov, size=points,
+                                   check_valid="ignore")
 
 
 def _psd_eig(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

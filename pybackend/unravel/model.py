@@ -231,11 +231,13 @@ class Model:
 
     # ------------------------------------------------------------------ running
 
-    def run(self, method: str, x: torch.Tensor) -> torch.Tensor:
+    def run(self, method: str, x: torch.Tensor, whole_frames: bool = True) -> torch.Tensor:
         """(B, in_ch, n) float32 -> (B, out_ch, m) on the CPU; pads n up to whole frames, crops
-        the output to the frames the unpadded input covers; decode's optional argument keeps
-        its default. Runs under self.lock and inference mode (entered here unless the caller's
-        thread is already in it); on a GPU the input is copied there and the output back."""
+        the output to the frames the unpadded input covers (with `whole_frames` False the model
+        gets n as it is, as UnRAVEl's encoder passes it, unless n is shorter than one frame);
+        decode's optional argument keeps its default.
+        Runs under self.lock and inference mode (entered here unless the caller's thread is
+        already in it); on a GPU the input is copied there and the output back."""
         spec = self._run_specs.get(method)
         if spec is None:
             raise UnravelError(f"{self.path.name}: no method '{method}' (has {', '.join(self.methods)})")
@@ -246,7 +248,7 @@ class Model:
         if x.dtype is not torch.float32:
             x = x.to(torch.float32)
         n = shape[2]
-        pad = -n % step
+        pad = -n % step if whole_frames or n < step else 0
         if pad:
             x = torch.nn.functional.pad(x, (0, pad))
         try:
@@ -267,14 +269,16 @@ class Model:
             y = y[..., : -(-n * mp.in_ratio // mp.out_ratio)]
         return y
 
-    def encode(self, audio: np.ndarray) -> np.ndarray:
-        """(C, n) float32 audio at self.sr, C == in_channels -> (D, T) float32 latents."""
+    def encode(self, audio: np.ndarray, whole_frames: bool = True) -> np.ndarray:
+        """(C, n) float32 audio at self.sr, C == in_channels -> (D, T) float32 latents
+        (`whole_frames`: see `run`)."""
         a = np.asarray(audio, dtype=np.float32)
         if a.ndim == 1:
             a = a[None]
         if a.ndim != 2 or a.shape[0] != self.in_channels:
             raise UnravelError(f"{self.path.name}: encode takes ({self.in_channels}, n) audio, got {a.shape}")
-        return self.run("encode", torch.from_numpy(np.ascontiguousarray(a))[None])[0].numpy()
+        return self.run("encode", torch.from_numpy(np.ascontiguousarray(a))[None],
+                        whole_frames)[0].numpy()
 
     def decode(self, z: np.ndarray) -> np.ndarray:
         """(D, T) latents -> (out_channels, T * ratio) float32 audio."""
@@ -346,8 +350,33 @@ class Model:
         """Total number of parameter elements."""
         return sum(p.numel() for p in self.module.parameters())
 
+    def buffers(self) -> list[Layer]:
+        """The state dict's buffers (tensors that are not parameters: method shapes, caches,
+        filterbanks), all flagged learned=False."""
+        return [Layer(n, tuple(b.shape), b.numel(), False) for n, b in self.module.named_buffers()]
+
+    def classes(self) -> dict:
+        """The class names UnRAVEl's inspector shows: `encoder` (and `encoder_inner`, the
+        encoder it wraps, e.g. WasserteinEncoder around EncoderV2), `decoder` (e.g.
+        GeneratorV2), from `encoder`/`decoder` or a legacy `_rave.` submodule; `stereo`,
+        the model's flag. None where the model does not have it."""
+        def name(*path: str) -> str | None:
+            m = self.module
+            for part in path:
+                m = getattr(m, part, None)
+                if not isinstance(m, torch.nn.Module):
+                    return None
+            return getattr(m, "original_name", type(m).__name__)
+
+        root = () if name("encoder") or name("decoder") else ("_rave",)
+        stereo = getattr(self.module, "stereo", None)
+        return {"encoder": name(*root, "encoder"), "encoder_inner": name(*root, "encoder", "encoder"),
+                "decoder": name(*root, "decoder"),
+                "stereo": bool(stereo) if isinstance(stereo, (bool, int)) else None}
+
     def info(self) -> dict:
-        """JSON-able summary: path, sr, methods, latent dims, ratio, attributes, layers."""
+        """JSON-able summary: path, sr, methods, latent dims, ratio, attributes, encoder and
+        decoder classes, stereo flag, layers (parameters) and buffers."""
         return {
             "path": str(self.path),
             "sr": self.sr,
@@ -358,8 +387,11 @@ class Model:
             "out_channels": self.out_channels,
             "attributes": {a: self.get_attribute(a) for a in self.attributes()},
             "parameters": self.num_parameters(),
+            **self.classes(),
             "layers": [{"name": l.name, "shape": list(l.shape), "numel": l.numel, "learned": l.learned}
                        for l in self.layers()],
+            "buffers": [{"name": b.name, "shape": list(b.shape), "numel": b.numel}
+                        for b in self.buffers()],
         }
 
 

@@ -13,6 +13,8 @@ from unravel.errors import UnravelError
 PATTERNS = ("fibo", "orale", "blender", "swapper", "default")
 # Patterns that combine two blocks A and B.
 TWO_BLOCK_PATTERNS = ("blender", "swapper")
+# Points for a full Fibonacci run 1, 2, ..., 55 (UnRAVEl's generator refuses fewer).
+FIBO_FULL_RUN = 55
 # Longest pattern made (about 26 hours of latent frames at 21.5 frames/s).
 MAX_FRAMES = 2_000_000
 
@@ -37,25 +39,23 @@ def fibo(x: np.ndarray, repeat: int = 1) -> np.ndarray:
     return np.tile(seq, (repeat, 1))
 
 
-def orale(x: np.ndarray, rng: np.random.Generator, repeat: int = 1, alter: float = 0.1,
-          scale: np.ndarray | None = None) -> np.ndarray:
-    """3:1 at two levels: L1 = [x, x, x, x'], out = [L1, L1, L1, L1'], tiled `repeat` times.
+def orale(x: np.ndarray, spread: np.ndarray, rng: np.random.Generator,
+          repeat: int = 1) -> np.ndarray:
+    """3:1 nested at three levels (64 x the block), tiled `repeat` times, as UnRAVEl's generator.
 
-    x' is x plus normal noise of standard deviation alter * scale per dimension (scale
-    defaults to each dimension's std over the block, 1 where that is 0); L1' likewise.
+    L1 = [x, x, x, x - u1], L2 = [L1, L1, L1, L1 + u2], L3 = [L2, L2, L2, L2 - u3], where
+    each u is one offset per dimension drawn uniformly in (-spread, +spread) of that
+    dimension (u1, u2, u3 drawn in that order from `rng`).
     """
-    if scale is None:
-        scale = x.std(axis=0)
-        scale = np.where(scale > 0, scale, 1.0)
-    scale = np.asarray(scale, dtype=np.float64)
+    spread = np.asarray(spread, dtype=np.float64)
 
-    def altered(block: np.ndarray) -> np.ndarray:
-        noise = rng.normal(0.0, 1.0, size=block.shape) * (alter * scale)
-        return (block + noise).astype(x.dtype)
+    def offset() -> np.ndarray:
+        return rng.uniform(-spread, spread, size=(1, x.shape[1]))
 
-    level1 = np.concatenate([x, x, x, altered(x)], axis=0)
-    level2 = np.concatenate([level1, level1, level1, altered(level1)], axis=0)
-    return np.tile(level2, (repeat, 1))
+    level1 = np.concatenate([x, x, x, x - offset()], axis=0)
+    level2 = np.concatenate([level1, level1, level1, level1 + offset()], axis=0)
+    level3 = np.concatenate([level2, level2, level2, level2 - offset()], axis=0)
+    return np.tile(level3.astype(np.float32), (repeat, 1))
 
 
 def blender(a: np.ndarray, b: np.ndarray, repeat: int = 1) -> np.ndarray:
@@ -73,22 +73,26 @@ def blender(a: np.ndarray, b: np.ndarray, repeat: int = 1) -> np.ndarray:
     return states.reshape(-1, a.shape[1])
 
 
-def swapper(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, repeat: int = 1,
-            fraction: float = 0.5) -> np.ndarray:
-    """Swap round(fraction * cells) randomly picked cells between A and B; [A', B'] tiled `repeat` times."""
+def swapper(a: np.ndarray, b: np.ndarray, rng: np.random.Generator,
+           repeat: int = 1) -> np.ndarray:
+    """K states of A (K = points), as UnRAVEl's generator: for each state one cell (point
+    rng.integers(K), then dimension rng.integers(D); picked with replacement) is swapped
+    between A and B, and A as it now is is written `repeat` times. K * K * repeat rows."""
     _check_pair(a, b)
-    count = min(a.size, max(1, int(round(fraction * a.size))))
-    idx = rng.choice(a.size, size=count, replace=False)
-    a2, b2 = a.copy(), b.copy()
-    a2.flat[idx] = b.flat[idx]
-    b2.flat[idx] = a.flat[idx]
-    return np.tile(np.concatenate([a2, b2], axis=0), (repeat, 1))
+    a2, b2 = a.astype(np.float32), b.astype(np.float32)
+    states = []
+    for _ in range(a.shape[0]):
+        p = int(rng.integers(0, a.shape[0]))
+        d = int(rng.integers(0, a.shape[1]))
+        a2[p, d], b2[p, d] = b2[p, d], a2[p, d]
+        states.extend([a2.copy()] * repeat)
+    return np.concatenate(states, axis=0)
 
 
 def length(pattern: str, points: int, dims: int, repeat: int = 1) -> int:
     """The number of rows (frames) a pattern makes from blocks of (points, dims)."""
-    per = {"default": points, "fibo": sum(fibonacci(points)), "orale": 16 * points,
-           "blender": (points * dims + 1) * points, "swapper": 2 * points}
+    per = {"default": points, "fibo": sum(fibonacci(points)), "orale": 64 * points,
+           "blender": (points * dims + 1) * points, "swapper": points * points}
     if pattern not in per:
         raise UnravelError(f"generate: unknown pattern {pattern!r} (one of {', '.join(PATTERNS)})")
     return per[pattern] * repeat
@@ -106,15 +110,18 @@ def check(pattern: str, points: int, dims: int, repeat: int = 1) -> int:
 
 
 def apply(pattern: str, a: np.ndarray, b: np.ndarray | None, rng: np.random.Generator,
-          repeat: int = 1, scale: np.ndarray | None = None) -> np.ndarray:
-    """Apply a pattern by name; `b` is needed by blender and swapper."""
+          repeat: int = 1, spread: np.ndarray | None = None) -> np.ndarray:
+    """Apply a pattern by name; `b` is needed by blender and swapper, `spread` (one value
+    per dimension: the std the points were drawn with) by orale."""
     check(pattern, a.shape[0], a.shape[1], repeat)
     if pattern == "default":
         return default(a, repeat)
     if pattern == "fibo":
         return fibo(a, repeat)
     if pattern == "orale":
-        return orale(a, rng, repeat, scale=scale)
+        if spread is None:
+            raise UnravelError("generate: pattern orale needs the spread of each dimension")
+        return orale(a, spread, rng, repeat)
     if pattern in TWO_BLOCK_PATTERNS and b is None:
         raise UnravelError(f"generate: pattern {pattern} needs two blocks")
     if pattern == "blender":

@@ -8,12 +8,14 @@ name and renamed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shlex
 import sys
+import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -34,6 +36,36 @@ def _progress(items: list, progress: bool, desc: str) -> Iterable:
         return items
     from tqdm import tqdm
     return tqdm(items, desc=desc, unit="file", file=sys.stderr, disable=None, leave=False)
+
+
+# A file at least this long (seconds of audio) shows its own status line on a terminal.
+LONG_FILE_SECONDS = 10.0
+
+
+@contextlib.contextmanager
+def _working(desc: str, frames: int, show: bool) -> Iterator[None]:
+    """On a terminal (stderr) when `show`: a line `desc: done/frames frames [elapsed]`,
+    refreshed while the model works on the whole file in one call, filled when it returns."""
+    if not show or not sys.stderr.isatty():
+        yield
+        return
+    from tqdm import tqdm
+    bar = tqdm(total=frames, desc=desc, unit="frames", file=sys.stderr, leave=False)
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(0.5):
+            bar.refresh()
+
+    ticker = threading.Thread(target=tick, daemon=True)
+    ticker.start()
+    try:
+        yield
+        bar.update(frames)
+    finally:
+        stop.set()
+        ticker.join()
+        bar.close()
 
 
 def _require(model: "Model", method: str) -> None:
@@ -83,41 +115,58 @@ def read_latents(inputs: Sequence[PathLike], dims: int | None = None) -> tuple[l
 
 
 def encode_targets(inputs: Sequence[PathLike], out_dir: PathLike, latent_wav: bool = False,
-                   force: bool = False) -> tuple[list[Path], list[Path], list[Path]]:
+                   force: bool = False, extensions: Sequence[str] = audio.AUDIO_EXTENSIONS
+                   ) -> tuple[list[Path], list[Path], list[Path]]:
     """Check what encode_files would read and write: (audio files, .npy paths, latent wav paths).
     Raises UnravelError for missing inputs, an unusable output folder or outputs that exist."""
-    files = audio.find_audio(inputs)
+    found = audio.scan_audio(inputs, extensions)
     out = audio.check_writable_dir(out_dir)
-    npys = [out / f"{f.stem}.npy" for f in files]
-    wavs = [out / f"{f.stem}{latent_io.LATENT_WAV_SUFFIX}" for f in files]
+    files = [f for f, _ in found]
+    npys = [out / f"{name}.npy" for _, name in found]
+    wavs = [out / f"{name}{latent_io.LATENT_WAV_SUFFIX}" for _, name in found]
     _targets(npys + (wavs if latent_wav else []), force)
     return files, npys, wavs
 
 
 def encode_files(model: "Model", inputs: Sequence[PathLike], out_dir: PathLike,
                  latent_wav: bool = False, progress: bool = True, force: bool = False,
-                 jobs: int = 1) -> list[Path]:
+                 extensions: Sequence[str] = audio.AUDIO_EXTENSIONS,
+                 written: Callable[[Path], None] | None = None, jobs: int = 1) -> list[Path]:
     """Encode audio files/folders to `<out_dir>/<name>.npy` (float32 (1, D, T)); with
-    `latent_wav` also `<name>.latent.wav`. Returns the `.npy` paths. `jobs` > 1 encodes
-    the files in that many worker processes (unravel.workers: the same bytes)."""
+    `latent_wav` also `<name>.latent.wav`. Folders are scanned recursively for `extensions`
+    (names: see `audio.scan_audio`). Each file goes to the model at its own length, as
+    UnRAVEl's encoder passes it (no padding to whole frames). `written` is called with each
+    file as it is written. `jobs` > 1 encodes the files in that many worker processes
+    (unravel.workers: the same bytes; `written` then hears of each file when all are done).
+    Returns the `.npy` paths."""
     from unravel.workers import check_jobs, map_files
     check_jobs(jobs)
     _require(model, "encode")
-    files, npys, wavs = encode_targets(inputs, out_dir, latent_wav, force)
+    files, npys, wavs = encode_targets(inputs, out_dir, latent_wav, force, extensions)
     items = [(f, npy, wav if latent_wav else None, force) for f, npy, wav in zip(files, npys, wavs)]
     if jobs > 1:
-        return map_files(model, _encode_one, items, jobs)
-    return [_encode_one(model, *item) for item in _progress(items, progress, "encode")]
+        made = map_files(model, _encode_one, [item + (False,) for item in items], jobs)
+    else:
+        made = (_encode_one(model, *item, progress) for item in _progress(items, progress, "encode"))
+    for paths in made:
+        for p in paths if written else ():
+            written(p)
+    return npys
 
 
-def _encode_one(model: "Model", f: Path, npy: Path, wav: Path | None, force: bool) -> Path:
-    """Encode one audio file to `npy` (and the latent wav `wav` unless None)."""
+def _encode_one(model: "Model", f: Path, npy: Path, wav: Path | None, force: bool,
+                progress: bool) -> list[Path]:
+    """Encode one audio file to `npy` (and the latent wav `wav` unless None); returns the
+    files written. `progress`: a status line for a long file."""
     x = audio.load(f, model.sr, model.in_channels)
-    z = model.encode(x)
-    latent_io.write_npy(npy, z, force=force)
+    long = progress and x.shape[1] >= LONG_FILE_SECONDS * model.sr
+    with _working(f"encode {f.name}", x.shape[1] // model.ratio, long):
+        z = model.encode(x, whole_frames=False)
+    made = [latent_io.write_npy(npy, z, force=force)]
     if wav is not None:
-        latent_io.write_wav(wav, z, latent_io.latent_rate(model.sr, model.ratio), force=force)
-    return npy
+        made.append(latent_io.write_wav(wav, z, latent_io.latent_rate(model.sr, model.ratio),
+                                        force=force))
+    return made
 
 
 def stats_files(latents: Sequence[PathLike], iqr: bool = False) -> dict:
@@ -156,66 +205,141 @@ def check_generate(pattern: str, dist: str, points: int, dims: int, loops: int) 
 def generate(z: np.ndarray, pattern: str = "default", dist: str = "normal", iqr: bool = False,
              points: int = 11, loops: int = 1, seed: int = 0) -> np.ndarray:
     """Synthetic (D, T') latents from the statistics of (D, T) latents `z`: points drawn
-    from `dist`, arranged by `pattern` (all randomness from `seed`)."""
+    from `dist`, arranged by `pattern` (all randomness from `seed`); the first file
+    generate_files makes with these arguments."""
     check_generate(pattern, dist, points, z.shape[0], loops)
-    return _generate(stats.compute(z), pattern, dist, iqr, points, loops, seed)
+    return _generate(stats.compute(z), pattern, dist, iqr, points, loops, *streams(seed))
+
+
+def streams(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """The two random streams of a generate run: the points (`default_rng(seed)`, as
+    UnRAVEl's generator draws them) and the patterns' own choices (orale's offsets,
+    swapper's cells; the original leaves these unseeded). Files continue both streams."""
+    if seed < 0:
+        raise UnravelError(f"generate: seed must be >= 0, got {seed}")
+    return np.random.default_rng(seed), np.random.default_rng([seed, 1])
 
 
 def _generate(s: stats.Stats, pattern: str, dist: str, iqr: bool, points: int, loops: int,
-              seed: int) -> np.ndarray:
-    """generate() from the latents' statistics `s`, arguments already checked."""
-    rng = np.random.default_rng(seed)
+              rng: np.random.Generator, pattern_rng: np.random.Generator) -> np.ndarray:
+    """One generated (D, T') array from the latents' statistics `s`, arguments already
+    checked: block A (and B for two-block patterns) drawn from `rng`, then the pattern."""
     a = distributions.sample(s, dist, points, rng, iqr)
     b = distributions.sample(s, dist, points, rng, iqr) if pattern in patterns.TWO_BLOCK_PATTERNS else None
-    rows = patterns.apply(pattern, a, b, rng, loops, scale=s.centre_spread(iqr)[1])
+    rows = patterns.apply(pattern, a, b, pattern_rng, loops, spread=s.centre_spread(iqr)[1])
     return np.ascontiguousarray(rows.T, dtype=np.float32)
+
+
+def generated_outputs(npy: Path) -> list[Path]:
+    """The three files generate_files writes for one `.npy` it returns: .npy, .latent.wav, .json."""
+    return [npy, npy.with_name(npy.stem + latent_io.LATENT_WAV_SUFFIX), npy.with_suffix(".json")]
 
 
 def generate_files(latents: Sequence[PathLike], out_dir: PathLike, pattern: str = "default",
                    dist: str = "normal", iqr: bool = False, points: int | None = None,
                    bpm: float | None = None, loops: int = 1, files: int = 1, seed: int = 0,
-                   sr: int = 44100, ratio: int = 2048) -> list[Path]:
+                   sr: int = 44100, ratio: int = 2048, skip: int = 0,
+                   plot: PathLike | None = None, force: bool = False) -> list[Path]:
     """Generate `files` latent sequences from the statistics of `latents`.
 
-    File i uses seed `seed + i`. Each gets `<pattern>-<dist>-NNN.npy`, a latent wav
-    (`.latent.wav`, 64-bit float, floor(sr/ratio) Hz) and a `.json` sidecar whose `argv`
-    re-makes it byte for byte (`unravel <argv> -o DIR`). Returns the `.npy` paths.
+    All files come from one random stream per seed (see `streams`), as UnRAVEl's
+    generator draws them; `skip` first draws and drops that many files. Each file gets
+    `<pattern>-<dist>-NNN.npy`, a latent wav (`.latent.wav`, 64-bit float,
+    floor(sr/ratio) Hz) and a `.json` sidecar whose `argv` re-makes it byte for byte
+    (`unravel <argv> -o DIR`: `--seed S --skip I --files 1` for file I of the stream).
+    `plot`: also write a PNG of the generated arrays (see `plot_generated`); an existing
+    one is refused before anything is made unless `force`.
+    Returns the `.npy` paths.
     """
     if files < 1:
         raise UnravelError(f"generate: files must be >= 1, got {files}")
+    if skip < 0:
+        raise UnravelError(f"generate: skip must be >= 0, got {skip}")
+    if plot is not None and files > PLOT_MAX_FILES:
+        raise UnravelError(f"generate: --plot draws at most {PLOT_MAX_FILES} files, got {files}")
+    if plot is not None:
+        _targets([Path(plot)], force)
     k, bpm_info = resolve_points(points, bpm, sr, ratio)
     paths, arrays = read_latents(latents)
     z = np.concatenate(arrays, axis=1)
     check_generate(pattern, dist, k, z.shape[0], loops)
+    rng, pattern_rng = streams(int(seed))
     s = stats.compute(z)
     out = audio.check_writable_dir(out_dir)
     rate = latent_io.latent_rate(sr, ratio)
     inputs = [str(p.resolve()) for p in paths]
     sha = [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
     suffixes = (".npy", latent_io.LATENT_WAV_SUFFIX, ".json")
-    written = []
-    for i in range(files):
-        file_seed = int(seed) + i
-        g = _generate(s, pattern, dist, iqr, k, loops, file_seed)
+    written, made = [], []
+    for i in range(skip + files):
+        g = _generate(s, pattern, dist, iqr, k, loops, rng, pattern_rng)
+        if i < skip:
+            continue
         argv = (["generate", *inputs, "--pattern", pattern,
                  "--dist", dist] + (["--iqr"] if iqr else [])
                 + ["--points", str(k), "--loops", str(loops), "--files", "1",
-                   "--seed", str(file_seed), "--sr", str(sr), "--ratio", str(ratio)])
+                   "--seed", str(seed), "--skip", str(i), "--sr", str(sr), "--ratio", str(ratio)])
         name = audio.free_name(out, f"{pattern}-{dist}", suffixes)
         sidecar = {
             "command": "unravel " + shlex.join(argv) + " -o DIR",
             "argv": argv, "inputs": inputs, "inputs_sha256": sha,
             "pattern": pattern, "dist": dist, "iqr": iqr, "points": k, "bpm": bpm_info,
-            "loops": loops, "seed": file_seed, "sr": sr, "ratio": ratio, "latent_rate": rate,
-            "shape": [1, int(g.shape[0]), int(g.shape[1])],
+            "loops": loops, "seed": seed, "index": i, "sr": sr, "ratio": ratio,
+            "latent_rate": rate, "shape": [1, int(g.shape[0]), int(g.shape[1])],
             "npy": name + ".npy", "latent_wav": name + latent_io.LATENT_WAV_SUFFIX,
             "unravel_version": _version(),
         }
+        if pattern == "fibo":
+            sidecar["fibo_steps"] = patterns.fibonacci(k)
         npy = latent_io.write_npy(out / f"{name}.npy", g)
         latent_io.write_wav(out / f"{name}{latent_io.LATENT_WAV_SUFFIX}", g, rate)
         latent_io.write_json(out / f"{name}.json", sidecar)
         written.append(npy)
+        made.append(g)
+    if plot is not None:
+        plot_generated(made, plot, [p.stem for p in written], f"{pattern}, {dist}", force=True)
     return written
+
+
+PLOT_MAX_FILES = 8
+
+
+def plot_generated(arrays: Sequence[np.ndarray], path: PathLike, names: Sequence[str],
+                   title: str = "", force: bool = False) -> Path:
+    """Write a PNG with one row per generated (D, T) array: a violin and a box plot per
+    dimension and the time series of every dimension (UnRAVEl generator's plots)."""
+    import io
+
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(15, 3.6 * len(arrays)), dpi=80)
+    for row, (g, name) in enumerate(zip(arrays, names)):
+        x = np.asarray(g, dtype=np.float64).T            # (frames, dims)
+        ticks = range(1, x.shape[1] + 1)
+        ax = fig.add_subplot(len(arrays), 3, 3 * row + 1)
+        ax.violinplot(x, showmeans=True, showmedians=True)
+        ax.set_title(f"{name}: distribution (violin)", fontsize=9)
+        ax.set_xlabel("latent dimension")
+        ax.set_xticks(list(ticks))
+        ax = fig.add_subplot(len(arrays), 3, 3 * row + 2)
+        ax.boxplot(x, showmeans=True)
+        ax.set_title(f"{name}: distribution (box)", fontsize=9)
+        ax.set_xlabel("latent dimension")
+        ax = fig.add_subplot(len(arrays), 3, 3 * row + 3)
+        ax.plot(x, linewidth=0.8)
+        ax.set_title(f"{name}: time series", fontsize=9)
+        ax.set_xlabel("latent frame")
+        for a in fig.axes[-3:]:
+            a.grid(True, alpha=0.3)
+            a.tick_params(labelsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return audio.atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()), force=force)
 
 
 def decode_targets(latents: Sequence[PathLike], out_dir: PathLike,
@@ -241,7 +365,9 @@ def decode_files(model: "Model", latents: Sequence[PathLike], out_dir: PathLike,
     # Read everything first: a bad file stops the batch before anything is written.
     arrays = [latent_io.read(p, model.latent_dims, expected_by=f"model {model.path.name}") for p in paths]
     for z, target in _progress(list(zip(arrays, targets)), progress, "decode"):
-        y = model.decode(z)
+        long = progress and z.shape[1] * model.ratio >= LONG_FILE_SECONDS * model.sr
+        with _working(f"decode {target.name}", z.shape[1], long):
+            y = model.decode(z)
         audio.write(target, y, model.sr, force=force)
     return targets
 

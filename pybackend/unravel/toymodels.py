@@ -169,6 +169,7 @@ class TestRave(_Base):
                  variational: bool = False, sr: int = 44100, ratio: int = 2048, bands: int = 16):
         super().__init__()
         out_ch = 2 if stereo else 1
+        self.stereo = stereo  # RAVE exports carry this flag
         self.full_dims = dims + 4 if variational else dims
         self.pqmf = FixedFilterbank(bands)
         self.codec = TinyCodec(self.full_dims, out_ch, ratio, bands, streaming)

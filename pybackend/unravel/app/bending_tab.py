@@ -1,4 +1,5 @@
-"""The Bending tab: bend a layer's weights, hear the bundled loop through them, save the model."""
+"""The Bending tab: bend a layer's weights, hear your audio (or the bundled loop) through them
+next to the unbent model, save the model."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from unravel.errors import UnravelError
 
 @dataclass(frozen=True)
 class BendResult:
-    wav: Path            # the bundled loop through the bent model's forward
+    wav: Path            # the audio (default: the bundled loop) through the bent model's forward
     command: str         # the `unravel bend` commands that make the same model
     seconds: float
+    unbent: Path | None = None   # the same audio through the unbent model (A/B)
 
 
 def bend_layers(library: Library, rave: str) -> list[str]:
@@ -84,26 +86,35 @@ def bend_command(library: Library, rave: str, output: str | os.PathLike) -> str:
 
 
 def bend_listen(library: Library, rave: str, out_dir: str | os.PathLike,
-                source: str | os.PathLike = BUNDLED_LOOP) -> Path:
-    """Run `source` (default: the bundled loop) through the bent model's forward; write a wav."""
-    model, _ = library.bender(rave)
+                source: str | os.PathLike | None = None, bent: bool = True) -> Path:
+    """Run `source` (default: the bundled loop) through the bent model's forward (or, with
+    `bent` False, the unbent one's); write `bent-NNN.wav` (`unbent-NNN.wav`). An error names
+    the source by its own name, not the page's copy's path."""
+    model = library.bender(rave)[0] if bent else library.model(rave)
     out_dir = audio.check_writable_dir(out_dir)
-    x = audio.load(source, model.sr, model.in_channels)
+    source = source or BUNDLED_LOOP
+    try:
+        x = audio.load(source, model.sr, model.in_channels)
+    except UnravelError as e:
+        raise UnravelError(str(e).replace(str(source), Path(source).name)) from None
     y = model.forward(x)
-    name = audio.free_name(out_dir, "bent", [".wav"])
+    name = audio.free_name(out_dir, "bent" if bent else "unbent", [".wav"])
     return audio.write(out_dir / f"{name}.wav", y, model.sr)
 
 
 def bend_generate(library: Library, rave: str, layer: str, offset: float = 0.0,
                   spread: float = 1.0, randomize: float = 0.0, invert: bool = False,
                   percent: float = 100.0, seed: int = 0,
-                  out_dir: str | os.PathLike = ".") -> BendResult:
-    """Bend a layer as the sliders say and hear the bundled loop through the bent model."""
+                  out_dir: str | os.PathLike = ".",
+                  source: str | os.PathLike | None = None) -> BendResult:
+    """Bend a layer as the sliders say and hear `source` (default: the bundled loop) through
+    the bent model, and through the unbent one to compare."""
     bend_apply(library, rave, layer, offset, spread, randomize, invert, percent, seed)
-    wav = bend_listen(library, rave, out_dir)
+    wav = bend_listen(library, rave, out_dir, source)
+    unbent = bend_listen(library, rave, out_dir, source, bent=False)
     info = audio.sf.info(str(wav))
     command = bend_command(library, rave, f"{Path(rave).stem}-bent.ts")
-    return BendResult(wav, command, info.frames / info.samplerate)
+    return BendResult(wav, command, info.frames / info.samplerate, unbent)
 
 
 def bend_restore(library: Library, rave: str, layer: str | None = None) -> None:
@@ -160,14 +171,20 @@ def layout(library: Library, out_dir: Path, rave_choices: list, rave_default: st
                 b_invert = gr.Checkbox(False, label="Invert")
                 b_percent = gr.Slider(1, 100, 100, step=1, label="Percent of the weights")
                 b_seed = gr.Number(0, precision=0, minimum=0, maximum=SEED_MAX, label="Seed")
+                b_source = gr.File(None, file_count="single", type="filepath",
+                                   label="Audio to bend (upload your own; empty: the bundled loop)",
+                                   elem_id="b-source")
                 with gr.Row():
                     b_go = gr.Button("Generate", variant="primary", elem_id="b-generate")
                     b_restore = gr.Button("Restore all", elem_id="b-restore")
                     b_save = gr.Button("Save .ts", elem_id="b-save")
             with gr.Column():
-                b_audio = gr.Audio(type="filepath", label="The bundled loop, bent",
+                b_audio = gr.Audio(type="filepath", label="Bent",
                                    interactive=False, buttons=["download"],
                                    elem_id="b-audio")
+                b_unbent = gr.Audio(type="filepath", label="Unbent (the same audio, the original model)",
+                                    interactive=False, buttons=["download"],
+                                    elem_id="b-unbent")
                 b_model = gr.File(label="Bent model", interactive=False, elem_id="b-model")
                 b_cmd = gr.Code(label="The same from the command line", language="shell", wrap_lines=True,
                                 interactive=False)
@@ -189,17 +206,17 @@ def layout(library: Library, out_dir: Path, rave_choices: list, rave_default: st
             return settings_of(rave, layer) if layer else [gr.update()] * len(sliders)
 
         @_on_page
-        def on_bend(rave, layer, offset, spread, randomize, invert, percent, seed,
+        def on_bend(rave, layer, offset, spread, randomize, invert, percent, seed, source,
                     progress=gr.Progress()):
             progress(0, desc="bending")
             r = bend_generate(library, rave, layer, offset, spread, randomize, invert,
-                              percent, seed, out_dir / "bending")
-            return str(r.wav), r.command, layer_info(library, rave, layer)
+                              percent, seed, out_dir / "bending", source)
+            return str(r.wav), str(r.unbent), r.command, layer_info(library, rave, layer)
 
         @_on_page
-        def on_restore(rave, layer):
+        def on_restore(rave, layer, source):
             bend_restore(library, rave)
-            wav = bend_listen(library, rave, out_dir / "bending")
+            wav = bend_listen(library, rave, out_dir / "bending", source)
             return [str(wav), bend_command(library, rave, "x.ts")] + settings_of(rave, layer)
 
         @_on_page
@@ -209,6 +226,7 @@ def layout(library: Library, out_dir: Path, rave_choices: list, rave_default: st
 
         b_rave.change(on_model, b_rave, [b_layer] + sliders)
         b_layer.input(on_layer, [b_rave, b_layer], sliders)
-        b_go.click(on_bend, [b_rave, b_layer] + sliders[:-1], [b_audio, b_cmd, b_info])
-        b_restore.click(on_restore, [b_rave, b_layer], [b_audio, b_cmd] + sliders)
+        b_go.click(on_bend, [b_rave, b_layer] + sliders[:-1] + [b_source],
+                   [b_audio, b_unbent, b_cmd, b_info])
+        b_restore.click(on_restore, [b_rave, b_layer, b_source], [b_audio, b_cmd] + sliders)
         b_save.click(on_save, b_rave, [b_model, b_cmd])

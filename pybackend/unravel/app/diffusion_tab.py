@@ -23,11 +23,17 @@ class DiffusionResult:
     seconds: float       # length of the audio
 
 
+AUTO_ARCH = "auto"   # the architecture field's "from the checkpoint, else its preset"
+
+
 def diffusion_command(checkpoint: str, rave: str, seed_a: int, lerp: bool, seed_b: int,
                       lerp_factor: float, temperature: float, steps: int, latent_scale: float,
-                      length_mult: int, out_dir: str | os.PathLike) -> str:
+                      length_mult: int, out_dir: str | os.PathLike,
+                      arch: str | os.PathLike | None = None) -> str:
     """The `unravel diffuse` command line for these settings."""
     words: list[object] = ["unravel", "diffuse", "--checkpoint", checkpoint, "--model", rave]
+    if arch:
+        words += ["--arch", arch]
     if lerp:
         words += ["--lerp", "--seed-a", int(seed_a), "--seed-b", int(seed_b),
                   "--lerp-factor", _number(lerp_factor)]
@@ -43,9 +49,15 @@ def diffusion_generate(library: Library, checkpoint: str, rave: str, seed_a: int
                        lerp: bool = False, seed_b: int = 2, lerp_factor: float = 1.0,
                        temperature: float = 1.0, steps: int = 10, latent_scale: float = 1.0,
                        length_mult: int = 1, out_dir: str | os.PathLike = ".",
-                       progress: Progress = _no_progress) -> DiffusionResult:
-    """Sample latents from a diffusion checkpoint, decode them with a RAVE model, write wav + npy + PNG."""
+                       progress: Progress = _no_progress,
+                       arch: str | os.PathLike | None = None) -> DiffusionResult:
+    """Sample latents from a diffusion checkpoint, decode them with a RAVE model, write wav + npy + PNG.
+
+    `arch`: the architecture for a checkpoint that does not store one (a preset name such
+    as `flex-512` or `original`, or a JSON file); None or "auto" lets the checkpoint choose.
+    """
     diffuse_files = _diffusion_backend()
+    arch = None if not arch or str(arch) == AUTO_ARCH else str(arch)
     seed_a, seed_b = whole(seed_a, "Seed A"), whole(seed_b, "Seed B")
     steps, length_mult = whole(steps, "Steps"), whole(length_mult, "Length multiplier")
     out_dir = audio.check_writable_dir(out_dir)
@@ -53,17 +65,22 @@ def diffusion_generate(library: Library, checkpoint: str, rave: str, seed_a: int
     model = library.model(rave)
     seeds = (dict(seed_a=int(seed_a), seed_b=int(seed_b), lerp_factor=float(lerp_factor))
              if lerp else dict(seed=int(seed_a)))
-    result = diffuse_files(model, checkpoint, out_dir, steps=int(steps),
-                           temperature=float(temperature), latent_scale=float(latent_scale),
-                           length_mult=int(length_mult), lerp=bool(lerp), save_latents=True,
-                           on_step=lambda done, total: progress(0.9 * done / total, "diffusing"),
-                           device=library.device, **seeds)[0]
+    try:
+        result = diffuse_files(model, checkpoint, out_dir, steps=int(steps),
+                               temperature=float(temperature), latent_scale=float(latent_scale),
+                               length_mult=int(length_mult), lerp=bool(lerp), save_latents=True,
+                               arch=arch,
+                               on_step=lambda done, total: progress(0.9 * done / total, "diffusing"),
+                               device=library.device, **seeds)[0]
+    except UnravelError as e:   # the page's name for what the command line calls --arch
+        raise UnravelError(str(e).replace("give the right one with --arch FILE.json",
+                                          "choose it in the Architecture field")) from None
     progress(0.95, "drawing the latents")
     z = latents.read(result.npy)
     image = latents_image(z, result.npy.with_suffix(".png"))
     info = audio.sf.info(str(result.wav))
     command = diffusion_command(checkpoint, rave, seed_a, lerp, seed_b, lerp_factor, temperature,
-                                steps, latent_scale, length_mult, out_dir)
+                                steps, latent_scale, length_mult, out_dir, arch)
     return DiffusionResult(result.wav, result.npy, image, command, info.frames / info.samplerate)
 
 
@@ -90,21 +107,37 @@ def layout(library: Library, out_dir: Path, rave_choices: list, rave_default: st
                                      label="RAVE decoder", allow_custom_value=True)
                 with gr.Row():
                     d_seed_a = gr.Number(1, precision=0, minimum=0, maximum=SEED_MAX,
-                                         label="Seed A", elem_id="d-seed-a")
+                                         label="Seed", elem_id="d-seed-a")
                     d_rand_a = randomize_button()
-                d_lerp = gr.Checkbox(False, label="Lerp between seeds")
-                with gr.Row():
+                d_lerp = gr.Checkbox(False, label="Lerp between seeds", elem_id="d-lerp")
+                with gr.Row(visible=False) as d_seed_b_row:
                     d_seed_b = gr.Number(2, precision=0, minimum=0, maximum=SEED_MAX,
-                                         label="Seed B")
+                                         label="Seed B", elem_id="d-seed-b")
                     d_rand_b = randomize_button()
-                d_lerp_factor = gr.Slider(0, 1, 1, step=0.01, label="Lerp factor")
+                d_lerp_factor = gr.Slider(0, 1, 1, step=0.01, label="Lerp factor", visible=False,
+                                          info="how far towards seed B the end gets (0: all A, 1: B)",
+                                          elem_id="d-lerp-factor")
                 with gr.Accordion("Advanced", open=False):
-                    d_temperature = gr.Slider(0.1, 1, 1, step=0.01, label="Temperature")
+                    d_temperature = gr.Slider(0.1, 1, 1, step=0.01, label="Temperature",
+                                              info="scale of the starting noise: lower is calmer")
                     d_steps = gr.Slider(1, 100, 10, step=1, label="Diffusion steps",
+                                        info="more steps: cleaner latents, slower",
                                         elem_id="d-steps")
                     d_scale = gr.Slider(0.1, 3, 1, step=0.05,
-                                        label="Normalization (latent scale)")
-                    d_mult = gr.Slider(1, 3, 1, step=1, label="Length multiplier")
+                                        label="Normalization (latent scale)",
+                                        info="the latents' spread after the z-score: louder, wilder above 1")
+                    d_mult = gr.Slider(1, 3, 1, step=1, label="Length multiplier",
+                                       info="sample this many times the model's latent length")
+                    from unravel.diffusion.checkpoint import arch_names
+                    d_arch = gr.Dropdown([AUTO_ARCH, *arch_names()], value=AUTO_ARCH,
+                                         label="Architecture", allow_custom_value=True,
+                                         info="for checkpoints that do not store one: a preset, "
+                                              "or upload its JSON below (auto: the checkpoint's, "
+                                              "else the Flex'ed preset for its length)",
+                                         elem_id="d-arch")
+                    d_arch_file = gr.File(label="Architecture JSON (DiffusionModel arguments)",
+                                          file_types=[".json"], type="filepath", height=120,
+                                          elem_id="d-arch-file")
                 d_go = gr.Button("Generate", variant="primary", elem_id="d-generate")
             with gr.Column():
                 d_audio = gr.Audio(type="filepath", label="Audio", interactive=False,
@@ -119,14 +152,22 @@ def layout(library: Library, out_dir: Path, rave_choices: list, rave_default: st
         d_rand_a.click(random_seed, outputs=d_seed_a, queue=False)
         d_rand_b.click(random_seed, outputs=d_seed_b, queue=False)
 
+        def on_lerp(lerp):   # as Black Latents: Seed B and the factor only when lerping
+            return (gr.update(label="Seed A" if lerp else "Seed"), gr.update(visible=bool(lerp)),
+                    gr.update(visible=bool(lerp)))
+
+        d_lerp.change(on_lerp, d_lerp, [d_seed_a, d_seed_b_row, d_lerp_factor], queue=False)
+
         @_on_page
         def on_diffuse(ckpt, rave, seed_a, lerp, seed_b, factor, temperature, steps,
-                       scale, mult, progress=gr.Progress(track_tqdm=True)):
+                       scale, mult, arch, arch_file, progress=gr.Progress(track_tqdm=True)):
             r = diffusion_generate(library, ckpt, rave, seed_a, lerp, seed_b, factor,
                                    temperature, steps, scale, mult,
-                                   out_dir / "diffusion", _reporter(progress))
+                                   out_dir / "diffusion", _reporter(progress),
+                                   arch=arch_file or arch)
             return str(r.wav), [str(r.wav), str(r.latents)], str(r.image), r.command
 
         d_go.click(on_diffuse, [d_ckpt, d_rave, d_seed_a, d_lerp, d_seed_b,
-                                d_lerp_factor, d_temperature, d_steps, d_scale, d_mult],
+                                d_lerp_factor, d_temperature, d_steps, d_scale, d_mult,
+                                d_arch, d_arch_file],
                    [d_audio, d_files, d_image, d_cmd])

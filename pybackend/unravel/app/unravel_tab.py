@@ -18,6 +18,10 @@ from unravel.errors import UnravelError
 from unravel.patterns import PATTERNS
 
 
+# Loops the page starts with: 4 x the 11-point fibo pattern = 76 frames, 3.5 s at 44.1 kHz.
+DEFAULT_LOOPS = 4
+
+
 @dataclass(frozen=True)
 class EncodeResult:
     latents: list[Path]  # one .npy per input
@@ -28,10 +32,23 @@ class EncodeResult:
 
 def encode_audio(library: Library, rave: str, inputs: Sequence[str | os.PathLike],
                  out_dir: str | os.PathLike, iqr: bool = False) -> EncodeResult:
-    """Encode audio files with a RAVE model; write their latents and a statistics plot."""
+    """Encode audio files with a RAVE model; write their latents and a statistics plot.
+    An error names each input file by its own name (an upload's, not the page's copy's path)."""
+    try:
+        return _encode_audio(library, rave, inputs, out_dir, iqr)
+    except UnravelError as e:
+        message = str(e)
+        for p in inputs:
+            for form in {str(Path(p).resolve()), str(p)}:
+                message = message.replace(form, Path(p).name)
+        raise UnravelError(message) from None
+
+
+def _encode_audio(library: Library, rave: str, inputs: Sequence[str | os.PathLike],
+                  out_dir: str | os.PathLike, iqr: bool = False) -> EncodeResult:
     from unravel.pipeline import encode_files
     if not inputs:
-        raise UnravelError("no audio given: upload a file or keep the bundled loop")
+        raise UnravelError("no audio given: upload a file (or leave it empty for the bundled loop)")
     files = list(dict.fromkeys(Path(p).resolve() for p in inputs))   # each file once
     model = library.model(rave)
     out_dir = fresh_dir(out_dir, "encoded")
@@ -98,11 +115,10 @@ def layout(library: Library, out_dir: Path, rave_choices: list, rave_default: st
             with gr.Column():
                 u_rave = gr.Dropdown(rave_choices, value=rave_default, label="RAVE model",
                                      allow_custom_value=True)
-                u_files = gr.File(value=[str(BUNDLED_LOOP)] if BUNDLED_LOOP.exists() else None,
-                                  file_count="multiple", type="filepath",
-                                  label="Audio (upload, or keep the bundled loop)",
+                u_files = gr.File(None, file_count="multiple", type="filepath",
+                                  label="Audio (upload your own; empty: the bundled loop)",
                                   elem_id="u-files")
-                u_encode = gr.Button("Encode and show statistics")
+                u_encode = gr.Button("Encode and show statistics", elem_id="u-encode")
                 with gr.Row():
                     u_dist = gr.Dropdown(list(DISTRIBUTIONS), value="normal",
                                          label="Distribution")
@@ -114,7 +130,8 @@ def layout(library: Library, out_dir: Path, rave_choices: list, rave_default: st
                                          label="Points (latent frames)", elem_id="u-points")
                     u_bpm = gr.Number(117.45, minimum=1, maximum=2000, label="Target BPM")
                 with gr.Row():
-                    u_loops = gr.Slider(1, 16, 1, step=1, label="Loops")
+                    u_loops = gr.Slider(1, 16, DEFAULT_LOOPS, step=1, label="Loops",
+                                        info="repetitions of the pattern (a few seconds by default)")
                     u_seed = gr.Number(0, precision=0, minimum=0, maximum=SEED_MAX,
                                        label="Seed")
                     u_rand = randomize_button()
@@ -130,12 +147,13 @@ def layout(library: Library, out_dir: Path, rave_choices: list, rave_default: st
                                 interactive=False)
                 u_plot = gr.Image(type="filepath", label="Statistics of the encodings",
                                   interactive=False, elem_id="u-plot")
-                u_table = gr.Code(label="Statistics", interactive=False)
+                u_table = gr.Code(label="Statistics", interactive=False, elem_id="u-table")
 
         u_rand.click(random_seed, outputs=u_seed, queue=False)
 
         def encoded_for(rave, files, iqr, state):
-            files = [str(f) for f in (files or [])]
+            # what the user uploaded replaces the bundled loop
+            files = [str(f) for f in (files or [])] or [str(BUNDLED_LOOP)]
             key = [library.key(rave), files, bool(iqr)]
             if state and state["key"] == key:
                 return state

@@ -29,7 +29,8 @@ def cmd_diffuse(args: argparse.Namespace) -> int:
         skip_normalize=args.skip_normalize, length_mult=args.length_mult, lerp=args.lerp,
         seed_a=args.seed_a, seed_b=args.seed_b, lerp_factor=args.lerp_factor,
         save_latents=args.save_latents, latent_wav=args.latent_wav, arch=args.arch, name=args.name, batch=args.batch,
-        force=args.force, progress=sys.stderr.isatty(), device=args.device)
+        force=args.force, progress=sys.stderr.isatty(), latent_length=args.latent_length,
+        device=args.device)
     for r in results:
         print(r.wav)
         if r.npy:
@@ -79,9 +80,10 @@ def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentP
     s.add_argument("--checkpoint", "-c", default="default",
                    help="diffusion checkpoint .pt ('default' = the bundled one)")
     s.add_argument("--model", "-m", default="default", help=MODEL_HELP)
-    s.add_argument("--arch", metavar="A.json",
-                   help="architecture for checkpoints that do not store one (default: the Flex'ed "
-                        "preset for its latent_length, else the original 4096 preset)")
+    s.add_argument("--arch", metavar="ARCH",
+                   help="architecture for checkpoints that do not store one: a preset (original, "
+                        "flex-256 .. flex-16384, tiny, small, medium) or A.json (default: the "
+                        "Flex'ed preset for its latent_length, else the original 4096 preset)")
     s.add_argument("--seed", type=int, metavar="S", help="first seed (default: random)")
     s.add_argument("--num", type=int, default=1, metavar="N", help="files to make: seeds S, S+1, ...")
     s.add_argument("--steps", type=int, default=100, help="diffusion steps (default 100)")
@@ -90,8 +92,11 @@ def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentP
     g.add_argument("--latent-scale", type=float, default=1.0,
                    help="scale after the global z-score (default 1.0)")
     g.add_argument("--skip-normalize", action="store_true", help="decode the latents as sampled")
+    s.add_argument("--latent-length", type=int, metavar="L",
+                   help="latent frames to sample (default: the checkpoint's; a multiple of its "
+                        "network's downsampling)")
     s.add_argument("--length-mult", type=int, default=1, metavar="K",
-                   help="sample K times the checkpoint's latent length")
+                   help="sample K times the latent length")
     s.add_argument("--lerp", action="store_true", help="slerp from seed A's to seed B's latents")
     s.add_argument("--seed-a", type=int, metavar="A", help="seed A (with --lerp; default random)")
     s.add_argument("--seed-b", type=int, metavar="B", help="seed B (with --lerp; default random)")

@@ -31,29 +31,81 @@ def _print_paths(paths: Sequence[Path]) -> None:
 # --------------------------------------------------------------------------- commands
 
 
+def _model_files(spec: str) -> list[str]:
+    """A model spec, or the `.ts` files of a folder and its subfolders (sorted)."""
+    folder = Path(spec)
+    if not folder.is_dir():
+        return [spec]
+    found = sorted(str(p) for p in folder.rglob("*.ts")
+                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    if not found:
+        raise UnravelError(f"{folder}: folder has no .ts model files")
+    return found
+
+
 def cmd_info(args: argparse.Namespace) -> int:
-    info = _load(args, args.model, warmup=False).info()
+    specs = _model_files(args.model)
+    if args.csv and Path(args.csv).exists() and not args.force:
+        raise UnravelError(f"{args.csv}: already exists (use --force to overwrite)")
+    infos = [_load(args, spec, warmup=False).info() for spec in specs]
+    if args.csv:
+        from unravel.audio import atomic_write
+        atomic_write(args.csv, lambda tmp: _write_info_csv(tmp, infos), force=args.force)
     if args.json:
-        print(json.dumps(info, indent=2))
-        return 0
-    print(f"model        {info['path']}")
-    print(f"sample rate  {info['sr']} Hz")
-    print(f"latent dims  {info['latent_dims']}")
-    print(f"ratio        {info['ratio']}")
-    print(f"channels     {info['in_channels']} in, {info['out_channels']} out")
-    print("methods      " + ", ".join(
-        f"{m} [{p['in_channels']}, {p['in_ratio']}, {p['out_channels']}, {p['out_ratio']}]"
-        for m, p in info["methods"].items()))
+        print(json.dumps(infos[0] if len(infos) == 1 and not Path(args.model).is_dir() else infos,
+                         indent=2))
+    else:
+        print("\n\n".join(_info_text(info) for info in infos))
+    if args.csv:
+        print(f"csv: {args.csv}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def _info_text(info: dict) -> str:
+    """What `unravel info` prints for one model."""
+    def known(v) -> str:
+        return "unknown" if v is None else str(v)
+    encoder = known(info["encoder"]) + (f" (around {info['encoder_inner']})" if info["encoder_inner"] else "")
+    lines = [f"model        {info['path']}",
+             f"sample rate  {info['sr']} Hz",
+             f"latent dims  {info['latent_dims']}",
+             f"ratio        {info['ratio']}",
+             f"channels     {info['in_channels']} in, {info['out_channels']} out",
+             f"encoder      {encoder}",
+             f"decoder      {known(info['decoder'])}",
+             f"stereo       {known(info['stereo'])}",
+             "methods      " + ", ".join(
+                 f"{m} [{p['in_channels']}, {p['in_ratio']}, {p['out_channels']}, {p['out_ratio']}]"
+                 for m, p in info["methods"].items())]
     attrs = info["attributes"]
-    print("attributes   " + (", ".join(f"{a} = {v}" for a, v in attrs.items()) or "(none)"))
-    print(f"parameters   {info['parameters']}")
-    print(f"layers       {len(info['layers'])}")
-    width = max((len(layer["name"]) for layer in info["layers"]), default=4)
+    lines.append("attributes   " + (", ".join(f"{a} = {v}" for a, v in attrs.items()) or "(none)"))
+    lines.append(f"parameters   {info['parameters']}")
+    lines.append(f"layers       {len(info['layers'])}")
+    width = max((len(t["name"]) for t in info["layers"] + info["buffers"]), default=4)
     for layer in info["layers"]:
         shape = "x".join(str(s) for s in layer["shape"]) or "scalar"
         fixed = "" if layer["learned"] else "  (fixed, not learned)"
-        print(f"  {layer['name']:<{width}}  {shape:<16} {layer['numel']:>10}{fixed}")
-    return 0
+        lines.append(f"  {layer['name']:<{width}}  {shape:<16} {layer['numel']:>10}{fixed}")
+    lines.append(f"buffers      {len(info['buffers'])}")
+    for buf in info["buffers"]:
+        shape = "x".join(str(s) for s in buf["shape"]) or "scalar"
+        lines.append(f"  {buf['name']:<{width}}  {shape:<16} {buf['numel']:>10}")
+    return "\n".join(lines)
+
+
+def _write_info_csv(path: str, infos: list[dict]) -> None:
+    """The parameter table of each model as CSV: model, kind (parameter/buffer), name, shape, numel, learned."""
+    import csv
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["model", "kind", "name", "shape", "numel", "learned"])
+        for info in infos:
+            for layer in info["layers"]:
+                w.writerow([info["path"], "parameter", layer["name"], "x".join(map(str, layer["shape"])),
+                            layer["numel"], layer["learned"]])
+            for buf in info["buffers"]:
+                w.writerow([info["path"], "buffer", buf["name"], "x".join(map(str, buf["shape"])),
+                            buf["numel"], False])
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
@@ -61,10 +113,11 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from unravel.workers import check_jobs
     # fail on bad inputs or outputs before loading the model
     check_jobs(args.jobs)
-    pipeline.encode_targets(args.inputs, args.output, args.latent_wav, args.force)
+    pipeline.encode_targets(args.inputs, args.output, args.latent_wav, args.force, args.extensions)
     model = _load(args, args.model)
-    _print_paths(pipeline.encode_files(model, args.inputs, args.output, latent_wav=args.latent_wav,
-                                       force=args.force, jobs=args.jobs))
+    pipeline.encode_files(model, args.inputs, args.output, latent_wav=args.latent_wav,
+                          force=args.force, extensions=args.extensions,
+                          written=lambda p: print(p, flush=True), jobs=args.jobs)
     return 0
 
 
@@ -99,16 +152,25 @@ def _sr_ratio(args: argparse.Namespace) -> tuple[int, int]:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from unravel import pipeline
+    from unravel import patterns, pipeline
     sr, ratio = _sr_ratio(args)
     paths = pipeline.generate_files(args.latents, args.output, pattern=args.pattern, dist=args.dist,
                                     iqr=args.iqr, points=args.points, bpm=args.bpm, loops=args.loops,
-                                    files=args.files, seed=args.seed, sr=sr, ratio=ratio)
-    if args.bpm is not None:
-        k, info = pipeline.resolve_points(None, args.bpm, sr, ratio)
+                                    files=args.files, seed=args.seed, sr=sr, ratio=ratio,
+                                    skip=args.skip, plot=args.plot, force=args.force)
+    k, info = pipeline.resolve_points(args.points, args.bpm, sr, ratio)
+    if info is not None and args.bpm is not None:
         print(f"{k} frames per block: {info['bpm']:.2f} BPM (target {info['target']:g}, "
               f"error {info['error']:+.2f})", file=sys.stderr)
-    _print_paths(paths)
+    if args.pattern == "fibo" and k < patterns.FIBO_FULL_RUN:
+        steps = patterns.fibonacci(k)
+        print(f"fibo: {len(steps)} Fibonacci steps ({', '.join(map(str, steps))}) from {k} points; "
+              f"a full run (as UnRAVEl's generator requires) needs {patterns.FIBO_FULL_RUN}",
+              file=sys.stderr)
+    for p in paths:
+        _print_paths(pipeline.generated_outputs(p))
+    if args.plot:
+        print(args.plot)
     return 0
 
 
@@ -157,16 +219,22 @@ def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentP
                  device: argparse.ArgumentParser) -> None:
     """Add info, encode, stats, generate, tempo, decode and bend to the subparsers `sub`
     (`device` adds --device to encode, decode and bend)."""
-    s = sub.add_parser("info", parents=[common], help="show a model's contract, attributes and layers")
-    s.add_argument("model", metavar="MODEL", help=MODEL_HELP)
-    s.add_argument("--json", action="store_true", help="print JSON")
+    s = sub.add_parser("info", parents=[common, force],
+                       help="show a model's contract, classes, attributes, layers and buffers")
+    s.add_argument("model", metavar="MODEL", help=MODEL_HELP + ", or a folder of .ts models")
+    s.add_argument("--json", action="store_true", help="print JSON (a list for a folder)")
+    s.add_argument("--csv", metavar="FILE", help="also write the parameter and buffer table as CSV")
     s.set_defaults(func=cmd_info)
 
     s = sub.add_parser("encode", parents=[common, force, device], help="audio files or folders -> latents (.npy)")
     s.add_argument("--model", "-m", required=True, help=MODEL_HELP)
-    s.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or folders")
+    s.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="audio files or folders (scanned with their subfolders)")
     s.add_argument("-o", "--output", default=".", metavar="DIR", help="output folder (default: .)")
     s.add_argument("--latent-wav", action="store_true", help="also write <name>.latent.wav")
+    from unravel.audio import AUDIO_EXTENSIONS
+    s.add_argument("--extensions", nargs="+", default=list(AUDIO_EXTENSIONS), metavar="EXT",
+                   help="file endings looked for in folders (default: %(default)s)")
     s.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="encode in N worker processes (the same files as one; default 1)")
     s.set_defaults(func=cmd_encode)
@@ -180,7 +248,7 @@ def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentP
 
     from unravel.distributions import DISTRIBUTIONS
     from unravel.patterns import PATTERNS
-    s = sub.add_parser("generate", parents=[common],
+    s = sub.add_parser("generate", parents=[common, force],
                        help="synthetic latents from the statistics of encodings, arranged in a pattern")
     s.add_argument("latents", nargs="+", metavar="LATENTS", help=".npy / latent .wav files or folders")
     s.add_argument("--pattern", choices=PATTERNS, default="default")
@@ -190,8 +258,13 @@ def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentP
     g.add_argument("--points", type=int, metavar="K", help="frames per block")
     g.add_argument("--bpm", type=float, help="pick the block length whose tempo is nearest (default 120)")
     s.add_argument("--loops", type=int, default=1, metavar="N", help="repetitions (default 1)")
-    s.add_argument("--files", type=int, default=1, metavar="N", help="files to make (seeds S, S+1, ...)")
+    s.add_argument("--files", type=int, default=1, metavar="N",
+                   help="files to make, all from one random stream (default 1)")
     s.add_argument("--seed", type=int, default=0, metavar="S")
+    s.add_argument("--skip", type=int, default=0, metavar="I",
+                   help="draw and drop the first I files of the stream (the sidecars use it)")
+    s.add_argument("--plot", metavar="PNG",
+                   help="also write violin, box and time-series plots of the generated files")
     _add_rate_args(s)
     s.add_argument("-o", "--output", default=".", metavar="DIR", help="output folder (default: .)")
     s.set_defaults(func=cmd_generate)

@@ -8,7 +8,7 @@ sampler, slerp, normalize, `diffuse_files`), `prepare` (audio -> training latent
 
 from unravel.diffusion.checkpoint import (DATA_DIR, DEFAULT_CHECKPOINT, IN_KEY,
                                           ORIGINAL_LATENT_LENGTH, PREFIXES, Diffuser,
-                                          arch_from_name, build_model, cached_checkpoint,
+                                          arch_from_name, arch_names, build_model, cached_checkpoint,
                                           load_checkpoint, net_state, read_arch_file,
                                           read_checkpoint, resolve_checkpoint, save_checkpoint)
 from unravel.diffusion.prepare import MIN_TRAIN_LENGTH, load_latent_folder, prepare_files
@@ -21,7 +21,7 @@ from unravel.diffusion.vdiffusion import (FLEX_PRESETS, ORIGINAL_ARCH, SMALL_PRE
 
 __all__ = [
     "DATA_DIR", "DEFAULT_CHECKPOINT", "IN_KEY", "ORIGINAL_LATENT_LENGTH", "PREFIXES", "Diffuser",
-    "arch_from_name", "build_model", "cached_checkpoint", "load_checkpoint", "net_state",
+    "arch_from_name", "arch_names", "build_model", "cached_checkpoint", "load_checkpoint", "net_state",
     "read_arch_file", "read_checkpoint", "resolve_checkpoint", "save_checkpoint",
     "MIN_TRAIN_LENGTH", "load_latent_folder", "prepare_files",
     "Diffused", "diffuse_files", "make_noise", "normalize", "sample_seeds", "slerp",

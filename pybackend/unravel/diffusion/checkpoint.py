@@ -120,10 +120,22 @@ def read_arch_file(path: str | os.PathLike) -> dict:
     return check_arch(arch, str(path))
 
 
+def arch_names() -> list[str]:
+    """The preset names arch_from_name takes without a latent length: original, flex-L, small ones."""
+    return ["original", *(f"flex-{n}" for n in FLEX_PRESETS), *SMALL_PRESETS]
+
+
 def arch_from_name(spec: str | dict | os.PathLike | None, latent_length: int | None = None) -> tuple[dict, str]:
-    """An architecture from a preset name (tiny, small, medium, flex), a JSON file or a dict."""
+    """An architecture from a preset name (tiny, small, medium; original, the original
+    project's; flex, the Flex'ed preset for `latent_length`; flex-L, the one for L), a JSON
+    file or a dict."""
     if isinstance(spec, dict):
         return check_arch(spec, "architecture"), "given architecture"
+    if str(spec) == "original":
+        return check_arch(ORIGINAL_ARCH, "preset"), "the original 4096 preset"
+    named = re.fullmatch(r"flex-(\d+)", str(spec or ""))
+    if named:
+        spec, latent_length = "flex", int(named.group(1))
     if spec is None or str(spec) == "flex":
         if latent_length not in FLEX_PRESETS:
             raise UnravelError(f"no Flex'ed preset for latent length {latent_length} "
@@ -132,7 +144,7 @@ def arch_from_name(spec: str | dict | os.PathLike | None, latent_length: int | N
     if str(spec) in SMALL_PRESETS:
         return check_arch(SMALL_PRESETS[str(spec)], "preset"), f"preset {spec}"
     if not str(spec).endswith(".json") and not Path(spec).exists():
-        raise UnravelError(f"unknown architecture {spec!r} (use {', '.join(SMALL_PRESETS)}, flex "
+        raise UnravelError(f"unknown architecture {spec!r} (use {', '.join(arch_names())}, flex "
                            f"or a .json file)")
     return read_arch_file(spec), str(spec)
 

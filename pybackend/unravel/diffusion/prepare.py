@@ -27,21 +27,28 @@ def prepare_files(model, inputs: Sequence[str | os.PathLike], out_dir: str | os.
     Each input is read at the model's rate, mixed to mono, cut into chunks of
     latent_length * ratio samples (the last partial chunk dropped), each chunk encoded,
     z-scored over the whole chunk (unless `normalize_latents` is False), zero-padded on the
-    right to latent_length frames and written as float32 (1, D, L) `<stem>_partNNN.npy`.
-    `jobs` > 1 prepares the files in that many worker processes (unravel.workers: the same
-    bytes).
+    right to latent_length frames and written as float32 (1, D, L) `<name>_partNNN.npy`.
+    Folders are scanned with their subfolders; `<name>` is the file's stem, with its
+    subfolders in front for files below a given folder (`drums--kick_part000.npy`) and its
+    folders for a name an earlier input already has (see `audio.unique_names`), so two
+    files of one name in different folders both make latents. `latent_length` is at
+    least 256 (MIN_TRAIN_LENGTH), as train-diffusion needs. `jobs` > 1 prepares the files
+    in that many worker processes (unravel.workers: the same bytes).
     """
     from unravel.workers import check_jobs, map_files
     check_jobs(jobs)
     latent_length = as_int(latent_length, "latent_length")
-    if latent_length < 1:
-        raise UnravelError(f"latent_length must be positive, got {latent_length}")
+    if latent_length < MIN_TRAIN_LENGTH:
+        raise UnravelError(f"latent_length must be at least {MIN_TRAIN_LENGTH} (what "
+                           f"train-diffusion takes), got {latent_length}")
     if model.ratio is None or "encode" not in model.methods:
         raise UnravelError(f"{model.path}: model has no encode method")
-    files = audio_io.find_audio(inputs)
+    found = audio_io.scan_audio(inputs)
+    files, names = [p for p, _ in found], audio_io.unique_names(found)
     folder = audio_io.check_writable_dir(out_dir)
     chunk = latent_length * model.ratio
-    items = [(path, folder, latent_length, normalize_latents, force) for path in files]
+    items = [(path, name, folder, latent_length, normalize_latents, force)
+             for path, name in zip(files, names)]
     if jobs > 1:
         out = [p for paths in map_files(model, _prepare_one, items, jobs) for p in paths]
     else:
@@ -55,8 +62,8 @@ def prepare_files(model, inputs: Sequence[str | os.PathLike], out_dir: str | os.
     return out
 
 
-def _prepare_one(model, path: Path, folder: Path, latent_length: int, normalize_latents: bool,
-                 force: bool) -> list[Path]:
+def _prepare_one(model, path: Path, name: str, folder: Path, latent_length: int,
+                 normalize_latents: bool, force: bool) -> list[Path]:
     """The training latents of one audio file (see prepare_files)."""
     chunk = latent_length * model.ratio
     mono = audio_io.load(path, model.sr, 1)[0]
@@ -67,7 +74,7 @@ def _prepare_one(model, path: Path, folder: Path, latent_length: int, normalize_
         if normalize_latents:
             z = (z - z.mean()) / z.std()
         z = torch.nn.functional.pad(z, (0, max(0, latent_length - z.shape[2])))[..., :latent_length]
-        target = folder / f"{path.stem}_part{i:03d}.npy"
+        target = folder / f"{name}_part{i:03d}.npy"
         out.append(latents_io.write_npy(target, z[0].numpy(), force=force))
     return out
 

@@ -55,9 +55,10 @@ def _progress_bar(total: int, desc: str, enabled: bool):
 def sample_seeds(diffuser: Diffuser, seeds: Sequence[int], steps: int = 100, temperature: float = 1.0,
                  length_mult: int = 1, batch: int = 4, progress: bool = False,
                  on_step: Callable[[int, int], None] | None = None,
+                 latent_length: int | None = None,
                  device: str | torch.device = "cpu") -> tuple[list[torch.Tensor], list[list[int]]]:
     """Denoised latents (1, D, L*mult) per seed (not normalized, on the CPU), and the seed
-    groups run together.
+    groups run together. L is `latent_length`, or the checkpoint's when None.
 
     Seeds are sampled `batch` at a time in one forward pass; a group of one gives exactly
     the reference's numbers, a larger group the same up to float rounding (~1e-5). The
@@ -67,7 +68,7 @@ def sample_seeds(diffuser: Diffuser, seeds: Sequence[int], steps: int = 100, tem
     dev = _device.resolve(device)
     _device.deterministic(dev)
     diffuser.model.to(dev)
-    length = diffuser.latent_length * length_mult
+    length = (latent_length or diffuser.latent_length) * length_mult
     factor = total_factor(diffuser.arch)
     if length % factor:
         raise UnravelError(f"{diffuser.path}: latent length {length} is not a multiple of the "
@@ -118,7 +119,7 @@ def diffuse_files(model, checkpoint: str | os.PathLike = "default", out_dir: str
                   arch: str | os.PathLike | None = None,
                   name: str = "diffuse", batch=4, force=False, progress: bool = False,
                   on_step: Callable[[int, int], None] | None = None,
-                  device: str | torch.device = "cpu") -> list[Diffused]:
+                  latent_length=None, device: str | torch.device = "cpu") -> list[Diffused]:
     """Sample latents from a diffusion checkpoint and decode them with a RAVE model.
 
     `model` is a unravel.model.Model or a model spec ('default', a path). Writes per result
@@ -127,13 +128,18 @@ def diffuse_files(model, checkpoint: str | os.PathLike = "default", out_dir: str
     per latent step) when `latent_wav`, and a `.json` sidecar with every
     setting (the device included). The diffusion network runs on `device`; the RAVE model
     decodes where it was loaded. `num` results use seeds seed, seed+1, ... (with lerp:
-    seed_a+i, seed_b+i).
+    seed_a+i, seed_b+i). `latent_length` samples that many frames (times length_mult)
+    instead of the checkpoint's, as the original generate script's --latent_length does.
     Numbers may come as floats or strings (Pd atoms); bad values raise UnravelError.
     """
     num = as_int(num, "num")
     steps = as_int(steps, "steps")
     length_mult = as_int(length_mult, "length_mult")
     batch = as_int(batch, "batch")
+    if latent_length is not None:
+        latent_length = as_int(latent_length, "latent_length")
+        if latent_length < 1:
+            raise UnravelError(f"latent_length must be at least 1, got {latent_length}")
     temperature = as_float(temperature, "temperature")
     latent_scale = as_float(latent_scale, "latent_scale")
     lerp_factor = as_float(lerp_factor, "lerp_factor")
@@ -168,7 +174,7 @@ def diffuse_files(model, checkpoint: str | os.PathLike = "default", out_dir: str
     dev = _device.resolve(device)
 
     latents, groups = sample_seeds(diffuser, seeds, steps, temperature, length_mult, batch,
-                                   progress, on_step, dev)
+                                   progress, on_step, latent_length, dev)
     group_of = {s: g for g in groups for s in g}
 
     results: list[Diffused] = []
@@ -194,7 +200,8 @@ def diffuse_files(model, checkpoint: str | os.PathLike = "default", out_dir: str
         sidecar = {
             "command": "diffuse", "checkpoint": str(diffuser.path), "arch_source": diffuser.arch_source,
             "model": str(model.path), "sr": model.sr, "dims": diffuser.dims,
-            "latent_length": diffuser.latent_length, "length_mult": length_mult,
+            "latent_length": latent_length or diffuser.latent_length,
+            "checkpoint_latent_length": diffuser.latent_length, "length_mult": length_mult,
             "steps": steps, "temperature": temperature, "latent_scale": latent_scale,
             "skip_normalize": skip_normalize, "lerp": lerp,
             "seed": s, "seed_a": used[0] if lerp else None, "seed_b": used[1] if lerp else None,
