@@ -12,6 +12,9 @@ static int py_state;                /* 0 not tried, 1 running, -1 failed */
 static char py_starterr[PYERR_SIZE];
 static PyObject *py_bridge;         /* the module unravel.bridge */
 static PyObject *py_session_class;
+static PyObject *py_cancelled;      /* bridge.Cancelled: raised in jobs to stop them */
+
+#define PY_MAXPARAM (1 << 20)       /* no channel count or ratio above this */
 
 /* every call into Python: the GIL, and plain Python's floating-point mode (see fp_enter) */
 typedef struct pyenter {
@@ -70,16 +73,16 @@ static void py_fetcherr(char *err)
         line = end;
         while (line > msg && line[-1] != '\n')
             line--;
+        /* the bridge turns every error into an UnravelError line; anything else (a bug)
+           still gets one line, without Python's class name */
         if (strstr(name, "UnravelError"))
             snprintf(buf, sizeof(buf), "%.*s", (int)(end - line), line);
         else
-        {
-            const char *dot = strrchr(name, '.');
-            snprintf(buf, sizeof(buf), "%s: %.*s", dot ? dot + 1 : name, (int)(end - line), line);
-        }
+            snprintf(buf, sizeof(buf), "unexpected error (%.*s)", (int)(end - line), line);
     }
     else
-        snprintf(buf, sizeof(buf), "%s", name);
+        snprintf(buf, sizeof(buf), "%s", strstr(name, "Cancelled") ||
+            strstr(name, "KeyboardInterrupt") ? "cancelled" : "unexpected error");
     seterr(err, buf);
     Py_XDECREF(str);
     Py_XDECREF(type);
@@ -144,7 +147,9 @@ int pyembed_start(const char *python, const char *libpython, char *err)
     py_bridge = PyImport_ImportModule("unravel.bridge");
     if (py_bridge)
         py_session_class = PyObject_GetAttrString(py_bridge, "Session");
-    if (!py_bridge || !py_session_class ||
+    if (py_session_class)
+        py_cancelled = PyObject_GetAttrString(py_bridge, "Cancelled");
+    if (!py_bridge || !py_session_class || !py_cancelled ||
         !(r = PyObject_CallMethod(py_bridge, "init", NULL)))
     {
         char msg[PYERR_SIZE];
@@ -390,13 +395,17 @@ int pysession_params(t_pysession *s, const char *method, int p[6], char *err)
         }
         if (PyErr_Occurred())
             rc = -1;
+        /* the bridge checks the model's values; never divide by a bad one here */
+        for (i = 0; i < 5 && !rc; i++)
+            if (p[i] < 1 || p[i] > PY_MAXPARAM)
+                rc = -1;
     }
     if (rc)
     {
         if (PyErr_Occurred())
             py_fetcherr(err);
         else
-            seterr(err, "bad method parameters");
+            snprintf(err, PYERR_SIZE, "%s: bad method parameters", method);
     }
     Py_XDECREF(r);
     py_leave(g);
@@ -707,17 +716,29 @@ void pyjob_free(void *job)
     free(j);
 }
 
+/* raise bridge.Cancelled in the running jobs of session s (all jobs when s is 0) */
+static void py_canceljobs(t_pysession *s)
+{
+    t_pyenter g = py_enter();
+    t_pyjob *j;
+    pthread_mutex_lock(&job_mutex);
+    for (j = job_running; j; j = j->nextrunning)
+        if (!s || j->session == s->obj)
+            PyThreadState_SetAsyncExc(j->ident, py_cancelled);
+    pthread_mutex_unlock(&job_mutex);
+    py_leave(g);
+}
+
+void pyjob_cancel(t_pysession *s)
+{
+    if (py_state == 1 && s)
+        py_canceljobs(s);
+}
+
 void pyjob_cancel_all(void)
 {
-    t_pyenter g;
-    t_pyjob *j;
     if (py_state != 1)
         return;
     __atomic_store_n(&py_exiting, 1, __ATOMIC_RELEASE);
-    g = py_enter();
-    pthread_mutex_lock(&job_mutex);
-    for (j = job_running; j; j = j->nextrunning)
-        PyThreadState_SetAsyncExc(j->ident, PyExc_KeyboardInterrupt);
-    pthread_mutex_unlock(&job_mutex);
-    py_leave(g);
+    py_canceljobs(0);
 }

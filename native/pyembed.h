@@ -48,6 +48,7 @@ t_pyjob *pyjob_new(t_pysession *s, const char *name, int argc, t_atom *argv, con
 void pyjob_run(void *job);
 void pyjob_reply(t_pyjob *j, t_pyreply reply, void *owner);
 void pyjob_free(void *job);
+void pyjob_cancel(t_pysession *s);       /* stop the session's running job (its object is freed) */
 void pyjob_cancel_all(void);    /* raise in every running job (at exit: threads keep their
                                    Python thread state from then on) */
 

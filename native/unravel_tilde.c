@@ -20,6 +20,7 @@
 #define MAXCHANS 256        /* signal inlets/outlets without -m */
 #define MAXBUFSIZE (1 << 20)
 #define JOBPOLL 10.         /* ms between looks at the job thread */
+#define MAXENGINEMB 1024    /* the most memory (MB) one object's buffers may take */
 
 static t_class *unravel_class;
 static char unravel_python[MAXPDSTRING], unravel_libpython[MAXPDSTRING];
@@ -113,6 +114,8 @@ static int unravel_needsession(t_unravel *x, const char *what)
 static void unravel_reply(void *owner, t_symbol *sel, int argc, t_atom *argv)
 {
     t_unravel *x = (t_unravel *)owner;
+    if (sel == gensym("saved") && argc == 1 && argv[0].a_type == A_SYMBOL)
+        post("[unravel~]: saved %s", atom_getsymbol(argv)->s_name);
     outlet_anything(x->x_info, sel, argc, argv);
 }
 
@@ -164,7 +167,12 @@ static void unravel_setupengine(t_unravel *x)
             B = unravel_pow2ceil(unravel_maxratio(x) > x->x_dspn ? unravel_maxratio(x) :
                 x->x_dspn);
         }
-        if (engine_configure(e, p[0], p[1], p[2], p[3], B) != 0)
+        /* the rings hold 4 buffers plus a Pd vector per channel, both ways */
+        double mb = (double)(p[0] + p[2]) * (4. * B + ENGINE_MAXVEC) * sizeof(float) / 1048576.;
+        if (mb > MAXENGINEMB)
+            pd_error(x, "[unravel~]: %s: %d+%d channels at bufsize %d need %.0f MB of buffers "
+                "(limit %d MB)", x->x_method->s_name, p[0], p[2], B, mb, MAXENGINEMB);
+        else if (engine_configure(e, p[0], p[1], p[2], p[3], B) != 0)
             pd_error(x, "[unravel~]: cannot allocate buffers of %d frames", B);
         else
         {
@@ -408,15 +416,21 @@ static void unravel_load(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
 
 /* as nn~: disabled, the buffers stand still; enabled again, sound resumes at once from
    where it stopped (no reset, no extra buffer of latency) */
-static void unravel_enable(t_unravel *x, t_floatarg f)
+static void unravel_enable(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
 {
-    x->x_enabled = (f != 0);
+    (void)s;
+    if (argc != 1 || argv[0].a_type != A_FLOAT || !isfinite(atom_getfloat(argv)))
+    {
+        pd_error(x, "[unravel~]: enable: usage: enable 0|1");
+        return;
+    }
+    x->x_enabled = (atom_getfloat(argv) != 0);
 }
 
 static void unravel_sync(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
 {
     (void)s;
-    if (argc != 1 || argv[0].a_type != A_FLOAT)
+    if (argc != 1 || argv[0].a_type != A_FLOAT || !isfinite(atom_getfloat(argv)))
     {
         pd_error(x, "[unravel~]: sync: usage: sync 0|1 (0 live, 1 sync)");
         return;
@@ -646,6 +660,15 @@ static void unravel_jobreply(void *owner, t_symbol *sel, int argc, t_atom *argv)
             for (i = 1; i < argc; i++)
                 post("%s", atom_getsymbol(argv + i)->s_name);
     }
+    else if (sel == gensym("error") && argc >= 2)
+    {   /* a failed job on the console too: an unconnected outlet is no silent failure */
+        const char *name = atom_getsymbol(argv)->s_name, *err = atom_getsymbol(argv + 1)->s_name;
+        size_t len = strlen(name);
+        if (!strncmp(err, name, len) && err[len] == ':')
+            pd_error(x, "[unravel~]: %s", err);
+        else
+            pd_error(x, "[unravel~]: %s: %s", name, err);
+    }
     unravel_reply(owner, sel, argc, argv);
 }
 
@@ -735,6 +758,8 @@ static void unravel_free(t_unravel *x)
     if (x->x_engineok)
         engine_free(&x->x_engine);
     pyrunner_free(x->x_runner);
+    if (x->x_session)
+        pyjob_cancel(x->x_session);     /* its job ends soon and frees what it holds */
     if (x->x_jobs)
         jobq_free(x->x_jobs);
     if (x->x_session)
@@ -945,7 +970,7 @@ __attribute__((visibility("default"))) void unravel_tilde_setup(void)
     CLASS_MAINSIGNALIN(unravel_class, t_unravel, x_f);
     class_addmethod(unravel_class, (t_method)unravel_dsp, gensym("dsp"), A_CANT, 0);
     class_addbang(unravel_class, unravel_bang);
-    class_addmethod(unravel_class, (t_method)unravel_enable, gensym("enable"), A_FLOAT, 0);
+    class_addmethod(unravel_class, (t_method)unravel_enable, gensym("enable"), A_GIMME, 0);
     class_addmethod(unravel_class, (t_method)unravel_sync, gensym("sync"), A_GIMME, 0);
     class_addmethod(unravel_class, (t_method)unravel_bufsize, gensym("bufsize"), A_GIMME, 0);
     class_addmethod(unravel_class, (t_method)unravel_load, gensym("load"), A_GIMME, 0);

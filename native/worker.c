@@ -185,13 +185,27 @@ int engine_init(t_engine *e)
 
 void engine_stop(t_engine *e)
 {
+    engine_stop_wait(e, -1);
+}
+
+int engine_stop_wait(t_engine *e, double timeout)
+{
+    struct timespec ts;
     if (!e->started)
-        return;
+        return 0;
     STORE(&e->stop, 1);
     sem_post(&e->work);
     sem_post(&e->donesem);
-    pthread_join(e->thread, 0);
+    if (timeout < 0)
+        pthread_join(e->thread, 0);
+    else
+    {
+        timeout_in(&ts, timeout);
+        if (pthread_timedjoin_np(e->thread, 0, &ts) != 0)
+            return -1;      /* still inside a model call: left running */
+    }
     e->started = 0;
+    return 0;
 }
 
 /* the rings and the model's buffers; not ready until engine_configure makes them again */
@@ -560,9 +574,10 @@ int worker_stop_all(double timeout)
     pthread_mutex_lock(&reg_mutex);
     for (i = 0; i < MAXREG; i++)
     {
-        if (reg_engines[i])
-            engine_stop(reg_engines[i]);
-        if (reg_jobqs[i] && jobq_stop(reg_jobqs[i], timeout) != 0)
+        /* after one thread did not stop, wait for no other: the caller leaves at once */
+        if (reg_engines[i] && engine_stop_wait(reg_engines[i], rc ? 0 : timeout) != 0)
+            rc = -1;
+        if (reg_jobqs[i] && jobq_stop(reg_jobqs[i], rc ? 0 : timeout) != 0)
             rc = -1;
     }
     pthread_mutex_unlock(&reg_mutex);

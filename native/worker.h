@@ -60,6 +60,8 @@ typedef struct engine {
 
 int engine_init(t_engine *e);           /* starts the worker thread; 0 on success */
 void engine_stop(t_engine *e);          /* stop and join the thread (idempotent) */
+/* stop, wait up to timeout s (< 0: forever) for the thread; -1 if it is still in a model call */
+int engine_stop_wait(t_engine *e, double timeout);
 void engine_free(t_engine *e);          /* engine_stop, then free everything */
 
 void engine_lock(t_engine *e);          /* pause the worker (waits for the block it runs) */

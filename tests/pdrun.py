@@ -40,10 +40,36 @@ def pd_command(patch: os.PathLike, args: list[str] | None = None, batch: bool = 
         "-open", str(patch)]
 
 
+_TMPFS_SCRIPT = ('mount -t tmpfs -o size="$1" tmpfs "$2" || exit 97; d="$2"; l="$3"; shift 3; '
+                 '"$@"; rc=$?; ls -A "$d" > "$l"; exit $rc')
+
+
+def can_mount_tmpfs() -> str:
+    """'' when run_pd(tmpfs=...) works here (a private mount namespace with a tmpfs),
+    else the reason it does not."""
+    import shutil
+    import tempfile
+    if not shutil.which("unshare"):
+        return "no unshare command"
+    with tempfile.TemporaryDirectory() as d:
+        p = subprocess.run(["unshare", "-rm", "sh", "-c", _TMPFS_SCRIPT, "sh", "64k", d,
+                            os.path.join(d, "listing"), "true"], capture_output=True, text=True)
+        if p.returncode != 0:
+            return f"cannot mount a tmpfs in a user namespace ({(p.stderr or '').strip()[:100]})"
+    return ""
+
+
 def run_pd(patch: os.PathLike, timeout: float = 120.0, args: list[str] | None = None,
-           env: dict | None = None, batch: bool = True) -> PdResult:
-    """Run `pd_command(patch, args, batch)` in the patch's folder until it quits."""
+           env: dict | None = None, batch: bool = True,
+           tmpfs: tuple[os.PathLike, str] | None = None) -> PdResult:
+    """Run `pd_command(patch, args, batch)` in the patch's folder until it quits. With
+    tmpfs=(folder, size) Pd runs in a private mount namespace where `folder` is a tmpfs of
+    that size (a full disk); what it holds at the end is listed in `<folder>.listing`."""
     cmd = pd_command(patch, args, batch)
+    if tmpfs:
+        folder, size = tmpfs
+        cmd = ["unshare", "-rm", "sh", "-c", _TMPFS_SCRIPT, "sh", size, str(folder),
+               f"{folder}.listing"] + cmd
     e = dict(os.environ)
     e.setdefault("OMP_NUM_THREADS", "1")
     if env:

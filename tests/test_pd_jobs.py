@@ -71,7 +71,11 @@ def result(tmp_path_factory):
 def test_every_job_replies_once_in_order(result):
     d, r = result
     assert r.returncode == 0
-    assert r.errors == [], r.errors
+    # each failed job also prints its cause on the console (issue 11): one line per wrong job
+    wrong = [job.split()[0] for job in JOBS[6:]]
+    assert len(r.errors) == len(wrong), r.errors
+    assert [ln.split()[2].rstrip(":") for ln in r.errors] == wrong, r.errors
+    assert all(ln.startswith("error: [unravel~]: ") for ln in r.errors), r.errors
     replies = r.after("reply:")
     assert len(replies) == len(JOBS), replies
     for job, rep in zip(JOBS, replies):

@@ -4,7 +4,6 @@ FFmpeg reads), resample, mix channels, write wav atomically."""
 from __future__ import annotations
 
 import os
-import secrets
 import struct
 from fractions import Fraction
 from pathlib import Path
@@ -12,7 +11,9 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import soundfile as sf
+from unravel import safewrite
 from unravel.errors import UnravelError, first_line
+from unravel.safewrite import check_writable_dir  # noqa: F401 - part of this module's API
 
 # File name endings looked for in folders (and their subfolders) by default: UnRAVEl's encoder's list.
 AUDIO_EXTENSIONS = (".wav", ".mp3", ".ogg", ".aac", ".opus", ".aif", ".aiff", ".flac")
@@ -238,46 +239,12 @@ def expand_inputs(inputs: Sequence[str | os.PathLike], folder_files: Callable[[P
     return out
 
 
-def check_writable_dir(folder: str | os.PathLike) -> Path:
-    """Create `folder` if needed and check that files can be created in it."""
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise UnravelError(f"{folder}: output path is not a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UnravelError(f"{folder}: cannot create output folder ({e.strerror or e})") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UnravelError(f"{folder}: output folder is not writable")
-    return folder
-
-
 def atomic_write(path: str | os.PathLike, writer: Callable[[str], object],
                  force: bool = False) -> Path:
-    """Call writer(tmp_name) on a temporary file beside `path`, then rename it to `path`.
-
-    An existing `path` is an error unless `force`. On any failure the temporary file is
-    removed and nothing is left behind.
-    """
-    path = Path(path)
-    if path.exists() and not force:
-        raise UnravelError(f"{path}: already exists (use --force to overwrite)")
-    folder = check_writable_dir(path.parent if str(path.parent) else ".")
-    tmp = str(folder / f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}")
-    try:  # created like any new file (mode 0666 less the umask), unlike mkstemp's 0600
-        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    except OSError as e:
-        raise UnravelError(f"{path}: cannot write ({e.strerror or e})") from None
-    try:
-        writer(tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        _unlink(tmp)
-        raise UnravelError(f"{path}: cannot write ({e.strerror or e})") from None
-    except BaseException:
-        _unlink(tmp)
-        raise
-    return path
+    """Call writer(tmp_name) on a temporary file beside `path`, then rename it to `path`
+    (see unravel.safewrite.write_file: a new name or a regular file, existing ones only
+    with `force`, the temporary file removed on any failure)."""
+    return safewrite.write_file(path, writer, force=force)
 
 
 def free_name(folder: Path, stem: str, suffixes: Iterable[str]) -> str:
@@ -289,10 +256,3 @@ def free_name(folder: Path, stem: str, suffixes: Iterable[str]) -> str:
         if not any((folder / (name + s)).exists() for s in suffixes):
             return name
         i += 1
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass

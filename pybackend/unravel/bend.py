@@ -3,6 +3,7 @@ from the original weights, bit-exact restore, save as an nn~-loadable TorchScrip
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import pathlib
@@ -11,7 +12,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from unravel.audio import atomic_write
+from unravel.safewrite import write_bytes
 from unravel.errors import UnravelError
 from unravel.model import Model
 
@@ -110,6 +111,9 @@ class Bender:
         v = np.asarray(values, dtype=np.float32).reshape(-1)
         if v.size != p.numel():
             raise UnravelError(f"{self.model.path.name}: layer '{layer}' has {p.numel()} weights, got {v.size}")
+        if not np.all(np.isfinite(v)):
+            raise UnravelError(f"{self.model.path.name}: set_weights: layer '{layer}' takes finite "
+                               f"numbers, got NaN or infinite values")
         self._original(layer)
         self._settings.pop(layer, None)
         self._touched[layer] = 100.0
@@ -222,20 +226,19 @@ class Bender:
             self._noise.pop(name, None)
             self._touched.pop(name, None)
 
-    def save(self, path: os.PathLike) -> pathlib.Path:
-        """Save the bent model as a TorchScript file (nn~'s contract kept); temp name + rename.
-        Overwrites `path`: the caller decides whether that is allowed."""
+    def save(self, path: os.PathLike, force: bool = False) -> pathlib.Path:
+        """Save the bent model as a TorchScript file (nn~'s contract kept) through
+        safewrite: an existing file only with `force`, nothing left behind on failure.
+        Serialized in memory first (torch's file writer aborts the process on a full disk)."""
         path = pathlib.Path(path)
         if not path.parent.is_dir():
             raise UnravelError(f"{path}: cannot write (no such folder)")
-
-        def write(tmp: str) -> None:
-            with self.model.lock:  # saved from the CPU: the file loads on any machine
-                device = self.model.device
-                self.model.to("cpu", warmup=False)
-                try:
-                    torch.jit.save(self.model.module, tmp)
-                finally:
-                    self.model.to(device, warmup=False)
-
-        return atomic_write(path, write, force=True)
+        buf = io.BytesIO()
+        with self.model.lock:  # saved from the CPU: the file loads on any machine
+            device = self.model.device
+            self.model.to("cpu", warmup=False)
+            try:
+                torch.jit.save(self.model.module, buf)
+            finally:
+                self.model.to(device, warmup=False)
+        return write_bytes(path, buf.getvalue(), force=force)

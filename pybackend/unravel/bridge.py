@@ -11,39 +11,87 @@ of lists `[selector, value, ...]`; a value may be a float32 numpy array (sent as
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import pathlib
+import sys
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from unravel.errors import UnravelError
+from unravel.errors import UnravelError, without_class
 from unravel import model as _model
+from unravel import safewrite
 
 Atom = "str | float"
+
+
+class Cancelled(BaseException):
+    """Raised inside a job's thread (by the C side) when its object is freed or Pd quits."""
+
+
+def _quiet_unraisable(hook):
+    """sys.unraisablehook that stays silent about Cancelled (it may land in a finalizer)."""
+    def quiet(u):
+        if u.exc_type is not None and issubclass(u.exc_type, (Cancelled, KeyboardInterrupt)):
+            return
+        hook(u)
+    return quiet
 
 
 def init(threads: int = 1) -> str:
     """Called once when the interpreter starts: one torch thread, returns torch's version."""
     _model.set_threads(threads)
+    sys.unraisablehook = _quiet_unraisable(sys.unraisablehook)
     return torch.__version__
+
+
+def _cause(e: BaseException) -> str:
+    """An unexpected exception as a short cause, without its class name or traceback."""
+    if isinstance(e, MemoryError):
+        return "out of memory"
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    line = without_class(lines[-1]) if lines else "unexpected error"
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
+def one_line(what: str | None = None):
+    """Decorator for what the C side calls: an unexpected exception becomes one UnravelError
+    line `<what>: <cause>` (`what` defaults to the call's first argument, a message or job name)."""
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kw):
+            try:
+                return fn(*args, **kw)
+            except UnravelError:
+                raise
+            except Exception as e:  # noqa: BLE001 - Pd must get one line, never a traceback
+                name = what or (args[1] if len(args) > 1 and isinstance(args[1], str) else fn.__name__)
+                raise UnravelError(f"{name}: {_cause(e)}") from None
+        return wrapper
+    return deco
 
 
 # --------------------------------------------------------------------------- argument helpers
 
 
+INT_LIMIT = 2 ** 31      # integers from Pd: |n| below this
+
+
 def _int(cmd: str, v, what: str) -> int:
-    if isinstance(v, str) or float(v) != int(v):
-        raise UnravelError(f"{cmd}: {what} must be an integer, got {v}")
+    if isinstance(v, str) or not math.isfinite(v) or float(v) != int(v) or abs(v) >= INT_LIMIT:
+        raise UnravelError(f"{cmd}: {what} must be an integer below {INT_LIMIT} in size, got {v}")
     return int(v)
 
 
 def _float(cmd: str, v, what: str) -> float:
     if isinstance(v, str):
         raise UnravelError(f"{cmd}: {what} must be a number, got '{v}'")
+    if not math.isfinite(v):
+        raise UnravelError(f"{cmd}: {what} must be a finite number, got {v}")
     return float(v)
 
 
@@ -64,6 +112,20 @@ def _path(p: str, base: str) -> pathlib.Path:
     return q if q.is_absolute() or not base else pathlib.Path(base) / q
 
 
+def _save_path(p: str, base: str) -> pathlib.Path:
+    """`save`'s path: not empty, a file name (not a folder), relative ones inside the patch
+    folder (no '..'); '.ts' added when missing."""
+    if not p.strip():
+        raise UnravelError("save: empty name (usage: save <path.ts> [force])")
+    q = pathlib.Path(os.path.expanduser(p))
+    if p.endswith("/") or q.name in ("", ".", ".."):
+        raise UnravelError(f"save: '{p}' is a folder, not a file name")
+    if not q.is_absolute() and ".." in q.parts:
+        raise UnravelError(f"save: '{p}' leaves the patch folder (give a name or an absolute path)")
+    q = _path(p, base)
+    return q if q.suffix == ".ts" else q.with_name(q.name + ".ts")
+
+
 # --------------------------------------------------------------------------- DSP runner
 
 
@@ -82,8 +144,16 @@ class Runner:
         # external's exit handler (see native/unravel_tilde.c)
         self.out[:, :] = torch.zeros(out_chans, out_frames)[:out_chans, :out_frames].numpy()
 
+    @one_line("dsp")
     def process(self) -> None:
-        y = self.model.run(self.method, self.x)[0]
+        y = self.model.run(self.method, self.x)
+        name = f"{self.model.path.name}: {self.method}"
+        if not isinstance(y, torch.Tensor) or y.dim() != 3 or y.shape[0] != 1:
+            shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+            raise UnravelError(f"{name} returned {shape}, expected (1, channels, frames)")
+        if y.is_complex() or not bool(torch.isfinite(y).all()):
+            raise UnravelError(f"{name} output is not finite (NaN or infinite values)")
+        y = y[0]
         c = min(y.shape[0], self.out.shape[0])
         n = min(y.shape[1], self.out.shape[1])
         self.out[:c, :n] = y[:c, :n].numpy()
@@ -98,6 +168,7 @@ class Runner:
 class Session:
     """What one [unravel~] object knows: its model, its bender and its patch folder."""
 
+    @one_line("load")
     def __init__(self, spec: str, patch_dir: str = ""):
         self.patch_dir = patch_dir
         self.model: _model.Model | None = None
@@ -105,6 +176,7 @@ class Session:
         self.device = torch.device("cpu")  # where models run: `gpu 1` moves them to the GPU
         self.load(spec, patch_dir)
 
+    @one_line("load")
     def load(self, spec: str, patch_dir: str = "") -> None:
         """Load the model `spec` ('default', a path, '.ts' optional; relative to the patch)
         on the session's device; the current model stays when this fails."""
@@ -146,6 +218,7 @@ class Session:
     def methods(self) -> list[str]:
         return list(self.model.methods)
 
+    @one_line("method")
     def params(self, method: str) -> list[int]:
         """[in_channels, in_ratio, out_channels, out_ratio, block, sr] of `method`; block is the
         smallest buffer (samples) the method runs without padding: whole frames of both
@@ -159,12 +232,14 @@ class Session:
             block = int(self.model.ratio)
         return [mp.in_channels, mp.in_ratio, mp.out_channels, mp.out_ratio, block, int(self.model.sr)]
 
+    @one_line("method")
     def runner(self, method: str, inbuf, in_chans: int, in_frames: int,
                outbuf, out_chans: int, out_frames: int) -> Runner:
         return Runner(self.model, method, inbuf, in_chans, in_frames, outbuf, out_chans, out_frames)
 
     # ---------------------------------------------------------------- control messages
 
+    @one_line()
     def message(self, sel: str, args: list) -> list[list]:
         """Handle a control message; returns the replies for the info outlet."""
         fn = getattr(self, "msg_" + sel, None)
@@ -232,18 +307,25 @@ class Session:
         return []
 
     def msg_save(self, args: list) -> list[list]:
-        _nargs("save", args, 1, 1, "<path.ts>")
-        p = _path(_sym("save", args[0], "path"), self.patch_dir)
-        if p.suffix != ".ts":
-            p = p.with_name(p.name + ".ts")
-        return [["saved", str(self.bender.save(p))]]
+        """`save <path.ts> [force]`: an existing file is replaced only with `force`."""
+        _nargs("save", args, 1, 2, "<path.ts> [force]")
+        if len(args) == 2 and args[1] != "force":
+            raise UnravelError("save: usage: save <path.ts> [force]")
+        force = len(args) == 2
+        p = _save_path(_sym("save", args[0], "path"), self.patch_dir)
+        if os.path.lexists(p) and not force:
+            raise UnravelError(f"save: {p} already exists ('save <path> force' to overwrite)")
+        safewrite.check_target(p, force)
+        return [["saved", str(self.bender.save(p, force=force))]]
 
     # ---------------------------------------------------------------- weights, no list traffic
 
+    @one_line("get_weights")
     def get_weights(self, layer: str) -> np.ndarray:
         """The layer's weights, flat float32."""
         return np.ascontiguousarray(self.bender.get_weights(layer), dtype=np.float32)
 
+    @one_line("set_weights")
     def set_weights(self, layer: str, values) -> None:
         """Write a layer's weights from a float32 buffer (length checked by the bender)."""
         self.bender.set_weights(layer, np.frombuffer(values, dtype=np.float32)
@@ -338,11 +420,10 @@ def job_stats(s: Session, o: dict, base: str) -> list:
     inputs = _need("stats", o, "input")
     st = pipeline.stats_files(inputs, iqr=o.get("iqr", False))
     out = pathlib.Path(o.get("output") or pathlib.Path(st["files"][0]).with_suffix(".stats.json"))
-    if out.exists() and not o.get("force", False):
+    force = o.get("force", False)
+    if os.path.lexists(out) and not force and (out.is_file() or out.is_symlink()):
         raise UnravelError(f"stats: {out} already exists (force 1 to overwrite)")
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(st, indent=2))
-    os.replace(tmp, out)
+    safewrite.write_bytes(out, json.dumps(st, indent=2).encode(), force=force)
     return [out]
 
 
@@ -422,6 +503,7 @@ def registry_message(name: str, args: list, patch_dir: str) -> list[str]:
 REGISTRY = ("print_available_models", "download", "remove")
 
 
+@one_line()
 def run_job(session: Session | None, name: str, args: Sequence, patch_dir: str) -> list:
     """Run the UnRAVEl job `name` with Pd's `key value ...` args; returns the reply values
     (paths as str, numbers as float). The registry messages run here too, without a session."""

@@ -14,7 +14,7 @@ import numpy as np
 import soundfile as sf
 
 from unravel import audio
-from unravel.audio import atomic_write
+from unravel.safewrite import write_bytes
 from unravel.errors import UnravelError, first_line
 
 LATENT_WAV_SUFFIX = ".latent.wav"
@@ -102,7 +102,7 @@ def write_npy(path: str | os.PathLike, z: np.ndarray, force: bool = False) -> Pa
     z = _as_dt(z)
     buf = io.BytesIO()
     np.save(buf, z[None].astype(np.float32))
-    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()), force=force)
+    return write_bytes(path, buf.getvalue(), force=force)
 
 
 def write_wav(path: str | os.PathLike, z: np.ndarray, rate: int, subtype: str = "DOUBLE",
@@ -117,7 +117,7 @@ def write_wav(path: str | os.PathLike, z: np.ndarray, rate: int, subtype: str = 
 def write_json(path: str | os.PathLike, data: dict, force: bool = False) -> Path:
     """Write a JSON sidecar (temporary name, then rename)."""
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text), force=force)
+    return write_bytes(path, text.encode(), force=force)
 
 
 def read_json(path: str | os.PathLike) -> dict:

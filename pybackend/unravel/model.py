@@ -18,12 +18,17 @@ import numpy as np
 import torch
 
 from unravel import device as _device
-from unravel.errors import UnravelError
+from unravel.errors import UnravelError, without_class
 
 DATA_DIR = pathlib.Path(__file__).resolve().parent / "data"
 DEFAULT_MODEL = DATA_DIR / "default.ts"
 BUNDLED = {"default": DEFAULT_MODEL, "default4": DATA_DIR / "default4.ts"}
 DEFAULT_SR = 44100
+# bounds on what a model file may declare in `<method>_params` (a model file is user input:
+# these sizes set buffers in Pd and in warmup before anything runs)
+MAX_CHANNELS = 1024             # channels of a method's input or output
+MAX_RATIO = 1 << 20             # a ratio, and the lcm of a method's two ratios (Pd's largest bufsize)
+MAX_BLOCK_VALUES = 1 << 24      # channels x frames of the smallest block a method runs (64 MB)
 
 
 @dataclass(frozen=True)
@@ -97,24 +102,60 @@ class _Exit:
 def _first_line(e: BaseException) -> str:
     """A short one-line cause: the last line of the message, its first sentence, <= 120 chars."""
     lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-    line = lines[-1] if lines else type(e).__name__
+    line = without_class(lines[-1]) if lines else "unexpected error"
     line = line.split(". ")[0]
     return line if len(line) <= 120 else line[:117] + "..."
 
 
-def _discover_methods(module: torch.jit.ScriptModule) -> dict[str, MethodParams]:
+def _discover_methods(module: torch.jit.ScriptModule, name: str = "model") -> dict[str, MethodParams]:
     buffers = dict(module.named_buffers(recurse=False))
     if hasattr(module, "get_methods"):
         names = list(module.get_methods())
     else:
         names = [b[: -len("_params")] for b in buffers if b.endswith("_params")]
     methods = {}
-    for name in names:
-        params = buffers.get(f"{name}_params")
-        if params is None or params.numel() != 4 or not hasattr(module, name):
+    for m in names:
+        params = buffers.get(f"{m}_params")
+        if params is None or params.numel() != 4 or not hasattr(module, m):
             continue
-        methods[name] = MethodParams(*(int(v) for v in params.flatten().tolist()))
+        values = params.flatten().tolist()
+        check_method_params(name, m, values)
+        methods[m] = MethodParams(*(int(v) for v in values))
     return methods
+
+
+def check_method_params(name: str, method: str, values: Sequence) -> None:
+    """Refuse `<method>_params` values that are not whole numbers in range: channels
+    1..MAX_CHANNELS, ratios 1..MAX_RATIO (and their lcm too), the smallest block at most
+    MAX_BLOCK_VALUES values."""
+    what = ("input channels", "input ratio", "output channels", "output ratio")
+    for v, w in zip(values, what):
+        top = MAX_CHANNELS if "channels" in w else MAX_RATIO
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v == int(v) and 1 <= v <= top):
+            raise UnravelError(f"{name}: method '{method}' declares {w} {v:g} in {method}_params "
+                               f"(must be a whole number from 1 to {top})")
+    in_ch, in_r, out_ch, out_r = (int(v) for v in values)
+    block = math.lcm(in_r, out_r)
+    if block > MAX_RATIO:
+        raise UnravelError(f"{name}: method '{method}' has ratios {in_r} and {out_r}: their "
+                           f"common block {block} exceeds {MAX_RATIO}")
+    if max(in_ch * (block // in_r), out_ch * (block // out_r)) > MAX_BLOCK_VALUES:
+        raise UnravelError(f"{name}: method '{method}' is too large ({in_ch} x {block // in_r} "
+                           f"-> {out_ch} x {block // out_r} values per block, limit {MAX_BLOCK_VALUES})")
+
+
+def _shape_change(old: dict[str, MethodParams], new: dict[str, MethodParams]) -> str:
+    """What differs between two models' methods, in words (the first difference)."""
+    for m, a in old.items():
+        b = new.get(m)
+        if b is None:
+            return f"no method '{m}'"
+        if b != a:
+            return (f"{m} takes {b.in_channels} and gives {b.out_channels} channels "
+                    f"(ratios {b.in_ratio}/{b.out_ratio}), was {a.in_channels} and {a.out_channels} "
+                    f"({a.in_ratio}/{a.out_ratio})")
+    extra = [m for m in new if m not in old]
+    return f"new method '{extra[0]}'" if extra else "other methods"
 
 
 def _module_sr(module: torch.jit.ScriptModule) -> int | None:
@@ -169,7 +210,9 @@ class Model:
             raise UnravelError(f"{p}: not a TorchScript model ({_first_line(e)})") from None
         module.eval()
         try:
-            methods = _discover_methods(module)
+            methods = _discover_methods(module, p.name)
+        except UnravelError:
+            raise
         except Exception as e:  # noqa: BLE001
             raise UnravelError(f"{p}: cannot read the model's methods ({_first_line(e)})") from None
         if not methods:
@@ -182,6 +225,10 @@ class Model:
         first = next(iter(methods.values()))
         self.in_channels = (enc or fwd or first).in_channels
         self.out_channels = (dec or fwd or first).out_channels
+        for m, mp in methods.items():
+            if mp.in_channels * self._step(mp) > MAX_BLOCK_VALUES:
+                raise UnravelError(f"{p.name}: method '{m}' is too large ({mp.in_channels} x "
+                                   f"{self._step(mp)} values per block, limit {MAX_BLOCK_VALUES})")
         self.sr = int(self._sr_override or _module_sr(module) or DEFAULT_SR)
         # per method: (the TorchScript function, input channels, input length step)
         self._run_specs: dict[str, tuple[Callable, int, int]] = {
@@ -207,9 +254,18 @@ class Model:
                 pass  # a method that fails on silence fails later with a clear message
 
     def reload(self) -> None:
-        """Reload the model from its file (original weights), on its current device."""
+        """Reload the model from its file (original weights), on its current device. A file
+        that now holds a model with other methods or shapes is refused (load it instead): the
+        loaded model stays."""
+        new = Model(self.path, sr=self._sr_override, warmup=self._warmup, device=self.device)
+        if new.methods != self.methods:
+            raise UnravelError(f"{self.path.name}: the file now holds another model "
+                               f"({_shape_change(self.methods, new.methods)}); "
+                               f"not reloaded, use 'load' to change models")
         with self.lock:
-            self._load()
+            for k, v in vars(new).items():
+                if k != "lock":
+                    setattr(self, k, v)
 
     def to(self, device: str | torch.device, warmup: bool = True) -> torch.device:
         """Move the model (its weights, bent or not) to `device` ('cpu', 'cuda', ...) and warm
@@ -322,6 +378,9 @@ class Model:
             args = [_convert(c, v) for c, v in zip(current, values)]
         except (TypeError, ValueError):
             raise UnravelError(f"{self.path.name}: bad value {values} for attribute '{name}'") from None
+        if any(isinstance(a, float) and not math.isfinite(a) for a in args):
+            raise UnravelError(f"{self.path.name}: attribute '{name}' takes finite numbers, "
+                               f"got {' '.join(str(v) for v in values)}")
         setter = getattr(self.module, f"set_{name}", None)
         if setter is None:
             raise UnravelError(f"{self.path.name}: attribute '{name}' is read-only")

@@ -13,6 +13,7 @@ Everything here is plain torch; exported files load with `torch.jit.load` alone.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import pathlib
@@ -21,7 +22,7 @@ from typing import List
 import torch
 from torch import nn
 
-from unravel.audio import atomic_write
+from unravel.safewrite import write_bytes
 from unravel.audio import write as write_audio
 
 MAX_BATCH = 64  # streaming exports accept at most this many batch items
@@ -278,7 +279,9 @@ def export(module: nn.Module, path: os.PathLike, sr: int = 44100, sr_attr: str =
         module._rave = _SrAttr(int(sr))
     module.eval()
     scripted = torch.jit.script(module)
-    return atomic_write(path, lambda tmp: torch.jit.save(scripted, tmp), force=True)
+    buf = io.BytesIO()
+    torch.jit.save(scripted, buf)
+    return write_bytes(path, buf.getvalue(), force=True)
 
 
 def make_test_model(path: os.PathLike, dims: int = 8, stereo: bool = False, streaming: bool = False,
@@ -297,6 +300,48 @@ def make_test_model(path: os.PathLike, dims: int = 8, stereo: bool = False, stre
         for p in module.codec.parameters():
             p.mul_(4.0)
     return export(module, path, sr=sr, sr_attr=sr_attr)
+
+
+class Hostile(nn.Module):
+    """A model file as a careless or hostile user may give one: `forward` with any declared
+    `forward_params` and a misbehaviour (see make_hostile_model)."""
+
+    def __init__(self, params: List[int], behave: str, spins: int, after: int):
+        super().__init__()
+        self.register_buffer("forward_params", torch.tensor(params, dtype=torch.int64))
+        self.behave = behave
+        self.spins = spins
+        self.after = after
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.behave == "raise":
+            raise RuntimeError("hostile model: this method always fails")
+        if self.behave == "shape":
+            return x[0]
+        if self.behave == "nan" and self.calls > self.after:
+            return x * float("nan")
+        y = x
+        if self.calls > self.after:
+            for _ in range(self.spins):     # "slow": busy for a while on each call
+                y = y * 0.5 + 0.25
+        return x * 0.5 + (y - y)
+
+
+HOSTILE = ("ok", "raise", "shape", "nan", "slow")
+
+
+def make_hostile_model(path: os.PathLike, params: List[int] = (1, 1, 1, 1), behave: str = "ok",
+                       spins: int = 0, after: int = 0) -> pathlib.Path:
+    """Write a one-method (`forward`) TorchScript model declaring `forward_params` = params
+    (any values, e.g. a ratio of 0 or 2**32, 10**6 channels) that behaves as `behave`:
+    "ok" (halves its input), "raise" (always fails), "shape" (returns a 2-D tensor), "nan"
+    (NaN output after `after` calls), "slow" (`spins` tensor operations per call after
+    `after` calls; the warmup at load is one call)."""
+    if behave not in HOSTILE:
+        raise ValueError(f"behave must be one of {HOSTILE}")
+    return export(Hostile(list(params), behave, spins if behave == "slow" else 0, after), path)
 
 
 # --------------------------------------------------------------------------- the bundled loop

@@ -211,7 +211,7 @@ def cmd_bend(args: argparse.Namespace) -> int:
     from unravel.bend import Bender
     bender = Bender(_load(args, args.model, warmup=False))
     bender.bend(args.layer, args.op, args.amount, percent=args.percent, seed=args.seed)
-    print(bender.save(out))
+    print(bender.save(out, force=args.force))
     return 0
 
 
