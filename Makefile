@@ -5,9 +5,9 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 PD_MIN := 0.54
 
-.PHONY: setup system venv native browser demo test clean
+.PHONY: setup system venv native package dist browser xvfb demo test clean
 
-setup: system venv native browser
+setup: system venv native browser xvfb
 
 # System packages: Pure Data >= 0.54 (0.55 from bookworm-backports), cmake, a C compiler, libsndfile.
 system:
@@ -37,11 +37,19 @@ $(VENV)/.stamp: pyproject.toml constraints.txt
 	$(VPY) -m pip install -q -c constraints.txt -e '.[dev,app]'
 	touch $@
 
-# The Pd external (issue 3): build/unravel/ is a complete Pd package folder.
+# The Pd external (issue 3): build/unravel/ is a complete Pd package folder. It works copied
+# anywhere Pd looks for libraries (its unravel.cfg names this clone's .venv python; a pip user
+# writes it with `unravel pd-install`).
+package: native
 native: venv
 	@if [ -f CMakeLists.txt ]; then \
 	  cmake -S . -B build -DUNRAVEL_PYTHON=$(abspath $(VPY)) >/dev/null && cmake --build build -j2 >/dev/null; \
 	fi
+
+# A deken package of build/unravel for this platform: dist/unravel[v<version>](<OS>-<cpu>-32).dek
+# with its .sha256 and object list (tools/dek.py says what is in it).
+dist: package
+	$(VPY) tools/dek.py build/unravel dist
 
 # Chromium for the web page's browser test (Debian's package: Playwright's own download is not
 # used). Without it the browser test skips and says why.
@@ -56,6 +64,19 @@ browser:
 	  echo "setup: no /usr/bin/chromium (Debian: apt-get install chromium); the browser test will be skipped"; \
 	fi
 
+# Xvfb and xwd for the GUI test (tests/test_pd_gui.py opens the help patches in Pd's GUI on a
+# virtual display and saves screenshots into tests/_out/). Without them that test skips.
+xvfb:
+	@command -v Xvfb >/dev/null && command -v xwd >/dev/null && exit 0; \
+	if [ "$$(id -u)" = 0 ] && [ -f /etc/debian_version ] && command -v apt-get >/dev/null; then \
+	  echo "setup: installing xvfb and x11-apps (for the GUI test)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xvfb x11-apps >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xvfb x11-apps >/dev/null; } || \
+	  echo "setup: could not install xvfb; the GUI test will be skipped"; \
+	else \
+	  echo "setup: no Xvfb/xwd (Debian: apt-get install xvfb x11-apps); the GUI test will be skipped"; \
+	fi
+
 # The headless Pd render of pd/examples/3-render.pd (encode, generate, bend, decode in Pd):
 # writes out/demo.wav. `python -m unravel.demo` does the same steps without Pd.
 demo: setup
@@ -65,4 +86,4 @@ test: setup
 	$(VPY) -m pytest -q
 
 clean:
-	rm -rf build out
+	rm -rf build out dist

@@ -3,7 +3,6 @@
    thread and ring buffers in worker.c / ringbuf.c.  See pd/unravel~-help.pd. */
 
 #define _GNU_SOURCE
-#include <dlfcn.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,7 +22,8 @@
 #define MAXENGINEMB 1024    /* the most memory (MB) one object's buffers may take */
 
 static t_class *unravel_class;
-static char unravel_python[MAXPDSTRING], unravel_libpython[MAXPDSTRING];
+/* from unravel.cfg, read by the loader (unravel_loader.c) */
+static char unravel_python[MAXPDSTRING], unravel_libpython[MAXPDSTRING], unravel_cfg[MAXPDSTRING];
 static int unravel_batch;   /* Pd was started with -batch */
 
 typedef struct _unravel {
@@ -736,12 +736,10 @@ static int unravel_startpython(t_unravel *x)
 {
     static int registered;
     char err[PYERR_SIZE];
-    const char *python = getenv("UNRAVEL_PYTHON");
-    if (!python || !*python)
-        python = unravel_python;
-    if (pyembed_start(python, unravel_libpython, err) != 0)
+    if (pyembed_start(unravel_python, unravel_libpython, err) != 0)
     {
-        pd_error(x, "[unravel~]: %s", err);
+        pd_error(x, "[unravel~]: %s (the Python named in %s): run 'unravel pd-install' with "
+            "the Python that has unravel installed", err, unravel_cfg);
         return 0;
     }
     if (!registered)
@@ -900,37 +898,6 @@ fail:
     return 0;
 }
 
-/* the config file beside the external: python=..., libpython=... */
-static void unravel_readconfig(void)
-{
-    Dl_info info;
-    char path[MAXPDSTRING], line[MAXPDSTRING];
-    FILE *f;
-    if (!dladdr((void *)unravel_readconfig, &info) || !info.dli_fname)
-        return;
-    snprintf(path, sizeof(path), "%s", info.dli_fname);
-    if (strrchr(path, '/'))
-        strcpy(strrchr(path, '/') + 1, "unravel.cfg");
-    else
-        strcpy(path, "unravel.cfg");
-    if (!(f = fopen(path, "r")))
-        return;
-    while (fgets(line, sizeof(line), f))
-    {
-        char *v = strchr(line, '='), *end;
-        if (line[0] == '#' || !v)
-            continue;
-        *v++ = 0;
-        for (end = v + strlen(v); end > v && (end[-1] == '\n' || end[-1] == '\r'); )
-            *--end = 0;
-        if (!strcmp(line, "python"))
-            snprintf(unravel_python, sizeof(unravel_python), "%s", v);
-        else if (!strcmp(line, "libpython"))
-            snprintf(unravel_libpython, sizeof(unravel_libpython), "%s", v);
-    }
-    fclose(f);
-}
-
 /* Pd keeps no public batch flag: look for -batch among the process's own arguments */
 static int unravel_isbatch(void)
 {
@@ -957,13 +924,17 @@ static int unravel_isbatch(void)
     return 0;
 }
 
-__attribute__((visibility("default"))) void unravel_tilde_setup(void)
+/* called by the loader (unravel~.pd_linux) once it has loaded libpython */
+__attribute__((visibility("default"))) void unravel_core_setup(const char *python,
+    const char *libpython, const char *cfg)
 {
     static const char *jobs[] = {"encode", "stats", "generate", "decode", "tempo", "diffuse"};
     static const char *forwarded[] = {"reload", "get", "set", "layers", "bend", "restore",
         "save"};
     size_t i;
-    unravel_readconfig();
+    snprintf(unravel_python, sizeof(unravel_python), "%s", python);
+    snprintf(unravel_libpython, sizeof(unravel_libpython), "%s", libpython);
+    snprintf(unravel_cfg, sizeof(unravel_cfg), "%s", cfg);
     unravel_batch = unravel_isbatch();
     unravel_class = class_new(gensym("unravel~"), (t_newmethod)unravel_new,
         (t_method)unravel_free, sizeof(t_unravel), CLASS_MULTICHANNEL, A_GIMME, 0);

@@ -33,11 +33,13 @@ def is_error(line: str) -> bool:
             or "segmentation" in low or "traceback" in low or "aborted" in low)
 
 
-def pd_command(patch: os.PathLike, args: list[str] | None = None, batch: bool = True) -> list[str]:
-    """`pd -nogui [-batch] -noaudio -nomidi -noprefs -stderr -path build/unravel ARGS -open PATCH`."""
+def pd_command(patch: os.PathLike, args: list[str] | None = None, batch: bool = True,
+               path: os.PathLike | None = BUILD) -> list[str]:
+    """`pd -nogui [-batch] -noaudio -nomidi -noprefs -stderr -path build/unravel ARGS -open PATCH`
+    (path=None: no -path, as an installed library is found)."""
     return [PD, "-nogui"] + (["-batch"] if batch else []) + [
-        "-noaudio", "-nomidi", "-noprefs", "-stderr", "-path", str(BUILD)] + (args or []) + [
-        "-open", str(patch)]
+        "-noaudio", "-nomidi", "-noprefs", "-stderr"] + (["-path", str(path)] if path else []) + (
+        args or []) + ["-open", str(patch)]
 
 
 _TMPFS_SCRIPT = ('mount -t tmpfs -o size="$1" tmpfs "$2" || exit 97; d="$2"; l="$3"; shift 3; '
@@ -60,12 +62,13 @@ def can_mount_tmpfs() -> str:
 
 
 def run_pd(patch: os.PathLike, timeout: float = 120.0, args: list[str] | None = None,
-           env: dict | None = None, batch: bool = True,
+           env: dict | None = None, batch: bool = True, path: os.PathLike | None = BUILD,
            tmpfs: tuple[os.PathLike, str] | None = None) -> PdResult:
-    """Run `pd_command(patch, args, batch)` in the patch's folder until it quits. With
-    tmpfs=(folder, size) Pd runs in a private mount namespace where `folder` is a tmpfs of
-    that size (a full disk); what it holds at the end is listed in `<folder>.listing`."""
-    cmd = pd_command(patch, args, batch)
+    """Run `pd_command(patch, args, batch, path)` in the patch's folder until it quits
+    (path=None: no -path). With tmpfs=(folder, size) Pd runs in a private mount namespace
+    where `folder` is a tmpfs of that size (a full disk); what it holds at the end is listed
+    in `<folder>.listing`."""
+    cmd = pd_command(patch, args, batch, path)
     if tmpfs:
         folder, size = tmpfs
         cmd = ["unshare", "-rm", "sh", "-c", _TMPFS_SCRIPT, "sh", size, str(folder),

@@ -120,6 +120,7 @@ def test_diffusion_architecture_field(library, tmp_path, monkeypatch):
     obj = torch.load(ckpt, weights_only=True)
     del obj["arch"]
     torch.save(obj, ckpt)
+    library = app.Library(tmp_path)   # custom checkpoints must lie in the models folder (issue 16)
     with pytest.raises(UnravelError, match="choose it in the Architecture field") as e:
         app.diffusion_generate(library, str(ckpt), "default", seed_a=1, steps=1, out_dir=tmp_path)
     assert "--arch" not in str(e.value)

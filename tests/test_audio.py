@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -108,8 +109,16 @@ def test_atomic_write_failure_leaves_nothing(tmp_path):
         with open(tmp, "wb") as f:
             f.write(b"half")
         raise RuntimeError("writer failed")
-    with pytest.raises(RuntimeError):
+    # any failure of the writer (torch's raise RuntimeError) is one error line (issue 15)
+    with pytest.raises(UnravelError, match=r"x.bin: cannot write \(writer failed\)"):
         audio.atomic_write(tmp_path / "x.bin", boom)
+    assert os.listdir(tmp_path) == []
+
+    def interrupted(tmp):
+        Path(tmp).write_bytes(b"half")
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        audio.atomic_write(tmp_path / "x.bin", interrupted)
     assert os.listdir(tmp_path) == []
 
 

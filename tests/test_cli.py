@@ -264,11 +264,11 @@ BAD = {
     "mixed dims": (["stats", "lat8.npy", "lat4.npy"], "stats", "lat4.npy", "4 dims, 8 expected", None),
     "plot unwritable": (["stats", "lat8.npy", "--plot", "afile/h.png"], "stats", "afile", "not a folder", None),
     "generate empty": (["generate", "empty", "-o", "o8"], "generate", "empty", "no latent files", "o8"),
-    "generate bad points": (["generate", "lat8.npy", "--points", "0", "-o", "o9"], "generate", "points",
-                            ">= 1", "o9"),
+    "generate bad points": (["generate", "lat8.npy", "--points", "0", "-o", "o9"], "generate", "--points",
+                            "between 1 and", "o9"),   # bounded at parse time (issue 15)
     "bend bad layer": (["bend", "--model", "default", "--layer", "no.such.layer", "--op", "offset",
                         "--amount", "1", "-o", "b.ts"], "bend", "no.such.layer", "", None),
-    "tempo bad bpm": (["tempo", "--bpm", "-5"], "tempo", "BPM", "> 0", None),
+    "tempo bad bpm": (["tempo", "--bpm", "-5"], "tempo", "--bpm", "above 0", None),
     "bad choice": (["generate", "lat8.npy", "--pattern", "spiral"], "generate", "spiral", "invalid choice", None),
 }
 

@@ -287,8 +287,8 @@ def _bad_inputs(tmp_path, tiny_ckpt):
         "bad arch json": (["-c", ref, "--arch", bad_json], "not a JSON architecture"),
         "wrong dims": (["-c", tiny_ckpt, "-m", "{dims4}"], "8-dim latents, but model"),
         "lerp with seed": (["-c", tiny_ckpt, "--lerp", "--seed", 3], "--seed-a"),
-        "negative seed": (["-c", tiny_ckpt, "--seed", -1], "seed must be between"),
-        "zero steps": (["-c", tiny_ckpt, "--steps", 0], "steps must be at least 1"),
+        "negative seed": (["-c", tiny_ckpt, "--seed", -1], "--seed: must be between"),
+        "zero steps": (["-c", tiny_ckpt, "--steps", 0], "--steps: must be between 1 and"),
     }
 
 

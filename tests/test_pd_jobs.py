@@ -137,3 +137,52 @@ def test_diffuse_replies_wav_and_npy_equal_to_the_backend(tmp_path):
                                   save_latents=True)[0]
     assert np.array_equal(np.load(npy), np.load(ref.npy))
     assert np.array_equal(sf.read(wav, dtype="float32")[0], sf.read(ref.wav, dtype="float32")[0])
+
+
+DIFFUSE_BOUNDS = [
+    ("diffuse output big seed 1 steps 1 length-mult 100000", "length_mult must be at most 1024"),
+    ("diffuse checkpoint huge.pt output big seed 1 steps 1", "latent_length 1000000000"),
+    ("diffuse checkpoint long.pt output big seed 1 steps 1", "of memory"),
+    ("diffuse output big seed 1 steps 1 num 1000000000", "num must be at most 10000"),
+    ("diffuse output big seed 1 steps 1000000000", "steps must be at most 10000"),
+    ("diffuse output big seed 1 steps 1 name ../../escape", "may not leave its folder"),
+]
+
+
+def test_diffuse_job_sizes_are_bounded_before_anything_is_allocated(tmp_path):
+    """The Pd `diffuse` job goes through the backend's checks (issue 16): sizes past their
+    limits, a checkpoint claiming latent_length 1e9 (32 GB), one whose sampling cannot fit in
+    memory, a name with '..': one `error diffuse <reason>` each, nothing written, Pd alive."""
+    from test_cli_limits import tiny_checkpoint
+    from unravel import limits
+    tiny_checkpoint(tmp_path / "huge.pt", 10**9)
+    tiny_checkpoint(tmp_path / "long.pt", limits.MAX_LATENT_FRAMES)
+    p = Patch()
+    lb = p.obj("loadbang")
+    u = p.obj("unravel~ default decode")
+    pr = p.obj("print reply")
+    p.connect(u, 1, pr, 0)
+    tb = p.obj("t b")
+    count = p.obj("f")
+    plus = p.obj("+ 1")
+    p.connect(u, 1, tb, 0)
+    p.connect(tb, 0, count, 0)
+    p.connect(count, 0, plus, 0)
+    p.connect(plus, 0, count, 1)
+    sel = p.obj(f"sel {len(DIFFUSE_BOUNDS)}")
+    p.connect(plus, 0, sel, 0)
+    q = p.msg("; pd quit")
+    p.connect(sel, 0, q, 0)
+    box = p.msg(", ".join(job for job, _ in DIFFUSE_BOUNDS))
+    p.connect(lb, 0, box, 0)
+    p.connect(box, 0, u, 0)
+    r = run_pd(p.write(tmp_path / "bounds.pd"), timeout=300)   # six jobs, on a loaded machine
+    assert r.returncode == 0
+    replies = r.after("reply:")
+    assert len(replies) == len(DIFFUSE_BOUNDS), (replies, r.errors)
+    for (job, why), rep in zip(DIFFUSE_BOUNDS, replies):
+        rep = rep.replace("\\", "")          # Pd prints the reason as one escaped symbol
+        assert rep.startswith("error diffuse"), (job, rep)
+        assert why in rep, (job, rep)
+    assert not (tmp_path / "big").exists()
+    assert not (tmp_path.parent / "escape_1.wav").exists()

@@ -4,6 +4,8 @@ FFmpeg reads), resample, mix channels, write wav atomically."""
 from __future__ import annotations
 
 import os
+import secrets
+import stat
 import struct
 from fractions import Fraction
 from pathlib import Path
@@ -13,7 +15,7 @@ import numpy as np
 import soundfile as sf
 from unravel import safewrite
 from unravel.errors import UnravelError, first_line
-from unravel.safewrite import check_writable_dir  # noqa: F401 - part of this module's API
+from unravel.safewrite import check_target, check_writable_dir  # noqa: F401 - part of this module's API
 
 # File name endings looked for in folders (and their subfolders) by default: UnRAVEl's encoder's list.
 AUDIO_EXTENSIONS = (".wav", ".mp3", ".ogg", ".aac", ".opus", ".aif", ".aiff", ".flac")
@@ -24,11 +26,7 @@ AV_EXTRA_HINT = "install the optional extra for it: pip install 'unravel[av]'"
 
 def read(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     """Read an audio file as float32 of shape (channels, n) and its sample rate."""
-    path = Path(path)
-    if not path.exists():
-        raise UnravelError(f"{path}: no such file")
-    if path.is_dir():
-        raise UnravelError(f"{path}: is a folder, expected an audio file")
+    path = _audio_file(path)
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
@@ -42,6 +40,44 @@ def read(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     if not np.all(np.isfinite(data)):
         raise UnravelError(f"{path}: audio contains NaN or infinite samples")
     return np.ascontiguousarray(data.T), int(sr)
+
+
+def _audio_file(path: str | os.PathLike) -> Path:
+    """`path` if it is a regular file; UnravelError for a missing file, a folder, a fifo or a
+    device (reading those would block or never end)."""
+    path = Path(path)
+    if not path.exists():
+        raise UnravelError(f"{path}: no such file")
+    if path.is_dir():
+        raise UnravelError(f"{path}: is a folder, expected an audio file")
+    if not path.is_file():
+        raise UnravelError(f"{path}: not a regular file, expected an audio file")
+    return path
+
+
+def info(path: str | os.PathLike) -> tuple[int, int, int]:
+    """(frames, channels, sample rate) of an audio file, from its header (nothing decoded)."""
+    path = _audio_file(path)
+    try:
+        i = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        cause = getattr(e, "error_string", None) or first_line(e)
+        raise UnravelError(f"{path}: not a readable audio file ({cause})") from None
+    except OSError as e:
+        raise UnravelError(f"{path}: {e.strerror or e}") from None
+    return int(i.frames), int(i.channels), int(i.samplerate)
+
+
+def load_size(path: str | os.PathLike, sr: int, channels: int) -> int:
+    """Bytes that load(path, sr, channels) holds at its peak (float64 resampling of every
+    channel, then the float32 mix), estimated from the file's header."""
+    _audio_file(path)
+    try:
+        frames, file_channels, file_sr = info(path)
+    except UnravelError:   # a format only PyAV reads: no header to estimate from
+        return 0
+    out = frames * sr / max(1, file_sr)
+    return int(frames * file_channels * 4 + out * file_channels * 16 + out * channels * 4)
 
 
 def _read_with_av(path: Path, cause: str) -> tuple[np.ndarray, int]:
@@ -119,7 +155,12 @@ def load(path: str | os.PathLike, sr: int, channels: int) -> np.ndarray:
 
 def write(path: str | os.PathLike, audio: np.ndarray, sr: int, subtype: str = "FLOAT",
           force: bool = False) -> Path:
-    """Write (channels, n) audio as a wav file (temporary name, then rename).
+    """Write (channels, n) audio as a wav file (temporary name, then rename)."""
+    return atomic_write(path, wav_writer(audio, sr, subtype), force=force)
+
+
+def wav_writer(audio: np.ndarray, sr: int, subtype: str = "FLOAT") -> Callable[[str], None]:
+    """A writer (for atomic_write, write_set) of (channels, n) audio as a wav file.
 
     FLOAT (32-bit) and DOUBLE (64-bit) files hold only the samples (no time-stamped PEAK
     chunk), so the same audio always gives the same bytes; other subtypes go through
@@ -130,9 +171,8 @@ def write(path: str | os.PathLike, audio: np.ndarray, sr: int, subtype: str = "F
         audio = audio[None]
     if subtype in ("FLOAT", "DOUBLE"):
         dtype = "<f4" if subtype == "FLOAT" else "<f8"
-        return atomic_write(path, lambda tmp: write_float_wav(tmp, audio, int(sr), dtype), force=force)
-    return atomic_write(path, lambda tmp: sf.write(tmp, audio.T, int(sr), subtype=subtype,
-                                                  format="WAV"), force=force)
+        return lambda tmp: write_float_wav(tmp, audio, int(sr), dtype)
+    return lambda tmp: sf.write(tmp, audio.T, int(sr), subtype=subtype, format="WAV")
 
 
 def write_float_wav(path: str | os.PathLike, audio: np.ndarray, sr: int, dtype: str = "<f4") -> None:
@@ -241,10 +281,80 @@ def expand_inputs(inputs: Sequence[str | os.PathLike], folder_files: Callable[[P
 
 def atomic_write(path: str | os.PathLike, writer: Callable[[str], object],
                  force: bool = False) -> Path:
-    """Call writer(tmp_name) on a temporary file beside `path`, then rename it to `path`
-    (see unravel.safewrite.write_file: a new name or a regular file, existing ones only
-    with `force`, the temporary file removed on any failure)."""
-    return safewrite.write_file(path, writer, force=force)
+    """Call writer(tmp_name) on a temporary file beside `path`, then rename it to `path`.
+
+    The one way unravel writes a file (see write_set): only a new name or, with `force`,
+    an existing regular file is replaced; on any failure nothing is left behind.
+    """
+    return write_set([(path, writer)], force=force)[0]
+
+
+def write_set(items: Sequence[tuple[str | os.PathLike, Callable[[str], object]]],
+              force: bool = False) -> list[Path]:
+    """Write a set of files that belong together (e.g. a `.npy`, its latent wav and its
+    sidecar): every target is checked (check_target) before anything is written, each
+    writer(tmp_name) writes a uniquely named temporary file in its target's folder, and only
+    when all of them are written are they renamed to their targets. On any failure, or an
+    interrupt, every temporary file is removed: no partial set, no temp file left.
+    """
+    targets = [check_target(p, force) for p, _ in items]
+    if len(set(targets)) != len(targets):
+        raise UnravelError(f"{targets[0]}: the same file would be written twice")
+    temps: list[str] = []
+    try:
+        for target, (_, writer) in zip(targets, items):
+            folder = check_writable_dir(target.parent if str(target.parent) else ".")
+            tmp = str(folder / f".{target.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{target.suffix}")
+            try:  # created like any new file (mode 0666 less the umask), unlike mkstemp's 0600
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            except OSError as e:
+                raise UnravelError(f"{target}: cannot write ({e.strerror or e})") from None
+            temps.append(tmp)
+            _run_writer(target, writer, tmp)
+        while temps:
+            target = targets[len(targets) - len(temps)]
+            try:
+                os.replace(temps[0], target)
+            except OSError as e:
+                raise UnravelError(f"{target}: cannot write ({e.strerror or e})") from None
+            temps.pop(0)
+    finally:
+        for tmp in temps:
+            _unlink(tmp)
+    return targets
+
+
+def _run_writer(target: Path, writer: Callable[[str], object], tmp: str) -> None:
+    """writer(tmp), its failures as one UnravelError line naming `target`."""
+    try:
+        writer(tmp)
+    except UnravelError:
+        raise
+    except OSError as e:
+        raise UnravelError(f"{target}: cannot write ({e.strerror or e})") from None
+    except Exception as e:  # noqa: BLE001 - torch's writers raise RuntimeError on a full disk
+        raise UnravelError(f"{target}: cannot write ({_write_failure(tmp, e)})") from None
+
+
+def _write_failure(tmp: str, e: Exception) -> str:
+    """The cause of a failed write: a full disk when the folder has no space left."""
+    try:
+        st = os.statvfs(os.path.dirname(tmp) or ".")
+        if st.f_bavail == 0 or st.f_favail == 0:
+            return "no space left on device"
+    except OSError:
+        pass
+    return first_line(e)
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """`name` if it is a plain file name (stem) that stays in its folder: not empty, no
+    `/` or `\\`, not `.` or `..`, no NUL; else UnravelError naming `what`."""
+    name = str(name)
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise UnravelError(f"{what} {name!r}: must be a plain file name (no '/', no '..'), it may "
+                           f"not leave its folder")
+    return name
 
 
 def free_name(folder: Path, stem: str, suffixes: Iterable[str]) -> str:
@@ -256,3 +366,10 @@ def free_name(folder: Path, stem: str, suffixes: Iterable[str]) -> str:
         if not any((folder / (name + s)).exists() for s in suffixes):
             return name
         i += 1
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

@@ -14,6 +14,7 @@ import torch
 
 from unravel.safewrite import write_bytes
 from unravel.errors import UnravelError
+from unravel.limits import MAX_SEED
 from unravel.model import Model
 
 OPS = ("offset", "spread", "randomize", "invert", "zero")
@@ -130,6 +131,8 @@ class Bender:
             raise UnravelError(f"bend: amount must be a finite number, got {amount}")
         if percent is not None and not 0 < float(percent) <= 100:
             raise UnravelError(f"bend: percent must be in (0, 100], got {percent}")
+        if seed is not None and not 0 <= int(seed) <= MAX_SEED:
+            raise UnravelError(f"bend: seed must be between 0 and {MAX_SEED}, got {seed}")
         s = self._settings.setdefault(layer, Settings())
         if op in ("invert", "zero"):
             setattr(s, op, bool(amount))

@@ -9,12 +9,14 @@ import io
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import soundfile as sf
 
 from unravel import audio
-from unravel.safewrite import write_bytes
+from unravel.audio import atomic_write
+from unravel.safewrite import write_bytes  # noqa: F401
 from unravel.errors import UnravelError, first_line
 
 LATENT_WAV_SUFFIX = ".latent.wav"
@@ -47,6 +49,8 @@ def read(path: str | os.PathLike, dims: int | None = None, expected_by: str = ""
         raise UnravelError(f"{path}: no such file")
     if path.is_dir():
         raise UnravelError(f"{path}: is a folder, expected a latent file (.npy or latent .wav)")
+    if not path.is_file():   # a fifo or a device would block or never end
+        raise UnravelError(f"{path}: not a regular file, expected a latent file (.npy or latent .wav)")
     suffix = path.suffix.lower()
     if suffix == ".npy":
         z = _read_npy(path, dims)
@@ -99,25 +103,41 @@ def _read_wav(path: Path) -> np.ndarray:
 
 def write_npy(path: str | os.PathLike, z: np.ndarray, force: bool = False) -> Path:
     """Write (D, T) latents as float32 (1, D, T) `.npy` (temporary name, then rename)."""
+    return atomic_write(path, npy_writer(z), force=force)
+
+
+def npy_writer(z: np.ndarray) -> Callable[[str], None]:
+    """A writer (for atomic_write, write_set) of (D, T) latents as float32 (1, D, T) `.npy`."""
     z = _as_dt(z)
     buf = io.BytesIO()
     np.save(buf, z[None].astype(np.float32))
-    return write_bytes(path, buf.getvalue(), force=force)
+    return lambda tmp: Path(tmp).write_bytes(buf.getvalue())
 
 
 def write_wav(path: str | os.PathLike, z: np.ndarray, rate: int, subtype: str = "DOUBLE",
               force: bool = False) -> Path:
     """Write (D, T) latents as a wav with D channels at `rate` Hz (64-bit float by default)."""
+    return atomic_write(path, wav_writer(z, rate, subtype, path), force=force)
+
+
+def wav_writer(z: np.ndarray, rate: int, subtype: str = "DOUBLE",
+               path: str | os.PathLike = "latent wav") -> Callable[[str], None]:
+    """A writer (for atomic_write, write_set) of (D, T) latents as a D-channel wav."""
     z = _as_dt(z)
     if subtype not in ("DOUBLE", "FLOAT"):
         raise UnravelError(f"{path}: latent wav subtype must be DOUBLE or FLOAT, not {subtype}")
-    return audio.write(path, z, rate, subtype=subtype, force=force)
+    return audio.wav_writer(z, rate, subtype=subtype)
 
 
 def write_json(path: str | os.PathLike, data: dict, force: bool = False) -> Path:
     """Write a JSON sidecar (temporary name, then rename)."""
+    return atomic_write(path, json_writer(data), force=force)
+
+
+def json_writer(data: dict) -> Callable[[str], None]:
+    """A writer (for atomic_write, write_set) of a JSON sidecar."""
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    return write_bytes(path, text.encode(), force=force)
+    return lambda tmp: Path(tmp).write_text(text)
 
 
 def read_json(path: str | os.PathLike) -> dict:

@@ -3,7 +3,8 @@
 The Python API the CLI, the Pd bridge and the web app call. Outputs named after their
 inputs (encode, decode) are never overwritten unless `force`; generated files get the
 next free number (`<pattern>-<dist>-001`, ...). Every file is written under a temporary
-name and renamed.
+name and renamed; the files of one result (a `.npy`, its latent wav, its sidecar) are
+renamed together once all of them are written (audio.write_set).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from unravel import audio, distributions, patterns, stats, tempo
+from unravel import audio, distributions, limits, patterns, stats, tempo
 from unravel import latents as latent_io
 from unravel.errors import UnravelError
 
@@ -73,6 +74,11 @@ def _require(model: "Model", method: str) -> None:
         raise UnravelError(f"{model.path}: model has no {method} method")
     if model.latent_dims is None or model.ratio is None:
         raise UnravelError(f"{model.path}: model does not say its latent size and ratio")
+    mp = model.methods[method]
+    for value, what in ((mp.in_channels, "input channels"), (mp.out_channels, "output channels")):
+        if not 1 <= value <= limits.MAX_CHANNELS:
+            raise UnravelError(f"{model.path}: {method} declares {value} {what}; a model may "
+                               f"have 1 to {limits.MAX_CHANNELS}")
 
 
 def _targets(paths: list[Path], force: bool) -> None:
@@ -143,6 +149,10 @@ def encode_files(model: "Model", inputs: Sequence[PathLike], out_dir: PathLike,
     check_jobs(jobs)
     _require(model, "encode")
     files, npys, wavs = encode_targets(inputs, out_dir, latent_wav, force, extensions)
+    for f in files:   # every file fits in memory, before anything is written
+        limits.check_memory(audio.load_size(f, model.sr, model.in_channels),
+                            f"{f}: reading it as {model.in_channels} channels at {model.sr} Hz",
+                            "split the file")
     items = [(f, npy, wav if latent_wav else None, force) for f, npy, wav in zip(files, npys, wavs)]
     if jobs > 1:
         made = map_files(model, _encode_one, [item + (False,) for item in items], jobs)
@@ -162,11 +172,10 @@ def _encode_one(model: "Model", f: Path, npy: Path, wav: Path | None, force: boo
     long = progress and x.shape[1] >= LONG_FILE_SECONDS * model.sr
     with _working(f"encode {f.name}", x.shape[1] // model.ratio, long):
         z = model.encode(x, whole_frames=False)
-    made = [latent_io.write_npy(npy, z, force=force)]
+    items = [(npy, latent_io.npy_writer(z))]
     if wav is not None:
-        made.append(latent_io.write_wav(wav, z, latent_io.latent_rate(model.sr, model.ratio),
-                                        force=force))
-    return made
+        items.append((wav, latent_io.wav_writer(z, latent_io.latent_rate(model.sr, model.ratio))))
+    return audio.write_set(items, force=force)   # the .npy and its latent wav, or neither
 
 
 def stats_files(latents: Sequence[PathLike], iqr: bool = False) -> dict:
@@ -199,7 +208,10 @@ def check_generate(pattern: str, dist: str, points: int, dims: int, loops: int) 
                            f"(one of {', '.join(distributions.DISTRIBUTIONS)})")
     if points < 1:
         raise UnravelError(f"generate: points must be >= 1, got {points}")
-    return patterns.check(pattern, points, dims, loops)
+    frames = patterns.check(pattern, points, dims, loops)
+    limits.check_memory(3 * 8 * frames * dims, f"generate: {frames} frames of {dims} dims",
+                        "use fewer points or loops")
+    return frames
 
 
 def generate(z: np.ndarray, pattern: str = "default", dist: str = "normal", iqr: bool = False,
@@ -253,6 +265,8 @@ def generate_files(latents: Sequence[PathLike], out_dir: PathLike, pattern: str 
     """
     if files < 1:
         raise UnravelError(f"generate: files must be >= 1, got {files}")
+    limits.check_range(files, 1, limits.MAX_COUNT, "generate: files")
+    limits.check_range(seed, 0, limits.MAX_SEED, "generate: seed")
     if skip < 0:
         raise UnravelError(f"generate: skip must be >= 0, got {skip}")
     if plot is not None and files > PLOT_MAX_FILES:
@@ -291,9 +305,10 @@ def generate_files(latents: Sequence[PathLike], out_dir: PathLike, pattern: str 
         }
         if pattern == "fibo":
             sidecar["fibo_steps"] = patterns.fibonacci(k)
-        npy = latent_io.write_npy(out / f"{name}.npy", g)
-        latent_io.write_wav(out / f"{name}{latent_io.LATENT_WAV_SUFFIX}", g, rate)
-        latent_io.write_json(out / f"{name}.json", sidecar)
+        npy, _, _ = audio.write_set([   # all three or none
+            (out / f"{name}.npy", latent_io.npy_writer(g)),
+            (out / f"{name}{latent_io.LATENT_WAV_SUFFIX}", latent_io.wav_writer(g, rate)),
+            (out / f"{name}.json", latent_io.json_writer(sidecar))])
         written.append(npy)
         made.append(g)
     if plot is not None:
@@ -364,6 +379,10 @@ def decode_files(model: "Model", latents: Sequence[PathLike], out_dir: PathLike,
     paths, targets = decode_targets(latents, out_dir, force)
     # Read everything first: a bad file stops the batch before anything is written.
     arrays = [latent_io.read(p, model.latent_dims, expected_by=f"model {model.path.name}") for p in paths]
+    for p, z in zip(paths, arrays):
+        limits.check_memory(2 * 4 * z.shape[1] * model.ratio * model.out_channels,
+                            f"{p}: decoding {z.shape[1]} frames to {model.out_channels} channels",
+                            "split the latents")
     for z, target in _progress(list(zip(arrays, targets)), progress, "decode"):
         long = progress and z.shape[1] * model.ratio >= LONG_FILE_SECONDS * model.sr
         with _working(f"decode {target.name}", z.shape[1], long):

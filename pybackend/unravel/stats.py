@@ -119,7 +119,12 @@ def format_table(stats: Stats, iqr: bool = False) -> str:
 
 
 def plot(z: np.ndarray, path: str | os.PathLike, title: str = "", force: bool = False) -> Path:
-    """Write a PNG with one histogram per latent dimension of (D, T) latents."""
+    """Write a PNG with one histogram per latent dimension of (D, T) latents (at most
+    limits.MAX_PLOT_DIMS dimensions: more would take minutes and make an unreadable picture)."""
+    from unravel import limits
+    if np.shape(z)[0] > limits.MAX_PLOT_DIMS:
+        raise UnravelError(f"{path}: a plot shows at most {limits.MAX_PLOT_DIMS} dims, these latents "
+                           f"have {np.shape(z)[0]}")
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib.figure import Figure

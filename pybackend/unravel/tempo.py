@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+from unravel import limits
 from unravel.errors import UnravelError
 
 
@@ -39,16 +41,18 @@ def loop(k: int, sr: float, ratio: float) -> Tempo:
 
 
 def table(sr: float, ratio: float, min_bpm: float = 40.0, max_bpm: float = 240.0) -> list[Tempo]:
-    """Every k whose BPM lies in [min_bpm, max_bpm], fastest first."""
+    """Every k whose BPM lies in [min_bpm, max_bpm], fastest first (at most
+    limits.MAX_TEMPO_ROWS rows: a higher frame rate is an error naming the limit)."""
     if not 0 < min_bpm <= max_bpm:
         raise UnravelError(f"tempo: bad BPM range {min_bpm}..{max_bpm}")
-    rows = []
-    k = 1
-    while (t := loop(k, sr, ratio)).bpm >= min_bpm:   # BPM falls as k grows
-        if t.bpm <= max_bpm:
-            rows.append(t)
-        k += 1
-    return rows
+    beats = 60.0 * frame_rate(sr, ratio)          # BPM of a loop of k frames is beats / k
+    first, last = max(1, math.ceil(beats / max_bpm)), math.floor(beats / min_bpm)
+    if last - first + 1 > limits.MAX_TEMPO_ROWS:
+        raise UnravelError(f"tempo: {sr} Hz / {ratio} gives {last - first + 1} loop lengths between "
+                           f"{min_bpm:g} and {max_bpm:g} BPM, more than the {limits.MAX_TEMPO_ROWS} a "
+                           f"table shows (ask for one with --bpm)")
+    rows = [loop(k, sr, ratio) for k in range(max(1, first - 1), last + 2)]
+    return [t for t in rows if min_bpm <= t.bpm <= max_bpm]
 
 
 def nearest(bpm: float, sr: float, ratio: float) -> tuple[Tempo, float]:

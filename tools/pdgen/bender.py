@@ -5,7 +5,7 @@ from .canvas import Canvas
 W, H = 460, 372
 OPS = ("offset", "spread", "randomize", "invert")
 DEFAULTS = {"offset": 0, "spread": 1, "randomize": 0, "invert": 0}   # backend's defaults
-SHOWN = {"offset": 0, "spread": 1, "randomize": 2, "invert": 0}      # where the controls rest
+SHOWN = {"offset": 0, "spread": 1, "randomize": 0, "invert": 0}      # where the controls rest
 DEBOUNCE_MS = 40
 
 
@@ -84,21 +84,30 @@ def patches() -> dict[str, str]:
     c.floatatom(320, 117, 9, "$0-min", "min", pos=1)
     c.floatatom(320, 142, 9, "$0-max", "max", pos=1)
     c.tgl(320, 170, "$0-plot", "PLOT", "plot")
-    c.hsl(8, 222, -0.1, 0.1, "$0-offset", "offset", "offset")
-    c.hsl(160, 222, 0, 3, "$0-spread", "spread", "spread")
-    c.hsl(312, 222, 2, 2000, "$0-randomize", "randomize", "randomize")
-    c.hsl(8, 258, 1, 100, "$0-percent", "Sample %", "percent")
+    # each slider sends its value to $0-d-<name>, where a number box above its right end shows it
+    sliders = [(8, 222, -0.1, 0.1, "offset", "offset", "offset", 130),
+               (160, 222, 0, 3, "spread", "spread", "spread", 130),
+               (312, 222, 0, 2000, "randomize", "randomize", "randomize", 130),   # 0: off
+               (8, 258, 1, 100, "percent", "Sample %", "percent", 130)]
+    for x, y, lo, hi, rcv, lbl, name, w in sliders:
+        c.hsl(x, y, lo, hi, f"$0-{rcv}", lbl, name, w=w, snd=f"$0-d-{rcv}")
+        c.floatatom(x + w - 44, y - 20, 5, f"$0-d-{rcv}")
     c.tgl(160, 257, "$0-invert", "INV", "invert")
     c.nbx(220, 258, "$0-seed", "seed", "seed", width=7, lo=0, hi=2147483647)
     c.bng(330, 257, "$0-res", "RES", "res")
     c.bng(390, 257, "$0-push", "PUSH", "push")
     c.cnv(2, 284, W - 4, 42, "MSPrior", "#e8e0d8", fs=11)
-    c.hsl(80, 303, 1, 1000, "$0-temperature", "temperature", "temperature", w=120)
-    c.tgl(220, 302, "$0-listen", "listen", "listen")
+    c.hsl(80, 303, 1, 1000, "$0-temperature", "temperature", "temperature", w=130,
+          snd="$0-d-temperature")
+    c.floatatom(166, 283, 5, "$0-d-temperature")
+    c.tgl(230, 302, "$0-listen", "listen", "listen")
     c.cnv(2, 328, W - 4, 42, "AFTER", "#e0e8e0", fs=11)
-    c.hsl(60, 347, 0, 5, "$0-guidance_structure", "guidance_structure", "gstruct", w=110)
-    c.hsl(190, 347, 0, 3, "$0-guidance_timbre", "guidance_timbre", "gtimbre", w=110)
-    c.hsl(320, 347, 0, 16, "$0-nb_steps", "nb_steps", "nbsteps", w=110)
+    for x, lo, hi, attr, lbl, name in [(60, 0, 5, "guidance_structure", "structure", "gstruct"),
+                                       (190, 0, 3, "guidance_timbre", "timbre", "gtimbre"),
+                                       (320, 0, 16, "nb_steps", "steps", "nbsteps")]:
+        c.hsl(x, 347, lo, hi, f"$0-{attr}", lbl, name, w=110, snd=f"$0-d-{attr}")
+        c.floatatom(x + 66, 327, 5, f"$0-d-{attr}")
+    c.tgl(390, 170, "$0-fix", "FIX", "fix")     # a fixed graph scale (no rescaling per refresh)
     c.gop(W, H + 1)
 
     # ------------------------------------------------------------------ wiring
@@ -219,7 +228,36 @@ def patches() -> dict[str, str]:
     c.obj("s $0-layersym", "sel_lay", 300, 710)
     c.connect("sel_t", 2, "sel_lay", 0)
     c.obj("s $0-name", "sel_name", 200, 710)
-    c.connect("sel_t", 1, "sel_name", 0)
+    # a fixed (not learned) filterbank layer, pqmf.*, is shown as <name>_(fixed)
+    c.obj("t s s", "fx_t", 1010, 600)
+    c.connect("sel_t", 1, "fx_t", 0)
+    c.obj("list fromsymbol", "fx_chars", 1080, 625)
+    c.connect("fx_t", 1, "fx_chars", 0)
+    c.obj("list split 5", "fx_split", 1080, 650)
+    c.connect("fx_chars", 0, "fx_split", 0)
+    c.obj("list tosymbol", "fx_head", 1080, 675)
+    c.connect("fx_split", 0, "fx_head", 0)
+    c.obj("sel pqmf.", "fx_sel", 1080, 700)
+    c.connect("fx_head", 0, "fx_sel", 0)
+    c.msg("1", "fx_1", 1080, 725)
+    c.msg("0", "fx_0", 1140, 725)
+    c.connect("fx_sel", 0, "fx_1", 0)
+    c.connect("fx_sel", 1, "fx_0", 0)
+    c.connect("fx_split", 2, "fx_0", 0)
+    c.obj("spigot", "fx_yes", 1010, 775)
+    c.obj("spigot 1", "fx_no", 1100, 775)
+    c.obj("== 0", "fx_inv", 1140, 750)
+    c.connect("fx_1", 0, "fx_yes", 1)
+    c.connect("fx_0", 0, "fx_yes", 1)
+    c.connect("fx_1", 0, "fx_inv", 0)
+    c.connect("fx_0", 0, "fx_inv", 0)
+    c.connect("fx_inv", 0, "fx_no", 1)
+    c.connect("fx_t", 0, "fx_yes", 0)
+    c.connect("fx_t", 0, "fx_no", 0)
+    c.obj("makefilename %s_(fixed)", "fx_mark", 1010, 800)
+    c.connect("fx_yes", 0, "fx_mark", 0)
+    c.connect("fx_mark", 0, "sel_name", 0)
+    c.connect("fx_no", 0, "sel_name", 0)
     c.msg("; $0-resetui bang; $0-refresh bang", "sel_after", 150, 735)
     c.connect("sel_t", 0, "sel_after", 0)
 
@@ -285,11 +323,13 @@ def patches() -> dict[str, str]:
     c.obj("r $0-resetui", "reset_r")
     reset = "; " + "; ".join(
         [f"$0-{op} set {SHOWN[op]}" for op in OPS] + ["$0-percent set 100"]
+        + [f"$0-d-{op} set {SHOWN[op]}" for op in OPS if op != "invert"] + ["$0-d-percent set 100"]
         + [f"$0-v-{op} {DEFAULTS[op]}" for op in OPS] + ["$0-v-percent 100"])
     c.msg(reset, "reset_m")
     c.connect("reset_r", 0, "reset_m", 0)
     c.obj("loadbang", "lb")
-    c.msg("; $0-resetui bang; $0-enable set 1; $0-plot set 1; $0-temperature set 1", "lb_m")
+    c.msg("; $0-resetui bang; $0-enable set 1; $0-plot set 1; $0-temperature set 1; "
+          "$0-d-temperature set 1", "lb_m")
     c.connect("lb", 0, "lb_m", 0)
 
     # refresh: the layer's weights into $0-w, then size/min/max and the graph's bounds
@@ -317,8 +357,13 @@ def patches() -> dict[str, str]:
     c.connect("st_expr", 0, "st_pack2", 0)
     c.connect("st_expr", 1, "st_pack2", 1)
     c.connect("st_expr", 2, "st_pack2", 2)
+    c.obj("spigot 1", "st_fix", 960, 590)        # FIX on: the graph keeps its scale
+    c.connect("st_pack2", 0, "st_fix", 0)
+    c.obj("== 0", "fix_not", 1060, 565)
+    c.connect("fix", 0, "fix_not", 0)
+    c.connect("fix_not", 0, "st_fix", 1)
     c.msg("; $0-w bounds 0 $3 $1 $2", "st_bounds", 860, 615)
-    c.connect("st_pack2", 0, "st_bounds", 0)
+    c.connect("st_fix", 0, "st_bounds", 0)
 
     public_relay(c, 10, 800)
     return {"bender.pd": c.render()}

@@ -28,10 +28,12 @@ class Canvas:
                  name: str | None = None):
         self.head = (f"#N canvas {x} {y} {w} {h} {esc(name)} 0" if name is not None
                      else f"#N canvas {x} {y} {w} {h} {font}")
+        self.w, self.h = w, h
         self.items: list[str] = []      # each an already-rendered (maybe multi-line) item
         self.names: dict[str, int] = {}
         self.conns: list[str] = []
         self.tail: list[str] = []
+        self.declares: list[str] = []   # '#X declare ...' lines (right after the header)
         self.inlet_alias: dict[str, str] = {}
         # auto-placement for logic objects
         self.ax, self.ay, self.col = 10, 10, 0
@@ -93,16 +95,18 @@ class Canvas:
         return self._add(f"#X obj {x} {y} tgl {size} 0 empty {label(rcv)} {label(lbl)} "
                          f"{size + 4} {size // 2} 0 12 {BG} {FG} {LB} 0 {nonzero}", name)
 
-    def hsl(self, x, y, lo, hi, rcv="", lbl="", name=None, w=130, h=17) -> str:
-        return self._add(f"#X obj {x} {y} hsl {w} {h} {lo} {hi} 0 0 empty {label(rcv)} {label(lbl)} "
+    def hsl(self, x, y, lo, hi, rcv="", lbl="", name=None, w=130, h=17, snd="") -> str:
+        return self._add(f"#X obj {x} {y} hsl {w} {h} {lo} {hi} 0 0 {label(snd)} {label(rcv)} {label(lbl)} "
                          f"-2 -8 0 11 {BG} {FG} {LB} 0 1", name)
 
     def nbx(self, x, y, rcv="", lbl="", name=None, width=6, lo=-1e37, hi=1e37) -> str:
         return self._add(f"#X obj {x} {y} nbx {width} 17 {lo:g} {hi:g} 0 0 empty {label(rcv)} "
                          f"{label(lbl)} 0 -8 0 11 {BG} {FG} {LB} 0 256", name)
 
-    def cnv(self, x, y, w, h, lbl="", color="#e0e0e0", name=None, fs=12) -> str:
-        return self._add(f"#X obj {x} {y} cnv 15 {w} {h} empty empty {label(lbl)} 6 10 0 {fs} "
+    def cnv(self, x, y, w, h, lbl="", color="#e0e0e0", name=None, fs=12, sel=15, rcv="") -> str:
+        """A [cnv] of w x h; `sel`: the size of its selectable corner; `rcv`: its receive name
+        (e.g. for 'label <text>')."""
+        return self._add(f"#X obj {x} {y} cnv {sel} {w} {h} empty {label(rcv)} {label(lbl)} 6 10 0 {fs} "
                          f"{color} #404040 0", name)
 
     def graph(self, x, y, array: str, size: int, w: int, h: int, ylo: float, yhi: float,
@@ -115,6 +119,11 @@ class Canvas:
 
     def sub(self, x, y, title: str, canvas: "Canvas", name=None) -> str:
         return self._add(canvas.render(restore=f"#X restore {x} {y} pd {esc(title)}")[:-1], name)
+
+    def declare(self, x: int, y: int, args: str) -> str:
+        """A [declare args] object; Pd applies the '#X declare' line it saves beside it."""
+        self.declares.append(f"#X declare {esc(args)}")
+        return self.obj(f"declare {args}", None, x, y)
 
     def connect(self, a: str, outlet: int, b: str, inlet: int = 0) -> None:
         b = self.inlet_alias.get(b, b) if inlet == 0 else b
@@ -129,7 +138,7 @@ class Canvas:
         self.tail.append(f"#X coords 0 -1 1 1 {w} {h} {2 if hide else 1} {mx} {my}")
 
     def render(self, restore: str | None = None) -> str:
-        lines = [self.head] + self.items + self.conns + self.tail
+        lines = [self.head] + self.declares + self.items + self.conns + self.tail
         if restore:
             lines.append(restore)
         return "\n".join(ln + ";" for ln in lines) + ("" if restore else "\n")

@@ -1,65 +1,124 @@
-"""pd/examples/1-bending.pd, 2-composition.pd, 3-render.pd."""
+"""pd/examples/1-bending.pd, 2-composition.pd, 3-render.pd, 4-diffusion.pd."""
 
 from .canvas import Canvas
-from .help import _dac, _loop_player
+from .help import LH, _dac, _loop_player, wrap
 
 LATENT_WAV = [46, 108, 97, 116, 101, 110, 116, 46, 119, 97, 118]   # ".latent.wav"
 RENDER_SAMPLES = 8 * 44100
 BEND = "bend decoder.net.6.weight spread 1.5 50 1"
 
 
+OUT = "~/Documents/unravel"     # where the examples write (a folder the user owns)
+
+
+def _head(c: Canvas) -> None:
+    """[declare -path ..]: the library folder (unravel~, bender, ch8ns0n) wherever it is."""
+    c.declare(c.w - 150, 10, "-path ..")
+
+
+def _intro(c: Canvas, text: str, width: int = 75) -> int:
+    """The example's comment at the top; returns the y below it."""
+    c.text(20, 10, text, width)
+    return 10 + wrap(text, width) * LH + 14
+
+
+def _outdir(c: Canvas, name: str, x: int, y: int) -> str:
+    """At load: make OUT/<name> ([file mkdir]); returns the object whose left outlet gives
+    its absolute path."""
+    c.obj("loadbang", "od_lb", x, y)
+    c.msg(f"symbol {OUT}/{name}", "od_m", x, y + 25)
+    c.obj("file mkdir", "od", x, y + 50)
+    c.chain("od_lb", "od_m", "od")
+    c.obj("print output-folder-error", "od_err", x + 90, y + 75)
+    c.connect("od", 1, "od_err", 0)
+    return "od"
+
+
+def _quit_if_headless(c: Canvas, x: int, y: int) -> str:
+    """A bang into the returned object quits Pd only when this patch has no window (pd -nogui,
+    pd -batch): a musician who opened it in the GUI keeps Pd."""
+    c.obj("t b", "qh_t", x, y)
+    c.msg("isvisible", "qh_m", x, y + 25)
+    c.obj("pdcontrol", "qh_pc", x, y + 50)
+    c.obj("sel 0", "qh_sel", x, y + 75)
+    c.msg("; pd dsp 0; pd quit", "qh_quit", x, y + 100)
+    c.chain("qh_t", "qh_m", "qh_pc", "qh_sel", "qh_quit")
+    return "qh_t"
+
+
 def bending() -> str:
-    c = Canvas(900, 720)
+    c = Canvas(860, 640)
+    _head(c)
     c.text(20, 10, "1 - live network bending: the bundled loop through the default model, bent "
                    "with [bender]. Turn DSP on, click Init, pick a decoder layer, move the sliders.", 70)
-    src = _loop_player(c, 20, 70)
-    c.obj("unravel~ default forward", "u", 20, 220)
+    src = _loop_player(c, 20, 70, "loop.wav")
+    c.obj("unravel~ default forward", "u", 20, 200)
     c.connect(src, 0, "u", 0)
-    c.obj("bender", "b", 20, 270)
+    c.obj("bender", "b", 20, 235)
     c.connect("u", 1, "b", 0)
     c.connect("b", 0, "u", 0)
-    _dac(c, "u", 20, 660)
-    c.msg("save bent.ts", "save", 500, 220)
+    _dac(c, "u", 20, 580)
+    _outdir(c, "1-bending", 520, 110)
+    c.msg(f"save {OUT}/1-bending/bent.ts", "save", 500, 235)
     c.connect("save", 0, "u", 0)
-    c.text(500, 245, "<- keep the bent model (a TorchScript file nn~ loads too)", 30)
+    c.text(500, 265, "<- keep the bent model (a TorchScript file nn~ loads too). An existing file "
+                     "is kept: add 'force' to replace it.", 34)
     return c.render()
 
 
 def _chain(quit_on_error: bool = False) -> Canvas:
     """[pd compose]: inlets: bang (go), [unravel~]'s info, the output folder (symbol);
-    outlets: messages for [unravel~], messages for [ch8ns0n]. Encode the loop, generate a fibo
-    pattern, open the generated latent wav in the player."""
-    c = Canvas(700, 520, name="compose")
+    outlets: messages for [unravel~], messages for [ch8ns0n]. Encode the loop (unless
+    <folder>/loop.npy is there already: it is reused, never overwritten), generate a fibo
+    pattern (a new file name each time), open the generated latent wav in the player."""
+    c = Canvas(820, 560, name="compose")
     c.obj("inlet", "go", 10, 10)
-    c.obj("inlet", "info", 250, 10)
-    c.obj("inlet", "dir", 500, 10)
+    c.obj("inlet", "info", 380, 10)
+    c.obj("inlet", "dir", 620, 10)
     c.obj("symbol", "outdir", 10, 60)
     c.connect("go", 0, "outdir", 0)
     c.connect("dir", 0, "outdir", 1)
-    c.msg("encode input loop.wav output $1 latent-wav 1 force 1", "enc", 10, 90)
-    c.connect("outdir", 0, "enc", 0)
-    c.obj("outlet", "u", 10, 480)
+    c.obj("t s s", "od_t", 10, 85)
+    c.connect("outdir", 0, "od_t", 0)
+    c.obj("makefilename %s/loop.npy", "npy", 10, 110)
+    c.connect("od_t", 0, "npy", 0)
+    c.obj("t s s", "npy_t", 10, 135)
+    c.connect("npy", 0, "npy_t", 0)
+    c.obj("symbol", "npy_s", 130, 185)
+    c.connect("npy_t", 1, "npy_s", 1)
+    c.obj("file isfile", "isf", 10, 160)
+    c.connect("npy_t", 0, "isf", 0)
+    c.obj("sel 1", "isf_1", 10, 185)
+    c.connect("isf", 0, "isf_1", 0)
+    c.connect("isf_1", 0, "npy_s", 0)
+    c.obj("symbol", "enc_s", 10, 235)
+    c.connect("od_t", 1, "enc_s", 1)
+    c.connect("isf", 1, "enc_s", 0)
+    c.msg("encode input loop.wav output $1 latent-wav 1", "enc", 10, 260)
+    c.connect("enc_s", 0, "enc", 0)
+    c.obj("outlet", "u", 10, 520)
     c.connect("enc", 0, "u", 0)
-    c.at(250, 40)
+    c.at(380, 40)
     c.obj("route done error", "rt")
     c.connect("info", 0, "rt", 0)
     c.obj("route encode generate", "rdone")
     c.connect("rt", 0, "rdone", 0)
-    c.obj("print unravel-job-error", "rerr", 450, 65)
+    c.obj("print unravel-job-error", "rerr", 580, 65)
     c.connect("rt", 1, "rerr", 0)
     if quit_on_error:
-        c.msg("; pd quit", "errquit", 450, 90)
-        c.connect("rt", 1, "errquit", 0)
+        c.obj("s $0-failed", "errq", 580, 90)
+        c.connect("rt", 1, "errq", 0)
     c.obj("list", "enc_l")
     c.connect("rdone", 0, "enc_l", 0)
     c.obj("pack s s", "gen_p")
     c.connect("enc_l", 0, "gen_p", 0)
+    c.connect("npy_s", 0, "gen_p", 0)
     c.connect("dir", 0, "gen_p", 1)
     c.msg("generate input $1 output $2 pattern fibo points 11 loops 4 seed 2024", "gen")
     c.connect("gen_p", 0, "gen", 0)
     c.connect("gen", 0, "u", 0)
     # <name>.npy -> <name>.latent.wav
-    c.at(250, 200)
+    c.at(380, 200)
     c.obj("list", "gen_l")
     c.connect("rdone", 1, "gen_l", 0)
     c.obj("symbol", "gen_s")
@@ -68,126 +127,193 @@ def _chain(quit_on_error: bool = False) -> Canvas:
     c.connect("gen_s", 0, "ch", 0)
     c.obj("t a a", "ch_t")
     c.connect("ch", 0, "ch_t", 0)
-    c.obj("list length", "ch_n", 350, 300)
+    c.obj("list length", "ch_n", 480, 300)
     c.connect("ch_t", 1, "ch_n", 0)
-    c.obj("- 4", "ch_m4", 350, 325)
+    c.obj("- 4", "ch_m4", 480, 325)
     c.connect("ch_n", 0, "ch_m4", 0)
-    c.obj("list split", "ch_split", 250, 350)
+    c.obj("list split", "ch_split", 380, 350)
     c.connect("ch_m4", 0, "ch_split", 1)
     c.connect("ch_t", 0, "ch_split", 0)
-    c.obj("list append " + " ".join(map(str, LATENT_WAV)), "ch_app", 250, 375)
+    c.obj("list append " + " ".join(map(str, LATENT_WAV)), "ch_app", 380, 375)
     c.connect("ch_split", 0, "ch_app", 0)
-    c.obj("list tosymbol", "ch_sym", 250, 400)
+    c.obj("list tosymbol", "ch_sym", 380, 400)
     c.connect("ch_app", 0, "ch_sym", 0)
-    c.msg("open $1", "open", 250, 425)
+    c.msg("loops 4, open $1", "open", 380, 425)      # the player shows one of the 4 loops
     c.connect("ch_sym", 0, "open", 0)
-    c.obj("outlet", "p", 250, 480)
+    c.obj("outlet", "p", 380, 520)
     c.connect("open", 0, "p", 0)
     return c
 
 
 def composition() -> str:
-    c = Canvas(1000, 760)
-    c.text(20, 10, "2 - an UnRAVEl composition: encode the bundled loop, generate a fibo pattern "
-                   "from its statistics (seed 2024, 11-frame loops = 117.45 BPM), play it through "
-                   "the decoder. Files go to this folder. Turn DSP on, click the button, wait for "
-                   "'loaded', then Render.", 75)
-    c.obj("loadbang", "lb", 200, 110)
-    c.msg("dir", "dirm", 200, 135)
-    c.obj("pdcontrol", "dir", 200, 160)
-    c.chain("lb", "dirm", "dir")
-    c.bng(20, 130, "", "make", "start")
-    c.sub(20, 195, "compose", _chain(), "compose")
+    c = Canvas(760, 600)
+    _head(c)
+    y = _intro(c, "2 - an UnRAVEl composition: encode the bundled loop, generate a fibo pattern "
+                   "from its statistics (seed 2024, 11 points: blocks of 1+2+3+5+8 = 19 frames, "
+                   "4 loops: 76 frames), play it through the decoder. The player shows one loop: "
+                   "19 frames = 68.00 BPM at 44.1 kHz. "
+                   f"Files go to {OUT}/2-composition (a new pattern file each "
+                   "time, nothing overwritten). Turn DSP on, click the button (or send "
+                   "composition-make), wait for 'loaded', then Render.")
+    od = _outdir(c, "2-composition", 420, y)
+    c.bng(20, y + 10, "composition-make", "make", "start")
+    c.sub(20, y + 45, "compose", _chain(), "compose")
     c.connect("start", 0, "compose", 0)
-    c.connect("dir", 0, "compose", 2)
-    c.obj("ch8ns0n", "p", 20, 240)
+    c.connect(od, 0, "compose", 2)
+    c.obj("ch8ns0n", "p", 20, y + 85)
     c.connect("compose", 1, "p", 0)
-    c.obj("unravel~ -m default decode", "u", 20, 450)
+    c.obj("unravel~ -m default decode", "u", 20, y + 275)
     c.connect("compose", 0, "u", 0)
     c.connect("u", 1, "compose", 1)
     c.connect("p", 0, "u", 0)
-    c.obj("print composition", "pl", 330, 425)
+    c.obj("print composition", "pl", 340, y + 250)
     c.connect("p", 1, "pl", 0)
-    _dac(c, "u", 20, 490)
+    c.obj("s composition-loaded", "pls", 480, y + 250)
+    c.connect("p", 1, "pls", 0)
+    _dac(c, "u", 20, y + 315)
     return c.render()
 
 
 def render() -> str:
-    c = Canvas(1000, 760)
-    c.text(20, 10, "3 - a render for headless use: encode the loop, generate a fibo pattern, "
+    c = Canvas(1000, 700)
+    _head(c)
+    _intro(c, "3 - a render for headless use: encode the loop, generate a fibo pattern, "
                    "bend one layer, decode through [ch8ns0n] and [unravel~ -m default decode], "
-                   f"write {RENDER_SAMPLES} samples to <out>/demo.wav and quit. "
+                   f"write {RENDER_SAMPLES} samples to <out>/demo.wav (an existing one is kept) and, "
+                   "without a window (pd -nogui / -batch), quit. "
                    "pd -nogui -batch -r 44100 -open 3-render.pd -send 'demo-out /abs/folder' "
-                   "(default: render/ beside this patch). examples/render.sh does it.", 75)
-    c.obj("loadbang", "lb", 20, 100)
-    c.obj("t b b", "lb_t", 20, 125)
-    c.connect("lb", 0, "lb_t", 0)
-    c.msg("dir", "dirm", 120, 150)
-    c.connect("lb_t", 1, "dirm", 0)
-    c.obj("pdcontrol", "dir", 120, 175)
-    c.connect("dirm", 0, "dir", 0)
-    c.obj("makefilename %s/render", "defdir", 120, 200)
-    c.connect("dir", 0, "defdir", 0)
-    c.obj("r demo-out", "outr0", 300, 150)
-    c.obj("list", "outr1", 300, 175)
-    c.obj("symbol", "outr", 300, 200)
+                   f"(default: {OUT}/3-render). examples/render.sh does it.")
+    od = _outdir(c, "3-render", 120, 135)
+    c.obj("loadbang", "lb", 20, 135)
+    c.obj("r demo-out", "outr0", 380, 135)
+    c.obj("list", "outr1", 380, 160)
+    c.obj("symbol", "outr", 380, 185)
     c.chain("outr0", "outr1", "outr")
-    c.obj("symbol", "outdir", 20, 230)
-    c.connect("defdir", 0, "outdir", 1)
+    c.obj("symbol", "outdir", 20, 210)
+    c.connect(od, 0, "outdir", 1)
     c.connect("outr", 0, "outdir", 1)
-    c.obj("delay 0", "start", 20, 150)        # after '-send demo-out ...'
-    c.connect("lb_t", 0, "start", 0)
-    c.obj("unravel~ -m default decode", "u", 20, 560)
-    c.obj("ch8ns0n", "p", 20, 330)
+    c.obj("delay 0", "start", 20, 160)        # after '-send demo-out ...'
+    c.connect("lb", 0, "start", 0)
+    c.obj("unravel~ -m default decode", "u", 20, 470)
+    c.obj("ch8ns0n", "p", 20, 275)
     c.connect("p", 0, "u", 0)
-    c.obj("t b b", "start_t", 20, 260)
+    c.obj("t b b", "start_t", 20, 185)
     c.connect("start", 0, "start_t", 0)
     c.connect("start_t", 1, "outdir", 0)
-    c.sub(20, 290, "compose", _chain(quit_on_error=True), "compose")
+    c.sub(20, 240, "compose", _chain(quit_on_error=True), "compose")
     c.connect("outdir", 0, "compose", 2)
     c.connect("start_t", 0, "compose", 0)
     c.connect("compose", 0, "u", 0)
     c.connect("compose", 1, "p", 0)
     c.connect("u", 1, "compose", 1)
     # loaded -> bend, DSP on, Render and record in one tick; after RENDER_SAMPLES: write, quit
-    c.at(600, 560)
-    c.obj("route loaded", "loaded")
+    c.obj("route loaded", "loaded", 640, 300)
     c.connect("p", 1, "loaded", 0)
-    c.obj("t b b b", "go2")
+    c.obj("t b b b", "go2", 640, 325)
     c.connect("loaded", 0, "go2", 0)
-    c.msg(BEND, "bend")
+    c.msg(BEND, "bend", 640, 350)
     c.connect("go2", 2, "bend", 0)
     c.connect("bend", 0, "u", 0)
-    c.msg("; pd dsp 1", "dsp")
+    c.msg("; pd dsp 1", "dsp", 640, 380)
     c.connect("go2", 1, "dsp", 0)
-    c.msg("render 1", "ren")
+    c.msg("render 1", "ren", 640, 425)
     c.connect("go2", 0, "ren", 0)
     c.connect("ren", 0, "p", 0)
-    c.obj(f"table $0-demo {RENDER_SAMPLES}", "tab", 20, 620)
-    c.obj("tabwrite~ $0-demo", "rec", 20, 650)
+    c.obj(f"table $0-demo {RENDER_SAMPLES}", "tab", 20, 510)
+    c.obj("tabwrite~ $0-demo", "rec", 20, 535)
     c.connect("u", 0, "rec", 0)
     c.connect("go2", 0, "rec", 0)
-    c.obj(f"delay {RENDER_SAMPLES + 256} 1 samp", "len")     # the table is full by then
+    c.obj(f"delay {RENDER_SAMPLES + 256} 1 samp", "len", 350, 420)     # the table is full by then
     c.connect("go2", 0, "len", 0)
-    c.obj("t b b", "fin")
+    c.obj("t b b", "fin", 350, 445)
     c.connect("len", 0, "fin", 0)
-    c.obj("symbol", "fin_dir")
+    c.obj("symbol", "fin_dir", 350, 470)
     c.connect("fin", 1, "fin_dir", 0)
-    c.connect("defdir", 0, "fin_dir", 1)
+    c.connect(od, 0, "fin_dir", 1)
     c.connect("outr", 0, "fin_dir", 1)
-    c.msg("write -wave -bytes 4 $1/demo.wav $2-demo", "wr")
-    c.obj("list append $0", "fin_app")
-    c.connect("fin_dir", 0, "fin_app", 0)
+    c.obj("makefilename %s/demo.wav", "fin_wav", 350, 495)
+    c.connect("fin_dir", 0, "fin_wav", 0)
+    c.obj("t s s", "fin_t", 350, 520)
+    c.connect("fin_wav", 0, "fin_t", 0)
+    c.obj("symbol", "fin_keep", 520, 570)
+    c.connect("fin_t", 1, "fin_keep", 1)
+    c.obj("file isfile", "fin_isf", 350, 545)
+    c.connect("fin_t", 0, "fin_isf", 0)
+    c.msg("exists (kept): $1", "fin_exists", 520, 595)
+    c.connect("fin_isf", 0, "fin_keep", 0)
+    c.connect("fin_keep", 0, "fin_exists", 0)
+    c.obj("print demo", "fin_pr", 520, 620)
+    c.connect("fin_exists", 0, "fin_pr", 0)
+    c.obj("symbol", "fin_new", 350, 595)
+    c.connect("fin_t", 1, "fin_new", 1)
+    c.connect("fin_isf", 1, "fin_new", 0)
+    c.msg("write -wave -bytes 4 $1 $2-demo", "wr", 210, 620)
+    c.obj("list append $0", "fin_app", 210, 595)
+    c.connect("fin_new", 0, "fin_app", 0)
     c.connect("fin_app", 0, "wr", 0)
-    c.obj("soundfiler", "sf")
+    c.obj("soundfiler", "sf", 210, 645)
     c.connect("wr", 0, "sf", 0)
-    c.obj("print demo-frames", "sfp")
+    c.obj("print demo-frames", "sfp", 300, 670)
     c.connect("sf", 0, "sfp", 0)
-    c.msg("; pd dsp 0; pd quit", "quit")
-    c.connect("fin", 0, "quit", 0)
+    c.msg("; pd dsp 0", "dspoff", 640, 470)
+    c.connect("fin", 0, "dspoff", 0)
+    q = _quit_if_headless(c, 760, 470)
+    c.connect("fin", 0, q, 0)
+    c.obj("r $0-failed", "failed", 760, 440)
+    c.connect("failed", 0, q, 0)
+    return c.render()
+
+
+def diffusion() -> str:
+    c = Canvas(760, 600)
+    _head(c)
+    y = _intro(c, "4 - latent diffusion: sample 256 latent frames from the bundled diffusion "
+                   "checkpoint (seed 7, 20 steps) on the job thread, then play them through the "
+                   f"decoder. Files go to {OUT}/4-diffusion (diffused_7.wav: the backend's own "
+                   "decode, .npy and .latent.wav: the latents, a new name if they exist). Turn DSP "
+                   "on, click the button (or send diffusion-make), wait for 'loaded'.")
+    od = _outdir(c, "4-diffusion", 480, y)
+    c.bng(20, y + 5, "", "make", "start")
+    c.obj("r diffusion-make", "rmake", 120, y + 5)
+    c.obj("symbol", "outdir", 20, y + 35)
+    c.connect(od, 0, "outdir", 1)
+    c.connect("start", 0, "outdir", 0)
+    c.connect("rmake", 0, "outdir", 0)
+    c.msg("diffuse output $1 seed 7 steps 20 latent-wav 1 name diffused", "dif", 20, y + 60)
+    c.connect("outdir", 0, "dif", 0)
+    c.obj("ch8ns0n", "p", 20, 250)
+    c.obj("unravel~ -m default decode", "u", 20, 450)
+    c.connect("dif", 0, "u", 0)
+    c.connect("p", 0, "u", 0)
+    c.obj("print diffusion", "pl", 340, 425)
+    c.connect("p", 1, "pl", 0)
+    c.obj("s diffusion-loaded", "pls", 480, 425)
+    c.connect("p", 1, "pls", 0)
+    _dac(c, "u", 20, 490)
+    # done diffuse <wav> <npy> <latent wav> -> open the latent wav, render
+    c.obj("route done error", "rt", 420, 250)
+    c.connect("u", 1, "rt", 0)
+    c.obj("print unravel-job-error", "rerr", 560, 275)
+    c.connect("rt", 1, "rerr", 0)
+    c.obj("route diffuse", "rd", 420, 275)
+    c.connect("rt", 0, "rd", 0)
+    c.obj("print diffused", "rdp", 520, 300)
+    c.connect("rd", 0, "rdp", 0)
+    c.obj("list split 2", "split", 420, 300)
+    c.connect("rd", 0, "split", 0)
+    c.obj("symbol", "lw", 420, 325)
+    c.connect("split", 1, "lw", 0)
+    c.obj("t b s", "lw_t", 420, 350)
+    c.connect("lw", 0, "lw_t", 0)
+    c.msg("open $1", "open", 490, 375)
+    c.msg("render 1", "ren", 420, 375)
+    c.connect("lw_t", 1, "open", 0)
+    c.connect("lw_t", 0, "ren", 0)
+    c.connect("open", 0, "p", 0)
+    c.connect("ren", 0, "p", 0)
     return c.render()
 
 
 def patches() -> dict[str, str]:
     return {"examples/1-bending.pd": bending(), "examples/2-composition.pd": composition(),
-            "examples/3-render.pd": render()}
+            "examples/3-render.pd": render(), "examples/4-diffusion.pd": diffusion()}

@@ -1,30 +1,430 @@
-"""pd/bender-help.pd, pd/chns0n-help.pd, pd/ch4ns0n-help.pd, pd/ch8ns0n-help.pd."""
+"""The help patches pd/unravel~-help.pd, bender-help.pd, chns0n-help.pd, ch4ns0n-help.pd and
+ch8ns0n-help.pd, in the style of Pd's own reference (osc~-help.pd): a title line with a
+[pd reference] subpatch, separators, a small working example, the rest of the messages in
+subpatches that [s] to the object, a see-also line and "updated for". Every window fits in
+1000x700 and nothing overlaps (tests/test_pd_help_layout.py measures both).
+
+Job messages work from the help's own folder (the library folder): inputs are the bundled
+examples/loop.wav, outputs go to ~/Documents/unravel/help."""
+
+from __future__ import annotations
 
 from .canvas import Canvas
 
-TW = 80   # text width (characters)
+VERSION = "unravel 0.1.0 (Pd 0.55)"
+CW, LH = 7, 16                  # Pd's character width and line height at font size 12
+OUT = "~/Documents/unravel/help"
 
 
-def _head(c: Canvas, title: str, what: str) -> int:
-    c.text(20, 12, title, 100)
-    c.text(20, 38, what, 90)
-    return 110
+def wrap(text: str, width: int) -> int:
+    """How many lines Pd wraps `text` into at `width` characters."""
+    n, col = 1, 0
+    for word in text.split():
+        if col and col + 1 + len(word) > width:
+            n, col = n + 1, len(word)
+        else:
+            col += len(word) + (1 if col else 0)
+    return n
 
 
-def _section(c: Canvas, y: int, name: str, lines: list[str], x: int = 20) -> int:
-    c.text(x, y, name)
-    y += 24
-    for ln in lines:
-        assert ";" not in ln, ln        # a ';' breaks a comment's line in Pd
-        c.text(x + 10, y, ln, TW)
-        y += 17 * (1 + (len(ln) + 8) // (TW - 6)) + 8
-    return y + 10
+def note(c: Canvas, x: int, y: int, text: str, width: int) -> int:
+    """A comment of `width` characters at (x, y); returns the y below it."""
+    c.text(x, y, text, width)
+    return y + wrap(text, width) * LH + 8
 
 
-def _loop_player(c: Canvas, x: int, y: int) -> str:
-    """The bundled loop from examples/loop.wav, looping, into the returned object."""
+def separator(c: Canvas, y: int, heavy: bool = False) -> None:
+    c.cnv(8, y, c.w - 16, 2 if heavy else 1, "", "#000000", sel=1)
+
+
+def section(c: Canvas, y: int, label: str) -> int:
+    """A reference section bar (INLETS:, OUTLETS: ...); returns the y below it."""
+    c.cnv(15, y, c.w - 30, 3, label, "#202020", fs=13, sel=1)
+    return y + 26
+
+
+def reference(name: str, title: str, parts: list[tuple[str, list[tuple[str, str]]]]) -> Canvas:
+    """[pd reference]: for each (section, [(what, description)]) a bar and its rows."""
+    r = Canvas(900, 100, name="reference")
+    r.text(20, 12, f"[{name}] - {title}", 86)
+    y = 44
+    for label, rows in parts:
+        y = section(r, y, label)
+        for what, desc in rows:
+            r.text(30, y, what, 24)
+            y = max(y + wrap(what, 24) * LH + 6, note(r, 210, y, desc, 94)) + 2
+        y += 6
+    separator(r, y, heavy=True)
+    r.head = r.head.replace(" 100 reference", f" {y + 30} reference")
+    return r
+
+
+def header(c: Canvas, name: str, title: str, ref: Canvas, as_object: bool = True) -> int:
+    """The title line (the object, or its name for a panel abstraction), [pd reference],
+    a separator; returns the y below it."""
+    if as_object:
+        c.obj(name, "title", 20, 14)
+    else:
+        c.text(20, 14, f"[{name}]")
+    c.text(32 + CW * (len(name) + 2), 14, f"- {title}", 60)
+    c.sub(c.w - 190, 14, "reference", ref)
+    c.text(c.w - 80, 14, "<= click")
+    separator(c, 44)
+    return 56
+
+
+def footer(c: Canvas, also: list[str]) -> None:
+    """A separator, 'see also:' (message boxes that open those help patches from this folder)
+    and 'updated for'."""
+    y = c.h - 64
+    separator(c, y)
+    c.text(15, y + 10, "see also:")
+    opener = Canvas(420, 260, name="open-help")
+    note(opener, 20, 10, "a name -> pd open <name>-help.pd <this folder>", 50)
+    opener.obj("inlet", "in", 20, 50)
+    opener.obj("t a b", "t", 20, 80)
+    opener.msg("dir", "dir", 120, 110)
+    opener.obj("pdcontrol", "pc", 120, 140)
+    opener.obj("pack s s", "pk", 20, 170)
+    opener.msg("; pd open $1-help.pd $2", "open", 20, 200)
+    opener.connect("in", 0, "t", 0)
+    opener.connect("t", 1, "dir", 0)
+    opener.chain("dir", "pc")
+    opener.connect("pc", 0, "pk", 1)
+    opener.connect("t", 0, "pk", 0)
+    opener.connect("pk", 0, "open", 0)
+    x = 95
+    keys = []
+    for name in also:
+        keys.append(c.msg(name, None, x, y + 10))
+        x += CW * len(name) + 24
+    c.sub(max(x, 330), y + 36, "open-help", opener, "opener")
+    for key in keys:
+        c.connect(key, 0, "opener", 0)
+    c.text(15, y + 36, f"updated for {VERSION}", 40)
+
+
+def _msg_lines(m: str) -> int:
+    return wrap(m, 60)          # Pd wraps a box without a width at 60 characters
+
+
+def rows(c: Canvas, x: int, y: int, items: list[tuple[str, str]], target: str | None,
+         gap: int = 14, dry: bool = False) -> int:
+    """Message boxes in a column (each into `target`), each with its comment to the right;
+    returns the y below them (dry: only that)."""
+    mw = max(min(len(m), 60) for m, _ in items) * CW + 12
+    cx = x + mw + gap
+    width = max(20, (c.w - cx - 20) // CW)
+    for m, desc in items:
+        if not dry:
+            key = c.msg(m, None, x, y)
+            c.connect(key, 0, target, 0)
+            c.text(cx, y, desc, width)
+        y = max(y + _msg_lines(m) * LH + 14, y + wrap(desc, width) * LH + 8)
+    return y
+
+
+def group(name: str, intro: str, items: list[tuple[str, str]], send: str,
+          extra=None, w: int = 760) -> Canvas:
+    """A subpatch of messages for the object: they go to [s <send>] below them."""
+    g = Canvas(w, 100, name=name)
+    y = note(g, 15, 12, intro, (w - 40) // CW) + 6
+    end = rows(g, 15, y, items, None, gap=30, dry=True)
+    g.obj(f"s {send}", "s", 15, end + 6)
+    rows(g, 15, y, items, "s", gap=30)
+    y = end + 40
+    if extra:
+        y = extra(g, y)
+    g.head = g.head.replace(" 100 " + name, f" {y + 10} {name}")
+    return g
+
+
+# ----------------------------------------------------------------------- [unravel~]
+
+def unravel_help() -> str:
+    c = Canvas(720, 480)
+    ref = reference("unravel~", "RAVE models, their layers and UnRAVEl jobs in Pd", [
+        ("INLETS:", [("1st: signal", "the model's first input channel (with -m: all channels in one "
+                                     "multichannel signal)"),
+                     ("1st: messages", "bang, enable, load, reload, method, bufsize, sync, set, get, "
+                                       "layers, get_weights, set_weights, bend, restore, save and the "
+                                       "jobs encode, stats, generate, decode, tempo, diffuse"),
+                     ("2nd...: signal", "the other input channels (without -m)")]),
+        ("OUTLETS:", [("1st...: signal", "one per output channel (with -m: one multichannel outlet)"),
+                      ("rightmost: messages", "replies: status lines after bang, attribute, layers, "
+                                              "done <job> <results...>, error <job> <reason>")]),
+        ("ARGUMENTS:", [("1) symbol", "model: a TorchScript file (.ts optional) beside the patch or on "
+                                      "Pd's path, 'default' (8 dims) or 'default4' (4 dims), bundled"),
+                        ("2) symbol", "method: forward (default), encode, decode or another (one the "
+                                      "model lacks: a post, then forward, as nn~)"),
+                        ("3) float", "bufsize: samples per model call, rounded up to a power of two "
+                                     "(default 4096), 0: in the DSP thread"),
+                        ("(none)", "an empty object (also when the model fails to load, one error "
+                                   "line): one signal inlet and outlet, zeros, 'loaded 0' on bang, "
+                                   "until 'load <model>'")]),
+        ("FLAGS:", [("-m", "one multichannel inlet and outlet"), ("-d", "start disabled"),
+                    ("-g / -gpu", "run the model on the GPU (CUDA, else MPS), without one it posts 'GPU mode not available'"),
+                    ("-sync / -live", "the audio thread waits for the model (bit-identical renders, "
+                                      "the default under pd -batch) / never waits (late = silence)")]),
+    ])
+    y = header(c, "unravel~", "run RAVE models, bend them, compose with their latents", ref)
+    y = note(c, 20, y, "[unravel~] runs a RAVE model (a TorchScript file with the nn~ contract) on "
+                       "the signal, on its own thread. Its rightmost outlet answers the messages "
+                       "(printed in Pd's window). The subpatches on the right hold the rest of the "
+                       "messages: click them open.", 96)
+    # the working example (left)
+    c.obj("osc~ 220", "osc", 20, y + 10)
+    c.msg("bang", "bang", 150, y + 10)
+    c.msg("enable 0", "en0", 200, y + 10)
+    c.msg("enable 1", "en1", 280, y + 10)
+    c.obj("r $0-u", "r", 150, y + 45)
+    c.obj("unravel~ default forward", "u", 20, y + 80)
+    for m in ("bang", "en0", "en1", "r"):
+        c.connect(m, 0, "u", 0)
+    c.connect("osc", 0, "u", 0)
+    c.obj("print unravel~", "pr", 220, y + 115)
+    c.connect("u", 1, "pr", 0)
+    c.obj("*~ 0.2", "g", 20, y + 115)
+    c.connect("u", 0, "g", 0)
+    c.obj("dac~", "dac", 20, y + 150)
+    c.connect("g", 0, "dac", 0)
+    c.connect("g", 0, "dac", 1)
+    c.msg("; pd dsp 1", "on", 90, y + 150)
+    c.msg("; pd dsp 0", "off", 180, y + 150)
+    note(c, 20, y + 190, "bang: the status (model, method, bufsize, latency, underruns...). "
+                         "enable 0: bypass (the outputs are zeros).", 48)
+    # the groups (right)
+    x = 400
+    gy = y + 10
+    groups = [
+        ("model", "load, reload, method, bufsize, sync, attributes", model_group()),
+        ("layers", "layers, weights, bending, save", layers_group()),
+        ("jobs", "UnRAVEl: encode, stats, generate, decode, tempo, diffuse", jobs_group()),
+        ("multichannel", "-m: the latents in one signal", multichannel_group()),
+        ("registry", "the model registry (nn~'s): list, download", registry_group()),
+    ]
+    for name, what, g in groups:
+        c.sub(x, gy, name, g)
+        gy = max(gy + 40, note(c, x + 130, gy, what, 26) + 6)
+    footer(c, ["bender", "chns0n", "ch8ns0n"])
+    return c.render()
+
+
+def model_group() -> Canvas:
+    return group("model", "The model and how it runs. Replies go to the rightmost outlet (printed "
+                          "by [print unravel~] in the main window).", [
+        ("load default4", "another model: a .ts file beside the patch or on Pd's path"),
+        ("load default", "back to the bundled 8-dim model"),
+        ("reload", "the model file again: every original weight back"),
+        ("method forward", "another method of the model (forward, encode, decode...)"),
+        ("bufsize 2048", "samples per model call: rounded up to a power of two, at least the "
+                         "model's ratio (posted)"),
+        ("bufsize 0", "run the model in the DSP thread (one model block per buffer)"),
+        ("sync 1", "the audio thread waits for the model: bit-identical renders"),
+        ("sync 0", "never wait (live): a late buffer plays as silence"),
+        ("set temperature 0.5", "set a model attribute (an error if the model has none)"),
+        ("get temperature", "replies 'attribute temperature <values>'"),
+        ("gpu 1", "the model to the GPU (gpu 0: back to the CPU, bends kept), without one: a post"),
+    ], "$0-u")
+
+
+def layers_group() -> Canvas:
+    def table(g: Canvas, y: int) -> int:
+        g.obj("table $0-weights 8", None, 15, y)
+        return note(g, 180, y, "get_weights <layer> $0-weights reads into this table (resized), "
+                               "set_weights <layer> $0-weights writes it back.", 70) + 10
+    return group("layers", "Network bending: read, change and restore the weights of one layer "
+                           "(a weight tensor named as the model names it) while the model plays.", [
+        ("layers", "replies 'layers <name> <name> ...' (every weight tensor)"),
+        ("get_weights encoder.net.10.bias", "replies 'encoder.net.10.bias <floats>'"),
+        ("set_weights encoder.net.10.bias 0 0 0 0 0 0 0 0", "from a list (the length must match)"),
+        ("bend decoder.net.2.weight offset 0.05", "bend: offset, spread, randomize, invert or "
+                                                  "zero, then an amount"),
+        ("bend decoder.net.2.weight spread 2 50 7", "... on 50 percent of the weights, seed 7"),
+        ("restore decoder.net.2.weight", "that layer's original weights, bit for bit"),
+        ("restore", "every layer's original weights"),
+        (f"save {OUT}/bent.ts", "the bent model as a TorchScript file nn~ loads too (an "
+                                "existing file is kept: add 'force' to replace it)"),
+    ], "$0-u", extra=table, w=800)
+
+
+def jobs_group() -> Canvas:
+    return group("jobs", "UnRAVEl jobs run on the object's job thread (the sound goes on), one at "
+                         "a time, and reply 'done <job> <paths...>' or 'error <job> <reason>'. "
+                         "Relative paths start at this patch's folder (the library: "
+                         f"examples/loop.wav is there). The results go to {OUT}. Options are "
+                         "those of the unravel command line.", [
+        (f"encode input examples/loop.wav output {OUT} latent-wav 1",
+         "audio -> latents (.npy and .latent.wav)"),
+        (f"stats input {OUT}/loop.npy output {OUT}/loop.stats.json", "statistics of latents"),
+        (f"generate input {OUT}/loop.npy output {OUT} pattern fibo points 11 seed 1",
+         "new latents from those statistics (a new file name each time)"),
+        (f"decode input {OUT}/loop.npy output {OUT}", "latents -> audio (.wav)"),
+        ("tempo bpm 120", "replies 'done tempo <frames> <bpm> <double bpm> <seconds>'"),
+        (f"diffuse output {OUT} steps 10 seed 1", "latent diffusion: 'done diffuse <wav> <npy>'"),
+    ], "$0-u", w=960)
+
+
+def registry_group() -> Canvas:
+    def obj(g: Canvas, y: int) -> int:
+        g.obj("r $0-reg", "r", 15, y)
+        g.obj("unravel~", "u", 15, y + 30)
+        g.connect("r", 0, "u", 0)
+        g.obj("print registry", "pr", 15, y + 60)
+        g.connect("u", 1, "pr", 0)
+        return note(g, 180, y + 30, "no model needed. On the job thread: lines in the Pd window "
+                                    "as nn~'s, then 'done <message> ...' or 'error <message> "
+                                    "<reason>'. UNRAVEL_REGISTRY_URL sets the registry's address.",
+                    60) + 40
+    return group("registry", "nn~'s model registry. download and remove work in the folder of "
+                             "the patch holding the object: here the library folder, so copy these "
+                             "into your own patch to download beside it.", [
+        ("print_available_models", "posts every model card (source/model/name) of the registry"),
+        ("download ircam/rave/nasa", "as nasa.ts (whole or not at all, a file already there is kept)"),
+        ("download ircam/rave/nasa mynasa", "the same as mynasa.ts"),
+        ("remove nasa", "deletes nasa.ts in the patch's folder (nothing else)"),
+    ], "$0-reg", extra=obj, w=760)
+
+
+def multichannel_group() -> Canvas:
+    g = Canvas(560, 330, name="multichannel")
+    y = note(g, 15, 12, "With -m, [unravel~] has one multichannel inlet and outlet (Pd 0.54+): "
+                        "here the 8 latents of encode travel in one signal into decode. Without -m "
+                        "it has one signal outlet per latent.", 74)
+    g.obj("noise~", "n", 15, y + 10)
+    g.obj("unravel~ -m default encode", "e", 15, y + 45)
+    g.obj("unravel~ -m default decode", "d", 15, y + 80)
+    g.obj("snake~ out", "sn", 240, y + 80)
+    g.obj("*~ 0.2", "g", 15, y + 115)
+    g.obj("dac~", "dac", 15, y + 150)
+    g.chain("n", "e", "d", "g", "dac")
+    g.connect("e", 0, "sn", 0)
+    g.connect("g", 0, "dac", 1)
+    note(g, 330, y + 80, "<- the 8 channels apart", 24)
+    return g
+
+
+# ----------------------------------------------------------------------- [bender]
+
+def bender_help() -> str:
+    c = Canvas(960, 700)
+    ref = reference("bender", "bend the layers of an [unravel~] model while it plays", [
+        ("INLETS:", [("1st: messages", "[unravel~]'s rightmost outlet (Bender reads 'layers ...'), "
+                                       "or 'public <name>'"),
+                     ("2nd: bang", "Reload: the model file again, then Init")]),
+        ("OUTLET:", [("messages", "for [unravel~]: layers, get_weights, bend, restore, set_weights, "
+                                  "enable, reload, set <attribute> <value>")]),
+        ("ARGUMENT:", [("1) symbol", "a public name: 'offset 0.05' sent to it ([s b1] for "
+                                     "[bender b1]) sets that control as if moved")]),
+        ("CONTROLS:", [("init, layer", "read the layers, choose one"),
+                       ("offset spread randomize", "the bends, recomputed from the original weights "
+                                                   "(randomize 0: off), each slider shows its value"),
+                       ("invert, percent, seed", "invert, the share of elements touched, the seed"),
+                       ("res, push, plot, fix", "restore the layer, write the drawn graph, show it, "
+                                                "keep the graph's scale (compare layers and bends)"),
+                       ("pqmf.* layers", "a fixed filterbank (not learned): its name shows '_(fixed)'"),
+                       ("temperature, guidance...", "model attributes (MSPrior, AFTER)")]),
+    ])
+    y = header(c, "bender", "bend the layers of an [unravel~] model while it plays", ref,
+               as_object=False)
+    y = note(c, 20, y, "Wire [bender] between [unravel~]'s rightmost outlet and its inlet, turn "
+                       "DSP on, click Init, choose a layer (decoder.* layers change the sound most) "
+                       "and move the sliders: each move recomputes the layer from its original "
+                       "weights. The graph shows the layer.", 130)
+    # left: [unravel~] and its panel; right: the loop, Reload, DSP
+    c.obj("r~ $0-loop", "src", 20, y + 10)
+    c.obj("r $0-u", "r", 150, y + 10)
+    c.obj("unravel~ default forward", "u", 20, y + 45)
+    c.connect("src", 0, "u", 0)
+    c.connect("r", 0, "u", 0)
+    c.obj("dac~", "dac", 20, y + 80)
+    c.connect("u", 0, "dac", 0)
+    c.connect("u", 0, "dac", 1)
+    c.obj("bender", "b", 20, y + 120)
+    c.connect("u", 1, "b", 0)
+    c.obj("s $0-u", "s", 20, y + 500)
+    c.connect("b", 0, "s", 0)
+    x = 520
+    c.text(x, y + 10, "the bundled loop:")
+    src = _loop_player(c, x, y + 35)
+    c.obj("s~ $0-loop", "snd", x, y + 160)
+    c.connect(src, 0, "snd", 0)
+    c.msg("; pd dsp 1", "on", x, y + 200)
+    c.msg("; pd dsp 0", "off", x + 90, y + 200)
+    c.msg("bang", "reload_b", x, y + 250)
+    c.obj("s $0-reload", "rl_s", x, y + 280)
+    c.connect("reload_b", 0, "rl_s", 0)
+    c.obj("r $0-reload", "rl_r", 240, y + 80)
+    c.connect("rl_r", 0, "b", 1)
+    note(c, x + 130, y + 250, "<- into Bender's right inlet: Reload (the model file "
+                              "again, the original weights) and Init", 40)
+    footer(c, ["unravel~", "chns0n"])
+    return c.render()
+
+
+# ----------------------------------------------------------------------- [chns0n] & co
+
+def player_help(obj: str, dims: int, model: str, latent: str) -> str:
+    c = Canvas(760, 590)
+    args = ([("1) float", "D: the number of latent dimensions (channels), the model's decode "
+                          "inputs (default 8)"),
+             ("2) symbol", "a public name: '<name> open <file>', '<name> render 1'")]
+            if obj == "chns0n" else
+            [("1) symbol", f"a public name ([{obj}] is [chns0n {dims}])")])
+    ref = reference(obj, "loop a latent wav into [unravel~ -m <model> decode]", [
+        ("INLET:", [("open <file>", "read a latent wav (relative: the top patch's folder)"),
+                    ("render 1 / 0", "start at frame 0 / stop (the last frame is held)"),
+                    ("loops <n>", "the file holds n loops: frames, BPM and seconds are shown (and "
+                                  "'loaded' reports them) for one (default 1)"),
+                    ("bang", "a file dialog (or the Load button)"),
+                    ("public <name>", "set the public name")]),
+        ("OUTLETS:", [("1st: signal", "the frames, D channels in one multichannel signal, one "
+                                      "frame every 2048 samples"),
+                      ("2nd: messages", "'loaded <frames> <bpm> <double bpm>' (of one loop) "
+                                        "after each open")]),
+        ("ARGUMENTS:", args),
+    ])
+    shown = obj if obj != "chns0n" else f"chns0n {dims}"
+    y = header(c, obj, "loop a latent wav into [unravel~ -m decode]", ref, as_object=False)
+    y = note(c, 20, y, "Plays a latent wav (D channels, one frame per latent step, as 'unravel "
+                       "encode --latent-wav' and 'unravel generate' write them) one frame every 2048 "
+                       "samples, looping, out of one multichannel outlet, into the decoder. BPM = "
+                       "60 * (sr / 2048) / frames. Turn DSP on, open, render 1.", 100)
+    c.obj("loadbang", "lb", 20, y + 8)        # the bundled latents are loaded at once
+    y += 32
+    x = 20
+    for key, m in (("open", f"open examples/{latent}"), ("r1", "render 1"), ("r0", "render 0"),
+                   ("bang", "bang")):
+        c.msg(m, key, x, y + 10)
+        x += CW * len(m) + 24
+    note(c, x, y + 10, "<- file dialog", 20)
+    c.connect("lb", 0, "open", 0)
+    c.obj(shown, "p", 20, y + 45)
+    for m in ("open", "r1", "r0", "bang"):
+        c.connect(m, 0, "p", 0)
+    c.obj(f"print {obj}", "pr", 340, y + 235)
+    c.connect("p", 1, "pr", 0)
+    c.obj(f"unravel~ -m {model} decode", "u", 20, y + 235)
+    c.connect("p", 0, "u", 0)
+    c.obj("*~ 0.5", "g", 20, y + 270)
+    c.obj("dac~", "dac", 20, y + 305)
+    c.connect("u", 0, "g", 0)
+    c.connect("g", 0, "dac", 0)
+    c.connect("g", 0, "dac", 1)
+    c.msg("; pd dsp 1", "on", 90, y + 305)
+    c.msg("; pd dsp 0", "off", 180, y + 305)
+    note(c, 340, y + 45, f"The file here: examples/{latent}, the bundled loop encoded by the "
+                         f"'{model}' model ({dims} dims). examples/2-composition.pd makes new ones.", 52)
+    footer(c, [o for o in ("chns0n", "ch4ns0n", "ch8ns0n", "unravel~") if o != obj])
+    return c.render()
+
+
+# ----------------------------------------------------------------------- shared pieces
+
+def _loop_player(c: Canvas, x: int, y: int, wav: str = "examples/loop.wav") -> str:
+    """The bundled loop (`wav`, relative to the patch), looping, into the returned object."""
     c.obj("loadbang", "lp_lb", x, y)
-    c.msg("read -resize examples/loop.wav $0-loop", "lp_read", x, y + 25)
+    c.msg(f"read -resize {wav} $0-loop", "lp_read", x, y + 25)
     c.obj("soundfiler", "lp_sf", x, y + 50)
     c.chain("lp_lb", "lp_read", "lp_sf")
     c.obj("table $0-loop", "lp_tab", x + 200, y + 50)
@@ -48,100 +448,9 @@ def _dac(c: Canvas, src: str, x: int, y: int, outlet: int = 0) -> None:
     c.msg("; pd dsp 0", "dsp_off", x + 170, y)
 
 
-def bender_help() -> str:
-    c = Canvas(1120, 900)
-    y = _head(c, "[bender] - bend the layers of an [unravel~] model while it plays",
-              "A panel for network bending: pick a layer, move the sliders, and the backend "
-              "recomputes the layer from its original weights (DESIGN section 5). The graph "
-              "shows the result. Wire it as below: its outlet into [unravel~], [unravel~]'s "
-              "rightmost (info) outlet into its left inlet. Click Init first.")
-    src = _loop_player(c, 20, 140)
-    c.obj("unravel~ default forward", "u", 20, 290)
-    c.connect(src, 0, "u", 0)
-    c.obj("bender", "b", 20, 360)
-    c.connect("u", 1, "b", 0)
-    c.connect("b", 0, "u", 0)
-    c.msg("bang", "reload_b", 260, 330)
-    c.connect("reload_b", 0, "b", 1)
-    c.text(305, 330, "<- right inlet: reload the model (originals back) and Init")
-    _dac(c, "u", 20, 760)
-    c.text(20, 820, "the bundled loop -> the default model (forward) -> Bender -> you. Turn DSP on, "
-                    "click Init, choose a layer (decoder.* layers change the sound most).", 60)
-    x = 520
-    y = _section(c, 140, "CREATION ARGUMENTS", [
-        "[bender <name>]: optional public name. A message '<name> <control> <value>' sets a "
-        "control as if you moved it, '<name> w <array message>' draws into the graph. "
-        "Examples: 'b1 offset 0.05', 'b1 w const 0' then 'b1 push' (message boxes starting "
-        "with a semicolon)."], x)
-    y = _section(c, y, "MESSAGES (inlets)", [
-        "left: the info outlet of [unravel~] (Bender reads 'layers <names...>'). 'public <name>' "
-        "sets the public name.",
-        "right: bang = Reload (the model file again, original weights) then Init."], x)
-    y = _section(c, y, "OUTLET", [
-        "messages for [unravel~]: layers, get_weights <layer> <array>, bend <layer> <op> "
-        "<amount> <percent> <seed>, restore <layer>, set_weights <layer> <array>, enable 0/1, "
-        "reload, set <attribute> <value>."], x)
-    y = _section(c, y, "CONTROLS (public names)", [
-        "init, show (print 'bender: <index> <name>'), layer (slider: index), enable, reload",
-        "offset -0.1..0.1, spread 0..3 (1 = as is), randomize 2..2000 (Gaussian noise, std "
-        "value*1e-4), invert (INV), percent 1..100 (Sample %: evenly spaced elements), seed: "
-        "each change is sent 40 ms after the last move (debounced), then the graph refreshes.",
-        "res (RES: original layer, sliders back), push (PUSH: what is drawn in the graph becomes "
-        "the layer), plot (PLOT: show/hide the graph).",
-        "temperature 1..1000, listen (MSPrior). guidance_structure 0..5, guidance_timbre 0..3, "
-        "nb_steps 0..16 (AFTER): 'set <attribute> <value>'. A model without the attribute "
-        "reports an error and nothing else happens."], x)
-    _section(c, y, "EXAMPLES", ["examples/1-bending.pd (live bending), examples/3-render.pd "
-                                "(one bend in a headless render). See also [unravel~], [chns0n]."], x)
-    return c.render()
-
-
-def player_help(obj: str, dims: int, model: str, latent: str) -> str:
-    c = Canvas(1100, 760)
-    y = _head(c, f"[{obj}] - loop a latent wav into [unravel~ -m {model} decode]",
-              "Reads a latent wav (D channels, one frame per latent step, 32- or 64-bit float, "
-              "as 'unravel encode --latent-wav' and 'unravel generate' write them) and plays one "
-              "frame every 2048 samples (sr/2048 frames per second), looping, out of one "
-              "multichannel outlet. The tempo readout is that of the loop: BPM = 60 * (sr/2048) "
-              "/ frames (x2: double time).")
-    c.msg(f"open examples/{latent}", "open", 20, 140)
-    c.msg("render 1", "r1", 20, 170)
-    c.msg("render 0", "r0", 100, 170)
-    c.msg("bang", "bang", 180, 170)
-    c.text(225, 170, "<- file dialog")
-    c.obj(obj if obj != "chns0n" else f"chns0n {dims}", "p", 20, 205)
-    for m in ("open", "r1", "r0", "bang"):
-        c.connect(m, 0, "p", 0)
-    c.obj("print loaded", "pr", 340, 395)
-    c.connect("p", 1, "pr", 0)
-    c.obj(f"unravel~ -m {model} decode", "u", 20, 425)
-    c.connect("p", 0, "u", 0)
-    _dac(c, "u", 20, 460)
-    c.text(20, 520, "Turn DSP on, open, render 1.", 60)
-    x = 520
-    args = ([f"[chns0n <D> <name>]: D = number of latent dimensions (channels, the model's "
-             "decode inputs), optional public name (as [bender]'s: '<name> open <file>', "
-             "'<name> render 1', '<name> load')."] if obj == "chns0n" else
-            [f"[{obj} <name>]: [chns0n {dims}] with an optional public name ('<name> open "
-             "<file>', '<name> render 1', '<name> load'). [chns0n] takes any number of dims."])
-    y = _section(c, 140, "CREATION ARGUMENTS", args, x)
-    y = _section(c, y, "MESSAGES (inlet)", [
-        "open <file>: read a latent wav (relative paths: the folder of the top-level patch). "
-        "A file with fewer channels leaves the rest at 0 (a line is printed).",
-        "render 1/0: start at frame 0 / stop (the last frame is held). bang or Load: file dialog.",
-        "public <name>: set the public name."], x)
-    y = _section(c, y, "OUTLETS", [
-        "left: the latent frames, D channels in one multichannel signal (Pd >= 0.54), into "
-        "[unravel~ -m <model> decode].",
-        "right: 'loaded <frames> <bpm> <double bpm>' after each open."], x)
-    _section(c, y, "EXAMPLES", ["examples/2-composition.pd: encode the loop, generate a fibo "
-                                "pattern, play it through the decoder. examples/3-render.pd: the "
-                                "same headless, written to a wav. See also [bender], [unravel~]."], x)
-    return c.render()
-
-
 def patches() -> dict[str, str]:
-    return {"bender-help.pd": bender_help(),
+    return {"unravel~-help.pd": unravel_help(),
+            "bender-help.pd": bender_help(),
             "chns0n-help.pd": player_help("chns0n", 8, "default", "loop.latent.wav"),
             "ch8ns0n-help.pd": player_help("ch8ns0n", 8, "default", "loop.latent.wav"),
             "ch4ns0n-help.pd": player_help("ch4ns0n", 4, "default4", "loop4.latent.wav")}

@@ -25,7 +25,8 @@ from unravel.app.bending_tab import (CHAIN, NEUTRAL, SLIDERS, BendResult, _pick_
                                      bend_apply, bend_command, bend_generate, bend_layers,
                                      bend_listen, bend_restore, bend_save, bend_settings,
                                      layer_info)
-from unravel.app.common import (BUNDLED_LOOP, CHECKPOINT_SUFFIXES, CSS, DATA, SEED_MAX,  # noqa: E402,F401
+from unravel.app.common import (BUNDLED_LOOP, CHECKPOINT_SUFFIXES, CSS, DATA,  # noqa: E402,F401
+                                DEFAULT_MAX_UPLOAD_MB, SEED_MAX,
                                 Library, _on_page, fresh_dir, latents_image, random_seed,
                                 theme, whole)
 from unravel.app.diffusion_tab import (DiffusionResult, diffusion_command,  # noqa: E402,F401
@@ -34,8 +35,10 @@ from unravel.app.unravel_tab import ComposeResult, EncodeResult, compose, encode
 from unravel.errors import UnravelError  # noqa: E402
 
 
-def build(library: Library, out_dir: str | os.PathLike):
-    """The gradio page: Diffusion, UnRAVEl and Bending tabs over `library`, writing to `out_dir`."""
+def build(library: Library, out_dir: str | os.PathLike,
+          max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB):
+    """The gradio page: Diffusion, UnRAVEl and Bending tabs over `library`, writing to `out_dir`
+    (uploads up to `max_upload_mb` MB of decoded audio per file)."""
     import gradio as gr
 
     out_dir = Path(out_dir)
@@ -44,16 +47,19 @@ def build(library: Library, out_dir: str | os.PathLike):
     with gr.Blocks(title="unravel", analytics_enabled=False) as page:
         gr.Markdown("## unravel — generate, compose and bend sound in the latent space of RAVE models")
         with gr.Tabs():
-            for tab in (diffusion_tab, unravel_tab, bending_tab):
-                tab.layout(library, out_dir, rave_choices, rave_default)
+            diffusion_tab.layout(library, out_dir, rave_choices, rave_default)
+            unravel_tab.layout(library, out_dir, rave_choices, rave_default, max_upload_mb)
+            bending_tab.layout(library, out_dir, rave_choices, rave_default)
     return page
 
 
 def serve(host: str = "127.0.0.1", port: int = 7860, models: str | os.PathLike | None = None,
           out: str | os.PathLike | None = None, block: bool = True, threads: int = 1,
-          device: str = "cpu"):
+          device: str = "cpu", max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB):
     """Start the page on http://host:port; `block=False` returns (gradio app, local url).
-    Its models and diffusion run on `device` (see unravel.device)."""
+    Its models and diffusion run on `device` (see unravel.device). Custom model and
+    checkpoint paths must lie in `models`; an upload may hold at most `max_upload_mb` MB of
+    decoded audio (larger files are refused by gradio as they arrive)."""
     from unravel.device import name, resolve
     from unravel.model import set_threads
     set_threads(threads)
@@ -63,7 +69,11 @@ def serve(host: str = "127.0.0.1", port: int = 7860, models: str | os.PathLike |
         raise UnravelError(f"{models}: models folder not found")
     out = Path(out) if out else Path(tempfile.mkdtemp(prefix="unravel-app-"))
     audio.check_writable_dir(out)
-    page = build(Library(models, device), out)
+    if not 1 <= int(port) <= 65535:
+        raise UnravelError(f"port must be between 1 and 65535, got {port}")
+    if not 0 < max_upload_mb <= 1e6:
+        raise UnravelError(f"max upload must be between 0 and 1000000 MB, got {max_upload_mb}")
+    page = build(Library(models, device), out, max_upload_mb)
     page.queue(default_concurrency_limit=1)
     allowed = [str(out), str(DATA)] + ([str(models)] if models else [])
     try:
@@ -71,6 +81,7 @@ def serve(host: str = "127.0.0.1", port: int = 7860, models: str | os.PathLike |
                                   inbrowser=False, ssr_mode=False, mcp_server=False, pwa=False,
                                   enable_monitoring=False, show_error=True, quiet=True,
                                   allowed_paths=allowed, theme=theme(), css=CSS,
+                                  max_file_size=int(max_upload_mb * 2**20),
                                   footer_links=["settings"], prevent_thread_lock=True)
     except OSError as e:
         raise UnravelError(f"cannot listen on {host}:{port} (in use or not allowed: choose "

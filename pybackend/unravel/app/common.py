@@ -19,6 +19,9 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 BUNDLED_LOOP = DATA / "loop.wav"
 CHECKPOINT_SUFFIXES = (".pt", ".ckpt", ".pth")
 SEED_MAX = 999_999_999
+# Uploads: at most this many MB of decoded audio (32-bit samples) per file (unravel app
+# --max-upload-mb); gradio refuses larger uploads before they are stored.
+DEFAULT_MAX_UPLOAD_MB = 300
 
 Progress = Callable[[float, str], None]
 
@@ -63,9 +66,6 @@ class Library:
     def _label(self, path: Path) -> str:
         return str(path.relative_to(self.folder)) if self.folder else path.name
 
-    def search(self) -> list[Path]:
-        return [self.folder] if self.folder else []
-
     def model(self, spec: str):
         """The shared, unbent model for `spec` (loaded on first use)."""
         from unravel.model import load_model
@@ -87,9 +87,46 @@ class Library:
             return self._benders[key]
 
     def key(self, spec: str) -> str:
-        """The resolved path of a model spec (UnravelError when there is no such model)."""
-        from unravel.model import resolve_model
-        return str(resolve_model(spec, self.search()))
+        """The resolved path of a RAVE model the page may load: a bundled one by name, or a
+        `.ts` file inside the models folder (its path, or its name there, `.ts` optional).
+        Any other path is refused with the same message whether or not it exists, so the
+        page tells nothing about the files of the machine it runs on."""
+        from unravel.model import BUNDLED, resolve_model
+        if str(spec) in BUNDLED:
+            return str(resolve_model(str(spec)))
+        found = self._inside(spec, (".ts",))
+        if found is None:
+            raise UnravelError(f"model {str(spec)!r}: not found among the bundled models and "
+                               f"the .ts files of the models folder")
+        return str(found)
+
+    def checkpoint(self, spec: str) -> str:
+        """'default' (the bundled checkpoint) or the resolved path of a checkpoint inside the
+        models folder; anything else is refused as key() refuses models."""
+        if str(spec) == "default":
+            return "default"
+        found = self._inside(spec, CHECKPOINT_SUFFIXES)
+        if found is None:
+            raise UnravelError(f"diffusion model {str(spec)!r}: not found among the bundled "
+                               f"checkpoint and the checkpoints of the models folder")
+        return str(found)
+
+    def _inside(self, spec: str, suffixes: Sequence[str]) -> Path | None:
+        """The file `spec` names inside the models folder (symbolic links resolved), else None."""
+        if not self.folder or not str(spec) or "\0" in str(spec):
+            return None
+        root = self.folder.resolve()
+        given = Path(str(spec)).expanduser()
+        given = given if given.is_absolute() else root / given
+        for candidate in (given, given.with_name(given.name + suffixes[0])):
+            try:
+                path = candidate.resolve()
+                if (path.is_relative_to(root) and path.suffix.lower() in suffixes
+                        and path.is_file()):
+                    return path
+            except (OSError, RuntimeError, ValueError):
+                continue
+        return None
 
 
 def random_seed() -> int:

@@ -61,6 +61,7 @@ def diffusion_generate(library: Library, checkpoint: str, rave: str, seed_a: int
     seed_a, seed_b = whole(seed_a, "Seed A"), whole(seed_b, "Seed B")
     steps, length_mult = whole(steps, "Steps"), whole(length_mult, "Length multiplier")
     out_dir = audio.check_writable_dir(out_dir)
+    checkpoint = library.checkpoint(checkpoint)   # only the bundled one or the models folder's
     progress(0.0, "loading models")
     model = library.model(rave)
     seeds = (dict(seed_a=int(seed_a), seed_b=int(seed_b), lerp_factor=float(lerp_factor))

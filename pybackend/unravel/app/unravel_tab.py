@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from unravel import audio, latents, stats
-from unravel.app.common import (BUNDLED_LOOP, SEED_MAX, Library, Progress, _command,
+from unravel.app.common import (BUNDLED_LOOP, DEFAULT_MAX_UPLOAD_MB, SEED_MAX, Library, Progress, _command,
                                 _no_progress, _number, _on_page, _reporter, fresh_dir,
                                 latents_image, random_seed, randomize_button, whole)
 from unravel.distributions import DISTRIBUTIONS
@@ -31,11 +31,13 @@ class EncodeResult:
 
 
 def encode_audio(library: Library, rave: str, inputs: Sequence[str | os.PathLike],
-                 out_dir: str | os.PathLike, iqr: bool = False) -> EncodeResult:
+                 out_dir: str | os.PathLike, iqr: bool = False,
+                 max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB) -> EncodeResult:
     """Encode audio files with a RAVE model; write their latents and a statistics plot.
+    A file whose decoded samples (32-bit float) exceed `max_upload_mb` MB is refused.
     An error names each input file by its own name (an upload's, not the page's copy's path)."""
     try:
-        return _encode_audio(library, rave, inputs, out_dir, iqr)
+        return _encode_audio(library, rave, inputs, out_dir, iqr, max_upload_mb)
     except UnravelError as e:
         message = str(e)
         for p in inputs:
@@ -45,11 +47,14 @@ def encode_audio(library: Library, rave: str, inputs: Sequence[str | os.PathLike
 
 
 def _encode_audio(library: Library, rave: str, inputs: Sequence[str | os.PathLike],
-                  out_dir: str | os.PathLike, iqr: bool = False) -> EncodeResult:
+                  out_dir: str | os.PathLike, iqr: bool = False,
+                  max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB) -> EncodeResult:
     from unravel.pipeline import encode_files
     if not inputs:
         raise UnravelError("no audio given: upload a file (or leave it empty for the bundled loop)")
     files = list(dict.fromkeys(Path(p).resolve() for p in inputs))   # each file once
+    for f in files:
+        check_upload(f, max_upload_mb)
     model = library.model(rave)
     out_dir = fresh_dir(out_dir, "encoded")
     if len({f.stem for f in files}) == len(files):
@@ -61,6 +66,19 @@ def _encode_audio(library: Library, rave: str, inputs: Sequence[str | os.PathLik
     s = stats.compute(z)
     plot = stats.plot(z, out_dir / "stats.png")
     return EncodeResult(list(paths), plot, stats.format_table(s, iqr=iqr), s.frames)
+
+
+def check_upload(path: Path, max_upload_mb: float) -> None:
+    """UnravelError when the audio file `path` decodes to more than `max_upload_mb` MB of
+    32-bit samples (read from its header, before any sample is decoded)."""
+    try:
+        frames, channels, _ = audio.info(path)
+    except UnravelError:   # a format only PyAV reads: the upload's own size limit applies
+        return
+    mb = frames * channels * 4 / 2**20
+    if mb > max_upload_mb:
+        raise UnravelError(f"{path.name}: {mb:.0f} MB of decoded audio, more than this page's "
+                           f"limit of {max_upload_mb:g} MB (unravel app --max-upload-mb)")
 
 
 @dataclass(frozen=True)
@@ -105,8 +123,10 @@ def compose(library: Library, rave: str, encoded: Sequence[str | os.PathLike],
     return ComposeResult(wav, latent_wav, npy, image, command, info.frames / info.samplerate)
 
 
-def layout(library: Library, out_dir: Path, rave_choices: list, rave_default: str) -> None:
-    """The UnRAVEl tab (inside the page's gr.Tabs)."""
+def layout(library: Library, out_dir: Path, rave_choices: list, rave_default: str,
+           max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB) -> None:
+    """The UnRAVEl tab (inside the page's gr.Tabs); uploads are limited to `max_upload_mb`
+    MB of decoded audio per file."""
     import gradio as gr
 
     with gr.Tab("UnRAVEl", id="unravel"):
@@ -116,7 +136,8 @@ def layout(library: Library, out_dir: Path, rave_choices: list, rave_default: st
                 u_rave = gr.Dropdown(rave_choices, value=rave_default, label="RAVE model",
                                      allow_custom_value=True)
                 u_files = gr.File(None, file_count="multiple", type="filepath",
-                                  label="Audio (upload your own; empty: the bundled loop)",
+                                  label=f"Audio (upload your own; empty: the bundled loop; at most "
+                                        f"{max_upload_mb:g} MB of decoded audio per file)",
                                   elem_id="u-files")
                 u_encode = gr.Button("Encode and show statistics", elem_id="u-encode")
                 with gr.Row():
@@ -157,7 +178,8 @@ def layout(library: Library, out_dir: Path, rave_choices: list, rave_default: st
             key = [library.key(rave), files, bool(iqr)]
             if state and state["key"] == key:
                 return state
-            r = encode_audio(library, rave, files, out_dir / "unravel", iqr=bool(iqr))
+            r = encode_audio(library, rave, files, out_dir / "unravel", iqr=bool(iqr),
+                             max_upload_mb=max_upload_mb)
             return {"key": key, "latents": [str(p) for p in r.latents],
                     "plot": str(r.plot), "table": r.table}
 

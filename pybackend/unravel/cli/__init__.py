@@ -1,6 +1,6 @@
 """The `unravel` command line: the argument parser and main(); the commands are in one
 module per group (`rave`: info, encode, stats, generate, tempo, decode, bend; `diffusion`:
-diffuse, prepare-diffusion, train-diffusion; `app`: app), each calling the backend only.
+diffuse, prepare-diffusion, train-diffusion; `app`: app; `pd`: pd-install), each calling the backend only.
 
 User errors print one line `unravel <command>: <file>: <cause>` on stderr and exit with
 status 2 (no traceback).
@@ -13,7 +13,9 @@ import os
 import sys
 from typing import Sequence
 
-from unravel.cli import app, diffusion, rave
+from unravel import limits
+from unravel.cli import app, diffusion, pd, rave
+from unravel.cli.options import int_in
 from unravel.errors import UnravelError
 
 
@@ -31,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # --threads and --force are accepted before or after the subcommand.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--threads", type=int, default=argparse.SUPPRESS, metavar="N",
+    common.add_argument("--threads", type=int_in(1, limits.MAX_THREADS), default=argparse.SUPPRESS, metavar="N",
                         help="torch threads (default 1: fastest for small models on few cores)")
     force = argparse.ArgumentParser(add_help=False)
     force.add_argument("-f", "--force", action="store_true", help="overwrite existing output files")
@@ -44,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="unravel",
                 description="Compose, generate and bend sound in the latent space of RAVE models.")
     # its own action: the subcommands' copy (shared from `common`) must keep SUPPRESS
-    p.add_argument("--threads", type=int, default=1, metavar="N",
+    p.add_argument("--threads", type=int_in(1, limits.MAX_THREADS), default=1, metavar="N",
                    help="torch threads (default 1: fastest for small models on few cores)")
     p.add_argument("--version", action="version", version=f"unravel {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -53,13 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
     rave.add_commands(sub, common, force, device)
     diffusion.add_commands(sub, common, force, device)
     app.add_commands(sub, common, device)
+    pd.add_commands(sub, common, force)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns (and as a script exits with) the status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:   # a usage error (its line already printed), --help, --version
+        return e.code if isinstance(e.code, int) else 2
     try:
         return int(args.func(args) or 0)
     except UnravelError as e:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from unravel import limits
+from unravel.cli.options import float_in, int_in
 from unravel.cli.rave import MODEL_HELP
 from unravel.errors import UnravelError
 
@@ -84,28 +86,28 @@ def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentP
                    help="architecture for checkpoints that do not store one: a preset (original, "
                         "flex-256 .. flex-16384, tiny, small, medium) or A.json (default: the "
                         "Flex'ed preset for its latent_length, else the original 4096 preset)")
-    s.add_argument("--seed", type=int, metavar="S", help="first seed (default: random)")
-    s.add_argument("--num", type=int, default=1, metavar="N", help="files to make: seeds S, S+1, ...")
-    s.add_argument("--steps", type=int, default=100, help="diffusion steps (default 100)")
-    s.add_argument("--temperature", type=float, default=1.0, help="noise scale (default 1.0)")
+    s.add_argument("--seed", type=int_in(0, limits.MAX_SEED), metavar="S", help="first seed (default: random)")
+    s.add_argument("--num", type=int_in(1, limits.MAX_COUNT), default=1, metavar="N", help="files to make: seeds S, S+1, ...")
+    s.add_argument("--steps", type=int_in(1, limits.MAX_STEPS), default=100, help="diffusion steps (default 100)")
+    s.add_argument("--temperature", type=float_in(0, 1e3), default=1.0, help="noise scale (default 1.0)")
     g = s.add_mutually_exclusive_group()
-    g.add_argument("--latent-scale", type=float, default=1.0,
+    g.add_argument("--latent-scale", type=float_in(-1e3, 1e3), default=1.0,
                    help="scale after the global z-score (default 1.0)")
     g.add_argument("--skip-normalize", action="store_true", help="decode the latents as sampled")
-    s.add_argument("--latent-length", type=int, metavar="L",
+    s.add_argument("--latent-length", type=int_in(1, limits.MAX_LATENT_FRAMES), metavar="L",
                    help="latent frames to sample (default: the checkpoint's; a multiple of its "
                         "network's downsampling)")
-    s.add_argument("--length-mult", type=int, default=1, metavar="K",
+    s.add_argument("--length-mult", type=int_in(1, limits.MAX_LENGTH_MULT), default=1, metavar="K",
                    help="sample K times the latent length")
     s.add_argument("--lerp", action="store_true", help="slerp from seed A's to seed B's latents")
-    s.add_argument("--seed-a", type=int, metavar="A", help="seed A (with --lerp; default random)")
-    s.add_argument("--seed-b", type=int, metavar="B", help="seed B (with --lerp; default random)")
-    s.add_argument("--lerp-factor", type=float, default=1.0,
+    s.add_argument("--seed-a", type=int_in(0, limits.MAX_SEED), metavar="A", help="seed A (with --lerp; default random)")
+    s.add_argument("--seed-b", type=int_in(0, limits.MAX_SEED), metavar="B", help="seed B (with --lerp; default random)")
+    s.add_argument("--lerp-factor", type=float_in(-1e3, 1e3), default=1.0,
                    help="interpolation reaches this factor at the end (default 1.0)")
     s.add_argument("--save-latents", action="store_true", help="also write the latents as .npy")
     s.add_argument("--latent-wav", action="store_true", help="also write <name>.latent.wav")
     s.add_argument("--name", default="diffuse", help="file name prefix (default diffuse)")
-    s.add_argument("--batch", type=int, default=4, metavar="B",
+    s.add_argument("--batch", type=int_in(1, limits.MAX_BATCH), default=4, metavar="B",
                    help="seeds sampled together (default 4; 1 = bit-exact with the reference loop)")
     s.add_argument("-o", "--output", default=".", metavar="DIR", help="output folder (default: .)")
     s.set_defaults(func=cmd_diffuse)
@@ -114,7 +116,7 @@ def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentP
                        help="audio files or folders -> training latents for train-diffusion")
     s.add_argument("--model", "-m", default="default", help=MODEL_HELP)
     s.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or folders")
-    s.add_argument("--latent-length", type=int, default=256, metavar="L",
+    s.add_argument("--latent-length", type=int_in(1, limits.MAX_LATENT_FRAMES), default=256, metavar="L",
                    help="latent frames per chunk (default 256; chunks of L*ratio samples)")
     s.add_argument("--no-normalize", action="store_true", help="skip the per-chunk z-score")
     s.add_argument("-o", "--output", required=True, metavar="DIR", help="latent folder")
@@ -130,22 +132,22 @@ def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentP
                    help="tiny, small, medium, flex (the Flex'ed preset for the latent length) "
                         "or A.json (default small)")
     s.add_argument("--name", default="diffusion", help="checkpoint name prefix")
-    s.add_argument("--batch-size", type=int, default=8)
-    s.add_argument("--accumulation-steps", type=int, default=2)
-    s.add_argument("--lr", type=float, default=1e-4)
-    s.add_argument("--weight-decay", type=float, default=1e-4)
-    s.add_argument("--scheduler-steps", type=int, default=100, help="epochs per LR decay (x0.99)")
-    s.add_argument("--noise-std", type=float, default=0.1, help="augmentation noise (default 0.1)")
-    s.add_argument("--patience", type=int, default=200,
+    s.add_argument("--batch-size", type=int_in(1, limits.MAX_BATCH), default=8)
+    s.add_argument("--accumulation-steps", type=int_in(1, limits.MAX_COUNT), default=2)
+    s.add_argument("--lr", type=float_in(0, 1e3, open_low=True), default=1e-4)
+    s.add_argument("--weight-decay", type=float_in(0, 1e3), default=1e-4)
+    s.add_argument("--scheduler-steps", type=int_in(1, limits.MAX_EPOCHS), default=100, help="epochs per LR decay (x0.99)")
+    s.add_argument("--noise-std", type=float_in(0, 1e3), default=0.1, help="augmentation noise (default 0.1)")
+    s.add_argument("--patience", type=int_in(1, limits.MAX_EPOCHS), default=200,
                    help="early stop after N epochs without improvement")
-    s.add_argument("--max-epochs", type=int, default=25000)
-    s.add_argument("--max-minutes", type=float, help="stop after this many minutes")
-    s.add_argument("--split-ratio", type=float, default=0.8, help="training share of the latents")
-    s.add_argument("--save-interval", type=int, default=100, help="write <name>_last.pt every N epochs")
+    s.add_argument("--max-epochs", type=int_in(1, limits.MAX_EPOCHS), default=25000)
+    s.add_argument("--max-minutes", type=float_in(0, 1e7, open_low=True), help="stop after this many minutes")
+    s.add_argument("--split-ratio", type=float_in(0, 1, open_low=True), default=0.8, help="training share of the latents")
+    s.add_argument("--save-interval", type=int_in(1, limits.MAX_EPOCHS), default=100, help="write <name>_last.pt every N epochs")
     g = s.add_mutually_exclusive_group()
     g.add_argument("--resume", metavar="CKPT", help="continue a run (weights, optimizer, epoch)")
     g.add_argument("--finetune", metavar="CKPT", help="start from a checkpoint's weights")
-    s.add_argument("--seed", type=int, default=664)
+    s.add_argument("--seed", type=int_in(0, limits.MAX_SEED), default=664)
     s.add_argument("--no-optimizer-state", action="store_true",
                    help="write checkpoints without optimizer/scheduler state (smaller, not resumable)")
     s.add_argument("--precision", default="32", choices=("32", "16-mixed", "bf16-mixed"),

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from unravel import limits
+from unravel.cli.options import float_in, int_in
 from unravel.errors import UnravelError
 
 MODEL_HELP = "TorchScript model file ('default' = the bundled model)"
@@ -203,10 +205,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def cmd_bend(args: argparse.Namespace) -> int:
-    from unravel.audio import check_writable_dir
-    out = Path(args.output)
-    if out.exists() and not args.force:
-        raise UnravelError(f"{out}: already exists (use --force to overwrite)")
+    from unravel.audio import check_target, check_writable_dir
+    out = check_target(args.output, args.force)   # before the model is loaded
     check_writable_dir(out.parent if str(out.parent) else ".")
     from unravel.bend import Bender
     bender = Bender(_load(args, args.model, warmup=False))
@@ -255,13 +255,13 @@ def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentP
     s.add_argument("--dist", choices=DISTRIBUTIONS, default="normal")
     s.add_argument("--iqr", action="store_true", help="centre/spread from the quartiles")
     g = s.add_mutually_exclusive_group()
-    g.add_argument("--points", type=int, metavar="K", help="frames per block")
-    g.add_argument("--bpm", type=float, help="pick the block length whose tempo is nearest (default 120)")
-    s.add_argument("--loops", type=int, default=1, metavar="N", help="repetitions (default 1)")
-    s.add_argument("--files", type=int, default=1, metavar="N",
+    g.add_argument("--points", type=int_in(1, limits.MAX_LATENT_FRAMES), metavar="K", help="frames per block")
+    g.add_argument("--bpm", type=float_in(0, 100_000, open_low=True), help="pick the block length whose tempo is nearest (default 120)")
+    s.add_argument("--loops", type=int_in(1, limits.MAX_COUNT), default=1, metavar="N", help="repetitions (default 1)")
+    s.add_argument("--files", type=int_in(1, limits.MAX_COUNT), default=1, metavar="N",
                    help="files to make, all from one random stream (default 1)")
-    s.add_argument("--seed", type=int, default=0, metavar="S")
-    s.add_argument("--skip", type=int, default=0, metavar="I",
+    s.add_argument("--seed", type=int_in(0, limits.MAX_SEED), default=0, metavar="S")
+    s.add_argument("--skip", type=int_in(0, limits.MAX_COUNT), default=0, metavar="I",
                    help="draw and drop the first I files of the stream (the sidecars use it)")
     s.add_argument("--plot", metavar="PNG",
                    help="also write violin, box and time-series plots of the generated files")
@@ -271,7 +271,7 @@ def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentP
 
     s = sub.add_parser("tempo", parents=[common], help="quantized loop tempos (k frames -> BPM)")
     _add_rate_args(s)
-    s.add_argument("--bpm", type=float, help="show the k nearest this tempo")
+    s.add_argument("--bpm", type=float_in(0, 100_000, open_low=True), help="show the k nearest this tempo")
     s.set_defaults(func=cmd_tempo)
 
     s = sub.add_parser("decode", parents=[common, force, device], help="latents -> audio at the model's rate")
@@ -284,14 +284,14 @@ def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentP
     s.add_argument("--model", "-m", required=True, help=MODEL_HELP)
     s.add_argument("--layer", required=True, help="layer name (see unravel info)")
     s.add_argument("--op", required=True, choices=("offset", "spread", "randomize", "invert", "zero"))
-    s.add_argument("--amount", type=float, required=True)
-    s.add_argument("--percent", type=float, help="bend only this percent of the weights, evenly spaced")
-    s.add_argument("--seed", type=int, help="seed for randomize")
+    s.add_argument("--amount", type=float_in(-1e6, 1e6), required=True)
+    s.add_argument("--percent", type=float_in(0, 100, open_low=True), help="bend only this percent of the weights, evenly spaced")
+    s.add_argument("--seed", type=int_in(0, limits.MAX_SEED), help="seed for randomize")
     s.add_argument("-o", "--output", required=True, metavar="OUT.ts", help="the bent model")
     s.set_defaults(func=cmd_bend)
 
 
 def _add_rate_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--model", "-m", help="take the sample rate and ratio from this model")
-    s.add_argument("--sr", type=int, default=44100, help="sample rate without --model (default 44100)")
-    s.add_argument("--ratio", type=int, default=2048, help="frames ratio without --model (default 2048)")
+    s.add_argument("--sr", type=int_in(1, limits.MAX_SR), default=44100, help="sample rate without --model (default 44100)")
+    s.add_argument("--ratio", type=int_in(1, limits.MAX_RATIO), default=2048, help="frames ratio without --model (default 2048)")

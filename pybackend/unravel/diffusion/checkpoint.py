@@ -8,6 +8,7 @@ arguments. They are only ever read with `torch.load(..., weights_only=True)`.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 
 from unravel import audio as audio_io
+from unravel import limits
 from unravel.diffusion.vdiffusion import (FLEX_PRESETS, ORIGINAL_ARCH, SMALL_PRESETS, DiffusionModel,
                                           check_arch)
 from unravel.errors import UnravelError
@@ -60,6 +62,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise UnravelError(f"{path}: no such checkpoint file")
     if path.is_dir():
         raise UnravelError(f"{path}: is a folder, expected a diffusion checkpoint (.pt)")
+    if not path.is_file():   # a fifo or a device would block or never end
+        raise UnravelError(f"{path}: not a regular file, expected a diffusion checkpoint (.pt)")
     try:
         with open(path, "rb") as f:
             head = f.read(2)
@@ -206,6 +210,9 @@ def load_checkpoint(spec: str | os.PathLike, arch: str | os.PathLike | None = No
     model.eval()
     length = obj.get("latent_length")
     length = int(length) if isinstance(length, int) and length > 0 else ORIGINAL_LATENT_LENGTH
+    if length > limits.MAX_LATENT_FRAMES:
+        raise UnravelError(f"{source}: says latent_length {length}, more than the "
+                           f"{limits.MAX_LATENT_FRAMES} frames a sample may have")
     meta = {k: v for k, v in obj.items() if not k.endswith("_state_dict")}
     epoch = obj.get("epoch") if isinstance(obj.get("epoch"), int) else None
     return Diffuser(path, model, arch_dict, arch_source, dims, length, epoch, meta)
@@ -245,7 +252,9 @@ def save_checkpoint(path: str | os.PathLike, model: DiffusionModel, latent_lengt
         "arch": {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in model.arch.items()},
         **(extra or {}),
     }
-    return audio_io.atomic_write(path, lambda tmp: torch.save(ckpt, tmp), force=force)
+    buf = io.BytesIO()   # in memory first: torch's file writer aborts on a full disk
+    torch.save(ckpt, buf)
+    return audio_io.atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()), force=force)
 
 
 def _cpu(obj):

@@ -14,6 +14,7 @@ import torch
 
 from unravel import audio as audio_io
 from unravel import device as _device
+from unravel import limits
 from unravel import latents as latents_io
 from unravel.diffusion.checkpoint import Diffuser, cached_checkpoint
 from unravel.diffusion.values import as_bool, as_float, as_int, check_seed, random_seed
@@ -74,6 +75,7 @@ def sample_seeds(diffuser: Diffuser, seeds: Sequence[int], steps: int = 100, tem
         raise UnravelError(f"{diffuser.path}: latent length {length} is not a multiple of the "
                            f"network's downsampling {factor}")
     groups = [list(seeds[i:i + max(1, batch)]) for i in range(0, len(seeds), max(1, batch))]
+    check_sampling(diffuser, length_mult, max(len(g) for g in groups))
     total = steps * len(groups)
     out: list[torch.Tensor] = []
     with _progress_bar(total, "diffuse", progress) as bar:
@@ -91,6 +93,32 @@ def sample_seeds(diffuser: Diffuser, seeds: Sequence[int], steps: int = 100, tem
             z = diffuser.model.sample(noise.to(dev), steps, step).cpu()
             out.extend(z[i:i + 1].clone() for i in range(len(group)))
     return out, groups
+
+
+def sampling_memory(arch: dict, dims: int, length: int, batch: int) -> int:
+    """Bytes one sampling step of `batch` sequences of `length` frames holds at its peak,
+    estimated from the U-Net's shapes: per level the skip and working activations
+    (channels x frames), at attention levels the heads' frames x frames score matrices."""
+    activations, attention, frames = 8 * dims * length, 0, length
+    for channels, factor, items, att in zip(arch["channels"], arch["factors"], arch["items"],
+                                            arch["attentions"]):
+        frames = -(-frames // factor)
+        activations += (2 * items + 4) * channels * frames
+        if att:
+            attention = max(attention, 3 * (arch.get("attention_heads") or 1) * frames * frames)
+    return 4 * batch * (activations + attention)
+
+
+def check_sampling(diffuser: Diffuser, length_mult: int, batch: int) -> None:
+    """UnravelError, naming length_mult and batch, when a sampling batch cannot fit in memory."""
+    length = diffuser.latent_length * length_mult
+    if length > limits.MAX_LATENT_FRAMES:
+        raise UnravelError(f"length_mult {length_mult} x latent length {diffuser.latent_length} "
+                           f"= {length} frames, more than the {limits.MAX_LATENT_FRAMES} a sample "
+                           f"may have")
+    limits.check_memory(sampling_memory(diffuser.arch, diffuser.dims, length, batch),
+                        f"sampling {batch} x {length} latent frames (length_mult {length_mult}, "
+                        f"batch {batch})", "lower length_mult or batch")
 
 
 @dataclass
@@ -146,9 +174,14 @@ def diffuse_files(model, checkpoint: str | os.PathLike = "default", out_dir: str
     lerp, skip_normalize = as_bool(lerp, "lerp"), as_bool(skip_normalize, "skip_normalize")
     save_latents, force = as_bool(save_latents, "save_latents"), as_bool(force, "force")
     latent_wav = as_bool(latent_wav, "latent_wav")
-    for value, label in ((num, "num"), (steps, "steps"), (length_mult, "length_mult"), (batch, "batch")):
+    for value, label, most in ((num, "num", limits.MAX_COUNT), (steps, "steps", limits.MAX_STEPS),
+                               (length_mult, "length_mult", limits.MAX_LENGTH_MULT),
+                               (batch, "batch", limits.MAX_BATCH)):
         if value < 1:
             raise UnravelError(f"{label} must be at least 1, got {value}")
+        if value > most:
+            raise UnravelError(f"{label} must be at most {most}, got {value}")
+    name = audio_io.check_name(name, "name")
     if not lerp and (seed_a is not None or seed_b is not None):
         raise UnravelError("seed_a and seed_b need lerp")
     if lerp and seed is not None:
@@ -170,6 +203,14 @@ def diffuse_files(model, checkpoint: str | os.PathLike = "default", out_dir: str
     if diffuser.dims != model.latent_dims:
         raise UnravelError(f"{diffuser.path}: makes {diffuser.dims}-dim latents, but model "
                            f"{Path(model.path).name} takes {model.latent_dims} dims")
+    check_sampling(diffuser, length_mult, min(batch, len(seeds)))
+    frames = diffuser.latent_length * length_mult
+    limits.check_memory(4 * len(seeds) * diffuser.dims * frames,
+                        f"keeping {len(seeds)} samples of {frames} latent frames (num {num}, "
+                        f"length_mult {length_mult})", "lower num or length_mult")
+    limits.check_memory(2 * 4 * frames * (model.ratio or 2048) * model.out_channels,
+                        f"decoding {frames} latent frames (length_mult {length_mult})",
+                        "lower length_mult")
     folder = audio_io.check_writable_dir(out_dir)
     dev = _device.resolve(device)
 
@@ -189,14 +230,9 @@ def diffuse_files(model, checkpoint: str | os.PathLike = "default", out_dir: str
         y = model.decode(z_np)
         stem = f"{name}_{used[0]}_{used[1]}_slerp" if lerp else f"{name}_{s}"
         stem = _out_stem(folder, stem, force)
-        wav = audio_io.write(folder / f"{stem}.wav", y, model.sr, subtype="FLOAT", force=True)
-        npy = None
-        if save_latents:
-            npy = latents_io.write_npy(folder / f"{stem}.npy", z_np, force=True)
-        lwav = None
-        if latent_wav:
-            lwav = latents_io.write_wav(folder / f"{stem}{latents_io.LATENT_WAV_SUFFIX}", z_np,
-                                        latents_io.latent_rate(model.sr, model.ratio or 2048), force=True)
+        wav = folder / f"{stem}.wav"
+        npy = folder / f"{stem}.npy" if save_latents else None
+        lwav = folder / f"{stem}{latents_io.LATENT_WAV_SUFFIX}" if latent_wav else None
         sidecar = {
             "command": "diffuse", "checkpoint": str(diffuser.path), "arch_source": diffuser.arch_source,
             "model": str(model.path), "sr": model.sr, "dims": diffuser.dims,
@@ -211,6 +247,14 @@ def diffuse_files(model, checkpoint: str | os.PathLike = "default", out_dir: str
             "model_device": _device.name(getattr(model, "device", torch.device("cpu"))),
             "wav": wav.name, "npy": npy.name if npy else None, "latent_wav": lwav.name if lwav else None,
         }
-        js = latents_io.write_json(folder / f"{stem}.json", sidecar, force=True)
+        js = folder / f"{stem}.json"
+        files = [(wav, audio_io.wav_writer(y, model.sr, subtype="FLOAT"))]
+        if npy:
+            files.append((npy, latents_io.npy_writer(z_np)))
+        if lwav:
+            files.append((lwav, latents_io.wav_writer(
+                z_np, latents_io.latent_rate(model.sr, model.ratio or 2048))))
+        files.append((js, latents_io.json_writer(sidecar)))
+        audio_io.write_set(files, force=True)   # the whole set or nothing
         results.append(Diffused(wav, npy, js, s, tuple(used), lwav))
     return results

@@ -216,6 +216,7 @@ def train(latent_dir: str | os.PathLike, out_dir: str | os.PathLike, arch: str |
         raise UnravelError("give --resume or --finetune, not both")
     seed = check_seed(seed)
     precision = device_io.check_precision(precision)
+    name = audio_io.check_name(name, "name")
     data, names = load_latent_folder(latent_dir)
     n, dims, length = data.shape
     if length < MIN_TRAIN_LENGTH:

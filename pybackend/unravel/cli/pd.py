@@ -1,0 +1,26 @@
+"""`unravel pd-install`: install the Pd library for this Python (unravel.pdinstall)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def cmd_pd_install(args: argparse.Namespace) -> int:
+    from unravel import pdinstall
+    target = pdinstall.install(Path(args.dir) if args.dir else None, force=args.force,
+                               config_only=args.config_only)
+    print(pdinstall.usage(target))
+    return 0
+
+
+def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentParser) -> None:
+    """pd-install."""
+    s = sub.add_parser("pd-install", parents=[common, force],
+                       help="build the Pd library (unravel~, abstractions, help, examples) for this "
+                            "Python and install it as DIR/unravel")
+    s.add_argument("dir", nargs="?", metavar="DIR",
+                   help="a Pd externals folder (default: ~/pd-externals, or ~/Library/Pd on macOS)")
+    s.add_argument("--config-only", action="store_true",
+                   help="only point DIR/unravel (e.g. installed by deken) at this Python")
+    s.set_defaults(func=cmd_pd_install)

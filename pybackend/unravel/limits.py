@@ -1,0 +1,70 @@
+"""Bounds on the numbers users give (seeds, counts, sizes, ports) and on the memory one job may take.
+
+Every option or file field that sets a size is checked against these before anything is
+allocated, so bad input gets one error line naming the option and the limit instead of a
+traceback, an OverflowError or a machine that runs out of memory.
+"""
+
+from __future__ import annotations
+
+import os
+
+from unravel.errors import UnravelError
+
+MAX_SEED = 2**32 - 1          # numpy's limit; torch and the reference take the same seeds
+MAX_THREADS = 256             # torch intra-op threads
+MAX_COUNT = 10_000            # files one command makes (generate --files, diffuse --num)
+MAX_STEPS = 10_000            # diffusion steps
+MAX_LENGTH_MULT = 1024        # diffuse --length-mult
+MAX_LATENT_FRAMES = 2**20     # latent frames in one sample or sequence (13 h at 21.5 Hz)
+MAX_SR = 1_000_000            # sample rates (Hz)
+MAX_RATIO = 2**20             # audio samples per latent frame
+MAX_CHANNELS = 4096           # channels a model may declare (audio in/out, latent dims)
+MAX_PLOT_DIMS = 128           # histograms in one stats plot
+MAX_TEMPO_ROWS = 10_000       # rows of one tempo table
+MAX_BATCH = 1024              # seeds sampled together, training batch size
+MAX_EPOCHS = 10_000_000       # training epochs and the like
+MIN_PORT, MAX_PORT = 1, 65535
+MEMORY_SHARE = 0.8            # share of the available memory one job may plan to use
+
+
+def check_range(value: int | float, low: int | float, high: int | float, name: str) -> int | float:
+    """`value` if low <= value <= high, else UnravelError naming `name` and the bounds."""
+    if not low <= value <= high:
+        raise UnravelError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def available_memory() -> int:
+    """Bytes of memory available to new allocations (MemAvailable, else free physical pages)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 8 * 2**30
+
+
+def memory_budget() -> int:
+    """Bytes one job may plan to use: MEMORY_SHARE of the available memory."""
+    return int(available_memory() * MEMORY_SHARE)
+
+
+def check_memory(nbytes: float, what: str, hint: str = "") -> None:
+    """UnravelError when `what` needs more than memory_budget() bytes (`hint`: what to lower)."""
+    budget = memory_budget()
+    if nbytes > budget:
+        more = f"; {hint}" if hint else ""
+        raise UnravelError(f"{what} needs about {_size(nbytes)} of memory, more than the "
+                           f"{_size(budget)} this machine has free{more}")
+
+
+def _size(nbytes: float) -> str:
+    if nbytes >= 2**30:
+        return f"{nbytes / 2**30:.1f} GB"
+    return f"{nbytes / 2**20:.0f} MB"
