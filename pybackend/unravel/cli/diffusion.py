@@ -120,7 +120,7 @@ def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentP
                    help="latent frames per chunk (default 256; chunks of L*ratio samples)")
     s.add_argument("--no-normalize", action="store_true", help="skip the per-chunk z-score")
     s.add_argument("-o", "--output", required=True, metavar="DIR", help="latent folder")
-    s.add_argument("--jobs", type=int, default=1, metavar="N",
+    s.add_argument("--jobs", type=int_in(1, limits.MAX_JOBS), default=1, metavar="N",
                    help="prepare in N worker processes (the same files as one; default 1)")
     s.set_defaults(func=cmd_prepare)
 

@@ -235,7 +235,7 @@ def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentP
     from unravel.audio import AUDIO_EXTENSIONS
     s.add_argument("--extensions", nargs="+", default=list(AUDIO_EXTENSIONS), metavar="EXT",
                    help="file endings looked for in folders (default: %(default)s)")
-    s.add_argument("--jobs", type=int, default=1, metavar="N",
+    s.add_argument("--jobs", type=int_in(1, limits.MAX_JOBS), default=1, metavar="N",
                    help="encode in N worker processes (the same files as one; default 1)")
     s.set_defaults(func=cmd_encode)
 
