@@ -75,7 +75,7 @@ def test_every_model_command_refuses_an_absent_device(command, test_model_path, 
             "prepare-diffusion": ["-m", test_model_path, wav, "-o", tmp_path / "o"],
             "diffuse": ["-m", test_model_path, "--seed", 1, "-o", tmp_path / "o"],
             "train-diffusion": [lat, "-o", tmp_path / "o", "--arch", "tiny"],
-            "app": ["--port", 0, "--out", tmp_path / "app"]}[command]
+            "app": ["--port", 65000, "--out", tmp_path / "app"]}[command]
     import soundfile as sf
     sf.write(wav, np.zeros(44100, np.float32), 44100)
     code, out, err = run_cli([command, *args, "--device", "mps"], capsys)

@@ -132,7 +132,8 @@ def test_jobs_write_the_same_bytes_as_one_process(test_model_path, tmp_path, cap
     assert len(outs[1]) == 9 and outs[1] == outs[2]
     code, _, err = run_cli(["encode", "-m", test_model_path, src, "-o", tmp_path / "x", "--jobs", 0],
                            capsys)
-    assert code == 2 and err == "unravel encode: jobs must be at least 1, got 0\n"
+    assert code == 2 and err == ("unravel encode: argument --jobs: must be between 1 and 256, got 0 "
+                                  "(see unravel encode --help)\n")
 
 
 def test_early_stop_is_the_same_epoch_on_every_rank(tmp_path):
