@@ -37,7 +37,7 @@ typedef struct _unravel {
     int x_srwarned;             /* the Pd rate we last warned about */
     int x_multi;                /* -m: one multichannel inlet and outlet */
     int x_enabled;
-    int x_gpu;                  /* -g/-gpu or 'gpu 1' asked for the GPU (this build: CPU only) */
+    int x_gpu;                  /* -g/-gpu or 'gpu 1': the model runs on the GPU */
     int x_bufsize;              /* 0: the model runs in the DSP thread */
     int x_sync;                 /* -1 automatic (sync under -batch), 0 live, 1 sync */
     int x_nin, x_nout;          /* signal inlets and outlets */
@@ -289,13 +289,24 @@ static void unravel_errtick(t_unravel *x)
 
 /* ------------------------------ model and method ------------------------------ */
 
-/* nn~'s GPU switch: this build runs models on the CPU, so asking for the GPU posts nn~'s
-   line and keeps the CPU */
+/* nn~'s GPU switch: the session moves the model to the GPU (x_gpu) or back to the CPU;
+   without a GPU it hands back nn~'s line, posted here, and the model stays on the CPU. An
+   object without a model keeps the wish for its first 'load'. */
 static void unravel_gpunote(t_unravel *x)
 {
-    if (x->x_gpu)
-        post("[unravel~]: GPU mode not available (this build runs models on the CPU)");
-    x->x_gpu = 0;
+    char note[PYERR_SIZE], err[PYERR_SIZE];
+    if (!x->x_session)
+        return;
+    if (pysession_gpu(x->x_session, x->x_gpu, note, err) != 0)
+    {
+        pd_error(x, "[unravel~]: gpu: %s", err);
+        x->x_gpu = 0;
+    }
+    else if (*note)
+    {
+        post("[unravel~]: %s", note);
+        x->x_gpu = 0;
+    }
 }
 
 static void unravel_gpu(t_unravel *x, t_floatarg f)

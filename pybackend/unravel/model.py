@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from unravel import device as _device
 from unravel.errors import UnravelError, without_class
 
 DATA_DIR = pathlib.Path(__file__).resolve().parent / "data"
@@ -182,11 +183,17 @@ def _convert(current, value):
 
 
 class Model:
-    """A loaded nn~-contract TorchScript model. Methods run under `lock` and inference mode."""
+    """A loaded nn~-contract TorchScript model. Methods run under `lock` and inference mode,
+    on `device` (inputs are copied there, outputs back to the CPU)."""
 
-    def __init__(self, path: os.PathLike, sr: int | None = None, warmup: bool = True):
+    def __init__(self, path: os.PathLike, sr: int | None = None, warmup: bool = True,
+                 device: str | torch.device = "cpu"):
         self.path = pathlib.Path(path)
         self.lock = threading.RLock()
+        self.device = _device.resolve(device)
+        self._gpu = None if self.device.type == "cpu" else self.device  # inputs go there
+        _device.deterministic(self.device)
+        self.moves = 0  # counts the moves between devices (the Bender follows them)
         self._sr_override = sr
         self._warmup = warmup
         self._load()
@@ -198,7 +205,7 @@ class Model:
         if not p.is_file():
             raise UnravelError(f"{p}: model file not found")
         try:
-            module = torch.jit.load(str(p), map_location="cpu")
+            module = torch.jit.load(str(p), map_location=self.device)
         except Exception as e:  # noqa: BLE001 - torch raises several types for bad files
             raise UnravelError(f"{p}: not a TorchScript model ({_first_line(e)})") from None
         module.eval()
@@ -247,9 +254,10 @@ class Model:
                 pass  # a method that fails on silence fails later with a clear message
 
     def reload(self) -> None:
-        """Reload the model from its file (original weights). A file that now holds a model
-        with other methods or shapes is refused (load it instead): the loaded model stays."""
-        new = Model(self.path, sr=self._sr_override, warmup=self._warmup)
+        """Reload the model from its file (original weights), on its current device. A file
+        that now holds a model with other methods or shapes is refused (load it instead): the
+        loaded model stays."""
+        new = Model(self.path, sr=self._sr_override, warmup=self._warmup, device=self.device)
         if new.methods != self.methods:
             raise UnravelError(f"{self.path.name}: the file now holds another model "
                                f"({_shape_change(self.methods, new.methods)}); "
@@ -259,15 +267,33 @@ class Model:
                 if k != "lock":
                     setattr(self, k, v)
 
+    def to(self, device: str | torch.device, warmup: bool = True) -> torch.device:
+        """Move the model (its weights, bent or not) to `device` ('cpu', 'cuda', ...) and warm
+        it up there (with `warmup`, unless it was loaded without); returns the device. Waits
+        for a running method (the lock)."""
+        target = _device.resolve(device)
+        with self.lock:
+            if target != self.device:
+                self.module.to(target)
+                self.device = target
+                self._gpu = None if target.type == "cpu" else target
+                _device.deterministic(target)
+                self.moves += 1
+                self._run_specs = {m: (getattr(self.module, m), c, st)
+                                   for m, (_, c, st) in self._run_specs.items()}
+                if warmup and self._warmup:
+                    self.warmup()
+        return target
+
     # ------------------------------------------------------------------ running
 
     def run(self, method: str, x: torch.Tensor, whole_frames: bool = True) -> torch.Tensor:
-        """(B, in_ch, n) float32 -> (B, out_ch, m); pads n up to whole frames, crops the output
-        to the frames the unpadded input covers (with `whole_frames` False the model gets n as
-        it is, as UnRAVEl's encoder passes it, unless n is shorter than one frame); decode's
-        optional argument keeps its default.
+        """(B, in_ch, n) float32 -> (B, out_ch, m) on the CPU; pads n up to whole frames, crops
+        the output to the frames the unpadded input covers (with `whole_frames` False the model
+        gets n as it is, as UnRAVEl's encoder passes it, unless n is shorter than one frame);
+        decode's optional argument keeps its default.
         Runs under self.lock and inference mode (entered here unless the caller's thread is
-        already in it)."""
+        already in it); on a GPU the input is copied there and the output back."""
         spec = self._run_specs.get(method)
         if spec is None:
             raise UnravelError(f"{self.path.name}: no method '{method}' (has {', '.join(self.methods)})")
@@ -283,12 +309,13 @@ class Model:
             x = torch.nn.functional.pad(x, (0, pad))
         try:
             with self.lock:
+                gpu = self._gpu
                 if torch.is_inference_mode_enabled():
-                    y = fn(x)
+                    y = fn(x) if gpu is None else fn(x.to(gpu)).cpu()
                 else:
                     guard = _inference_guard()
                     try:
-                        y = fn(x)
+                        y = fn(x) if gpu is None else fn(x.to(gpu)).cpu()
                     finally:
                         del guard
         except Exception as e:  # noqa: BLE001 - TorchScript errors come as several types
@@ -428,7 +455,7 @@ class Model:
 
 
 def load_model(spec: str | os.PathLike, sr: int | None = None, threads: int = 1, warmup: bool = True,
-               search: Sequence[os.PathLike] = ()) -> Model:
-    """Resolve `spec` (see resolve_model), load it, warm every method up."""
+               search: Sequence[os.PathLike] = (), device: str | torch.device = "cpu") -> Model:
+    """Resolve `spec` (see resolve_model), load it on `device`, warm every method up."""
     set_threads(threads)
-    return Model(resolve_model(spec, search), sr=sr, warmup=warmup)
+    return Model(resolve_model(spec, search), sr=sr, warmup=warmup, device=device)
