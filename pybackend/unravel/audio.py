@@ -352,7 +352,7 @@ def check_name(name: str, what: str = "name") -> str:
     """`name` if it is a plain file name (stem) that stays in its folder: not empty, no
     `/` or `\\`, not `.` or `..`, no NUL; else UnravelError naming `what`."""
     name = str(name)
-    if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+    if not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0"):
         raise UnravelError(f"{what} {name!r}: must be a plain file name (no '/', no '..'), it may "
                            f"not leave its folder")
     return name
