@@ -594,13 +594,13 @@ static void unravel_jobtick(t_unravel *x)
         clock_delay(x->x_jobclock, JOBPOLL);
 }
 
-static void unravel_job(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
+/* queue message s as a job of `session` (0: a job that needs no model) on the job thread */
+static void unravel_pushjob(t_unravel *x, t_pysession *session, t_symbol *s, int argc,
+    t_atom *argv)
 {
     char err[PYERR_SIZE];
     t_pyjob *job;
-    if (!unravel_needsession(x, s->s_name))
-        return;
-    if (!(job = pyjob_new(x->x_session, s->s_name, argc, argv, x->x_dir->s_name, err)))
+    if (!(job = pyjob_new(session, s->s_name, argc, argv, x->x_dir->s_name, err)))
     {
         pd_error(x, "[unravel~]: %s: %s", s->s_name, err);
         return;
@@ -612,6 +612,12 @@ static void unravel_job(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
         return;
     }
     clock_delay(x->x_jobclock, JOBPOLL);
+}
+
+static void unravel_job(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
+{
+    if (unravel_needsession(x, s->s_name))
+        unravel_pushjob(x, x->x_session, s, argc, argv);
 }
 
 /* ------------------------------ nn~'s model registry ------------------------------ */
@@ -626,22 +632,8 @@ static int unravel_isregistry(t_symbol *s)
 
 static void unravel_registry(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
 {
-    char err[PYERR_SIZE];
-    t_pyjob *job;
-    if (!unravel_startpython(x))
-        return;
-    if (!(job = pyjob_new(0, s->s_name, argc, argv, x->x_dir->s_name, err)))
-    {
-        pd_error(x, "[unravel~]: %s: %s", s->s_name, err);
-        return;
-    }
-    if (jobq_push(x->x_jobs, job) != 0)
-    {
-        pd_error(x, "[unravel~]: %s: cannot start the job thread", s->s_name);
-        pyjob_free(job);
-        return;
-    }
-    clock_delay(x->x_jobclock, JOBPOLL);
+    if (unravel_startpython(x))
+        unravel_pushjob(x, 0, s, argc, argv);
 }
 
 /* a finished job answers on the info outlet (`done <job> ...` or `error <job> <reason>`);
