@@ -5,14 +5,15 @@ noise, then audio-diffusion-pytorch 0.1.3's VSampler loop under torch.no_grad (s
 repeated per batch item, alpha/beta tensors of shape (steps+1, b, 1, 1), a progress-bar
 description per step), then the global z-score. Ours: unravel.diffusion.sample_seeds
 (inference mode, several seeds in one forward pass) and the same z-score. Same checkpoint,
-same steps, same seeds, same process; prints time ratios (ours / reference, lower is
-better) and the peak resident memory each adds while sampling.
+same steps, same seeds, same process, the same device (`--device`, default cpu); prints
+time ratios (ours / reference, lower is better) and the peak resident memory each adds while
+sampling (CPU runs; on a GPU the peak device memory).
 
 Then the samplers' accuracy: from the same noise (--seeds seeds), the relative distance
 |z - z_ref| / |z_ref| of the latents after 5, 10, 20, 50 steps to the reference sampler's
 100-step latents, for the reference sampler ('v') and DPM-Solver++(2M) ('dpm', --sampler dpm).
 
-    .venv/bin/python bench/diffusion.py [--checkpoint default] [--steps 20] [--seeds 4]
+    .venv/bin/python bench/diffusion.py [--checkpoint default] [--steps 20] [--seeds 4] [--device cpu]
 """
 
 from __future__ import annotations
@@ -28,21 +29,23 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from unravel import device as device_io
 from unravel import diffusion
 
 
 def reference_generate(net: torch.nn.Module, seeds: list[int], dims: int, length: int,
-                       steps: int) -> list[torch.Tensor]:
-    """The reference: one seed at a time, VSampler's loop, normalize."""
+                       steps: int, device: torch.device = torch.device("cpu")) -> list[torch.Tensor]:
+    """The reference: one seed at a time, VSampler's loop, normalize (noise drawn on the CPU,
+    the loop on `device`)."""
     out = []
     for seed in seeds:
         with torch.no_grad():
             torch.manual_seed(seed)
             np.random.seed(seed)
             random.seed(seed)
-            x = torch.randn(1, dims, length) * 1.0
+            x = (torch.randn(1, dims, length) * 1.0).to(device)
             b = x.shape[0]
-            sigmas = torch.linspace(1.0, 0.0, steps + 1).unsqueeze(1).repeat(1, b)
+            sigmas = torch.linspace(1.0, 0.0, steps + 1, device=device).unsqueeze(1).repeat(1, b)
             sigmas_batch = sigmas.view(*sigmas.shape, *((1,) * (x.ndim + 1 - sigmas.ndim)))
             angle = sigmas_batch * math.pi / 2
             alphas, betas = torch.cos(angle), torch.sin(angle)
@@ -53,12 +56,13 @@ def reference_generate(net: torch.nn.Module, seeds: list[int], dims: int, length
                 noise_pred = betas[i] * x + alphas[i] * v
                 x = alphas[i + 1] * x_pred + betas[i + 1] * noise_pred
                 bar.set_description(f"Sampling (noise={sigmas[i + 1, 0]:.2f})")
-            out.append((x - x.mean()) / x.std())
+            out.append(((x - x.mean()) / x.std()).cpu())
     return out
 
 
-def ours_generate(d: diffusion.Diffuser, seeds: list[int], steps: int, batch: int) -> list[torch.Tensor]:
-    zs, _ = diffusion.sample_seeds(d, seeds, steps, batch=batch)
+def ours_generate(d: diffusion.Diffuser, seeds: list[int], steps: int, batch: int,
+                  device: torch.device = torch.device("cpu")) -> list[torch.Tensor]:
+    zs, _ = diffusion.sample_seeds(d, seeds, steps, batch=batch, device=device)
     return [diffusion.normalize(z) for z in zs]
 
 
@@ -70,8 +74,16 @@ def _status(field: str) -> int:
     raise KeyError(field)
 
 
-def peak_mb(fn) -> float:
-    """Peak resident memory added while fn runs (MB), via the resettable high-water mark."""
+def peak_mb(fn, device: torch.device = torch.device("cpu")) -> float:
+    """Peak memory added while fn runs (MB): resident memory via the resettable high-water
+    mark on the CPU, the allocator's peak on CUDA."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
@@ -86,7 +98,8 @@ def _peak_in_fresh_process(args: argparse.Namespace, index: int) -> float:
     """Run variant `index` once in a new interpreter (so freed memory cached by earlier runs
     does not hide its peak) and return the peak it adds over the loaded checkpoint."""
     cmd = [sys.executable, __file__, "--checkpoint", str(args.checkpoint), "--steps", str(args.steps),
-           "--seeds", str(args.seeds), "--batch", str(args.batch), "--peak", str(index)]
+           "--seeds", str(args.seeds), "--batch", str(args.batch), "--device", args.device,
+           "--peak", str(index)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return float(out.strip().splitlines()[-1])
 
@@ -98,25 +111,30 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=4, help="seeds per run (ours batches them)")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
     p.add_argument("--peak", type=int, help=argparse.SUPPRESS)  # internal: one variant's peak
     args = p.parse_args()
     torch.set_num_threads(1)
 
+    dev = device_io.resolve(args.device)
     d = diffusion.load_checkpoint(args.checkpoint)
+    d.model.to(dev)
+    device_io.deterministic(dev)
     seeds = list(range(args.seeds))
     params = sum(t.numel() for t in d.model.net.parameters())
     if args.peak is None:
         print(f"checkpoint {d.path.name}: {params} parameters, {d.dims} dims x {d.latent_length} frames, "
-              f"{args.steps} steps, {args.seeds} seeds, torch threads 1")
+              f"{args.steps} steps, {args.seeds} seeds, torch threads 1, device {device_io.name(dev)}")
 
     runs = {
-        "reference loop": lambda: reference_generate(d.model.net, seeds, d.dims, d.latent_length, args.steps),
-        f"ours (batch {args.batch})": lambda: ours_generate(d, seeds, args.steps, args.batch),
-        "ours (batch 1)": lambda: ours_generate(d, seeds, args.steps, 1),
+        "reference loop": lambda: reference_generate(d.model.net, seeds, d.dims, d.latent_length,
+                                                     args.steps, dev),
+        f"ours (batch {args.batch})": lambda: ours_generate(d, seeds, args.steps, args.batch, dev),
+        "ours (batch 1)": lambda: ours_generate(d, seeds, args.steps, 1, dev),
     }
     if args.peak is not None:
         fn = list(runs.values())[args.peak]
-        print(peak_mb(fn))
+        print(peak_mb(fn, dev))
         return
     ref = runs["reference loop"]()
     for name, fn in runs.items():  # the same latents (batch 1: bit for bit)
@@ -127,19 +145,22 @@ def main() -> None:
         for name, fn in runs.items():
             t = time.perf_counter()
             fn()
+            device_io.synchronize(dev)
             best[name] = min(best[name], time.perf_counter() - t)
     peaks = {name: _peak_in_fresh_process(args, i) for i, name in enumerate(runs)}
     base = best["reference loop"]
-    print(f"{'run':<20} {'seconds':>8} {'ratio':>7} {'peak MB':>8}")
+    print(f"{'run':<20} {'device':>7} {'seconds':>8} {'ratio':>7} {'peak MB':>8}")
     for name in runs:
-        print(f"{name:<20} {best[name]:>8.3f} {best[name] / base:>7.2f} {peaks[name]:>8.1f}")
-    distance_table(d, seeds)
+        print(f"{name:<20} {device_io.name(dev):>7} {best[name]:>8.3f} {best[name] / base:>7.2f} "
+              f"{peaks[name]:>8.1f}")
+    distance_table(d, seeds, dev)
 
 
-def distance_table(d: diffusion.Diffuser, seeds: list[int], counts=(5, 10, 20, 50), ref_steps: int = 100) -> None:
+def distance_table(d: diffusion.Diffuser, seeds: list[int], dev: torch.device,
+                   counts=(5, 10, 20, 50), ref_steps: int = 100) -> None:
     """Relative distance of each sampler's latents at `counts` steps to the reference
     sampler's `ref_steps`-step latents from the same noise (all seeds in one batch)."""
-    noise = torch.cat([diffusion.make_noise(s, d.dims, d.latent_length) for s in seeds])
+    noise = torch.cat([diffusion.make_noise(s, d.dims, d.latent_length) for s in seeds]).to(dev)
     ref = d.model.sample(noise, ref_steps)
     print(f"distance |z - z_ref| / |z_ref| to the {ref_steps}-step reference sampler output, {len(seeds)} seeds")
     print(f"{'steps':>6} {'v (reference)':>14} {'dpm':>8}")

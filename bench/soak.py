@@ -140,7 +140,7 @@ def soak_cycles(cycles: int, warm: int) -> dict:
         p.connect(first, 0, make, 0)
         new = p.msg("; pd-sub obj 10 10 unravel~ default forward 2048; pd-sub obj 10 50 noise~;"
                     "pd-sub connect 1 0 0 0; pd-sub obj 10 90 r job; pd-sub connect 2 0 0 0;"
-                    "job generate input z.npy output gen files 100000 points 11")
+                    "job generate input z.npy output gen files 10000 points 11")
         p.connect(make, 0, new, 0)
         dl = p.obj("delay 150")
         p.connect(make, 1, dl, 0)

@@ -364,6 +364,21 @@ int pysession_load(t_pysession *s, const char *spec, const char *dir, char *err)
     return rc;
 }
 
+int pysession_gpu(t_pysession *s, int on, char *note, char *err)
+{
+    t_pyenter g = py_enter();
+    PyObject *r = PyObject_CallMethod(s->obj, "gpu", "i", on);
+    const char *text = r ? PyUnicode_AsUTF8(r) : 0;
+    int rc = 0;
+    if (text)
+        snprintf(note, PYERR_SIZE, "%s", text);
+    else
+        py_fetcherr(err), rc = -1;
+    Py_XDECREF(r);
+    py_leave(g);
+    return rc;
+}
+
 int pysession_params(t_pysession *s, const char *method, int p[6], char *err)
 {
     t_pyenter g = py_enter();

@@ -19,6 +19,8 @@ typedef struct pysession t_pysession;
 t_pysession *pysession_new(const char *spec, const char *dir, char *err);
 void pysession_free(t_pysession *s);
 int pysession_load(t_pysession *s, const char *spec, const char *dir, char *err);
+/* s.gpu(on): the model to the GPU (on) or the CPU; note: '' or the line to post (no GPU) */
+int pysession_gpu(t_pysession *s, int on, char *note, char *err);
 /* p: in_chans in_ratio out_chans out_ratio block (the smallest unpadded buffer) sr */
 int pysession_params(t_pysession *s, const char *method, int p[6], char *err);
 int pysession_hasmethod(t_pysession *s, const char *method);

@@ -37,7 +37,7 @@ typedef struct _unravel {
     int x_srwarned;             /* the Pd rate we last warned about */
     int x_multi;                /* -m: one multichannel inlet and outlet */
     int x_enabled;
-    int x_gpu;                  /* -g/-gpu or 'gpu 1' asked for the GPU (this build: CPU only) */
+    int x_gpu;                  /* -g/-gpu or 'gpu 1': the model runs on the GPU */
     int x_bufsize;              /* 0: the model runs in the DSP thread */
     int x_sync;                 /* -1 automatic (sync under -batch), 0 live, 1 sync */
     int x_nin, x_nout;          /* signal inlets and outlets */
@@ -289,13 +289,24 @@ static void unravel_errtick(t_unravel *x)
 
 /* ------------------------------ model and method ------------------------------ */
 
-/* nn~'s GPU switch: this build runs models on the CPU, so asking for the GPU posts nn~'s
-   line and keeps the CPU */
+/* nn~'s GPU switch: the session moves the model to the GPU (x_gpu) or back to the CPU;
+   without a GPU it hands back nn~'s line, posted here, and the model stays on the CPU. An
+   object without a model keeps the wish for its first 'load'. */
 static void unravel_gpunote(t_unravel *x)
 {
-    if (x->x_gpu)
-        post("[unravel~]: GPU mode not available (this build runs models on the CPU)");
-    x->x_gpu = 0;
+    char note[PYERR_SIZE], err[PYERR_SIZE];
+    if (!x->x_session)
+        return;
+    if (pysession_gpu(x->x_session, x->x_gpu, note, err) != 0)
+    {
+        pd_error(x, "[unravel~]: gpu: %s", err);
+        x->x_gpu = 0;
+    }
+    else if (*note)
+    {
+        post("[unravel~]: %s", note);
+        x->x_gpu = 0;
+    }
 }
 
 static void unravel_gpu(t_unravel *x, t_floatarg f)
@@ -583,13 +594,13 @@ static void unravel_jobtick(t_unravel *x)
         clock_delay(x->x_jobclock, JOBPOLL);
 }
 
-static void unravel_job(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
+/* queue message s as a job of `session` (0: a job that needs no model) on the job thread */
+static void unravel_pushjob(t_unravel *x, t_pysession *session, t_symbol *s, int argc,
+    t_atom *argv)
 {
     char err[PYERR_SIZE];
     t_pyjob *job;
-    if (!unravel_needsession(x, s->s_name))
-        return;
-    if (!(job = pyjob_new(x->x_session, s->s_name, argc, argv, x->x_dir->s_name, err)))
+    if (!(job = pyjob_new(session, s->s_name, argc, argv, x->x_dir->s_name, err)))
     {
         pd_error(x, "[unravel~]: %s: %s", s->s_name, err);
         return;
@@ -601,6 +612,12 @@ static void unravel_job(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
         return;
     }
     clock_delay(x->x_jobclock, JOBPOLL);
+}
+
+static void unravel_job(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
+{
+    if (unravel_needsession(x, s->s_name))
+        unravel_pushjob(x, x->x_session, s, argc, argv);
 }
 
 /* ------------------------------ nn~'s model registry ------------------------------ */
@@ -615,22 +632,8 @@ static int unravel_isregistry(t_symbol *s)
 
 static void unravel_registry(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
 {
-    char err[PYERR_SIZE];
-    t_pyjob *job;
-    if (!unravel_startpython(x))
-        return;
-    if (!(job = pyjob_new(0, s->s_name, argc, argv, x->x_dir->s_name, err)))
-    {
-        pd_error(x, "[unravel~]: %s: %s", s->s_name, err);
-        return;
-    }
-    if (jobq_push(x->x_jobs, job) != 0)
-    {
-        pd_error(x, "[unravel~]: %s: cannot start the job thread", s->s_name);
-        pyjob_free(job);
-        return;
-    }
-    clock_delay(x->x_jobclock, JOBPOLL);
+    if (unravel_startpython(x))
+        unravel_pushjob(x, 0, s, argc, argv);
 }
 
 /* a finished job answers on the info outlet (`done <job> ...` or `error <job> <reason>`);

@@ -317,7 +317,7 @@ def test_jobs_of_freed_objects_are_cancelled(tmp_path):
     make = p.obj("t b b")
     p.connect(first, 0, make, 0)
     new = p.msg("; pd-sub obj 10 10 unravel~ default; pd-sub obj 10 50 r job; pd-sub connect 1 0 0 0;"
-                "job generate input src/z.npy output gen files 100000 points 11")
+                "job generate input src/z.npy output gen files 10000 points 11")
     p.connect(make, 0, new, 0)
     dl = p.obj("delay 300")
     p.connect(make, 1, dl, 0)
@@ -363,7 +363,7 @@ def test_jobs_of_freed_objects_are_cancelled(tmp_path):
     assert seen["check"][0] <= seen["start"][0], (seen, lines[-10:])
     written = list((tmp_path / "gen").iterdir()) if (tmp_path / "gen").exists() else []
     assert not [f for f in written if ".tmp" in f.name]
-    assert len(written) < 3 * 100000
+    assert len(written) < 3 * 10000
     assert [ln for ln in lines if "[unravel~]" in ln and ln.startswith("error")] == []
 
 

@@ -70,10 +70,11 @@ def test_a_fixed_old_temp_name_is_not_touched(tmp_path):
 
 
 def test_check_name():
-    assert safewrite.check_name("loop-001", "diffuse --name") == "loop-001"
+    from unravel.audio import check_name
+    assert check_name("loop-001", "diffuse --name") == "loop-001"
     for bad in ("", " ", "../x", "a/b", ".", ".."):
         with pytest.raises(UnravelError, match="diffuse --name"):
-            safewrite.check_name(bad, "diffuse --name")
+            check_name(bad, "diffuse --name")
 
 
 def test_bender_save_serializes_in_memory_and_refuses_without_force(tmp_path):

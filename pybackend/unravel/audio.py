@@ -305,11 +305,12 @@ def write_set(items: Sequence[tuple[str | os.PathLike, Callable[[str], object]]]
         for target, (_, writer) in zip(targets, items):
             folder = check_writable_dir(target.parent if str(target.parent) else ".")
             tmp = str(folder / f".{target.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{target.suffix}")
+            temps.append(tmp)  # before it exists: a job cancelled from here on still removes it
             try:  # created like any new file (mode 0666 less the umask), unlike mkstemp's 0600
                 os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             except OSError as e:
+                temps.pop()   # not ours: never remove a file that was already there
                 raise UnravelError(f"{target}: cannot write ({e.strerror or e})") from None
-            temps.append(tmp)
             _run_writer(target, writer, tmp)
         while temps:
             target = targets[len(targets) - len(temps)]
@@ -351,7 +352,7 @@ def check_name(name: str, what: str = "name") -> str:
     """`name` if it is a plain file name (stem) that stays in its folder: not empty, no
     `/` or `\\`, not `.` or `..`, no NUL; else UnravelError naming `what`."""
     name = str(name)
-    if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+    if not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0"):
         raise UnravelError(f"{what} {name!r}: must be a plain file name (no '/', no '..'), it may "
                            f"not leave its folder")
     return name

@@ -47,21 +47,31 @@ class Bender:
     """Per-layer bend state over a Model; every write happens under model.lock."""
 
     def __init__(self, model: Model):
-        model.own()                 # copy on write: other Models of the file keep the original
         self.model = model
         self._module = None
         self._sync()
 
     def _sync(self) -> None:
-        """Forget all state when the model was reloaded (its weights are the originals again)."""
+        """Forget all state when the model was reloaded (its weights are the originals again);
+        follow the model to its device when it moved (the originals move with it). A Model
+        with a Bender owns its module (copy on write, again after a reload shared it)."""
+        self.model.own()
         if self._module is not self.model.module:
             self._module = self.model.module
+            self._device, self._moves = self.model.device, self.model.moves
             self._params = dict(self._module.named_parameters())
             self._orig: dict[str, torch.Tensor] = {}
             self._settings: dict[str, Settings] = {}
             self._noise: dict[str, tuple[tuple, torch.Tensor]] = {}
             self._touched: dict[str, float] = {}  # layer -> percent of the elements that differ from orig
             self._sel: dict[tuple, object] = {}
+        elif self._moves != self.model.moves:
+            dev, self._moves = self.model.device, self.model.moves
+            self._device = dev
+            self._params = dict(self._module.named_parameters())
+            self._orig = {k: v.to(dev) for k, v in self._orig.items()}
+            self._noise = {k: (key, v.to(dev)) for k, (key, v) in self._noise.items()}
+            self._sel = {}
 
     def _param(self, layer: str) -> torch.Tensor:
         self._sync()
@@ -96,7 +106,7 @@ class Bender:
     def get_weights(self, layer: str) -> np.ndarray:
         """A flat float32 copy of the layer's current weights."""
         with self.model.lock:
-            return self._param(layer).detach().reshape(-1).to(torch.float32).numpy().copy()
+            return self._param(layer).detach().reshape(-1).to("cpu", torch.float32).numpy().copy()
 
     def set_weights(self, layer: str, values) -> None:
         """Replace the layer's weights (flat, length numel); clears its bend settings."""
@@ -110,7 +120,7 @@ class Bender:
         self._original(layer)
         self._settings.pop(layer, None)
         self._touched[layer] = 100.0
-        self._write(layer, torch.from_numpy(v).to(p.dtype))
+        self._write(layer, torch.from_numpy(v).to(p.device, p.dtype))
 
     def bend(self, layer: str, op: str, amount: float, percent: float | None = None, seed: int | None = None) -> None:
         """Change one setting (op in offset, spread, randomize, invert, zero; invert/zero are
@@ -137,12 +147,13 @@ class Bender:
         self._apply(layer, s)
 
     def _noise_for(self, layer: str, s: Settings, count: int) -> torch.Tensor:
-        """Unit Gaussian noise for (seed, count), cached so slider moves stay cheap."""
+        """Unit Gaussian noise for (seed, count), cached so slider moves stay cheap; drawn on
+        the CPU (the same numbers on every device), kept on the model's device."""
         key = (s.seed, count)
         cached = self._noise.get(layer)
         if cached is None or cached[0] != key:
             g = torch.Generator().manual_seed(s.seed)
-            cached = (key, torch.randn(count, generator=g))
+            cached = (key, torch.randn(count, generator=g).to(self._device))
             self._noise[layer] = cached
         return cached[1]
 
@@ -158,7 +169,7 @@ class Bender:
                 if step == int(step):
                     sel = slice(0, k * int(step), int(step))
                 else:
-                    sel = touched_indices(n, percent)
+                    sel = touched_indices(n, percent).to(self._device)
             if len(self._sel) > 64:
                 self._sel.clear()
             self._sel[key] = sel
@@ -200,7 +211,7 @@ class Bender:
                     target.add_(self._noise_for(layer, s, target.numel()), alpha=s.randomize * NOISE_SCALE)
                 return
             if s.zero:
-                vals = torch.zeros(sel.numel(), dtype=flat.dtype)
+                vals = torch.zeros(sel.numel(), dtype=flat.dtype, device=flat.device)
             else:
                 vals = orig[sel].mul_(scale)
                 if s.offset:
@@ -228,6 +239,11 @@ class Bender:
         if not path.parent.is_dir():
             raise UnravelError(f"{path}: cannot write (no such folder)")
         buf = io.BytesIO()
-        with self.model.lock:
-            torch.jit.save(self.model.module, buf)
+        with self.model.lock:  # saved from the CPU: the file loads on any machine
+            device = self.model.device
+            self.model.to("cpu", warmup=False)
+            try:
+                torch.jit.save(self.model.module, buf)
+            finally:
+                self.model.to(device, warmup=False)
         return write_bytes(path, buf.getvalue(), force=force)

@@ -173,18 +173,33 @@ class Session:
         self.patch_dir = patch_dir
         self.model: _model.Model | None = None
         self._bender = None
+        self.device = torch.device("cpu")  # where models run: `gpu 1` moves them to the GPU
         self.load(spec, patch_dir)
 
     @one_line("load")
     def load(self, spec: str, patch_dir: str = "") -> None:
-        """Load the model `spec` ('default', a path, '.ts' optional; relative to the patch);
-        the current model stays when this fails."""
+        """Load the model `spec` ('default', a path, '.ts' optional; relative to the patch)
+        on the session's device; the current model stays when this fails."""
         if patch_dir:
             self.patch_dir = patch_dir
         search = [self.patch_dir] if self.patch_dir else []
         path = _model.resolve_model(os.path.expanduser(spec), search)
-        m = _model.load_model(path, threads=torch.get_num_threads())
+        m = _model.load_model(path, threads=torch.get_num_threads(), device=self.device)
         self.model, self._bender = m, None
+
+    def gpu(self, on: float) -> str:
+        """`gpu 1`: run the model on the GPU (CUDA, else MPS), `gpu 0`: on the CPU; the
+        weights move as they are (bent or not). The model thread copies each block to the
+        device and back; the audio thread never sees it. Returns the line for Pd to post:
+        '' when done, nn~'s note when there is no GPU (the model stays on the CPU)."""
+        from unravel import device as _device
+        target = _device.gpu() if on else torch.device("cpu")
+        if target is None:
+            return "GPU mode not available (no CUDA or MPS device: the model runs on the CPU)"
+        self.device = target
+        if self.model is not None:
+            self.model.to(target)
+        return ""
 
     @property
     def bender(self):
@@ -237,7 +252,8 @@ class Session:
         method, enabled, bufsize, latency, mode, underruns = args
         m = self.model
         p = self.params(method) if method in m.methods else [0] * 6
-        return [["loaded", 1], ["enabled", enabled], ["gpu", 0], ["model", str(m.path)],
+        return [["loaded", 1], ["enabled", enabled], ["gpu", int(m.device.type != "cpu")],
+                ["model", str(m.path)],
                 ["methods", *m.methods], ["method", method], ["attributes", *m.attributes()],
                 ["bufsize", bufsize], ["dim", p[0], p[2]], ["ratio", p[1], p[3]],
                 ["latency", latency], ["mode", mode], ["underruns", underruns], ["sr", m.sr],
@@ -457,6 +473,7 @@ def job_diffuse(s: Session, o: dict, base: str) -> list:
     out = o.pop("output", base or ".")
     kw = {k.replace("-", "_"): v for k, v in o.items()}
     kw["save_latents"] = True
+    kw["device"] = s.device  # the diffusion network runs where the object's model runs
     reply: list = []
     for r in diffusion.diffuse_files(s.model, ckpt, out, progress=False, **kw):
         reply += [r.wav, r.npy] + ([r.latent_wav] if r.latent_wav else [])

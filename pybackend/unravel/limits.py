@@ -14,6 +14,7 @@ from unravel.errors import UnravelError
 MAX_SEED = 2**32 - 1          # numpy's limit; torch and the reference take the same seeds
 MAX_THREADS = 256             # torch intra-op threads
 MAX_COUNT = 10_000            # files one command makes (generate --files, diffuse --num)
+MAX_JOBS = 256                # worker processes of encode/prepare-diffusion --jobs
 MAX_STEPS = 10_000            # diffusion steps
 MAX_LENGTH_MULT = 1024        # diffuse --length-mult
 MAX_LATENT_FRAMES = 2**20     # latent frames in one sample or sequence (13 h at 21.5 Hz)

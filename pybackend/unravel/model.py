@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from unravel import device as _device
 from unravel.errors import UnravelError, without_class
 
 DATA_DIR = pathlib.Path(__file__).resolve().parent / "data"
@@ -182,36 +183,37 @@ def _convert(current, value):
     return value
 
 
-# One loaded TorchScript module per model file and process, shared by every Model of that
-# file (the objects of a patch) until one of them changes it (Model.own: copy on write).
-# Keyed by path, size and modification time; held weakly: it goes when its last Model does.
+# One loaded TorchScript module per model file, device and process, shared by every Model of
+# that file (the objects of a patch) until one of them changes it (Model.own: copy on write).
+# Keyed by path, size, modification time and device; held weakly: it goes when its last
+# Model does.
 _SHARED: "weakref.WeakValueDictionary[tuple, torch.jit.ScriptModule]" = weakref.WeakValueDictionary()
 _SHARED_LOCK = threading.Lock()
 _STATEFUL: set[tuple] = set()      # files whose modules keep state: never shared
 
 
-def _file_key(p: pathlib.Path) -> tuple:
+def _file_key(p: pathlib.Path, device: torch.device | None = None) -> tuple:
     st = p.stat()
-    return (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    return (str(p.resolve()), st.st_size, st.st_mtime_ns, str(device))
 
 
-def _shared_module(p: pathlib.Path):
-    """The loaded module of this file that Models share, or None."""
+def _shared_module(p: pathlib.Path, device: torch.device):
+    """The loaded module of this file on `device` that Models share, or None."""
     with _SHARED_LOCK:
-        return _SHARED.get(_file_key(p))
+        return _SHARED.get(_file_key(p, device))
 
 
-def _offer_module(p: pathlib.Path, module):
-    """Let later Models of this file share `module` (it never changes while shared);
-    returns the module that is shared now (another one if another Model was first)."""
+def _offer_module(p: pathlib.Path, device: torch.device, module):
+    """Let later Models of this file on `device` share `module` (it never changes while
+    shared); returns the module that is shared now (another one if another Model was first)."""
     with _SHARED_LOCK:
-        return _SHARED.setdefault(_file_key(p), module)
+        return _SHARED.setdefault(_file_key(p, device), module)
 
 
-def _read_module(p: pathlib.Path):
-    """torch.jit.load of the file (on the CPU, eval mode), or one clear error."""
+def _read_module(p: pathlib.Path, device: torch.device):
+    """torch.jit.load of the file (on `device`, eval mode), or one clear error."""
     try:
-        module = torch.jit.load(str(p), map_location="cpu")
+        module = torch.jit.load(str(p), map_location=device)
     except Exception as e:  # noqa: BLE001 - torch raises several types for bad files
         raise UnravelError(f"{p}: not a TorchScript model ({_first_line(e)})") from None
     module.eval()
@@ -219,15 +221,21 @@ def _read_module(p: pathlib.Path):
 
 
 class Model:
-    """A loaded nn~-contract TorchScript model. Methods run under `lock` and inference mode.
+    """A loaded nn~-contract TorchScript model. Methods run under `lock` and inference mode,
+    on `device` (inputs are copied there, outputs back to the CPU).
 
-    Models of the same file share one loaded module (memory, load time) unless its buffers
-    change as it runs (streaming caches: per-object state); `own()` gives a Model its private
-    copy before anything changes the module (bend, weights, attributes)."""
+    Models of the same file on the same device share one loaded module (memory, load time)
+    unless its buffers change as it runs (streaming caches: per-object state); `own()` gives a
+    Model its private copy before anything changes the module (bend, weights, attributes)."""
 
-    def __init__(self, path: os.PathLike, sr: int | None = None, warmup: bool = True, share: bool = True):
+    def __init__(self, path: os.PathLike, sr: int | None = None, warmup: bool = True,
+                 device: str | torch.device = "cpu", share: bool = True):
         self.path = pathlib.Path(path)
         self.lock = threading.RLock()
+        self.device = _device.resolve(device)
+        self._gpu = None if self.device.type == "cpu" else self.device  # inputs go there
+        _device.deterministic(self.device)
+        self.moves = 0  # counts the moves between devices (the Bender follows them)
         self._sr_override = sr
         self._warmup = warmup
         self._share = share
@@ -239,8 +247,8 @@ class Model:
         p = self.path
         if not p.is_file():
             raise UnravelError(f"{p}: model file not found")
-        shared = _shared_module(p) if self._share else None
-        module = shared if shared is not None else _read_module(p)
+        shared = _shared_module(p, self.device) if self._share else None
+        module = shared if shared is not None else _read_module(p, self.device)
         module.eval()
         try:
             methods = _discover_methods(module, p.name)
@@ -280,7 +288,7 @@ class Model:
             _STATEFUL.add(_file_key(p))     # the next Models of the file need not look
             offer = False
         if offer:
-            self.shared = _offer_module(p, module) is module
+            self.shared = _offer_module(p, self.device, module) is module
 
     def own(self) -> None:
         """Copy on write: before this Model changes its module (bend, set_weights, an
@@ -312,9 +320,11 @@ class Model:
 
     def reload(self) -> None:
         """Reload the model from its file (original weights; shared again with the other
-        Models of the same unchanged file). A file that now holds a model with other methods
-        or shapes is refused (load it instead): the loaded model stays."""
-        new = Model(self.path, sr=self._sr_override, warmup=self._warmup, share=self._share)
+        Models of the same unchanged file), on its current device. A file that now holds a
+        model with other methods or shapes is refused (load it instead): the loaded model
+        stays."""
+        new = Model(self.path, sr=self._sr_override, warmup=self._warmup, device=self.device,
+                    share=self._share)
         if new.methods != self.methods:
             raise UnravelError(f"{self.path.name}: the file now holds another model "
                                f"({_shape_change(self.methods, new.methods)}); "
@@ -324,17 +334,47 @@ class Model:
                 if k != "lock":
                     setattr(self, k, v)
 
+    def to(self, device: str | torch.device, warmup: bool = True) -> torch.device:
+        """Move the model (its weights, bent or not) to `device` ('cpu', 'cuda', ...) and warm
+        it up there (with `warmup`, unless it was loaded without); returns the device. Waits
+        for a running method (the lock)."""
+        target = _device.resolve(device)
+        with self.lock:
+            if target != self.device and self.shared:
+                # a shared module is the file's as it is: load it (or share it) there instead
+                self.device = target
+                self._gpu = None if target.type == "cpu" else target
+                _device.deterministic(target)
+                self.moves += 1
+                warm, self._warmup = self._warmup, self._warmup and warmup
+                try:
+                    self._load()
+                finally:
+                    self._warmup = warm
+            elif target != self.device:
+                self.module.to(target)
+                self.device = target
+                self._gpu = None if target.type == "cpu" else target
+                _device.deterministic(target)
+                self.moves += 1
+                self._run_specs = {m: (getattr(self.module, m), c, st)
+                                   for m, (_, c, st) in self._run_specs.items()}
+                if warmup and self._warmup:
+                    self.warmup()
+        return target
+
     # ------------------------------------------------------------------ running
 
     def run(self, method: str, x: torch.Tensor, whole_frames: bool = True) -> torch.Tensor:
-        """(B, in_ch, n) float32 -> (B, out_ch, m); pads n up to whole frames, crops the output
-        to the frames the unpadded input covers (with `whole_frames` False the model gets n as
-        it is, as UnRAVEl's encoder passes it, unless n is shorter than one frame); decode's
-        optional argument keeps its default.
+        """(B, in_ch, n) float32 -> (B, out_ch, m) on the CPU; pads n up to whole frames, crops
+        the output to the frames the unpadded input covers (with `whole_frames` False the model
+        gets n as it is, as UnRAVEl's encoder passes it, unless n is shorter than one frame);
+        decode's optional argument keeps its default.
         Runs under self.lock and inference mode (entered here unless the caller's thread is
         already in it), with denormals flushed to zero (faster where a model makes them; the
         same in every caller: CLI, page, Pd's model and job threads), and leaves the thread
-        in plain Python's mode (no flush) afterwards."""
+        in plain Python's mode (no flush) afterwards; on a GPU the input is copied there and
+        the output back."""
         spec = self._run_specs.get(method)
         if spec is None:
             raise UnravelError(f"{self.path.name}: no method '{method}' (has {', '.join(self.methods)})")
@@ -350,14 +390,15 @@ class Model:
             x = torch.nn.functional.pad(x, (0, pad))
         try:
             with self.lock:
+                gpu = self._gpu
                 torch.set_flush_denormal(True)
                 try:
                     if torch.is_inference_mode_enabled():
-                        y = fn(x)
+                        y = fn(x) if gpu is None else fn(x.to(gpu)).cpu()
                     else:
                         guard = _inference_guard()
                         try:
-                            y = fn(x)
+                            y = fn(x) if gpu is None else fn(x.to(gpu)).cpu()
                         finally:
                             del guard
                 finally:
@@ -500,8 +541,9 @@ class Model:
 
 
 def load_model(spec: str | os.PathLike, sr: int | None = None, threads: int = 1, warmup: bool = True,
-               search: Sequence[os.PathLike] = (), share: bool = True) -> Model:
-    """Resolve `spec` (see resolve_model), load it (or share the module other Models of the
-    file loaded, see Model), warm every method up."""
+               search: Sequence[os.PathLike] = (), device: str | torch.device = "cpu",
+               share: bool = True) -> Model:
+    """Resolve `spec` (see resolve_model), load it on `device` (or share the module other
+    Models of the file loaded there, see Model), warm every method up."""
     set_threads(threads)
-    return Model(resolve_model(spec, search), sr=sr, warmup=warmup, share=share)
+    return Model(resolve_model(spec, search), sr=sr, warmup=warmup, device=device, share=share)

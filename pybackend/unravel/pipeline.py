@@ -137,31 +137,45 @@ def encode_targets(inputs: Sequence[PathLike], out_dir: PathLike, latent_wav: bo
 def encode_files(model: "Model", inputs: Sequence[PathLike], out_dir: PathLike,
                  latent_wav: bool = False, progress: bool = True, force: bool = False,
                  extensions: Sequence[str] = audio.AUDIO_EXTENSIONS,
-                 written: Callable[[Path], None] | None = None) -> list[Path]:
+                 written: Callable[[Path], None] | None = None, jobs: int = 1) -> list[Path]:
     """Encode audio files/folders to `<out_dir>/<name>.npy` (float32 (1, D, T)); with
     `latent_wav` also `<name>.latent.wav`. Folders are scanned recursively for `extensions`
     (names: see `audio.scan_audio`). Each file goes to the model at its own length, as
     UnRAVEl's encoder passes it (no padding to whole frames). `written` is called with each
-    file as it is written. Returns the `.npy` paths."""
+    file as it is written. `jobs` > 1 encodes the files in that many worker processes
+    (unravel.workers: the same bytes; `written` then hears of each file when all are done).
+    Returns the `.npy` paths."""
+    from unravel.workers import check_jobs, map_files
+    check_jobs(jobs)
     _require(model, "encode")
     files, npys, wavs = encode_targets(inputs, out_dir, latent_wav, force, extensions)
-    rate = latent_io.latent_rate(model.sr, model.ratio)
     for f in files:   # every file fits in memory, before anything is written
         limits.check_memory(audio.load_size(f, model.sr, model.in_channels),
                             f"{f}: reading it as {model.in_channels} channels at {model.sr} Hz",
                             "split the file")
-    for f, npy, wav in _progress(list(zip(files, npys, wavs)), progress, "encode"):
-        x = audio.load(f, model.sr, model.in_channels)
-        long = progress and x.shape[1] >= LONG_FILE_SECONDS * model.sr
-        with _working(f"encode {f.name}", x.shape[1] // model.ratio, long):
-            z = model.encode(x, whole_frames=False)
-        items = [(npy, latent_io.npy_writer(z))]
-        if latent_wav:
-            items.append((wav, latent_io.wav_writer(z, rate)))
-        made = audio.write_set(items, force=force)   # the .npy and its latent wav, or neither
-        for p in made if written else ():
+    items = [(f, npy, wav if latent_wav else None, force) for f, npy, wav in zip(files, npys, wavs)]
+    if jobs > 1:
+        made = map_files(model, _encode_one, [item + (False,) for item in items], jobs)
+    else:
+        made = (_encode_one(model, *item, progress) for item in _progress(items, progress, "encode"))
+    for paths in made:
+        for p in paths if written else ():
             written(p)
     return npys
+
+
+def _encode_one(model: "Model", f: Path, npy: Path, wav: Path | None, force: bool,
+                progress: bool) -> list[Path]:
+    """Encode one audio file to `npy` (and the latent wav `wav` unless None); returns the
+    files written. `progress`: a status line for a long file."""
+    x = audio.load(f, model.sr, model.in_channels)
+    long = progress and x.shape[1] >= LONG_FILE_SECONDS * model.sr
+    with _working(f"encode {f.name}", x.shape[1] // model.ratio, long):
+        z = model.encode(x, whole_frames=False)
+    items = [(npy, latent_io.npy_writer(z))]
+    if wav is not None:
+        items.append((wav, latent_io.wav_writer(z, latent_io.latent_rate(model.sr, model.ratio))))
+    return audio.write_set(items, force=force)   # the .npy and its latent wav, or neither
 
 
 def stats_files(latents: Sequence[PathLike], iqr: bool = False) -> dict:

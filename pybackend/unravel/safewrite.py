@@ -60,16 +60,6 @@ def check_target(path: str | os.PathLike, force: bool = False) -> Path:
     return path
 
 
-def check_name(name: str, what: str) -> str:
-    """A file name or stem given by the user: not empty, and it stays in its folder
-    (no '/', no '..')."""
-    if not name or not name.strip():
-        raise UnravelError(f"{what}: empty name")
-    if "/" in name or "\\" in name or name in (".", ".."):
-        raise UnravelError(f"{what}: '{name}' is not a plain file name (no '/' or '..')")
-    return name
-
-
 def temp_name(path: Path) -> Path:
     """A fresh temporary name beside `path`: `.<stem>.<pid>-<hex>.tmp<suffix>` (the suffix
     kept for writers that look at it)."""

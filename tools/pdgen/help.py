@@ -163,7 +163,7 @@ def unravel_help() -> str:
                                    "line): one signal inlet and outlet, zeros, 'loaded 0' on bang, "
                                    "until 'load <model>'")]),
         ("FLAGS:", [("-m", "one multichannel inlet and outlet"), ("-d", "start disabled"),
-                    ("-g / -gpu", "nn~'s: accepted, this build runs on the CPU (it posts so)"),
+                    ("-g / -gpu", "run the model on the GPU (CUDA, else MPS), without one it posts 'GPU mode not available'"),
                     ("-sync / -live", "the audio thread waits for the model (bit-identical renders, "
                                       "the default under pd -batch) / never waits (late = silence)")]),
     ])
@@ -224,7 +224,7 @@ def model_group() -> Canvas:
         ("sync 0", "never wait (live): a late buffer plays as silence"),
         ("set temperature 0.5", "set a model attribute (an error if the model has none)"),
         ("get temperature", "replies 'attribute temperature <values>'"),
-        ("gpu 1", "nn~'s GPU switch: this build runs on the CPU and posts so"),
+        ("gpu 1", "the model to the GPU (gpu 0: back to the CPU, bends kept), without one: a post"),
     ], "$0-u")
 
 

@@ -55,12 +55,15 @@ def build(library: Library, out_dir: str | os.PathLike,
 
 def serve(host: str = "127.0.0.1", port: int = 7860, models: str | os.PathLike | None = None,
           out: str | os.PathLike | None = None, block: bool = True, threads: int = 1,
-          max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB):
+          device: str = "cpu", max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB):
     """Start the page on http://host:port; `block=False` returns (gradio app, local url).
-    Custom model and checkpoint paths must lie in `models`; an upload may hold at most
-    `max_upload_mb` MB of decoded audio (larger files are refused by gradio as they arrive)."""
+    Its models and diffusion run on `device` (see unravel.device). Custom model and
+    checkpoint paths must lie in `models`; an upload may hold at most `max_upload_mb` MB of
+    decoded audio (larger files are refused by gradio as they arrive)."""
+    from unravel.device import name, resolve
     from unravel.model import set_threads
     set_threads(threads)
+    device = name(resolve(device))  # an absent device fails here, before the page starts
     models = Path(models) if models else None
     if models is not None and not models.is_dir():
         raise UnravelError(f"{models}: models folder not found")
@@ -70,7 +73,7 @@ def serve(host: str = "127.0.0.1", port: int = 7860, models: str | os.PathLike |
         raise UnravelError(f"port must be between 1 and 65535, got {port}")
     if not 0 < max_upload_mb <= 1e6:
         raise UnravelError(f"max upload must be between 0 and 1000000 MB, got {max_upload_mb}")
-    page = build(Library(models), out, max_upload_mb)
+    page = build(Library(models, device), out, max_upload_mb)
     page.queue(default_concurrency_limit=1)
     allowed = [str(out), str(DATA)] + ([str(models)] if models else [])
     try:

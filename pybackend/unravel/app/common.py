@@ -39,8 +39,9 @@ class Library:
     own copy of a model, so bending never changes what the other tabs hear.
     """
 
-    def __init__(self, folder: str | os.PathLike | None = None):
+    def __init__(self, folder: str | os.PathLike | None = None, device: str = "cpu"):
         self.folder = Path(folder) if folder else None
+        self.device = device  # where its models and the diffusion network run (unravel.device)
         self._lock = threading.Lock()
         self._models: dict[str, object] = {}
         self._benders: dict[str, tuple] = {}
@@ -71,7 +72,7 @@ class Library:
         key = self.key(spec)
         with self._lock:
             if key not in self._models:
-                self._models[key] = load_model(key)
+                self._models[key] = load_model(key, device=self.device)
             return self._models[key]
 
     def bender(self, spec: str):
@@ -81,7 +82,7 @@ class Library:
         key = self.key(spec)
         with self._lock:
             if key not in self._benders:
-                model = load_model(key)
+                model = load_model(key, device=self.device)
                 self._benders[key] = (model, Bender(model))
             return self._benders[key]
 

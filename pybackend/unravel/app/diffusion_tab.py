@@ -72,7 +72,7 @@ def diffusion_generate(library: Library, checkpoint: str, rave: str, seed_a: int
                                length_mult=int(length_mult), lerp=bool(lerp), save_latents=True,
                                arch=arch,
                                on_step=lambda done, total: progress(0.9 * done / total, "diffusing"),
-                               **seeds)[0]
+                               device=library.device, **seeds)[0]
     except UnravelError as e:   # the page's name for what the command line calls --arch
         raise UnravelError(str(e).replace("give the right one with --arch FILE.json",
                                           "choose it in the Architecture field")) from None

@@ -37,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="torch threads (default 1: fastest for small models on few cores)")
     force = argparse.ArgumentParser(add_help=False)
     force.add_argument("-f", "--force", action="store_true", help="overwrite existing output files")
+    # --device on the commands that run a model (unravel.device names the choices)
+    device = argparse.ArgumentParser(add_help=False)
+    device.add_argument("--device", default="auto", metavar="DEV",
+                        help="where torch runs: auto (cuda, then mps, then cpu), cpu, cuda, cuda:N "
+                             "or mps (default auto)")
 
     p = _Parser(prog="unravel",
                 description="Compose, generate and bend sound in the latent space of RAVE models.")
@@ -47,9 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    rave.add_commands(sub, common, force)
-    diffusion.add_commands(sub, common, force)
-    app.add_commands(sub, common)
+    rave.add_commands(sub, common, force, device)
+    diffusion.add_commands(sub, common, force, device)
+    app.add_commands(sub, common, device)
     pd.add_commands(sub, common, force)
     return p
 

@@ -4,4 +4,5 @@ import sys
 
 from unravel.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not in the worker processes of --jobs, which import this module
+    sys.exit(main())

@@ -17,13 +17,13 @@ def cmd_app(args: argparse.Namespace) -> int:
         raise UnravelError("the web page needs gradio: pip install 'unravel[app]'") from None
     from unravel.app import serve
     serve(args.host, args.port, args.models, args.out, threads=args.threads,
-          max_upload_mb=args.max_upload_mb)
+          device=args.device, max_upload_mb=args.max_upload_mb)
     return 0
 
 
-def add_commands(sub, common: argparse.ArgumentParser) -> None:
-    """Add app to the subparsers `sub`."""
-    s = sub.add_parser("app", parents=[common], help="start the web page (needs the [app] extra)")
+def add_commands(sub, common: argparse.ArgumentParser, device: argparse.ArgumentParser) -> None:
+    """Add app (with --device) to the subparsers `sub`."""
+    s = sub.add_parser("app", parents=[common, device], help="start the web page (needs the [app] extra)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     s.add_argument("--port", type=int_in(limits.MIN_PORT, limits.MAX_PORT), default=7860, help="port (default 7860)")
     s.add_argument("--models", metavar="DIR", help="folder of RAVE .ts models and diffusion checkpoints")

@@ -16,7 +16,7 @@ from unravel.errors import UnravelError
 
 def _cli_model(args: argparse.Namespace, spec: str):
     from unravel.model import load_model
-    return load_model(spec, threads=getattr(args, "threads", 1))
+    return load_model(spec, threads=getattr(args, "threads", 1), device=args.device)
 
 
 def cmd_diffuse(args: argparse.Namespace) -> int:
@@ -32,7 +32,7 @@ def cmd_diffuse(args: argparse.Namespace) -> int:
         seed_a=args.seed_a, seed_b=args.seed_b, lerp_factor=args.lerp_factor,
         save_latents=args.save_latents, latent_wav=args.latent_wav, arch=args.arch, name=args.name, batch=args.batch,
         force=args.force, progress=sys.stderr.isatty(), latent_length=args.latent_length,
-        sampler=args.sampler)
+        device=args.device, sampler=args.sampler)
     for r in results:
         print(r.wav)
         if r.npy:
@@ -48,7 +48,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     model = _cli_model(args, args.model)
     paths = prepare_files(model, args.inputs, args.output, args.latent_length,
                           normalize_latents=not args.no_normalize, force=args.force,
-                          progress=sys.stderr.isatty())
+                          progress=sys.stderr.isatty(), jobs=args.jobs)
     for p in paths:
         print(p)
     return 0
@@ -66,15 +66,18 @@ def cmd_train(args: argparse.Namespace) -> int:
                     max_minutes=args.max_minutes, split_ratio=args.split_ratio,
                     save_interval=args.save_interval, resume=args.resume, finetune=args.finetune,
                     seed=args.seed, force=args.force, optimizer_state=not args.no_optimizer_state,
-                    progress=sys.stderr.isatty())
-    print(summary["best"])
-    print(summary["last"])
+                    progress=sys.stderr.isatty(), device=args.device, precision=args.precision)
+    if summary["rank"] == 0:  # under torchrun, one process prints
+        print(summary["best"])
+        print(summary["last"])
     return 0
 
 
-def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentParser) -> None:
-    """Add diffuse, prepare-diffusion and train-diffusion to the subparsers `sub`."""
-    s = sub.add_parser("diffuse", parents=[common, force],
+def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentParser,
+                 device: argparse.ArgumentParser) -> None:
+    """Add diffuse, prepare-diffusion and train-diffusion (each with --device) to the
+    subparsers `sub`."""
+    s = sub.add_parser("diffuse", parents=[common, force, device],
                        help="sample latents from a diffusion checkpoint, decode them to audio")
     s.add_argument("--checkpoint", "-c", default="default",
                    help="diffusion checkpoint .pt ('default' = the bundled one)")
@@ -112,7 +115,7 @@ def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentP
     s.add_argument("-o", "--output", default=".", metavar="DIR", help="output folder (default: .)")
     s.set_defaults(func=cmd_diffuse)
 
-    s = sub.add_parser("prepare-diffusion", parents=[common, force],
+    s = sub.add_parser("prepare-diffusion", parents=[common, force, device],
                        help="audio files or folders -> training latents for train-diffusion")
     s.add_argument("--model", "-m", default="default", help=MODEL_HELP)
     s.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or folders")
@@ -120,9 +123,11 @@ def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentP
                    help="latent frames per chunk (default 256; chunks of L*ratio samples)")
     s.add_argument("--no-normalize", action="store_true", help="skip the per-chunk z-score")
     s.add_argument("-o", "--output", required=True, metavar="DIR", help="latent folder")
+    s.add_argument("--jobs", type=int_in(1, limits.MAX_JOBS), default=1, metavar="N",
+                   help="prepare in N worker processes (the same files as one; default 1)")
     s.set_defaults(func=cmd_prepare)
 
-    s = sub.add_parser("train-diffusion", parents=[common, force],
+    s = sub.add_parser("train-diffusion", parents=[common, force, device],
                        help="train a latent diffusion model on a folder of latents")
     s.add_argument("latents", metavar="LATENT_DIR", help="folder of (1, D, L) .npy latents")
     s.add_argument("-o", "--output", required=True, metavar="DIR", help="checkpoint folder")
@@ -148,4 +153,6 @@ def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentP
     s.add_argument("--seed", type=int_in(0, limits.MAX_SEED), default=664)
     s.add_argument("--no-optimizer-state", action="store_true",
                    help="write checkpoints without optimizer/scheduler state (smaller, not resumable)")
+    s.add_argument("--precision", default="32", choices=("32", "16-mixed", "bf16-mixed"),
+                   help="32-bit, or mixed precision with float16 (CUDA) or bfloat16 autocast (default 32)")
     s.set_defaults(func=cmd_train)

@@ -21,7 +21,8 @@ MODEL_HELP = "TorchScript model file ('default' = the bundled model)"
 
 def _load(args: argparse.Namespace, spec: str, warmup: bool = True):
     from unravel.model import load_model
-    return load_model(spec, threads=args.threads, warmup=warmup)
+    return load_model(spec, threads=args.threads, warmup=warmup,
+                      device=getattr(args, "device", "cpu"))
 
 
 def _print_paths(paths: Sequence[Path]) -> None:
@@ -111,12 +112,14 @@ def _write_info_csv(path: str, infos: list[dict]) -> None:
 
 def cmd_encode(args: argparse.Namespace) -> int:
     from unravel import pipeline
+    from unravel.workers import check_jobs
     # fail on bad inputs or outputs before loading the model
+    check_jobs(args.jobs)
     pipeline.encode_targets(args.inputs, args.output, args.latent_wav, args.force, args.extensions)
     model = _load(args, args.model)
     pipeline.encode_files(model, args.inputs, args.output, latent_wav=args.latent_wav,
                           force=args.force, extensions=args.extensions,
-                          written=lambda p: print(p, flush=True))
+                          written=lambda p: print(p, flush=True), jobs=args.jobs)
     return 0
 
 
@@ -212,8 +215,10 @@ def cmd_bend(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentParser) -> None:
-    """Add info, encode, stats, generate, tempo, decode and bend to the subparsers `sub`."""
+def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentParser,
+                 device: argparse.ArgumentParser) -> None:
+    """Add info, encode, stats, generate, tempo, decode and bend to the subparsers `sub`
+    (`device` adds --device to encode, decode and bend)."""
     s = sub.add_parser("info", parents=[common, force],
                        help="show a model's contract, classes, attributes, layers and buffers")
     s.add_argument("model", metavar="MODEL", help=MODEL_HELP + ", or a folder of .ts models")
@@ -221,7 +226,7 @@ def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentP
     s.add_argument("--csv", metavar="FILE", help="also write the parameter and buffer table as CSV")
     s.set_defaults(func=cmd_info)
 
-    s = sub.add_parser("encode", parents=[common, force], help="audio files or folders -> latents (.npy)")
+    s = sub.add_parser("encode", parents=[common, force, device], help="audio files or folders -> latents (.npy)")
     s.add_argument("--model", "-m", required=True, help=MODEL_HELP)
     s.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="audio files or folders (scanned with their subfolders)")
@@ -230,6 +235,8 @@ def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentP
     from unravel.audio import AUDIO_EXTENSIONS
     s.add_argument("--extensions", nargs="+", default=list(AUDIO_EXTENSIONS), metavar="EXT",
                    help="file endings looked for in folders (default: %(default)s)")
+    s.add_argument("--jobs", type=int_in(1, limits.MAX_JOBS), default=1, metavar="N",
+                   help="encode in N worker processes (the same files as one; default 1)")
     s.set_defaults(func=cmd_encode)
 
     s = sub.add_parser("stats", parents=[common, force], help="per-dimension statistics of latents")
@@ -267,13 +274,13 @@ def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentP
     s.add_argument("--bpm", type=float_in(0, 100_000, open_low=True), help="show the k nearest this tempo")
     s.set_defaults(func=cmd_tempo)
 
-    s = sub.add_parser("decode", parents=[common, force], help="latents -> audio at the model's rate")
+    s = sub.add_parser("decode", parents=[common, force, device], help="latents -> audio at the model's rate")
     s.add_argument("--model", "-m", required=True, help=MODEL_HELP)
     s.add_argument("latents", nargs="+", metavar="LATENTS", help=".npy / latent .wav files or folders")
     s.add_argument("-o", "--output", default=".", metavar="DIR", help="output folder (default: .)")
     s.set_defaults(func=cmd_decode)
 
-    s = sub.add_parser("bend", parents=[common, force], help="bend a layer's weights, save a new model")
+    s = sub.add_parser("bend", parents=[common, force, device], help="bend a layer's weights, save a new model")
     s.add_argument("--model", "-m", required=True, help=MODEL_HELP)
     s.add_argument("--layer", required=True, help="layer name (see unravel info)")
     s.add_argument("--op", required=True, choices=("offset", "spread", "randomize", "invert", "zero"))

@@ -240,10 +240,11 @@ def cached_checkpoint(spec: str | os.PathLike, arch: str | os.PathLike | None = 
 def save_checkpoint(path: str | os.PathLike, model: DiffusionModel, latent_length: int,
                     epoch: int, optimizer: torch.optim.Optimizer | None = None,
                     scheduler=None, extra: dict | None = None, force: bool = True) -> Path:
-    """Write a checkpoint with the reference keys plus `arch` (temporary name, then rename)."""
+    """Write a checkpoint with the reference keys plus `arch` (temporary name, then rename);
+    its tensors are CPU copies, so it loads on a machine without the training's GPU."""
     ckpt = {
-        "model_state_dict": model.state_dict(),
-        "optimizer_state_dict": optimizer.state_dict() if optimizer is not None else {},
+        "model_state_dict": _cpu(model.state_dict()),
+        "optimizer_state_dict": _cpu(optimizer.state_dict()) if optimizer is not None else {},
         "scheduler_state_dict": scheduler.state_dict() if scheduler is not None else {},
         "epoch": int(epoch),
         "latent_length": int(latent_length),
@@ -254,3 +255,14 @@ def save_checkpoint(path: str | os.PathLike, model: DiffusionModel, latent_lengt
     buf = io.BytesIO()   # in memory first: torch's file writer aborts on a full disk
     torch.save(ckpt, buf)
     return audio_io.atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()), force=force)
+
+
+def _cpu(obj):
+    """`obj` (nested dicts, lists, tuples of tensors) with every tensor on the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu(v) for v in obj)
+    return obj

@@ -21,7 +21,7 @@ MIN_TRAIN_LENGTH = 256
 
 def prepare_files(model, inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
                   latent_length: int = MIN_TRAIN_LENGTH, normalize_latents: bool = True,
-                  force: bool = False, progress: bool = False) -> list[Path]:
+                  force: bool = False, progress: bool = False, jobs: int = 1) -> list[Path]:
     """Training latents as the reference preprocess makes them.
 
     Each input is read at the model's rate, mixed to mono, cut into chunks of
@@ -32,8 +32,11 @@ def prepare_files(model, inputs: Sequence[str | os.PathLike], out_dir: str | os.
     subfolders in front for files below a given folder (`drums--kick_part000.npy`) and its
     folders for a name an earlier input already has (see `audio.unique_names`), so two
     files of one name in different folders both make latents. `latent_length` is at
-    least 256 (MIN_TRAIN_LENGTH), as train-diffusion needs.
+    least 256 (MIN_TRAIN_LENGTH), as train-diffusion needs. `jobs` > 1 prepares the files
+    in that many worker processes (unravel.workers: the same bytes).
     """
+    from unravel.workers import check_jobs, map_files
+    check_jobs(jobs)
     latent_length = as_int(latent_length, "latent_length")
     if latent_length < MIN_TRAIN_LENGTH:
         raise UnravelError(f"latent_length must be at least {MIN_TRAIN_LENGTH} (what "
@@ -44,22 +47,35 @@ def prepare_files(model, inputs: Sequence[str | os.PathLike], out_dir: str | os.
     files, names = [p for p, _ in found], audio_io.unique_names(found)
     folder = audio_io.check_writable_dir(out_dir)
     chunk = latent_length * model.ratio
-    out: list[Path] = []
-    from tqdm import tqdm
-    for path, name in tqdm(list(zip(files, names)), desc="prepare", unit="file", file=sys.stderr,
-                           disable=not progress, leave=False):
-        mono = audio_io.load(path, model.sr, 1)[0]
-        for i in range(len(mono) // chunk):
-            piece = audio_io.mix(mono[None, i * chunk:(i + 1) * chunk], model.in_channels)
-            z = torch.from_numpy(model.encode(piece))[None]
-            if normalize_latents:
-                z = (z - z.mean()) / z.std()
-            z = torch.nn.functional.pad(z, (0, max(0, latent_length - z.shape[2])))[..., :latent_length]
-            target = folder / f"{name}_part{i:03d}.npy"
-            out.append(latents_io.write_npy(target, z[0].numpy(), force=force))
+    items = [(path, name, folder, latent_length, normalize_latents, force)
+             for path, name in zip(files, names)]
+    if jobs > 1:
+        out = [p for paths in map_files(model, _prepare_one, items, jobs) for p in paths]
+    else:
+        from tqdm import tqdm
+        out = [p for item in tqdm(items, desc="prepare", unit="file", file=sys.stderr,
+                                  disable=not progress, leave=False)
+               for p in _prepare_one(model, *item)]
     if not out:
         raise UnravelError(f"no input is at least {chunk} samples ({chunk / model.sr:.1f} s at "
                            f"{model.sr} Hz) long: nothing to prepare for latent length {latent_length}")
+    return out
+
+
+def _prepare_one(model, path: Path, name: str, folder: Path, latent_length: int,
+                 normalize_latents: bool, force: bool) -> list[Path]:
+    """The training latents of one audio file (see prepare_files)."""
+    chunk = latent_length * model.ratio
+    mono = audio_io.load(path, model.sr, 1)[0]
+    out = []
+    for i in range(len(mono) // chunk):
+        piece = audio_io.mix(mono[None, i * chunk:(i + 1) * chunk], model.in_channels)
+        z = torch.from_numpy(model.encode(piece))[None]
+        if normalize_latents:
+            z = (z - z.mean()) / z.std()
+        z = torch.nn.functional.pad(z, (0, max(0, latent_length - z.shape[2])))[..., :latent_length]
+        target = folder / f"{name}_part{i:03d}.npy"
+        out.append(latents_io.write_npy(target, z[0].numpy(), force=force))
     return out
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from unravel import audio as audio_io
+from unravel import device as _device
 from unravel import limits
 from unravel import latents as latents_io
 from unravel.diffusion.checkpoint import Diffuser, cached_checkpoint
@@ -56,15 +57,20 @@ def sample_seeds(diffuser: Diffuser, seeds: Sequence[int], steps: int = 100, tem
                  length_mult: int = 1, batch: int = 4, progress: bool = False,
                  on_step: Callable[[int, int], None] | None = None,
                  latent_length: int | None = None,
+                 device: str | torch.device = "cpu",
                  sampler: str = "v") -> tuple[list[torch.Tensor], list[list[int]]]:
-    """Denoised latents (1, D, L*mult) per seed (not normalized), and the seed groups run together.
-    L is `latent_length`, or the checkpoint's when None.
+    """Denoised latents (1, D, L*mult) per seed (not normalized, on the CPU), and the seed
+    groups run together. L is `latent_length`, or the checkpoint's when None.
 
     Seeds are sampled `batch` at a time in one forward pass; a group of one gives exactly
-    the reference's numbers, a larger group the same up to float rounding (~1e-5).
-    `on_step(done, total)` reports progress. `sampler`: 'v' (the reference's) or 'dpm'
-    (DPM-Solver++(2M), closer to the many-step result in few steps).
+    the reference's numbers, a larger group the same up to float rounding (~1e-5). The
+    network runs on `device` (the noise is drawn on the CPU, so every device starts from the
+    same numbers). `on_step(done, total)` reports progress. `sampler`: 'v' (the reference's)
+    or 'dpm' (DPM-Solver++(2M), closer to the many-step result in few steps).
     """
+    dev = _device.resolve(device)
+    _device.deterministic(dev)
+    diffuser.model.to(dev)
     length = (latent_length or diffuser.latent_length) * length_mult
     factor = total_factor(diffuser.arch)
     if length % factor:
@@ -86,7 +92,7 @@ def sample_seeds(diffuser: Diffuser, seeds: Sequence[int], steps: int = 100, tem
 
         for group in groups:
             noise = torch.cat([make_noise(s, diffuser.dims, length, temperature) for s in group])
-            z = diffuser.model.sample(noise, steps, step, sampler)
+            z = diffuser.model.sample(noise.to(dev), steps, step, sampler).cpu()
             out.extend(z[i:i + 1].clone() for i in range(len(group)))
     return out, groups
 
@@ -143,16 +149,18 @@ def diffuse_files(model, checkpoint: str | os.PathLike = "default", out_dir: str
                   arch: str | os.PathLike | None = None,
                   name: str = "diffuse", batch=4, force=False, progress: bool = False,
                   on_step: Callable[[int, int], None] | None = None,
-                  latent_length=None, sampler: str = "v") -> list[Diffused]:
+                  latent_length=None, device: str | torch.device = "cpu",
+                  sampler: str = "v") -> list[Diffused]:
     """Sample latents from a diffusion checkpoint and decode them with a RAVE model.
 
     `model` is a unravel.model.Model or a model spec ('default', a path). Writes per result
     `<name>_<seed>.wav` (or `<name>_<seedA>_<seedB>_slerp.wav`; 32-bit float at the model's
     rate), `.npy` latents (1, D, L) when `save_latents`, a D-channel `.latent.wav` (one frame
     per latent step) when `latent_wav`, and a `.json` sidecar with every
-    setting. `num` results use seeds seed, seed+1, ... (with lerp: seed_a+i, seed_b+i).
-    `latent_length` samples that many frames (times length_mult) instead of the
-    checkpoint's, as the original generate script's --latent_length does.
+    setting (the device included). The diffusion network runs on `device`; the RAVE model
+    decodes where it was loaded. `num` results use seeds seed, seed+1, ... (with lerp:
+    seed_a+i, seed_b+i). `latent_length` samples that many frames (times length_mult)
+    instead of the checkpoint's, as the original generate script's --latent_length does.
     Numbers may come as floats or strings (Pd atoms); bad values raise UnravelError.
     """
     num = as_int(num, "num")
@@ -193,7 +201,7 @@ def diffuse_files(model, checkpoint: str | os.PathLike = "default", out_dir: str
         seeds = [check_seed(s0 + i, "seed") for i in range(num)]
     if isinstance(model, (str, os.PathLike)):
         from unravel.model import load_model
-        model = load_model(model)
+        model = load_model(model, device=device)
     if model.latent_dims is None or "decode" not in model.methods:
         raise UnravelError(f"{model.path}: model has no decode method")
     diffuser = cached_checkpoint(checkpoint, arch)
@@ -209,9 +217,10 @@ def diffuse_files(model, checkpoint: str | os.PathLike = "default", out_dir: str
                         f"decoding {frames} latent frames (length_mult {length_mult})",
                         "lower length_mult")
     folder = audio_io.check_writable_dir(out_dir)
+    dev = _device.resolve(device)
 
     latents, groups = sample_seeds(diffuser, seeds, steps, temperature, length_mult, batch,
-                                   progress, on_step, latent_length, sampler)
+                                   progress, on_step, latent_length, dev, sampler)
     group_of = {s: g for g in groups for s in g}
 
     results: list[Diffused] = []
@@ -239,6 +248,8 @@ def diffuse_files(model, checkpoint: str | os.PathLike = "default", out_dir: str
             "seed": s, "seed_a": used[0] if lerp else None, "seed_b": used[1] if lerp else None,
             "lerp_factor": lerp_factor if lerp else None,
             "batch": batch, "sampled_together": [group_of[u] for u in used],
+            "device": _device.name(dev),
+            "model_device": _device.name(getattr(model, "device", torch.device("cpu"))),
             "wav": wav.name, "npy": npy.name if npy else None, "latent_wav": lwav.name if lwav else None,
         }
         js = folder / f"{stem}.json"

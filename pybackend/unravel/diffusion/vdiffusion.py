@@ -145,10 +145,13 @@ class VDiffusion(nn.Module):
         super().__init__()
         self.net = net
 
-    def forward(self, x: Tensor) -> Tensor:
-        sigmas = torch.rand(x.shape[0], device=x.device)
+    def forward(self, x: Tensor, sigmas: Tensor | None = None, noise: Tensor | None = None) -> Tensor:
+        """The loss of a batch; `sigmas` (B,) and `noise` (like x) are drawn here unless given."""
+        if sigmas is None:
+            sigmas = torch.rand(x.shape[0], device=x.device)
         alphas, betas = alpha_beta(sigmas.view(-1, *([1] * (x.ndim - 1))))
-        noise = torch.randn_like(x)
+        if noise is None:
+            noise = torch.randn_like(x)
         x_noisy = alphas * x + betas * noise
         v_target = alphas * noise - betas * x
         return nn.functional.mse_loss(self.net(x_noisy, sigmas), v_target)
@@ -256,9 +259,9 @@ class DiffusionModel(nn.Module):
         self.diffusion = VDiffusion(self.net)
         self.sampler = VSampler(self.net)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """The training loss for a batch of latents (B, D, L)."""
-        return self.diffusion(x)
+    def forward(self, x: Tensor, sigmas: Tensor | None = None, noise: Tensor | None = None) -> Tensor:
+        """The training loss for a batch of latents (B, D, L) (sigmas and noise: see VDiffusion)."""
+        return self.diffusion(x, sigmas, noise)
 
     def sample(self, noise: Tensor, num_steps: int,
                on_step: Callable[[int], None] | None = None, sampler: str = "v") -> Tensor:
