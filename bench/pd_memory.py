@@ -2,10 +2,13 @@
 against N `[nn~ MODEL decode]` (with --nn DIR).
 
 For each N (default 1 and 8) a patch with N objects is opened in a fresh `pd -batch` that
-quits at loadbang; reported per external: Pd's peak resident memory (ru_maxrss), the wall
-time of the process, and what each object after the first adds: (peak(N) - peak(1)) / (N - 1),
-and the same for the time (creation of the objects and loading the model; the first object
-also pays for starting Python/torch). The runs are interleaved and repeated; medians.
+turns DSP on, runs 1 s of audio (every object decodes a few buffers of zeros: nn~ compiles
+its model at its first call, unravel~ at load) and quits; reported per external: Pd's peak
+resident memory (ru_maxrss), the wall time of the process, and what each object after the
+first adds: (peak(N) - peak(1)) / (N - 1), and the same for the time (creation of the
+objects, loading the model, the first calls; the first object also pays for starting
+Python/torch). Every process runs on one CPU (nn~ 1.6 built here crashes with
+OMP_NUM_THREADS=1). The runs are interleaved and repeated; medians.
 
 Usage: .venv/bin/python bench/pd_memory.py [--model PATH] [--nn DIR] [--counts 1 8] [--rounds 3]
 """
@@ -21,6 +24,8 @@ import sys
 import tempfile
 import time
 
+import torch
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from pdrun import Patch, pd_command  # noqa: E402
@@ -29,21 +34,26 @@ from unravel.model import resolve_model  # noqa: E402
 
 
 def patch(d: pathlib.Path, obj: str, n: int) -> pathlib.Path:
-    """N copies of `obj`, then quit at loadbang (after every object was created)."""
+    """N copies of `obj`, DSP on for 1 s of logical time, then quit."""
     p = Patch()
     for _ in range(n):
         p.obj(obj)
     lb = p.obj("loadbang")
+    on = p.msg("; pd dsp 1")
+    p.connect(lb, 0, on, 0)
+    dl = p.obj("delay 1000")
+    p.connect(lb, 0, dl, 0)
     q = p.msg("; pd quit")
-    p.connect(lb, 0, q, 0)
+    p.connect(dl, 0, q, 0)
     return p.write(d / f"{obj.split()[0].rstrip('~')}{n}.pd")
 
 
 def run(cmd: list[str]) -> tuple[float, float]:
     """(peak RSS in MB, wall seconds) of one pd process; fails loudly on errors."""
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                         env=dict(os.environ, OMP_NUM_THREADS="1"))
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                         preexec_fn=lambda: os.sched_setaffinity(0, {0}))
     err = p.stderr.read()
     _, status, ru = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t0
@@ -62,10 +72,12 @@ def main() -> int:
     a = ap.parse_args()
     model = resolve_model(a.model)
     size = model.stat().st_size / 1e6
+    m = torch.jit.load(str(model), map_location="cpu")
+    weights = sum(p.numel() * p.element_size() for p in m.parameters()) / 1e6
     externals = {"unravel~": (f"unravel~ -m {model} decode", [])}
     if a.nn:
         externals["nn~"] = (f"nn~ {model} decode", ["-path", str(a.nn.resolve())])
-    print(f"model {model} ({size:.1f} MB file); load average {' '.join(open('/proc/loadavg').read().split()[:3])}")
+    print(f"model {model} ({size:.1f} MB file, {weights:.2f} MB of weights); load average {' '.join(open('/proc/loadavg').read().split()[:3])}")
     with tempfile.TemporaryDirectory() as tmp:
         d = pathlib.Path(tmp)
         res: dict[tuple[str, int], list[tuple[float, float]]] = {}
@@ -83,7 +95,7 @@ def main() -> int:
                 per_mb = (med[hi][0] - med[lo][0]) / (hi - lo)
                 per_s = (med[hi][1] - med[lo][1]) / (hi - lo)
                 print(f"{'':<9} each extra object: {per_mb:.1f} MB ({per_mb / size * 100:.0f} % of the "
-                      f"model file), {per_s * 1000:.0f} ms")
+                      f"model file, {per_mb / weights * 100:.0f} % of its weights), {per_s * 1000:.0f} ms")
     return 0
 
 

@@ -1,5 +1,6 @@
 """One loaded module per model file (issue 14): Models, and so [unravel~] objects, of the same
-file share it until one of them changes it (copy on write); streaming models never share."""
+file share it until one of them changes it (copy on write); streaming models share their
+weights and compiled code, each with its own state."""
 
 from __future__ import annotations
 
@@ -48,14 +49,30 @@ def test_set_attribute_copies_on_write(quirk_models):
     assert a.get_attribute("temperature") == [0.5] and b.get_attribute("temperature") == [1.0]
 
 
-def test_streaming_models_are_never_shared(quirk_models):
-    """Their caches are per-object state (the warm-up changes them); state as before."""
+def test_streaming_models_share_weights_not_state(quirk_models):
+    """A streaming model's caches are per-object state: each Model runs its own copy of the
+    module (own buffers) with the same weight tensors; running one leaves the others' output
+    as a private load's, and a bend copies on write."""
     path = quirk_models["streaming"]
     a, b = load_model(path), load_model(path)
-    assert a.module is not b.module and not a.shared and not b.shared
-    z = torch.from_numpy(np.random.default_rng(2).standard_normal((1, 8, 3)).astype(np.float32))
-    plain = load_model(path, share=False)    # warmed up, never probed
-    np.testing.assert_array_equal(a.run("decode", z).numpy(), plain.run("decode", z).numpy())
+    assert a.shared and b.shared and a.module is not b.module
+    pa, pb = dict(a.module.named_parameters()), dict(b.module.named_parameters())
+    assert pa and all(pa[n].data_ptr() == pb[n].data_ptr() for n in pa)
+    ba, bb = dict(a.module.named_buffers()), dict(b.module.named_buffers())
+    caches = [n for n in ba if n.endswith("cache")]
+    assert caches and all(ba[n].data_ptr() != bb[n].data_ptr() for n in caches)
+    plain = load_model(path, share=False)    # warmed up the same way, never shared
+    assert not plain.shared
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        z = torch.from_numpy(rng.standard_normal((1, 8, 3)).astype(np.float32))
+        a.run("decode", torch.from_numpy(rng.standard_normal((1, 8, 3)).astype(np.float32)))
+        np.testing.assert_array_equal(b.run("decode", z).numpy(), plain.run("decode", z).numpy())
+    layer = next(iter(pa))
+    Bender(a).bend(layer, "offset", 0.3)
+    assert not a.shared and b.shared
+    assert dict(a.module.named_parameters())[layer].data_ptr() != pb[layer].data_ptr()
+    assert torch.equal(pb[layer], dict(plain.module.named_parameters())[layer])
 
 
 def test_pd_objects_share_until_one_bends(tmp_path):
@@ -80,3 +97,25 @@ def test_pd_objects_share_until_one_bends(tmp_path):
     for y in ys[1:]:
         np.testing.assert_array_equal(y[L:L + len(x)], ref)
     assert not np.array_equal(ref, ref_bent)
+
+
+def test_pd_streaming_objects_share_weights_each_keeps_its_state(tmp_path, quirk_models):
+    """Three [unravel~ STREAMING forward 2048] in one pd on three different inputs: all report
+    'shared 1' (weights), and each plays what a private load of the model plays on its input
+    (its own caches), bit for bit."""
+    path = quirk_models["streaming"]
+    rng = np.random.default_rng(4)
+    xs = [rng.uniform(-0.5, 0.5, 16384).astype(np.float32) for _ in range(3)]
+    for k, x in enumerate(xs):
+        sf.write(tmp_path / f"x{k}.wav", x, SR, subtype="FLOAT")
+    chains = [Chain(f"unravel~ {path} forward 2048", 1, 1, f"x{k}.wav", f"y{k}.wav") for k in range(3)]
+    r = run_pd(render_patch(tmp_path / "stream.pd", chains, len(xs[0])), args=["-r", str(SR)], timeout=120)
+    assert r.returncode == 0 and r.errors == [], r.errors
+    assert [r.after(f"info{k}: shared") for k in range(3)] == [["1"], ["1"], ["1"]]
+    L = 2048
+    for k, x in enumerate(xs):
+        private = load_model(path, share=False)
+        ref = np.concatenate([private.run("forward", torch.from_numpy(x[i:i + L])[None, None])[0, 0].numpy()
+                              for i in range(0, len(x), L)])
+        y = sf.read(tmp_path / f"y{k}.wav", dtype="float32")[0]
+        np.testing.assert_array_equal(y[L:L + len(x)], ref)

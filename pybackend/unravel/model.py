@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import pathlib
+import copy
 import threading
 import weakref
 from dataclasses import dataclass
@@ -183,13 +184,28 @@ def _convert(current, value):
     return value
 
 
-# One loaded TorchScript module per model file, device and process, shared by every Model of
-# that file (the objects of a patch) until one of them changes it (Model.own: copy on write).
-# Keyed by path, size, modification time and device; held weakly: it goes when its last
-# Model does.
-_SHARED: "weakref.WeakValueDictionary[tuple, torch.jit.ScriptModule]" = weakref.WeakValueDictionary()
+# What the Models of one model file share, per device and process (the objects of a patch
+# that load the same file): see _Loaded. Keyed by path, size, modification time and device;
+# held weakly: it goes when its last Model does.
+_SHARED: "weakref.WeakValueDictionary[tuple, _Loaded]" = weakref.WeakValueDictionary()
 _SHARED_LOCK = threading.Lock()
-_STATEFUL: set[tuple] = set()      # files whose modules keep state: never shared
+_STATEFUL: set[tuple] = set()      # files whose modules keep state (streaming caches)
+
+
+class _Loaded:
+    """A model file as loaded once and shared. A module that running leaves unchanged is
+    shared itself (`module`, the Python wrapper). A module that keeps state in its buffers
+    (streaming caches) is kept as a `template` that never runs (its C++ module, in the state
+    the file gives), of which every Model runs its own copy: its own buffers and attributes,
+    the template's weights (the same tensors) and the same compiled methods. `methods` and
+    `sr` are what the first load read from the file."""
+
+    def __init__(self, module, template, methods: dict, sr: int | None, params: list[str]):
+        self.module = module
+        self.template = template
+        self.methods = methods
+        self.sr = sr
+        self.params = params
 
 
 def _file_key(p: pathlib.Path, device: torch.device | None = None) -> tuple:
@@ -197,17 +213,33 @@ def _file_key(p: pathlib.Path, device: torch.device | None = None) -> tuple:
     return (str(p.resolve()), st.st_size, st.st_mtime_ns, str(device))
 
 
-def _shared_module(p: pathlib.Path, device: torch.device):
-    """The loaded module of this file on `device` that Models share, or None."""
+def _shared(p: pathlib.Path, device: torch.device) -> _Loaded | None:
+    """What the Models of this file on `device` share, or None."""
     with _SHARED_LOCK:
         return _SHARED.get(_file_key(p, device))
 
 
-def _offer_module(p: pathlib.Path, device: torch.device, module):
-    """Let later Models of this file on `device` share `module` (it never changes while
-    shared); returns the module that is shared now (another one if another Model was first)."""
+def _offer(p: pathlib.Path, device: torch.device, loaded: _Loaded) -> _Loaded:
+    """Let later Models of this file on `device` share `loaded`; returns what is shared now
+    (another one if another Model was first)."""
     with _SHARED_LOCK:
-        return _SHARED.setdefault(_file_key(p, device), module)
+        return _SHARED.setdefault(_file_key(p, device), loaded)
+
+
+def _submodule(cmod, path: list[str]):
+    for name in path:
+        cmod = cmod.getattr(name)
+    return cmod
+
+
+def _copy_sharing_weights(cmod, params: list[str]):
+    """A copy of the C++ module `cmod` with its own buffers and attributes, and the same
+    parameter tensors (dotted names `params`) as `cmod`."""
+    copy_ = copy.deepcopy(cmod)
+    for name in params:
+        *path, leaf = name.split(".")
+        _submodule(copy_, path).setattr(leaf, _submodule(cmod, path).getattr(leaf))
+    return copy_
 
 
 def _read_module(p: pathlib.Path, device: torch.device):
@@ -247,9 +279,23 @@ class Model:
         p = self.path
         if not p.is_file():
             raise UnravelError(f"{p}: model file not found")
-        shared = _shared_module(p, self.device) if self._share else None
-        module = shared if shared is not None else _read_module(p, self.device)
-        module.eval()
+        loaded = _shared(p, self.device) if self._share else None
+        if loaded is None:
+            self._load_file(p)
+            return
+        if loaded.template is None:           # the very module other Models run
+            self._set_module(loaded.module, loaded.module._c, loaded.methods, loaded.sr)
+        else:                                  # own buffers, shared weights and code
+            self._set_module(None, _copy_sharing_weights(loaded.template, loaded.params),
+                             loaded.methods, loaded.sr)
+            if self._warmup:
+                self.warmup()                  # the state a fresh load would have
+        self._loaded = loaded
+        self.shared = True
+
+    def _load_file(self, p: pathlib.Path) -> None:
+        """Load the file itself; offer it to the next Models of the file (see _Loaded)."""
+        module = _read_module(p, self.device)
         try:
             methods = _discover_methods(module, p.name)
         except UnravelError:
@@ -258,7 +304,33 @@ class Model:
             raise UnravelError(f"{p}: cannot read the model's methods ({_first_line(e)})") from None
         if not methods:
             raise UnravelError(f"{p}: TorchScript without nn~'s contract (no get_methods() or <method>_params buffers)")
-        self.module = module
+        self._set_module(module, module._c, methods, _module_sr(module))
+        self._loaded = None
+        self.shared = False
+        # Running a module that keeps state (streaming caches) changes its buffers: the
+        # warm-up on silence tells (a streaming RAVE export's caches take its biases). Such a
+        # module is offered as a template (taken before it ran), any other as it is.
+        offer = self._share and self._warmup is True
+        params = [n for n, _ in module.named_parameters()] if offer else []
+        template = _copy_sharing_weights(module._c, params) if offer else None
+        before = [b.clone() for b in module.buffers()] if offer and _file_key(p) not in _STATEFUL else []
+        if self._warmup:
+            self.warmup()
+        if offer and any(not torch.equal(x, y) for x, y in zip(before, module.buffers())):
+            _STATEFUL.add(_file_key(p))     # the next Models of the file need not look
+        if offer:
+            stateful = _file_key(p) in _STATEFUL
+            mine = _Loaded(None if stateful else module, template if stateful else None,
+                           methods, self._file_sr, params)
+            self._loaded = _offer(p, self.device, mine)
+            self.shared = self._loaded is mine
+
+    def _set_module(self, module, cmod, methods: dict, sr: int | None) -> None:
+        """Take `cmod` (a C++ script module; `module` its Python wrapper, or None: made when
+        first needed) as the module this Model runs."""
+        p = self.path
+        self._wrapper, self._cmod = module, cmod
+        self._file_sr = sr
         self.methods = methods
         enc, dec, fwd = methods.get("encode"), methods.get("decode"), methods.get("forward")
         self.latent_dims = enc.out_channels if enc else (dec.in_channels if dec else None)
@@ -270,29 +342,23 @@ class Model:
             if mp.in_channels * self._step(mp) > MAX_BLOCK_VALUES:
                 raise UnravelError(f"{p.name}: method '{m}' is too large ({mp.in_channels} x "
                                    f"{self._step(mp)} values per block, limit {MAX_BLOCK_VALUES})")
-        self.sr = int(self._sr_override or _module_sr(module) or DEFAULT_SR)
+        self.sr = int(self._sr_override or sr or DEFAULT_SR)
         # per method: (the TorchScript function, input channels, input length step)
         self._run_specs: dict[str, tuple[Callable, int, int]] = {
-            m: (getattr(module, m), mp.in_channels, self._step(mp)) for m, mp in methods.items()}
-        self.shared = shared is not None
-        if self.shared:
-            return                  # warmed up by the Model that loaded it
-        # a module whose buffers change when it runs (streaming caches) keeps per-object state:
-        # never shared; any other is offered to the next Models of the same file. The warm-up
-        # on silence tells (a streaming RAVE export's caches take its biases).
-        offer = self._share and self._warmup is True and _file_key(p) not in _STATEFUL
-        before = [b.clone() for b in module.buffers()] if offer else []
-        if self._warmup:
-            self.warmup()
-        if offer and any(not torch.equal(x, y) for x, y in zip(before, module.buffers())):
-            _STATEFUL.add(_file_key(p))     # the next Models of the file need not look
-            offer = False
-        if offer:
-            self.shared = _offer_module(p, self.device, module) is module
+            m: (cmod._get_method(m), mp.in_channels, self._step(mp)) for m, mp in methods.items()}
+
+    @property
+    def module(self) -> torch.jit.ScriptModule:
+        """The TorchScript module this Model runs (its Python wrapper, made on first use: a
+        copy that shares weights needs none to run)."""
+        if self._wrapper is None:
+            self._wrapper = torch.jit._recursive.wrap_cpp_module(self._cmod)
+        return self._wrapper
 
     def own(self) -> None:
         """Copy on write: before this Model changes its module (bend, set_weights, an
-        attribute), give it a private copy if it shares one with other Models."""
+        attribute), give it a private copy if it shares one, or its weights, with other
+        Models (a fresh load of the file: the copy's state starts over)."""
         with self.lock:
             if self.shared:
                 share, self._share = self._share, False
@@ -357,7 +423,7 @@ class Model:
                 self._gpu = None if target.type == "cpu" else target
                 _device.deterministic(target)
                 self.moves += 1
-                self._run_specs = {m: (getattr(self.module, m), c, st)
+                self._run_specs = {m: (self._cmod._get_method(m), c, st)
                                    for m, (_, c, st) in self._run_specs.items()}
                 if warmup and self._warmup:
                     self.warmup()
