@@ -4,6 +4,7 @@
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <math.h>
 #include <string.h>
 #include "pyembed.h"
 #include "worker.h"
@@ -513,6 +514,9 @@ static void py_threadenter(void)
 
 struct pyrunner {
     PyObject *process;          /* the bound method Runner.process */
+    float *out;                 /* what process() writes: nout floats */
+    long nout;
+    char name[PYERR_SIZE / 2];  /* "<model file>: <method>", for the non-finite error */
     pthread_mutex_t mutex;      /* guards err */
     int haserr;
     char err[PYERR_SIZE];
@@ -531,21 +535,55 @@ t_pyrunner *pyrunner_new(t_pysession *s, const char *method, float *in, int in_c
     if (inmv && outmv)
         obj = PyObject_CallMethod(s->obj, "runner", "sOiiOii", method, inmv, in_chans,
             in_frames, outmv, out_chans, out_frames);
+    PyObject *name = 0;
     if (obj)
         process = PyObject_GetAttrString(obj, "process");
-    if (!process)
+    if (process)
+        name = PyObject_GetAttrString(obj, "name");
+    if (!process || !name || !PyUnicode_Check(name))
+    {
         py_fetcherr(err);
+        Py_XDECREF(process);
+    }
     else
     {
         r = (t_pyrunner *)getbytes(sizeof(*r));
         r->process = process;
+        r->out = out;
+        r->nout = (long)out_chans * out_frames;
+        snprintf(r->name, sizeof(r->name), "%s", PyUnicode_AsUTF8(name));
         pthread_mutex_init(&r->mutex, 0);
     }
+    Py_XDECREF(name);
     Py_XDECREF(obj);
     Py_XDECREF(inmv);
     Py_XDECREF(outmv);
     py_leave(g);
     return r;
+}
+
+/* keep the first error until pyrunner_takeerror */
+static void pyrunner_seterr(t_pyrunner *r, const char *msg)
+{
+    pthread_mutex_lock(&r->mutex);
+    if (!r->haserr)
+    {
+        seterr(r->err, msg);
+        r->haserr = 1;
+    }
+    pthread_mutex_unlock(&r->mutex);
+}
+
+/* 1 if the n floats are all finite.  Checked here, not in Python: after a model call
+   numpy's or torch's code for this is out of the CPU caches and costs ~3 % of a small
+   model's call (bench/pd_render.py); this loop does not. */
+static int allfinite(const float *v, long n)
+{
+    long i;
+    for (i = 0; i < n; i++)
+        if (!isfinite(v[i]))
+            return 0;
+    return 1;
 }
 
 int pyrunner_process(void *runner, const float *in, float *out)
@@ -563,17 +601,18 @@ int pyrunner_process(void *runner, const float *in, float *out)
     {
         char msg[PYERR_SIZE];
         py_fetcherr(msg);
-        pthread_mutex_lock(&r->mutex);
-        if (!r->haserr)
-        {
-            memcpy(r->err, msg, PYERR_SIZE);
-            r->haserr = 1;
-        }
-        pthread_mutex_unlock(&r->mutex);
+        pyrunner_seterr(r, msg);
         rc = -1;
     }
     Py_XDECREF(res);
     py_leave(g);
+    if (!rc && !allfinite(r->out, r->nout))
+    {
+        char msg[PYERR_SIZE];
+        snprintf(msg, PYERR_SIZE, "%s output is not finite (NaN or infinite values)", r->name);
+        pyrunner_seterr(r, msg);
+        rc = -1;
+    }
     return rc;
 }
 

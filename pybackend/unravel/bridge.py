@@ -131,35 +131,40 @@ def _save_path(p: str, base: str) -> pathlib.Path:
 
 class Runner:
     """Runs one method on buffers owned by C: `inbuf` (in_chans x in_frames float32) to
-    `outbuf` (out_chans x out_frames float32). `process()` is called by the worker thread."""
+    `outbuf` (out_chans x out_frames float32). `process()` is called by the worker thread;
+    the C side checks that what it wrote is finite (see native/pyembed.c) and names the
+    model with `name`."""
 
     def __init__(self, model: _model.Model, method: str, inbuf, in_chans: int, in_frames: int,
                  outbuf, out_chans: int, out_frames: int):
         self.model = model
         self.method = method
+        self.name = f"{model.path.name}: {method}"
         self.x = torch.from_numpy(np.frombuffer(inbuf, dtype=np.float32).reshape(1, in_chans, in_frames))
-        self.out = np.frombuffer(outbuf, dtype=np.float32).reshape(out_chans, out_frames)
+        self.out = torch.from_numpy(np.frombuffer(outbuf, dtype=np.float32).reshape(out_chans, out_frames))
         # run the conversion path once here (Pd's thread): torch makes some static objects
         # at first use, and their exit-time destructors must be registered before the
         # external's exit handler (see native/unravel_tilde.c)
-        self.out[:, :] = torch.zeros(out_chans, out_frames)[:out_chans, :out_frames].numpy()
+        self.out.copy_(torch.zeros(out_chans, out_frames))
 
     @one_line("dsp")
     def process(self) -> None:
+        """Run the method on the input buffer and write the output buffer (torch's copy: its
+        code is in the CPU caches right after the model ran, numpy's is not)."""
         y = self.model.run(self.method, self.x)
-        name = f"{self.model.path.name}: {self.method}"
         if not isinstance(y, torch.Tensor) or y.dim() != 3 or y.shape[0] != 1:
             shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
-            raise UnravelError(f"{name} returned {shape}, expected (1, channels, frames)")
-        if y.is_complex() or not bool(torch.isfinite(y).all()):
-            raise UnravelError(f"{name} output is not finite (NaN or infinite values)")
-        y = y[0]
-        c = min(y.shape[0], self.out.shape[0])
-        n = min(y.shape[1], self.out.shape[1])
-        self.out[:c, :n] = y[:c, :n].numpy()
-        if c < self.out.shape[0] or n < self.out.shape[1]:
-            self.out[c:] = 0
-            self.out[:, n:] = 0
+            raise UnravelError(f"{self.name} returned {shape}, expected (1, channels, frames)")
+        if y.is_complex():
+            raise UnravelError(f"{self.name} output is not finite (NaN or infinite values)")
+        y, out = y[0], self.out
+        if y.shape == out.shape:
+            out.copy_(y)
+            return
+        c = min(y.shape[0], out.shape[0])
+        n = min(y.shape[1], out.shape[1])
+        out.zero_()
+        out[:c, :n] = y[:c, :n]
 
 
 # --------------------------------------------------------------------------- the session
