@@ -100,7 +100,7 @@ static void engine_work_locked(t_engine *e)
     while (!LOAD(&e->stop))
     {
         uint64_t t = LOAD(&e->t_pub), k = e->next, start = k * B;
-        int c, i, ok, fin, fout;
+        int c, ok, fin, fout;
         if (start + B > t)
             break;
         /* live mode: skip a block whose output time has already passed */
@@ -114,16 +114,9 @@ static void engine_work_locked(t_engine *e)
         fin = e->bufsize / e->in_ratio;
         fout = e->bufsize / e->out_ratio;
         for (c = 0; c < e->in_chans; c++)
-        {
-            float *dst = e->cin + (size_t)c * fin;
-            if (e->in_ratio == 1)
-                ringbuf_read(&e->in, c, start, dst, fin);
-            else for (i = 0; i < fin; i++)
-                dst[i] = ringbuf_get(&e->in, c,
-                    start + (uint64_t)i * e->in_ratio + e->in_ratio - 1);
-        }
+            ringbuf_read(&e->in, c, start / e->in_ratio, e->cin + (size_t)c * fin, fin);
         /* the audio thread overwrote the block while we copied it (live mode, very late) */
-        ok = (LOAD(&e->t_pub) <= start + e->in.size);
+        ok = (LOAD(&e->t_pub) <= start + e->in.size * e->in_ratio);
         if (ok && e->fn)
         {
             unsigned fp = fp_enter();
@@ -138,14 +131,7 @@ static void engine_work_locked(t_engine *e)
         if (!ok)
             memset(e->cout, 0, (size_t)e->out_chans * fout * sizeof(float));
         for (c = 0; c < e->out_chans; c++)
-        {
-            const float *src = e->cout + (size_t)c * fout;
-            if (e->out_ratio == 1)
-                ringbuf_write(&e->out, c, start, src, fout);
-            else for (i = 0; i < fout; i++)
-                ringbuf_fill(&e->out, c, start + (uint64_t)i * e->out_ratio,
-                    src[i], e->out_ratio);
-        }
+            ringbuf_write(&e->out, c, start / e->out_ratio, e->cout + (size_t)c * fout, fout);
         e->next = k + 1;
         STORE(&e->done, k + 1);
         sem_post(&e->donesem);
@@ -270,8 +256,10 @@ int engine_configure(t_engine *e, int in_chans, int in_ratio, int out_chans, int
     e->in_ratio = in_ratio;
     e->out_ratio = out_ratio;
     e->bufsize = bufsize;
-    if (ringbuf_init(&e->in, in_chans, 4 * (uint64_t)bufsize + ENGINE_MAXVEC) ||
-        ringbuf_init(&e->out, out_chans, 4 * (uint64_t)bufsize + ENGINE_MAXVEC) ||
+    /* the rings hold one value per in_ratio (out_ratio) audio frames: what the model reads
+       (writes); at the latent rate of a RAVE model 2048 times less than at audio rate */
+    if (ringbuf_init(&e->in, in_chans, ENGINE_SPAN(bufsize) / in_ratio + 1) ||
+        ringbuf_init(&e->out, out_chans, ENGINE_SPAN(bufsize) / out_ratio + 1) ||
         !(e->cin = (float *)calloc((size_t)in_chans * (bufsize / in_ratio), sizeof(float))) ||
         !(e->cout = (float *)calloc((size_t)out_chans * (bufsize / out_ratio), sizeof(float))))
     {
@@ -298,6 +286,39 @@ void engine_setmode(t_engine *e, int sync, int inline_mode)
     engine_reset(e);
 }
 
+/* audio thread: input frames [t, t + n) of channel c (src 0: zeros) into the in ring, which
+   keeps the last frame of every in_ratio frames (what the model reads of a latent input) */
+static void engine_putinput(t_engine *e, int c, uint64_t t, const float *src, int n)
+{
+    const uint64_t r = (uint64_t)e->in_ratio;
+    uint64_t i;
+    if (r == 1)
+    {
+        if (src)
+            ringbuf_write(&e->in, c, t, src, n);
+        else
+            ringbuf_fill(&e->in, c, t, 0, n);
+        return;
+    }
+    for (i = (r - 1 - t % r); i < (uint64_t)n; i += r)
+        ringbuf_fill(&e->in, c, (t + i) / r, src ? src[i] : 0, 1);
+}
+
+/* audio thread: output frames [t, t + n) of channel c from the out ring, which holds one
+   value per out_ratio frames (held for all of them) */
+static void engine_getoutput(t_engine *e, int c, uint64_t t, float *dst, int n)
+{
+    const uint64_t r = (uint64_t)e->out_ratio;
+    int i;
+    if (r == 1)
+    {
+        ringbuf_read(&e->out, c, t, dst, n);
+        return;
+    }
+    for (i = 0; i < n; i++)
+        dst[i] = ringbuf_get(&e->out, c, (t + i) / r);
+}
+
 void engine_perform(t_engine *e, float **ins, int nins, float **outs, int nouts, int n)
 {
     const uint64_t B = (uint64_t)e->bufsize;
@@ -312,12 +333,7 @@ void engine_perform(t_engine *e, float **ins, int nins, float **outs, int nouts,
     }
     t0 = e->t;
     for (c = 0; c < e->in_chans; c++)
-    {
-        if (c < nins)
-            ringbuf_write(&e->in, c, t0, ins[c], n);
-        else
-            ringbuf_fill(&e->in, c, t0, 0, n);
-    }
+        engine_putinput(e, c, t0, c < nins ? ins[c] : 0, n);
     t1 = e->t = t0 + n;
     STORE(&e->last_n, n);
     STORE(&e->t_pub, t1);
@@ -373,7 +389,7 @@ void engine_perform(t_engine *e, float **ins, int nins, float **outs, int nouts,
         {
             if (skip)
                 memset(outs[c], 0, skip * sizeof(float));
-            ringbuf_read(&e->out, c, (uint64_t)(p0 + skip), outs[c] + skip, n - skip);
+            engine_getoutput(e, c, (uint64_t)(p0 + skip), outs[c] + skip, n - skip);
         }
         else
             memset(outs[c], 0, n * sizeof(float));

@@ -3,14 +3,15 @@
    this code through cffi (tests/test_ringbuf.py).
 
    The audio thread writes every input frame into the `in` ring at position t and reads
-   output frame t - latency from the `out` ring.  Each time t crosses a multiple of B
-   (bufsize) it posts the worker, which runs the model on that block and writes the block's
-   output at the same positions.  Sync mode: latency B, and the audio thread waits (on a
-   semaphore) until the block it must play is done, so renders are bit-identical.  Live
-   mode: latency 2B, the audio thread never waits; a block that is not done plays as
-   silence and counts one underrun.  Inline mode (bufsize 0): the audio thread runs the
-   model itself.  The audio side never allocates and never takes a lock except in inline
-   mode. */
+   output frame t - latency from the `out` ring (at a method's rates: a ring of a latent
+   input or output holds one value per in_ratio or out_ratio frames).  Each time t
+   crosses a multiple of B (bufsize) it posts the worker, which runs the model on that
+   block and writes the block's output at the same positions.  Sync mode: latency B, and
+   the audio thread waits (on a semaphore) until the block it must play is done, so
+   renders are bit-identical.  Live mode: latency 2B, the audio thread never waits; a
+   block that is not done plays as silence and counts one underrun.  Inline mode
+   (bufsize 0): the audio thread runs the model itself.  The audio side never allocates
+   and never takes a lock except in inline mode. */
 #ifndef UNRAVEL_WORKER_H
 #define UNRAVEL_WORKER_H
 
@@ -23,6 +24,9 @@
    channel (latent inputs already reduced to one value per frame); out: out_chans *
    (bufsize / out_ratio) floats.  Returns 0 on success; on failure the engine outputs zeros. */
 #define ENGINE_MAXVEC 16384    /* largest Pd vector the rings take (block~ sizes) */
+/* audio frames the rings span: live mode's latency 2B, the block being worked on, one of
+   slack, and the largest vector */
+#define ENGINE_SPAN(bufsize) (4 * (uint64_t)(bufsize) + ENGINE_MAXVEC)
 
 typedef int (*t_engine_fn)(void *ctx, const float *in, float *out);
 

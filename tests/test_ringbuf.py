@@ -32,6 +32,7 @@ void engine_perform(t_engine *e, float **ins, int nins, float **outs, int nouts,
 unsigned engine_underruns(t_engine *e);
 unsigned engine_processed(t_engine *e);
 int test_engine_latency(t_engine *e);
+long test_engine_ringframes(t_engine *e, int out);
 
 typedef struct jobq t_jobq;
 t_jobq *test_jobq_new(void);
@@ -93,6 +94,7 @@ int test_engine_setup(t_engine *e, int in_chans, int in_ratio, int out_chans, in
 }
 
 int test_engine_latency(t_engine *e) { return e->latency; }
+long test_engine_ringframes(t_engine *e, int out) { return (long)(out ? e->out.size : e->in.size); }
 
 static void job_fn(void *data) { int *v = (int *)data; *v = *v * 10; }
 static void job_free(void *data) { free(data); }
@@ -214,6 +216,32 @@ def test_latent_in_once_per_frame_and_held_out(lib):
     y = _run(lib, e, z, 64, 1)
     frames = y[0, B:].reshape(-1, ratio)
     assert np.array_equal(frames[:, 0], z[0, ratio - 1:-B:ratio])
+    L.test_engine_free(e)
+
+
+def test_latent_rings_hold_one_value_per_frame(lib):
+    """Issue 14: a latent input or output ring keeps one value per latent frame (RAVE's 2048
+    audio frames), not every audio frame; vectors that do not divide the ratio still read
+    the last sample of each frame and hold each output value for the whole frame."""
+    ffi, L = lib
+    ratio, B = 2048, 4096
+    e = L.test_engine_new()
+    L.test_engine_setup(e, 8, ratio, 1, 1, B, 1, 0, 1.0, 0)     # decode-like
+    assert L.test_engine_ringframes(e, 0) <= 32                 # 8 ch x 32 floats, not 8 x 32768
+    assert L.test_engine_ringframes(e, 1) >= 4 * B + 16384      # the audio-rate output
+    z = np.stack([np.arange(6 * B, dtype=np.float32) * (k + 1) for k in range(8)])
+    y = _run(lib, e, z, 48, 1)
+    frames = y[0, B:B + 4 * B].reshape(-1, ratio)
+    assert np.array_equal(frames[:, 0], z[0, ratio - 1:4 * B:ratio])
+    L.test_engine_free(e)
+    e = L.test_engine_new()
+    L.test_engine_setup(e, 1, 1, 8, ratio, B, 1, 0, 1.0, 0)     # encode-like
+    assert L.test_engine_ringframes(e, 1) <= 32
+    x = np.arange(6 * B, dtype=np.float32)[None]
+    y = _run(lib, e, x, 48, 8)
+    held = y[:, B:B + 4 * B].reshape(8, -1, ratio)
+    assert (held == held[:, :, :1]).all()
+    assert np.array_equal(held[0, :, 0], x[0, :4 * B:ratio])
     L.test_engine_free(e)
 
 
