@@ -143,9 +143,9 @@ class TracedNet:
     """The U-Net run as TorchScript traces, one per input shape, dtype and device.
 
     a-unet's forward is hundreds of small Python modules; at the bundled checkpoint's size
-    their overhead is over half of a call. A trace (torch.jit.trace of the forward as a
-    function, the weights as constants that share the modules' tensors, so in-place updates
-    show) runs the same aten ops without it, under the plain interpreter
+    their overhead is over half of a call. A trace (torch.jit's tracer run on the forward as
+    a function, the weights as constants that share the modules' tensors, so in-place
+    updates show) runs the same aten ops without it, under the plain interpreter
     (optimized_execution off: no fusion), so its outputs are bit-equal to the module's.
     On the bundled checkpoint a trace takes about 35 eager calls' time and holds about 20 MB;
     up to MAX_TRACES are kept, all dropped when the weights move (.to, new tensors).
