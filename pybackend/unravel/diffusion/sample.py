@@ -66,7 +66,7 @@ def sample_seeds(diffuser: Diffuser, seeds: Sequence[int], steps: int = 100, tem
     the reference's numbers, a larger group the same up to float rounding (~1e-5). The
     network runs on `device` (the noise is drawn on the CPU, so every device starts from the
     same numbers). `on_step(done, total)` reports progress. `sampler`: 'v' (the reference's)
-    or 'dpm' (DPM-Solver++(2M), closer to the many-step result in few steps).
+    or 'dpm' (DPM-Solver++(3M), closer to the many-step result in few steps).
     """
     dev = _device.resolve(device)
     _device.deterministic(dev)
