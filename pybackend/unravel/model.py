@@ -7,10 +7,10 @@ No acids packages needed: everything comes from the TorchScript file (`get_metho
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import pathlib
-import copy
 import threading
 import weakref
 from dataclasses import dataclass
@@ -232,13 +232,19 @@ def _submodule(cmod, path: list[str]):
     return cmod
 
 
+def _tensor(cmod, name: str) -> torch.Tensor:
+    """The parameter or buffer of the C++ module `cmod` at dotted `name`."""
+    *path, leaf = name.split(".")
+    return _submodule(cmod, path).getattr(leaf)
+
+
 def _copy_sharing_weights(cmod, params: list[str]):
     """A copy of the C++ module `cmod` with its own buffers and attributes, and the same
     parameter tensors (dotted names `params`) as `cmod`."""
     copy_ = copy.deepcopy(cmod)
     for name in params:
         *path, leaf = name.split(".")
-        _submodule(copy_, path).setattr(leaf, _submodule(cmod, path).getattr(leaf))
+        _submodule(copy_, path).setattr(leaf, _tensor(cmod, name))
     return copy_
 
 
@@ -256,9 +262,10 @@ class Model:
     """A loaded nn~-contract TorchScript model. Methods run under `lock` and inference mode,
     on `device` (inputs are copied there, outputs back to the CPU).
 
-    Models of the same file on the same device share one loaded module (memory, load time)
-    unless its buffers change as it runs (streaming caches: per-object state); `own()` gives a
-    Model its private copy before anything changes the module (bend, weights, attributes)."""
+    Models of the same file on the same device share what they can (memory, load time): the
+    loaded module itself, or where its buffers change as it runs (streaming caches: per-object
+    state) its weights and compiled methods (see _Loaded); `own()` gives a Model its private
+    copy before anything changes the module (bend, weights, attributes)."""
 
     def __init__(self, path: os.PathLike, sr: int | None = None, warmup: bool = True,
                  device: str | torch.device = "cpu", share: bool = True):
@@ -308,15 +315,16 @@ class Model:
         self._loaded = None
         self.shared = False
         # Running a module that keeps state (streaming caches) changes its buffers: the
-        # warm-up on silence tells (a streaming RAVE export's caches take its biases). Such a
-        # module is offered as a template (taken before it ran), any other as it is.
+        # warm-up on silence tells, against a template taken before it (a streaming RAVE
+        # export's caches take its biases). Such a module is offered as that template, any
+        # other as it is.
         offer = self._share and self._warmup is True
         params = [n for n, _ in module.named_parameters()] if offer else []
         template = _copy_sharing_weights(module._c, params) if offer else None
-        before = [b.clone() for b in module.buffers()] if offer and _file_key(p) not in _STATEFUL else []
         if self._warmup:
             self.warmup()
-        if offer and any(not torch.equal(x, y) for x, y in zip(before, module.buffers())):
+        if offer and _file_key(p) not in _STATEFUL and any(
+                not torch.equal(b, _tensor(template, n)) for n, b in module.named_buffers()):
             _STATEFUL.add(_file_key(p))     # the next Models of the file need not look
         if offer:
             stateful = _file_key(p) in _STATEFUL
@@ -406,27 +414,26 @@ class Model:
         for a running method (the lock)."""
         target = _device.resolve(device)
         with self.lock:
-            if target != self.device and self.shared:
+            if target == self.device:
+                return target
+            if not self.shared:
+                self.module.to(target)      # its weights, bent or not
+            self.device = target
+            self._gpu = None if target.type == "cpu" else target
+            _device.deterministic(target)
+            self.moves += 1
+            if self.shared:
                 # a shared module is the file's as it is: load it (or share it) there instead
-                self.device = target
-                self._gpu = None if target.type == "cpu" else target
-                _device.deterministic(target)
-                self.moves += 1
                 warm, self._warmup = self._warmup, self._warmup and warmup
                 try:
                     self._load()
                 finally:
                     self._warmup = warm
-            elif target != self.device:
-                self.module.to(target)
-                self.device = target
-                self._gpu = None if target.type == "cpu" else target
-                _device.deterministic(target)
-                self.moves += 1
-                self._run_specs = {m: (self._cmod._get_method(m), c, st)
-                                   for m, (_, c, st) in self._run_specs.items()}
-                if warmup and self._warmup:
-                    self.warmup()
+                return target
+            self._run_specs = {m: (self._cmod._get_method(m), c, st)
+                               for m, (_, c, st) in self._run_specs.items()}
+            if warmup and self._warmup:
+                self.warmup()
         return target
 
     # ------------------------------------------------------------------ running
