@@ -108,7 +108,7 @@ def window_cpu(cmd: list[str], pin: int | None, tries: int = 3) -> float:
         env["OMP_NUM_THREADS"] = "1"
     else:
         env.pop("OMP_NUM_THREADS", None)
-    is_nn = "nn~" in " ".join(cmd) or pathlib.Path(cmd[-1]).name.startswith("nn")
+    is_nn = pathlib.Path(cmd[-1]).name == "nn.pd"      # render_patch names it after the object
     for attempt in range(tries):
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
                              preexec_fn=None if pin is None else (lambda: os.sched_setaffinity(0, {pin})))
