@@ -75,6 +75,7 @@ def test_diffusion_generate_and_its_command(library, tmp_path, monkeypatch):
     assert r.image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert seen == sorted(seen) and seen[-1] > 0.9       # progress only goes forward
     assert "--seed 7" in r.command and "--steps 2" in r.command
+    assert "--device cpu" in r.command          # where the page ran it (the CLI's default is auto)
     # the command shown on the page makes the same audio and latents
     out = tmp_path / "cli"
     out.mkdir()
@@ -211,6 +212,7 @@ def test_compose_points_bpm_seed_and_command(library, tmp_path, monkeypatch):
     command = fibo.command.replace(f"-o {tmp_path}", f"-o {out}")
     lines = command.splitlines()
     assert [shlex.split(c)[1] for c in lines] == ["generate", "decode"]
+    assert "--device cpu" in lines[1]
     run_cli(lines[0], monkeypatch, tmp_path)
     run_cli(lines[1].replace(str(fibo.latents), str(out / fibo.latents.name)), monkeypatch, tmp_path)
     assert (out / fibo.latents.name).read_bytes() == fibo.latents.read_bytes()
@@ -255,6 +257,7 @@ def test_bend_listen_restore_save(tmp_path, monkeypatch):
     assert np.array_equal(reloaded.forward(x), sf.read(r.wav, dtype="float32")[0][None])
     assert [shlex.split(c)[7] for c in command.splitlines()] == ["spread", "invert", "offset",
                                                                  "randomize"]
+    assert all("--device cpu" in c for c in command.splitlines())
     out = tmp_path / "cli"
     out.mkdir()
     run_cli_lines = command.replace(str(tmp_path), str(out)).splitlines()

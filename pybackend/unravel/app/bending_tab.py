@@ -80,7 +80,7 @@ def bend_command(library: Library, rave: str, output: str | os.PathLike) -> str:
         target = output if i == len(steps) else output.with_name(f"{output.stem}.step{i}.ts")
         lines.append(_command(["unravel", "bend", "--model", source, "--layer", layer, "--op", op,
                                "--amount", _number(amount), "--percent", _number(s["percent"]),
-                               "--seed", s["seed"], "-o", target]))
+                               "--seed", s["seed"], "--device", library.device, "-o", target]))
         source = target
     return "\n".join(lines)
 

@@ -29,8 +29,8 @@ AUTO_ARCH = "auto"   # the architecture field's "from the checkpoint, else its p
 def diffusion_command(checkpoint: str, rave: str, seed_a: int, lerp: bool, seed_b: int,
                       lerp_factor: float, temperature: float, steps: int, latent_scale: float,
                       length_mult: int, out_dir: str | os.PathLike,
-                      arch: str | os.PathLike | None = None) -> str:
-    """The `unravel diffuse` command line for these settings."""
+                      arch: str | os.PathLike | None = None, device: str = "cpu") -> str:
+    """The `unravel diffuse` command line for these settings, on the page's `device`."""
     words: list[object] = ["unravel", "diffuse", "--checkpoint", checkpoint, "--model", rave]
     if arch:
         words += ["--arch", arch]
@@ -41,7 +41,7 @@ def diffusion_command(checkpoint: str, rave: str, seed_a: int, lerp: bool, seed_
         words += ["--seed", int(seed_a)]
     words += ["--steps", int(steps), "--temperature", _number(temperature),
               "--latent-scale", _number(latent_scale), "--length-mult", int(length_mult),
-              "--save-latents", "-o", out_dir]
+              "--save-latents", "--device", device, "-o", out_dir]
     return _command(words)
 
 
@@ -81,7 +81,7 @@ def diffusion_generate(library: Library, checkpoint: str, rave: str, seed_a: int
     image = latents_image(z, result.npy.with_suffix(".png"))
     info = audio.sf.info(str(result.wav))
     command = diffusion_command(checkpoint, rave, seed_a, lerp, seed_b, lerp_factor, temperature,
-                                steps, latent_scale, length_mult, out_dir, arch)
+                                steps, latent_scale, length_mult, out_dir, arch, library.device)
     return DiffusionResult(result.wav, result.npy, image, command, info.frames / info.samplerate)
 
 

@@ -118,7 +118,8 @@ def compose(library: Library, rave: str, encoded: Sequence[str | os.PathLike],
         _command(["unravel", "generate", *encoded, "--pattern", pattern, "--dist", dist,
                   *(["--iqr"] if iqr else []), *choice, "--loops", int(loops),
                   "--seed", int(seed), "-o", out_dir]),
-        _command(["unravel", "decode", "--model", rave, npy, "-o", out_dir])])
+        _command(["unravel", "decode", "--model", rave, npy, "--device", library.device,
+                  "-o", out_dir])])
     info = audio.sf.info(str(wav))
     return ComposeResult(wav, latent_wav, npy, image, command, info.frames / info.samplerate)
 
