@@ -31,7 +31,7 @@ import soundfile as sf
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from pdrun import Patch, pd_command  # noqa: E402
+from pdrun import Patch, cycles_patch, pd_command, run_marked  # noqa: E402
 import test_pd_fuzz as fuzz  # noqa: E402
 
 
@@ -113,69 +113,18 @@ def soak_quits(count: int) -> dict:
     return tot
 
 
-def _proc(pid: int) -> tuple[float, int]:
-    rss = 0.0
-    for ln in open(f"/proc/{pid}/status"):
-        if ln.startswith("VmRSS:"):
-            rss = int(ln.split()[1]) / 1024
-    return rss, len(list(pathlib.Path(f"/proc/{pid}/task").iterdir()))
-
-
 def soak_cycles(cycles: int, warm: int) -> dict:
     """Create [unravel~ default forward 2048] during DSP, start a long generate job on it, free
     it 150 ms later; RSS after `warm` cycles and after all of them."""
     with tempfile.TemporaryDirectory() as d:
         d = pathlib.Path(d)
         np.save(d / "z.npy", np.random.default_rng(0).standard_normal((1, 8, 40)).astype(np.float32))
-        p = Patch()
-        p.lines.append("#N canvas 0 50 450 300 sub 0")
-        p.obj("pd sub", "restore")
-        p.obj("unravel~ default")
-        p.connect(p.obj("r mark"), 0, p.obj("print mark"), 0)
-        lb = p.obj("loadbang")
-        p.connect(lb, 0, p.msg("; pd dsp 1"), 0)
-        make = p.obj("t b b")
-        first = p.obj("delay 1000")
-        p.connect(lb, 0, first, 0)
-        p.connect(first, 0, make, 0)
-        new = p.msg("; pd-sub obj 10 10 unravel~ default forward 2048; pd-sub obj 10 50 noise~;"
-                    "pd-sub connect 1 0 0 0; pd-sub obj 10 90 r job; pd-sub connect 2 0 0 0;"
-                    "job generate input z.npy output gen files 10000 points 11")
-        p.connect(make, 0, new, 0)
-        dl = p.obj("delay 150")
-        p.connect(make, 1, dl, 0)
-        free = p.obj("t b b")
-        p.connect(dl, 0, free, 0)
-        p.connect(free, 1, p.msg("; pd-sub clear"), 0)
-        count = p.obj("f")
-        plus = p.obj("+ 1")
-        p.connect(free, 0, count, 0)
-        p.connect(count, 0, plus, 0)
-        p.connect(plus, 0, count, 1)
-        sel = p.obj(f"sel {warm}")
-        p.connect(plus, 0, sel, 0)
-        p.connect(sel, 0, p.msg("; mark warm"), 0)
-        more = p.obj(f"moses {cycles}")
-        p.connect(plus, 0, more, 0)
-        p.connect(more, 0, make, 0)
-        done = p.obj("t b b")
-        p.connect(more, 1, done, 0)
-        p.connect(done, 1, p.msg("; mark freed"), 0)
-        chk = p.obj("delay 3000")
-        p.connect(done, 0, chk, 0)
-        p.connect(chk, 0, p.msg("; mark check"), 0)
-        q = p.obj("delay 3500")
-        p.connect(done, 0, q, 0)
-        p.connect(q, 0, p.msg("; pd quit"), 0)
-        patch = p.write(d / "cycles.pd")
-        proc = subprocess.Popen(pd_command(patch, batch=False), cwd=d, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
-        seen, lines = {}, []
-        for ln in proc.stderr:
-            lines.append(ln.rstrip())
-            if ln.startswith("mark: ") and proc.poll() is None:
-                seen[ln[6:].strip()] = _proc(proc.pid)
-        rc = proc.wait(timeout=120)
+        patch = cycles_patch(d / "cycles.pd",
+                             "; pd-sub obj 10 10 unravel~ default forward 2048; pd-sub obj 10 50 noise~;"
+                             "pd-sub connect 1 0 0 0; pd-sub obj 10 90 r job; pd-sub connect 2 0 0 0;"
+                             "job generate input z.npy output gen files 10000 points 11",
+                             cycles, 150, dsp=True, warm=warm)
+        rc, seen, lines = run_marked(pd_command(patch, batch=False), d)
         gen = list((d / "gen").iterdir()) if (d / "gen").exists() else []
         temps = [f.name for f in gen if ".tmp" in f.name]
     (w_rss, w_thr), (c_rss, c_thr) = seen.get("warm", (0, 0)), seen.get("check", (0, 0))

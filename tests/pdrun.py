@@ -196,3 +196,84 @@ def render_patch(path: os.PathLike, chains: list[Chain], frames: int, tail: int 
         p.connect(wr, 0, sf2, 0)
         p.connect(fin, 1, u, 0)       # bang: status
     return p.write(path)
+
+
+def cycles_patch(path: os.PathLike, create: str, cycles: int, hold_ms: int, dsp: bool = False,
+                 warm: int | None = None) -> pathlib.Path:
+    """A patch that creates and frees objects in a subpatch [pd sub], `cycles` times: 1 s after
+    loading, and again after each free, the message `create` (';'-separated, e.g.
+    'pd-sub obj 10 10 unravel~ default; ...') is sent; `hold_ms` later [pd sub] is cleared.
+    One [unravel~ default] outside starts Python and torch first. It sends 'mark start' before
+    the first cycle, 'mark warm' after `warm` cycles (if given), 'mark freed' after the last,
+    'mark check' 3 s later (on [r mark] -> [print mark]), and quits 0.5 s after that. `dsp`
+    turns DSP on at load."""
+    p = Patch()
+    p.lines.append("#N canvas 0 50 450 300 sub 0")
+    p.obj("pd sub", "restore")
+    p.obj("unravel~ default")                # Python and torch started before the baseline
+    p.connect(p.obj("r mark"), 0, p.obj("print mark"), 0)
+    lb = p.obj("loadbang")
+    if dsp:
+        p.connect(lb, 0, p.msg("; pd dsp 1"), 0)
+    first = p.obj("delay 1000")
+    p.connect(lb, 0, first, 0)
+    p.connect(first, 0, p.msg("; mark start"), 0)
+    make = p.obj("t b b")
+    p.connect(first, 0, make, 0)
+    p.connect(make, 0, p.msg(create), 0)
+    dl = p.obj(f"delay {hold_ms}")
+    p.connect(make, 1, dl, 0)
+    free = p.obj("t b b")
+    p.connect(dl, 0, free, 0)
+    p.connect(free, 1, p.msg("; pd-sub clear"), 0)
+    count = p.obj("f")
+    plus = p.obj("+ 1")
+    p.connect(free, 0, count, 0)
+    p.connect(count, 0, plus, 0)
+    p.connect(plus, 0, count, 1)
+    if warm is not None:
+        sel = p.obj(f"sel {warm}")
+        p.connect(plus, 0, sel, 0)
+        p.connect(sel, 0, p.msg("; mark warm"), 0)
+    more = p.obj(f"moses {cycles}")
+    p.connect(plus, 0, more, 0)
+    p.connect(more, 0, make, 0)
+    done = p.obj("t b b")
+    p.connect(more, 1, done, 0)
+    p.connect(done, 1, p.msg("; mark freed"), 0)
+    chk = p.obj("delay 3000")
+    p.connect(done, 0, chk, 0)
+    p.connect(chk, 0, p.msg("; mark check"), 0)
+    q = p.obj("delay 3500")
+    p.connect(done, 0, q, 0)
+    p.connect(q, 0, p.msg("; pd quit"), 0)
+    return p.write(path)
+
+
+def proc_stats(pid: int) -> tuple[float, int]:
+    """(resident memory in MB, number of threads) of a running process."""
+    rss = 0.0
+    for ln in open(f"/proc/{pid}/status"):
+        if ln.startswith("VmRSS:"):
+            rss = int(ln.split()[1]) / 1024
+    return rss, len(os.listdir(f"/proc/{pid}/task"))
+
+
+def run_marked(cmd: list[str], cwd: os.PathLike, env: dict | None = None,
+               timeout: float = 120.0) -> tuple[int, dict[str, tuple[float, int]], list[str]]:
+    """Run `cmd` (Pd); at each 'mark: NAME' line on its stderr read proc_stats of the process.
+    Returns (exit status, NAME -> (RSS MB, threads), every stderr line); killed after
+    `timeout` s."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    seen: dict[str, tuple[float, int]] = {}
+    lines: list[str] = []
+    t0 = time.monotonic()
+    for ln in proc.stderr:
+        lines.append(ln.rstrip())
+        if ln.startswith("mark: ") and proc.poll() is None:
+            seen[ln[6:].strip()] = proc_stats(proc.pid)
+        if time.monotonic() - t0 > timeout:
+            proc.kill()
+            break
+    return proc.wait(timeout=60), seen, lines

@@ -10,14 +10,12 @@ from __future__ import annotations
 import os
 import re
 import stat
-import subprocess
-import time
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from pdrun import BUILD, Patch, can_mount_tmpfs, pd_command, run_pd
+from pdrun import BUILD, Patch, can_mount_tmpfs, cycles_patch, pd_command, run_marked, run_pd
 from unravel import pipeline
 from unravel.model import DEFAULT_MODEL
 from unravel.toymodels import make_hostile_model, make_test_model
@@ -287,17 +285,6 @@ def test_quit_during_a_slow_model_call(tmp_path):
     assert not [ln for ln in r.lines if PYTHONISMS.search(ln)], r.lines
 
 
-def _threads(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/task"))
-
-
-def _rss_mb(pid: int) -> float:
-    for ln in open(f"/proc/{pid}/status"):
-        if ln.startswith("VmRSS:"):
-            return int(ln.split()[1]) / 1024
-    return 0.0
-
-
 def test_jobs_of_freed_objects_are_cancelled(tmp_path):
     """Objects freed while their (long) job runs: each job is cancelled, its thread ends and
     releases what it held; no temporary file is left. Pd runs in real time (no -batch)."""
@@ -305,62 +292,17 @@ def test_jobs_of_freed_objects_are_cancelled(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     np.save(src / "z.npy", np.random.default_rng(0).standard_normal((1, 8, 40)).astype(np.float32))
-    p = Patch()
-    p.lines.append("#N canvas 0 50 450 300 sub 0")
-    p.obj("pd sub", "restore")
-    p.obj("unravel~ default")                # Python and torch started before the baseline
-    p.connect(p.obj("r mark"), 0, p.obj("print mark"), 0)
-    lb = p.obj("loadbang")
-    first = p.obj("delay 1000")
-    p.connect(lb, 0, first, 0)
-    p.connect(first, 0, p.msg("; mark start"), 0)
-    make = p.obj("t b b")
-    p.connect(first, 0, make, 0)
-    new = p.msg("; pd-sub obj 10 10 unravel~ default; pd-sub obj 10 50 r job; pd-sub connect 1 0 0 0;"
-                "job generate input src/z.npy output gen files 10000 points 11")
-    p.connect(make, 0, new, 0)
-    dl = p.obj("delay 300")
-    p.connect(make, 1, dl, 0)
-    free = p.obj("t b b")
-    p.connect(dl, 0, free, 0)
-    p.connect(free, 1, p.msg("; pd-sub clear"), 0)
-    count = p.obj("f")
-    plus = p.obj("+ 1")
-    p.connect(free, 0, count, 0)
-    p.connect(count, 0, plus, 0)
-    p.connect(plus, 0, count, 1)
-    more = p.obj(f"moses {cycles}")
-    p.connect(plus, 0, more, 0)
-    p.connect(more, 0, make, 0)
-    done = p.obj("t b b")
-    p.connect(more, 1, done, 0)
-    p.connect(done, 1, p.msg("; mark freed"), 0)
-    chk = p.obj("delay 3000")
-    p.connect(done, 0, chk, 0)
-    p.connect(chk, 0, p.msg("; mark check"), 0)
-    q = p.obj("delay 3500")
-    p.connect(done, 0, q, 0)
-    p.connect(q, 0, p.msg("; pd quit"), 0)
-    patch = p.write(tmp_path / "free.pd")
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(pd_command(patch, batch=False), cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    seen: dict[str, tuple[int, float]] = {}
-    lines = []
-    t0 = time.monotonic()
-    for ln in proc.stderr:
-        lines.append(ln.rstrip())
-        if ln.startswith("mark: ") and proc.poll() is None:
-            seen[ln[6:].strip()] = (_threads(proc.pid), _rss_mb(proc.pid))
-        if time.monotonic() - t0 > 120:
-            proc.kill()
-            break
-    rc = proc.wait(timeout=60)
-    print(f"\nthreads/RSS MB: {seen}")
+    patch = cycles_patch(tmp_path / "free.pd",
+                         "; pd-sub obj 10 10 unravel~ default; pd-sub obj 10 50 r job; "
+                         "pd-sub connect 1 0 0 0; job generate input src/z.npy output gen "
+                         "files 10000 points 11", cycles, 300)
+    rc, seen, lines = run_marked(pd_command(patch, batch=False), tmp_path,
+                                 dict(os.environ, OMP_NUM_THREADS="1"))
+    print(f"\nRSS MB/threads: {seen}")
     assert rc == 0, lines[-10:]
     assert "start" in seen and "check" in seen, lines[-10:]
     # every job thread of the freed objects has ended 3 s after the last free
-    assert seen["check"][0] <= seen["start"][0], (seen, lines[-10:])
+    assert seen["check"][1] <= seen["start"][1], (seen, lines[-10:])
     written = list((tmp_path / "gen").iterdir()) if (tmp_path / "gen").exists() else []
     assert not [f for f in written if ".tmp" in f.name]
     assert len(written) < 3 * 10000
