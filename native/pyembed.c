@@ -168,27 +168,106 @@ int pyembed_start(const char *python, const char *libpython, char *err)
     return 0;
 }
 
-/* ------------------------------ conversions ------------------------------ */
+/* ------------------------------ messages ------------------------------ */
 
-static PyObject *py_fromatoms(int argc, t_atom *argv)
+static char *py_strdup(const char *s)
 {
-    PyObject *list = PyList_New(argc);
+    size_t n = strlen(s) + 1;
+    char *d = (char *)malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+static t_pymsg *pymsg_alloc(const char *sel, int argc)
+{
+    t_pymsg *m = (t_pymsg *)calloc(1, sizeof(*m));
+    if (!m)
+        return 0;
+    m->sel = py_strdup(sel);
+    m->argv = (t_pyatom *)calloc(argc ? argc : 1, sizeof(t_pyatom));
+    if (!m->sel || !m->argv)
+    {
+        pymsg_free(m);
+        return 0;
+    }
+    m->argc = argc;
+    return m;
+}
+
+t_pymsg *pymsg_new(const char *sel, int argc, const t_atom *argv)
+{
+    t_pymsg *m = pymsg_alloc(sel, argc);
     int i;
-    if (!list)
+    if (!m)
         return 0;
     for (i = 0; i < argc; i++)
     {
-        PyObject *v;
-        if (argv[i].a_type == A_FLOAT)
-            v = PyFloat_FromDouble(argv[i].a_w.w_float);
-        else if (argv[i].a_type == A_SYMBOL)
-            v = PyUnicode_DecodeUTF8(argv[i].a_w.w_symbol->s_name,
-                strlen(argv[i].a_w.w_symbol->s_name), "replace");
+        if (argv[i].a_type == A_SYMBOL)
+            m->argv[i].s = py_strdup(argv[i].a_w.w_symbol->s_name);
+        else if (argv[i].a_type == A_FLOAT)
+            m->argv[i].f = argv[i].a_w.w_float;
         else
+            m->argv[i].s = py_strdup("");
+    }
+    return m;
+}
+
+void pymsg_send(const t_pymsg *m, t_pyreply reply, void *owner)
+{
+    for (; m; m = m->next)
+    {
+        t_atom *a = (t_atom *)getbytes((m->argc ? m->argc : 1) * sizeof(t_atom));
+        int i;
+        if (!a)
+            continue;
+        for (i = 0; i < m->argc; i++)
         {
-            Py_INCREF(Py_None);
-            v = Py_None;
+            if (m->argv[i].s)
+                SETSYMBOL(a + i, gensym(m->argv[i].s));
+            else
+                SETFLOAT(a + i, m->argv[i].f);
         }
+        reply(owner, gensym(m->sel), m->argc, a);
+        freebytes(a, (m->argc ? m->argc : 1) * sizeof(t_atom));
+    }
+}
+
+const t_pymsg *pymsg_find(const t_pymsg *m, const char *sel)
+{
+    for (; m; m = m->next)
+        if (!strcmp(m->sel, sel))
+            return m;
+    return 0;
+}
+
+void pymsg_free(t_pymsg *m)
+{
+    while (m)
+    {
+        t_pymsg *next = m->next;
+        int i;
+        for (i = 0; m->argv && i < m->argc; i++)
+            free(m->argv[i].s);
+        free(m->argv);
+        free(m->sel);
+        free(m);
+        m = next;
+    }
+}
+
+/* a message's arguments as a Python list of str and float (GIL held) */
+static PyObject *py_fromargs(const t_pymsg *m)
+{
+    PyObject *list = PyList_New(m ? m->argc : 0);
+    int i;
+    if (!list)
+        return 0;
+    for (i = 0; m && i < m->argc; i++)
+    {
+        PyObject *v = m->argv[i].s ?
+            PyUnicode_DecodeUTF8(m->argv[i].s, strlen(m->argv[i].s), "replace") :
+            PyFloat_FromDouble(m->argv[i].f);
         if (!v)
         {
             Py_DECREF(list);
@@ -199,7 +278,7 @@ static PyObject *py_fromatoms(int argc, t_atom *argv)
     return list;
 }
 
-/* atoms for one value: a number, a str, or a float32 buffer (numpy array); n counts them */
+/* atoms for one value: a number, a str, or a float32 buffer (numpy array) */
 static int py_countvalue(PyObject *v)
 {
     if (PyUnicode_Check(v) || PyFloat_Check(v) || PyLong_Check(v))
@@ -220,14 +299,14 @@ static int py_countvalue(PyObject *v)
     return 1;
 }
 
-static t_atom *py_putvalue(PyObject *v, t_atom *a)
+static t_pyatom *py_putvalue(PyObject *v, t_pyatom *a)
 {
     if (PyUnicode_Check(v))
     {
         const char *s = PyUnicode_AsUTF8(v);
-        SETSYMBOL(a, gensym(s ? s : ""));
         if (!s)
             PyErr_Clear();
+        a->s = py_strdup(s ? s : "");
         return a + 1;
     }
     if (PyFloat_Check(v) || PyLong_Check(v))
@@ -235,7 +314,7 @@ static t_atom *py_putvalue(PyObject *v, t_atom *a)
         double d = PyFloat_AsDouble(v);
         if (PyErr_Occurred())
             PyErr_Clear(), d = 0;
-        SETFLOAT(a, (t_float)d);
+        a->f = (t_float)d;
         return a + 1;
     }
     if (PyObject_CheckBuffer(v))
@@ -248,7 +327,7 @@ static t_atom *py_putvalue(PyObject *v, t_atom *a)
                 const float *f = (const float *)b.buf;
                 Py_ssize_t i, n = b.len / (Py_ssize_t)sizeof(float);
                 for (i = 0; i < n; i++)
-                    SETFLOAT(a + i, f[i]);
+                    a[i].f = f[i];
                 PyBuffer_Release(&b);
                 return a + n;
             }
@@ -262,224 +341,72 @@ static t_atom *py_putvalue(PyObject *v, t_atom *a)
         const char *c = s ? PyUnicode_AsUTF8(s) : 0;
         if (!c)
             PyErr_Clear();
-        SETSYMBOL(a, gensym(c ? c : "?"));
+        a->s = py_strdup(c ? c : "?");
         Py_XDECREF(s);
     }
     return a + 1;
 }
 
-/* send each reply [selector, values...] of the list `replies` (GIL held) */
-static int py_sendreplies(PyObject *replies, t_pyreply reply, void *owner, char *err)
+/* a list of replies [selector, values...] (GIL held) as messages; `prefix` (or 0) is put
+   in front of every reply's values */
+static t_pymsg *py_tomsgs(PyObject *replies, const char *prefix)
 {
     PyObject *seq = PySequence_Fast(replies, "replies must be a list");
+    t_pymsg *first = 0, **tail = &first;
     Py_ssize_t i, nr;
     if (!seq)
     {
-        py_fetcherr(err);
-        return -1;
+        PyErr_Clear();
+        return 0;
     }
     nr = PySequence_Fast_GET_SIZE(seq);
     for (i = 0; i < nr; i++)
     {
         PyObject *item = PySequence_Fast(PySequence_Fast_GET_ITEM(seq, i), "a reply is a list");
         Py_ssize_t j, k;
-        long natoms = 0;
+        long natoms = prefix ? 1 : 0;
         const char *sel;
-        t_atom *atoms, *p;
+        t_pymsg *m;
+        t_pyatom *p;
         if (!item || PySequence_Fast_GET_SIZE(item) < 1 ||
-            !PyUnicode_Check(PySequence_Fast_GET_ITEM(item, 0)))
+            !PyUnicode_Check(PySequence_Fast_GET_ITEM(item, 0)) ||
+            !(sel = PyUnicode_AsUTF8(PySequence_Fast_GET_ITEM(item, 0))))
         {
             Py_XDECREF(item);
             PyErr_Clear();
             continue;
         }
-        sel = PyUnicode_AsUTF8(PySequence_Fast_GET_ITEM(item, 0));
         k = PySequence_Fast_GET_SIZE(item);
         for (j = 1; j < k; j++)
             natoms += py_countvalue(PySequence_Fast_GET_ITEM(item, j));
-        atoms = (t_atom *)getbytes((natoms ? natoms : 1) * sizeof(t_atom));
-        if (atoms)
+        if ((m = pymsg_alloc(sel, (int)natoms)))
         {
-            p = atoms;
+            p = m->argv;
+            if (prefix)
+                (p++)->s = py_strdup(prefix);
             for (j = 1; j < k; j++)
                 p = py_putvalue(PySequence_Fast_GET_ITEM(item, j), p);
-            reply(owner, gensym(sel ? sel : "?"), (int)(p - atoms), atoms);
-            freebytes(atoms, (natoms ? natoms : 1) * sizeof(t_atom));
+            *tail = m;
+            tail = &m->next;
         }
         Py_DECREF(item);
     }
     Py_DECREF(seq);
-    return 0;
+    return first;
 }
 
-/* --------------------------------- session --------------------------------- */
-
-struct pysession {
-    PyObject *obj;      /* a bridge.Session */
-};
-
-t_pysession *pysession_new(const char *spec, const char *dir, char *err)
+/* one message of one symbol (no GIL needed) */
+static t_pymsg *py_textmsg(const char *sel, const char *text)
 {
-    t_pyenter g;
-    t_pysession *s;
-    PyObject *obj;
-    if (py_state != 1)
-    {
-        seterr(err, "Python is not running");
-        return 0;
-    }
-    g = py_enter();
-    obj = PyObject_CallFunction(py_session_class, "ss", spec, dir ? dir : "");
-    if (!obj)
-    {
-        py_fetcherr(err);
-        py_leave(g);
-        return 0;
-    }
-    py_leave(g);
-    s = (t_pysession *)getbytes(sizeof(*s));
-    s->obj = obj;
-    return s;
+    t_pymsg *m = pymsg_alloc(sel, 1);
+    if (m)
+        m->argv[0].s = py_strdup(text);
+    return m;
 }
 
-void pysession_free(t_pysession *s)
-{
-    t_pyenter g;
-    if (!s)
-        return;
-    g = py_enter();
-    Py_XDECREF(s->obj);
-    py_leave(g);
-    freebytes(s, sizeof(*s));
-}
+/* ------------------------------ thread states ------------------------------ */
 
-int pysession_load(t_pysession *s, const char *spec, const char *dir, char *err)
-{
-    t_pyenter g = py_enter();
-    PyObject *r = PyObject_CallMethod(s->obj, "load", "ss", spec, dir ? dir : "");
-    int rc = 0;
-    if (!r)
-        py_fetcherr(err), rc = -1;
-    Py_XDECREF(r);
-    py_leave(g);
-    return rc;
-}
-
-int pysession_gpu(t_pysession *s, int on, char *note, char *err)
-{
-    t_pyenter g = py_enter();
-    PyObject *r = PyObject_CallMethod(s->obj, "gpu", "i", on);
-    const char *text = r ? PyUnicode_AsUTF8(r) : 0;
-    int rc = 0;
-    if (text)
-        snprintf(note, PYERR_SIZE, "%s", text);
-    else
-        py_fetcherr(err), rc = -1;
-    Py_XDECREF(r);
-    py_leave(g);
-    return rc;
-}
-
-int pysession_params(t_pysession *s, const char *method, int p[6], char *err)
-{
-    t_pyenter g = py_enter();
-    PyObject *r = PyObject_CallMethod(s->obj, "params", "s", method);
-    int rc = -1, i;
-    if (r && PySequence_Check(r) && PySequence_Size(r) == 6)
-    {
-        rc = 0;
-        for (i = 0; i < 6; i++)
-        {
-            PyObject *v = PySequence_GetItem(r, i);
-            p[i] = v ? (int)PyLong_AsLong(v) : 0;
-            Py_XDECREF(v);
-        }
-        if (PyErr_Occurred())
-            rc = -1;
-        /* the bridge checks the model's values; never divide by a bad one here */
-        for (i = 0; i < 5 && !rc; i++)
-            if (p[i] < 1 || p[i] > PY_MAXPARAM)
-                rc = -1;
-    }
-    if (rc)
-    {
-        if (PyErr_Occurred())
-            py_fetcherr(err);
-        else
-            snprintf(err, PYERR_SIZE, "%s: bad method parameters", method);
-    }
-    Py_XDECREF(r);
-    py_leave(g);
-    return rc;
-}
-
-int pysession_hasmethod(t_pysession *s, const char *method)
-{
-    int p[6];
-    char err[PYERR_SIZE];
-    return pysession_params(s, method, p, err) == 0;
-}
-
-int pysession_message(t_pysession *s, const char *sel, int argc, t_atom *argv,
-    t_pyreply reply, void *owner, char *err)
-{
-    t_pyenter g = py_enter();
-    PyObject *args = py_fromatoms(argc, argv), *r = 0;
-    int rc = -1;
-    if (args)
-        r = PyObject_CallMethod(s->obj, "message", "sO", sel, args);
-    if (r)
-        rc = py_sendreplies(r, reply, owner, err);
-    else
-        py_fetcherr(err);
-    Py_XDECREF(args);
-    Py_XDECREF(r);
-    py_leave(g);
-    return rc;
-}
-
-int pysession_get_weights(t_pysession *s, const char *layer, t_pyfloats fn, void *owner,
-    char *err)
-{
-    t_pyenter g = py_enter();
-    PyObject *r = PyObject_CallMethod(s->obj, "get_weights", "s", layer);
-    Py_buffer b;
-    int rc = -1;
-    if (r && PyObject_GetBuffer(r, &b, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) == 0)
-    {
-        if (b.format && !strcmp(b.format, "f"))
-        {
-            fn(owner, (const float *)b.buf, (long)(b.len / sizeof(float)));
-            rc = 0;
-        }
-        else
-            seterr(err, "get_weights: not float32 weights");
-        PyBuffer_Release(&b);
-    }
-    else
-        py_fetcherr(err);
-    Py_XDECREF(r);
-    py_leave(g);
-    return rc;
-}
-
-int pysession_set_weights(t_pysession *s, const char *layer, float *v, long n, char *err)
-{
-    t_pyenter g = py_enter();
-    PyObject *mv = PyMemoryView_FromMemory((char *)v, (Py_ssize_t)n * sizeof(float), PyBUF_WRITE);
-    PyObject *r = mv ? PyObject_CallMethod(s->obj, "set_weights", "sO", layer, mv) : 0;
-    int rc = 0;
-    if (!r)
-        py_fetcherr(err), rc = -1;
-    Py_XDECREF(r);
-    Py_XDECREF(mv);
-    py_leave(g);
-    return rc;
-}
-
-/* --------------------------------- runner --------------------------------- */
-
-/* Give a worker or job thread one lasting Python thread state, so that each later
+/* Give a worker, control or job thread one lasting Python thread state, so that each later
    PyGILState_Ensure only takes the GIL (instead of making and freeing a thread state on
    every buffer).  The state lives as long as the thread: the key's destructor deletes it
    when the thread ends (an object freed), except at exit, where threads are only stopped. */
@@ -512,9 +439,71 @@ static void py_threadenter(void)
     }
 }
 
+/* --------------------------------- session --------------------------------- */
+
+struct pysession {
+    PyObject *obj;      /* a bridge.Session */
+    int refs;
+};
+
+static t_pysession *pysession_wrap(PyObject *obj)
+{
+    t_pysession *s = (t_pysession *)calloc(1, sizeof(*s));
+    if (s)
+    {
+        s->obj = obj;
+        s->refs = 1;
+    }
+    return s;
+}
+
+t_pysession *pysession_new(const char *spec, const char *dir, char *err)
+{
+    t_pyenter g;
+    t_pysession *s = 0;
+    PyObject *obj;
+    if (py_state != 1)
+    {
+        seterr(err, "Python is not running");
+        return 0;
+    }
+    g = py_enter();
+    obj = PyObject_CallFunction(py_session_class, "ss", spec, dir ? dir : "");
+    if (!obj)
+        py_fetcherr(err);
+    else if (!(s = pysession_wrap(obj)))
+    {
+        Py_DECREF(obj);
+        seterr(err, "out of memory");
+    }
+    py_leave(g);
+    return s;
+}
+
+void pysession_ref(t_pysession *s)
+{
+    if (s)
+        __atomic_add_fetch(&s->refs, 1, __ATOMIC_ACQ_REL);
+}
+
+void pysession_unref(t_pysession *s)
+{
+    t_pyenter g;
+    if (!s || __atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) > 0)
+        return;
+    g = py_enter();
+    Py_XDECREF(s->obj);
+    py_leave(g);
+    free(s);
+}
+
+/* --------------------------------- runner --------------------------------- */
+
 struct pyrunner {
-    PyObject *process;          /* the bound method Runner.process */
-    float *out;                 /* what process() writes: nout floats */
+    PyObject *obj;              /* the bridge.Runner */
+    PyObject *process;          /* its bound method process() */
+    Py_buffer inb, outb;        /* its own buffers, held */
+    float *in, *out;
     long nout;
     char name[PYERR_SIZE / 2];  /* "<model file>: <method>", for the non-finite error */
     pthread_mutex_t mutex;      /* guards err */
@@ -522,44 +511,59 @@ struct pyrunner {
     char err[PYERR_SIZE];
 };
 
-t_pyrunner *pyrunner_new(t_pysession *s, const char *method, float *in, int in_chans,
-    int in_frames, float *out, int out_chans, int out_frames, char *err)
+/* a t_pyrunner over a bridge.Runner (GIL held); 0 with err set */
+static t_pyrunner *pyrunner_wrap(PyObject *obj, char *err)
 {
-    t_pyenter g = py_enter();
-    t_pyrunner *r = 0;
-    PyObject *inmv = PyMemoryView_FromMemory((char *)in,
-        (Py_ssize_t)in_chans * in_frames * sizeof(float), PyBUF_WRITE);
-    PyObject *outmv = PyMemoryView_FromMemory((char *)out,
-        (Py_ssize_t)out_chans * out_frames * sizeof(float), PyBUF_WRITE);
-    PyObject *obj = 0, *process = 0;
-    if (inmv && outmv)
-        obj = PyObject_CallMethod(s->obj, "runner", "sOiiOii", method, inmv, in_chans,
-            in_frames, outmv, out_chans, out_frames);
-    PyObject *name = 0;
-    if (obj)
-        process = PyObject_GetAttrString(obj, "process");
-    if (process)
-        name = PyObject_GetAttrString(obj, "name");
-    if (!process || !name || !PyUnicode_Check(name))
+    t_pyrunner *r = (t_pyrunner *)calloc(1, sizeof(*r));
+    PyObject *inbuf = 0, *outbuf = 0, *name = 0;
+    int ok = 0;
+    if (!r)
+    {
+        seterr(err, "out of memory");
+        return 0;
+    }
+    if ((r->process = PyObject_GetAttrString(obj, "process")) &&
+        (name = PyObject_GetAttrString(obj, "name")) && PyUnicode_Check(name) &&
+        (inbuf = PyObject_GetAttrString(obj, "inbuf")) &&
+        (outbuf = PyObject_GetAttrString(obj, "outbuf")) &&
+        PyObject_GetBuffer(inbuf, &r->inb, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) == 0)
+    {
+        if (PyObject_GetBuffer(outbuf, &r->outb, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) == 0)
+            ok = 1;
+        else
+            PyBuffer_Release(&r->inb);
+    }
+    if (!ok)
     {
         py_fetcherr(err);
-        Py_XDECREF(process);
+        Py_XDECREF(r->process);
+        free(r);
+        r = 0;
     }
     else
     {
-        r = (t_pyrunner *)getbytes(sizeof(*r));
-        r->process = process;
-        r->out = out;
-        r->nout = (long)out_chans * out_frames;
+        r->obj = obj;
+        Py_INCREF(obj);
+        r->in = (float *)r->inb.buf;
+        r->out = (float *)r->outb.buf;
+        r->nout = (long)(r->outb.len / sizeof(float));
         snprintf(r->name, sizeof(r->name), "%s", PyUnicode_AsUTF8(name));
         pthread_mutex_init(&r->mutex, 0);
     }
     Py_XDECREF(name);
-    Py_XDECREF(obj);
-    Py_XDECREF(inmv);
-    Py_XDECREF(outmv);
-    py_leave(g);
+    Py_XDECREF(inbuf);
+    Py_XDECREF(outbuf);
     return r;
+}
+
+float *pyrunner_in(t_pyrunner *r)
+{
+    return r->in;
+}
+
+float *pyrunner_out(t_pyrunner *r)
+{
+    return r->out;
 }
 
 /* keep the first error until pyrunner_takeerror */
@@ -634,17 +638,194 @@ void pyrunner_free(t_pyrunner *r)
     if (!r)
         return;
     g = py_enter();
+    PyBuffer_Release(&r->inb);
+    PyBuffer_Release(&r->outb);
     Py_XDECREF(r->process);
+    Py_XDECREF(r->obj);
     py_leave(g);
     pthread_mutex_destroy(&r->mutex);
-    freebytes(r, sizeof(*r));
+    free(r);
+}
+
+/* ------------------------------- control calls ------------------------------- */
+
+t_pycall *pycall_new(t_pysession *s, const char *sel, int argc, const t_atom *argv,
+    const char *dir)
+{
+    t_pycall *c = (t_pycall *)calloc(1, sizeof(*c));
+    if (!c)
+        return 0;
+    if (sel && !(c->msg = pymsg_new(sel, argc, argv)))
+    {
+        free(c);
+        return 0;
+    }
+    c->session = s;
+    pysession_ref(s);
+    snprintf(c->dir, sizeof(c->dir), "%s", dir ? dir : "");
+    return c;
+}
+
+/* the prepared runner (runner, method, params, bufsize, block, notes) into c (GIL held) */
+static int pycall_takeprepared(t_pycall *c, PyObject *prep)
+{
+    PyObject *method, *params, *notes;
+    int i, p[6];
+    if (!PyTuple_Check(prep) || PyTuple_GET_SIZE(prep) != 6)
+        return -1;
+    method = PyTuple_GET_ITEM(prep, 1);
+    params = PyTuple_GET_ITEM(prep, 2);
+    notes = PyTuple_GET_ITEM(prep, 5);
+    if (!PyUnicode_Check(method) || !PySequence_Check(params) || PySequence_Size(params) != 6)
+        return -1;
+    for (i = 0; i < 6; i++)
+    {
+        PyObject *v = PySequence_GetItem(params, i);
+        p[i] = v ? (int)PyLong_AsLong(v) : 0;
+        Py_XDECREF(v);
+        /* the bridge checks the model's values; never divide by a bad one here */
+        if (PyErr_Occurred() || (i < 5 && (p[i] < 1 || p[i] > PY_MAXPARAM)))
+            return -1;
+    }
+    c->mp.in_chans = p[0];
+    c->mp.in_ratio = p[1];
+    c->mp.out_chans = p[2];
+    c->mp.out_ratio = p[3];
+    c->mp.block = p[4];
+    c->mp.sr = p[5];
+    snprintf(c->usedmethod, sizeof(c->usedmethod), "%s", PyUnicode_AsUTF8(method));
+    c->usedbufsize = (int)PyLong_AsLong(PyTuple_GET_ITEM(prep, 3));
+    c->block = (int)PyLong_AsLong(PyTuple_GET_ITEM(prep, 4));
+    if (PyErr_Occurred() || c->block < 1 || c->block % c->mp.in_ratio ||
+        c->block % c->mp.out_ratio)
+        return -1;
+    if (PySequence_Check(notes))
+    {
+        Py_ssize_t k, n = PySequence_Size(notes);
+        t_pymsg **tail = &c->notes;
+        for (k = 0; k < n; k++)
+        {
+            PyObject *v = PySequence_GetItem(notes, k);
+            const char *t = v && PyUnicode_Check(v) ? PyUnicode_AsUTF8(v) : 0;
+            if (t && (*tail = py_textmsg("post", t)))
+                tail = &(*tail)->next;
+            Py_XDECREF(v);
+        }
+        PyErr_Clear();
+    }
+    c->runner = pyrunner_wrap(PyTuple_GET_ITEM(prep, 0), c->err);
+    return c->runner ? 0 : -1;
+}
+
+void pycall_run(void *call)
+{
+    t_pycall *c = (t_pycall *)call;
+    t_pyenter g;
+    PyObject *args = 0, *values = 0, *want = 0, *r = 0;
+    py_threadenter();
+    g = py_enter();
+    pyrunner_free(c->release_runner);
+    c->release_runner = 0;
+    if (c->release_session)
+        pysession_unref(c->release_session);
+    c->release_session = 0;
+    if (c->release_box)
+    {
+        pysession_unref(c->release_box->session);
+        free(c->release_box);
+    }
+    c->release_box = 0;
+    if (!c->session && c->box && c->box->session)
+    {
+        c->session = c->box->session;
+        pysession_ref(c->session);
+    }
+    if (!c->msg && !c->want)
+        goto done;
+    args = py_fromargs(c->msg);
+    if (c->values)
+        values = PyMemoryView_FromMemory((char *)c->values, (Py_ssize_t)c->nvalues *
+            sizeof(float), PyBUF_WRITE);
+    else
+        values = Py_None, Py_INCREF(Py_None);
+    want = c->want ? Py_BuildValue("(siiiii)", c->method, c->bufsize, c->dspn, c->nin,
+        c->nout, c->keep) : (Py_INCREF(Py_None), Py_None);
+    if (args && values && want)
+        r = PyObject_CallMethod(py_bridge, "control", "OsOsOO", c->session ? c->session->obj :
+            Py_None, c->msg ? c->msg->sel : "", args, c->dir, values, want);
+    if (!r)
+    {
+        py_fetcherr(c->err);
+        c->failed = 1;
+    }
+    else if (!PyTuple_Check(r) || PyTuple_GET_SIZE(r) != 4)
+    {
+        seterr(c->err, "bad reply from the bridge");
+        c->failed = 1;
+    }
+    else
+    {
+        PyObject *session = PyTuple_GET_ITEM(r, 0), *prep = PyTuple_GET_ITEM(r, 2);
+        if (!c->session || session != c->session->obj)
+        {
+            Py_INCREF(session);
+            if (!(c->newsession = pysession_wrap(session)))
+                Py_DECREF(session);
+            else if (c->box)
+            {   /* the calls behind this one use it */
+                pysession_unref(c->box->session);
+                c->box->session = c->newsession;
+                pysession_ref(c->newsession);
+            }
+        }
+        c->replies = py_tomsgs(PyTuple_GET_ITEM(r, 1), 0);
+        c->status = py_tomsgs(PyTuple_GET_ITEM(r, 3), 0);
+        if (prep != Py_None && pycall_takeprepared(c, prep) != 0)
+        {
+            if (!*c->err)
+            {
+                if (PyErr_Occurred())
+                    py_fetcherr(c->err);
+                else
+                    seterr(c->err, "bad runner from the bridge");
+            }
+            PyErr_Clear();
+            c->failed = 1;
+        }
+    }
+    Py_XDECREF(r);
+    Py_XDECREF(args);
+    Py_XDECREF(values);
+    Py_XDECREF(want);
+done:
+    py_leave(g);
+}
+
+void pycall_free(void *call)
+{
+    t_pycall *c = (t_pycall *)call;
+    if (!c)
+        return;
+    pyrunner_free(c->runner);
+    pyrunner_free(c->release_runner);
+    pysession_unref(c->release_session);
+    pysession_unref(c->newsession);
+    pysession_unref(c->session);
+    pymsg_free(c->msg);
+    pymsg_free(c->replies);
+    pymsg_free(c->status);
+    pymsg_free(c->notes);
+    free(c->values);
+    free(c);
 }
 
 /* ----------------------------------- jobs ----------------------------------- */
 
 struct pyjob {
-    PyObject *session, *args, *result;
-    char name[64];
+    t_pysession *session;       /* a reference, or 0: a registry message */
+    t_pymsg *args;
+    t_pymsg *result;            /* `done <name> ...`, made on the job thread */
+    char name[PYNAME_SIZE];
     char dir[MAXPDSTRING];
     char err[PYERR_SIZE];
     int failed;
@@ -658,25 +839,17 @@ static t_pyjob *job_running;
 t_pyjob *pyjob_new(t_pysession *s, const char *name, int argc, t_atom *argv, const char *dir,
     char *err)
 {
-    t_pyenter g = py_enter();
-    PyObject *args = py_fromatoms(argc, argv);
-    t_pyjob *j = 0;
-    if (!args)
-        py_fetcherr(err);
-    else if (!(j = (t_pyjob *)calloc(1, sizeof(*j))))
+    t_pyjob *j = (t_pyjob *)calloc(1, sizeof(*j));
+    if (!j || !(j->args = pymsg_new(name, argc, argv)))
     {
-        Py_DECREF(args);
+        free(j);
         seterr(err, "out of memory");
+        return 0;
     }
-    else
-    {
-        j->session = s ? s->obj : Py_None;  /* no session: the model registry's messages */
-        Py_INCREF(j->session);
-        j->args = args;
-        snprintf(j->name, sizeof(j->name), "%s", name);
-        snprintf(j->dir, sizeof(j->dir), "%s", dir ? dir : "");
-    }
-    py_leave(g);
+    j->session = s;
+    pysession_ref(s);
+    snprintf(j->name, sizeof(j->name), "%s", name);
+    snprintf(j->dir, sizeof(j->dir), "%s", dir ? dir : "");
     return j;
 }
 
@@ -684,6 +857,7 @@ void pyjob_run(void *job)
 {
     t_pyjob *j = (t_pyjob *)job, **pp;
     t_pyenter g;
+    PyObject *args, *result = 0;
     py_threadenter();
     g = py_enter();
     pthread_mutex_lock(&job_mutex);
@@ -691,13 +865,32 @@ void pyjob_run(void *job)
     j->nextrunning = job_running;
     job_running = j;
     pthread_mutex_unlock(&job_mutex);
-    j->result = PyObject_CallMethod(py_bridge, "run_job", "OsOs", j->session, j->name,
-        j->args, j->dir);
-    if (!j->result)
+    if ((args = py_fromargs(j->args)))
+        result = PyObject_CallMethod(py_bridge, "run_job", "OsOs", j->session ? j->session->obj :
+            Py_None, j->name, args, j->dir);
+    if (!result)
     {
         py_fetcherr(j->err);
         j->failed = 1;
     }
+    else
+    {
+        /* the values as one reply ["done", values...]; pyjob_reply puts the name in */
+        PyObject *flat = PySequence_List(result), *done = PyUnicode_FromString("done"), *one = 0;
+        if (flat && done && PyList_Insert(flat, 0, done) == 0 && (one = Py_BuildValue("[O]", flat)))
+            j->result = py_tomsgs(one, 0);
+        if (!j->result)
+        {
+            seterr(j->err, "bad result");
+            j->failed = 1;
+        }
+        PyErr_Clear();
+        Py_XDECREF(one);
+        Py_XDECREF(done);
+        Py_XDECREF(flat);
+    }
+    Py_XDECREF(result);
+    Py_XDECREF(args);
     pthread_mutex_lock(&job_mutex);
     for (pp = &job_running; *pp; pp = &(*pp)->nextrunning)
         if (*pp == j)
@@ -711,47 +904,43 @@ void pyjob_run(void *job)
 
 void pyjob_reply(t_pyjob *j, t_pyreply reply, void *owner)
 {
-    t_pyenter g = py_enter();
     t_atom a[2];
     if (j->failed || !j->result)
     {
         SETSYMBOL(&a[0], gensym(j->name));
         SETSYMBOL(&a[1], gensym(j->failed ? j->err : "no result"));
         reply(owner, gensym("error"), 2, a);
+        return;
     }
-    else
     {
-        PyObject *list = PyList_New(0);
-        char err[PYERR_SIZE];
-        PyObject *name = PyUnicode_FromString(j->name);
-        PyObject *done = PyUnicode_FromString("done");
-        PyObject *seq = PySequence_List(j->result);
-        if (list && name && done && seq)
+        /* done <name> values...: the name goes in front of the values made on the job thread */
+        t_pymsg *m = j->result;
+        int n = m->argc;
+        t_atom *v = (t_atom *)getbytes((n + 1) * sizeof(t_atom));
+        int i;
+        if (!v)
+            return;
+        SETSYMBOL(v, gensym(j->name));
+        for (i = 0; i < n; i++)
         {
-            if (PyList_Insert(seq, 0, name) == 0 && PyList_Insert(seq, 0, done) == 0 &&
-                PyList_Append(list, seq) == 0)
-                py_sendreplies(list, reply, owner, err);
+            if (m->argv[i].s)
+                SETSYMBOL(v + 1 + i, gensym(m->argv[i].s));
+            else
+                SETFLOAT(v + 1 + i, m->argv[i].f);
         }
-        PyErr_Clear();
-        Py_XDECREF(seq);
-        Py_XDECREF(done);
-        Py_XDECREF(name);
-        Py_XDECREF(list);
+        reply(owner, gensym("done"), n + 1, v);
+        freebytes(v, (n + 1) * sizeof(t_atom));
     }
-    py_leave(g);
 }
 
 void pyjob_free(void *job)
 {
     t_pyjob *j = (t_pyjob *)job;
-    t_pyenter g;
     if (!j)
         return;
-    g = py_enter();
-    Py_XDECREF(j->session);
-    Py_XDECREF(j->args);
-    Py_XDECREF(j->result);
-    py_leave(g);
+    pymsg_free(j->args);
+    pymsg_free(j->result);
+    pysession_unref(j->session);
     free(j);
 }
 
@@ -762,7 +951,7 @@ static void py_canceljobs(t_pysession *s)
     t_pyjob *j;
     pthread_mutex_lock(&job_mutex);
     for (j = job_running; j; j = j->nextrunning)
-        if (!s || j->session == s->obj)
+        if (!s || j->session == s)
             PyThreadState_SetAsyncExc(j->ident, py_cancelled);
     pthread_mutex_unlock(&job_mutex);
     py_leave(g);

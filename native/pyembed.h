@@ -1,44 +1,106 @@
 /* pyembed: the embedded CPython interpreter and every call into unravel.bridge.
-   Pd types appear only as t_atom/t_symbol for argument conversion; no outlets, no classes.
-   Every function takes the GIL itself (PyGILState_Ensure) and returns 0 on success or -1
-   with the exception's last line in err. */
+   Pd types appear only as t_atom for argument conversion; no outlets, no classes, no
+   symbols made (gensym belongs to Pd's thread).  Functions that run Python take the GIL
+   themselves and return 0 on success or -1 with the exception's last line in err.  Pd's
+   thread calls none of them during a performance: control calls run on the object's control
+   thread (pycall_run), jobs on its job thread (pyjob_run), model calls on its model thread
+   (pyrunner_process); what they answer comes back as plain C data (t_pymsg). */
 #ifndef UNRAVEL_PYEMBED_H
 #define UNRAVEL_PYEMBED_H
 
 #include "m_pd.h"
 
 #define PYERR_SIZE 1000
+#define PYNAME_SIZE 64
 
 typedef void (*t_pyreply)(void *owner, t_symbol *sel, int argc, t_atom *argv);
-typedef void (*t_pyfloats)(void *owner, const float *v, long n);
+
+/* ---- a list of messages as plain C data, readable on any thread ---- */
+typedef struct pyatom {
+    char *s;                /* a symbol's text, or 0 for a float */
+    t_float f;
+} t_pyatom;
+
+typedef struct pymsg {
+    struct pymsg *next;
+    char *sel;
+    int argc;
+    t_pyatom *argv;
+} t_pymsg;
+
+t_pymsg *pymsg_new(const char *sel, int argc, const t_atom *argv);
+void pymsg_send(const t_pymsg *m, t_pyreply reply, void *owner);    /* Pd's thread: each one */
+const t_pymsg *pymsg_find(const t_pymsg *m, const char *sel);      /* the first with sel */
+void pymsg_free(t_pymsg *m);                                        /* the whole list */
 
 /* start the interpreter once per process (later calls return the first result) */
 int pyembed_start(const char *python, const char *libpython, char *err);
 
+/* a bridge.Session, counted: the object and each of its jobs hold one reference; the last
+   unref frees it (GIL) */
 typedef struct pysession t_pysession;
 t_pysession *pysession_new(const char *spec, const char *dir, char *err);
-void pysession_free(t_pysession *s);
-int pysession_load(t_pysession *s, const char *spec, const char *dir, char *err);
-/* s.gpu(on): the model to the GPU (on) or the CPU; note: '' or the line to post (no GPU) */
-int pysession_gpu(t_pysession *s, int on, char *note, char *err);
-/* p: in_chans in_ratio out_chans out_ratio block (the smallest unpadded buffer) sr */
-int pysession_params(t_pysession *s, const char *method, int p[6], char *err);
-int pysession_hasmethod(t_pysession *s, const char *method);
-/* s.message(sel, args): replies go to reply(owner, ...) */
-int pysession_message(t_pysession *s, const char *sel, int argc, t_atom *argv,
-    t_pyreply reply, void *owner, char *err);
-int pysession_get_weights(t_pysession *s, const char *layer, t_pyfloats fn, void *owner,
-    char *err);
-/* v: the caller's scratch copy, handed to Python writable (torch warns on read-only arrays) */
-int pysession_set_weights(t_pysession *s, const char *layer, float *v, long n, char *err);
+void pysession_ref(t_pysession *s);
+void pysession_unref(t_pysession *s);
 
-/* the model call the worker thread makes: a t_engine_fn */
+/* the session a control thread's calls use: set by the first `load` of an empty object, so
+   that calls queued behind it find it (only the control thread reads and writes it) */
+typedef struct pybox {
+    t_pysession *session;   /* a reference, or 0 */
+} t_pybox;
+
+/* a method's shape: the model's <method>_params and what the bridge derives */
+typedef struct _methodparams {
+    int in_chans, in_ratio, out_chans, out_ratio;
+    int block;              /* the smallest buffer the method takes without padding */
+    int sr;                 /* the model's sample rate */
+} t_methodparams;
+
+/* the model call the model thread makes (a t_engine_fn) on the runner's own buffers */
 typedef struct pyrunner t_pyrunner;
-t_pyrunner *pyrunner_new(t_pysession *s, const char *method, float *in, int in_chans,
-    int in_frames, float *out, int out_chans, int out_frames, char *err);
+float *pyrunner_in(t_pyrunner *r);
+float *pyrunner_out(t_pyrunner *r);
 int pyrunner_process(void *runner, const float *in, float *out);
 int pyrunner_takeerror(t_pyrunner *r, char *err);   /* 1 if an error was waiting */
-void pyrunner_free(t_pyrunner *r);
+void pyrunner_free(t_pyrunner *r);                  /* takes the GIL */
+
+/* a control call (bridge.control): made on Pd's thread, run on the control thread, read
+   back on Pd's thread.  It holds Python objects only between its run and the moment Pd's
+   thread takes its runner and session (or a release call frees them). */
+typedef struct pycall {
+    /* the call, set on Pd's thread */
+    t_pysession *session;   /* a reference, or 0: the box's (`load` makes it) */
+    t_pybox *box;           /* the object's box (0: none) */
+    t_pymsg *msg;           /* selector and arguments; 0: only a runner, or only releases */
+    char dir[MAXPDSTRING];
+    float *values;          /* set_weights from an array: its copy (malloc), handed over */
+    long nvalues;
+    char key[MAXPDSTRING];  /* for jobq_push_key ('' : never coalesced) */
+    char array[MAXPDSTRING];    /* get_weights: the array the floats go to */
+    int want;               /* make the runner below after the message */
+    char method[PYNAME_SIZE];
+    int bufsize, dspn, nin, nout, keep;
+    /* what to free on the control thread instead */
+    t_pyrunner *release_runner;
+    t_pysession *release_session;
+    t_pybox *release_box;
+    /* results */
+    int failed;
+    char err[PYERR_SIZE];
+    t_pysession *newsession;    /* `load` on an empty object: the new session (a reference) */
+    t_pymsg *replies;       /* for the info outlet */
+    t_pymsg *status;        /* bridge Session.status_info(), for `bang` */
+    t_pymsg *notes;         /* lines for Pd's window */
+    t_pyrunner *runner;     /* with want: the new runner */
+    char usedmethod[PYNAME_SIZE];
+    t_methodparams mp;
+    int usedbufsize, block;
+} t_pycall;
+
+t_pycall *pycall_new(t_pysession *s, const char *sel, int argc, const t_atom *argv,
+    const char *dir);
+void pycall_run(void *call);        /* control thread */
+void pycall_free(void *call);       /* frees what is left (the GIL only if Python objects are) */
 
 /* an UnRAVEl job: made on Pd's thread, run on the job thread, replied on Pd's thread;
    s may be 0 for the model registry's messages (bridge.registry_message) */

@@ -19,6 +19,11 @@
 #define MAXCHANS 256        /* signal inlets/outlets without -m */
 #define MAXBUFSIZE (1 << 20)
 #define JOBPOLL 10.         /* ms between looks at the job thread */
+#define CTLPOLL 1.          /* ms between looks at the control thread */
+#define WATCHPOLL 250.      /* ms between looks for a model that stopped answering */
+#define STALLMS 3000        /* a model call or control call running this long: not answering */
+#define CALLWAIT 5.         /* s Pd's thread waits for a control call in sync mode */
+#define CREATEWAIT 30.      /* s it waits for the creation's model */
 #define MAXENGINEMB 1024    /* the most memory (MB) one object's buffers may take */
 
 static t_class *unravel_class;
@@ -33,7 +38,7 @@ typedef struct _unravel {
     t_symbol *x_dir;            /* the patch folder */
     t_pysession *x_session;     /* 0: no model loaded */
     t_symbol *x_method;
-    int x_params[6];            /* in_chans in_ratio out_chans out_ratio block sr of x_method */
+    t_methodparams x_mp;        /* x_method's shape */
     int x_srwarned;             /* the Pd rate we last warned about */
     int x_multi;                /* -m: one multichannel inlet and outlet */
     int x_enabled;
@@ -43,9 +48,8 @@ typedef struct _unravel {
     int x_nin, x_nout;          /* signal inlets and outlets */
     t_outlet *x_info;
     /* DSP */
-    t_engine x_engine;
-    int x_engineok;
-    t_pyrunner *x_runner;
+    t_engine *x_engine;         /* the model thread and its rings (0: none) */
+    t_pyrunner *x_runner;       /* the model call it makes */
     int x_dspn;                 /* Pd's block size at the last dsp call */
     int x_nins, x_nouts;        /* vectors in x_ins/x_outs */
     int x_insize, x_outsize;    /* their allocated lengths */
@@ -53,6 +57,16 @@ typedef struct _unravel {
     t_clock *x_errclock;
     unsigned x_errseen;
     char x_lasterr[PYERR_SIZE];     /* the model error printed last (printed once per cause) */
+    /* control calls: everything that needs Python, off Pd's thread */
+    t_jobq *x_ctl;
+    t_clock *x_ctlclock;        /* takes finished calls back, installs their runners */
+    t_pycall *x_install;        /* a finished call whose runner waits for a block boundary */
+    int x_modechange;           /* the engine's mode waits for a block boundary */
+    t_pymsg *x_status;          /* the model's part of the `bang` replies */
+    t_pybox *x_box;             /* the session the control thread's calls use */
+    int x_loading;              /* `load` calls not yet back (messages behind them wait) */
+    int x_stalled;              /* the model stopped answering (reported once) */
+    t_clock *x_watchclock;
     /* jobs */
     t_jobq *x_jobs;
     t_clock *x_jobclock;
@@ -60,6 +74,7 @@ typedef struct _unravel {
 
 static int unravel_startpython(t_unravel *x);
 static void unravel_exithook(void);
+static void unravel_ctltick(t_unravel *x);
 
 /* ------------------------------ small helpers ------------------------------ */
 
@@ -77,32 +92,14 @@ static int unravel_pow2ceil(int n)
     return b;
 }
 
-/* nn~'s rule for a buffer size: the next power of two, at least the method's largest
-   ratio r (and a multiple of it) */
-static int unravel_fitbufsize(int n, int r)
-{
-    int b = unravel_pow2ceil(n);
-    while (b < r)
-        b *= 2;
-    if (b % r)
-        b = r;
-    return b;
-}
-
 static int unravel_issync(t_unravel *x)
 {
     return x->x_sync < 0 ? unravel_batch : x->x_sync;
 }
 
-/* the smallest buffer the method takes: its largest ratio (the model's for forward) */
-static int unravel_maxratio(t_unravel *x)
-{
-    return x->x_params[4];
-}
-
 static int unravel_needsession(t_unravel *x, const char *what)
 {
-    if (!x->x_session)
+    if (!x->x_session && !x->x_loading)
     {
         pd_error(x, "[unravel~]: %s: no model loaded (use 'load <model>')", what);
         return 0;
@@ -110,10 +107,15 @@ static int unravel_needsession(t_unravel *x, const char *what)
     return 1;
 }
 
-/* a reply from Python goes out of the info outlet */
+/* a reply goes out of the info outlet; `post <line>` goes to Pd's window instead */
 static void unravel_reply(void *owner, t_symbol *sel, int argc, t_atom *argv)
 {
     t_unravel *x = (t_unravel *)owner;
+    if (sel == gensym("post") && argc == 1 && argv[0].a_type == A_SYMBOL)
+    {
+        post("[unravel~]: %s", atom_getsymbol(argv)->s_name);
+        return;
+    }
     if (sel == gensym("saved") && argc == 1 && argv[0].a_type == A_SYMBOL)
         post("[unravel~]: saved %s", atom_getsymbol(argv)->s_name);
     outlet_anything(x->x_info, sel, argc, argv);
@@ -144,61 +146,317 @@ static int unravel_findmodel(t_unravel *x, const char *spec, char *path)
     return 0;
 }
 
-/* ------------------------------ the DSP engine ------------------------------ */
+/* ------------------------------ control calls ------------------------------ */
 
-/* (re)make the ring buffers and the Python runner for the current method and buffer size */
-static void unravel_setupengine(t_unravel *x)
+/* Everything that needs Python runs on the object's control thread, in order: Pd's thread
+   only queues the call (pycall_new: plain C data) and takes the answer back on a clock
+   (unravel_ctltick).  A runner that a call made is installed at the next block boundary of
+   the model thread (unravel_apply); until then the old one plays.  In sync mode (under
+   -batch) Pd's thread waits for each call (bounded), so renders stay deterministic. */
+
+static void unravel_setstalled(t_unravel *x, const char *what, double seconds)
 {
-    t_engine *e = &x->x_engine;
-    char err[PYERR_SIZE];
-    int B, *p = x->x_params, inl;
-    if (!x->x_engineok)
+    const t_pymsg *m = pymsg_find(x->x_status, "model");
+    if (x->x_stalled)
         return;
-    engine_lock(e);
-    engine_setfn(e, 0, 0);
-    pyrunner_free(x->x_runner);
-    x->x_runner = 0;
-    if (x->x_session)
-    {
-        inl = (x->x_bufsize == 0);
-        B = x->x_bufsize;
-        if (inl)
-        {
-            B = unravel_pow2ceil(unravel_maxratio(x) > x->x_dspn ? unravel_maxratio(x) :
-                x->x_dspn);
-        }
-        /* the rings hold 4 buffers plus a Pd vector per channel, both ways */
-        double mb = (double)(p[0] + p[2]) * (4. * B + ENGINE_MAXVEC) * sizeof(float) / 1048576.;
-        if (mb > MAXENGINEMB)
-            pd_error(x, "[unravel~]: %s: %d+%d channels at bufsize %d need %.0f MB of buffers "
-                "(limit %d MB)", x->x_method->s_name, p[0], p[2], B, mb, MAXENGINEMB);
-        else if (engine_configure(e, p[0], p[1], p[2], p[3], B) != 0)
-            pd_error(x, "[unravel~]: cannot allocate buffers of %d frames", B);
-        else
-        {
-            engine_setmode(e, inl ? 0 : unravel_issync(x), inl);
-            x->x_runner = pyrunner_new(x->x_session, x->x_method->s_name, e->cin, p[0],
-                B / p[1], e->cout, p[2], B / p[3], err);
-            x->x_lasterr[0] = 0;
-            if (x->x_runner)
-            {
-                engine_setfn(e, pyrunner_process, x->x_runner);
-                unravel_exithook();     /* after the runner's first Python: see there */
-            }
-            else
-                pd_error(x, "[unravel~]: %s", err);
-        }
-    }
-    engine_unlock(e);
+    x->x_stalled = 1;
+    pd_error(x, "[unravel~]: %s: the model has not answered for %.1f s (%s); messages that "
+        "need it are refused until it answers", m && m->argc && m->argv[0].s ? m->argv[0].s :
+        "model", seconds, what);
 }
 
+/* look for a model that stopped answering, and for one that answers again */
+static void unravel_watchtick(t_unravel *x)
+{
+    uint64_t model = x->x_engine ? engine_busy_ms(x->x_engine) : 0;
+    uint64_t ctl = jobq_busy_ms(x->x_ctl);
+    int sync = x->x_engine && x->x_engine->stalled;
+    if (model > STALLMS || sync)
+        unravel_setstalled(x, "a model call never returned", model / 1000.);
+    else if (ctl > STALLMS)
+        unravel_setstalled(x, "a message to it never returned", ctl / 1000.);
+    else if (x->x_stalled && !model && !ctl)
+    {
+        x->x_stalled = 0;
+        post("[unravel~]: the model answers again");
+    }
+    clock_delay(x->x_watchclock, WATCHPOLL);
+}
+
+/* queue call c (taking it); in sync mode wait for it and take its answer at once */
+static void unravel_call(t_unravel *x, t_pycall *c, const char *what)
+{
+    if (!c)
+    {
+        pd_error(x, "[unravel~]: %s: out of memory", what);
+        return;
+    }
+    if (x->x_stalled && (c->msg || c->want))
+    {
+        pd_error(x, "[unravel~]: %s: refused: the model is not answering", what);
+        goto drop;
+    }
+    if (jobq_push_key(x->x_ctl, c, *c->key ? c->key : 0) != 0)
+    {
+        pd_error(x, "[unravel~]: %s: cannot start the control thread", what);
+        goto drop;
+    }
+    if (unravel_issync(x))
+    {
+        if (jobq_wait_idle(x->x_ctl, CALLWAIT) != 0)
+            unravel_setstalled(x, what, CALLWAIT);
+        unravel_ctltick(x);
+    }
+    else
+        clock_delay(x->x_ctlclock, 0);
+    return;
+drop:
+    if (c->msg && !strcmp(c->msg->sel, "load") && x->x_loading > 0)
+        x->x_loading--;
+    pycall_free(c);
+}
+
+/* free a runner and/or a session reference on the control thread (they hold Python) */
+static void unravel_release(t_unravel *x, t_pyrunner *r, t_pysession *s)
+{
+    t_pycall *c;
+    if (!r && !s)
+        return;
+    if (!(c = pycall_new(0, 0, 0, 0, "")))
+        return;     /* out of memory: leaked */
+    c->release_runner = r;
+    c->release_session = s;
+    if (jobq_push(x->x_ctl, c) != 0)
+    {
+        c->release_runner = 0;
+        c->release_session = 0;
+        pycall_free(c);
+    }
+}
+
+/* a call for the object's model, with the runner of its method wanted afterwards (want) */
+static t_pycall *unravel_newcall(t_unravel *x, t_symbol *s, int argc, t_atom *argv, int want)
+{
+    t_pycall *c = pycall_new(x->x_session, s ? s->s_name : 0, argc, argv, x->x_dir->s_name);
+    if (c)
+        c->box = x->x_box;
+    if (c && want)
+    {
+        c->want = 1;
+        snprintf(c->method, sizeof(c->method), "%s", x->x_method->s_name);
+        c->bufsize = x->x_bufsize;
+        c->dspn = x->x_dspn;
+        c->nin = x->x_multi ? 0 : x->x_nin;
+        c->nout = x->x_multi ? 0 : x->x_nout;
+    }
+    return c;
+}
+
+/* the runner of call c into the engine (engine locked); returns the runner it replaces */
+static t_pyrunner *unravel_install(t_unravel *x, t_pycall *c)
+{
+    t_engine *e = x->x_engine;
+    t_methodparams *p = &c->mp;
+    t_pyrunner *old = x->x_runner;
+    int B = c->block, inl = (c->usedbufsize == 0), sync = inl ? 0 : unravel_issync(x);
+    double mb = (double)(p->in_chans + p->out_chans) * (4. * B + ENGINE_MAXVEC) *
+        sizeof(float) / 1048576.;
+    if (mb > MAXENGINEMB)
+    {
+        pd_error(x, "[unravel~]: %s: %d+%d channels at bufsize %d need %.0f MB of buffers "
+            "(limit %d MB)", c->usedmethod, p->in_chans, p->out_chans, B, mb, MAXENGINEMB);
+        return 0;
+    }
+    /* the same shape in live mode: no reset, the new model takes over at this block */
+    if (sync || !e->ready || e->in_chans != p->in_chans || e->in_ratio != p->in_ratio ||
+        e->out_chans != p->out_chans || e->out_ratio != p->out_ratio || e->bufsize != B ||
+        e->inline_mode != inl || e->sync != sync)
+    {
+        if (engine_configure(e, p->in_chans, p->in_ratio, p->out_chans, p->out_ratio, B) != 0)
+        {
+            pd_error(x, "[unravel~]: cannot allocate buffers of %d frames", B);
+            engine_setfn(e, 0, 0, 0, 0);
+            x->x_runner = 0;
+            return old;
+        }
+        engine_setmode(e, sync, inl);
+    }
+    engine_setfn(e, pyrunner_process, c->runner, pyrunner_in(c->runner),
+        pyrunner_out(c->runner));
+    x->x_runner = c->runner;
+    c->runner = 0;
+    /* what the call settled (a fallback method, a rounded size) unless a newer wish came */
+    if (!strcmp(c->method, x->x_method->s_name))
+        x->x_method = gensym(c->usedmethod);
+    if (c->bufsize == x->x_bufsize)
+        x->x_bufsize = c->usedbufsize;
+    x->x_mp = c->mp;
+    x->x_lasterr[0] = 0;
+    return old;
+}
+
+/* install what waits for a block boundary: the model thread is between two blocks when the
+   lock is free (sync mode: wait for it, bounded); else try again at the next tick */
+static void unravel_apply(t_unravel *x)
+{
+    t_engine *e = x->x_engine;
+    t_pycall *c = x->x_install;
+    t_pyrunner *old = 0;
+    int oldout = x->x_mp.out_chans, loaded = 0;
+    if (!c && !x->x_modechange)
+        return;
+    if (!e)
+    {
+        x->x_install = 0;
+        x->x_modechange = 0;
+        if (c)
+            unravel_release(x, c->runner, 0), c->runner = 0, pycall_free(c);
+        return;
+    }
+    if (unravel_issync(x) ? engine_timedlock(e, ENGINE_SYNCWAIT) : engine_trylock(e))
+    {
+        if (unravel_issync(x))
+            unravel_setstalled(x, "a model call never returned", ENGINE_SYNCWAIT);
+        return;
+    }
+    if (c)
+    {
+        x->x_install = 0;
+        old = unravel_install(x, c);
+        loaded = c->msg && !strcmp(c->msg->sel, "load");
+    }
+    if (x->x_modechange && e->ready)
+    {
+        int inl = (x->x_bufsize == 0);
+        engine_setmode(e, inl ? 0 : unravel_issync(x), inl);
+    }
+    x->x_modechange = 0;
+    engine_unlock(e);
+    if (c)
+    {
+        unravel_exithook();     /* after the runner's first Python: see there */
+        if (old != x->x_runner)
+            unravel_release(x, old, 0);
+        if (c->runner)          /* not installed */
+            unravel_release(x, c->runner, 0), c->runner = 0;
+        if (loaded)
+        {   /* the new model plays from this block on */
+            const t_pymsg *m = pymsg_find(x->x_status, "model");
+            t_atom a;
+            SETSYMBOL(&a, gensym(m && m->argc && m->argv[0].s ? m->argv[0].s : "?"));
+            outlet_anything(x->x_info, gensym("loaded"), 1, &a);
+        }
+        pycall_free(c);
+        if (x->x_multi && oldout != x->x_mp.out_chans)
+            canvas_update_dsp();
+    }
+}
+
+/* write the floats of call c's `layer` reply into its array (get_weights <layer> <array>) */
+static void unravel_toarray(t_unravel *x, t_pycall *c)
+{
+    const t_pymsg *m = pymsg_find(c->replies, "layer");
+    t_garray *a = (t_garray *)pd_findbyclass(gensym(c->array), garray_class);
+    t_word *vec;
+    int size, i;
+    if (!m)
+        return;
+    if (!a)
+    {
+        pd_error(x, "[unravel~]: get_weights: no array named '%s'", c->array);
+        return;
+    }
+    garray_resize_long(a, m->argc);
+    if (!garray_getfloatwords(a, &size, &vec) || size != m->argc)
+    {
+        pd_error(x, "[unravel~]: get_weights: cannot resize the array to %d", m->argc);
+        return;
+    }
+    for (i = 0; i < size; i++)
+        vec[i].w_float = m->argv[i].s ? 0 : m->argv[i].f;
+    garray_redraw(a);
+}
+
+/* a finished call's answer, on Pd's thread */
+static void unravel_take(t_unravel *x, t_pycall *c)
+{
+    const t_pymsg *gpu;
+    if (c->msg && !strcmp(c->msg->sel, "load") && x->x_loading > 0)
+        x->x_loading--;
+    if (c->newsession)
+    {
+        unravel_release(x, 0, x->x_session);
+        x->x_session = c->newsession;
+        c->newsession = 0;
+    }
+    if (c->status)
+    {
+        pymsg_free(x->x_status);
+        x->x_status = c->status;
+        c->status = 0;
+        if ((gpu = pymsg_find(x->x_status, "gpu")) && gpu->argc && !gpu->argv[0].s)
+            x->x_gpu = (gpu->argv[0].f != 0);
+    }
+    pymsg_send(c->notes, unravel_reply, x);
+    if (c->failed)
+        pd_error(x, "[unravel~]: %s", c->err);
+    else if (*c->array)
+        unravel_toarray(x, c);
+    else
+        pymsg_send(c->replies, unravel_reply, x);
+    if (c->runner && !c->failed)
+    {   /* installed at the next block boundary; a newer one replaces it */
+        if (x->x_install)
+        {
+            unravel_release(x, x->x_install->runner, 0);
+            x->x_install->runner = 0;
+            pycall_free(x->x_install);
+        }
+        x->x_install = c;
+        return;
+    }
+    if (c->runner)
+        unravel_release(x, c->runner, 0), c->runner = 0;
+    pycall_free(c);
+}
+
+static void unravel_ctltick(t_unravel *x)
+{
+    t_pycall *c;
+    while ((c = (t_pycall *)jobq_pop_done(x->x_ctl)))
+        unravel_take(x, c);
+    unravel_apply(x);
+    if (!unravel_issync(x) && (jobq_pending(x->x_ctl) || x->x_install || x->x_modechange))
+        clock_delay(x->x_ctlclock, CTLPOLL);
+}
+
+/* ------------------------------ the DSP engine ------------------------------ */
+
+/* a new runner for the current method and buffer size (or the mode alone, without a model) */
+static void unravel_setupengine(t_unravel *x)
+{
+    if (!x->x_engine)
+        return;
+    if (x->x_session)
+        unravel_call(x, unravel_newcall(x, 0, 0, 0, 1), x->x_method->s_name);
+    else
+    {
+        x->x_modechange = 1;
+        unravel_ctltick(x);
+    }
+}
+
+/* every DSP start renders the same from sample 0: the positions go back to zero between two
+   blocks (in live mode, if a block runs now, the engine goes on where it is) */
 static void unravel_resetengine(t_unravel *x)
 {
-    if (!x->x_engineok)
+    t_engine *e = x->x_engine;
+    if (!e)
         return;
-    engine_lock(&x->x_engine);
-    engine_reset(&x->x_engine);
-    engine_unlock(&x->x_engine);
+    if (unravel_issync(x) ? engine_timedlock(e, ENGINE_SYNCWAIT) : engine_trylock(e))
+        return;
+    engine_reset(e);
+    engine_unlock(e);
 }
 
 static t_int *unravel_perform(t_int *w)
@@ -206,13 +464,13 @@ static t_int *unravel_perform(t_int *w)
     t_unravel *x = (t_unravel *)(w[1]);
     int n = (int)(w[2]), c;
     if (x->x_enabled && x->x_runner)
-        engine_perform(&x->x_engine, x->x_ins, x->x_nins, x->x_outs, x->x_nouts, n);
+        engine_perform(x->x_engine, x->x_ins, x->x_nins, x->x_outs, x->x_nouts, n);
     else
         for (c = 0; c < x->x_nouts; c++)
             memset(x->x_outs[c], 0, n * sizeof(float));
-    if (x->x_engineok && engine_errors(&x->x_engine) != x->x_errseen)
+    if (x->x_engine && engine_errors(x->x_engine) != x->x_errseen)
     {
-        x->x_errseen = engine_errors(&x->x_engine);
+        x->x_errseen = engine_errors(x->x_engine);
         clock_delay(x->x_errclock, 0);
     }
     return (w + 3);
@@ -229,7 +487,7 @@ static int unravel_growvectors(float ***v, int *size, int n)
 
 static void unravel_dsp(t_unravel *x, t_signal **sp)
 {
-    int n = sp[0]->s_n, i, nin, nout, outch = x->x_session ? x->x_params[2] : 1;
+    int n = sp[0]->s_n, i, nin, nout, outch = x->x_session ? x->x_mp.out_chans : 1;
     if (x->x_multi)
     {
         nin = sp[0]->s_nchans;
@@ -260,11 +518,11 @@ static void unravel_dsp(t_unravel *x, t_signal **sp)
     }
     x->x_nins = nin;
     x->x_nouts = nout;
-    if (x->x_session && x->x_params[5] && (int)sp[0]->s_sr != x->x_params[5] &&
+    if (x->x_session && x->x_mp.sr && (int)sp[0]->s_sr != x->x_mp.sr &&
         (int)sp[0]->s_sr != x->x_srwarned)
     {
         post("[unravel~]: warning: Pd runs at %d Hz, the model at %d Hz (no resampling: "
-            "pitch and time change)", (int)sp[0]->s_sr, x->x_params[5]);
+            "pitch and time change)", (int)sp[0]->s_sr, x->x_mp.sr);
         x->x_srwarned = (int)sp[0]->s_sr;
     }
     if (x->x_dspn != n)
@@ -273,7 +531,7 @@ static void unravel_dsp(t_unravel *x, t_signal **sp)
         if (x->x_bufsize == 0)
             unravel_setupengine(x);
     }
-    unravel_resetengine(x);     /* every DSP start renders the same from sample 0 */
+    unravel_resetengine(x);
     dsp_add(unravel_perform, 2, x, (t_int)n);
 }
 
@@ -289,67 +547,21 @@ static void unravel_errtick(t_unravel *x)
 
 /* ------------------------------ model and method ------------------------------ */
 
-/* nn~'s GPU switch: the session moves the model to the GPU (x_gpu) or back to the CPU;
-   without a GPU it hands back nn~'s line, posted here, and the model stays on the CPU. An
-   object without a model keeps the wish for its first 'load'. */
-static void unravel_gpunote(t_unravel *x)
-{
-    char note[PYERR_SIZE], err[PYERR_SIZE];
-    if (!x->x_session)
-        return;
-    if (pysession_gpu(x->x_session, x->x_gpu, note, err) != 0)
-    {
-        pd_error(x, "[unravel~]: gpu: %s", err);
-        x->x_gpu = 0;
-    }
-    else if (*note)
-    {
-        post("[unravel~]: %s", note);
-        x->x_gpu = 0;
-    }
-}
-
+/* nn~'s GPU switch: the session moves the model to the GPU or back to the CPU; without a GPU
+   nn~'s line is posted and the model stays on the CPU.  An object without a model keeps the
+   wish for its first 'load'. */
 static void unravel_gpu(t_unravel *x, t_floatarg f)
 {
+    t_atom a;
     x->x_gpu = (f != 0);
-    unravel_gpunote(x);
-}
-
-/* take the method's parameters; the object's channel counts stay (no -m: fixed inlets) */
-static int unravel_usemethod(t_unravel *x, t_symbol *method)
-{
-    char err[PYERR_SIZE];
-    int p[6];
-    if (!pysession_hasmethod(x->x_session, method->s_name) && method != gensym("forward"))
-    {   /* as nn~: a post, then forward */
-        post("[unravel~]: method '%s' not found in the model, using forward instead",
-            method->s_name);
-        method = gensym("forward");
-    }
-    if (pysession_params(x->x_session, method->s_name, p, err) != 0)
-    {
-        pd_error(x, "[unravel~]: %s", err);
-        return 0;
-    }
-    if (!x->x_multi && x->x_nin && (p[0] != x->x_nin || p[2] != x->x_nout))
-        post("[unravel~]: warning: method '%s' takes %d and gives %d channels; this object "
-            "has %d signal inlets and %d outlets (missing inputs are silent, extra outputs "
-            "are dropped)", method->s_name, p[0], p[2], x->x_nin, x->x_nout);
-    if (x->x_bufsize && x->x_bufsize % p[4])
-    {
-        int r = p[4], b = unravel_fitbufsize(x->x_bufsize, r);
-        post("[unravel~]: bufsize %d -> %d for method '%s' (ratio %d)", x->x_bufsize, b,
-            method->s_name, r);
-        x->x_bufsize = b;
-    }
-    x->x_method = method;
-    memcpy(x->x_params, p, sizeof(p));
-    return 1;
+    if (!x->x_session)
+        return;
+    SETFLOAT(&a, x->x_gpu);
+    unravel_call(x, unravel_newcall(x, gensym("gpu"), 1, &a, 0), "gpu");
 }
 
 static void unravel_method(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
 {
-    int oldout = x->x_params[2];
     (void)s;
     if (!unravel_needsession(x, "method"))
         return;
@@ -358,20 +570,17 @@ static void unravel_method(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
         pd_error(x, "[unravel~]: method: usage: method <name>");
         return;
     }
-    if (!unravel_usemethod(x, atom_getsymbol(argv)))
-        return;
-    unravel_setupengine(x);
-    if (x->x_multi && oldout != x->x_params[2])
-        canvas_update_dsp();
+    x->x_method = atom_getsymbol(argv);     /* the wish; the call settles it */
+    unravel_call(x, unravel_newcall(x, 0, 0, 0, 1), "method");
 }
 
+/* load <model>: the current model plays until the new one is ready and takes over at a
+   block boundary (reply `loaded <path>`); the method stays if the new model has it */
 static void unravel_load(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
 {
-    char path[MAXPDSTRING], err[PYERR_SIZE];
-    const char *spec;
-    t_symbol *method;
-    int oldout = x->x_params[2];
-    (void)s;
+    char path[MAXPDSTRING];
+    t_atom a;
+    t_pycall *c;
     if (argc != 1 || argv[0].a_type != A_SYMBOL)
     {
         pd_error(x, "[unravel~]: load: usage: load <model>");
@@ -379,37 +588,14 @@ static void unravel_load(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
     }
     if (!unravel_startpython(x))
         return;
-    spec = atom_getsymbol(argv)->s_name;
-    if (unravel_findmodel(x, spec, path))
-        spec = path;
-    if (x->x_session)
-    {
-        if (pysession_load(x->x_session, spec, x->x_dir->s_name, err) != 0)
-        {
-            pd_error(x, "[unravel~]: %s", err);
-            return;
-        }
-    }
-    else if (!(x->x_session = pysession_new(spec, x->x_dir->s_name, err)))
-    {
-        pd_error(x, "[unravel~]: %s", err);
-        return;
-    }
-    /* keep the method if the new model has it, else forward, else its first */
-    method = x->x_method;
-    if (!pysession_hasmethod(x->x_session, method->s_name))
-        method = gensym("forward");
-    if (!pysession_hasmethod(x->x_session, method->s_name))
-    {
-        method = gensym("encode");
-        if (!pysession_hasmethod(x->x_session, method->s_name))
-            method = gensym("decode");
-    }
-    if (unravel_usemethod(x, method))
-        unravel_setupengine(x);
-    unravel_gpunote(x);
-    if (x->x_multi && oldout != x->x_params[2])
-        canvas_update_dsp();
+    SETSYMBOL(&a, unravel_findmodel(x, atom_getsymbol(argv)->s_name, path) ? gensym(path) :
+        atom_getsymbol(argv));
+    if ((c = unravel_newcall(x, s, 1, &a, 1)))
+        c->keep = 1;
+    x->x_loading++;
+    unravel_call(x, c, "load");
+    if (x->x_gpu)
+        unravel_gpu(x, 1);
 }
 
 /* ------------------------------ control messages ------------------------------ */
@@ -436,15 +622,18 @@ static void unravel_sync(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
         return;
     }
     x->x_sync = (atom_getfloat(argv) != 0);
-    unravel_setupengine(x);
+    x->x_modechange = 1;
+    if (unravel_issync(x) && jobq_wait_idle(x->x_ctl, CALLWAIT) != 0)  /* from now on in order */
+        unravel_setstalled(x, "sync", CALLWAIT);
+    unravel_ctltick(x);
 }
 
-/* as nn~: any size is rounded (unravel_fitbufsize) and the size used is posted; 0 runs the
-   model inline */
+/* as nn~: any size is rounded (to a power of two, at least the method's ratio) and the size
+   used is posted; 0 runs the model inline */
 static void unravel_bufsize(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
 {
     t_float f;
-    int n, b, r = x->x_session ? unravel_maxratio(x) : 1;
+    int n;
     (void)s;
     if (argc != 1 || argv[0].a_type != A_FLOAT)
     {
@@ -458,124 +647,153 @@ static void unravel_bufsize(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
         pd_error(x, "[unravel~]: bufsize: %g is not a whole number from 0 to %d", f, MAXBUFSIZE);
         return;
     }
-    b = n ? unravel_fitbufsize(n, r) : 0;
-    if (b != n)
-        post("[unravel~]: bufsize %d -> %d (a power of two, at least the ratio %d)", n, b, r);
-    x->x_bufsize = b;
+    if (n && !unravel_ispow2(n) && !x->x_session && !x->x_loading)
+    {   /* with a model the bridge rounds it to the method's ratio too (Session.prepare) */
+        int b = unravel_pow2ceil(n);
+        post("[unravel~]: bufsize %d -> %d (a power of two)", n, b);
+        n = b;
+    }
+    x->x_bufsize = n;
     unravel_setupengine(x);
 }
 
+/* the status, answered here: C's own values and the model's part kept from the last call */
 static void unravel_bang(t_unravel *x)
 {
-    char err[PYERR_SIZE];
-    t_atom a[6];
-    t_engine *e = &x->x_engine;
-    int inl = (x->x_bufsize == 0);
+    static const char *model1[] = {"gpu", "model", "methods"}, *model2[] = {"sr", "shared"};
+    t_atom a[2];
+    t_engine *e = x->x_engine;
+    t_methodparams *p = &x->x_mp;
+    int inl = (x->x_bufsize == 0), i, ready = e && e->ready;
+    const t_pymsg *m;
+    SETFLOAT(a, x->x_session ? 1 : 0);
+    outlet_anything(x->x_info, gensym("loaded"), 1, a);
+    SETFLOAT(a, x->x_enabled);
+    outlet_anything(x->x_info, gensym("enabled"), 1, a);
     if (!x->x_session)
-    {
-        SETFLOAT(a, 0);
-        outlet_anything(x->x_info, gensym("loaded"), 1, a);
-        SETFLOAT(a, x->x_enabled);
-        outlet_anything(x->x_info, gensym("enabled"), 1, a);
         return;
-    }
+    for (i = 0; i < 3; i++)
+        if ((m = pymsg_find(x->x_status, model1[i])))
+        {
+            t_pymsg one = *m;
+            one.next = 0;
+            pymsg_send(&one, unravel_reply, x);
+        }
     SETSYMBOL(a, x->x_method);
-    SETFLOAT(a + 1, x->x_enabled);
-    SETFLOAT(a + 2, x->x_bufsize);
-    SETFLOAT(a + 3, e->ready ? e->latency :
-        (inl || unravel_issync(x) ? 1 : 2) * (x->x_bufsize ? x->x_bufsize : unravel_maxratio(x)));
-    SETSYMBOL(a + 4, gensym(inl ? "inline" : unravel_issync(x) ? "sync" : "live"));
-    SETFLOAT(a + 5, engine_underruns(e));
-    if (pysession_message(x->x_session, "status", 6, a, unravel_reply, x, err) != 0)
-        pd_error(x, "[unravel~]: %s", err);
+    outlet_anything(x->x_info, gensym("method"), 1, a);
+    if ((m = pymsg_find(x->x_status, "attributes")))
+    {
+        t_pymsg one = *m;
+        one.next = 0;
+        pymsg_send(&one, unravel_reply, x);
+    }
+    SETFLOAT(a, x->x_bufsize);
+    outlet_anything(x->x_info, gensym("bufsize"), 1, a);
+    SETFLOAT(a, p->in_chans);
+    SETFLOAT(a + 1, p->out_chans);
+    outlet_anything(x->x_info, gensym("dim"), 2, a);
+    SETFLOAT(a, p->in_ratio);
+    SETFLOAT(a + 1, p->out_ratio);
+    outlet_anything(x->x_info, gensym("ratio"), 2, a);
+    SETFLOAT(a, ready ? e->latency : (inl || unravel_issync(x) ? 1 : 2) *
+        (x->x_bufsize ? x->x_bufsize : p->block));
+    outlet_anything(x->x_info, gensym("latency"), 1, a);
+    SETSYMBOL(a, gensym(inl ? "inline" : unravel_issync(x) ? "sync" : "live"));
+    outlet_anything(x->x_info, gensym("mode"), 1, a);
+    SETFLOAT(a, e ? engine_underruns(e) : 0);
+    outlet_anything(x->x_info, gensym("underruns"), 1, a);
+    for (i = 0; i < 2; i++)
+        if ((m = pymsg_find(x->x_status, model2[i])))
+        {
+            t_pymsg one = *m;
+            one.next = 0;
+            pymsg_send(&one, unravel_reply, x);
+        }
 }
 
-/* messages handled entirely by the bridge */
-static void unravel_forward(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
+/* a burst of edits to one thing (a slider) keeps the newest: the key of a coalescing call */
+static void unravel_setkey(t_pycall *c, t_symbol *s, int argc, t_atom *argv)
 {
-    char err[PYERR_SIZE];
+    if (!c || !argc || argv[0].a_type != A_SYMBOL)
+        return;
+    if (s == gensym("bend") && argc >= 2 && argv[1].a_type == A_SYMBOL)
+        snprintf(c->key, sizeof(c->key), "bend %s %s %d", atom_getsymbol(argv)->s_name,
+            atom_getsymbol(argv + 1)->s_name, argc);
+    else if (s == gensym("set_weights") || s == gensym("set") || s == gensym("restore"))
+        snprintf(c->key, sizeof(c->key), "%s %s", s->s_name, atom_getsymbol(argv)->s_name);
+}
+
+/* every other message: the bridge handles it on the control thread */
+static void unravel_anything(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
+{
+    t_pycall *c;
     if (!unravel_needsession(x, s->s_name))
         return;
-    if (pysession_message(x->x_session, s->s_name, argc, argv, unravel_reply, x, err) != 0)
-        pd_error(x, "[unravel~]: %s", err);
+    c = unravel_newcall(x, s, argc, argv, 0);
+    unravel_setkey(c, s, argc, argv);
+    unravel_call(x, c, s->s_name);
 }
 
-static t_garray *unravel_findarray(t_unravel *x, t_symbol *name, const char *what)
-{
-    t_garray *a = (t_garray *)pd_findbyclass(name, garray_class);
-    if (!a)
-        pd_error(x, "[unravel~]: %s: no array named '%s'", what, name->s_name);
-    return a;
-}
-
-typedef struct _unravel_arraydest {
-    t_unravel *owner;
-    t_garray *array;
-} t_unravel_arraydest;
-
-static void unravel_toarray(void *owner, const float *v, long n)
-{
-    t_unravel_arraydest *d = (t_unravel_arraydest *)owner;
-    t_word *vec;
-    int size, i;
-    garray_resize_long(d->array, n);
-    if (!garray_getfloatwords(d->array, &size, &vec) || size != n)
-    {
-        pd_error(d->owner, "[unravel~]: get_weights: cannot resize the array to %ld", n);
-        return;
-    }
-    for (i = 0; i < size; i++)
-        vec[i].w_float = v[i];
-    garray_redraw(d->array);
-}
-
+/* get_weights <layer> <array>: the floats go into the array when the call is back */
 static void unravel_get_weights(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
 {
-    char err[PYERR_SIZE];
-    t_unravel_arraydest d;
-    if (!unravel_needsession(x, s->s_name))
-        return;
+    t_pycall *c;
     if (argc == 2 && argv[0].a_type == A_SYMBOL && argv[1].a_type == A_SYMBOL)
     {
-        if (!(d.array = unravel_findarray(x, atom_getsymbol(argv + 1), "get_weights")))
+        if (!unravel_needsession(x, s->s_name))
             return;
-        d.owner = x;
-        if (pysession_get_weights(x->x_session, atom_getsymbol(argv)->s_name, unravel_toarray,
-            &d, err) != 0)
-            pd_error(x, "[unravel~]: %s", err);
+        if (!pd_findbyclass(atom_getsymbol(argv + 1), garray_class))
+        {
+            pd_error(x, "[unravel~]: get_weights: no array named '%s'",
+                atom_getsymbol(argv + 1)->s_name);
+            return;
+        }
+        if ((c = unravel_newcall(x, s, 1, argv, 0)))
+            snprintf(c->array, sizeof(c->array), "%s", atom_getsymbol(argv + 1)->s_name);
+        unravel_call(x, c, s->s_name);
         return;
     }
-    unravel_forward(x, s, argc, argv);
+    unravel_anything(x, s, argc, argv);
 }
 
+/* set_weights <layer> <array>: a copy of the array goes with the call */
 static void unravel_set_weights(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
 {
-    char err[PYERR_SIZE];
-    if (!unravel_needsession(x, s->s_name))
-        return;
     if (argc == 2 && argv[0].a_type == A_SYMBOL && argv[1].a_type == A_SYMBOL)
     {
-        t_garray *a;
+        t_garray *a = (t_garray *)pd_findbyclass(atom_getsymbol(argv + 1), garray_class);
+        t_pycall *c;
         t_word *vec;
         int size, i;
-        float *buf;
-        if (!(a = unravel_findarray(x, atom_getsymbol(argv + 1), "set_weights")))
+        if (!unravel_needsession(x, s->s_name))
             return;
+        if (!a)
+        {
+            pd_error(x, "[unravel~]: set_weights: no array named '%s'",
+                atom_getsymbol(argv + 1)->s_name);
+            return;
+        }
         if (!garray_getfloatwords(a, &size, &vec))
         {
             pd_error(x, "[unravel~]: set_weights: array '%s' has no floats",
                 atom_getsymbol(argv + 1)->s_name);
             return;
         }
-        buf = (float *)getbytes((size ? size : 1) * sizeof(float));
+        if (!(c = unravel_newcall(x, s, 1, argv, 0)) ||
+            !(c->values = (float *)malloc((size ? size : 1) * sizeof(float))))
+        {
+            pycall_free(c);
+            pd_error(x, "[unravel~]: set_weights: out of memory");
+            return;
+        }
         for (i = 0; i < size; i++)
-            buf[i] = vec[i].w_float;
-        if (pysession_set_weights(x->x_session, atom_getsymbol(argv)->s_name, buf, size, err))
-            pd_error(x, "[unravel~]: %s", err);
-        freebytes(buf, (size ? size : 1) * sizeof(float));
+            c->values[i] = vec[i].w_float;
+        c->nvalues = size;
+        unravel_setkey(c, s, argc, argv);
+        unravel_call(x, c, s->s_name);
         return;
     }
-    unravel_forward(x, s, argc, argv);
+    unravel_anything(x, s, argc, argv);
 }
 
 /* ------------------------------ UnRAVEl jobs ------------------------------ */
@@ -745,60 +963,120 @@ static int unravel_startpython(t_unravel *x)
 
 static void unravel_free(t_unravel *x)
 {
-    if (x->x_engineok)
-        engine_free(&x->x_engine);
-    pyrunner_free(x->x_runner);
+    t_pycall *c;
+    t_pyrunner *runner = x->x_runner;
+    t_pysession *session = x->x_session;
+    if (x->x_engine)
+    {
+        if (engine_stop_wait(x->x_engine, 1.) == 0)
+        {
+            engine_free(x->x_engine);
+            free(x->x_engine);
+        }
+        else    /* inside a model call that never returns: what it uses stays (leaked) */
+            runner = 0, session = 0;
+    }
     if (x->x_session)
         pyjob_cancel(x->x_session);     /* its job ends soon and frees what it holds */
     if (x->x_jobs)
         jobq_free(x->x_jobs);
-    if (x->x_session)
-        pysession_free(x->x_session);
+    if (x->x_ctl)
+    {
+        if (x->x_install)
+        {
+            unravel_release(x, x->x_install->runner, 0);
+            x->x_install->runner = 0;
+            pycall_free(x->x_install);
+        }
+        unravel_release(x, runner, session);
+        if (x->x_box && (c = pycall_new(0, 0, 0, 0, "")))
+        {
+            c->release_box = x->x_box;
+            if (jobq_push(x->x_ctl, c) != 0)
+                c->release_box = 0, pycall_free(c);
+        }
+        jobq_finish(x->x_ctl);          /* the control thread runs what is queued, then ends */
+    }
+    pymsg_free(x->x_status);
     clock_free(x->x_errclock);
     clock_free(x->x_jobclock);
+    clock_free(x->x_ctlclock);
+    clock_free(x->x_watchclock);
     if (x->x_ins)
         freebytes(x->x_ins, x->x_insize * sizeof(float *));
     if (x->x_outs)
         freebytes(x->x_outs, x->x_outsize * sizeof(float *));
 }
 
-/* the creation's model: 0 (one error line, the session freed) if it cannot be used */
-static int unravel_opennew(t_unravel *x, t_symbol *model, t_symbol *method)
+/* the creation's model, loaded on the control thread while Pd's thread waits (bounded: a
+   model whose warm-up never returns leaves the object empty); 0 (one error line) if it
+   cannot be used.  Its runner is installed once the engine exists. */
+static int unravel_opennew(t_unravel *x, t_symbol *model, int bufsize)
 {
-    char path[MAXPDSTRING], err[PYERR_SIZE];
-    const char *spec = model->s_name;
+    char path[MAXPDSTRING];
+    t_atom a;
+    t_pycall *c;
+    int gpu = x->x_gpu;
     if (!unravel_startpython(x))
         return 0;
-    if (unravel_findmodel(x, spec, path))
-        spec = path;
-    if (!(x->x_session = pysession_new(spec, x->x_dir->s_name, err)))
+    SETSYMBOL(&a, unravel_findmodel(x, model->s_name, path) ? gensym(path) : model);
+    x->x_bufsize = bufsize;
+    if (!(c = unravel_newcall(x, gensym("load"), 1, &a, 1)))
+        return 0;
+    c->nin = c->nout = 0;
+    if (jobq_push(x->x_ctl, c) != 0)
     {
-        pd_error(x, "[unravel~]: %s (the object starts empty: 'load <model>' later)", err);
+        pycall_free(c);
         return 0;
     }
-    if (!unravel_usemethod(x, method))
+    if (jobq_wait_idle(x->x_ctl, CREATEWAIT) != 0)
     {
-        pysession_free(x->x_session);
-        x->x_session = 0;
+        unravel_setstalled(x, "loading it", CREATEWAIT);
         return 0;
     }
-    unravel_gpunote(x);
-    return 1;
+    if (!(c = (t_pycall *)jobq_pop_done(x->x_ctl)))
+        return 0;
+    pymsg_free(c->msg);         /* no `loaded` reply at creation */
+    c->msg = 0;
+    if (c->failed)
+    {
+        pd_error(x, "[unravel~]: %s (the object starts empty: 'load <model>' later)", c->err);
+        pycall_free(c);
+        return 0;
+    }
+    unravel_take(x, c);         /* the session, its status; the runner waits in x_install */
+    x->x_method = gensym(x->x_install ? x->x_install->usedmethod : x->x_method->s_name);
+    if (x->x_install)
+        x->x_mp = x->x_install->mp;
+    x->x_gpu = gpu;
+    return x->x_session != 0;
 }
 
 static void *unravel_new(t_symbol *s, int argc, t_atom *argv)
 {
     t_unravel *x = (t_unravel *)pd_new(unravel_class);
-    t_symbol *model = 0, *method = gensym("forward");
+    t_symbol *model = 0;
     int bufsize = 4096, i, nargs = 0;
     (void)s;
     x->x_canvas = canvas_getcurrent();
     x->x_dir = canvas_getdir(x->x_canvas);
     x->x_enabled = 1;
     x->x_sync = -1;
+    x->x_method = gensym("forward");
+    x->x_mp.in_chans = x->x_mp.in_ratio = x->x_mp.out_chans = x->x_mp.out_ratio = 1;
+    x->x_mp.block = 1;
     x->x_errclock = clock_new(x, (t_method)unravel_errtick);
     x->x_jobclock = clock_new(x, (t_method)unravel_jobtick);
+    x->x_ctlclock = clock_new(x, (t_method)unravel_ctltick);
+    x->x_watchclock = clock_new(x, (t_method)unravel_watchtick);
     x->x_jobs = jobq_new(pyjob_run, pyjob_free);
+    x->x_ctl = jobq_new(pycall_run, pycall_free);
+    x->x_box = (t_pybox *)calloc(1, sizeof(t_pybox));
+    if (!x->x_jobs || !x->x_ctl || !x->x_box)
+    {
+        pd_error(x, "[unravel~]: out of memory");
+        goto fail;
+    }
     for (i = 0; i < argc; i++)
     {
         t_symbol *a = atom_getsymbol(argv + i);
@@ -822,7 +1100,7 @@ static void *unravel_new(t_symbol *s, int argc, t_atom *argv)
         if (nargs == 0 && argv[i].a_type == A_SYMBOL)
             model = a;
         else if (nargs == 1 && argv[i].a_type == A_SYMBOL)
-            method = a;
+            x->x_method = a;
         else if ((nargs == 1 || nargs == 2) && argv[i].a_type == A_FLOAT)
         {   /* [unravel~ m 2048]: no method */
             t_float f = atom_getfloat(argv + i);
@@ -849,20 +1127,16 @@ static void *unravel_new(t_symbol *s, int argc, t_atom *argv)
         bufsize = b;
     }
     x->x_bufsize = bufsize;
-    x->x_method = method;
-    if (model && unravel_opennew(x, model, method))
+    if (model && unravel_opennew(x, model, bufsize))
     {
-        x->x_nin = x->x_params[0];
-        x->x_nout = x->x_params[2];
+        x->x_nin = x->x_mp.in_chans;
+        x->x_nout = x->x_mp.out_chans;
     }
     else
     {
         /* no model (none given, or it failed: one error line): as nn~, an empty object with
            one signal inlet and outlet and the info outlet; 'load' one later */
         x->x_nin = x->x_nout = 1;
-        x->x_params[0] = x->x_params[1] = x->x_params[2] = x->x_params[3] = 1;
-        x->x_params[4] = 1;
-        x->x_params[5] = 0;
     }
     if (x->x_multi)
         x->x_nin = x->x_nout = 1;
@@ -877,13 +1151,18 @@ static void *unravel_new(t_symbol *s, int argc, t_atom *argv)
     for (i = 0; i < x->x_nout; i++)
         outlet_new(&x->x_obj, &s_signal);
     x->x_info = outlet_new(&x->x_obj, 0);
-    if (engine_init(&x->x_engine) != 0)
+    if (!(x->x_engine = (t_engine *)malloc(sizeof(t_engine))) || engine_init(x->x_engine) != 0)
     {
+        free(x->x_engine);
+        x->x_engine = 0;
         pd_error(x, "[unravel~]: cannot start the worker thread");
         goto fail;
     }
-    x->x_engineok = 1;
-    unravel_setupengine(x);
+    if (x->x_install)
+        unravel_apply(x);
+    if (x->x_session && x->x_gpu)
+        unravel_gpu(x, 1);
+    clock_delay(x->x_watchclock, WATCHPOLL);
     return x;
 fail:
     pd_free((t_pd *)x);     /* calls unravel_free */
@@ -921,8 +1200,6 @@ __attribute__((visibility("default"))) void unravel_core_setup(const char *pytho
     const char *libpython, const char *cfg)
 {
     static const char *jobs[] = {"encode", "stats", "generate", "decode", "tempo", "diffuse"};
-    static const char *forwarded[] = {"reload", "get", "set", "layers", "bend", "restore",
-        "save"};
     size_t i;
     snprintf(unravel_python, sizeof(unravel_python), "%s", python);
     snprintf(unravel_libpython, sizeof(unravel_libpython), "%s", libpython);
@@ -942,9 +1219,7 @@ __attribute__((visibility("default"))) void unravel_core_setup(const char *pytho
         A_GIMME, 0);
     class_addmethod(unravel_class, (t_method)unravel_set_weights, gensym("set_weights"),
         A_GIMME, 0);
-    for (i = 0; i < sizeof(forwarded) / sizeof(*forwarded); i++)
-        class_addmethod(unravel_class, (t_method)unravel_forward, gensym(forwarded[i]),
-            A_GIMME, 0);
+    class_addanything(unravel_class, (t_method)unravel_anything);
     for (i = 0; i < sizeof(jobs) / sizeof(*jobs); i++)
         class_addmethod(unravel_class, (t_method)unravel_job, gensym(jobs[i]), A_GIMME, 0);
     class_addmethod(unravel_class, (t_method)unravel_gpu, gensym("gpu"), A_FLOAT, 0);

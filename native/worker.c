@@ -91,6 +91,13 @@ void fp_leave(unsigned mode)
 #endif
 }
 
+uint64_t engine_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000 + 1;
+}
+
 /* process every complete block; run_mutex held */
 static void engine_work_locked(t_engine *e)
 {
@@ -113,14 +120,16 @@ static void engine_work_locked(t_engine *e)
         }
         fin = e->bufsize / e->in_ratio;
         fout = e->bufsize / e->out_ratio;
-        for (c = 0; c < e->in_chans; c++)
+        for (c = 0; c < e->in_chans && e->cin; c++)
             ringbuf_read(&e->in, c, start / e->in_ratio, e->cin + (size_t)c * fin, fin);
         /* the audio thread overwrote the block while we copied it (live mode, very late) */
         ok = (LOAD(&e->t_pub) <= start + e->in.size * e->in_ratio);
         if (ok && e->fn)
         {
             unsigned fp = fp_enter();
+            STORE(&e->busy_since, engine_now_ms());
             ok = (e->fn(e->ctx, e->cin, e->cout) == 0);
+            STORE(&e->busy_since, 0);
             fp_leave(fp);
             INC(&e->processed);
             if (!ok)
@@ -128,10 +137,13 @@ static void engine_work_locked(t_engine *e)
         }
         else
             ok = 0;
-        if (!ok)
-            memset(e->cout, 0, (size_t)e->out_chans * fout * sizeof(float));
         for (c = 0; c < e->out_chans; c++)
-            ringbuf_write(&e->out, c, start / e->out_ratio, e->cout + (size_t)c * fout, fout);
+        {
+            if (ok)
+                ringbuf_write(&e->out, c, start / e->out_ratio, e->cout + (size_t)c * fout, fout);
+            else
+                ringbuf_fill(&e->out, c, start / e->out_ratio, 0, fout);
+        }
         e->next = k + 1;
         STORE(&e->done, k + 1);
         sem_post(&e->donesem);
@@ -195,14 +207,11 @@ int engine_stop_wait(t_engine *e, double timeout)
     return 0;
 }
 
-/* the rings and the model's buffers; not ready until engine_configure makes them again */
+/* the rings; not ready until engine_configure makes them again */
 static void engine_freebuffers(t_engine *e)
 {
     ringbuf_free(&e->in);
     ringbuf_free(&e->out);
-    free(e->cin);
-    free(e->cout);
-    e->cin = e->cout = 0;
     e->ready = 0;
 }
 
@@ -219,6 +228,18 @@ void engine_free(t_engine *e)
 void engine_lock(t_engine *e)
 {
     pthread_mutex_lock(&e->run_mutex);
+}
+
+int engine_trylock(t_engine *e)
+{
+    return pthread_mutex_trylock(&e->run_mutex) == 0 ? 0 : -1;
+}
+
+int engine_timedlock(t_engine *e, double timeout)
+{
+    struct timespec ts;
+    timeout_in(&ts, timeout);
+    return pthread_mutex_timedlock(&e->run_mutex, &ts) == 0 ? 0 : -1;
 }
 
 void engine_unlock(t_engine *e)
@@ -259,9 +280,7 @@ int engine_configure(t_engine *e, int in_chans, int in_ratio, int out_chans, int
     /* the rings hold one value per in_ratio (out_ratio) audio frames: what the model reads
        (writes); at the latent rate of a RAVE model 2048 times less than at audio rate */
     if (ringbuf_init(&e->in, in_chans, ENGINE_SPAN(bufsize) / in_ratio + 1) ||
-        ringbuf_init(&e->out, out_chans, ENGINE_SPAN(bufsize) / out_ratio + 1) ||
-        !(e->cin = (float *)calloc((size_t)in_chans * (bufsize / in_ratio), sizeof(float))) ||
-        !(e->cout = (float *)calloc((size_t)out_chans * (bufsize / out_ratio), sizeof(float))))
+        ringbuf_init(&e->out, out_chans, ENGINE_SPAN(bufsize) / out_ratio + 1))
     {
         engine_freebuffers(e);
         return -1;
@@ -272,10 +291,12 @@ int engine_configure(t_engine *e, int in_chans, int in_ratio, int out_chans, int
     return 0;
 }
 
-void engine_setfn(t_engine *e, t_engine_fn fn, void *ctx)
+void engine_setfn(t_engine *e, t_engine_fn fn, void *ctx, float *cin, float *cout)
 {
     e->fn = fn;
     e->ctx = ctx;
+    e->cin = fn ? cin : 0;
+    e->cout = fn ? cout : 0;
 }
 
 void engine_setmode(t_engine *e, int sync, int inline_mode)
@@ -360,16 +381,21 @@ void engine_perform(t_engine *e, float **ins, int nins, float **outs, int nouts,
     blk = (uint64_t)plast / B;
     if (LOAD(&e->done) <= blk)
     {
-        if (e->sync && !e->inline_mode)
+        if (e->sync && !e->inline_mode && !e->stalled)
         {
+            /* bounded: a model call that never returns must not hang Pd (the object
+               reports it); until a block is done again, no more waiting */
+            struct timespec ts;
+            timeout_in(&ts, ENGINE_SYNCWAIT);
             while (LOAD(&e->done) <= blk && !LOAD(&e->stop))
-            {
-                struct timespec ts;
-                timeout_in(&ts, 60.);
                 if (sem_timedwait(&e->donesem, &ts) != 0 && errno == ETIMEDOUT)
+                {
+                    e->stalled = 1;
                     break;
-            }
+                }
         }
+        else if (e->stalled && LOAD(&e->busy_since) == 0)
+            e->stalled = 0;
         if (LOAD(&e->done) <= blk)
         {
             if (blk != e->last_underrun_block)
@@ -409,6 +435,12 @@ unsigned engine_errors(t_engine *e)
 unsigned engine_processed(t_engine *e)
 {
     return LOAD(&e->processed);
+}
+
+uint64_t engine_busy_ms(t_engine *e)
+{
+    uint64_t since = LOAD(&e->busy_since);
+    return since ? engine_now_ms() - since : 0;
 }
 
 /* ------------------------------------- jobq ------------------------------------- */
@@ -453,19 +485,22 @@ static void *jobq_thread(void *arg)
         t_jobq_item *it, **tail;
         while (!q->stop && !q->todo)
             pthread_cond_wait(&q->cond, &q->mutex);
-        if (q->stop)
+        if (q->stop && !(q->drain && q->todo))
             break;
         it = q->todo;
         q->todo = it->next;
         it->next = 0;
         q->running++;
+        STORE(&q->busy_since, engine_now_ms());
         pthread_mutex_unlock(&q->mutex);
         q->fn(it->data);
         pthread_mutex_lock(&q->mutex);
+        STORE(&q->busy_since, 0);
         q->running--;
         for (tail = &q->done; *tail; tail = &(*tail)->next)
             ;
         *tail = it;
+        pthread_cond_broadcast(&q->cond);
     }
     q->finished = 1;
     orphan = q->orphan;
@@ -491,11 +526,31 @@ t_jobq *jobq_new(t_jobq_fn fn, t_jobq_fn freefn)
 
 int jobq_push(t_jobq *q, void *data)
 {
+    return jobq_push_key(q, data, 0);
+}
+
+int jobq_push_key(t_jobq *q, void *data, const char *key)
+{
     t_jobq_item *it, **tail;
     int err = 0;
+    pthread_mutex_lock(&q->mutex);
+    for (it = q->todo; it && it->next; it = it->next)
+        ;
+    if (key && !q->stop && it && it->key && !strcmp(it->key, key))
+    {   /* the last queued item, same key: take its place */
+        void *old = it->data;
+        it->data = data;
+        it->key = key;
+        pthread_mutex_unlock(&q->mutex);
+        if (q->freefn)
+            q->freefn(old);
+        return 0;
+    }
+    pthread_mutex_unlock(&q->mutex);
     if (!(it = (t_jobq_item *)calloc(1, sizeof(*it))))
         return -1;
     it->data = data;
+    it->key = key;
     pthread_mutex_lock(&q->mutex);
     if (q->stop)
         err = -1;
@@ -551,6 +606,28 @@ int jobq_pending(t_jobq *q)
     return n;
 }
 
+int jobq_wait_idle(t_jobq *q, double timeout)
+{
+    int rc = 0;
+    struct timespec ts;
+    timeout_in(&ts, timeout);
+    pthread_mutex_lock(&q->mutex);
+    while ((q->todo || q->running) && !q->finished)
+        if (pthread_cond_timedwait(&q->cond, &q->mutex, &ts) == ETIMEDOUT)
+        {
+            rc = -1;
+            break;
+        }
+    pthread_mutex_unlock(&q->mutex);
+    return rc;
+}
+
+uint64_t jobq_busy_ms(t_jobq *q)
+{
+    uint64_t since = LOAD(&q->busy_since);
+    return since ? engine_now_ms() - since : 0;
+}
+
 int jobq_stop(t_jobq *q, double timeout)
 {
     int rc = 0;
@@ -583,6 +660,32 @@ void jobq_free(t_jobq *q)
     pthread_mutex_unlock(&q->mutex);
     if (now)
         jobq_destroy(q);
+}
+
+void jobq_finish(t_jobq *q)
+{
+    int now;
+    pthread_mutex_lock(&q->mutex);
+    q->stop = 1;
+    q->drain = 1;
+    now = (!q->started || q->finished);
+    if (!now)
+        q->orphan = 1;
+    pthread_cond_broadcast(&q->cond);
+    pthread_mutex_unlock(&q->mutex);
+    if (now)
+    {   /* no thread ever ran: run what is queued here */
+        t_jobq_item *it;
+        while ((it = q->todo))
+        {
+            q->todo = it->next;
+            q->fn(it->data);
+            if (q->freefn)
+                q->freefn(it->data);
+            free(it);
+        }
+        jobq_destroy(q);
+    }
 }
 
 int worker_stop_all(double timeout)

@@ -30,6 +30,8 @@
 
 typedef int (*t_engine_fn)(void *ctx, const float *in, float *out);
 
+#define ENGINE_SYNCWAIT 3.      /* s the audio thread waits for a block in sync mode */
+
 typedef struct engine {
     /* configuration: set by the control thread between engine_lock()/engine_unlock() */
     int in_chans, in_ratio, out_chans, out_ratio;
@@ -41,7 +43,7 @@ typedef struct engine {
     t_engine_fn fn;
     void *ctx;
     t_ringbuf in, out;      /* audio-rate rings, 4B + ENGINE_MAXVEC frames */
-    float *cin, *cout;      /* the buffers fn sees */
+    float *cin, *cout;      /* the buffers fn sees (its own: engine_setfn) */
     /* audio thread */
     uint64_t t;             /* frames written so far */
     uint64_t last_underrun_block;
@@ -52,6 +54,8 @@ typedef struct engine {
     unsigned underruns;
     unsigned errors;        /* failed model calls */
     unsigned processed;     /* model calls made */
+    uint64_t busy_since;    /* ms (engine_now_ms) the running model call started; 0: none */
+    int stalled;            /* sync mode: a block timed out; no waiting until one is done */
     /* worker */
     uint64_t next;          /* next block to process */
     int stop;
@@ -69,11 +73,15 @@ int engine_stop_wait(t_engine *e, double timeout);
 void engine_free(t_engine *e);          /* engine_stop, then free everything */
 
 void engine_lock(t_engine *e);          /* pause the worker (waits for the block it runs) */
+int engine_trylock(t_engine *e);        /* 0: paused, between two blocks; -1: a block runs */
+int engine_timedlock(t_engine *e, double timeout);  /* 0: paused; -1: not within timeout s */
 void engine_unlock(t_engine *e);
-/* the following four need engine_lock() held */
+/* the following four need the engine locked */
 int engine_configure(t_engine *e, int in_chans, int in_ratio, int out_chans, int out_ratio,
-    int bufsize);                        /* allocates; 0 on success; resets */
-void engine_setfn(t_engine *e, t_engine_fn fn, void *ctx);
+    int bufsize);                        /* allocates the rings; 0 on success; resets */
+/* the model call and its buffers (in_chans * bufsize / in_ratio floats in, out_chans *
+   bufsize / out_ratio out), which stay the caller's; fn 0: silence */
+void engine_setfn(t_engine *e, t_engine_fn fn, void *ctx, float *cin, float *cout);
 void engine_setmode(t_engine *e, int sync, int inline_mode);   /* resets */
 void engine_reset(t_engine *e);         /* positions to zero, rings cleared */
 
@@ -83,6 +91,8 @@ void engine_perform(t_engine *e, float **ins, int nins, float **outs, int nouts,
 unsigned engine_underruns(t_engine *e);
 unsigned engine_errors(t_engine *e);
 unsigned engine_processed(t_engine *e);
+uint64_t engine_now_ms(void);           /* a monotonic clock in ms */
+uint64_t engine_busy_ms(t_engine *e);   /* how long the running model call has run (0: none) */
 
 /* ---- job thread: runs fn(data) for each pushed item, one at a time, in order ---- */
 typedef void (*t_jobq_fn)(void *data);
@@ -90,6 +100,7 @@ typedef void (*t_jobq_fn)(void *data);
 typedef struct jobq_item {
     struct jobq_item *next;
     void *data;
+    const char *key;        /* jobq_push_key: the item's key (owned by data) */
 } t_jobq_item;
 
 typedef struct jobq {
@@ -103,17 +114,26 @@ typedef struct jobq {
     int started;            /* the (detached) thread exists */
     int finished;           /* the thread has left its loop */
     int orphan;             /* the owner is gone: the thread frees the queue */
+    int drain;              /* with orphan: run what is queued first (jobq_finish) */
+    uint64_t busy_since;    /* ms the running item started; 0: none */
     pthread_t thread;
 } t_jobq;
 
 t_jobq *jobq_new(t_jobq_fn fn, t_jobq_fn freefn);   /* the thread starts at the first push */
 int jobq_push(t_jobq *q, void *data);   /* 0 on success */
+/* push, or, when the last queued item (not yet running) has the same key, take its place
+   (its data freed with freefn): a burst of edits to one thing keeps the newest */
+int jobq_push_key(t_jobq *q, void *data, const char *key);
+int jobq_wait_idle(t_jobq *q, double timeout);  /* 0 when nothing is queued or running */
+uint64_t jobq_busy_ms(t_jobq *q);       /* how long the running item has run (0: none) */
 void *jobq_pop_done(t_jobq *q);         /* next finished item's data, or 0 */
 int jobq_pending(t_jobq *q);            /* items queued, running or not yet popped */
 /* stop: drop queued items, wait up to timeout s for the running one; 0 if the thread ended */
 int jobq_stop(t_jobq *q, double timeout);
 /* never blocks: a job still running finishes on its thread, which then frees the queue */
 void jobq_free(t_jobq *q);
+/* never blocks: the thread runs every queued item, frees the finished ones, then the queue */
+void jobq_finish(t_jobq *q);
 
 /* run code in plain Python's floating-point mode (no flush-to-zero, which Pd's threads use):
    fp_enter() returns the previous mode for fp_leave() */

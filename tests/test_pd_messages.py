@@ -58,7 +58,7 @@ CASES = [
     ("bufsize -4096", "error"), ("bufsize 1000.5", "error"),
     ("method encode", "ok"), ("method forward", "ok"), ("method nope", "ok"),      # as nn~: a post, then forward ("method", "error"),
     ("method 1", "error"),
-    ("load default4", "ok"), ("load default", "ok"), ("load nonexistent_model", "error"),
+    ("load default4", "reply loaded"), ("load default", "reply loaded"), ("load nonexistent_model", "error"),
     ("load notamodel.wav", "error"), ("load notamodel", "error"), ("load", "error"), ("load 1 2", "error"),
     ("sync 0", "ok"), ("sync 1", "ok"), ("sync", "error"), ("sync x", "error"),
     ("gpu 1", "ok"), ("gpu 0", "ok"), ("gpu x", "error"),       # nn~'s: a post on a CPU build

@@ -50,7 +50,7 @@ SOURCE = r"""
 #include <unistd.h>
 #include "worker.h"
 
-typedef struct { float gain; int sleep_us; int fin, fout, inch, outch; } t_gain;
+typedef struct { float gain; int sleep_us; int fin, fout, inch, outch; float *cin, *cout; } t_gain;
 
 /* out = gain * (the first value of the input frame, copied to every output channel) */
 static int gain_fn(void *ctx, const float *in, float *out)
@@ -88,7 +88,10 @@ int test_engine_setup(t_engine *e, int in_chans, int in_ratio, int out_chans, in
     engine_lock(e);
     rc = engine_configure(e, in_chans, in_ratio, out_chans, out_ratio, bufsize);
     engine_setmode(e, sync, inline_mode);
-    engine_setfn(e, gain_fn, g);
+    free(g->cin); free(g->cout);        /* the model call's own buffers */
+    g->cin = (float *)calloc((size_t)in_chans * g->fin, sizeof(float));
+    g->cout = (float *)calloc((size_t)out_chans * g->fout, sizeof(float));
+    engine_setfn(e, gain_fn, g, g->cin, g->cout);
     engine_unlock(e);
     return rc;
 }

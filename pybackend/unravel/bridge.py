@@ -140,8 +140,11 @@ class Runner:
         self.model = model
         self.method = method
         self.name = f"{model.path.name}: {method}"
-        self.x = torch.from_numpy(np.frombuffer(inbuf, dtype=np.float32).reshape(1, in_chans, in_frames))
-        self.out = torch.from_numpy(np.frombuffer(outbuf, dtype=np.float32).reshape(out_chans, out_frames))
+        # buffers the caller gives (None: the runner's own, which C then reads and writes)
+        self.inbuf = np.zeros(in_chans * in_frames, np.float32) if inbuf is None else inbuf
+        self.outbuf = np.zeros(out_chans * out_frames, np.float32) if outbuf is None else outbuf
+        self.x = torch.from_numpy(np.frombuffer(self.inbuf, dtype=np.float32).reshape(1, in_chans, in_frames))
+        self.out = torch.from_numpy(np.frombuffer(self.outbuf, dtype=np.float32).reshape(out_chans, out_frames))
         # run the conversion path once here (Pd's thread): torch makes some static objects
         # at first use, and their exit-time destructors must be registered before the
         # external's exit handler (see native/unravel_tilde.c)
@@ -214,15 +217,6 @@ class Session:
             self._bender = Bender(self.model)
         return self._bender
 
-    def path(self) -> str:
-        return str(self.model.path)
-
-    def sr(self) -> int:
-        return int(self.model.sr)
-
-    def methods(self) -> list[str]:
-        return list(self.model.methods)
-
     @one_line("method")
     def params(self, method: str) -> list[int]:
         """[in_channels, in_ratio, out_channels, out_ratio, block, sr] of `method`; block is the
@@ -242,6 +236,48 @@ class Session:
                outbuf, out_chans: int, out_frames: int) -> Runner:
         return Runner(self.model, method, inbuf, in_chans, in_frames, outbuf, out_chans, out_frames)
 
+    @one_line("method")
+    def prepare(self, method: str, bufsize: int, dspn: int, nin: int, nout: int,
+                keep: bool) -> tuple:
+        """The runner of `method` for the object's DSP, with its own buffers:
+        `(runner, method, params, bufsize, block, notes)`. A method the model lacks becomes
+        forward, as nn~ does (a note), or, with `keep` (after a load), the model's forward,
+        encode or decode without a note. `bufsize` follows nn~'s rule (the next power of two,
+        at least the method's block; a note when it changes); 0 runs inline, on blocks of
+        Pd's vector `dspn` (at least the method's block). `nin`/`nout`: the object's fixed
+        signal inlets and outlets (0 with -m), for the note when they differ from the
+        method's. `block` is the frames per model call; `notes` are lines for Pd's window."""
+        notes: list[str] = []
+        methods = self.model.methods
+        if method not in methods:
+            if keep:
+                method = next((m for m in ("forward", "encode", "decode") if m in methods),
+                              next(iter(methods)))
+            else:
+                notes.append(f"method '{method}' not found in the model, using forward instead")
+                method = "forward"
+        p = self.params(method)
+        ratio = p[4]
+        if bufsize and fit_bufsize(bufsize, ratio) != bufsize:
+            fitted = fit_bufsize(bufsize, ratio)
+            notes.append(f"bufsize {bufsize} -> {fitted} (a power of two, at least the ratio "
+                         f"{ratio} of method '{method}')")
+            bufsize = fitted
+        if nin and (p[0] != nin or p[2] != nout):
+            notes.append(f"warning: method '{method}' takes {p[0]} and gives {p[2]} channels; "
+                         f"this object has {nin} signal inlets and {nout} outlets (missing inputs "
+                         f"are silent, extra outputs are dropped)")
+        block = bufsize or pow2ceil(max(ratio, dspn))
+        r = Runner(self.model, method, None, p[0], block // p[1], None, p[2], block // p[3])
+        return r, method, p, bufsize, block, notes
+
+    def status_info(self) -> list[list]:
+        """The replies to `bang` that only the model knows (the C side adds its own)."""
+        m = self.model
+        return [["gpu", int(m.device.type != "cpu")], ["model", str(m.path)],
+                ["methods", *m.methods], ["attributes", *m.attributes()], ["sr", m.sr],
+                ["shared", int(m.shared)]]
+
     # ---------------------------------------------------------------- control messages
 
     @one_line()
@@ -249,20 +285,23 @@ class Session:
         """Handle a control message; returns the replies for the info outlet."""
         fn = getattr(self, "msg_" + sel, None)
         if fn is None:
-            raise UnravelError(f"unknown message '{sel}'")
+            raise UnravelError(f"{sel}: unknown message")
         return fn(list(args)) or []
 
     def msg_status(self, args: list) -> list[list]:
-        """args: method enabled bufsize latency mode underruns (from C)."""
+        """args: method enabled bufsize latency mode underruns (what C knows); the C side
+        answers `bang` itself from status_info() and its own values, in this order."""
         method, enabled, bufsize, latency, mode, underruns = args
-        m = self.model
-        p = self.params(method) if method in m.methods else [0] * 6
-        return [["loaded", 1], ["enabled", enabled], ["gpu", int(m.device.type != "cpu")],
-                ["model", str(m.path)],
-                ["methods", *m.methods], ["method", method], ["attributes", *m.attributes()],
-                ["bufsize", bufsize], ["dim", p[0], p[2]], ["ratio", p[1], p[3]],
-                ["latency", latency], ["mode", mode], ["underruns", underruns], ["sr", m.sr],
-                ["shared", int(m.shared)]]
+        p = self.params(method) if method in self.model.methods else [0] * 6
+        return [["loaded", 1], ["enabled", enabled], ["method", method], ["bufsize", bufsize],
+                ["dim", p[0], p[2]], ["ratio", p[1], p[3]], ["latency", latency], ["mode", mode],
+                ["underruns", underruns], *self.status_info()]
+
+    def msg_gpu(self, args: list) -> list[list]:
+        """`gpu 0|1`; without a GPU nn~'s note goes to Pd's window."""
+        _nargs("gpu", args, 1, 1, "0|1")
+        note = self.gpu(_float("gpu", args[0], "the switch"))
+        return [["post", note]] if note else []
 
     def msg_reload(self, args: list) -> list[list]:
         _nargs("reload", args, 0, 0, "")
@@ -336,6 +375,47 @@ class Session:
         """Write a layer's weights from a float32 buffer (length checked by the bender)."""
         self.bender.set_weights(layer, np.frombuffer(values, dtype=np.float32)
                                 if not isinstance(values, np.ndarray) else values)
+
+
+def pow2ceil(n: int) -> int:
+    """The smallest power of two >= n."""
+    b = 1
+    while b < n:
+        b *= 2
+    return b
+
+
+def fit_bufsize(n: int, ratio: int) -> int:
+    """nn~'s rule for a buffer size: the next power of two, at least `ratio` (and a multiple
+    of it: a ratio that is not a power of two gives itself)."""
+    b = max(pow2ceil(n), pow2ceil(ratio))
+    return b if b % ratio == 0 else ratio
+
+
+@one_line()
+def control(session: Session | None, sel: str, args: list, patch_dir: str, values,
+            want: tuple | None) -> tuple:
+    """One control message of an [unravel~] object, run on its control thread (never on Pd's):
+    `load <model>` (makes the session of an empty object), `set_weights <layer>` with
+    `values` (a float32 buffer copied from a Pd array), or any `Session.message`; then, with
+    `want` = (method, bufsize, dspn, nin, nout, keep), the runner for the object's DSP
+    (`Session.prepare`). Returns (session, replies, prepared or None, status_info)."""
+    replies: list = []
+    if sel == "load":
+        _nargs("load", args, 1, 1, "<model>")
+        spec = _sym("load", args[0], "the model")
+        if session is None:
+            session = Session(spec, patch_dir)
+        else:
+            session.load(spec, patch_dir)
+    elif session is None:
+        raise UnravelError(f"{sel}: no model loaded (use 'load <model>')")
+    elif sel == "set_weights" and values is not None:
+        session.set_weights(_sym("set_weights", args[0], "layer"), values)
+    elif sel:
+        replies = session.message(sel, list(args))
+    prepared = session.prepare(*want) if want else None
+    return session, replies, prepared, session.status_info()
 
 
 def _atom(v):

@@ -1,4 +1,4 @@
-"""Load a TorchScript model that follows nn~'s contract (DESIGN section 3) and run its methods.
+"""Load a TorchScript model that follows nn~'s contract and run its methods.
 
 No acids packages needed: everything comes from the TorchScript file (`get_methods()` or
 `<m>_params` buffers, `get_attributes()`/`get_<a>`/`set_<a>`, `sr`/`sampling_rate`/
@@ -366,14 +366,14 @@ class Model:
     def own(self) -> None:
         """Copy on write: before this Model changes its module (bend, set_weights, an
         attribute), give it a private copy if it shares one, or its weights, with other
-        Models (a fresh load of the file: the copy's state starts over)."""
+        Models. The copy is made in memory from the module as it runs (its state goes on;
+        the file is not read again: it may have changed), between two model calls (the
+        lock), and keeps the compiled methods."""
         with self.lock:
             if self.shared:
-                share, self._share = self._share, False
-                try:
-                    self._load()
-                finally:
-                    self._share = share
+                self._set_module(None, copy.deepcopy(self._cmod), self.methods, self._file_sr)
+                self._loaded = None
+                self.shared = False
 
     def _step(self, mp: MethodParams) -> int:
         """Input length granularity: whole output frames, and whole latent frames for
@@ -451,7 +451,7 @@ class Model:
         spec = self._run_specs.get(method)
         if spec is None:
             raise UnravelError(f"{self.path.name}: no method '{method}' (has {', '.join(self.methods)})")
-        fn, channels, step = spec
+        _, channels, step = spec
         shape = x.shape
         if len(shape) != 3 or shape[1] != channels:
             raise UnravelError(f"{self.path.name}: {method} takes (batch, {channels}, n), got {tuple(shape)}")
@@ -463,7 +463,7 @@ class Model:
             x = torch.nn.functional.pad(x, (0, pad))
         try:
             with self.lock:
-                gpu = self._gpu
+                fn, gpu = self._run_specs[method][0], self._gpu    # as own() or to() left them
                 torch.set_flush_denormal(True)
                 try:
                     if torch.is_inference_mode_enabled():
