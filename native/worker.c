@@ -4,7 +4,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include "worker.h"
+
+/* the control and job threads run at a lower priority than Pd's thread and the model
+   thread (Linux: nice is per thread), so their work never takes the CPU from the audio */
+#define JOBQ_NICE 10
 
 #if defined(__SSE__) || defined(__x86_64__)
 #include <xmmintrin.h>
@@ -478,6 +485,9 @@ static void *jobq_thread(void *arg)
 {
     t_jobq *q = (t_jobq *)arg;
     int orphan;
+#ifdef SYS_gettid
+    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), JOBQ_NICE);
+#endif
     fp_enter();
     pthread_mutex_lock(&q->mutex);
     for (;;)

@@ -277,3 +277,312 @@ def run_marked(cmd: list[str], cwd: os.PathLike, env: dict | None = None,
             proc.kill()
             break
     return proc.wait(timeout=60), seen, lines
+
+
+# ------------------------------------------------------------------ real-time probe (issue 20)
+
+LIVE = "lv_"          # prefix of the probe's [print] names
+
+
+@dataclass
+class LiveResult:
+    """What one message sent during DSP cost (None: not seen, e.g. Pd was killed first)."""
+    message: str
+    pd_thread_ms: float | None = None     # the message call on Pd's thread ([realtime] around it)
+    max_gap_ms: float | None = None       # largest gap between two DSP ticks in the window after it
+    underruns_before: int | None = None   # the object's `underruns` pre_ms before the message
+    underruns_after: int | None = None    # ... pre_ms before the next message (or at the end)
+    status: dict[str, str] = field(default_factory=dict)
+    # the object's status reply (bang) pre_ms before the message: {'shared': '1', ...}
+    replies: list[tuple[float | None, str]] = field(default_factory=list)
+    # (ms after the message was sent, reply) for each info-outlet reply until the next status
+    # bang, timed in Pd; `layer` (get_weights' list) is left out; a measured bang's
+    # `underruns` reply is listed with the time None
+    errors: list[str] = field(default_factory=list)
+    # Pd's error lines (is_error) from the message until the next status bang
+
+    @property
+    def underruns_delta(self) -> int | None:
+        """Underruns counted from pre_ms before this message to pre_ms before the next (None
+        where the status has no `underruns`, e.g. nn~'s)."""
+        if self.underruns_before is None or self.underruns_after is None:
+            return None
+        return self.underruns_after - self.underruns_before
+
+
+@dataclass
+class LiveRun:
+    """One real-time Pd process run by `run_live`."""
+    results: list[LiveResult]
+    returncode: int                       # -999: killed after the timeout
+    timed_out: bool
+    seconds: float                        # wall time of the whole process
+    first_output_s: float | None          # wall s from starting Pd to the object's first non-zero output
+    first_output_ms: float | None         # the same in Pd, from its loadbang (after the patch loaded)
+    started_by: str | None                # what started the messages: 'output' or 'timeout'
+    lines: list[str]                      # every stderr line
+    errors: list[str] = field(default_factory=list)   # is_error lines
+
+
+def live_patch(path: os.PathLike, obj: str, messages: list[tuple[float, str]], *,
+               extra: list[str] = (), info_outlet: int = 1, window_ms: float = 1500,
+               pre_ms: float = 300, tail_ms: float = 2000, start_timeout_ms: float = 20000,
+               source: str = "noise~") -> pathlib.Path:
+    """Write the real-time probe patch and return its path.
+
+    `source` (e.g. 'noise~', 'osc~ 220') plays into `obj` (e.g. 'unravel~ /abs/m.ts forward
+    2048'), whose outlet 0 goes to [env~]; `extra` objects sit beside it, unconnected (e.g. a
+    second object on the same model, 'array define name n'). DSP goes on at load. The
+    messages start at the first non-zero output of `obj` (or start_timeout_ms after load,
+    whichever comes first): message i goes messages[i][0] ms after the previous one (the
+    first: after the start), at T_i. For each message i:
+
+    - T_i - pre_ms: `obj` gets `bang`, between 'lv_mark: status i' and 'lv_mark: end'; its
+      `underruns N` reply prints 'lv_under: b i N', its other replies 'lv_info: ...';
+    - T_i: the gap maximum is reset, 'lv_mark: send i' prints, and [realtime] times the message
+      itself ('lv_ms: i MS', printed after it returned);
+    - T_i + window_ms: the largest gap between two [bang~] ticks since T_i ('lv_gap: i MS').
+
+    A last status bang goes tail_ms after the last message (status n), then `; pd quit`.
+    Other replies on outlet `info_outlet` print as 'lv_info: ...' (each after 'lv_at: MS', the
+    time since the last message was sent), except `layer` (get_weights' list reply), which is
+    dropped. '' as a message sends nothing (the idle
+    baseline). A message may hold several, comma-separated; '$', ';' and ',' are escaped."""
+    for k, (delay, _) in enumerate(messages):
+        if k and delay < window_ms + pre_ms:
+            raise ValueError(f"message {k}: delay {delay} ms < window_ms + pre_ms")
+    if messages and tail_ms < window_ms:
+        raise ValueError("tail_ms < window_ms")
+    p = Patch()
+    lb = p.obj("loadbang")
+    p.connect(lb, 0, p.msg("; pd dsp 1"), 0)
+    src = p.obj(source)
+    u = p.obj(obj)
+    p.connect(src, 0, u, 0)
+    for text in extra:
+        p.obj(text)
+    mark = p.obj(f"print {LIVE}mark")
+    # replies: underruns (tagged 'b i' / 'm i'), get_weights' list dropped, the rest printed
+    route = p.obj("route underruns layer")
+    p.connect(u, info_outlet, route, 0)
+    tag = p.obj("list prepend")
+    p.connect(route, 0, tag, 0)
+    p.connect(tag, 0, p.obj(f"print {LIVE}under"), 0)
+    since = p.obj("realtime")                 # ms since the last message was sent
+    stamp = p.obj("t a b")
+    p.connect(route, 2, stamp, 0)
+    p.connect(stamp, 1, since, 1)
+    p.connect(since, 0, p.obj(f"print {LIVE}at"), 0)
+    p.connect(stamp, 0, p.obj(f"print {LIVE}info"), 0)
+    # the DSP-tick gap: [bang~] -> ms since the previous tick -> running maximum in [f]
+    tick = p.obj("bang~")
+    tt = p.obj("t b b")
+    p.connect(tick, 0, tt, 0)
+    rt = p.obj("realtime")
+    p.connect(tt, 1, rt, 1)
+    p.connect(tt, 0, rt, 0)
+    mx = p.obj("max")
+    p.connect(rt, 0, mx, 0)
+    tf = p.obj("t f f")
+    p.connect(mx, 0, tf, 0)
+    cur = p.obj("f")
+    p.connect(tf, 1, cur, 1)
+    p.connect(tf, 0, mx, 1)
+    reset = p.msg("0")
+    p.connect(reset, 0, mx, 1)
+    p.connect(reset, 0, cur, 1)
+    gaptag = p.obj("list prepend")
+    p.connect(cur, 0, gaptag, 0)
+    p.connect(gaptag, 0, p.obj(f"print {LIVE}gap"), 0)
+    # the start: the first non-zero output (once), or the timeout
+    t_load = p.obj("realtime")
+    p.connect(lb, 0, t_load, 0)
+    env = p.obj("env~ 1024 1024")
+    p.connect(u, 0, env, 0)
+    moses = p.obj("moses 1")
+    p.connect(env, 0, moses, 0)
+    once = p.obj("spigot 1")
+    p.connect(moses, 1, once, 0)
+    first = p.obj("t b b b")
+    p.connect(once, 0, first, 0)
+    p.connect(first, 2, t_load, 1)
+    p.connect(t_load, 0, p.obj(f"print {LIVE}first"), 0)
+    timeout = p.obj(f"delay {start_timeout_ms:g}")
+    p.connect(lb, 0, timeout, 0)
+    close = p.msg("0")                        # the start happens once
+    p.connect(close, 0, once, 1)
+    stop = p.msg("stop")
+    p.connect(stop, 0, timeout, 0)
+    p.connect(first, 1, close, 0)
+    p.connect(first, 1, stop, 0)
+    start = p.obj("t b")
+    p.connect(first, 0, p.msg(f"; {LIVE}start output"), 0)
+    p.connect(first, 0, start, 0)
+    tmo = p.obj("t b b")
+    p.connect(timeout, 0, tmo, 0)
+    p.connect(tmo, 1, close, 0)
+    p.connect(tmo, 0, p.msg(f"; {LIVE}start timeout"), 0)
+    p.connect(tmo, 0, start, 0)
+    p.connect(p.obj(f"r {LIVE}start"), 0, p.obj(f"print {LIVE}start"), 0)
+
+    def at(ms: float) -> int:
+        """A [delay ms] started at the start."""
+        d = p.obj(f"delay {ms:g}")
+        p.connect(start, 0, d, 0)
+        return d
+
+    def status(ms: float, i: int) -> None:
+        t = p.obj("t b b b")
+        p.connect(at(ms), 0, t, 0)
+        m = p.msg(f"list b {i}")
+        p.connect(t, 2, m, 0)
+        p.connect(m, 0, tag, 1)
+        p.connect(t, 2, p.msg(f"list status {i}"), 0)
+        p.connect(p.n - 1, 0, mark, 0)
+        p.connect(t, 1, u, 0)
+        p.connect(t, 0, p.msg("list end"), 0)
+        p.connect(p.n - 1, 0, mark, 0)
+
+    t_i = 0.0
+    for i, (delay, message) in enumerate(messages):
+        t_i += delay
+        status(max(t_i - pre_ms, 0), i)
+        seq = p.obj("t b b b b")
+        p.connect(at(t_i), 0, seq, 0)
+        m = p.msg(f"list m {i}")                          # 3: tag a reply to a measured bang,
+        p.connect(seq, 3, m, 0)
+        p.connect(m, 0, tag, 1)
+        p.connect(seq, 3, reset, 0)                       # restart the gap maximum,
+        p.connect(seq, 3, p.msg(f"list send {i}"), 0)     # 'lv_mark: send i'
+        p.connect(p.n - 1, 0, mark, 0)
+        timer = p.obj("realtime")
+        p.connect(seq, 2, timer, 0)                       # 2: start the timers
+        p.connect(seq, 2, since, 0)
+        if message.strip():
+            box = p.msg(message)                          # 1: the message
+            p.connect(seq, 1, box, 0)
+            p.connect(box, 0, u, 0)
+        p.connect(seq, 0, timer, 1)                       # 0: stop it
+        ms = p.obj(f"list prepend {i}")
+        p.connect(timer, 0, ms, 0)
+        p.connect(ms, 0, p.obj(f"print {LIVE}ms"), 0)
+        gap = p.obj("t b b")
+        p.connect(at(t_i + window_ms), 0, gap, 0)
+        p.connect(gap, 1, p.msg(f"list {i}"), 0)
+        p.connect(p.n - 1, 0, gaptag, 1)
+        p.connect(gap, 0, cur, 0)
+    status(t_i + tail_ms, len(messages))
+    p.connect(at(t_i + tail_ms + 300), 0, p.msg("; pd quit"), 0)
+    return p.write(path)
+
+
+def _live_fields(line: str, name: str) -> list[str] | None:
+    """The atoms of a probe line '<LIVE><name>: ...' ([print]'s leading 'list' or 'symbol'
+    dropped), else None."""
+    head = f"{LIVE}{name}:"
+    if not line.startswith(head):
+        return None
+    f = line[len(head):].split()
+    return f[1:] if f and f[0] in ("list", "symbol") else f
+
+
+def parse_live(messages: list[tuple[float, str]], lines: list[str]) -> list[LiveResult]:
+    """One LiveResult per message from the probe's stderr lines."""
+    res = [LiveResult(m) for _, m in messages]
+    n = len(res)
+    under: dict[int, int] = {}
+    in_status: int | None = None      # inside the status bang before message i
+    current = -1                      # the last message sent
+    at: float | None = None           # the last 'lv_at' value
+    for ln in lines:
+        if is_error(ln):
+            if in_status is None and 0 <= current < n:
+                res[current].errors.append(ln)
+        elif (f := _live_fields(ln, "mark")) is not None:
+            if f[:1] == ["status"]:
+                in_status = int(f[1])
+            elif f[:1] == ["end"]:
+                in_status = None
+            elif f[:1] == ["send"]:
+                current = int(f[1])
+        elif (f := _live_fields(ln, "at")) and len(f) == 1:
+            at = float(f[0])
+        elif (f := _live_fields(ln, "ms")) and len(f) == 2:
+            res[int(f[0])].pd_thread_ms = float(f[1])
+        elif (f := _live_fields(ln, "gap")) and len(f) == 2:
+            res[int(f[0])].max_gap_ms = float(f[1])
+        elif (f := _live_fields(ln, "under")) and len(f) == 3:
+            if f[0] == "b":
+                under.setdefault(int(f[1]), int(float(f[2])))
+            elif 0 <= current < n:
+                res[current].replies.append((None, f"underruns {f[2]}"))
+        elif (f := _live_fields(ln, "info")) is not None:
+            if in_status is not None:
+                if in_status < n and f:
+                    res[in_status].status.setdefault(f[0], " ".join(f[1:]))
+            elif 0 <= current < n:
+                res[current].replies.append((at, " ".join(f)))
+            at = None
+    for i, r in enumerate(res):
+        r.underruns_before, r.underruns_after = under.get(i), under.get(i + 1)
+        if i in under:
+            r.status["underruns"] = str(under[i])
+    return res
+
+
+def run_live(folder: os.PathLike, obj: str, messages: list[tuple[float, str]], *,
+             extra: list[str] = (), info_outlet: int = 1, window_ms: float = 1500,
+             pre_ms: float = 300, tail_ms: float = 2000, start_timeout_ms: float = 20000,
+             source: str = "noise~", timeout: float | None = None, args: list[str] | None = None,
+             env: dict | None = None, path: os.PathLike | None = BUILD,
+             name: str = "live.pd") -> LiveRun:
+    """Write `live_patch` as folder/name and run it in REAL TIME (`pd -nogui -noaudio`,
+    i.e. -nosound, no -batch; -r 44100 unless `args` sets -r) in `folder`; see live_patch
+    for the schedule and the other arguments. `env` updates the environment (a value None
+    removes the variable; OMP_NUM_THREADS=1 unless given). `timeout` (default: the schedule
+    plus 60 s) kills Pd; what it printed until then is still parsed. Returns a LiveRun, with
+    one LiveResult per message."""
+    patch = live_patch(pathlib.Path(folder) / name, obj, messages, extra=extra,
+                       info_outlet=info_outlet, window_ms=window_ms, pre_ms=pre_ms,
+                       tail_ms=tail_ms, start_timeout_ms=start_timeout_ms, source=source)
+    args = list(args or [])
+    if "-r" not in args:
+        args = ["-r", "44100"] + args
+    cmd = pd_command(patch, args, batch=False, path=path)
+    e = dict(os.environ)
+    e.setdefault("OMP_NUM_THREADS", "1")
+    for k, v in (env or {}).items():
+        if v is None:
+            e.pop(k, None)
+        else:
+            e[k] = v
+    if timeout is None:
+        timeout = (start_timeout_ms + sum(d for d, _ in messages) + tail_ms) / 1000 + 60
+    import threading
+    timed: list[tuple[float, str]] = []
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=patch.parent, env=e, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, errors="replace")
+
+    def read() -> None:
+        for ln in proc.stderr:
+            if ln.strip():
+                timed.append((time.perf_counter() - t0, ln.rstrip("\n")))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        rc, timed_out = proc.wait(timeout=timeout), False
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        rc, timed_out = -999, True
+    reader.join(timeout=10)
+    seconds = time.perf_counter() - t0
+    lines = [ln for _, ln in timed]
+    first_s = next((t for t, ln in timed if ln.startswith(f"{LIVE}first:")), None)
+    first_ms = next((float(f[0]) for ln in lines if (f := _live_fields(ln, "first"))), None)
+    started = next((f[0] for ln in lines if (f := _live_fields(ln, "start"))), None)
+    return LiveRun(parse_live(messages, lines), rc, timed_out, seconds, first_s, first_ms,
+                   started, lines, [ln for ln in lines if is_error(ln)])

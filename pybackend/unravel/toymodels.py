@@ -313,9 +313,20 @@ class Hostile(nn.Module):
         self.spins = spins
         self.after = after
         self.calls = 0
+        self.w = nn.Parameter(torch.zeros(64))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.calls += 1
+        if self.behave == "hang" and self.calls > self.after:
+            while self.calls > 0:           # never returns
+                x = x * 0.5
+        if self.behave == "watch":
+            # 1 where the weights changed while this call ran (an edit landed mid-call)
+            before = self.w.sum()
+            y = x
+            for _ in range(self.spins):
+                y = y * 0.5 + 0.25
+            return x * 0.0 + (self.w.sum() != before).float() + (y - y)
         if self.behave == "raise":
             raise RuntimeError("hostile model: this method always fails")
         if self.behave == "shape":
@@ -329,7 +340,7 @@ class Hostile(nn.Module):
         return x * 0.5 + (y - y)
 
 
-HOSTILE = ("ok", "raise", "shape", "nan", "slow")
+HOSTILE = ("ok", "raise", "shape", "nan", "slow", "hang", "watch")
 
 
 def make_hostile_model(path: os.PathLike, params: List[int] = (1, 1, 1, 1), behave: str = "ok",
@@ -338,10 +349,13 @@ def make_hostile_model(path: os.PathLike, params: List[int] = (1, 1, 1, 1), beha
     (any values, e.g. a ratio of 0 or 2**32, 10**6 channels) that behaves as `behave`:
     "ok" (halves its input), "raise" (always fails), "shape" (returns a 2-D tensor), "nan"
     (NaN output after `after` calls), "slow" (`spins` tensor operations per call after
-    `after` calls; the warmup at load is one call)."""
+    `after` calls; the warmup at load is one call), "hang" (a call after `after` calls never
+    returns), "watch" (outputs 1 where its layer `w` changed during the call, 0 elsewhere;
+    `spins` operations per call). Its layer `w` (64 zeros) can be bent."""
     if behave not in HOSTILE:
         raise ValueError(f"behave must be one of {HOSTILE}")
-    return export(Hostile(list(params), behave, spins if behave == "slow" else 0, after), path)
+    return export(Hostile(list(params), behave, spins if behave in ("slow", "watch") else 0,
+                          after), path)
 
 
 # --------------------------------------------------------------------------- the bundled loop
