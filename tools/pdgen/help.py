@@ -151,7 +151,8 @@ def unravel_help() -> str:
                                        "jobs encode, stats, generate, decode, tempo, diffuse"),
                      ("2nd...: signal", "the other input channels (without -m)")]),
         ("OUTLETS:", [("1st...: signal", "one per output channel (with -m: one multichannel outlet)"),
-                      ("rightmost: messages", "replies: status lines after bang, attribute, layers, "
+                      ("rightmost: messages", "replies: status lines after bang, loaded <model> "
+                                              "(a load took over), attribute, layers, "
                                               "done <job> <results...>, error <job> <reason>")]),
         ("ARGUMENTS:", [("1) symbol", "model: a TorchScript file (.ts optional) beside the patch or on "
                                       "Pd's path, 'default' (8 dims) or 'default4' (4 dims), bundled"),
@@ -213,7 +214,9 @@ def unravel_help() -> str:
 def model_group() -> Canvas:
     return group("model", "The model and how it runs. Replies go to the rightmost outlet (printed "
                           "by [print unravel~] in the main window).", [
-        ("load default4", "another model: a .ts file beside the patch or on Pd's path"),
+        ("load default4", "another model: a .ts file beside the patch or on Pd's path. It loads "
+                          "in the background while the old one plays, then takes over at a block "
+                          "boundary and replies 'loaded <model>'"),
         ("load default", "back to the bundled 8-dim model"),
         ("reload", "the model file again: every original weight back"),
         ("method forward", "another method of the model (forward, encode, decode...)"),
