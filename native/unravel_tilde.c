@@ -161,8 +161,8 @@ static void unravel_setstalled(t_unravel *x, const char *what, double seconds)
         return;
     x->x_stalled = 1;
     pd_error(x, "[unravel~]: %s: the model has not answered for %.1f s (%s); messages that "
-        "need it are refused until it answers", m && m->argc && m->argv[0].s ? m->argv[0].s :
-        "model", seconds, what);
+        "need it wait (live mode) or are refused (sync mode) until it answers",
+        m && m->argc && m->argv[0].s ? m->argv[0].s : "model", seconds, what);
 }
 
 /* look for a model that stopped answering, and for one that answers again */
@@ -191,8 +191,8 @@ static void unravel_call(t_unravel *x, t_pycall *c, const char *what)
         pd_error(x, "[unravel~]: %s: out of memory", what);
         return;
     }
-    if (x->x_stalled && (c->msg || c->want))
-    {
+    if (x->x_stalled && unravel_issync(x) && (c->msg || c->want))
+    {   /* live mode queues it: Pd's thread never waits there */
         pd_error(x, "[unravel~]: %s: refused: the model is not answering", what);
         goto drop;
     }

@@ -42,8 +42,8 @@ def test_load_and_bends_during_dsp_never_stall_pd(tmp_path):
 
 def test_a_model_call_that_never_returns_leaves_pd_answering(tmp_path):
     """The model hangs in its first call on sound (live mode): messages still return at once,
-    the object says once that the model stopped answering and refuses what needs it, and
-    `pd quit` ends Pd within 10 s."""
+    the object says once that the model stopped answering (what needs it waits in the
+    queue), and `pd quit` ends Pd within 10 s."""
     model = make_hostile_model(tmp_path / "hang.ts", (1, 1, 1, 1), "hang", after=1)
     msgs = [(0, ""), (4000, "bend w offset 1"), (2000, "layers"), (2000, "bufsize 2048"),
             (2000, "method forward")]
@@ -54,8 +54,7 @@ def test_a_model_call_that_never_returns_leaves_pd_answering(tmp_path):
         assert r.pd_thread_ms is not None and r.pd_thread_ms < MSG_MS, (r.message, r.pd_thread_ms)
         assert r.max_gap_ms is not None and r.max_gap_ms < GAP_MS, (r.message, r.max_gap_ms)
     stalled = [ln for ln in run.errors if "has not answered" in ln]
-    assert len(stalled) == 1, run.errors
-    assert any("refused: the model is not answering" in ln for ln in run.errors), run.errors
+    assert len(stalled) == 1, run.errors       # live mode: what needs the model waits
 
 
 def test_a_hung_model_under_batch_quits_in_bounded_time(tmp_path):
