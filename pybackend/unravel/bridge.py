@@ -3,7 +3,9 @@
 One `Session` per [unravel~] object holds its model and its bender. The C side calls:
 `init()`, `Session(spec, patch_dir)`, `Session.load/params/runner/message/get_weights/
 set_weights`, `run_job(session, name, args, patch_dir)`. Every user error is raised as
-`UnravelError` with a one-line message; C prints it with pd_error.
+`UnravelError` with a one-line message; C prints it with pd_error. The UnRAVEl jobs are
+declared here (`JOBS`) and run in a child process (`unravel.jobproc`), which calls
+`run_here`.
 
 Message arguments arrive as lists of str and float (Pd symbols and floats). Replies are lists
 of lists `[selector, value, ...]`; a value may be a float32 numpy array (sent as floats).
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 
 from unravel.errors import UnravelError, without_class
+from unravel import jobproc
 from unravel import model as _model
 from unravel import safewrite
 
@@ -431,12 +434,14 @@ def _atom(v):
 # --------------------------------------------------------------------------- UnRAVEl jobs
 
 # option name -> kind: 'paths' (repeatable), 'path', 'str', 'int', 'float', 'bool'
-JobFn = Callable[["Session", dict, str], list]
+JobFn = Callable[[_model.Model, dict, str], list]
 JOBS: dict[str, tuple[JobFn, dict[str, str]]] = {}
+IN_PROCESS = ("tempo",)     # instant jobs, run on the job thread; the others in a child process
 
 
 def register_job(name: str, options: dict[str, str]):
-    """Decorator: make `fn(session, opts, patch_dir) -> [paths or values]` the Pd message `name`."""
+    """Decorator: make `fn(model, opts, patch_dir) -> [paths or values]` the Pd message
+    `name` (`model`: the object's model, or in a child process its copy)."""
     def deco(fn: JobFn) -> JobFn:
         JOBS[name] = (fn, options)
         return fn
@@ -485,22 +490,22 @@ def _need(name: str, opts: dict, key: str):
 
 
 @register_job("encode", {"input": "paths", "output": "path", "latent-wav": "bool", "force": "bool"})
-def job_encode(s: Session, o: dict, base: str) -> list:
+def job_encode(m: _model.Model, o: dict, base: str) -> list:
     from unravel import pipeline
-    return pipeline.encode_files(s.model, _need("encode", o, "input"), o.get("output", base or "."),
+    return pipeline.encode_files(m, _need("encode", o, "input"), o.get("output", base or "."),
                                  latent_wav=o.get("latent-wav", False), progress=False,
                                  force=o.get("force", False))
 
 
 @register_job("decode", {"input": "paths", "output": "path", "force": "bool"})
-def job_decode(s: Session, o: dict, base: str) -> list:
+def job_decode(m: _model.Model, o: dict, base: str) -> list:
     from unravel import pipeline
-    return pipeline.decode_files(s.model, _need("decode", o, "input"), o.get("output", base or "."),
+    return pipeline.decode_files(m, _need("decode", o, "input"), o.get("output", base or "."),
                                  progress=False, force=o.get("force", False))
 
 
 @register_job("stats", {"input": "paths", "iqr": "bool", "output": "path", "force": "bool"})
-def job_stats(s: Session, o: dict, base: str) -> list:
+def job_stats(m: _model.Model, o: dict, base: str) -> list:
     """Writes the statistics as JSON (default: <first input>.stats.json beside it)."""
     from unravel import pipeline
     inputs = _need("stats", o, "input")
@@ -516,9 +521,8 @@ def job_stats(s: Session, o: dict, base: str) -> list:
 @register_job("generate", {"input": "paths", "output": "path", "pattern": "str", "dist": "str",
                            "iqr": "bool", "points": "int", "bpm": "float", "loops": "int",
                            "files": "int", "seed": "int"})
-def job_generate(s: Session, o: dict, base: str) -> list:
+def job_generate(m: _model.Model, o: dict, base: str) -> list:
     from unravel import pipeline
-    m = s.model
     return pipeline.generate_files(_need("generate", o, "input"), o.get("output", base or "."),
                                    pattern=o.get("pattern", "default"), dist=o.get("dist", "normal"),
                                    iqr=o.get("iqr", False), points=o.get("points"), bpm=o.get("bpm"),
@@ -527,11 +531,10 @@ def job_generate(s: Session, o: dict, base: str) -> list:
 
 
 @register_job("tempo", {"bpm": "float", "k": "int"})
-def job_tempo(s: Session, o: dict, base: str) -> list:
+def job_tempo(m: _model.Model, o: dict, base: str) -> list:
     """Replies `done tempo <k> <bpm> <double> <seconds>` for a loop of k frames or the k
     nearest `bpm` (the model's rate and ratio)."""
     from unravel import tempo
-    m = s.model
     ratio = m.ratio or 2048
     if "k" in o and "bpm" in o:
         raise UnravelError("tempo: give k or bpm, not both")
@@ -548,7 +551,7 @@ def job_tempo(s: Session, o: dict, base: str) -> list:
                           "seed-a": "int", "seed-b": "int", "lerp-factor": "float",
                           "save-latents": "bool", "latent-wav": "bool", "arch": "str",
                           "name": "str", "batch": "int", "force": "bool"})
-def job_diffuse(s: Session, o: dict, base: str) -> list:
+def job_diffuse(m: _model.Model, o: dict, base: str) -> list:
     """Latent diffusion decoded by the object's model; replies `<wav> <npy>` per result (the
     latents are always saved), then the latent wav when `latent-wav 1` asked for one."""
     from unravel import diffusion
@@ -558,9 +561,9 @@ def job_diffuse(s: Session, o: dict, base: str) -> list:
     out = o.pop("output", base or ".")
     kw = {k.replace("-", "_"): v for k, v in o.items()}
     kw["save_latents"] = True
-    kw["device"] = s.device  # the diffusion network runs where the object's model runs
+    kw["device"] = m.device  # the diffusion network runs where the object's model runs
     reply: list = []
-    for r in diffusion.diffuse_files(s.model, ckpt, out, progress=False, **kw):
+    for r in diffusion.diffuse_files(m, ckpt, out, progress=False, **kw):
         reply += [r.wav, r.npy] + ([r.latent_wav] if r.latent_wav else [])
     return reply
 
@@ -589,15 +592,35 @@ def registry_message(name: str, args: list, patch_dir: str) -> list[str]:
 REGISTRY = ("print_available_models", "download", "remove")
 
 
-@one_line()
-def run_job(session: Session | None, name: str, args: Sequence, patch_dir: str) -> list:
-    """Run the UnRAVEl job `name` with Pd's `key value ...` args; returns the reply values
-    (paths as str, numbers as float). The registry messages run here too, without a session."""
-    if name in REGISTRY:
-        return registry_message(name, list(args), patch_dir)
+def _job(name: str) -> tuple[JobFn, dict[str, str]]:
     entry = JOBS.get(name)
     if entry is None:
         raise UnravelError(f"unknown job '{name}' (jobs: {' '.join(JOBS)})")
-    fn, options = entry
+    return entry
+
+
+def _values(reply: list) -> list:
+    """A job's reply values as Pd atoms: paths as str, numbers as float."""
+    return [_atom(v) if not isinstance(v, os.PathLike) else str(v) for v in reply]
+
+
+@one_line()
+def run_job(session: Session | None, name: str, args: Sequence, patch_dir: str) -> list:
+    """Run the UnRAVEl job `name` with Pd's `key value ...` args; returns the reply values
+    (paths as str, numbers as float). The arguments are checked here; `tempo` runs here, the
+    other jobs in a child process on its own copy of the session's model (`jobproc`). The
+    registry messages run here too, without a session."""
+    if name in REGISTRY:
+        return registry_message(name, list(args), patch_dir)
+    fn, options = _job(name)
     opts = parse_job_args(name, list(args), options, patch_dir)
-    return [_atom(v) if not isinstance(v, os.PathLike) else str(v) for v in fn(session, opts, patch_dir)]
+    if name in IN_PROCESS:
+        return _values(fn(session.model, opts, patch_dir))
+    return jobproc.run_in_child(session.model, name, list(args), patch_dir)
+
+
+@one_line()
+def run_here(model: _model.Model, name: str, args: Sequence, patch_dir: str) -> list:
+    """Run the job `name` in this process on `model` (what the job's child process calls)."""
+    fn, options = _job(name)
+    return _values(fn(model, parse_job_args(name, list(args), options, patch_dir), patch_dir))
