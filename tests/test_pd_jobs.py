@@ -1,18 +1,27 @@
-"""UnRAVEl jobs as [unravel~] messages: encode, stats, generate, decode, tempo run on the job
-thread and reply `done <job> <paths...>` / `error <job> <reason>`; the files equal the ones
-the backend writes for the same inputs. Relative paths resolve against the patch folder."""
+"""UnRAVEl jobs as [unravel~] messages: encode, stats, generate, decode, tempo run from the job
+thread (all but tempo in a child process) and reply `done <job> <paths...>` / `error <job>
+<reason>`; the files equal the ones the backend writes for the same inputs, with the
+object's weights as they are (bent). Relative paths resolve against the patch folder.
+Freeing the object ends its job's process."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
+import subprocess
+import threading
+import time
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from pdrun import BUILD, Patch, run_pd
+from pdrun import BUILD, Patch, pd_command, run_pd, write_patch
+from test_jobproc import jobproc_children, no_partial_file
 from unravel import pipeline, tempo
+from unravel.bend import Bender
 from unravel.model import DEFAULT_MODEL, load_model
 
 pytestmark = pytest.mark.skipif(not (BUILD / "unravel~.pd_linux").exists(),
@@ -186,3 +195,94 @@ def test_diffuse_job_sizes_are_bounded_before_anything_is_allocated(tmp_path):
         assert why in rep, (job, rep)
     assert not (tmp_path / "big").exists()
     assert not (tmp_path.parent / "escape_1.wav").exists()
+
+
+def test_a_job_on_a_bent_object_decodes_with_its_bent_weights(tmp_path):
+    """`decode` after `bend` and `set_weights` on the object: the job's process decodes with
+    the object's weights as they are (handed over as a TorchScript file), equal to the
+    backend's decode by the same bent model, unlike the file's."""
+    z = tmp_path / "z.npy"
+    np.save(z, np.random.default_rng(2).standard_normal((1, 8, 30)).astype(np.float32))
+    bias = np.linspace(-0.5, 0.5, 16).astype(np.float32)
+    p = Patch()
+    lb = p.obj("loadbang")
+    u = p.obj("unravel~ default decode")
+    p.connect(u, 1, p.obj("print reply"), 0)
+    rt = p.obj("route done error")
+    p.connect(u, 1, rt, 0)
+    q = p.msg("; pd quit")
+    p.connect(rt, 0, q, 0)
+    p.connect(rt, 1, q, 0)
+    box = p.msg("bend decoder.net.2.weight offset 0.02 50 7, set_weights decoder.net.10.bias "
+                + " ".join(f"{v:.9g}" for v in bias) + ", decode input z.npy output dec")
+    p.connect(lb, 0, box, 0)
+    p.connect(box, 0, u, 0)
+    r = run_pd(p.write(tmp_path / "bent.pd"), timeout=120)
+    assert r.returncode == 0 and r.errors == [], r.errors
+    replies = [rep.split() for rep in r.after("reply:")]
+    assert replies == [["done", "decode", str(tmp_path / "dec" / "z.wav")]], replies
+    m = load_model(DEFAULT_MODEL, share=False)
+    b = Bender(m)
+    b.bend("decoder.net.2.weight", "offset", 0.02, 50, 7)
+    b.set_weights("decoder.net.10.bias", bias)
+    bent = pipeline.decode_files(m, [z], tmp_path / "bent", progress=False)[0]
+    plain = pipeline.decode_files(load_model(DEFAULT_MODEL), [z], tmp_path / "plain", progress=False)[0]
+    got = sf.read(tmp_path / "dec" / "z.wav", dtype="float32")[0]
+    assert np.array_equal(got, sf.read(bent, dtype="float32")[0])
+    assert not np.array_equal(got, sf.read(plain, dtype="float32")[0])
+
+
+def test_freeing_the_object_kills_its_jobs_process(tmp_path):
+    """Real-time Pd: a long job runs in a child process of Pd (`<unravel.cfg's python> -m
+    unravel.jobproc`); freeing the object while that process writes files ends it within a
+    few seconds, and it leaves no temporary or partial file."""
+    np.save(tmp_path / "z.npy", np.random.default_rng(0).standard_normal((1, 8, 40)).astype(np.float32))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    patch = write_patch(tmp_path / "free.pd", [
+        "#N canvas 0 50 450 300 sub 0", "#X obj 10 10 unravel~ default", "#X obj 10 50 r job",
+        "#X connect 1 0 0 0", "#X restore 10 10 pd sub",
+        f"#X obj 10 40 netreceive {port}", "#X obj 10 70 route job free quit",
+        "#X msg 10 100 \\; job generate input z.npy output gen files 10000 points 11",
+        "#X msg 10 130 \\; pd-sub clear", "#X msg 10 160 \\; pd quit",
+        "#X connect 1 0 2 0", "#X connect 2 0 3 0", "#X connect 2 1 4 0", "#X connect 2 2 5 0"])
+    python = dict(ln.split("=", 1) for ln in (BUILD / "unravel.cfg").read_text().splitlines()
+                  if "=" in ln and not ln.startswith("#"))["python"]
+    pd = subprocess.Popen(pd_command(patch, batch=False), cwd=tmp_path, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(pd.stderr), daemon=True).start()
+    seen: dict[int, list[str]] = {}
+    gen = tmp_path / "gen"
+    net = None
+    try:
+        end = time.monotonic() + 60
+        while True:
+            try:
+                net = socket.create_connection(("127.0.0.1", port))
+                break
+            except OSError:
+                assert time.monotonic() < end and pd.poll() is None, lines
+                time.sleep(0.1)
+        net.sendall(b"job;\n")
+        while not (gen.exists() and len(list(gen.iterdir())) >= 6):
+            assert time.monotonic() < end and pd.poll() is None, lines
+            seen.update(jobproc_children(pd.pid))
+            time.sleep(0.02)
+        net.sendall(b"free;\n")
+        t0 = time.monotonic()
+        while jobproc_children(pd.pid) and time.monotonic() - t0 < 10:
+            time.sleep(0.02)
+        gone = time.monotonic() - t0
+        net.sendall(b"quit;\n")
+        assert pd.wait(30) == 0, lines[-10:]
+    finally:
+        if net is not None:
+            net.close()
+        if pd.poll() is None:
+            pd.kill()
+    assert [argv for argv in seen.values()] == [[python, "-m", "unravel.jobproc"]], seen
+    assert gone < 3, gone
+    no_partial_file(gen)
+    assert [ln for ln in lines if ln.startswith("error")] == [], lines
