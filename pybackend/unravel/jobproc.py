@@ -9,7 +9,8 @@ at once; on every way out it ends the child (SIGTERM, SIGKILL after `STOP_GRACE`
 model changed in memory (bent, weights or attributes set: not shared with its file) is
 handed over as a TorchScript file in a temporary folder removed afterwards.
 
-Child (`main`): lowers its priority, runs one torch thread, loads its own copy of the model
+Child (`main`): lowers its priority (Linux: SCHED_IDLE, the CPU time nothing else wants;
+elsewhere nice 10), runs one torch thread, loads its own copy of the model
 and runs the job with bridge's job table (`bridge.run_here`); writes one JSON line to stdout,
 `{"result": [...]}` (str and float) or `{"error": "<job>: cause"}`. SIGTERM, and the death
 of the parent, raise SystemExit, so the safe writers remove their temporary files.
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 
 POLL = 0.05          # s between looks at the child (and chances for a cancellation to land)
 STOP_GRACE = 1.5     # s from SIGTERM to SIGKILL (Pd's quit waits 2 s for the job thread)
-NICE = 10            # the child's priority, below the audio's
+NICE = 10            # the child's priority where there is no SCHED_IDLE
 STDERR_KEEP = 8192   # bytes of the child's stderr kept for the error line
 ORPHAN_POLL = 0.2    # s between the child's looks at its parent
 
@@ -151,8 +152,14 @@ def stop(proc: subprocess.Popen) -> None:
 
 def _on_term(signum: int, frame) -> None:
     """SIGTERM: leave through SystemExit (once: a second signal must not interrupt the
-    cleanup that the first one started)."""
+    cleanup that the first one started), back at the normal priority where allowed, so that
+    the cleanup ends before the parent's SIGKILL on a busy machine."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if hasattr(os, "SCHED_OTHER"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        except OSError:
+            pass
     raise SystemExit(128 + signum)
 
 
@@ -176,14 +183,26 @@ def run(job: dict) -> list:
     return bridge.run_here(model, job["job"], job["args"], job["patch_dir"])
 
 
+def lower_priority() -> None:
+    """Run this process below the audio: nice NICE, and on Linux SCHED_IDLE (with nice 10
+    alone a busy child still made the live [unravel~] underrun; see bench/pd_job_underruns).
+    Call it before any other thread starts: Linux sets both per thread."""
+    try:
+        os.nice(NICE)
+    except OSError:
+        pass
+    if hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        except OSError:
+            pass
+
+
 def main() -> None:
     """`python -m unravel.jobproc`: one job from stdin, its reply on stdout."""
     signal.signal(signal.SIGTERM, _on_term)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-    try:
-        os.nice(NICE)           # before any other thread starts: Linux sets it per thread
-    except OSError:
-        pass
+    lower_priority()
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     line = sys.stdin.buffer.readline()
     name = "job"
