@@ -7,7 +7,8 @@ Parent (`run_in_child`, called by `bridge.run_job` on the object's job thread): 
 waits with short timeouts so that an exception raised in its thread (a cancelled job) lands
 at once; on every way out it ends the child (SIGTERM, SIGKILL after `STOP_GRACE` s). A
 model changed in memory (bent, weights or attributes set: not shared with its file) is
-handed over as a TorchScript file in a temporary folder removed afterwards.
+handed over as a TorchScript file in a temporary folder, removed by the child once it has
+loaded it (and by the parent at the end).
 
 Child (`main`): lowers its priority (Linux: SCHED_IDLE, the CPU time nothing else wants;
 elsewhere nice 10), runs one torch thread, loads its own copy of the model
@@ -51,12 +52,12 @@ def run_in_child(model: "Model", name: str, args: list, patch_dir: str) -> list:
     returns the job's reply values (str and float) or raises UnravelError("<name>: cause")."""
     if not sys.executable:
         raise UnravelError(f"{name}: no Python to run the job in (sys.executable is empty)")
-    tmp = tempfile.mkdtemp(prefix="unravel-job-")
+    tmp = None if model.shared else tempfile.mkdtemp(prefix="unravel-job-")
     proc = None
     try:
         job = {"job": name, "args": list(args), "patch_dir": patch_dir,
                "model": {"path": str(model.path), "device": str(model.device), "sr": int(model.sr),
-                         "module": None if model.shared else save_module(model, tmp)}}
+                         "module": tmp and save_module(model, tmp)}}
         proc = subprocess.Popen([sys.executable, "-m", "unravel.jobproc"], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
@@ -69,7 +70,8 @@ def run_in_child(model: "Model", name: str, args: list, patch_dir: str) -> list:
     finally:
         if proc is not None:
             stop(proc)
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def save_module(model: "Model", folder: str) -> str:
@@ -178,7 +180,13 @@ def run(job: dict) -> list:
     from unravel.model import Model, set_threads
     set_threads(1)
     spec = job["model"]
-    model = Model(spec["module"] or spec["path"], sr=spec["sr"], device=spec["device"], share=False)
+    if spec["module"]:
+        try:
+            model = Model(spec["module"], sr=spec["sr"], device=spec["device"], share=False)
+        finally:    # loaded: the parent's folder is not needed any more (nor left if it died)
+            shutil.rmtree(os.path.dirname(spec["module"]), ignore_errors=True)
+    else:
+        model = Model(spec["path"], sr=spec["sr"], device=spec["device"], share=False)
     model.path = pathlib.Path(spec["path"])   # named as the object's model (messages, sidecars)
     return bridge.run_here(model, job["job"], job["args"], job["patch_dir"])
 
