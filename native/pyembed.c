@@ -812,6 +812,7 @@ void pycall_free(void *call)
     pysession_unref(c->newsession);
     pysession_unref(c->session);
     pymsg_free(c->msg);
+    pymsg_free(c->jobmsg);
     pymsg_free(c->replies);
     pymsg_free(c->status);
     pymsg_free(c->notes);

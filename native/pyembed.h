@@ -80,6 +80,7 @@ typedef struct pycall {
     int want;               /* make the runner below after the message */
     char method[PYNAME_SIZE];
     int bufsize, dspn, nin, nout, keep;
+    t_pymsg *jobmsg;        /* a job, queued on Pd's thread once the calls before it ran */
     /* what to free on the control thread instead */
     t_pyrunner *release_runner;
     t_pysession *release_session;

@@ -75,6 +75,7 @@ typedef struct _unravel {
 static int unravel_startpython(t_unravel *x);
 static void unravel_exithook(void);
 static void unravel_ctltick(t_unravel *x);
+static void unravel_queuedjob(void *owner, t_symbol *s, int argc, t_atom *argv);
 
 /* ------------------------------ small helpers ------------------------------ */
 
@@ -398,6 +399,7 @@ static void unravel_take(t_unravel *x, t_pycall *c)
             x->x_gpu = (gpu->argv[0].f != 0);
     }
     pymsg_send(c->notes, unravel_reply, x);
+    pymsg_send(c->jobmsg, unravel_queuedjob, x);
     if (c->failed)
         pd_error(x, "[unravel~]: %s", c->err);
     else if (*c->array)
@@ -832,10 +834,26 @@ static void unravel_pushjob(t_unravel *x, t_pysession *session, t_symbol *s, int
     clock_delay(x->x_jobclock, JOBPOLL);
 }
 
-static void unravel_job(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
+/* a job goes to the job thread once the control calls sent before it have run (a bend, a
+   load): it sees the model they made.  `reply` form of unravel_pushjob for pymsg_send. */
+static void unravel_queuedjob(void *owner, t_symbol *s, int argc, t_atom *argv)
 {
+    t_unravel *x = (t_unravel *)owner;
     if (unravel_needsession(x, s->s_name))
         unravel_pushjob(x, x->x_session, s, argc, argv);
+}
+
+static void unravel_job(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
+{
+    t_pycall *c;
+    if (!unravel_needsession(x, s->s_name))
+        return;
+    if ((c = pycall_new(0, 0, 0, 0, "")) && !(c->jobmsg = pymsg_new(s->s_name, argc, argv)))
+    {
+        pycall_free(c);
+        c = 0;
+    }
+    unravel_call(x, c, s->s_name);
 }
 
 /* ------------------------------ nn~'s model registry ------------------------------ */

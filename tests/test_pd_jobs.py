@@ -197,16 +197,18 @@ def test_diffuse_job_sizes_are_bounded_before_anything_is_allocated(tmp_path):
     assert not (tmp_path.parent / "escape_1.wav").exists()
 
 
-def test_a_job_on_a_bent_object_decodes_with_its_bent_weights(tmp_path):
+@pytest.mark.parametrize("mode", ["", "-live"])
+def test_a_job_on_a_bent_object_decodes_with_its_bent_weights(tmp_path, mode):
     """`decode` after `bend` and `set_weights` on the object: the job's process decodes with
     the object's weights as they are (handed over as a TorchScript file), equal to the
-    backend's decode by the same bent model, unlike the file's."""
+    backend's decode by the same bent model, unlike the file's. In live mode too, where the
+    edits run on the control thread: the job waits for the messages sent before it."""
     z = tmp_path / "z.npy"
     np.save(z, np.random.default_rng(2).standard_normal((1, 8, 30)).astype(np.float32))
     bias = np.linspace(-0.5, 0.5, 16).astype(np.float32)
     p = Patch()
     lb = p.obj("loadbang")
-    u = p.obj("unravel~ default decode")
+    u = p.obj(f"unravel~ {mode} default decode")
     p.connect(u, 1, p.obj("print reply"), 0)
     rt = p.obj("route done error")
     p.connect(u, 1, rt, 0)

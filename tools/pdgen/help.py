@@ -252,7 +252,7 @@ def layers_group() -> Canvas:
 
 
 def jobs_group() -> Canvas:
-    return group("jobs", "UnRAVEl jobs run on the object's job thread (the sound goes on), one at "
+    return group("jobs", "UnRAVEl jobs run in a process of their own (the sound goes on), one at "
                          "a time, and reply 'done <job> <paths...>' or 'error <job> <reason>'. "
                          "Relative paths start at this patch's folder (the library: "
                          f"examples/loop.wav is there). The results go to {OUT}. Options are "
