@@ -176,3 +176,23 @@ def test_batch_render_with_loads_and_bends_is_bit_identical(tmp_path):
     a, b = _render(tmp_path, "a"), _render(tmp_path, "b")
     assert np.abs(a).max() > 0.01
     np.testing.assert_array_equal(a, b)
+
+
+def test_a_long_job_on_the_objects_own_model_never_starves_its_audio(tmp_path):
+    """A decode job of 20 s of latents on the object's own model (it runs in a process of its
+    own, at the lowest priority): the object's live output has no underrun while it runs, and
+    messages to the object answer at once meanwhile."""
+    z = tmp_path / "z.npy"
+    frames = int(20 * 44100 / 2048)
+    np.save(z, np.random.default_rng(3).standard_normal((1, 8, frames)).astype(np.float32))
+    msgs = [(0, f"decode input {z} output {tmp_path / 'dec'}"),
+            (1900, "bend decoder.net.2.weight offset 0.1"), (1900, "bang")]
+    run = run_live(tmp_path, "unravel~ default forward 2048", msgs, tail_ms=4000)
+    assert not run.timed_out and run.errors == [], run.errors
+    for r in run.results:
+        assert r.pd_thread_ms is not None and r.pd_thread_ms < MSG_MS, (r.message, r.pd_thread_ms)
+        assert r.max_gap_ms is not None and r.max_gap_ms < GAP_MS, (r.message, r.max_gap_ms)
+        assert r.underruns_delta == 0, (r.message, r.underruns_delta)
+    done = [text for res in run.results for _, text in res.replies if text.startswith("done decode")]
+    assert done, [res.replies for res in run.results]
+    assert (tmp_path / "dec" / "z.wav").is_file()
