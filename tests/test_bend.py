@@ -1,4 +1,4 @@
-"""unravel.bend: ops checked against a direct numpy computation of DESIGN section 5,
+"""unravel.bend: ops checked against a direct numpy computation of Bender._apply's rule,
 bit-exact restore, save -> plain torch.jit.load -> same outputs."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ LAYER = "codec.encoder.weight"  # 8 x 16 x 128 = 16384 weights
 
 
 def np_indices(n: int, p: float) -> np.ndarray:
-    """DESIGN section 5: n*p/100 evenly spaced indices, step 100/p, wrapped modulo n."""
+    """bend.touched_indices: n*p/100 evenly spaced indices, step 100/p, wrapped modulo n."""
     k = max(1, math.floor(n * p / 100))
     return (np.floor(np.arange(k) * (100.0 / p)).astype(np.int64)) % n
 

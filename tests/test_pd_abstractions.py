@@ -87,7 +87,7 @@ def test_player_output_is_the_frames(tmp_path, player, dims, subtype):
     expect = z.astype(np.float32)[k]
     assert y.shape == expect.shape
     assert np.array_equal(y, expect)
-    # the tempo readout: 60 * (sr / ratio) / k (DESIGN section 6)
+    # the tempo readout: 60 * (sr / ratio) / k (unravel.tempo)
     [line] = res.after("info:")
     sel, k_read, bpm, double = line.split()
     assert sel == "loaded" and int(float(k_read)) == frames
@@ -184,7 +184,7 @@ def test_bender_sliders_change_the_weights_as_the_backend(bender_run):
     want = bender.get_weights(LAYER)
     assert got.shape == orig.shape
     assert np.array_equal(got, want)
-    # DESIGN section 5: the evenly spaced half is orig * 2 * -1 + 0.05 + noise, the rest untouched
+    # Bender._apply: the evenly spaced half is orig * 2 * -1 + 0.05 + noise, the rest untouched
     n = orig.size
     idx = np.floor(np.arange(n * 50 // 100) * (100 / 50)).astype(int) % n
     rest = np.setdiff1d(np.arange(n), idx)

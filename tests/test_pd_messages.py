@@ -1,4 +1,4 @@
-"""Every message of DESIGN section 4 with right and wrong arguments: the reply, or exactly one
+"""Every message of unravel~-help.pd with right and wrong arguments: the reply, or exactly one
 error line; Pd exits normally. All cases run in one Pd process, DSP on, separated by marks."""
 
 from __future__ import annotations

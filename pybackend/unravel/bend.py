@@ -1,4 +1,4 @@
-"""Bend a loaded model's layers (DESIGN section 5): read/write weights, seeded ops computed
+"""Bend a loaded model's layers (the ops: Bender._apply): read/write weights, seeded ops computed
 from the original weights, bit-exact restore, save as an nn~-loadable TorchScript file."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Safe file writes: every file the program writes goes through `write_file` (or `write_bytes`).
 
-The rules (DESIGN: "no partial or corrupt output file, nothing the user had is overwritten
+The rules ("no partial or corrupt output file, nothing the user had is overwritten
 without being asked"):
 - the target must be a new name or an existing regular file (never a folder, a device, a
   pipe or a symbolic link), and an existing file is replaced only when `force` is given;

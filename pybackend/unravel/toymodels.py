@@ -1,4 +1,4 @@
-"""Small RAVE-like TorchScript models that follow nn~'s contract (DESIGN section 3).
+"""Small RAVE-like TorchScript models that follow nn~'s contract (the contract: unravel.model's docstring).
 
 Two uses:
 - `make_test_model(...)`: tiny untrained seeded models reproducing the quirks of real RAVE

@@ -149,7 +149,7 @@ def chns0n() -> str:
     c.connect("ch_store", 0, "ch_msg", 0)
     c.obj("print chns0n", "ch_print", 600, 605)
     c.connect("ch_msg", 0, "ch_print", 0)
-    # the loop length: frames, tempo (DESIGN section 6), restart at frame 0
+    # the loop length: frames, tempo (unravel.tempo), restart at frame 0
     c.obj("t f f f b", "len_t")
     c.connect("sf", 0, "len_t", 0)
     # 'loops <n>': the file holds n loops; frames, BPM and seconds are shown for one (default 1)
