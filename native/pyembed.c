@@ -12,7 +12,6 @@
 static int py_state;                /* 0 not tried, 1 running, -1 failed */
 static char py_starterr[PYERR_SIZE];
 static PyObject *py_bridge;         /* the module unravel.bridge */
-static PyObject *py_session_class;
 static PyObject *py_cancelled;      /* bridge.Cancelled: raised in jobs to stop them */
 
 #define PY_MAXPARAM (1 << 20)       /* no channel count or ratio above this */
@@ -147,10 +146,8 @@ int pyembed_start(const char *python, const char *libpython, char *err)
     g = py_enter();
     py_bridge = PyImport_ImportModule("unravel.bridge");
     if (py_bridge)
-        py_session_class = PyObject_GetAttrString(py_bridge, "Session");
-    if (py_session_class)
         py_cancelled = PyObject_GetAttrString(py_bridge, "Cancelled");
-    if (!py_bridge || !py_session_class || !py_cancelled ||
+    if (!py_bridge || !py_cancelled ||
         !(r = PyObject_CallMethod(py_bridge, "init", NULL)))
     {
         char msg[PYERR_SIZE];
@@ -213,21 +210,27 @@ t_pymsg *pymsg_new(const char *sel, int argc, const t_atom *argv)
     return m;
 }
 
+/* Pd's thread: the message's arguments as atoms (a: m->argc of them) */
+static void pymsg_atoms(const t_pymsg *m, t_atom *a)
+{
+    int i;
+    for (i = 0; i < m->argc; i++)
+    {
+        if (m->argv[i].s)
+            SETSYMBOL(a + i, gensym(m->argv[i].s));
+        else
+            SETFLOAT(a + i, m->argv[i].f);
+    }
+}
+
 void pymsg_send(const t_pymsg *m, t_pyreply reply, void *owner)
 {
     for (; m; m = m->next)
     {
         t_atom *a = (t_atom *)getbytes((m->argc ? m->argc : 1) * sizeof(t_atom));
-        int i;
         if (!a)
             continue;
-        for (i = 0; i < m->argc; i++)
-        {
-            if (m->argv[i].s)
-                SETSYMBOL(a + i, gensym(m->argv[i].s));
-            else
-                SETFLOAT(a + i, m->argv[i].f);
-        }
+        pymsg_atoms(m, a);
         reply(owner, gensym(m->sel), m->argc, a);
         freebytes(a, (m->argc ? m->argc : 1) * sizeof(t_atom));
     }
@@ -454,29 +457,6 @@ static t_pysession *pysession_wrap(PyObject *obj)
         s->obj = obj;
         s->refs = 1;
     }
-    return s;
-}
-
-t_pysession *pysession_new(const char *spec, const char *dir, char *err)
-{
-    t_pyenter g;
-    t_pysession *s = 0;
-    PyObject *obj;
-    if (py_state != 1)
-    {
-        seterr(err, "Python is not running");
-        return 0;
-    }
-    g = py_enter();
-    obj = PyObject_CallFunction(py_session_class, "ss", spec, dir ? dir : "");
-    if (!obj)
-        py_fetcherr(err);
-    else if (!(s = pysession_wrap(obj)))
-    {
-        Py_DECREF(obj);
-        seterr(err, "out of memory");
-    }
-    py_leave(g);
     return s;
 }
 
@@ -918,17 +898,10 @@ void pyjob_reply(t_pyjob *j, t_pyreply reply, void *owner)
         t_pymsg *m = j->result;
         int n = m->argc;
         t_atom *v = (t_atom *)getbytes((n + 1) * sizeof(t_atom));
-        int i;
         if (!v)
             return;
         SETSYMBOL(v, gensym(j->name));
-        for (i = 0; i < n; i++)
-        {
-            if (m->argv[i].s)
-                SETSYMBOL(v + 1 + i, gensym(m->argv[i].s));
-            else
-                SETFLOAT(v + 1 + i, m->argv[i].f);
-        }
+        pymsg_atoms(m, v + 1);
         reply(owner, gensym("done"), n + 1, v);
         freebytes(v, (n + 1) * sizeof(t_atom));
     }

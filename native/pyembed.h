@@ -36,10 +36,9 @@ void pymsg_free(t_pymsg *m);                                        /* the whole
 /* start the interpreter once per process (later calls return the first result) */
 int pyembed_start(const char *python, const char *libpython, char *err);
 
-/* a bridge.Session, counted: the object and each of its jobs hold one reference; the last
-   unref frees it (GIL) */
+/* a bridge.Session (made by bridge.control), counted: the object, its box and each of its
+   calls and jobs hold one reference; the last unref frees it (GIL) */
 typedef struct pysession t_pysession;
-t_pysession *pysession_new(const char *spec, const char *dir, char *err);
 void pysession_ref(t_pysession *s);
 void pysession_unref(t_pysession *s);
 

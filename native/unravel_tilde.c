@@ -98,6 +98,34 @@ static int unravel_issync(t_unravel *x)
     return x->x_sync < 0 ? unravel_batch : x->x_sync;
 }
 
+/* pause the model thread between two blocks: in sync mode wait for it (bounded), in live
+   mode only if it is between two blocks now; 0 when paused */
+static int unravel_lockengine(t_unravel *x)
+{
+    return unravel_issync(x) ? engine_timedlock(x->x_engine, ENGINE_SYNCWAIT) :
+        engine_trylock(x->x_engine);
+}
+
+/* the model file, as the last call reported it */
+static const char *unravel_modelname(t_unravel *x)
+{
+    const t_pymsg *m = pymsg_find(x->x_status, "model");
+    return m && m->argc && m->argv[0].s ? m->argv[0].s : "model";
+}
+
+static int unravel_isload(const t_pycall *c)
+{
+    return c->msg && !strcmp(c->msg->sel, "load");
+}
+
+static t_garray *unravel_findarray(t_unravel *x, t_symbol *name, const char *what)
+{
+    t_garray *a = (t_garray *)pd_findbyclass(name, garray_class);
+    if (!a)
+        pd_error(x, "[unravel~]: %s: no array named '%s'", what, name->s_name);
+    return a;
+}
+
 static int unravel_needsession(t_unravel *x, const char *what)
 {
     if (!x->x_session && !x->x_loading)
@@ -157,13 +185,12 @@ static int unravel_findmodel(t_unravel *x, const char *spec, char *path)
 
 static void unravel_setstalled(t_unravel *x, const char *what, double seconds)
 {
-    const t_pymsg *m = pymsg_find(x->x_status, "model");
     if (x->x_stalled)
         return;
     x->x_stalled = 1;
     pd_error(x, "[unravel~]: %s: the model has not answered for %.1f s (%s); messages that "
         "need it wait (live mode) or are refused (sync mode) until it answers",
-        m && m->argc && m->argv[0].s ? m->argv[0].s : "model", seconds, what);
+        unravel_modelname(x), seconds, what);
 }
 
 /* look for a model that stopped answering, and for one that answers again */
@@ -212,27 +239,38 @@ static void unravel_call(t_unravel *x, t_pycall *c, const char *what)
         clock_delay(x->x_ctlclock, 0);
     return;
 drop:
-    if (c->msg && !strcmp(c->msg->sel, "load") && x->x_loading > 0)
+    if (unravel_isload(c) && x->x_loading > 0)
         x->x_loading--;
     pycall_free(c);
 }
 
-/* free a runner and/or a session reference on the control thread (they hold Python) */
-static void unravel_release(t_unravel *x, t_pyrunner *r, t_pysession *s)
+/* free a runner, a session reference and/or a box on the control thread (they hold
+   Python) */
+static void unravel_release(t_unravel *x, t_pyrunner *r, t_pysession *s, t_pybox *box)
 {
     t_pycall *c;
-    if (!r && !s)
+    if (!r && !s && !box)
         return;
     if (!(c = pycall_new(0, 0, 0, 0, "")))
         return;     /* out of memory: leaked */
     c->release_runner = r;
     c->release_session = s;
+    c->release_box = box;
     if (jobq_push(x->x_ctl, c) != 0)
     {
         c->release_runner = 0;
         c->release_session = 0;
+        c->release_box = 0;
         pycall_free(c);
     }
+}
+
+/* free a finished call that holds a runner nobody installs */
+static void unravel_dropcall(t_unravel *x, t_pycall *c)
+{
+    unravel_release(x, c->runner, 0, 0);
+    c->runner = 0;
+    pycall_free(c);
 }
 
 /* a call for the object's model, with the runner of its method wanted afterwards (want) */
@@ -311,10 +349,10 @@ static void unravel_apply(t_unravel *x)
         x->x_install = 0;
         x->x_modechange = 0;
         if (c)
-            unravel_release(x, c->runner, 0), c->runner = 0, pycall_free(c);
+            unravel_dropcall(x, c);
         return;
     }
-    if (unravel_issync(x) ? engine_timedlock(e, ENGINE_SYNCWAIT) : engine_trylock(e))
+    if (unravel_lockengine(x))
     {
         if (unravel_issync(x))
             unravel_setstalled(x, "a model call never returned", ENGINE_SYNCWAIT);
@@ -324,7 +362,7 @@ static void unravel_apply(t_unravel *x)
     {
         x->x_install = 0;
         old = unravel_install(x, c);
-        loaded = c->msg && !strcmp(c->msg->sel, "load");
+        loaded = unravel_isload(c);
     }
     if (x->x_modechange && e->ready)
     {
@@ -337,17 +375,14 @@ static void unravel_apply(t_unravel *x)
     {
         unravel_exithook();     /* after the runner's first Python: see there */
         if (old != x->x_runner)
-            unravel_release(x, old, 0);
-        if (c->runner)          /* not installed */
-            unravel_release(x, c->runner, 0), c->runner = 0;
+            unravel_release(x, old, 0, 0);
         if (loaded)
         {   /* the new model plays from this block on */
-            const t_pymsg *m = pymsg_find(x->x_status, "model");
             t_atom a;
-            SETSYMBOL(&a, gensym(m && m->argc && m->argv[0].s ? m->argv[0].s : "?"));
+            SETSYMBOL(&a, gensym(unravel_modelname(x)));
             outlet_anything(x->x_info, gensym("loaded"), 1, &a);
         }
-        pycall_free(c);
+        unravel_dropcall(x, c);     /* its runner, if it was not installed */
         if (x->x_multi && oldout != x->x_mp.out_chans)
             canvas_update_dsp();
     }
@@ -357,16 +392,11 @@ static void unravel_apply(t_unravel *x)
 static void unravel_toarray(t_unravel *x, t_pycall *c)
 {
     const t_pymsg *m = pymsg_find(c->replies, "layer");
-    t_garray *a = (t_garray *)pd_findbyclass(gensym(c->array), garray_class);
+    t_garray *a;
     t_word *vec;
     int size, i;
-    if (!m)
+    if (!m || !(a = unravel_findarray(x, gensym(c->array), "get_weights")))
         return;
-    if (!a)
-    {
-        pd_error(x, "[unravel~]: get_weights: no array named '%s'", c->array);
-        return;
-    }
     garray_resize_long(a, m->argc);
     if (!garray_getfloatwords(a, &size, &vec) || size != m->argc)
     {
@@ -382,11 +412,11 @@ static void unravel_toarray(t_unravel *x, t_pycall *c)
 static void unravel_take(t_unravel *x, t_pycall *c)
 {
     const t_pymsg *gpu;
-    if (c->msg && !strcmp(c->msg->sel, "load") && x->x_loading > 0)
+    if (unravel_isload(c) && x->x_loading > 0)
         x->x_loading--;
     if (c->newsession)
     {
-        unravel_release(x, 0, x->x_session);
+        unravel_release(x, 0, x->x_session, 0);
         x->x_session = c->newsession;
         c->newsession = 0;
     }
@@ -409,17 +439,11 @@ static void unravel_take(t_unravel *x, t_pycall *c)
     if (c->runner && !c->failed)
     {   /* installed at the next block boundary; a newer one replaces it */
         if (x->x_install)
-        {
-            unravel_release(x, x->x_install->runner, 0);
-            x->x_install->runner = 0;
-            pycall_free(x->x_install);
-        }
+            unravel_dropcall(x, x->x_install);
         x->x_install = c;
         return;
     }
-    if (c->runner)
-        unravel_release(x, c->runner, 0), c->runner = 0;
-    pycall_free(c);
+    unravel_dropcall(x, c);
 }
 
 static void unravel_ctltick(t_unravel *x)
@@ -453,9 +477,7 @@ static void unravel_setupengine(t_unravel *x)
 static void unravel_resetengine(t_unravel *x)
 {
     t_engine *e = x->x_engine;
-    if (!e)
-        return;
-    if (unravel_issync(x) ? engine_timedlock(e, ENGINE_SYNCWAIT) : engine_trylock(e))
+    if (!e || unravel_lockengine(x))
         return;
     engine_reset(e);
     engine_unlock(e);
@@ -659,6 +681,18 @@ static void unravel_bufsize(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
     unravel_setupengine(x);
 }
 
+/* the reply `sel` of the model's part of the status (kept from the last call) */
+static void unravel_modelstatus(t_unravel *x, const char *sel)
+{
+    const t_pymsg *m = pymsg_find(x->x_status, sel);
+    t_pymsg one;
+    if (!m)
+        return;
+    one = *m;
+    one.next = 0;
+    pymsg_send(&one, unravel_reply, x);
+}
+
 /* the status, answered here: C's own values and the model's part kept from the last call */
 static void unravel_bang(t_unravel *x)
 {
@@ -667,7 +701,6 @@ static void unravel_bang(t_unravel *x)
     t_engine *e = x->x_engine;
     t_methodparams *p = &x->x_mp;
     int inl = (x->x_bufsize == 0), i, ready = e && e->ready;
-    const t_pymsg *m;
     SETFLOAT(a, x->x_session ? 1 : 0);
     outlet_anything(x->x_info, gensym("loaded"), 1, a);
     SETFLOAT(a, x->x_enabled);
@@ -675,20 +708,10 @@ static void unravel_bang(t_unravel *x)
     if (!x->x_session)
         return;
     for (i = 0; i < 3; i++)
-        if ((m = pymsg_find(x->x_status, model1[i])))
-        {
-            t_pymsg one = *m;
-            one.next = 0;
-            pymsg_send(&one, unravel_reply, x);
-        }
+        unravel_modelstatus(x, model1[i]);
     SETSYMBOL(a, x->x_method);
     outlet_anything(x->x_info, gensym("method"), 1, a);
-    if ((m = pymsg_find(x->x_status, "attributes")))
-    {
-        t_pymsg one = *m;
-        one.next = 0;
-        pymsg_send(&one, unravel_reply, x);
-    }
+    unravel_modelstatus(x, "attributes");
     SETFLOAT(a, x->x_bufsize);
     outlet_anything(x->x_info, gensym("bufsize"), 1, a);
     SETFLOAT(a, p->in_chans);
@@ -705,12 +728,7 @@ static void unravel_bang(t_unravel *x)
     SETFLOAT(a, e ? engine_underruns(e) : 0);
     outlet_anything(x->x_info, gensym("underruns"), 1, a);
     for (i = 0; i < 2; i++)
-        if ((m = pymsg_find(x->x_status, model2[i])))
-        {
-            t_pymsg one = *m;
-            one.next = 0;
-            pymsg_send(&one, unravel_reply, x);
-        }
+        unravel_modelstatus(x, model2[i]);
 }
 
 /* a burst of edits to one thing (a slider) keeps the newest: the key of a coalescing call */
@@ -742,14 +760,9 @@ static void unravel_get_weights(t_unravel *x, t_symbol *s, int argc, t_atom *arg
     t_pycall *c;
     if (argc == 2 && argv[0].a_type == A_SYMBOL && argv[1].a_type == A_SYMBOL)
     {
-        if (!unravel_needsession(x, s->s_name))
+        if (!unravel_needsession(x, s->s_name) ||
+            !unravel_findarray(x, atom_getsymbol(argv + 1), "get_weights"))
             return;
-        if (!pd_findbyclass(atom_getsymbol(argv + 1), garray_class))
-        {
-            pd_error(x, "[unravel~]: get_weights: no array named '%s'",
-                atom_getsymbol(argv + 1)->s_name);
-            return;
-        }
         if ((c = unravel_newcall(x, s, 1, argv, 0)))
             snprintf(c->array, sizeof(c->array), "%s", atom_getsymbol(argv + 1)->s_name);
         unravel_call(x, c, s->s_name);
@@ -763,18 +776,13 @@ static void unravel_set_weights(t_unravel *x, t_symbol *s, int argc, t_atom *arg
 {
     if (argc == 2 && argv[0].a_type == A_SYMBOL && argv[1].a_type == A_SYMBOL)
     {
-        t_garray *a = (t_garray *)pd_findbyclass(atom_getsymbol(argv + 1), garray_class);
+        t_garray *a;
         t_pycall *c;
         t_word *vec;
         int size, i;
-        if (!unravel_needsession(x, s->s_name))
+        if (!unravel_needsession(x, s->s_name) ||
+            !(a = unravel_findarray(x, atom_getsymbol(argv + 1), "set_weights")))
             return;
-        if (!a)
-        {
-            pd_error(x, "[unravel~]: set_weights: no array named '%s'",
-                atom_getsymbol(argv + 1)->s_name);
-            return;
-        }
         if (!garray_getfloatwords(a, &size, &vec))
         {
             pd_error(x, "[unravel~]: set_weights: array '%s' has no floats",
@@ -981,7 +989,6 @@ static int unravel_startpython(t_unravel *x)
 
 static void unravel_free(t_unravel *x)
 {
-    t_pycall *c;
     t_pyrunner *runner = x->x_runner;
     t_pysession *session = x->x_session;
     if (x->x_engine)
@@ -1001,18 +1008,8 @@ static void unravel_free(t_unravel *x)
     if (x->x_ctl)
     {
         if (x->x_install)
-        {
-            unravel_release(x, x->x_install->runner, 0);
-            x->x_install->runner = 0;
-            pycall_free(x->x_install);
-        }
-        unravel_release(x, runner, session);
-        if (x->x_box && (c = pycall_new(0, 0, 0, 0, "")))
-        {
-            c->release_box = x->x_box;
-            if (jobq_push(x->x_ctl, c) != 0)
-                c->release_box = 0, pycall_free(c);
-        }
+            unravel_dropcall(x, x->x_install);
+        unravel_release(x, runner, session, x->x_box);
         jobq_finish(x->x_ctl);          /* the control thread runs what is queued, then ends */
     }
     pymsg_free(x->x_status);

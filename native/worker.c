@@ -105,6 +105,13 @@ uint64_t engine_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000 + 1;
 }
 
+/* ms since the time in *since (0: none running) */
+static uint64_t busy_ms(uint64_t *since)
+{
+    uint64_t t = LOAD(since);
+    return t ? engine_now_ms() - t : 0;
+}
+
 /* process every complete block; run_mutex held */
 static void engine_work_locked(t_engine *e)
 {
@@ -446,8 +453,7 @@ unsigned engine_processed(t_engine *e)
 
 uint64_t engine_busy_ms(t_engine *e)
 {
-    uint64_t since = LOAD(&e->busy_since);
-    return since ? engine_now_ms() - since : 0;
+    return busy_ms(&e->busy_since);
 }
 
 /* ------------------------------------- jobq ------------------------------------- */
@@ -616,43 +622,40 @@ int jobq_pending(t_jobq *q)
     return n;
 }
 
-int jobq_wait_idle(t_jobq *q, double timeout)
+/* wait up to timeout s (mutex held) until the thread has ended, or with `idle` until nothing
+   is queued or running either; 0 if so */
+static int jobq_waitfor(t_jobq *q, int idle, double timeout)
 {
-    int rc = 0;
     struct timespec ts;
     timeout_in(&ts, timeout);
-    pthread_mutex_lock(&q->mutex);
-    while ((q->todo || q->running) && !q->finished)
+    while (!q->finished && (idle ? (q->todo || q->running) : q->started))
         if (pthread_cond_timedwait(&q->cond, &q->mutex, &ts) == ETIMEDOUT)
-        {
-            rc = -1;
-            break;
-        }
+            return -1;
+    return 0;
+}
+
+int jobq_wait_idle(t_jobq *q, double timeout)
+{
+    int rc;
+    pthread_mutex_lock(&q->mutex);
+    rc = jobq_waitfor(q, 1, timeout);
     pthread_mutex_unlock(&q->mutex);
     return rc;
 }
 
 uint64_t jobq_busy_ms(t_jobq *q)
 {
-    uint64_t since = LOAD(&q->busy_since);
-    return since ? engine_now_ms() - since : 0;
+    return busy_ms(&q->busy_since);
 }
 
 int jobq_stop(t_jobq *q, double timeout)
 {
-    int rc = 0;
-    struct timespec ts;
+    int rc;
     pthread_mutex_lock(&q->mutex);
     q->stop = 1;
     jobq_droptodo(q);
     pthread_cond_broadcast(&q->cond);
-    timeout_in(&ts, timeout);
-    while (q->started && !q->finished)
-        if (pthread_cond_timedwait(&q->cond, &q->mutex, &ts) == ETIMEDOUT)
-        {
-            rc = -1;
-            break;
-        }
+    rc = jobq_waitfor(q, 0, timeout);
     pthread_mutex_unlock(&q->mutex);
     return rc;
 }

@@ -1,8 +1,9 @@
 """The Python side of the Pd external [unravel~]: the only module the C code calls.
 
 One `Session` per [unravel~] object holds its model and its bender. The C side calls:
-`init()`, `Session(spec, patch_dir)`, `Session.load/params/runner/message/get_weights/
-set_weights`, `run_job(session, name, args, patch_dir)`. Every user error is raised as
+`init()`, `control(session, sel, args, patch_dir, values, want)` (every message that needs
+the model, on the object's control thread; it makes the Session at the first `load`),
+`Runner.process()` (the model thread), `run_job(session, name, args, patch_dir)`. Every user error is raised as
 `UnravelError` with a one-line message; C prints it with pd_error. The UnRAVEl jobs are
 declared here (`JOBS`) and run in a child process (`unravel.jobproc`), which calls
 `run_here`.
@@ -261,8 +262,8 @@ class Session:
                 method = "forward"
         p = self.params(method)
         ratio = p[4]
-        if bufsize and fit_bufsize(bufsize, ratio) != bufsize:
-            fitted = fit_bufsize(bufsize, ratio)
+        fitted = fit_bufsize(bufsize, ratio) if bufsize else 0
+        if fitted != bufsize:
             notes.append(f"bufsize {bufsize} -> {fitted} (a power of two, at least the ratio "
                          f"{ratio} of method '{method}')")
             bufsize = fitted
