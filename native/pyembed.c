@@ -259,6 +259,94 @@ void pymsg_free(t_pymsg *m)
     }
 }
 
+/* ------------------------------ arrays ------------------------------ */
+
+t_pyvec *pyvec_new(const char *set, const char *name, long n)
+{
+    t_pyvec *v = (t_pyvec *)calloc(1, sizeof(*v));
+    if (!v)
+        return 0;
+    v->set = py_strdup(set);
+    v->name = py_strdup(name);
+    v->data = (float *)malloc((n > 0 ? n : 1) * sizeof(float));
+    v->n = n;
+    if (!v->set || !v->name || !v->data)
+    {
+        pyvec_free(v);
+        return 0;
+    }
+    return v;
+}
+
+void pyvec_free(t_pyvec *v)
+{
+    while (v)
+    {
+        t_pyvec *next = v->next;
+        free(v->set);
+        free(v->name);
+        free(v->data);
+        free(v);
+        v = next;
+    }
+}
+
+/* the vectors as {set: [(name, float32 bytes), ...]} (GIL held) */
+static PyObject *py_fromvecs(const t_pyvec *v)
+{
+    PyObject *dict = PyDict_New();
+    for (; dict && v; v = v->next)
+    {
+        PyObject *list = PyDict_GetItemString(dict, v->set), *item;
+        if (!list)
+        {
+            if (!(list = PyList_New(0)) || PyDict_SetItemString(dict, v->set, list) != 0)
+            {
+                Py_XDECREF(list);
+                Py_CLEAR(dict);
+                break;
+            }
+            Py_DECREF(list);
+        }
+        item = Py_BuildValue("(sy#)", v->name, (const char *)v->data,
+            (Py_ssize_t)(v->n * sizeof(float)));
+        if (!item || PyList_Append(list, item) != 0)
+            Py_CLEAR(dict);
+        Py_XDECREF(item);
+    }
+    return dict;
+}
+
+/* [(name, float32 bytes), ...] as vectors (GIL held); 0 with a Python error set */
+static t_pyvec *py_tovecs(PyObject *list, int *ok)
+{
+    t_pyvec *first = 0, **tail = &first;
+    Py_ssize_t i, n = PySequence_Size(list);
+    *ok = n >= 0;
+    for (i = 0; *ok && i < n; i++)
+    {
+        PyObject *item = PySequence_GetItem(list, i);
+        const char *name, *bytes;
+        Py_ssize_t len;
+        *ok = item && PyArg_ParseTuple(item, "sy#", &name, &bytes, &len) &&
+            (*tail = pyvec_new("", name, (long)(len / sizeof(float))));
+        if (*ok)
+        {
+            memcpy((*tail)->data, bytes, (*tail)->n * sizeof(float));
+            tail = &(*tail)->next;
+        }
+        else if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        Py_XDECREF(item);
+    }
+    if (!*ok)
+    {
+        pyvec_free(first);
+        first = 0;
+    }
+    return first;
+}
+
 /* a message's arguments as a Python list of str and float (GIL held) */
 static PyObject *py_fromargs(const t_pymsg *m)
 {
@@ -805,7 +893,10 @@ void pycall_free(void *call)
 struct pyjob {
     t_pysession *session;       /* a reference, or 0: a registry message */
     t_pymsg *args;
+    t_pyvec *inputs;            /* the arrays after input-array, read on Pd's thread */
+    float sr;                   /* Pd's sample rate */
     t_pymsg *result;            /* `done <name> ...`, made on the job thread */
+    t_pyvec *outputs;           /* the arrays it writes, made on the job thread */
     char name[PYNAME_SIZE];
     char dir[MAXPDSTRING];
     char err[PYERR_SIZE];
@@ -818,15 +909,18 @@ static pthread_mutex_t job_mutex = PTHREAD_MUTEX_INITIALIZER;
 static t_pyjob *job_running;
 
 t_pyjob *pyjob_new(t_pysession *s, const char *name, int argc, t_atom *argv, const char *dir,
-    char *err)
+    t_pyvec *inputs, float sr, char *err)
 {
     t_pyjob *j = (t_pyjob *)calloc(1, sizeof(*j));
     if (!j || !(j->args = pymsg_new(name, argc, argv)))
     {
         free(j);
+        pyvec_free(inputs);
         seterr(err, "out of memory");
         return 0;
     }
+    j->inputs = inputs;
+    j->sr = sr;
     j->session = s;
     pysession_ref(s);
     snprintf(j->name, sizeof(j->name), "%s", name);
@@ -838,7 +932,7 @@ void pyjob_run(void *job)
 {
     t_pyjob *j = (t_pyjob *)job, **pp;
     t_pyenter g;
-    PyObject *args, *result = 0;
+    PyObject *args, *arrays = 0, *result = 0, *values = 0, *outputs = 0;
     py_threadenter();
     g = py_enter();
     pthread_mutex_lock(&job_mutex);
@@ -846,9 +940,12 @@ void pyjob_run(void *job)
     j->nextrunning = job_running;
     job_running = j;
     pthread_mutex_unlock(&job_mutex);
-    if ((args = py_fromargs(j->args)))
-        result = PyObject_CallMethod(py_bridge, "run_job", "OsOs", j->session ? j->session->obj :
-            Py_None, j->name, args, j->dir);
+    /* run_job(...) -> (values, [(array, float32 bytes), ...]) */
+    if ((args = py_fromargs(j->args)) && (arrays = py_fromvecs(j->inputs)))
+        result = PyObject_CallMethod(py_bridge, "run_job", "OsOsOd", j->session ?
+            j->session->obj : Py_None, j->name, args, j->dir, arrays, (double)j->sr);
+    pyvec_free(j->inputs);
+    j->inputs = 0;
     if (!result)
     {
         py_fetcherr(j->err);
@@ -857,10 +954,14 @@ void pyjob_run(void *job)
     else
     {
         /* the values as one reply ["done", values...]; pyjob_reply puts the name in */
-        PyObject *flat = PySequence_List(result), *done = PyUnicode_FromString("done"), *one = 0;
-        if (flat && done && PyList_Insert(flat, 0, done) == 0 && (one = Py_BuildValue("[O]", flat)))
-            j->result = py_tomsgs(one, 0);
-        if (!j->result)
+        PyObject *flat = 0, *done = PyUnicode_FromString("done"), *one = 0;
+        int ok = 0;
+        if (PyArg_ParseTuple(result, "OO", &values, &outputs) &&
+            (flat = PySequence_List(values)) && done &&
+            PyList_Insert(flat, 0, done) == 0 && (one = Py_BuildValue("[O]", flat)) &&
+            (j->result = py_tomsgs(one, 0)))
+            j->outputs = py_tovecs(outputs, &ok);
+        if (!ok)
         {
             seterr(j->err, "bad result");
             j->failed = 1;
@@ -871,6 +972,7 @@ void pyjob_run(void *job)
         Py_XDECREF(flat);
     }
     Py_XDECREF(result);
+    Py_XDECREF(arrays);
     Py_XDECREF(args);
     pthread_mutex_lock(&job_mutex);
     for (pp = &job_running; *pp; pp = &(*pp)->nextrunning)
@@ -907,6 +1009,16 @@ void pyjob_reply(t_pyjob *j, t_pyreply reply, void *owner)
     }
 }
 
+const char *pyjob_name(const t_pyjob *j)
+{
+    return j->name;
+}
+
+const t_pyvec *pyjob_outputs(const t_pyjob *j)
+{
+    return j->failed ? 0 : j->outputs;
+}
+
 void pyjob_free(void *job)
 {
     t_pyjob *j = (t_pyjob *)job;
@@ -914,6 +1026,8 @@ void pyjob_free(void *job)
         return;
     pymsg_free(j->args);
     pymsg_free(j->result);
+    pyvec_free(j->inputs);
+    pyvec_free(j->outputs);
     pysession_unref(j->session);
     free(j);
 }

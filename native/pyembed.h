@@ -33,6 +33,19 @@ void pymsg_send(const t_pymsg *m, t_pyreply reply, void *owner);    /* Pd's thre
 const t_pymsg *pymsg_find(const t_pymsg *m, const char *sel);      /* the first with sel */
 void pymsg_free(t_pymsg *m);                                        /* the whole list */
 
+/* ---- a Pd array's values as plain C data, readable on any thread: what a job reads (on
+   Pd's thread, `set` being the name after input-array) and what it writes ---- */
+typedef struct pyvec {
+    struct pyvec *next;
+    char *set;
+    char *name;             /* the array's */
+    long n;
+    float *data;
+} t_pyvec;
+
+t_pyvec *pyvec_new(const char *set, const char *name, long n);  /* data not set; 0: no memory */
+void pyvec_free(t_pyvec *v);                                        /* the whole list */
+
 /* start the interpreter once per process (later calls return the first result) */
 int pyembed_start(const char *python, const char *libpython, char *err);
 
@@ -103,11 +116,14 @@ void pycall_run(void *call);        /* control thread */
 void pycall_free(void *call);       /* frees what is left (the GIL only if Python objects are) */
 
 /* an UnRAVEl job: made on Pd's thread, run on the job thread, replied on Pd's thread;
-   s may be 0 for the model registry's messages (bridge.registry_message) */
+   s may be 0 for the model registry's messages (bridge.registry_message).  It takes the
+   arrays it reads (`inputs`, any number, 0 for none) and Pd's sample rate. */
 typedef struct pyjob t_pyjob;
 t_pyjob *pyjob_new(t_pysession *s, const char *name, int argc, t_atom *argv, const char *dir,
-    char *err);
+    t_pyvec *inputs, float sr, char *err);
 void pyjob_run(void *job);
+const char *pyjob_name(const t_pyjob *j);
+const t_pyvec *pyjob_outputs(const t_pyjob *j);  /* the arrays a finished job writes */
 void pyjob_reply(t_pyjob *j, t_pyreply reply, void *owner);
 void pyjob_free(void *job);
 void pyjob_cancel(t_pysession *s);       /* stop the session's running job (its object is freed) */

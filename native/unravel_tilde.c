@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "m_pd.h"
+#include "g_canvas.h"      /* canvas_setcurrent: the [table]s jobs make */
 #include "pyembed.h"
 #include "worker.h"
 
@@ -19,6 +20,7 @@
 #define MAXCHANS 256        /* signal inlets/outlets without -m */
 #define MAXBUFSIZE (1 << 20)
 #define JOBPOLL 10.         /* ms between looks at the job thread */
+#define JOBSYNCWAIT 600.    /* s sync mode waits for a job before going on without it */
 #define CTLPOLL 1.          /* ms between looks at the control thread */
 #define WATCHPOLL 250.      /* ms between looks for a model that stopped answering */
 #define STALLMS 3000        /* a model call or control call running this long: not answering */
@@ -70,6 +72,9 @@ typedef struct _unravel {
     /* jobs */
     t_jobq *x_jobs;
     t_clock *x_jobclock;
+    t_pymsg *x_jobwait;         /* jobs not yet handed to the job thread, in order */
+    t_pd **x_tables;            /* the [table]s jobs made for their output arrays */
+    int x_ntables;
 } t_unravel;
 
 static int unravel_startpython(t_unravel *x);
@@ -808,27 +813,145 @@ static void unravel_set_weights(t_unravel *x, t_symbol *s, int argc, t_atom *arg
 
 /* ------------------------------ UnRAVEl jobs ------------------------------ */
 
-static void unravel_jobreply(void *owner, t_symbol *sel, int argc, t_atom *argv);
+/* Latents and audio in Pd arrays: a job reads the sets named after `input-array` when it
+   starts, and writes the arrays it made when it ends, in one go, before its reply.  A set
+   is the array <name> when there is one, else <name>-0, <name>-1, ... (the job checks how
+   many it needs). */
 
-static void unravel_jobtick(t_unravel *x)
+/* option name k (`-`/`_` alike, leading dashes optional) is `want` */
+static int unravel_isoption(const char *k, const char *want)
 {
-    void *job;
-    while ((job = jobq_pop_done(x->x_jobs)))
-    {
-        pyjob_reply((t_pyjob *)job, unravel_jobreply, x);
-        pyjob_free(job);
-    }
-    if (jobq_pending(x->x_jobs))
-        clock_delay(x->x_jobclock, JOBPOLL);
+    while (*k == '-')
+        k++;
+    for (; *k && *want; k++, want++)
+        if (*k != *want && !(*k == '_' && *want == '-'))
+            return 0;
+    return !*k && !*want;
 }
 
-/* queue message s as a job of `session` (0: a job that needs no model) on the job thread */
-static void unravel_pushjob(t_unravel *x, t_pysession *session, t_symbol *s, int argc,
-    t_atom *argv)
+/* append the values of array `name` (if it is a float array) to *tail as part of `set`;
+   0 when there is no such array, -1 out of memory */
+static int unravel_readarray(t_symbol *name, const char *set, t_pyvec ***tail)
 {
+    t_garray *a = (t_garray *)pd_findbyclass(name, garray_class);
+    t_word *vec;
+    int n, i;
+    if (!a || !garray_getfloatwords(a, &n, &vec))
+        return 0;
+    if (!(**tail = pyvec_new(set, name->s_name, n)))
+        return -1;
+    for (i = 0; i < n; i++)
+        (**tail)->data[i] = vec[i].w_float;
+    *tail = &(**tail)->next;
+    return 1;
+}
+
+/* the arrays of every `input-array <set>` in a job's arguments; -1 out of memory */
+static int unravel_readsets(int argc, t_atom *argv, t_pyvec **vecs)
+{
+    t_pyvec **tail = vecs;
+    char name[MAXPDSTRING];
+    int i, k, got = 0;
+    *vecs = 0;
+    for (i = 0; i + 1 < argc && got >= 0; i += 2)
+    {
+        const char *set;
+        if (argv[i].a_type != A_SYMBOL || argv[i + 1].a_type != A_SYMBOL ||
+            !unravel_isoption(argv[i].a_w.w_symbol->s_name, "input-array"))
+            continue;
+        set = argv[i + 1].a_w.w_symbol->s_name;
+        if ((got = unravel_readarray(argv[i + 1].a_w.w_symbol, set, &tail)))
+            continue;
+        for (k = 0; ; k++)
+        {
+            snprintf(name, sizeof(name), "%s-%d", set, k);
+            if ((got = unravel_readarray(gensym(name), set, &tail)) <= 0)
+                break;
+        }
+    }
+    if (got < 0)
+    {
+        pyvec_free(*vecs);
+        *vecs = 0;
+    }
+    return got < 0 ? -1 : 0;
+}
+
+/* a new array `name` of n points: a [table] of this object's patch (without a box), freed
+   with the object */
+static t_garray *unravel_newtable(t_unravel *x, t_symbol *name, long n)
+{
+    t_atom a[2];
+    t_pd *table, **more;
+    if (!(more = (t_pd **)resizebytes(x->x_tables, x->x_ntables * sizeof(t_pd *),
+        (x->x_ntables + 1) * sizeof(t_pd *))))
+        return 0;
+    x->x_tables = more;
+    SETSYMBOL(&a[0], name);
+    SETFLOAT(&a[1], n);
+    pd_this->pd_newest = 0;
+    canvas_setcurrent(x->x_canvas);
+    typedmess(&pd_objectmaker, gensym("table"), 2, a);
+    canvas_unsetcurrent(x->x_canvas);
+    if (!(table = pd_newest()))
+        return 0;
+    x->x_tables[x->x_ntables++] = table;
+    return (t_garray *)pd_findbyclass(name, garray_class);
+}
+
+/* write a finished job's arrays, made or resized as needed */
+static void unravel_writearrays(t_unravel *x, const char *job, const t_pyvec *v)
+{
+    for (; v; v = v->next)
+    {
+        t_symbol *name = gensym(v->name);
+        t_garray *a = (t_garray *)pd_findbyclass(name, garray_class);
+        t_word *vec;
+        int n, i;
+        if (!a && !(a = unravel_newtable(x, name, v->n)))
+        {
+            pd_error(x, "[unravel~]: %s: cannot make the array '%s'", job, v->name);
+            continue;
+        }
+        if (garray_npoints(a) != v->n)
+            garray_resize_long(a, v->n);
+        if (!garray_getfloatwords(a, &n, &vec) || n != v->n)
+        {
+            pd_error(x, "[unravel~]: %s: cannot resize the array '%s' to %ld", job, v->name,
+                v->n);
+            continue;
+        }
+        for (i = 0; i < n; i++)
+            vec[i].w_float = v->data[i];
+        garray_redraw(a);
+    }
+}
+
+static void unravel_jobreply(void *owner, t_symbol *sel, int argc, t_atom *argv);
+static int unravel_isregistry(t_symbol *s);
+
+/* hand one waiting job (`reply` form, for pymsg_send) to the job thread: the model it uses
+   and the arrays it reads are taken now.  In sync mode (-batch) Pd waits for it, so that it
+   answers at the same logical time in every run. */
+static void unravel_startone(void *owner, t_symbol *s, int argc, t_atom *argv)
+{
+    t_unravel *x = (t_unravel *)owner;
+    t_pysession *session = unravel_isregistry(s) ? 0 : x->x_session;
     char err[PYERR_SIZE];
     t_pyjob *job;
-    if (!(job = pyjob_new(session, s->s_name, argc, argv, x->x_dir->s_name, err)))
+    t_pyvec *inputs;
+    if (!session && !unravel_isregistry(s))
+    {
+        pd_error(x, "[unravel~]: %s: no model loaded (use 'load <model>')", s->s_name);
+        return;
+    }
+    if (unravel_readsets(argc, argv, &inputs) != 0)
+    {
+        pd_error(x, "[unravel~]: %s: out of memory reading the arrays", s->s_name);
+        return;
+    }
+    if (!(job = pyjob_new(session, s->s_name, argc, argv, x->x_dir->s_name, inputs,
+        sys_getsr(), err)))
     {
         pd_error(x, "[unravel~]: %s: %s", s->s_name, err);
         return;
@@ -839,7 +962,52 @@ static void unravel_pushjob(t_unravel *x, t_pysession *session, t_symbol *s, int
         pyjob_free(job);
         return;
     }
+    if (unravel_issync(x))
+        jobq_wait_idle(x->x_jobs, JOBSYNCWAIT);
     clock_delay(x->x_jobclock, JOBPOLL);
+}
+
+/* jobs run one at a time, in the order they were sent: the next one starts when the job
+   thread is idle, after the one before it wrote its arrays */
+static void unravel_startjobs(t_unravel *x)
+{
+    while (x->x_jobwait && !jobq_pending(x->x_jobs))
+    {
+        t_pymsg *m = x->x_jobwait;
+        x->x_jobwait = m->next;
+        m->next = 0;
+        pymsg_send(m, unravel_startone, x);
+        pymsg_free(m);
+    }
+}
+
+static void unravel_jobtick(t_unravel *x)
+{
+    void *job;
+    while ((job = jobq_pop_done(x->x_jobs)))
+    {
+        unravel_writearrays(x, pyjob_name((t_pyjob *)job), pyjob_outputs((t_pyjob *)job));
+        pyjob_reply((t_pyjob *)job, unravel_jobreply, x);
+        pyjob_free(job);
+    }
+    unravel_startjobs(x);
+    if (jobq_pending(x->x_jobs) || x->x_jobwait)
+        clock_delay(x->x_jobclock, JOBPOLL);
+}
+
+/* queue message s as a job (a registry message needs no model) */
+static void unravel_pushjob(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
+{
+    t_pymsg *m = pymsg_new(s->s_name, argc, argv), **tail = &x->x_jobwait;
+    if (!m)
+    {
+        pd_error(x, "[unravel~]: %s: out of memory", s->s_name);
+        return;
+    }
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = m;
+    unravel_startjobs(x);
 }
 
 /* a job goes to the job thread once the control calls sent before it have run (a bend, a
@@ -848,7 +1016,7 @@ static void unravel_queuedjob(void *owner, t_symbol *s, int argc, t_atom *argv)
 {
     t_unravel *x = (t_unravel *)owner;
     if (unravel_needsession(x, s->s_name))
-        unravel_pushjob(x, x->x_session, s, argc, argv);
+        unravel_pushjob(x, s, argc, argv);
 }
 
 static void unravel_job(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
@@ -877,7 +1045,7 @@ static int unravel_isregistry(t_symbol *s)
 static void unravel_registry(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
 {
     if (unravel_startpython(x))
-        unravel_pushjob(x, 0, s, argc, argv);
+        unravel_pushjob(x, s, argc, argv);
 }
 
 /* a finished job answers on the info outlet (`done <job> ...` or `error <job> <reason>`);
@@ -991,6 +1159,7 @@ static void unravel_free(t_unravel *x)
 {
     t_pyrunner *runner = x->x_runner;
     t_pysession *session = x->x_session;
+    int i;
     if (x->x_engine)
     {
         if (engine_stop_wait(x->x_engine, 1.) == 0)
@@ -1015,6 +1184,10 @@ static void unravel_free(t_unravel *x)
     pymsg_free(x->x_status);
     clock_free(x->x_errclock);
     clock_free(x->x_jobclock);
+    pymsg_free(x->x_jobwait);
+    for (i = 0; i < x->x_ntables; i++)
+        pd_free(x->x_tables[i]);
+    freebytes(x->x_tables, x->x_ntables * sizeof(t_pd *));
     clock_free(x->x_ctlclock);
     clock_free(x->x_watchclock);
     if (x->x_ins)

@@ -77,7 +77,7 @@ def test_a_job_runs_in_a_child_process_of_this_python(tmp_path):
     seen: dict[int, list[str]] = {}
     reply: list = []
     t = threading.Thread(target=lambda: reply.extend(bridge.run_job(
-        s, "decode", ["input", str(z), "output", "dec"], str(tmp_path))))
+        s, "decode", ["input", str(z), "output", "dec"], str(tmp_path))[0]))
     t.start()
     while t.is_alive():
         seen.update(jobproc_children(os.getpid()))

@@ -149,8 +149,12 @@ def mix(audio: np.ndarray, channels: int) -> np.ndarray:
 
 def load(path: str | os.PathLike, sr: int, channels: int) -> np.ndarray:
     """Read an audio file resampled to `sr` and mixed to `channels`: float32 (channels, n)."""
-    audio, file_sr = read(path)
-    return mix(resample(audio, file_sr, sr), channels)
+    return conform(*read(path), sr, channels)
+
+
+def conform(audio: np.ndarray, sr_in: int, sr: int, channels: int) -> np.ndarray:
+    """(c, n) audio at `sr_in` resampled to `sr` and mixed to `channels` (as `load` reads)."""
+    return mix(resample(audio, sr_in, sr), channels)
 
 
 def write(path: str | os.PathLike, audio: np.ndarray, sr: int, subtype: str = "FLOAT",

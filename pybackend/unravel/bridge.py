@@ -28,7 +28,9 @@ import torch
 from unravel.errors import UnravelError, without_class
 from unravel import jobproc
 from unravel import model as _model
+from unravel import pdarrays
 from unravel import safewrite
+from unravel.pdarrays import PdArrays
 
 Atom = "str | float"
 
@@ -434,15 +436,17 @@ def _atom(v):
 
 # --------------------------------------------------------------------------- UnRAVEl jobs
 
-# option name -> kind: 'paths' (repeatable), 'path', 'str', 'int', 'float', 'bool'
-JobFn = Callable[[_model.Model, dict, str], list]
+# option name -> kind: 'paths' (repeatable), 'path', 'array' (a Pd array set's name), 'str',
+# 'int', 'float', 'bool'
+JobFn = Callable[[_model.Model, dict, str, PdArrays], list]
 JOBS: dict[str, tuple[JobFn, dict[str, str]]] = {}
 IN_PROCESS = ("tempo",)     # instant jobs, run on the job thread; the others in a child process
 
 
 def register_job(name: str, options: dict[str, str]):
-    """Decorator: make `fn(model, opts, patch_dir) -> [paths or values]` the Pd message
-    `name` (`model`: the object's model, or in a child process its copy)."""
+    """Decorator: make `fn(model, opts, patch_dir, arrays) -> [paths or values]` the Pd
+    message `name` (`model`: the object's model, or in a child process its copy; `arrays`:
+    the Pd arrays it was given and writes, `pdarrays.PdArrays`)."""
     def deco(fn: JobFn) -> JobFn:
         JOBS[name] = (fn, options)
         return fn
@@ -473,6 +477,8 @@ def parse_job_args(name: str, args: list, options: dict[str, str], base: str) ->
                 opts.setdefault(key, []).append(p)
             else:
                 opts[key] = p
+        elif kind == "array":
+            opts[key] = pdarrays.check_name(_sym(name, v, key), f"{name}: {key}")
         elif kind == "str":
             opts[key] = v if isinstance(v, str) else f"{v:g}"
         elif kind == "int":
@@ -490,26 +496,81 @@ def _need(name: str, opts: dict, key: str):
     return opts[key]
 
 
-@register_job("encode", {"input": "paths", "output": "path", "latent-wav": "bool", "force": "bool"})
-def job_encode(m: _model.Model, o: dict, base: str) -> list:
-    from unravel import pipeline
-    return pipeline.encode_files(m, _need("encode", o, "input"), o.get("output", base or "."),
-                                 latent_wav=o.get("latent-wav", False), progress=False,
-                                 force=o.get("force", False))
+def _source(name: str, o: dict) -> str:
+    """Where a job's input comes from: 'input' (files) or 'input-array' (a set), not both.
+    Arrays in need arrays out (`output-array`), except for `stats`, which replies."""
+    if "input" in o and "input-array" in o:
+        raise UnravelError(f"{name}: give input or input-array, not both")
+    if "input-array" in o:
+        if name != "stats" and "output-array" not in o:
+            raise UnravelError(f"{name}: input-array writes to arrays: give output-array <name>")
+        return "input-array"
+    _need(name, o, "input")
+    return "input"
 
 
-@register_job("decode", {"input": "paths", "output": "path", "force": "bool"})
-def job_decode(m: _model.Model, o: dict, base: str) -> list:
-    from unravel import pipeline
-    return pipeline.decode_files(m, _need("decode", o, "input"), o.get("output", base or "."),
-                                 progress=False, force=o.get("force", False))
+def _one_file(name: str, o: dict) -> pathlib.Path:
+    """The single input file of a job that writes arrays."""
+    files = o["input"]
+    if len(files) != 1:
+        raise UnravelError(f"{name}: output-array takes one input, got {len(files)}")
+    return files[0]
 
 
-@register_job("stats", {"input": "paths", "iqr": "bool", "output": "path", "force": "bool"})
-def job_stats(m: _model.Model, o: dict, base: str) -> list:
-    """Writes the statistics as JSON (default: <first input>.stats.json beside it)."""
-    from unravel import pipeline
-    inputs = _need("stats", o, "input")
+def _in_latents(name: str, o: dict, pd: PdArrays, dims: int | None) -> tuple[str, "np.ndarray"]:
+    """A latent job's input as (its name, (D, T) latents): a set or one latent file."""
+    from unravel import latents
+    if _source(name, o) == "input-array":
+        return o["input-array"], pd.latents(o["input-array"], dims, name)
+    f = _one_file(name, o)
+    return latents.stem(f), latents.read(f, dims)
+
+
+@register_job("encode", {"input": "paths", "input-array": "array", "output": "path",
+                         "output-array": "array", "latent-wav": "bool", "force": "bool"})
+def job_encode(m: _model.Model, o: dict, base: str, pd: PdArrays) -> list:
+    """Audio files to latent files, or audio (a set at Pd's rate, or one file) to a latent set."""
+    from unravel import audio, pipeline
+    if _source("encode", o) == "input" and "output-array" not in o:
+        return pipeline.encode_files(m, o["input"], o.get("output", base or "."),
+                                     latent_wav=o.get("latent-wav", False), progress=False,
+                                     force=o.get("force", False))
+    x, sr = (pd.audio(o["input-array"], "encode") if "input-array" in o
+             else audio.read(_one_file("encode", o)))
+    return [pd.put_latents(o["output-array"], pipeline.encode_audio(m, x, sr))]
+
+
+@register_job("decode", {"input": "paths", "input-array": "array", "output": "path",
+                         "output-array": "array", "force": "bool"})
+def job_decode(m: _model.Model, o: dict, base: str, pd: PdArrays) -> list:
+    """Latent files to audio files at the model's rate, or latents (a set or one file) to an
+    audio set at Pd's rate."""
+    from unravel import audio, pipeline
+    if _source("decode", o) == "input" and "output-array" not in o:
+        return pipeline.decode_files(m, o["input"], o.get("output", base or "."),
+                                     progress=False, force=o.get("force", False))
+    _, z = _in_latents("decode", o, pd, m.latent_dims)
+    pipeline.check_decode(m, z, "decode")
+    y = m.decode(z)
+    if pd.sr > 0:
+        y = audio.resample(y, m.sr, int(round(pd.sr)))
+    return [pd.put_audio(o["output-array"], y)]
+
+
+@register_job("stats", {"input": "paths", "input-array": "array", "iqr": "bool",
+                        "output": "path", "force": "bool"})
+def job_stats(m: _model.Model, o: dict, base: str, pd: PdArrays) -> list:
+    """Latent files: writes the statistics as JSON (default: <first input>.stats.json beside
+    it). A set: replies `<set> <D>` then each dimension's mean, std, min and max."""
+    from unravel import pipeline, stats
+    if _source("stats", o) == "input-array":
+        if "output" in o:
+            raise UnravelError("stats: input-array replies the statistics: no output file")
+        name = o["input-array"]
+        s = stats.compute(pd.latents(name, None, "stats"))
+        rows = np.stack([s.mean, s.std, s.min, s.max], axis=1).ravel()
+        return [name, s.dims, *rows.tolist()]
+    inputs = o["input"]
     st = pipeline.stats_files(inputs, iqr=o.get("iqr", False))
     out = pathlib.Path(o.get("output") or pathlib.Path(st["files"][0]).with_suffix(".stats.json"))
     force = o.get("force", False)
@@ -519,20 +580,30 @@ def job_stats(m: _model.Model, o: dict, base: str) -> list:
     return [out]
 
 
-@register_job("generate", {"input": "paths", "output": "path", "pattern": "str", "dist": "str",
+@register_job("generate", {"input": "paths", "input-array": "array", "output": "path",
+                           "output-array": "array", "pattern": "str", "dist": "str",
                            "iqr": "bool", "points": "int", "bpm": "float", "loops": "int",
                            "files": "int", "seed": "int"})
-def job_generate(m: _model.Model, o: dict, base: str) -> list:
+def job_generate(m: _model.Model, o: dict, base: str, pd: PdArrays) -> list:
+    """Latent files from the statistics of latent files; or one latent set (the first file
+    the file job makes with the same arguments) from a set or one latent file."""
     from unravel import pipeline
-    return pipeline.generate_files(_need("generate", o, "input"), o.get("output", base or "."),
-                                   pattern=o.get("pattern", "default"), dist=o.get("dist", "normal"),
-                                   iqr=o.get("iqr", False), points=o.get("points"), bpm=o.get("bpm"),
-                                   loops=o.get("loops", 1), files=o.get("files", 1),
-                                   seed=o.get("seed", 0), sr=m.sr, ratio=m.ratio or 2048)
+    kw = dict(pattern=o.get("pattern", "default"), dist=o.get("dist", "normal"),
+              iqr=o.get("iqr", False), loops=o.get("loops", 1), seed=o.get("seed", 0))
+    ratio = m.ratio or 2048
+    if _source("generate", o) == "input" and "output-array" not in o:
+        return pipeline.generate_files(o["input"], o.get("output", base or "."),
+                                       points=o.get("points"), bpm=o.get("bpm"),
+                                       files=o.get("files", 1), sr=m.sr, ratio=ratio, **kw)
+    if o.get("files", 1) != 1:
+        raise UnravelError("generate: output-array takes files 1")
+    _, z = _in_latents("generate", o, pd, None)
+    points, _ = pipeline.resolve_points(o.get("points"), o.get("bpm"), m.sr, ratio)
+    return [pd.put_latents(o["output-array"], pipeline.generate(z, points=points, **kw))]
 
 
 @register_job("tempo", {"bpm": "float", "k": "int"})
-def job_tempo(m: _model.Model, o: dict, base: str) -> list:
+def job_tempo(m: _model.Model, o: dict, base: str, pd: PdArrays) -> list:
     """Replies `done tempo <k> <bpm> <double> <seconds>` for a loop of k frames or the k
     nearest `bpm` (the model's rate and ratio)."""
     from unravel import tempo
@@ -546,25 +617,34 @@ def job_tempo(m: _model.Model, o: dict, base: str) -> list:
     return [t.k, t.bpm, t.double, t.seconds]
 
 
-@register_job("diffuse", {"checkpoint": "str", "output": "path", "seed": "int", "num": "int",
+@register_job("diffuse", {"checkpoint": "str", "output": "path", "output-array": "array",
+                          "seed": "int", "num": "int",
                           "steps": "int", "sampler": "str", "temperature": "float", "latent-scale": "float",
                           "skip-normalize": "bool", "length-mult": "int", "lerp": "bool",
                           "seed-a": "int", "seed-b": "int", "lerp-factor": "float",
                           "save-latents": "bool", "latent-wav": "bool", "arch": "str",
                           "name": "str", "batch": "int", "force": "bool"})
-def job_diffuse(m: _model.Model, o: dict, base: str) -> list:
+def job_diffuse(m: _model.Model, o: dict, base: str, pd: PdArrays) -> list:
     """Latent diffusion decoded by the object's model; replies `<wav> <npy>` per result (the
-    latents are always saved), then the latent wav when `latent-wav 1` asked for one."""
+    latents are always saved), then the latent wav when `latent-wav 1` asked for one. With
+    `output-array`: the latents of one result (num 1) into that set, not decoded."""
     from unravel import diffusion
     ckpt = o.pop("checkpoint", "default")
     if ckpt != "default" and base and (pathlib.Path(base) / ckpt).exists():
         ckpt = str(pathlib.Path(base) / ckpt)
-    out = o.pop("output", base or ".")
-    kw = {k.replace("-", "_"): v for k, v in o.items()}
-    kw["save_latents"] = True
+    kw = {k.replace("-", "_"): v for k, v in o.items() if k not in ("output", "output-array")}
     kw["device"] = m.device  # the diffusion network runs where the object's model runs
+    if "output-array" in o:
+        for key in ("output", "save-latents", "latent-wav", "name", "force"):
+            if key in o:
+                raise UnravelError(f"diffuse: output-array writes no file: no {key}")
+        if o.get("num", 1) != 1:
+            raise UnravelError("diffuse: output-array takes num 1")
+        (_, _, z), = diffusion.diffuse_latents(m, ckpt, **kw)
+        return [pd.put_latents(o["output-array"], z)]
+    kw["save_latents"] = True
     reply: list = []
-    for r in diffusion.diffuse_files(m, ckpt, out, progress=False, **kw):
+    for r in diffusion.diffuse_files(m, ckpt, o.get("output", base or "."), progress=False, **kw):
         reply += [r.wav, r.npy] + ([r.latent_wav] if r.latent_wav else [])
     return reply
 
@@ -606,22 +686,32 @@ def _values(reply: list) -> list:
 
 
 @one_line()
-def run_job(session: Session | None, name: str, args: Sequence, patch_dir: str) -> list:
-    """Run the UnRAVEl job `name` with Pd's `key value ...` args; returns the reply values
-    (paths as str, numbers as float). The arguments are checked here; `tempo` runs here, the
-    other jobs in a child process on its own copy of the session's model (`jobproc`). The
-    registry messages run here too, without a session."""
+def run_job(session: Session | None, name: str, args: Sequence, patch_dir: str,
+            arrays: dict | None = None, sr: float = 0.0) -> tuple[list, list]:
+    """Run the UnRAVEl job `name` with Pd's `key value ...` args and the Pd arrays it names
+    (`arrays`: {set: [(array, float32 bytes)]}, Pd's rate `sr`); returns (the reply values:
+    paths as str, numbers as float; the arrays to write: [(array, float32 bytes)]). The
+    arguments are checked here; `tempo` runs here, the other jobs in a child process on its
+    own copy of the session's model (`jobproc`). The registry messages run here too, without
+    a session."""
     if name in REGISTRY:
-        return registry_message(name, list(args), patch_dir)
+        return registry_message(name, list(args), patch_dir), []
     fn, options = _job(name)
     opts = parse_job_args(name, list(args), options, patch_dir)
+    pd = PdArrays({k: [(n, np.frombuffer(b, dtype=np.float32)) for n, b in v]
+                   for k, v in (arrays or {}).items()}, sr)
     if name in IN_PROCESS:
-        return _values(fn(session.model, opts, patch_dir))
-    return jobproc.run_in_child(session.model, name, list(args), patch_dir)
+        values = _values(fn(session.model, opts, patch_dir, pd))
+    else:
+        values = jobproc.run_in_child(session.model, name, list(args), patch_dir, pd)
+    return values, [(n, np.ascontiguousarray(v, dtype=np.float32).tobytes()) for n, v in pd.outputs]
 
 
 @one_line()
-def run_here(model: _model.Model, name: str, args: Sequence, patch_dir: str) -> list:
-    """Run the job `name` in this process on `model` (what the job's child process calls)."""
+def run_here(model: _model.Model, name: str, args: Sequence, patch_dir: str,
+             pd: PdArrays | None = None) -> list:
+    """Run the job `name` in this process on `model` (what the job's child process calls);
+    the arrays it writes go to `pd.outputs`."""
     fn, options = _job(name)
-    return _values(fn(model, parse_job_args(name, list(args), options, patch_dir), patch_dir))
+    opts = parse_job_args(name, list(args), options, patch_dir)
+    return _values(fn(model, opts, patch_dir, pd if pd is not None else PdArrays()))

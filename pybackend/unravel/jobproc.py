@@ -10,10 +10,12 @@ model changed in memory (bent, weights or attributes set: not shared with its fi
 handed over as a TorchScript file in a temporary folder, removed by the child once it has
 loaded it (and by the parent at the end).
 
+Pd arrays a job reads and writes travel in the same JSON lines (`pdarrays.pack`).
+
 Child (`main`): lowers its priority (Linux: SCHED_IDLE, the CPU time nothing else wants;
 elsewhere nice 10), runs one torch thread, loads its own copy of the model
 and runs the job with bridge's job table (`bridge.run_here`); writes one JSON line to stdout,
-`{"result": [...]}` (str and float) or `{"error": "<job>: cause"}`. SIGTERM, and the death
+`{"result": [...], "arrays": [...]}` (str and float; the arrays it wrote) or `{"error": "<job>: cause"}`. SIGTERM, and the death
 of the parent, raise SystemExit, so the safe writers remove their temporary files.
 """
 
@@ -32,7 +34,9 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from unravel import pdarrays
 from unravel.errors import UnravelError, first_line
+from unravel.pdarrays import PdArrays
 
 if TYPE_CHECKING:
     from unravel.model import Model
@@ -47,15 +51,19 @@ ORPHAN_POLL = 0.2    # s between the child's looks at its parent
 # --------------------------------------------------------------------------- parent
 
 
-def run_in_child(model: "Model", name: str, args: list, patch_dir: str) -> list:
-    """Run job `name` with Pd's `args` in a child process on its own copy of `model`;
-    returns the job's reply values (str and float) or raises UnravelError("<name>: cause")."""
+def run_in_child(model: "Model", name: str, args: list, patch_dir: str,
+                 pd: "PdArrays | None" = None) -> list:
+    """Run job `name` with Pd's `args` (and the Pd arrays in `pd`) in a child process on its
+    own copy of `model`; returns the job's reply values (str and float), the arrays it wrote
+    added to `pd.outputs`, or raises UnravelError("<name>: cause")."""
     if not sys.executable:
         raise UnravelError(f"{name}: no Python to run the job in (sys.executable is empty)")
     tmp = None if model.shared else tempfile.mkdtemp(prefix="unravel-job-")
     proc = None
     try:
         job = {"job": name, "args": list(args), "patch_dir": patch_dir,
+               "arrays": {k: pdarrays.pack(v) for k, v in pd.inputs.items()} if pd else {},
+               "sr": pd.sr if pd else 0.0,
                "model": {"path": str(model.path), "device": str(model.device), "sr": int(model.sr),
                          "module": tmp and save_module(model, tmp)}}
         proc = subprocess.Popen([sys.executable, "-m", "unravel.jobproc"], stdin=subprocess.PIPE,
@@ -66,7 +74,10 @@ def run_in_child(model: "Model", name: str, args: list, patch_dir: str) -> list:
         except OSError:
             pass                # the child is gone already: its stderr says why
         out, err = _collect(proc)
-        return _result(name, proc.returncode, out, err)
+        values, arrays = _result(name, proc.returncode, out, err)
+        if pd is not None:
+            pd.outputs += arrays
+        return values
     finally:
         if proc is not None:
             stop(proc)
@@ -109,8 +120,9 @@ def _collect(proc: subprocess.Popen) -> tuple[bytes, bytes]:
     return bytes(out), bytes(err)
 
 
-def _result(name: str, rc: int, out: bytes, err: bytes) -> list:
-    """The reply values from the child's last stdout line, or its error as UnravelError."""
+def _result(name: str, rc: int, out: bytes, err: bytes) -> tuple[list, pdarrays.Arrays]:
+    """The reply values and written arrays from the child's last stdout line, or its error
+    as UnravelError."""
     lines = out.decode(errors="replace").strip().splitlines()
     try:
         reply = json.loads(lines[-1]) if lines else None
@@ -119,7 +131,7 @@ def _result(name: str, rc: int, out: bytes, err: bytes) -> list:
     if isinstance(reply, dict) and "error" in reply:
         raise UnravelError(str(reply["error"]))
     if rc == 0 and isinstance(reply, dict) and isinstance(reply.get("result"), list):
-        return reply["result"]
+        return reply["result"], pdarrays.unpack(reply.get("arrays", []))
     errs = [ln.strip() for ln in err.decode(errors="replace").splitlines() if ln.strip()]
     why = first_line(Exception(errs[-1])) if errs else (
         f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}")
@@ -173,8 +185,9 @@ def _watch_parent(parent: int) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def run(job: dict) -> list:
-    """Run a job description (see run_in_child) in this process; returns the reply values."""
+def run(job: dict) -> tuple[list, list]:
+    """Run a job description (see run_in_child) in this process; returns the reply values
+    and the arrays it wrote (packed)."""
     import pathlib
     from unravel import bridge
     from unravel.model import Model, set_threads
@@ -188,7 +201,10 @@ def run(job: dict) -> list:
     else:
         model = Model(spec["path"], sr=spec["sr"], device=spec["device"], share=False)
     model.path = pathlib.Path(spec["path"])   # named as the object's model (messages, sidecars)
-    return bridge.run_here(model, job["job"], job["args"], job["patch_dir"])
+    pd = PdArrays({k: pdarrays.unpack(v) for k, v in job.get("arrays", {}).items()},
+                  job.get("sr", 0.0))
+    values = bridge.run_here(model, job["job"], job["args"], job["patch_dir"], pd)
+    return values, pdarrays.pack(pd.outputs)
 
 
 def lower_priority() -> None:
@@ -217,7 +233,8 @@ def main() -> None:
     try:
         job = json.loads(line)
         name = str(job.get("job", name))
-        reply = {"result": run(job)}
+        values, arrays = run(job)
+        reply = {"result": values, "arrays": arrays}
     except UnravelError as e:
         reply = {"error": str(e)}
     except Exception as e:  # noqa: BLE001 - the parent gets one line

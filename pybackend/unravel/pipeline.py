@@ -164,14 +164,21 @@ def encode_files(model: "Model", inputs: Sequence[PathLike], out_dir: PathLike,
     return npys
 
 
+def encode_audio(model: "Model", x: np.ndarray, sr: int) -> np.ndarray:
+    """(c, n) audio at `sr` -> (D, T) latents, as encode_files encodes a file: resampled to
+    the model's rate, mixed to its inputs, at its own length (no padding to whole frames)."""
+    _require(model, "encode")
+    return model.encode(audio.conform(x, sr, model.sr, model.in_channels), whole_frames=False)
+
+
 def _encode_one(model: "Model", f: Path, npy: Path, wav: Path | None, force: bool,
                 progress: bool) -> list[Path]:
     """Encode one audio file to `npy` (and the latent wav `wav` unless None); returns the
     files written. `progress`: a status line for a long file."""
-    x = audio.load(f, model.sr, model.in_channels)
-    long = progress and x.shape[1] >= LONG_FILE_SECONDS * model.sr
-    with _working(f"encode {f.name}", x.shape[1] // model.ratio, long):
-        z = model.encode(x, whole_frames=False)
+    x, sr = audio.read(f)
+    long = progress and x.shape[1] >= LONG_FILE_SECONDS * sr
+    with _working(f"encode {f.name}", x.shape[1] * model.sr // sr // model.ratio, long):
+        z = encode_audio(model, x, sr)
     items = [(npy, latent_io.npy_writer(z))]
     if wav is not None:
         items.append((wav, latent_io.wav_writer(z, latent_io.latent_rate(model.sr, model.ratio))))
@@ -380,15 +387,22 @@ def decode_files(model: "Model", latents: Sequence[PathLike], out_dir: PathLike,
     # Read everything first: a bad file stops the batch before anything is written.
     arrays = [latent_io.read(p, model.latent_dims, expected_by=f"model {model.path.name}") for p in paths]
     for p, z in zip(paths, arrays):
-        limits.check_memory(2 * 4 * z.shape[1] * model.ratio * model.out_channels,
-                            f"{p}: decoding {z.shape[1]} frames to {model.out_channels} channels",
-                            "split the latents")
+        check_decode(model, z, str(p))
     for z, target in _progress(list(zip(arrays, targets)), progress, "decode"):
         long = progress and z.shape[1] * model.ratio >= LONG_FILE_SECONDS * model.sr
         with _working(f"decode {target.name}", z.shape[1], long):
             y = model.decode(z)
         audio.write(target, y, model.sr, force=force)
     return targets
+
+
+def check_decode(model: "Model", z: np.ndarray, what: str) -> None:
+    """UnravelError naming `what` when the model cannot decode or decoding (D, T) latents
+    `z` would not fit in memory."""
+    _require(model, "decode")
+    limits.check_memory(2 * 4 * z.shape[1] * model.ratio * model.out_channels,
+                        f"{what}: decoding {z.shape[1]} frames to {model.out_channels} channels",
+                        "split the latents")
 
 
 def _version() -> str:

@@ -12,7 +12,7 @@ from unravel.diffusion.checkpoint import (DATA_DIR, DEFAULT_CHECKPOINT, IN_KEY,
                                           load_checkpoint, net_state, read_arch_file,
                                           read_checkpoint, resolve_checkpoint, save_checkpoint)
 from unravel.diffusion.prepare import MIN_TRAIN_LENGTH, load_latent_folder, prepare_files
-from unravel.diffusion.sample import (Diffused, diffuse_files, make_noise, normalize,
+from unravel.diffusion.sample import (Diffused, diffuse_files, diffuse_latents, make_noise, normalize,
                                       sample_seeds, slerp)
 from unravel.diffusion.train import run_epoch, train
 from unravel.diffusion.values import MAX_SEED, check_seed, random_seed
@@ -24,7 +24,7 @@ __all__ = [
     "arch_from_name", "arch_names", "build_model", "cached_checkpoint", "load_checkpoint", "net_state",
     "read_arch_file", "read_checkpoint", "resolve_checkpoint", "save_checkpoint",
     "MIN_TRAIN_LENGTH", "load_latent_folder", "prepare_files",
-    "Diffused", "diffuse_files", "make_noise", "normalize", "sample_seeds", "slerp",
+    "Diffused", "diffuse_files", "diffuse_latents", "make_noise", "normalize", "sample_seeds", "slerp",
     "run_epoch", "train", "MAX_SEED", "check_seed", "random_seed",
     "FLEX_PRESETS", "ORIGINAL_ARCH", "SMALL_PRESETS", "DiffusionModel", "check_arch", "total_factor",
 ]

@@ -142,27 +142,32 @@ def _out_stem(folder: Path, stem: str, force: bool) -> str:
     return audio_io.free_name(folder, stem, suffixes)
 
 
-def diffuse_files(model, checkpoint: str | os.PathLike = "default", out_dir: str | os.PathLike = ".",
-                  seed=None, num=1, steps=100, temperature=1.0, latent_scale=1.0,
-                  skip_normalize=False, length_mult=1, lerp=False, seed_a=None, seed_b=None,
-                  lerp_factor=1.0, save_latents=False, latent_wav=False,
-                  arch: str | os.PathLike | None = None,
-                  name: str = "diffuse", batch=4, force=False, progress: bool = False,
-                  on_step: Callable[[int, int], None] | None = None,
-                  latent_length=None, device: str | torch.device = "cpu",
-                  sampler: str = "v") -> list[Diffused]:
-    """Sample latents from a diffusion checkpoint and decode them with a RAVE model.
+@dataclass
+class Plan:
+    """A diffusion run's settings, checked (`plan`): what `sample_plan` samples and the
+    sidecar of `diffuse_files` records."""
+    model: object
+    diffuser: Diffuser
+    seeds: list[int]
+    pairs: list[tuple[int, int]] | None     # lerp: the (seed_a, seed_b) of each result
+    steps: int
+    temperature: float
+    latent_scale: float
+    skip_normalize: bool
+    length_mult: int
+    lerp_factor: float
+    batch: int
+    latent_length: int | None
+    sampler: str
 
-    `model` is a unravel.model.Model or a model spec ('default', a path). Writes per result
-    `<name>_<seed>.wav` (or `<name>_<seedA>_<seedB>_slerp.wav`; 32-bit float at the model's
-    rate), `.npy` latents (1, D, L) when `save_latents`, a D-channel `.latent.wav` (one frame
-    per latent step) when `latent_wav`, and a `.json` sidecar with every
-    setting (the device included). The diffusion network runs on `device`; the RAVE model
-    decodes where it was loaded. `num` results use seeds seed, seed+1, ... (with lerp:
-    seed_a+i, seed_b+i). `latent_length` samples that many frames (times length_mult)
-    instead of the checkpoint's, as the original generate script's --latent_length does.
-    Numbers may come as floats or strings (Pd atoms); bad values raise UnravelError.
-    """
+
+def plan(model, checkpoint: str | os.PathLike = "default", seed=None, num=1, steps=100,
+         temperature=1.0, latent_scale=1.0, skip_normalize=False, length_mult=1, lerp=False,
+         seed_a=None, seed_b=None, lerp_factor=1.0, arch: str | os.PathLike | None = None,
+         batch=4, latent_length=None, device: str | torch.device = "cpu",
+         sampler: str = "v") -> Plan:
+    """Check a diffusion run's settings (as `diffuse_files` takes them; numbers may come as
+    floats or strings) and load its checkpoint; UnravelError for a bad value."""
     num = as_int(num, "num")
     steps = as_int(steps, "steps")
     length_mult = as_int(length_mult, "length_mult")
@@ -175,8 +180,6 @@ def diffuse_files(model, checkpoint: str | os.PathLike = "default", out_dir: str
     latent_scale = as_float(latent_scale, "latent_scale")
     lerp_factor = as_float(lerp_factor, "lerp_factor")
     lerp, skip_normalize = as_bool(lerp, "lerp"), as_bool(skip_normalize, "skip_normalize")
-    save_latents, force = as_bool(save_latents, "save_latents"), as_bool(force, "force")
-    latent_wav = as_bool(latent_wav, "latent_wav")
     if sampler not in SAMPLERS:
         raise UnravelError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
     for value, label, most in ((num, "num", limits.MAX_COUNT), (steps, "steps", limits.MAX_STEPS),
@@ -186,11 +189,11 @@ def diffuse_files(model, checkpoint: str | os.PathLike = "default", out_dir: str
             raise UnravelError(f"{label} must be at least 1, got {value}")
         if value > most:
             raise UnravelError(f"{label} must be at most {most}, got {value}")
-    name = audio_io.check_name(name, "name")
     if not lerp and (seed_a is not None or seed_b is not None):
         raise UnravelError("seed_a and seed_b need lerp")
     if lerp and seed is not None:
         raise UnravelError("lerp takes seed_a and seed_b, not seed")
+    pairs = None
     if lerp:
         a0 = check_seed(seed_a, "seed_a") if seed_a is not None else random_seed()
         b0 = check_seed(seed_b, "seed_b") if seed_b is not None else random_seed()
@@ -213,25 +216,77 @@ def diffuse_files(model, checkpoint: str | os.PathLike = "default", out_dir: str
     limits.check_memory(4 * len(seeds) * diffuser.dims * frames,
                         f"keeping {len(seeds)} samples of {frames} latent frames (num {num}, "
                         f"length_mult {length_mult})", "lower num or length_mult")
+    return Plan(model, diffuser, seeds, pairs, steps, temperature, latent_scale, skip_normalize,
+                length_mult, lerp_factor, batch, latent_length, sampler)
+
+
+def sample_plan(p: Plan, progress: bool = False, on_step: Callable[[int, int], None] | None = None,
+                device: str | torch.device = "cpu"
+                ) -> tuple[list[tuple[int | None, tuple[int, ...], np.ndarray]], list[list[int]]]:
+    """Sample a plan's results: [(seed or None for a lerp, the seeds used, (D, L) float32
+    latents, normalized unless skip_normalize)] and the seed groups sampled together."""
+    latents, groups = sample_seeds(p.diffuser, p.seeds, p.steps, p.temperature, p.length_mult,
+                                   p.batch, progress, on_step, p.latent_length,
+                                   _device.resolve(device), p.sampler)
+    items = ([(None, (a, b), slerp(torch.linspace(0.0, p.lerp_factor, latents[2 * i].shape[-1]),
+                                   latents[2 * i], latents[2 * i + 1]))
+              for i, (a, b) in enumerate(p.pairs)] if p.pairs is not None
+             else [(s, (s,), latents[i]) for i, s in enumerate(p.seeds)])
+    out = []
+    for s, used, z in items:
+        if not p.skip_normalize:
+            z = normalize(z, p.latent_scale)
+        out.append((s, used, z[0].numpy().astype(np.float32)))
+    return out, groups
+
+
+def diffuse_latents(model, checkpoint: str | os.PathLike = "default", progress: bool = False,
+                    on_step: Callable[[int, int], None] | None = None,
+                    device: str | torch.device = "cpu", **settings
+                    ) -> list[tuple[int | None, tuple[int, ...], np.ndarray]]:
+    """Sample latents from a diffusion checkpoint without decoding or writing anything:
+    [(seed or None, the seeds used, (D, L) float32 latents)], the latents `diffuse_files`
+    decodes and saves for the same settings (see `plan` for them)."""
+    return sample_plan(plan(model, checkpoint, device=device, **settings), progress, on_step,
+                       device)[0]
+
+
+def diffuse_files(model, checkpoint: str | os.PathLike = "default", out_dir: str | os.PathLike = ".",
+                  save_latents=False, latent_wav=False, name: str = "diffuse", force=False,
+                  progress: bool = False, on_step: Callable[[int, int], None] | None = None,
+                  device: str | torch.device = "cpu", **settings) -> list[Diffused]:
+    """Sample latents from a diffusion checkpoint and decode them with a RAVE model.
+
+    `model` is a unravel.model.Model or a model spec ('default', a path). Writes per result
+    `<name>_<seed>.wav` (or `<name>_<seedA>_<seedB>_slerp.wav`; 32-bit float at the model's
+    rate), `.npy` latents (1, D, L) when `save_latents`, a D-channel `.latent.wav` (one frame
+    per latent step) when `latent_wav`, and a `.json` sidecar with every
+    setting (the device included). The diffusion network runs on `device`; the RAVE model
+    decodes where it was loaded. `settings` (see `plan`): `num` results use seeds seed,
+    seed+1, ... (with lerp: seed_a+i, seed_b+i); `latent_length` samples that many frames
+    (times length_mult) instead of the checkpoint's, as the original generate script's
+    --latent_length does; steps, temperature, latent_scale, skip_normalize, length_mult,
+    lerp_factor, arch, batch, sampler.
+    Numbers may come as floats or strings (Pd atoms); bad values raise UnravelError.
+    """
+    save_latents, force = as_bool(save_latents, "save_latents"), as_bool(force, "force")
+    latent_wav = as_bool(latent_wav, "latent_wav")
+    name = audio_io.check_name(name, "name")
+    p = plan(model, checkpoint, device=device, **settings)
+    model, diffuser = p.model, p.diffuser
+    frames = diffuser.latent_length * p.length_mult
     limits.check_memory(2 * 4 * frames * (model.ratio or 2048) * model.out_channels,
-                        f"decoding {frames} latent frames (length_mult {length_mult})",
+                        f"decoding {frames} latent frames (length_mult {p.length_mult})",
                         "lower length_mult")
     folder = audio_io.check_writable_dir(out_dir)
     dev = _device.resolve(device)
+    lerp = p.pairs is not None
 
-    latents, groups = sample_seeds(diffuser, seeds, steps, temperature, length_mult, batch,
-                                   progress, on_step, latent_length, dev, sampler)
+    items, groups = sample_plan(p, progress, on_step, dev)
     group_of = {s: g for g in groups for s in g}
 
     results: list[Diffused] = []
-    items = ([(None, (a, b), slerp(torch.linspace(0.0, lerp_factor, latents[2 * i].shape[-1]),
-                                   latents[2 * i], latents[2 * i + 1]))
-              for i, (a, b) in enumerate(pairs)] if lerp
-             else [(s, (s,), latents[i]) for i, s in enumerate(seeds)])
-    for s, used, z in items:
-        if not skip_normalize:
-            z = normalize(z, latent_scale)
-        z_np = z[0].numpy().astype(np.float32)
+    for s, used, z_np in items:
         y = model.decode(z_np)
         stem = f"{name}_{used[0]}_{used[1]}_slerp" if lerp else f"{name}_{s}"
         stem = _out_stem(folder, stem, force)
@@ -241,13 +296,13 @@ def diffuse_files(model, checkpoint: str | os.PathLike = "default", out_dir: str
         sidecar = {
             "command": "diffuse", "checkpoint": str(diffuser.path), "arch_source": diffuser.arch_source,
             "model": str(model.path), "sr": model.sr, "dims": diffuser.dims,
-            "latent_length": latent_length or diffuser.latent_length,
-            "checkpoint_latent_length": diffuser.latent_length, "length_mult": length_mult,
-            "steps": steps, "sampler": sampler, "temperature": temperature, "latent_scale": latent_scale,
-            "skip_normalize": skip_normalize, "lerp": lerp,
+            "latent_length": p.latent_length or diffuser.latent_length,
+            "checkpoint_latent_length": diffuser.latent_length, "length_mult": p.length_mult,
+            "steps": p.steps, "sampler": p.sampler, "temperature": p.temperature,
+            "latent_scale": p.latent_scale, "skip_normalize": p.skip_normalize, "lerp": lerp,
             "seed": s, "seed_a": used[0] if lerp else None, "seed_b": used[1] if lerp else None,
-            "lerp_factor": lerp_factor if lerp else None,
-            "batch": batch, "sampled_together": [group_of[u] for u in used],
+            "lerp_factor": p.lerp_factor if lerp else None,
+            "batch": p.batch, "sampled_together": [group_of[u] for u in used],
             "device": _device.name(dev),
             "model_device": _device.name(getattr(model, "device", torch.device("cpu"))),
             "wav": wav.name, "npy": npy.name if npy else None, "latent_wav": lwav.name if lwav else None,
