@@ -252,11 +252,25 @@ def layers_group() -> Canvas:
 
 
 def jobs_group() -> Canvas:
+    def phrase(g: Canvas, y: int) -> int:
+        g.obj("array define phrase", "arr", 15, y)
+        g.msg("read -resize examples/loop.wav phrase", "read", 200, y)
+        g.obj("soundfiler", "sf", 200, y + 35)
+        g.connect("read", 0, "sf", 0)
+        return note(g, 15, y + 75, "Arrays: a latent set <set> is the arrays <set>-0 ... "
+                                   "<set>-<D-1>, one value per latent frame, audio one array per "
+                                   "channel at Pd's rate. A job reads its input arrays when it "
+                                   "starts and writes its output arrays in one go when it ends "
+                                   "(made as tables of this patch if missing, resized to fit). "
+                                   "Arrays in go with arrays out (stats replies instead), a file in "
+                                   "with arrays out works too. [chns0n] plays a latent set: "
+                                   "'arrays gen'.", 110) + 20
     return group("jobs", "UnRAVEl jobs run in a process of their own (the sound goes on), one at "
-                         "a time, and reply 'done <job> <paths...>' or 'error <job> <reason>'. "
-                         "Relative paths start at this patch's folder (the library: "
-                         f"examples/loop.wav is there). The results go to {OUT}. Options are "
-                         "those of the unravel command line.", [
+                         "a time in the order sent, and reply 'done <job> <results...>' or "
+                         "'error <job> <reason>'. Relative paths start at this patch's folder (the "
+                         f"library: examples/loop.wav is there). The files go to {OUT}. Options "
+                         "are those of the unravel command line. The last five work on Pd "
+                         "arrays, no file: read the phrase below first.", [
         (f"encode input examples/loop.wav output {OUT} latent-wav 1",
          "audio -> latents (.npy and .latent.wav)"),
         (f"stats input {OUT}/loop.npy output {OUT}/loop.stats.json", "statistics of latents"),
@@ -265,7 +279,16 @@ def jobs_group() -> Canvas:
         (f"decode input {OUT}/loop.npy output {OUT}", "latents -> audio (.wav)"),
         ("tempo bpm 120", "replies 'done tempo <frames> <bpm> <double bpm> <seconds>'"),
         (f"diffuse output {OUT} steps 10 seed 1", "latent diffusion: 'done diffuse <wav> <npy>'"),
-    ], "$0-u", w=960)
+        ("encode input-array phrase output-array lat",
+         "the array phrase -> the latent set lat (lat-0 ... lat-7): 'done encode lat'"),
+        ("stats input-array lat", "replies 'done stats lat <D>' then mean, std, min, max of "
+                                  "each dimension"),
+        ("generate input-array lat output-array gen pattern fibo points 11 seed 1",
+         "a pattern from those statistics into the set gen"),
+        ("decode input-array gen output-array heard", "latents -> audio in the array heard"),
+        ("diffuse output-array dif steps 10 seed 1", "latent diffusion into the set dif (not "
+                                                     "decoded: play it with [chns0n])"),
+    ], "$0-u", extra=phrase, w=960)
 
 
 def registry_group() -> Canvas:
