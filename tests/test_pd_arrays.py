@@ -23,7 +23,7 @@ JOBS = [
     "stats input-array lat",
     "generate input-array lat output-array gen pattern fibo seed 3 points 11",
     "decode input-array gen output-array dec",
-    "diffuse output-array dif seed 5 steps 3",
+    "diffuse output-array dif seed 5 steps 3 latent-length 64",
     "encode input loop.wav output-array flat",
     # wrong ones: one `error <job> <reason>` each, nothing written
     "generate input-array nope output-array x1",
@@ -120,5 +120,6 @@ def test_each_array_job_equals_the_file_job(result, tmp_path):
     assert np.array_equal(_read(d / "dec.wav"), _read(wav))
     # diffuse: the latents the file job saves, not decoded
     ref = diffusion.diffuse_files(m, "default", tmp_path / "dif", seed=5, steps=3,
-                                  save_latents=True)[0]
+                                  latent_length=64, save_latents=True)[0]
+    assert np.load(ref.npy).shape == (1, D, 64)
     assert np.array_equal(_read(d / "dif.wav"), np.load(ref.npy)[0])

@@ -620,7 +620,8 @@ def job_tempo(m: _model.Model, o: dict, base: str, pd: PdArrays) -> list:
 @register_job("diffuse", {"checkpoint": "str", "output": "path", "output-array": "array",
                           "seed": "int", "num": "int",
                           "steps": "int", "sampler": "str", "temperature": "float", "latent-scale": "float",
-                          "skip-normalize": "bool", "length-mult": "int", "lerp": "bool",
+                          "skip-normalize": "bool", "length-mult": "int", "latent-length": "int",
+                          "lerp": "bool",
                           "seed-a": "int", "seed-b": "int", "lerp-factor": "float",
                           "save-latents": "bool", "latent-wav": "bool", "arch": "str",
                           "name": "str", "batch": "int", "force": "bool"})
