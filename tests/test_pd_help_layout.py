@@ -109,7 +109,7 @@ def _box(r: list[str]) -> Box | None:
         if name == "cnv":
             return None                 # backgrounds and separators
         if name in ("bng", "tgl"):
-            return Box(kind, x, y, int(args[1 if name == "bng" else 0]), int(args[1 if name == "bng" else 0]), name)
+            return Box(kind, x, y, int(args[1]), int(args[1]), name)
         if name in ("hsl", "hslider"):
             return Box(kind, x, y, int(args[1]), int(args[2]), name)
         if name == "nbx":

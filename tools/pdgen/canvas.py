@@ -87,12 +87,12 @@ class Canvas:
         return self._add(f"#X symbolatom {x} {y} {width} 0 0 {pos} {label(lbl) if lbl else '-'} "
                          f"{esc(rcv) or '-'} - 0", name)
 
-    def bng(self, x, y, rcv="", lbl="", name=None, size=19) -> str:
-        return self._add(f"#X obj {x} {y} bng {size} 250 50 0 empty {label(rcv)} {label(lbl)} "
+    def bng(self, x, y, rcv="", lbl="", name=None, size=19, snd="") -> str:
+        return self._add(f"#X obj {x} {y} bng {size} 250 50 0 {label(snd)} {label(rcv)} {label(lbl)} "
                          f"{size + 4} {size // 2} 0 12 {BG} {FG} {LB}", name)
 
-    def tgl(self, x, y, rcv="", lbl="", name=None, size=19, nonzero=1) -> str:
-        return self._add(f"#X obj {x} {y} tgl {size} 0 empty {label(rcv)} {label(lbl)} "
+    def tgl(self, x, y, rcv="", lbl="", name=None, size=19, nonzero=1, snd="") -> str:
+        return self._add(f"#X obj {x} {y} tgl {size} 0 {label(snd)} {label(rcv)} {label(lbl)} "
                          f"{size + 4} {size // 2} 0 12 {BG} {FG} {LB} 0 {nonzero}", name)
 
     def hsl(self, x, y, lo, hi, rcv="", lbl="", name=None, w=130, h=17, snd="") -> str:

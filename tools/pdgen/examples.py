@@ -1,4 +1,4 @@
-"""pd/examples/1-bending.pd, 2-composition.pd, 3-render.pd, 4-diffusion.pd."""
+"""pd/examples/1-bending.pd, 2-composition.pd, 3-render.pd, 4-diffusion.pd, 5-live.pd."""
 
 from .canvas import Canvas
 from .help import LH, _dac, _loop_player, wrap
@@ -314,6 +314,134 @@ def diffusion() -> str:
     return c.render()
 
 
+# 5-live: the whole UnRAVEl cycle on Pd arrays, no file. Every control is a public name
+# (live-loop, live-record, live-encode, live-stats, live-generate, live-diffuse, live-auto);
+# jobs go to [s live-job], replies come back on live-reply, the player's on live-player.
+LIVE_GENERATE = "generate input-array live-a output-array live-b pattern fibo points 11 seed $1"
+LIVE_DIFFUSE = "diffuse output-array live-b steps 10 latent-length 64 seed $1"
+
+
+def _live_logic() -> Canvas:
+    """[pd live]: what the buttons do. Outlet: messages for the player."""
+    c = Canvas(900, 620, name="live")
+    # the phrase: the bundled loop, or 4 s from adc~
+    c.obj("r live-loop", "rloop", 10, 10)
+    c.msg("read -resize loop.wav live-phrase", "read", 10, 35)
+    c.obj("soundfiler", "sf", 10, 60)
+    c.chain("rloop", "read", "sf")
+    c.obj("r live-record", "rrec", 10, 110)
+    c.obj("t b b", "rec_t", 10, 135)
+    c.obj("samplerate~", "rec_sr", 60, 160)
+    c.obj("* 4", "rec_4", 60, 185)
+    c.obj("array size live-phrase", "rec_size", 60, 210)
+    c.chain("rrec", "rec_t")
+    c.connect("rec_t", 1, "rec_sr", 0)
+    c.chain("rec_sr", "rec_4", "rec_size")
+    c.obj("adc~", "adc", 200, 135)
+    c.obj("tabwrite~ live-phrase", "rec_w", 10, 245)
+    c.connect("rec_t", 0, "rec_w", 0)
+    c.connect("adc", 0, "rec_w", 0)
+    # the jobs, into [s live-job]
+    c.obj("r live-encode", "renc", 10, 300)
+    c.msg("encode input-array live-phrase output-array live-a", "enc", 10, 325)
+    c.obj("r live-stats", "rst", 10, 360)
+    c.msg("stats input-array live-a", "st", 10, 385)
+    c.obj("r live-generate", "rgen", 10, 420)
+    c.obj("f", "gen_f", 10, 445)
+    c.obj("+ 1", "gen_1", 50, 445)
+    c.msg(LIVE_GENERATE, "gen", 10, 470)
+    c.obj("r live-diffuse", "rdif", 10, 520)
+    c.obj("f", "dif_f", 10, 545)
+    c.obj("+ 1", "dif_1", 50, 545)
+    c.msg(LIVE_DIFFUSE, "dif", 10, 570)
+    c.obj("s live-job", "job", 700, 470)
+    c.chain("renc", "enc")
+    c.chain("rst", "st")
+    for a, f, one, m in (("rgen", "gen_f", "gen_1", "gen"), ("rdif", "dif_f", "dif_1", "dif")):
+        c.chain(a, f, one)
+        c.connect(one, 0, f, 1)
+        c.connect(f, 0, m, 0)
+    for m in ("enc", "st", "gen", "dif"):
+        c.connect(m, 0, "job", 0)
+    # the replies: a new set plays from the next loop boundary (the first one at once)
+    c.obj("r live-reply", "rrep", 470, 10)
+    c.obj("route done error", "rt", 470, 35)
+    c.obj("print live-error", "err", 760, 35)
+    c.obj("route encode generate diffuse stats", "rd", 470, 60)
+    c.obj("print live-stats", "pst", 720, 85)
+    c.msg("arrays live-a", "play_a", 470, 110)
+    c.msg("arrays live-b", "play_b", 580, 110)
+    c.obj("spigot 1", "first", 470, 135)
+    c.obj("t b b", "first_t", 470, 160)
+    c.msg("0", "first_0", 520, 185)
+    c.msg("render 1", "render", 470, 210)
+    c.obj("outlet", "out", 470, 245)
+    c.chain("rrep", "rt", "rd")
+    c.connect("rt", 1, "err", 0)
+    c.connect("rd", 0, "play_a", 0)
+    c.connect("rd", 1, "play_b", 0)
+    c.connect("rd", 2, "play_b", 0)
+    c.connect("rd", 3, "pst", 0)
+    c.connect("rd", 0, "first", 0)
+    c.chain("first", "first_t", "render")
+    c.connect("first_t", 1, "first_0", 0)
+    c.connect("first_0", 0, "first", 1)
+    c.connect("play_a", 0, "out", 0)
+    c.connect("play_b", 0, "out", 0)
+    c.connect("render", 0, "out", 0)
+    # the player's boundaries: the loop count, and with auto a new pattern every loop
+    c.obj("r live-player", "rpl", 470, 290)
+    c.obj("route loop", "rloopn", 470, 315)
+    c.obj("s live-loopn", "loopn", 570, 340)
+    c.obj("spigot", "auto", 470, 340)
+    c.obj("r live-auto", "rauto", 620, 290)
+    c.obj("s live-generate", "autogen", 470, 365)
+    c.chain("rpl", "rloopn", "auto", "autogen")
+    c.connect("rloopn", 0, "loopn", 0)
+    c.connect("rauto", 0, "auto", 1)
+    return c
+
+
+def live() -> str:
+    c = Canvas(1000, 700)
+    _head(c)
+    y = _intro(c, "5 - live UnRAVEl, no files: the phrase, its latents and the patterns live in "
+                  "Pd arrays. Turn DSP on. Take a phrase: loop (the bundled one) or record (4 s "
+                  "from adc~). Encode it: its latents (the set live-a) start playing through the "
+                  "decoder. Generate: a fibo pattern from their statistics (the set live-b, a new "
+                  "seed each click) comes in at the next loop boundary, while the loop plays on. "
+                  "Diffuse: the next loop (64 frames) from the bundled diffusion checkpoint, in "
+                  "the background. Auto: a new pattern every loop. Draw into live-b-0: heard at "
+                  "the next boundary. Stats prints each dimension's mean, std, min, max. "
+                  "Nothing is written to disk.", 115)
+    rows = [("live-loop", "loop"), ("live-record", "record"), ("live-encode", "encode"),
+            ("live-stats", "stats"), ("live-generate", "generate"), ("live-diffuse", "diffuse")]
+    for i, (snd, lbl) in enumerate(rows):
+        c.bng(20, y + 30 * i, lbl=lbl, snd=snd)
+    c.tgl(20, y + 30 * len(rows), lbl="auto", snd="live-auto")
+    c.floatatom(160, y, 5, "live-loopn", "loop", pos=1)
+    c.obj("array define live-phrase", "phrase", 160, y + 30)
+    c.sub(160, y + 60, "live", _live_logic(), "logic")
+    c.text(160, y + 90, "<- what the buttons do", 24)
+    c.graph(420, y, "live-b-0", 19, 300, 90, -3, 3, flags=2)
+    c.text(730, y, "live-b-0: the first dimension of the pattern playing. Draw into it: heard "
+                   "at the next loop boundary.", 34)
+    py = y + 230
+    c.obj("ch8ns0n", "p", 20, py)
+    c.connect("logic", 0, "p", 0)
+    c.obj("r live-job", "rjob", 360, py + 195)
+    c.obj("unravel~ -m default decode", "u", 20, py + 220)
+    c.connect("p", 0, "u", 0)
+    c.connect("rjob", 0, "u", 0)
+    c.obj("s live-reply", "srep", 360, py + 250)
+    c.connect("u", 1, "srep", 0)
+    c.obj("s live-player", "spl", 360, py + 165)
+    c.connect("p", 1, "spl", 0)
+    _dac(c, "u", 20, py + 260)
+    return c.render()
+
+
 def patches() -> dict[str, str]:
     return {"examples/1-bending.pd": bending(), "examples/2-composition.pd": composition(),
-            "examples/3-render.pd": render(), "examples/4-diffusion.pd": diffusion()}
+            "examples/3-render.pd": render(), "examples/4-diffusion.pd": diffusion(),
+            "examples/5-live.pd": live()}

@@ -253,18 +253,15 @@ def layers_group() -> Canvas:
 
 def jobs_group() -> Canvas:
     def phrase(g: Canvas, y: int) -> int:
-        g.obj("array define phrase", "arr", 15, y)
-        g.msg("read -resize examples/loop.wav phrase", "read", 200, y)
-        g.obj("soundfiler", "sf", 200, y + 35)
+        g.obj("array define phrase", "arr", 15, y + 35)
+        g.msg("read -resize examples/loop.wav phrase", "read", 15, y)
+        g.obj("soundfiler", "sf", 180, y + 35)
         g.connect("read", 0, "sf", 0)
-        return note(g, 15, y + 75, "Arrays: a latent set <set> is the arrays <set>-0 ... "
-                                   "<set>-<D-1>, one value per latent frame, audio one array per "
-                                   "channel at Pd's rate. A job reads its input arrays when it "
-                                   "starts and writes its output arrays in one go when it ends "
-                                   "(made as tables of this patch if missing, resized to fit). "
-                                   "Arrays in go with arrays out (stats replies instead), a file in "
-                                   "with arrays out works too. [chns0n] plays a latent set: "
-                                   "'arrays gen'.", 110) + 20
+        return note(g, 330, y, "A latent set <set> is the arrays <set>-0 ... <set>-<D-1>, "
+                                "audio one array per channel at Pd's rate. A job reads its "
+                                "input arrays when it starts, writes its output arrays in one "
+                                "go when it ends (made if missing). A file in with arrays out "
+                                "works too. [chns0n] plays a set: 'arrays gen'.", 86) + 10
     return group("jobs", "UnRAVEl jobs run in a process of their own (the sound goes on), one at "
                          "a time in the order sent, and reply 'done <job> <results...>' or "
                          "'error <job> <reason>'. Relative paths start at this patch's folder (the "
@@ -273,7 +270,7 @@ def jobs_group() -> Canvas:
                          "arrays, no file: read the phrase below first.", [
         (f"encode input examples/loop.wav output {OUT} latent-wav 1",
          "audio -> latents (.npy and .latent.wav)"),
-        (f"stats input {OUT}/loop.npy output {OUT}/loop.stats.json", "statistics of latents"),
+        (f"stats input {OUT}/loop.npy", "statistics of latents (.stats.json)"),
         (f"generate input {OUT}/loop.npy output {OUT} pattern fibo points 11 seed 1",
          "new latents from those statistics (a new file name each time)"),
         (f"decode input {OUT}/loop.npy output {OUT}", "latents -> audio (.wav)"),
@@ -281,8 +278,8 @@ def jobs_group() -> Canvas:
         (f"diffuse output {OUT} steps 10 seed 1", "latent diffusion: 'done diffuse <wav> <npy>'"),
         ("encode input-array phrase output-array lat",
          "the array phrase -> the latent set lat (lat-0 ... lat-7): 'done encode lat'"),
-        ("stats input-array lat", "replies 'done stats lat <D>' then mean, std, min, max of "
-                                  "each dimension"),
+        ("stats input-array lat", "replies 'done stats lat <D>', then mean, std, min, max "
+                                  "per dimension"),
         ("generate input-array lat output-array gen pattern fibo points 11 seed 1",
          "a pattern from those statistics into the set gen"),
         ("decode input-array gen output-array heard", "latents -> audio in the array heard"),
