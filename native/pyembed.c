@@ -11,8 +11,11 @@
 
 static int py_state;                /* 0 not tried, 1 running, -1 failed */
 static char py_starterr[PYERR_SIZE];
-static PyObject *py_bridge;         /* the module unravel.bridge */
+static char py_python[PYERR_SIZE];  /* the interpreter, for error lines */
+static PyObject *py_archive;        /* unravel.archive: what a model file holds (no torch) */
+static PyObject *py_bridge;         /* unravel.bridge, imported by the first call (py_getbridge) */
 static PyObject *py_cancelled;      /* bridge.Cancelled: raised in jobs to stop them */
+static char py_bridgeerr[PYERR_SIZE];   /* why it could not be imported */
 
 #define PY_MAXPARAM (1 << 20)       /* no channel count or ratio above this */
 
@@ -95,7 +98,6 @@ static void py_fetcherr(char *err)
 int pyembed_start(const char *python, const char *libpython, char *err)
 {
     t_pyenter g;
-    PyObject *r;
     if (py_state == 1)
         return 0;
     if (py_state == -1)
@@ -144,25 +146,73 @@ int pyembed_start(const char *python, const char *libpython, char *err)
         PyEval_SaveThread();
     }
     g = py_enter();
-    py_bridge = PyImport_ImportModule("unravel.bridge");
-    if (py_bridge)
-        py_cancelled = PyObject_GetAttrString(py_bridge, "Cancelled");
-    if (!py_bridge || !py_cancelled ||
-        !(r = PyObject_CallMethod(py_bridge, "init", NULL)))
+    /* only what a model file holds: torch is imported by the first call (py_getbridge), on
+       the thread that makes it, not here on Pd's */
+    snprintf(py_python, sizeof(py_python), "%s", python && *python ? python : "python");
+    if (!(py_archive = PyImport_ImportModule("unravel.archive")))
     {
         char msg[PYERR_SIZE];
         py_fetcherr(msg);
-        snprintf(py_starterr, PYERR_SIZE, "cannot import unravel.bridge with %s: %s",
-            python ? python : "python", msg);
-        Py_CLEAR(py_bridge);
+        snprintf(py_starterr, PYERR_SIZE, "cannot import unravel with %s: %s", py_python, msg);
         py_leave(g);
         seterr(err, py_starterr);
         return -1;
     }
-    Py_DECREF(r);
     py_leave(g);
     py_state = 1;
     return 0;
+}
+
+/* unravel.bridge (GIL held): imported and initialised by the first call that needs it;
+   0 with err set when it cannot be (said again by every later call) */
+static PyObject *py_getbridge(char *err)
+{
+    PyObject *mod, *cancelled = 0, *r = 0;
+    if (py_bridge)
+        return py_bridge;
+    if (!*py_bridgeerr)
+    {
+        if ((mod = PyImport_ImportModule("unravel.bridge")) &&
+            (cancelled = PyObject_GetAttrString(mod, "Cancelled")) &&
+            (r = PyObject_CallMethod(mod, "init", NULL)) && !py_bridge)
+        {   /* another thread may have finished first while this one imported */
+            py_bridge = mod;
+            py_cancelled = cancelled;
+            mod = cancelled = 0;
+        }
+        if (!r && !py_bridge)
+        {
+            char msg[PYERR_SIZE];
+            py_fetcherr(msg);
+            snprintf(py_bridgeerr, PYERR_SIZE, "cannot import unravel.bridge with %s: %s",
+                py_python, msg);
+        }
+        PyErr_Clear();
+        Py_XDECREF(r);
+        Py_XDECREF(cancelled);
+        Py_XDECREF(mod);
+    }
+    if (!py_bridge)
+        seterr(err, py_bridgeerr);
+    return py_bridge;
+}
+
+int pyembed_shape(const char *spec, const char *method, int *nin, int *nout)
+{
+    t_pyenter g;
+    PyObject *r;
+    int ok = -1;
+    if (py_state != 1)
+        return -1;
+    g = py_enter();
+    r = PyObject_CallMethod(py_archive, "shape", "ss", spec, method);
+    if (r && PyArg_ParseTuple(r, "ii", nin, nout) && *nin >= 1 && *nout >= 1 &&
+        *nin <= PY_MAXPARAM && *nout <= PY_MAXPARAM)
+        ok = 0;
+    PyErr_Clear();
+    Py_XDECREF(r);
+    py_leave(g);
+    return ok;
 }
 
 /* ------------------------------ messages ------------------------------ */
@@ -818,10 +868,12 @@ void pycall_run(void *call)
         values = Py_None, Py_INCREF(Py_None);
     want = c->want ? Py_BuildValue("(siiiii)", c->method, c->bufsize, c->dspn, c->nin,
         c->nout, c->keep) : (Py_INCREF(Py_None), Py_None);
-    if (args && values && want)
+    if (!py_getbridge(c->err))
+        c->failed = 1;
+    else if (args && values && want)
         r = PyObject_CallMethod(py_bridge, "control", "OsOsOO", c->session ? c->session->obj :
             Py_None, c->msg ? c->msg->sel : "", args, c->dir, values, want);
-    if (!r)
+    if (!r && !c->failed)
     {
         py_fetcherr(c->err);
         c->failed = 1;
@@ -880,7 +932,7 @@ void pycall_free(void *call)
     pysession_unref(c->newsession);
     pysession_unref(c->session);
     pymsg_free(c->msg);
-    pymsg_free(c->jobmsg);
+    pymsg_free(c->after);
     pymsg_free(c->replies);
     pymsg_free(c->status);
     pymsg_free(c->notes);
@@ -932,7 +984,7 @@ void pyjob_run(void *job)
 {
     t_pyjob *j = (t_pyjob *)job, **pp;
     t_pyenter g;
-    PyObject *args, *arrays = 0, *result = 0, *values = 0, *outputs = 0;
+    PyObject *args = 0, *arrays = 0, *result = 0, *values = 0, *outputs = 0;
     py_threadenter();
     g = py_enter();
     pthread_mutex_lock(&job_mutex);
@@ -941,12 +993,14 @@ void pyjob_run(void *job)
     job_running = j;
     pthread_mutex_unlock(&job_mutex);
     /* run_job(...) -> (values, [(array, float32 bytes), ...]) */
-    if ((args = py_fromargs(j->args)) && (arrays = py_fromvecs(j->inputs)))
+    if (!py_getbridge(j->err))
+        j->failed = 1;
+    else if ((args = py_fromargs(j->args)) && (arrays = py_fromvecs(j->inputs)))
         result = PyObject_CallMethod(py_bridge, "run_job", "OsOsOd", j->session ?
             j->session->obj : Py_None, j->name, args, j->dir, arrays, (double)j->sr);
     pyvec_free(j->inputs);
     j->inputs = 0;
-    if (!result)
+    if (!result && !j->failed)
     {
         py_fetcherr(j->err);
         j->failed = 1;
@@ -1039,7 +1093,7 @@ static void py_canceljobs(t_pysession *s)
     t_pyjob *j;
     pthread_mutex_lock(&job_mutex);
     for (j = job_running; j; j = j->nextrunning)
-        if (!s || j->session == s)
+        if ((!s || j->session == s) && py_cancelled)
             PyThreadState_SetAsyncExc(j->ident, py_cancelled);
     pthread_mutex_unlock(&job_mutex);
     py_leave(g);

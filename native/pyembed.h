@@ -46,8 +46,14 @@ typedef struct pyvec {
 t_pyvec *pyvec_new(const char *set, const char *name, long n);  /* data not set; 0: no memory */
 void pyvec_free(t_pyvec *v);                                        /* the whole list */
 
-/* start the interpreter once per process (later calls return the first result) */
+/* start the interpreter once per process (later calls return the first result); torch is
+   imported later, by the first call that needs the bridge, on the thread that makes it */
 int pyembed_start(const char *python, const char *libpython, char *err);
+
+/* the input and output channel counts of `method` (forward when the model lacks it) of
+   model `spec`, read from the file without torch (unravel.archive.shape): 0, or -1 when
+   the file does not say */
+int pyembed_shape(const char *spec, const char *method, int *nin, int *nout);
 
 /* a bridge.Session (made by bridge.control), counted: the object, its box and each of its
    calls and jobs hold one reference; the last unref frees it (GIL) */
@@ -92,7 +98,7 @@ typedef struct pycall {
     int want;               /* make the runner below after the message */
     char method[PYNAME_SIZE];
     int bufsize, dspn, nin, nout, keep;
-    t_pymsg *jobmsg;        /* a job, queued on Pd's thread once the calls before it ran */
+    t_pymsg *after;         /* for Pd's thread once the calls before it ran: a job, a bang */
     /* what to free on the control thread instead */
     t_pyrunner *release_runner;
     t_pysession *release_session;

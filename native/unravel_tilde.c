@@ -80,7 +80,8 @@ typedef struct _unravel {
 static int unravel_startpython(t_unravel *x);
 static void unravel_exithook(void);
 static void unravel_ctltick(t_unravel *x);
-static void unravel_queuedjob(void *owner, t_symbol *s, int argc, t_atom *argv);
+static void unravel_after(void *owner, t_symbol *s, int argc, t_atom *argv);
+static void unravel_behind(t_unravel *x, t_symbol *s, int argc, t_atom *argv);
 
 /* ------------------------------ small helpers ------------------------------ */
 
@@ -434,7 +435,7 @@ static void unravel_take(t_unravel *x, t_pycall *c)
             x->x_gpu = (gpu->argv[0].f != 0);
     }
     pymsg_send(c->notes, unravel_reply, x);
-    pymsg_send(c->jobmsg, unravel_queuedjob, x);
+    pymsg_send(c->after, unravel_after, x);
     if (c->failed)
         pd_error(x, "[unravel~]: %s", c->err);
     else if (*c->array)
@@ -706,6 +707,11 @@ static void unravel_bang(t_unravel *x)
     t_engine *e = x->x_engine;
     t_methodparams *p = &x->x_mp;
     int inl = (x->x_bufsize == 0), i, ready = e && e->ready;
+    if (!x->x_session && x->x_loading)
+    {   /* the first load is under way (a live object made with a model): answer after it */
+        unravel_behind(x, &s_bang, 0, 0);
+        return;
+    }
     SETFLOAT(a, x->x_session ? 1 : 0);
     outlet_anything(x->x_info, gensym("loaded"), 1, a);
     SETFLOAT(a, x->x_enabled);
@@ -1010,26 +1016,34 @@ static void unravel_pushjob(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
     unravel_startjobs(x);
 }
 
-/* a job goes to the job thread once the control calls sent before it have run (a bend, a
-   load): it sees the model they made.  `reply` form of unravel_pushjob for pymsg_send. */
-static void unravel_queuedjob(void *owner, t_symbol *s, int argc, t_atom *argv)
+/* what waited behind the control calls sent before it (`reply` form, for pymsg_send): a
+   job goes to the job thread (it sees the model the bends and loads before it made), a
+   `bang` behind an object's first load answers with the model loaded */
+static void unravel_after(void *owner, t_symbol *s, int argc, t_atom *argv)
 {
     t_unravel *x = (t_unravel *)owner;
-    if (unravel_needsession(x, s->s_name))
+    if (s == &s_bang)
+        unravel_bang(x);
+    else if (unravel_needsession(x, s->s_name))
         unravel_pushjob(x, s, argc, argv);
 }
 
-static void unravel_job(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
+/* send message s to unravel_after once the control calls queued before it have run */
+static void unravel_behind(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
 {
     t_pycall *c;
-    if (!unravel_needsession(x, s->s_name))
-        return;
-    if ((c = pycall_new(0, 0, 0, 0, "")) && !(c->jobmsg = pymsg_new(s->s_name, argc, argv)))
+    if ((c = pycall_new(0, 0, 0, 0, "")) && !(c->after = pymsg_new(s->s_name, argc, argv)))
     {
         pycall_free(c);
         c = 0;
     }
     unravel_call(x, c, s->s_name);
+}
+
+static void unravel_job(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
+{
+    if (unravel_needsession(x, s->s_name))
+        unravel_behind(x, s, argc, argv);
 }
 
 /* ------------------------------ nn~'s model registry ------------------------------ */
@@ -1240,11 +1254,28 @@ static int unravel_opennew(t_unravel *x, t_symbol *model, int bufsize)
     return x->x_session != 0;
 }
 
+/* live mode: the object's inlets and outlets without loading the model (with -m one each,
+   else what the file declares, read without torch), so that the model loads on the control
+   thread while the patch opens and plays; 0 when they cannot be known so (then it loads
+   here, as in sync mode) */
+static int unravel_shapelater(t_unravel *x, t_symbol *model)
+{
+    char path[MAXPDSTRING];
+    if (unravel_issync(x) || !unravel_startpython(x))
+        return 0;
+    if (x->x_multi)
+        x->x_nin = x->x_nout = 1;
+    else if (pyembed_shape(unravel_findmodel(x, model->s_name, path) ? path : model->s_name,
+        x->x_method->s_name, &x->x_nin, &x->x_nout) != 0)
+        return 0;
+    return 1;
+}
+
 static void *unravel_new(t_symbol *s, int argc, t_atom *argv)
 {
     t_unravel *x = (t_unravel *)pd_new(unravel_class);
     t_symbol *model = 0;
-    int bufsize = 4096, i, nargs = 0;
+    int bufsize = 4096, i, nargs = 0, later = 0;
     (void)s;
     x->x_canvas = canvas_getcurrent();
     x->x_dir = canvas_getdir(x->x_canvas);
@@ -1315,7 +1346,9 @@ static void *unravel_new(t_symbol *s, int argc, t_atom *argv)
         bufsize = b;
     }
     x->x_bufsize = bufsize;
-    if (model && unravel_opennew(x, model, bufsize))
+    if (model && (later = unravel_shapelater(x, model)))
+        ;   /* `load` below, once the object is made */
+    else if (model && unravel_opennew(x, model, bufsize))
     {
         x->x_nin = x->x_mp.in_chans;
         x->x_nout = x->x_mp.out_chans;
@@ -1350,6 +1383,12 @@ static void *unravel_new(t_symbol *s, int argc, t_atom *argv)
         unravel_apply(x);
     if (x->x_session && x->x_gpu)
         unravel_gpu(x, 1);
+    if (later)
+    {   /* plays silence until the model takes over and replies `loaded <model>` */
+        t_atom a;
+        SETSYMBOL(&a, model);
+        unravel_load(x, gensym("load"), 1, &a);
+    }
     clock_delay(x->x_watchclock, WATCHPOLL);
     return x;
 fail:

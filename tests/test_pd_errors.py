@@ -90,7 +90,9 @@ def test_python_without_the_package(tmp_path):
 
 
 def test_creation_arguments(tmp_path):
-    """Flags and arguments: each object's status, one error per bad argument."""
+    """Flags and arguments: each object's status, one error per bad argument. The -live
+    object loads its model in the background (even under -batch): its status answers once
+    the model is loaded, and Pd quits then."""
     objs = ["unravel~ default 2048", "unravel~ default forward 5000", "unravel~ -x -gpu default",
             "unravel~ -d default forward", "unravel~ default forward 1e+30",
             "unravel~ default encode 1024", "unravel~ -m -live default decode 8192",
@@ -102,8 +104,12 @@ def test_creation_arguments(tmp_path):
         outs = 1 if "-m" in text else {"encode": 8}.get(text.split()[-2] if len(text.split()) > 3 else "", 1)
         p.connect(u, outs, p.obj(f"print s{k}"), 0)
         p.connect(lb, 0, u, 0)
+        if "-live" in text:
+            live = u
     q = p.msg("; pd quit")
-    p.connect(lb, 0, q, 0)
+    last = p.obj("route shared")
+    p.connect(live, 1, last, 0)
+    p.connect(last, 0, q, 0)
     r = run_pd(p.write(tmp_path / "args.pd"), timeout=60)
     assert r.returncode == 0
     st = [{ln.split()[0]: ln.split()[1:] for ln in r.after(f"s{k}:")} for k in range(len(objs))]

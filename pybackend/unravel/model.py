@@ -20,11 +20,9 @@ import numpy as np
 import torch
 
 from unravel import device as _device
+from unravel.archive import BUNDLED, DATA_DIR, DEFAULT_MODEL, resolve_model  # noqa: F401
 from unravel.errors import UnravelError, without_class
 
-DATA_DIR = pathlib.Path(__file__).resolve().parent / "data"
-DEFAULT_MODEL = DATA_DIR / "default.ts"
-BUNDLED = {"default": DEFAULT_MODEL, "default4": DATA_DIR / "default4.ts"}
 DEFAULT_SR = 44100
 # bounds on what a model file may declare in `<method>_params` (a model file is user input:
 # these sizes set buffers in Pd and in warmup before anything runs)
@@ -58,25 +56,6 @@ def set_threads(n: int) -> None:
     n = max(1, int(n))
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
-
-
-def resolve_model(spec: str | os.PathLike, search: Sequence[os.PathLike] = ()) -> pathlib.Path:
-    """'default'/'default4' -> the bundled models; otherwise a path, '.ts' optional, looked up
-    as given (absolute or relative to cwd), then in each search dir."""
-    s = os.fspath(spec)
-    if s in BUNDLED:
-        p = BUNDLED[s]
-        if not p.is_file():
-            raise UnravelError(f"{s}: bundled model {p} is missing (re-make it, see {DATA_DIR / 'README.md'})")
-        return p
-    names = [s] if s.endswith(".ts") else [s, s + ".ts"]
-    dirs = [pathlib.Path.cwd()] + [pathlib.Path(d) for d in search]
-    for d in dirs:
-        for name in names:
-            p = d / pathlib.Path(name).expanduser()
-            if p.is_file():
-                return p.resolve()
-    raise UnravelError(f"{s}: model file not found")
 
 
 def _inference_guard():
