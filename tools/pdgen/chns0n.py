@@ -23,15 +23,19 @@ def chns0n() -> str:
     c.graph(8, 100, "$0-scope", 256, 284, 72, -3, 3, flags=8)
     c.gop(W, H + 1)
 
-    c.text(10, 210, "inlet: open <file> | render 0/1 | bang (file dialog) | public <name>. "
-                    "left outlet: the latent frames (D channels in one signal). right outlet: "
-                    "loaded <frames> <bpm> <double bpm>", 70)
+    c.text(10, 210, "inlet: open <file> | arrays <name> | now | loop <frames> | render 0/1 | "
+                    "bang (file dialog) | public <name>. left outlet: the latent frames (D "
+                    "channels in one signal). right outlet: loaded <frames> <bpm> <double bpm> | "
+                    "loop <n>", 70)
     c.obj("inlet", "in", 10, 280)
     c.obj("outlet~", "out", 300, 660)
     c.obj("outlet", "info", 500, 660)
     c.at(10, 305)
-    c.obj("route open render public bang loops", "route")
+    c.obj("route open render public bang loops arrays now loop", "route")
     c.connect("in", 0, "route", 0)
+    for k, sel in enumerate(("arrays", "now", "loop")):      # to [pd $0-sets]
+        c.obj(f"s $0-{sel}", f"{sel}_s", 400 + 90 * k, 230)
+        c.connect("route", 5 + k, f"{sel}_s", 0)
     c.obj("s $0-public", "pub_s", 250, 330)
     c.connect("route", 2, "pub_s", 0)
     c.obj("s $0-render", "ren_s", 160, 330)
@@ -180,9 +184,30 @@ def chns0n() -> str:
     c.connect("tempo", 0, "inf_pack", 0)
     c.connect("tempo", 1, "inf_pack", 1)
     c.connect("len_t2", 1, "inf_pack", 2)
-    c.msg("loaded $3 $1 $2", "inf_msg", 800, 605)
-    c.connect("inf_pack", 0, "inf_msg", 0)
+    c.obj("spigot 1", "inf_gate", 880, 605)
+    c.connect("inf_pack", 0, "inf_gate", 0)
+    c.msg("loaded $3 $1 $2", "inf_msg", 880, 630)
+    c.connect("inf_gate", 0, "inf_msg", 0)
     c.connect("inf_msg", 0, "info", 0)
+    # an array set's loop length shown as a file's (frames, tempo) without 'loaded'
+    c.obj("r $0-alen", "alen_r", 1100, 430)
+    c.obj("t b f b b", "alen_t", 1100, 455)
+    c.connect("alen_r", 0, "alen_t", 0)
+    c.connect("alen_t", 3, "sr", 0)
+    c.msg("0", "alen_shut", 1180, 480)
+    c.msg("1", "alen_open", 1100, 480)
+    c.connect("alen_t", 2, "alen_shut", 0)
+    c.connect("alen_t", 1, "loops_t", 0)
+    c.connect("alen_t", 0, "alen_open", 0)
+    c.connect("alen_shut", 0, "inf_gate", 1)
+    c.connect("alen_open", 0, "inf_gate", 1)
+    c.obj("r $0-loopout", "loopout_r", 500, 630)       # 'loop <n>' from [pd $0-sets]
+    c.connect("loopout_r", 0, "info", 0)
+    # a file read: the array sets stop (their loop messages too)
+    c.obj("t b", "opened_t", 480, 580)
+    c.connect("sf", 0, "opened_t", 0)
+    c.obj("s $0-opened", "opened_s", 480, 605)
+    c.connect("opened_t", 0, "opened_s", 0)
 
     # the frame clock: one frame every 2048 samples, from frame 0 on Render
     c.at(10, 700)
@@ -198,19 +223,31 @@ def chns0n() -> str:
     c.obj("f", "cnt")
     c.connect("metro", 0, "cnt", 0)
     c.connect("ren_zero", 0, "cnt", 1)
+    c.obj("mod 100", "cnt_clip")            # a new, shorter file while playing
+    c.connect("len_r", 0, "cnt_clip", 1)
+    c.connect("cnt", 0, "cnt_clip", 0)
+    # frame 0 is a loop boundary: [pd $0-sets] reads the playing array set there, before
+    # the frame goes out (the loop length it sets counts from this frame on)
+    c.obj("t f f", "bnd_t")
+    c.connect("cnt_clip", 0, "bnd_t", 0)
+    c.obj("sel 0", "bnd_sel", 120, 850)
+    c.connect("bnd_t", 1, "bnd_sel", 0)
+    c.obj("s $0-bound", "bnd_s", 120, 875)
+    c.connect("bnd_sel", 0, "bnd_s", 0)
     c.obj("t f f", "cnt_t")
-    c.connect("cnt", 0, "cnt_t", 0)
-    c.obj("+ 1", "cnt_inc", 120, 800)
-    c.obj("mod 100", "cnt_mod", 120, 825)
+    c.connect("bnd_t", 0, "cnt_t", 0)
+    c.obj("+ 1", "cnt_inc", 200, 875)
+    c.obj("mod 100", "cnt_mod", 200, 900)
     c.connect("cnt_t", 1, "cnt_inc", 0)
     c.connect("cnt_inc", 0, "cnt_mod", 0)
     c.connect("cnt_mod", 0, "cnt", 1)
     c.connect("len_r", 0, "cnt_mod", 1)
-    c.obj("mod 100", "cnt_clip", 10, 825)   # a new, shorter file while playing
-    c.connect("len_r", 0, "cnt_clip", 1)
-    c.connect("cnt_t", 0, "cnt_clip", 0)
     c.obj("t f f f", "frame_t")
-    c.connect("cnt_clip", 0, "frame_t", 0)
+    c.connect("cnt_t", 0, "frame_t", 0)
+    c.obj("v $0-on", "on_v", 200, 725)        # rendering or not, for [pd $0-sets]
+    c.connect("render", 0, "on_v", 0)
+    c.obj("s $0-restart", "restart_s", 200, 775)   # Render: the loop count starts again
+    c.connect("ren_t", 1, "restart_s", 0)
     c.obj("s $0-idx", "idx")
     c.connect("frame_t", 2, "idx", 0)
     reader = Canvas(450, 200, name="$0-reader")    # [tabread~ <D tables>] is made at load
@@ -264,6 +301,205 @@ def chns0n() -> str:
     c.connect("sc_k", 0, "sc_get", 0)
     c.connect("sc_get", 0, "sc_set", 0)
     return c
+
+
+def array_sets() -> Canvas:
+    """[pd $0-sets]: the array sets. `arrays <name>` is checked at once; a good set is the one
+    to read ($0-want): at the next loop boundary ($0-bound, frame 0), at once when not
+    rendering or on `now`. Reading copies the arrays <name>-0 .. <name>-(D-1) into the tables
+    the player reads ($0-z<k>, each resized to its source) and sets the loop length ($0-len):
+    `loop <frames>`, or with `loop 0` the size of <name>-0. The set playing is read again at
+    each boundary (what was written into it since is heard from there) and `loop <n>` goes
+    out ($0-loopout, n from 0 at Render) while sets play ($0-mode). A file read ($0-opened)
+    stops both; a set gone at a boundary is no longer read ($0-follow), its last reading
+    plays on."""
+    g = Canvas(1240, 800, name="$0-sets")
+
+    def col(x: int, y: int, *items: tuple[str, str, str]) -> None:
+        """Objects (kind, text, name) one under the other from (x, y), each into the next."""
+        for i, (kind, text, name) in enumerate(items):
+            (g.msg if kind == "msg" else g.obj)(text, name, x, y + 30 * i)
+            if i:
+                g.connect(items[i - 1][2], 0, name, 0)
+
+    # `arrays <name>`: checked, a good one is the set to read, at once when not rendering
+    g.text(10, 10, "arrays <name>")
+    col(10, 35, ("obj", "r $0-arrays", "ar_r"), ("obj", "symbol", "ar_sym"), ("obj", "t s s", "ar_t"))
+    g.obj("s $0-chk", "ar_chk", 60, 125)
+    g.connect("ar_t", 1, "ar_chk", 0)
+    g.obj("r $0-good", "ar_good", 80, 155)
+    col(10, 185, ("obj", "spigot", "ar_sp"), ("obj", "t b s b", "ar_ok"))
+    g.connect("ar_t", 0, "ar_sp", 0)
+    g.connect("ar_good", 0, "ar_sp", 1)
+    col(120, 245, ("obj", "list prepend $0", "ar_id"), ("msg", "; $1-follow 1; $1-mode 1", "ar_on"))
+    g.connect("ar_ok", 2, "ar_id", 0)
+    g.obj("s $0-want", "ar_want", 40, 275)
+    g.connect("ar_ok", 1, "ar_want", 0)
+    col(10, 305, ("obj", "v $0-on", "ar_idle"), ("obj", "sel 0", "ar_sel"), ("obj", "s $0-now", "ar_now"))
+    g.connect("ar_ok", 0, "ar_idle", 0)
+    # `loop <frames>`: the loop length from the next reading on (0: the set's length)
+    g.text(10, 410, "loop <frames>")
+    col(10, 435, ("obj", "r $0-loop", "ls_r"), ("obj", "expr max(int($f1), 0)", "ls_e"),
+        ("obj", "t b f", "ls_t"))
+    g.obj("s $0-looplen", "ls_s", 60, 525)
+    g.connect("ls_t", 1, "ls_s", 0)
+    col(10, 555, ("obj", "v $0-on", "ls_idle"), ("obj", "sel 0", "ls_sel"), ("obj", "s $0-now", "ls_now"))
+    g.connect("ls_t", 0, "ls_idle", 0)
+    # a file read: no set to read, no loop messages
+    g.text(10, 655, "a file read")
+    col(10, 680, ("obj", "r $0-opened", "op_r"), ("obj", "list prepend $0", "op_id"),
+        ("msg", "; $1-follow 0; $1-mode 0", "op_off"))
+
+    # reading the set: on a boundary, `now`, or when idle, while one is to be read
+    g.text(340, 10, "read the set")
+    col(340, 35, ("obj", "r $0-now", "tk_r"), ("obj", "spigot", "tk_sp"), ("obj", "symbol", "tk_name"),
+        ("obj", "t s b s", "tk_t"))
+    g.obj("r $0-follow", "tk_follow", 420, 35)
+    g.connect("tk_follow", 0, "tk_sp", 1)
+    g.obj("r $0-want", "tk_want", 420, 65)
+    g.connect("tk_want", 0, "tk_name", 1)
+    g.obj("s $0-chk", "tk_chk", 420, 155)
+    g.connect("tk_t", 2, "tk_chk", 0)
+    col(360, 185, ("obj", "v $0-good", "tk_v"), ("obj", "s $0-follow", "tk_stop"))   # gone: stop
+    g.connect("tk_t", 1, "tk_v", 0)
+    g.obj("r $0-good", "tk_good", 440, 245)
+    col(340, 275, ("obj", "spigot", "tk_ok"), ("obj", "t b s s", "tk_go"))
+    g.connect("tk_t", 0, "tk_ok", 0)
+    g.connect("tk_good", 0, "tk_ok", 1)
+    g.obj("s $0-copy", "tk_copy", 420, 335)
+    g.connect("tk_go", 2, "tk_copy", 0)
+    col(370, 365, ("obj", "makefilename %s-*", "tk_show"), ("obj", "s $0-file", "tk_file"))  # <name>-*
+    g.connect("tk_go", 1, "tk_show", 0)
+    col(340, 425, ("obj", "array size $0-z0", "fin_sz"), ("obj", "expr if($f2 > 0, $f2, $f1)", "fin_len"),
+        ("obj", "t f f", "fin_t"))
+    g.connect("tk_go", 0, "fin_sz", 0)
+    g.obj("r $0-looplen", "fin_ls", 470, 425)
+    g.connect("fin_ls", 0, "fin_len", 1)
+    g.obj("s $0-alen", "fin_show", 390, 515)
+    g.connect("fin_t", 1, "fin_show", 0)
+    g.obj("s $0-len", "fin_s", 340, 545)
+    g.connect("fin_t", 0, "fin_s", 0)
+    # at each boundary: read the set, then `loop <n>` while sets play, n from 0 at Render
+    g.text(170, 410, "a boundary")
+    col(170, 435, ("obj", "r $0-bound", "bd_r"), ("obj", "t b b", "bd_t"))
+    g.obj("s $0-now", "bd_now", 220, 495)
+    g.connect("bd_t", 1, "bd_now", 0)
+    col(170, 525, ("obj", "v $0-count", "lc_get"), ("obj", "t f f", "lc_t"))
+    g.connect("bd_t", 0, "lc_get", 0)
+    col(220, 585, ("obj", "+ 1", "lc_inc"), ("obj", "v $0-count", "lc_set"))
+    g.connect("lc_t", 1, "lc_inc", 0)
+    g.obj("r $0-mode", "lc_mode", 260, 645)
+    col(170, 675, ("obj", "spigot", "lc_sp"), ("msg", "loop $1", "lc_msg"), ("obj", "s $0-loopout", "lc_s"))
+    g.connect("lc_t", 0, "lc_sp", 0)
+    g.connect("lc_mode", 0, "lc_sp", 1)
+    g.text(340, 590, "Render")
+    col(340, 615, ("obj", "r $0-restart", "lc_r"), ("msg", "0", "lc_zero"), ("obj", "v $0-count", "lc_reset"))
+
+    # the check: are the arrays <name>-0 .. <name>-(D-1) there? Probed in order up to the
+    # first missing one (which Pd's [array size] reports too), $0-good gets 1 or 0, and a
+    # missing array is said in one line
+    g.text(600, 10, "check")
+    col(600, 35, ("obj", "r $0-chk", "ck_r"), ("obj", "t b b b s", "ck_t"))
+    g.obj("s $0-ckname", "ck_name_s", 690, 95)
+    g.connect("ck_t", 3, "ck_name_s", 0)
+    g.obj("s $0-ckreset", "ck_reset_s", 660, 125)
+    g.connect("ck_t", 2, "ck_reset_s", 0)
+    g.obj("s $0-ckloop", "ck_loop_s", 630, 155)
+    g.connect("ck_t", 1, "ck_loop_s", 0)
+    col(600, 185, ("obj", "v $0-found", "ck_found"), ("obj", "t f b", "ck_ft"))
+    g.connect("ck_t", 0, "ck_found", 0)
+    g.obj("v $0-dims", "ck_dims", 640, 245)
+    g.connect("ck_ft", 1, "ck_dims", 0)
+    col(600, 275, ("obj", "==", "ck_eq"), ("obj", "t f f f", "ck_ans"))
+    g.connect("ck_ft", 0, "ck_eq", 0)
+    g.connect("ck_dims", 0, "ck_eq", 1)
+    g.obj("s $0-good", "ck_good_s", 680, 335)
+    g.connect("ck_ans", 2, "ck_good_s", 0)
+    g.obj("v $0-good", "ck_good_v", 630, 365)
+    g.connect("ck_ans", 1, "ck_good_v", 0)
+    col(600, 395, ("obj", "sel 0", "ck_bad"), ("obj", "t b b", "ck_say"))
+    g.connect("ck_ans", 0, "ck_bad", 0)
+    g.obj("v $0-found", "ck_miss", 690, 455)
+    g.connect("ck_say", 1, "ck_miss", 0)
+    col(600, 485, ("obj", "v $0-dims", "ck_d"), ("obj", "t f f", "ck_dt"))
+    g.connect("ck_say", 0, "ck_d", 0)
+    g.obj("- 1", "ck_last", 640, 545)
+    g.connect("ck_dt", 1, "ck_last", 0)
+    g.obj("pack f f f", "ck_nums", 600, 575)           # D, D-1, the first missing one
+    g.connect("ck_dt", 0, "ck_nums", 0)
+    g.connect("ck_last", 0, "ck_nums", 1)
+    g.connect("ck_miss", 0, "ck_nums", 2)
+    g.obj("r $0-ckname", "ck_name_r", 700, 575)
+    g.obj("list prepend", "ck_pre", 600, 605)
+    g.connect("ck_nums", 0, "ck_pre", 0)
+    g.connect("ck_name_r", 0, "ck_pre", 1)
+    g.msg("arrays $1: no array $1-$4 (this player reads $2: $1-0 .. $1-$3)", "ck_msg", 600, 635)
+    g.connect("ck_pre", 0, "ck_msg", 0)
+    g.obj("print chns0n", "ck_print", 600, 685)
+    g.connect("ck_msg", 0, "ck_print", 0)
+    # ... the probes: while none is missing, <name>-<found> is probed and counted
+    g.text(800, 10, "probe")
+    col(800, 35, ("obj", "r $0-ckloop", "pr_r"), ("obj", "v $0-dims", "pr_d"), ("obj", "until", "pr_u"),
+        ("obj", "spigot", "pr_sp"), ("obj", "v $0-found", "pr_k"), ("obj", "t b b f", "pr_t"))
+    g.obj("r $0-ckopen", "pr_open", 860, 95)
+    g.connect("pr_open", 0, "pr_sp", 1)
+    g.obj("r $0-ckname", "pr_name", 980, 205)
+    col(920, 235, ("obj", "pack f s", "pr_pk"), ("msg", "symbol $2-$1", "pr_nm"))
+    g.connect("pr_t", 2, "pr_pk", 0)
+    g.connect("pr_name", 0, "pr_pk", 1)
+    col(830, 235, ("msg", "0", "pr_shut"), ("obj", "s $0-ckopen", "pr_shut_s"))   # missing unless...
+    g.connect("pr_t", 1, "pr_shut", 0)
+    col(800, 325, ("obj", "array size", "pr_sz"), ("obj", "t b b", "pr_there"))
+    g.connect("pr_t", 0, "pr_sz", 0)
+    g.connect("pr_nm", 0, "pr_sz", 1)
+    col(840, 385, ("msg", "1", "pr_again"), ("obj", "s $0-ckopen", "pr_again_s"))  # ... it answers
+    g.connect("pr_there", 1, "pr_again", 0)
+    col(800, 445, ("obj", "v $0-found", "pr_fget"), ("obj", "+ 1", "pr_fadd"), ("obj", "v $0-found", "pr_fset"))
+    g.connect("pr_there", 0, "pr_fget", 0)
+    g.text(920, 330, "reset")
+    col(920, 355, ("obj", "r $0-ckreset", "rs_r"), ("obj", "t b b", "rs_t"))
+    col(970, 415, ("msg", "1", "rs_open"), ("obj", "s $0-ckopen", "rs_open_s"))
+    g.connect("rs_t", 1, "rs_open", 0)
+    col(920, 445, ("msg", "0", "rs_zero"), ("obj", "v $0-found", "rs_found"))
+    g.connect("rs_t", 0, "rs_zero", 0)
+
+    # the copy: <name>-<k> into $0-z<k> (resized to it), k = 0 .. D-1
+    g.text(1080, 10, "copy")
+    col(1080, 35, ("obj", "r $0-copy", "cp_r"), ("obj", "t b b s", "cp_t"))
+    g.obj("s $0-cpname", "cp_name_s", 1160, 95)
+    g.connect("cp_t", 2, "cp_name_s", 0)
+    col(1110, 125, ("msg", "0", "cp_k0"), ("obj", "v $0-cpk", "cp_k0v"))
+    g.connect("cp_t", 1, "cp_k0", 0)
+    col(1080, 185, ("obj", "v $0-dims", "cp_d"), ("obj", "until", "cp_u"), ("obj", "v $0-cpk", "cp_k"),
+        ("obj", "t b f f", "cp_it"))
+    g.connect("cp_t", 0, "cp_d", 0)
+    col(1140, 305, ("obj", "makefilename $0-z%d", "cp_dn"), ("obj", "s $0-cpdst", "cp_dst_s"))
+    g.connect("cp_it", 2, "cp_dn", 0)
+    g.obj("r $0-cpname", "cp_name_r", 1170, 365)
+    col(1110, 395, ("obj", "pack f s", "cp_pk"), ("msg", "symbol $2-$1", "cp_sn"), ("obj", "t b b s", "cp_st"))
+    g.connect("cp_it", 1, "cp_pk", 0)
+    g.connect("cp_name_r", 0, "cp_pk", 1)
+    g.obj("s $0-cpsrc", "cp_src_s", 1180, 485)
+    g.connect("cp_st", 2, "cp_src_s", 0)
+    g.obj("r $0-cpsrc", "cp_src_r1", 1210, 515)
+    g.obj("array size", "cp_ssz", 1130, 545)
+    g.connect("cp_st", 1, "cp_ssz", 0)
+    g.connect("cp_src_r1", 0, "cp_ssz", 1)
+    g.obj("r $0-cpdst", "cp_dst_r1", 1210, 575)
+    g.obj("array size", "cp_dsz", 1130, 605)          # resized only if the size differs
+    g.connect("cp_ssz", 0, "cp_dsz", 0)
+    g.connect("cp_dst_r1", 0, "cp_dsz", 1)
+    g.obj("r $0-cpsrc", "cp_src_r2", 1210, 605)
+    g.obj("array get", "cp_get", 1110, 635)
+    g.connect("cp_st", 0, "cp_get", 0)
+    g.connect("cp_src_r2", 0, "cp_get", 2)
+    g.obj("r $0-cpdst", "cp_dst_r2", 1210, 635)
+    g.obj("array set", "cp_set", 1110, 665)
+    g.connect("cp_get", 0, "cp_set", 0)
+    g.connect("cp_dst_r2", 0, "cp_set", 2)
+    col(1080, 695, ("obj", "v $0-cpk", "cp_kget"), ("obj", "+ 1", "cp_kadd"), ("obj", "v $0-cpk", "cp_kset"))
+    g.connect("cp_it", 0, "cp_kget", 0)
+    return g
 
 
 def finish_chns0n(c: Canvas) -> str:
@@ -333,6 +569,7 @@ def finish_chns0n(c: Canvas) -> str:
     c.connect("sc_size", 0, "sc_resize", 0)
     sub = Canvas(450, 300, name="$0-arrays")
     c.sub(10, 1250, "$0-arrays", sub)
+    c.sub(200, 1250, "$0-sets", array_sets())
     public_relay(c, 10, 1320, argpos=2)
     return c.render()
 
