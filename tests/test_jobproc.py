@@ -6,6 +6,7 @@ parent dies ends by itself."""
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import pathlib
 import signal
@@ -17,8 +18,9 @@ import time
 
 import numpy as np
 import pytest
+import soundfile as sf
 
-from unravel import bridge, jobproc
+from unravel import bridge, jobproc, pipeline
 from unravel.errors import UnravelError
 from unravel.model import DEFAULT_MODEL
 
@@ -71,7 +73,9 @@ def no_partial_file(folder: pathlib.Path) -> None:
 
 def test_a_job_runs_in_a_child_process_of_this_python(tmp_path):
     """While a job runs, this process has one child running `<sys.executable> -m
-    unravel.jobproc`; the reply is the job's (the paths it wrote)."""
+    unravel.jobproc`; the reply is the job's (the paths it wrote). The child stays for the
+    session's next jobs (the same process: no start, no import, the model loaded once; a
+    job's own error does not end it) and ends with the session."""
     z = latents(tmp_path)
     s = bridge.Session("default")
     seen: dict[int, list[str]] = {}
@@ -84,7 +88,32 @@ def test_a_job_runs_in_a_child_process_of_this_python(tmp_path):
         time.sleep(0.02)
     assert reply == [str(tmp_path / "dec" / "z.wav")]
     assert [argv for argv in seen.values()] == [[sys.executable, "-m", "unravel.jobproc"]]
-    assert not [pid for pid in seen if running(pid)]
+    (pid,) = seen
+    assert running(pid)
+    with pytest.raises(UnravelError, match="no such file"):
+        bridge.run_job(s, "decode", ["input", "nope.npy", "output", "dec"], str(tmp_path))
+    assert bridge.run_job(s, "decode", ["input", str(z), "output", "dec2"], str(tmp_path)) == (
+        [str(tmp_path / "dec2" / "z.wav")], [])
+    assert list(jobproc_children(os.getpid())) == [pid]
+    del s
+    gc.collect()
+    wait_until(lambda: not running(pid), 10)
+
+
+def test_a_bent_model_is_handed_over_again_after_each_change(tmp_path):
+    """The kept child decodes with the session's model as it is at each job: bent after the
+    first job, the next job's audio is the bent model's."""
+    z = latents(tmp_path)
+    s = bridge.Session("default")
+    plain = bridge.run_job(s, "decode", ["input", str(z), "output", "a"], str(tmp_path))[0][0]
+    s.bender.bend("decoder.net.0.bias", "offset", 0.5)
+    bent = bridge.run_job(s, "decode", ["input", str(z), "output", "b"], str(tmp_path))[0][0]
+    again = bridge.run_job(s, "decode", ["input", str(z), "output", "c"], str(tmp_path))[0][0]
+    ref = pipeline.decode_files(s.model, [z], tmp_path / "ref", progress=False)[0]
+    read = [sf.read(p, dtype="float32")[0] for p in (plain, bent, again, ref)]
+    assert not np.array_equal(read[0], read[1])
+    assert np.array_equal(read[1], read[3]) and np.array_equal(read[2], read[3])
+    s.jobs.close()
 
 
 def test_errors_come_back_as_one_line(tmp_path, monkeypatch):
@@ -98,6 +127,7 @@ def test_errors_come_back_as_one_line(tmp_path, monkeypatch):
                     "echo 'ModuleNotFoundError: No module named unravel' >&2\nexit 1\n")
     fake.chmod(0o755)
     monkeypatch.setattr(sys, "executable", str(fake))
+    s.jobs.close()                      # the next job starts a child (the fake one)
     with pytest.raises(UnravelError) as e:
         bridge.run_job(s, "stats", ["input", "z.npy"], str(tmp_path))
     assert str(e.value) == "stats: the job process failed (No module named unravel)"

@@ -123,3 +123,100 @@ def test_each_array_job_equals_the_file_job(result, tmp_path):
                                   latent_length=64, save_latents=True)[0]
     assert np.load(ref.npy).shape == (1, D, 64)
     assert np.array_equal(_read(d / "dif.wav"), np.load(ref.npy)[0])
+
+
+# --------------------------------------------------------------- a job's set on the boundary
+
+RATIO, LOOP_FRAMES = 2048, 16
+LOOP = LOOP_FRAMES * RATIO
+A = [[100.0 + 10 * k + (i % 5) for i in range(LOOP_FRAMES)] for k in range(D)]
+SWITCH_SAMPLES = 12 * LOOP
+
+
+def switch_patch(folder, asked: int) -> "pathlib.Path":
+    """[ch8ns0n pl] plays the set A (16 frames); `asked` samples after Render a generate job
+    makes the set B from A's statistics and its reply sends `arrays B`. Channel 0 of the
+    player is recorded into out.wav; 'at: <samples>' is printed at the reply and at each
+    `loop <n>`."""
+    p = Patch()
+    for k in range(D):
+        p.obj(f"array define A-{k} {LOOP_FRAMES}")
+    p.obj(f"table out0 {SWITCH_SAMPLES}")
+    lb = p.obj("loadbang")
+    pl = p.obj("ch8ns0n pl")
+    u = p.obj("unravel~ default decode")
+    p.connect(p.obj("r job"), 0, u, 0)
+    snake = p.obj(f"snake~ out {D}")
+    p.connect(pl, 0, snake, 0)
+    rec = p.obj("r rec")
+    w = p.obj("tabwrite~ out0")
+    p.connect(snake, 0, w, 0)
+    p.connect(rec, 0, w, 0)
+    timer = p.obj("timer 1 samp")
+    p.connect(rec, 0, timer, 0)
+    p.connect(timer, 0, p.obj("print at"), 0)
+    done_timer = p.obj("timer 1 samp")
+    p.connect(rec, 0, done_timer, 0)
+    p.connect(done_timer, 0, p.obj("print done-at"), 0)
+    done = p.obj("route done")
+    p.connect(u, 1, done, 0)
+    p.connect(u, 1, p.obj("print reply"), 0)
+    t = p.obj("t b b")
+    p.connect(done, 0, t, 0)
+    p.connect(t, 1, done_timer, 1)
+    p.connect(t, 0, p.msg("; pl arrays B"), 0)
+    tl = p.obj("t b a")
+    p.connect(pl, 1, tl, 0)
+    p.connect(tl, 1, p.obj("print info"), 0)
+    p.connect(tl, 0, timer, 1)
+    start = p.obj("delay 10")
+    p.connect(lb, 0, start, 0)
+    go = p.obj("t b b")
+    p.connect(start, 0, go, 0)
+    fill = "; ".join(f"A-{k} 0 {' '.join(f'{v:g}' for v in vals)}" for k, vals in enumerate(A))
+    p.connect(go, 1, p.msg(f"; pd dsp 1; {fill}; rec bang; pl arrays A; pl render 1"), 0)
+    ask = p.obj(f"delay {asked} 1 samp")
+    p.connect(go, 0, ask, 0)
+    p.connect(ask, 0, p.msg("; job generate input-array A output-array B pattern default "
+                            f"points {LOOP_FRAMES} seed 9"), 0)
+    end = p.obj(f"delay {SWITCH_SAMPLES + 64} 1 samp")
+    p.connect(go, 0, end, 0)
+    p.connect(end, 0, p.msg("; pl render 0; wr write -wave -bytes 4 out.wav out0; pd quit"), 0)
+    p.connect(p.obj("r wr"), 0, p.obj("soundfiler"), 0)
+    return p.write(folder / "switch.pd")
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["realtime", "batch"])
+def test_a_generated_set_comes_in_at_the_first_boundary_after_it_is_ready(tmp_path, batch):
+    """Set A plays; during its loop 1 a generate job makes set B from A's statistics; the
+    player's output changes exactly at the first loop boundary after the job's reply (a
+    multiple of 16 x 2048 samples from Render), from A's values to B's (the job's values),
+    never to silence. Under -batch two runs give the same bytes."""
+    asked = LOOP + LOOP // 2 + 64
+    want_b = pipeline.generate(np.array(A, np.float32), pattern="default", points=LOOP_FRAMES,
+                               seed=9)
+    runs = []
+    for i in range(2 if batch else 1):
+        d = tmp_path / f"run{i}"
+        d.mkdir()
+        r = run_pd(switch_patch(d, asked), args=["-r", "44100"], batch=batch, timeout=120)
+        assert r.returncode == 0 and r.errors == [], r.lines
+        runs.append((d / "out.wav").read_bytes())
+        y = _read(d / "out.wav")[0]
+        at = [int(round(float(v))) for v in r.after("at:")]
+        info = r.after("info:")
+        assert len(at) == len(info), r.lines
+        assert r.after("reply:")[-1] == "done generate B", r.lines
+        done_at = int(round(float(r.after("done-at:")[0])))
+        assert done_at > asked
+        boundary = -(-done_at // LOOP) * LOOP           # the first boundary after the reply
+        assert boundary + LOOP <= SWITCH_SAMPLES, (done_at, "the job took too long")
+        # A plays exactly until that boundary, then B: the values the job wrote
+        a_loop = np.repeat(np.array(A[0], np.float32), RATIO)
+        assert np.array_equal(y[:boundary], np.tile(a_loop, boundary // LOOP)), done_at
+        b_loop = np.repeat(want_b[0], RATIO)
+        assert np.array_equal(y[boundary:boundary + LOOP], b_loop), done_at
+        assert np.all(y != 0)
+        assert list(zip(at, info))[:3] == [(0, "loop 0"), (LOOP, "loop 1"), (2 * LOOP, "loop 2")]
+    if batch:
+        assert runs[0] == runs[1]

@@ -90,6 +90,7 @@ class Bender:
         p = self._param(layer)
         with self.model.lock, torch.no_grad():
             p.view(-1).copy_(flat)
+            self.model.edits += 1
 
     # ------------------------------------------------------------------ public API
 
@@ -194,6 +195,7 @@ class Bender:
         sel = self._selection(n, s.percent)
         scale = s.spread * (-1.0 if s.invert else 1.0)
         with self.model.lock, torch.no_grad():
+            self.model.edits += 1
             flat = p.view(-1)
             prev = self._touched.get(layer)
             if prev is not None and prev != s.percent:

@@ -20,6 +20,7 @@ import math
 import os
 import pathlib
 import sys
+import weakref
 from typing import Callable, Sequence
 
 import numpy as np
@@ -188,6 +189,8 @@ class Session:
         self.model: _model.Model | None = None
         self._bender = None
         self.device = torch.device("cpu")  # where models run: `gpu 1` moves them to the GPU
+        self.jobs = jobproc.Worker()        # the job process, kept between jobs
+        weakref.finalize(self, self.jobs.close)
         self.load(spec, patch_dir)
 
     @one_line("load")
@@ -441,6 +444,7 @@ def _atom(v):
 JobFn = Callable[[_model.Model, dict, str, PdArrays], list]
 JOBS: dict[str, tuple[JobFn, dict[str, str]]] = {}
 IN_PROCESS = ("tempo",)     # instant jobs, run on the job thread; the others in a child process
+ARRAYS_IN_PROCESS = ("stats", "generate")   # on Pd arrays: a few ms of numpy, on the job thread
 
 
 def register_job(name: str, options: dict[str, str]):
@@ -693,18 +697,20 @@ def run_job(session: Session | None, name: str, args: Sequence, patch_dir: str,
     (`arrays`: {set: [(array, float32 bytes)]}, Pd's rate `sr`); returns (the reply values:
     paths as str, numbers as float; the arrays to write: [(array, float32 bytes)]). The
     arguments are checked here; `tempo` runs here, the other jobs in a child process on its
-    own copy of the session's model (`jobproc`). The registry messages run here too, without
-    a session."""
+    own copy of the session's model (`jobproc`), except `stats` and `generate` on Pd arrays
+    (small, numpy only: here, so that a new pattern comes in within milliseconds). The
+    registry messages run here too, without a session."""
     if name in REGISTRY:
         return registry_message(name, list(args), patch_dir), []
     fn, options = _job(name)
     opts = parse_job_args(name, list(args), options, patch_dir)
     pd = PdArrays({k: [(n, np.frombuffer(b, dtype=np.float32)) for n, b in v]
                    for k, v in (arrays or {}).items()}, sr)
-    if name in IN_PROCESS:
+    if name in IN_PROCESS or (name in ARRAYS_IN_PROCESS and
+                              ("input-array" in opts or "output-array" in opts)):
         values = _values(fn(session.model, opts, patch_dir, pd))
     else:
-        values = jobproc.run_in_child(session.model, name, list(args), patch_dir, pd)
+        values = session.jobs.run(session.model, name, list(args), patch_dir, pd)
     return values, [(n, np.ascontiguousarray(v, dtype=np.float32).tobytes()) for n, v in pd.outputs]
 
 

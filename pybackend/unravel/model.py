@@ -254,6 +254,7 @@ class Model:
         self._gpu = None if self.device.type == "cpu" else self.device  # inputs go there
         _device.deterministic(self.device)
         self.moves = 0  # counts the moves between devices (the Bender follows them)
+        self.edits = 0  # counts the changes to its module (weights, attributes): see jobproc
         self._sr_override = sr
         self._warmup = warmup
         self._share = share
@@ -525,6 +526,7 @@ class Model:
         try:
             with self.lock:
                 rc = setter(*args)
+                self.edits += 1
         except Exception as e:  # noqa: BLE001
             raise UnravelError(f"{self.path.name}: cannot set '{name}' ({_first_line(e)})") from None
         if rc not in (0, None):
