@@ -29,8 +29,11 @@ average is printed before and after. Also printed: Pd's start to the object's fi
 output (wall time, median), how long after the message its `done`, `error`, `loaded` or
 `saved` reply came (timed in Pd), and Pd's error lines.
 
+Then, unless --no-switch, bench/pd_switch.py's table for the model (loops of 16 and 64
+frames): from a `generate` or `diffuse` request to the first audible frame of the new set.
+
 Usage: .venv/bin/python bench/pd_live.py [--model PATH] [--other PATH] [--nn DIR] [--runs 3]
-       [--settle 2] [--window 1.5] [--layer NAME] [--lib DIR]
+       [--settle 2] [--window 1.5] [--layer NAME] [--lib DIR] [--no-switch]
 Another checkout's build (e.g. the code before a change, from `git archive`):
        PYTHONPATH=CHECKOUT/pybackend .venv/bin/python bench/pd_live.py --lib CHECKOUT/build/unravel
 """
@@ -49,6 +52,8 @@ from dataclasses import dataclass
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from pdrun import BUILD, LiveRun, run_live  # noqa: E402
+
+import pd_switch  # noqa: E402
 
 import unravel  # noqa: E402
 from unravel.model import DATA_DIR, resolve_model  # noqa: E402
@@ -182,6 +187,8 @@ def main() -> int:
     ap.add_argument("--lib", type=pathlib.Path, default=BUILD,
                     help="the Pd library folder holding unravel~ (default build/unravel; for another "
                          "checkout's build also set PYTHONPATH to its pybackend)")
+    ap.add_argument("--no-switch", action="store_true",
+                    help="skip the table of bench/pd_switch.py (generate/diffuse to the first audible frame)")
     a = ap.parse_args()
     if a.settle * 1000 < a.window * 1000 + PRE_MS:
         ap.error(f"--settle must be at least --window + {PRE_MS / 1000:g} s")
@@ -264,6 +271,9 @@ def main() -> int:
             for e in sorted(errors[n])[:10]:
                 print(f"{n}: Pd error: {e[:300]}")
         print(f"load average at the end {loadavg()}")
+    if not a.no_switch and "decode" in info["methods"]:
+        print("\nFrom a job to the first audible frame of the set it makes (bench/pd_switch.py):")
+        pd_switch.table([model], [16, 64], list(pd_switch.JOBS), a.runs)
     return 0
 
 

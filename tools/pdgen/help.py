@@ -262,7 +262,7 @@ def jobs_group() -> Canvas:
                                 "input arrays when it starts, writes its output arrays in one "
                                 "go when it ends (made if missing). A file in with arrays out "
                                 "works too. [chns0n] plays a set: 'arrays gen'.", 86) + 10
-    return group("jobs", "UnRAVEl jobs run in a process of their own (the sound goes on), one at "
+    return group("jobs", "UnRAVEl jobs run in a process of the object's own (the sound goes on), one at "
                          "a time in the order sent, and reply 'done <job> <results...>' or "
                          "'error <job> <reason>'. Relative paths start at this patch's folder (the "
                          f"library: examples/loop.wav is there). The files go to {OUT}. Options "
