@@ -149,3 +149,38 @@ def test_3_render_in_the_gui_keeps_pd(display, tmp_path):
     assert alive, pd.lines()
     assert (tmp_path / "Documents" / "unravel" / "3-render" / "demo.wav").exists()
     assert not [ln for ln in pd.lines() if is_error(ln)], pd.lines()
+
+
+def test_5_live_in_the_gui(display, tmp_path):
+    """5-live.pd in the GUI through a cycle (loop, encode, generate, as its buttons send):
+    no error, the phrase's graph and the player drawn; the screenshot is
+    tests/_out/5-live.png (docs/live.png is one)."""
+    OUT.mkdir(exist_ok=True)
+    drive = tmp_path / "drive.pd"
+    drive.write_text(
+        "#N canvas 1000 660 250 120 12;\n"
+        "#X obj 10 10 loadbang;\n"
+        f"#X msg 10 40 \\; pd open 5-live.pd {BUILD / 'examples'};\n"
+        "#X obj 10 70 del 2000;\n"
+        "#X msg 10 100 \\; pd dsp 1 \\; live-loop bang \\; live-encode bang;\n"
+        "#X obj 150 10 r live-reply;\n"
+        "#X obj 150 40 print reply;\n"
+        "#X obj 150 70 route done;\n"
+        "#X obj 150 100 route encode;\n"
+        "#X msg 150 130 \\; live-generate bang;\n"
+        "#X connect 0 0 1 0;\n#X connect 0 0 2 0;\n#X connect 2 0 3 0;\n#X connect 4 0 5 0;\n"
+        "#X connect 4 0 6 0;\n#X connect 6 0 7 0;\n#X connect 7 0 8 0;\n")
+    pd = GuiPd(display, drive, tmp_path / "pd.log", tmp_path)
+    try:
+        assert pd.wait_for("reply: done generate live-b", 120), pd.lines()
+        time.sleep(3)
+        rgb = settled(display, 5)
+    finally:
+        pd.stop()
+    rgb = np.ascontiguousarray(rgb[:640, :1000])     # its window (the driver's is lower right)
+    png(OUT / "5-live.png", rgb)
+    errors = [ln for ln in pd.lines() if is_error(ln)]
+    assert not errors, errors
+    w, h = _window_box(rgb)
+    assert 800 < w <= 1000 and 500 < h <= 580 + 60, (w, h)
+    assert (rgb.max(axis=2) < 60)[:h, :w].mean() > 0.003

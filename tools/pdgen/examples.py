@@ -403,7 +403,7 @@ def _live_logic() -> Canvas:
 
 
 def live() -> str:
-    c = Canvas(1000, 700)
+    c = Canvas(1000, 580)
     _head(c)
     y = _intro(c, "5 - live UnRAVEl, no files: the phrase, its latents and the patterns live in "
                   "Pd arrays. Turn DSP on. Take a phrase: loop (the bundled one) or record (4 s "
@@ -420,24 +420,25 @@ def live() -> str:
         c.bng(20, y + 30 * i, lbl=lbl, snd=snd)
     c.tgl(20, y + 30 * len(rows), lbl="auto", snd="live-auto")
     c.floatatom(160, y, 5, "live-loopn", "loop", pos=1)
-    c.obj("array define live-phrase", "phrase", 160, y + 30)
-    c.sub(160, y + 60, "live", _live_logic(), "logic")
-    c.text(160, y + 90, "<- what the buttons do", 24)
-    c.graph(420, y, "live-b-0", 19, 300, 90, -3, 3, flags=2)
-    c.text(730, y, "live-b-0: the first dimension of the pattern playing. Draw into it: heard "
-                   "at the next loop boundary.", 34)
-    py = y + 230
-    c.obj("ch8ns0n", "p", 20, py)
+    c.sub(160, y + 30, "live", _live_logic(), "logic")
+    c.text(250, y + 30, "<- what the buttons do", 24)
+    c.graph(520, y, "live-b-0", 19, 300, 90, -3, 3, flags=2)
+    c.text(830, y, "live-b-0: the first dimension of the pattern playing. Draw into it: "
+                   "heard at the next loop boundary.", 22)
+    c.graph(520, y + 140, "live-phrase", 100, 300, 60, -1, 1)
+    c.text(830, y + 140, "live-phrase: the phrase encode reads", 22)
+    c.obj("ch8ns0n", "p", 160, y + 70)
     c.connect("logic", 0, "p", 0)
-    c.obj("r live-job", "rjob", 360, py + 195)
-    c.obj("unravel~ -m default decode", "u", 20, py + 220)
+    py = y + 70 + 179
+    c.obj("r live-job", "rjob", 360, py + 20)
+    c.obj("unravel~ -m default decode", "u", 160, py + 50)
     c.connect("p", 0, "u", 0)
     c.connect("rjob", 0, "u", 0)
-    c.obj("s live-reply", "srep", 360, py + 250)
+    c.obj("s live-reply", "srep", 400, py + 80)
     c.connect("u", 1, "srep", 0)
-    c.obj("s live-player", "spl", 360, py + 165)
+    c.obj("s live-player", "spl", 480, py + 20)
     c.connect("p", 1, "spl", 0)
-    _dac(c, "u", 20, py + 260)
+    _dac(c, "u", 160, py + 90)
     return c.render()
 
 
