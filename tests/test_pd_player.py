@@ -273,14 +273,16 @@ def test_loop_lengths_through_the_inlet(tmp_path):
 def test_a_file_and_arrays_alternate(tmp_path):
     """A latent wav opened while A plays plays at once (as before); `arrays A` mid-file-loop
     takes over at the file's loop boundary, `loop <n>` from there (n counts the file's loops
-    too); `open` again mid-loop plays the file at once; a file's loops send nothing."""
+    too); `open` again (an absolute path this time) mid-loop plays the file at once; a file's
+    loops send nothing."""
     frames = 5
     loop_f = frames * RATIO
     z = np.array([[300 + 10 * k + i for k in range(D)] for i in range(frames)], np.float64)
     sf.write(tmp_path / "z.latent.wav", z, 21, subtype="DOUBLE")
     events = [(BLOCK, "; pl open z.latent.wav", ("open", frames)),
               (loop_f + 2 * RATIO + BLOCK, "; pl arrays A", ("arrays", "A")),
-              (2 * loop_f + LOOP_A + RATIO + 128, "; pl open z.latent.wav", ("open", frames))]
+              (2 * loop_f + LOOP_A + RATIO + 128, f"; pl open {tmp_path}/z.latent.wav",   # absolute
+               ("open", frames))]
     samples = 2 * loop_f + LOOP_A + 2 * loop_f
     y, msgs, res, _ = run_player(tmp_path, [(a, t) for a, t, _ in events], samples, batch=True)
     assert res.errors == [], res.lines
