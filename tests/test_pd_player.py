@@ -93,9 +93,8 @@ def player_patch(folder: pathlib.Path, events: list[tuple[int, str]], samples: i
     subpatch [pd sets]), filled, then `arrays A` and `render 1` ~10 ms after load; recorded
     from then for `samples` samples into out.wav. Each event (sample, message box text, e.g.
     '; pl arrays B', or '; in arrays B' into its inlet) is sent that many samples after
-    Render; `chains`: more objects, each
-    tuple connected in a chain. The right outlet prints 'at: <samples since Render>' then
-    'info: <message>'."""
+    Render; `chains`: more objects, each tuple connected in a chain. The right outlet prints
+    'at: <samples since Render>' then 'info: <message>'."""
     p = Patch()
     if hidden:
         p.lines.append("#N canvas 0 50 450 300 sets 0")
@@ -273,14 +272,16 @@ def test_loop_lengths_through_the_inlet(tmp_path):
 def test_a_file_and_arrays_alternate(tmp_path):
     """A latent wav opened while A plays plays at once (as before); `arrays A` mid-file-loop
     takes over at the file's loop boundary, `loop <n>` from there (n counts the file's loops
-    too); `open` again mid-loop plays the file at once; a file's loops send nothing."""
+    too); `open` again (an absolute path this time) mid-loop plays the file at once; a file's
+    loops send nothing."""
     frames = 5
     loop_f = frames * RATIO
     z = np.array([[300 + 10 * k + i for k in range(D)] for i in range(frames)], np.float64)
     sf.write(tmp_path / "z.latent.wav", z, 21, subtype="DOUBLE")
     events = [(BLOCK, "; pl open z.latent.wav", ("open", frames)),
               (loop_f + 2 * RATIO + BLOCK, "; pl arrays A", ("arrays", "A")),
-              (2 * loop_f + LOOP_A + RATIO + 128, "; pl open z.latent.wav", ("open", frames))]
+              (2 * loop_f + LOOP_A + RATIO + 128, f"; pl open {tmp_path}/z.latent.wav",   # absolute
+               ("open", frames))]
     samples = 2 * loop_f + LOOP_A + 2 * loop_f
     y, msgs, res, _ = run_player(tmp_path, [(a, t) for a, t, _ in events], samples, batch=True)
     assert res.errors == [], res.lines
@@ -321,3 +322,15 @@ def test_a_missing_array_is_one_line_and_the_set_plays_on(tmp_path):
     assert changes(y[:, :1] >= 400) == [3 * LOOP_A]          # S from its boundary, kept after
     assert msgs == [(t, f"loop {n}") for t, n in want_msgs]
     assert [t for t, _ in msgs] == [0, LOOP_A, 2 * LOOP_A, 3 * LOOP_A, 4 * LOOP_A]
+
+
+def test_loops_then_open_reports_one_loop(tmp_path):
+    """File mode as before the array sets: 'loops 4, open <file>' (as examples/2-composition
+    sends it) reports and shows one of the 4 loops: 'loaded 19 <bpm> <double>' for 76 frames."""
+    sf.write(tmp_path / "z.latent.wav", np.zeros((76, D)), 21, subtype="FLOAT")
+    y, msgs, res, _ = run_player(tmp_path, [(BLOCK, "; in loops 4, open z.latent.wav")], 4 * RATIO,
+                                 batch=True)
+    assert res.errors == [], res.lines
+    bpm = 60 * 44100 / RATIO / 19
+    assert msgs == [(0, "loop 0"), (BLOCK, f"loaded 19 {bpm:g} {2 * bpm:g}")]
+    assert np.all(y[BLOCK:] == 0) and np.all(y[:BLOCK] > 0)

@@ -388,14 +388,29 @@ def bender_help() -> str:
 # ----------------------------------------------------------------------- [chns0n] & co
 
 def player_help(obj: str, dims: int, model: str, latent: str) -> str:
-    c = Canvas(760, 590)
+    c = Canvas(760, 660)
     args = ([("1) float", "D: the number of latent dimensions (channels), the model's decode "
                           "inputs (default 8)"),
              ("2) symbol", "a public name: '<name> open <file>', '<name> render 1'")]
             if obj == "chns0n" else
             [("1) symbol", f"a public name ([{obj}] is [chns0n {dims}])")])
-    ref = reference(obj, "loop a latent wav into [unravel~ -m <model> decode]", [
-        ("INLET:", [("open <file>", "read a latent wav (relative: the top patch's folder)"),
+    ref = reference(obj, "loop a latent wav or Pd arrays into [unravel~ -m <model> decode]", [
+        ("INLET:", [("open <file>", "read a latent wav (relative: the top patch's folder) and play "
+                                    "it at once"),
+                    ("arrays <name>", "play the array set <name>: the D arrays <name>-0 .. "
+                                      "<name>-(D-1), one value per frame. It takes over at the next "
+                                      "loop boundary (at once when not rendering), sample-exact, the "
+                                      "loop never cut. The set playing is read again at each "
+                                      "boundary: what was written into it (a job, [array set], a "
+                                      "message, the mouse) is heard from the next one on. A "
+                                      "missing array: one line on Pd's console ('chns0n: arrays "
+                                      "<name>: no array ...', after Pd's own), the set playing "
+                                      "plays on"),
+                    ("now", "take the set asked for (or the playing one as it is now) at once, "
+                            "keeping the position in the loop"),
+                    ("loop <frames>", "the loop length of array sets from the next boundary on "
+                                      "(0: the size of <name>-0, the default). Frames past an "
+                                      "array's end play its last value"),
                     ("render 1 / 0", "start at frame 0 / stop (the last frame is held)"),
                     ("loops <n>", "the file holds n loops: frames, BPM and seconds are shown (and "
                                   "'loaded' reports them) for one (default 1)"),
@@ -403,43 +418,92 @@ def player_help(obj: str, dims: int, model: str, latent: str) -> str:
                     ("public <name>", "set the public name")]),
         ("OUTLETS:", [("1st: signal", "the frames, D channels in one multichannel signal, one "
                                       "frame every 2048 samples"),
-                      ("2nd: messages", "'loaded <frames> <bpm> <double bpm>' (of one loop) "
-                                        "after each open")]),
+                      ("2nd: messages", "'loaded <frames> <bpm> <double bpm>' (of one loop) after "
+                                        "each open, 'loop <n>' at each loop boundary while array "
+                                        "sets play (n counts loops from 0 at render 1), in the "
+                                        "boundary's logical time: ask for the next set there")]),
         ("ARGUMENTS:", args),
     ])
     shown = obj if obj != "chns0n" else f"chns0n {dims}"
-    y = header(c, obj, "loop a latent wav into [unravel~ -m decode]", ref, as_object=False)
+    y = header(c, obj, "loop a latent wav or arrays into [unravel~ -m decode]", ref, as_object=False)
     y = note(c, 20, y, "Plays a latent wav (D channels, one frame per latent step, as 'unravel "
-                       "encode --latent-wav' and 'unravel generate' write them) one frame every 2048 "
-                       "samples, looping, out of one multichannel outlet, into the decoder. BPM = "
-                       "60 * (sr / 2048) / frames. Turn DSP on, open, render 1.", 100)
+                       "encode --latent-wav' and 'unravel generate' write them), or a set of D Pd "
+                       "arrays, one frame every 2048 samples, looping, out of one multichannel "
+                       "outlet, into the decoder. BPM = 60 * (sr / 2048) / frames. Turn DSP on, "
+                       "open, render 1, then switch to the array sets: each takes over at the "
+                       "next loop boundary.", 100)
     c.obj("loadbang", "lb", 20, y + 8)        # the bundled latents are loaded at once
-    y += 32
+    y += 42
     x = 20
     for key, m in (("open", f"open examples/{latent}"), ("r1", "render 1"), ("r0", "render 0"),
                    ("bang", "bang")):
-        c.msg(m, key, x, y + 10)
+        c.msg(m, key, x, y)
         x += CW * len(m) + 24
-    note(c, x, y + 10, "<- file dialog", 20)
+    note(c, x, y, "<- file dialog", 20)
     c.connect("lb", 0, "open", 0)
-    c.obj(shown, "p", 20, y + 45)
-    for m in ("open", "r1", "r0", "bang"):
+    # the array sets' messages, right of the cords above
+    sets = (f"{obj}-a", f"{obj}-b")
+    x = 330
+    for key, m in (("sa", f"arrays {sets[0]}"), ("sb", f"arrays {sets[1]}"), ("now", "now"),
+                   ("l16", "loop 16"), ("l0", "loop 0")):
+        c.msg(m, key, x, y + 34)
+        x += CW * len(m) + 16
+    p = y + 80
+    c.obj(shown, "p", 20, p)
+    for m in ("open", "r1", "r0", "bang", "sa", "sb", "now", "l16", "l0"):
         c.connect(m, 0, "p", 0)
-    c.obj(f"print {obj}", "pr", 340, y + 235)
+    note(c, 340, p, f"The file here: examples/{latent}, the bundled loop encoded by the "
+                    f"'{model}' model ({dims} dims). examples/2-composition.pd makes new ones.", 52)
+    c.sub(340, p + 60, "sets", _player_sets(sets, dims, latent), "sets")
+    note(c, 400, p + 60, f"<- the sets {sets[0]} and {sets[1]}: the loop's second half and its "
+                         f"first quarter, {dims} arrays each. Click an array to draw into it: a "
+                         f"set playing changes at its next loop.", 44)
+    note(c, 340, p + 140, "now: at once, the position kept. loop 16: loops of 16 frames from "
+                          "the next boundary, loop 0: the set's own length. At each boundary "
+                          "'loop <n>' comes out (on the console here).", 56)
+    c.obj(f"print {obj}", "pr", 340, p + 210)
     c.connect("p", 1, "pr", 0)
-    c.obj(f"unravel~ -m {model} decode", "u", 20, y + 235)
+    c.obj(f"unravel~ -m {model} decode", "u", 20, p + 210)
     c.connect("p", 0, "u", 0)
-    c.obj("*~ 0.5", "g", 20, y + 270)
-    c.obj("dac~", "dac", 20, y + 305)
+    c.obj("*~ 0.5", "g", 20, p + 245)
+    c.obj("dac~", "dac", 20, p + 280)
     c.connect("u", 0, "g", 0)
     c.connect("g", 0, "dac", 0)
     c.connect("g", 0, "dac", 1)
-    c.msg("; pd dsp 1", "on", 90, y + 305)
-    c.msg("; pd dsp 0", "off", 180, y + 305)
-    note(c, 340, y + 45, f"The file here: examples/{latent}, the bundled loop encoded by the "
-                         f"'{model}' model ({dims} dims). examples/2-composition.pd makes new ones.", 52)
+    c.msg("; pd dsp 1", "on", 90, p + 280)
+    c.msg("; pd dsp 0", "off", 180, p + 280)
     footer(c, [o for o in ("chns0n", "ch4ns0n", "ch8ns0n", "unravel~") if o != obj])
     return c.render()
+
+
+def _player_sets(sets: tuple[str, str], dims: int, latent: str) -> Canvas:
+    """[pd sets]: two array sets of `dims` arrays, read at load from the bundled latents: the
+    loop's second half and its first quarter."""
+    g = Canvas(520, 200, name="sets")
+    y = note(g, 20, 10, f"{sets[0]}: the loop's second half, {sets[1]}: its first quarter "
+                        f"(the arrays' sizes). Click an array to see it, draw in it.", 66)
+    frames = 172                               # the bundled loop's length
+    sizes = (frames // 2, frames // 4)         # the arrays' sizes: what is read
+    reads = (f"read -skip {frames // 2} examples/{latent} "
+             + " ".join(f"{sets[0]}-{k}" for k in range(dims)),
+             f"read examples/{latent} " + " ".join(f"{sets[1]}-{k}" for k in range(dims)))
+    my = y
+    for k, text in enumerate(reads):           # at load, each set on its own
+        chain = (("obj", "loadbang"), ("msg", text), ("obj", "soundfiler"))
+        prev = None
+        for kind, t in chain:
+            key = (g.msg if kind == "msg" else g.obj)(t, None, 20, my)
+            if prev:
+                g.connect(prev, 0, key, 0)
+            prev = key
+            my += (wrap(t, 60) * LH + 14) if kind == "msg" else 30
+        my += 10
+    ay = my + 10
+    for j, name in enumerate(sets):
+        for k in range(dims):
+            g.obj(f"array define {name}-{k} {sizes[j]}", None, 20 + 240 * j, ay + 30 * k)
+    g.head = g.head.replace(" 200 sets", f" {ay + 30 * dims + 10} sets")
+    return g
 
 
 # ----------------------------------------------------------------------- shared pieces
