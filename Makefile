@@ -5,7 +5,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 PD_MIN := 0.54
 
-.PHONY: setup system venv native package dist browser xvfb demo test clean
+.PHONY: setup system venv native jitload package dist browser xvfb demo test clean
 
 setup: system venv native browser xvfb
 
@@ -41,10 +41,19 @@ $(VENV)/.stamp: pyproject.toml constraints.txt
 # anywhere Pd looks for libraries (its unravel.cfg names this clone's .venv python; a pip user
 # writes it with `unravel pd-install`).
 package: native
-native: venv
+native: venv jitload
 	@if [ -f CMakeLists.txt ]; then \
 	  cmake -S . -B build -DUNRAVEL_PYTHON=$(abspath $(VPY)) >/dev/null && cmake --build build -j2 >/dev/null; \
 	fi
+
+# unravel._jitload (native/jitload.cpp): model files loaded without holding Python's GIL, so
+# that a `load` never stops the other objects' audio. Optional: without it torch.jit.load.
+JITLOAD := pybackend/unravel/.jitload.stamp
+jitload: $(JITLOAD)
+$(JITLOAD): native/jitload.cpp native/build_jitload.py $(VENV)/.stamp
+	mkdir -p build; $(VPY) native/build_jitload.py -q >/dev/null 2>build/jitload.log || \
+	  { echo "setup: unravel._jitload did not build (see build/jitload.log); models load with torch.jit.load"; }
+	touch $@
 
 # A deken package of build/unravel for this platform: dist/unravel[v<version>](<OS>-<cpu>-32).dek
 # with its .sha256 and object list (tools/dek.py says what is in it).
@@ -86,4 +95,4 @@ test: setup
 	$(VPY) -m pytest -q
 
 clean:
-	rm -rf build out dist
+	rm -rf build out dist pybackend/unravel/_jitload*.so $(JITLOAD)

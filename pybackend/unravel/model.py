@@ -227,10 +227,21 @@ def _copy_sharing_weights(cmod, params: list[str]):
     return copy_
 
 
-def _read_module(p: pathlib.Path, device: torch.device):
-    """torch.jit.load of the file (on `device`, eval mode), or one clear error."""
+def _jit_load(p: pathlib.Path, device: torch.device):
+    """torch.jit.load(p, map_location=device), with the GIL released while the file is read
+    when unravel._jitload is built (native/jitload.cpp): the model threads of the objects
+    that play meanwhile need it once per block."""
     try:
-        module = torch.jit.load(str(p), map_location=device)
+        from unravel import _jitload
+    except ImportError:
+        return torch.jit.load(str(p), map_location=device)
+    return torch.jit._recursive.wrap_cpp_module(_jitload.load(str(p), str(device)))
+
+
+def _read_module(p: pathlib.Path, device: torch.device):
+    """The TorchScript file (on `device`, eval mode), or one clear error."""
+    try:
+        module = _jit_load(p, device)
     except Exception as e:  # noqa: BLE001 - torch raises several types for bad files
         raise UnravelError(f"{p}: not a TorchScript model ({_first_line(e)})") from None
     module.eval()
