@@ -25,6 +25,27 @@ def test_models_of_one_file_share_its_module(quirk_models):
     assert a.module is b.module and a.shared and b.shared
 
 
+def test_models_made_at_once_share_one_load(quirk_models, monkeypatch):
+    """Two Models of one file made at the same time on two threads (two live objects'
+    control threads, the file read without the GIL; here a read made slow) share one load:
+    the second waits for the first."""
+    import threading
+    import time
+    from unravel import model as model_mod
+    read = model_mod._read_module
+    monkeypatch.setattr(model_mod, "_read_module", lambda *a: (time.sleep(0.3), read(*a))[1])
+    for name in ("plain", "streaming"):
+        made: list = [None, None]
+        threads = [threading.Thread(target=lambda i=i: made.__setitem__(
+            i, load_model(quirk_models[name]))) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert [m.shared for m in made] == [True, True], name
+        assert made[0]._loaded is made[1]._loaded, name
+
+
 def test_bend_copies_on_write_the_other_keeps_the_original(quirk_models):
     path = quirk_models["plain"]
     x = torch.from_numpy(np.random.default_rng(1).uniform(-1, 1, (1, 1, 4096)).astype(np.float32))

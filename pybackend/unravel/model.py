@@ -169,6 +169,7 @@ def _convert(current, value):
 _SHARED: "weakref.WeakValueDictionary[tuple, _Loaded]" = weakref.WeakValueDictionary()
 _SHARED_LOCK = threading.Lock()
 _STATEFUL: set[tuple] = set()      # files whose modules keep state (streaming caches)
+_LOADING: dict[tuple, threading.Lock] = {}     # one load of a file at a time (see _loading)
 
 
 class _Loaded:
@@ -196,6 +197,13 @@ def _shared(p: pathlib.Path, device: torch.device) -> _Loaded | None:
     """What the Models of this file on `device` share, or None."""
     with _SHARED_LOCK:
         return _SHARED.get(_file_key(p, device))
+
+
+def _loading(p: pathlib.Path, device: torch.device) -> threading.Lock:
+    """The lock under which Models of this file on `device` look for a shared load and make
+    it: two made at once (two objects' control threads) share one load."""
+    with _SHARED_LOCK:
+        return _LOADING.setdefault(_file_key(p, device), threading.Lock())
 
 
 def _offer(p: pathlib.Path, device: torch.device, loaded: _Loaded) -> _Loaded:
@@ -277,10 +285,14 @@ class Model:
         p = self.path
         if not p.is_file():
             raise UnravelError(f"{p}: model file not found")
-        loaded = _shared(p, self.device) if self._share else None
-        if loaded is None:
+        if not self._share:
             self._load_file(p)
             return
+        with _loading(p, self.device):
+            loaded = _shared(p, self.device)
+            if loaded is None:
+                self._load_file(p)
+                return
         if loaded.template is None:           # the very module other Models run
             self._set_module(loaded.module, loaded.module._c, loaded.methods, loaded.sr)
         else:                                  # own buffers, shared weights and code
