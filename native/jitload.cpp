@@ -1,10 +1,12 @@
-// unravel._jitload: torch::jit::load with Python's GIL released.
+// unravel._jitload: torch::jit::load and a module's deep copy with Python's GIL released.
 //
 // torch.jit.load holds the GIL for the whole deserialization (90-120 ms for a RAVE export),
-// and the model thread of every playing [unravel~] needs the GIL once per block: a `load`
-// during DSP made them all miss a block or two.  This loads the file without the GIL; the
-// Python side (unravel.model) wraps the result as torch.jit.load does, and falls back to
-// torch.jit.load when this module is not built.  Built by native/build_jitload.py.
+// copy.deepcopy of a script module for the whole copy (the copy on write before a first
+// bend, a streaming model's template), and the model thread of every playing [unravel~]
+// needs the GIL once per block: a `load` or a first bend during DSP made them miss a block
+// or two.  These do the same work without the GIL; the Python side (unravel.model) wraps
+// the results as torch.jit does, and falls back to torch.jit.load and copy.deepcopy when
+// this module is not built.  Built by native/build_jitload.py.
 #include <torch/extension.h>
 #include <torch/script.h>
 
@@ -18,8 +20,20 @@ static py::object jitload_load(const std::string &path, const std::string &devic
     return py::cast(module);
 }
 
+static py::object jitload_copy(const torch::jit::Module &module)
+{
+    torch::jit::Module copy;
+    {
+        py::gil_scoped_release nogil;
+        copy = module.deepcopy();
+    }
+    return py::cast(copy);
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m)
 {
     m.def("load", &jitload_load, "a TorchScript file as a torch._C.ScriptModule, loaded "
         "without the GIL", py::arg("path"), py::arg("device"));
+    m.def("copy", &jitload_copy, "a deep copy of a torch._C.ScriptModule, made without the GIL",
+        py::arg("module"));
 }

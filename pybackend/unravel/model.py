@@ -228,22 +228,36 @@ def _tensor(cmod, name: str) -> torch.Tensor:
 def _copy_sharing_weights(cmod, params: list[str]):
     """A copy of the C++ module `cmod` with its own buffers and attributes, and the same
     parameter tensors (dotted names `params`) as `cmod`."""
-    copy_ = copy.deepcopy(cmod)
+    copy_ = _jit_copy(cmod)
     for name in params:
         *path, leaf = name.split(".")
         _submodule(copy_, path).setattr(leaf, _tensor(cmod, name))
     return copy_
 
 
-def _jit_load(p: pathlib.Path, device: torch.device):
-    """torch.jit.load(p, map_location=device), with the GIL released while the file is read
-    when unravel._jitload is built (native/jitload.cpp): the model threads of the objects
-    that play meanwhile need it once per block."""
+def _jitload():
+    """unravel._jitload (native/jitload.cpp: the file read and the deep copy made with the
+    GIL released, so that the model threads of the objects that play meanwhile, which need
+    it once per block, go on), or None when it is not built."""
     try:
         from unravel import _jitload
     except ImportError:
+        return None
+    return _jitload
+
+
+def _jit_load(p: pathlib.Path, device: torch.device):
+    """torch.jit.load(p, map_location=device), without the GIL where _jitload is built."""
+    jl = _jitload()
+    if jl is None:
         return torch.jit.load(str(p), map_location=device)
-    return torch.jit._recursive.wrap_cpp_module(_jitload.load(str(p), str(device)))
+    return torch.jit._recursive.wrap_cpp_module(jl.load(str(p), str(device)))
+
+
+def _jit_copy(cmod):
+    """copy.deepcopy of a C++ script module, without the GIL where _jitload is built."""
+    jl = _jitload()
+    return copy.deepcopy(cmod) if jl is None else jl.copy(cmod)
 
 
 def _read_module(p: pathlib.Path, device: torch.device):
@@ -374,7 +388,7 @@ class Model:
         lock), and keeps the compiled methods."""
         with self.lock:
             if self.shared:
-                self._set_module(None, copy.deepcopy(self._cmod), self.methods, self._file_sr)
+                self._set_module(None, _jit_copy(self._cmod), self.methods, self._file_sr)
                 self._loaded = None
                 self.shared = False
 
