@@ -51,9 +51,9 @@ native: venv jitload
 JITLOAD := pybackend/unravel/.jitload.stamp
 jitload: $(JITLOAD)
 $(JITLOAD): native/jitload.cpp native/build_jitload.py $(VENV)/.stamp
-	mkdir -p build; $(VPY) native/build_jitload.py -q >/dev/null 2>build/jitload.log || \
+	@mkdir -p build; $(VPY) native/build_jitload.py -q >/dev/null 2>build/jitload.log || \
 	  { echo "setup: unravel._jitload did not build (see build/jitload.log); models load with torch.jit.load"; }
-	touch $@
+	@touch $@
 
 # A deken package of build/unravel for this platform: dist/unravel[v<version>](<OS>-<cpu>-32).dek
 # with its .sha256 and object list (tools/dek.py says what is in it).

@@ -3,7 +3,6 @@ from the original weights, bit-exact restore, save as an nn~-loadable TorchScrip
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import pathlib
@@ -15,7 +14,7 @@ import torch
 from unravel.safewrite import write_bytes
 from unravel.errors import UnravelError
 from unravel.limits import MAX_SEED
-from unravel.model import Model
+from unravel.model import Model, module_bytes
 
 OPS = ("offset", "spread", "randomize", "invert", "zero")
 NOISE_SCALE = 1e-4  # randomize amount -> Gaussian noise std
@@ -240,12 +239,16 @@ class Bender:
         path = pathlib.Path(path)
         if not path.parent.is_dir():
             raise UnravelError(f"{path}: cannot write (no such folder)")
-        buf = io.BytesIO()
-        with self.model.lock:  # saved from the CPU: the file loads on any machine
-            device = self.model.device
-            self.model.to("cpu", warmup=False)
-            try:
-                torch.jit.save(self.model.module, buf)
-            finally:
-                self.model.to(device, warmup=False)
-        return write_bytes(path, buf.getvalue(), force=force)
+        if self.model.device.type == "cpu":
+            # the weights change only through this Bender (the caller's thread): no need to
+            # stop the model thread, whose calls change nothing but streaming caches
+            data = module_bytes(self.model.module)
+        else:
+            with self.model.lock:  # saved from the CPU: the file loads on any machine
+                device = self.model.device
+                self.model.to("cpu", warmup=False)
+                try:
+                    data = module_bytes(self.model.module)
+                finally:
+                    self.model.to(device, warmup=False)
+        return write_bytes(path, data, force=force)

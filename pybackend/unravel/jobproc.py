@@ -26,7 +26,6 @@ writers remove their temporary files; the end of its stdin ends it.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import selectors
@@ -172,13 +171,12 @@ class Worker:
 def save_module(model: "Model", folder: str) -> str:
     """The model's module as it is now (bent weights, attributes) saved with torch.jit.save
     into `folder`; returns the file's path. Serialized under the model's lock, in memory."""
-    import torch
-    buf = io.BytesIO()
+    from unravel.model import module_bytes
     with model.lock:
-        torch.jit.save(model.module, buf)
+        data = module_bytes(model.module)
     path = os.path.join(folder, "model.ts")
     with open(path, "wb") as f:
-        f.write(buf.getbuffer())
+        f.write(data)
     return path
 
 

@@ -8,6 +8,7 @@ No acids packages needed: everything comes from the TorchScript file (`get_metho
 from __future__ import annotations
 
 import copy
+import io
 import math
 import os
 import pathlib
@@ -260,6 +261,17 @@ def _jit_copy(cmod):
     return copy.deepcopy(cmod) if jl is None else jl.copy(cmod)
 
 
+def module_bytes(module) -> bytes:
+    """A script module as the bytes of a TorchScript file (torch.jit.save), serialized
+    without the GIL where _jitload is built."""
+    jl = _jitload()
+    if jl is not None:
+        return jl.save(module._c)
+    buf = io.BytesIO()
+    torch.jit.save(module, buf)
+    return buf.getvalue()
+
+
 def _read_module(p: pathlib.Path, device: torch.device):
     """The TorchScript file (on `device`, eval mode), or one clear error."""
     try:
@@ -387,8 +399,17 @@ class Model:
         the file is not read again: it may have changed), between two model calls (the
         lock), and keeps the compiled methods."""
         with self.lock:
+            if not self.shared:
+                return
+            # a module shared as it is does not change as it runs: copied outside the lock
+            # (the model thread goes on); one with per-Model state between two calls
+            steady = self._loaded is not None and self._loaded.template is None
+            src = self._cmod
+        mine = _jit_copy(src) if steady else None
+        with self.lock:
             if self.shared:
-                self._set_module(None, _jit_copy(self._cmod), self.methods, self._file_sr)
+                self._set_module(None, mine if mine is not None else _jit_copy(self._cmod),
+                                 self.methods, self._file_sr)
                 self._loaded = None
                 self.shared = False
 
