@@ -140,3 +140,17 @@ def test_pd_streaming_objects_share_weights_each_keeps_its_state(tmp_path, quirk
                               for i in range(0, len(x), L)])
         y = sf.read(tmp_path / f"y{k}.wav", dtype="float32")[0]
         np.testing.assert_array_equal(y[L:L + len(x)], ref)
+
+
+def test_save_keeps_a_shared_model_shared(tmp_path):
+    """`save` of an object whose model another object shares writes the model as it is and
+    copies nothing: both stay shared, and the file loads as the same model."""
+    from unravel import bridge
+    a, b = bridge.Session("default"), bridge.Session("default")
+    assert a.model.shared and b.model.shared
+    (reply,) = a.message("save", [str(tmp_path / "copy.ts")])
+    assert reply == ["saved", str(tmp_path / "copy.ts")]
+    assert a.model.shared and b.model.module is a.model.module
+    x = torch.zeros(1, 1, 4096).uniform_(-1, 1)
+    assert torch.equal(load_model(tmp_path / "copy.ts", share=False).run("forward", x),
+                       a.model.run("forward", x))

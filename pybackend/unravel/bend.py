@@ -11,10 +11,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from unravel.safewrite import write_bytes
 from unravel.errors import UnravelError
 from unravel.limits import MAX_SEED
-from unravel.model import Model, module_bytes
+from unravel.model import Model
 
 OPS = ("offset", "spread", "randomize", "invert", "zero")
 NOISE_SCALE = 1e-4  # randomize amount -> Gaussian noise std
@@ -233,22 +232,5 @@ class Bender:
             self._touched.pop(name, None)
 
     def save(self, path: os.PathLike, force: bool = False) -> pathlib.Path:
-        """Save the bent model as a TorchScript file (nn~'s contract kept) through
-        safewrite: an existing file only with `force`, nothing left behind on failure.
-        Serialized in memory first (torch's file writer aborts the process on a full disk)."""
-        path = pathlib.Path(path)
-        if not path.parent.is_dir():
-            raise UnravelError(f"{path}: cannot write (no such folder)")
-        if self.model.device.type == "cpu":
-            # the weights change only through this Bender (the caller's thread): no need to
-            # stop the model thread, whose calls change nothing but streaming caches
-            data = module_bytes(self.model.module)
-        else:
-            with self.model.lock:  # saved from the CPU: the file loads on any machine
-                device = self.model.device
-                self.model.to("cpu", warmup=False)
-                try:
-                    data = module_bytes(self.model.module)
-                finally:
-                    self.model.to(device, warmup=False)
-        return write_bytes(path, data, force=force)
+        """Save the bent model as a TorchScript file (see Model.save)."""
+        return self.model.save(path, force)

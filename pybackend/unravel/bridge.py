@@ -370,7 +370,7 @@ class Session:
         if os.path.lexists(p) and not force:
             raise UnravelError(f"save: {p} already exists ('save <path> force' to overwrite)")
         safewrite.check_target(p, force)
-        return [["saved", str(self.bender.save(p, force=force))]]
+        return [["saved", str(self.model.save(p, force=force))]]    # a shared model stays shared
 
     # ---------------------------------------------------------------- weights, no list traffic
 

@@ -590,6 +590,28 @@ class Model:
         if rc not in (0, None):
             raise UnravelError(f"{self.path.name}: model refused {name} = {values} (code {rc})")
 
+    def save(self, path: os.PathLike, force: bool = False) -> pathlib.Path:
+        """Save the module as it is (bent or not) as a TorchScript file (nn~'s contract kept)
+        through safewrite: an existing file only with `force`, nothing left behind on
+        failure. Serialized in memory first (torch's file writer aborts the process on a
+        full disk), from the CPU (the file loads on any machine)."""
+        from unravel.safewrite import write_bytes
+        path = pathlib.Path(path)
+        if not path.parent.is_dir():
+            raise UnravelError(f"{path}: cannot write (no such folder)")
+        if self.device.type == "cpu":
+            # edits come from the thread that saves; calls change nothing but streaming caches
+            data = module_bytes(self.module)
+        else:
+            with self.lock:
+                device = self.device
+                self.to("cpu", warmup=False)
+                try:
+                    data = module_bytes(self.module)
+                finally:
+                    self.to(device, warmup=False)
+        return write_bytes(path, data, force=force)
+
     # ------------------------------------------------------------------ layers and info
 
     def layers(self) -> list[Layer]:
