@@ -584,7 +584,7 @@ static void unravel_gpu(t_unravel *x, t_floatarg f)
 {
     t_atom a;
     x->x_gpu = (f != 0);
-    if (!x->x_session)
+    if (!x->x_session && !x->x_loading)     /* behind a first load: the call waits for it */
         return;
     SETFLOAT(&a, x->x_gpu);
     unravel_call(x, unravel_newcall(x, gensym("gpu"), 1, &a, 0), "gpu");
@@ -705,8 +705,11 @@ static void unravel_bang(t_unravel *x)
     static const char *model1[] = {"gpu", "model", "methods"}, *model2[] = {"sr", "shared"};
     t_atom a[2];
     t_engine *e = x->x_engine;
-    t_methodparams *p = &x->x_mp;
-    int inl = (x->x_bufsize == 0), i, ready = e && e->ready;
+    /* a runner waiting for a block boundary: what the object takes then */
+    t_pycall *next = x->x_install;
+    t_methodparams *p = next ? &next->mp : &x->x_mp;
+    int bufsize = next ? next->usedbufsize : x->x_bufsize;
+    int inl = (bufsize == 0), i, ready = !next && e && e->ready;
     if (!x->x_session && x->x_loading)
     {   /* the first load is under way (a live object made with a model): answer after it */
         unravel_behind(x, &s_bang, 0, 0);
@@ -720,10 +723,10 @@ static void unravel_bang(t_unravel *x)
         return;
     for (i = 0; i < 3; i++)
         unravel_modelstatus(x, model1[i]);
-    SETSYMBOL(a, x->x_method);
+    SETSYMBOL(a, next ? gensym(next->usedmethod) : x->x_method);
     outlet_anything(x->x_info, gensym("method"), 1, a);
     unravel_modelstatus(x, "attributes");
-    SETFLOAT(a, x->x_bufsize);
+    SETFLOAT(a, bufsize);
     outlet_anything(x->x_info, gensym("bufsize"), 1, a);
     SETFLOAT(a, p->in_chans);
     SETFLOAT(a + 1, p->out_chans);
@@ -732,7 +735,7 @@ static void unravel_bang(t_unravel *x)
     SETFLOAT(a + 1, p->out_ratio);
     outlet_anything(x->x_info, gensym("ratio"), 2, a);
     SETFLOAT(a, ready ? e->latency : (inl || unravel_issync(x) ? 1 : 2) *
-        (x->x_bufsize ? x->x_bufsize : p->block));
+        (bufsize ? bufsize : p->block));
     outlet_anything(x->x_info, gensym("latency"), 1, a);
     SETSYMBOL(a, gensym(inl ? "inline" : unravel_issync(x) ? "sync" : "live"));
     outlet_anything(x->x_info, gensym("mode"), 1, a);

@@ -138,13 +138,17 @@ class Chain:
     extra: tuple = ()
 
 
-def render_patch(path: os.PathLike, chains: list[Chain], frames: int, tail: int = 8192) -> pathlib.Path:
+def render_patch(path: os.PathLike, chains: list[Chain], frames: int, tail: int = 8192,
+                 wait_loaded: bool = False) -> pathlib.Path:
     """A patch that renders every chain for frames + tail frames (32-bit wav files), then
-    bangs each object (status on [print info<i>]) and quits."""
+    bangs each object (status on [print info<i>]) and quits. `wait_loaded`: start when the
+    first object replies `loaded` (a live object made with a model loads in the background),
+    not at load."""
     p = Patch()
     lb = p.obj("loadbang")
     seq = p.obj("t b b b b")
-    p.connect(lb, 0, seq, 0)
+    if not wait_loaded:
+        p.connect(lb, 0, seq, 0)
     dsp = p.msg("; pd dsp 1")
     p.connect(seq, 2, dsp, 0)
     ms = (frames + tail) / 44.1 + 50
@@ -160,6 +164,10 @@ def render_patch(path: os.PathLike, chains: list[Chain], frames: int, tail: int 
         u = p.obj(ch.obj)
         info = p.obj(f"print info{k}")
         p.connect(u, 1 if ch.multi else ch.n_out, info, 0)
+        if wait_loaded and k == 0:
+            loaded = p.obj("route loaded")
+            p.connect(u, 1 if ch.multi else ch.n_out, loaded, 0)
+            p.connect(loaded, 0, seq, 0)
         for m in ch.extra:
             e = p.msg(m)
             p.connect(seq, 3, e, 0)

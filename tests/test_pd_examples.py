@@ -96,7 +96,9 @@ def run_example(home: Path, tmp_path: Path, name: str, sends: list[str], until: 
 
 
 def test_every_example_is_tested():
-    assert EXAMPLES == ["1-bending.pd", "2-composition.pd", "3-render.pd", "4-diffusion.pd"]
+    """Each has its test here; 5-live.pd's is tests/test_pd_live_cycle.py (read-only folders)."""
+    assert EXAMPLES == ["1-bending.pd", "2-composition.pd", "3-render.pd", "4-diffusion.pd",
+                        "5-live.pd"]
 
 
 def test_1_bending(home, tmp_path):
@@ -142,21 +144,30 @@ def test_4_diffusion(home, tmp_path):
 
 def test_help_job_messages_work_from_the_help_folder(home, tmp_path):
     """The job messages of unravel~-help.pd's [pd jobs], sent in order to an [unravel~
-    default] in the library folder (where the help patch is): each replies done."""
+    default] in the library folder (where the help patch is), after its phrase is read into
+    the array `phrase`: each replies done, the file ones and the array ones."""
     lib = home / "pd-externals" / "unravel"
     help_text = (lib / "unravel~-help.pd").read_text()
     jobs = [ln[len("#X msg "):].split(" ", 2)[2].rstrip(";") for ln in help_text.splitlines()
             if ln.startswith("#X msg ") and ln.split(" ")[4] in
             ("encode", "stats", "generate", "decode", "tempo", "diffuse")]
-    assert [j.split()[0] for j in jobs] == ["encode", "stats", "generate", "decode", "tempo", "diffuse"]
+    names = ["encode", "stats", "generate", "decode", "tempo", "diffuse"]
+    assert [j.split()[0] for j in jobs] == names + ["encode", "stats", "generate", "decode", "diffuse"]
+    assert [j.split()[1] for j in jobs[6:]] == ["input-array"] * 4 + ["output-array"]
+    read = next(ln.split(" ", 4)[4].rstrip(";") for ln in help_text.splitlines()
+                if ln.startswith("#X msg ") and " read -resize " in ln)
     lines = ["#N canvas 0 50 450 300 12;", "#X obj 10 10 loadbang;",
              "#X msg 10 40 " + " \\, ".join(jobs) + ";", "#X obj 10 70 unravel~ default;",
              "#X obj 10 100 route done error;", "#X obj 10 130 print done;",
              "#X obj 100 130 print failed;",
-             # count the replies; after the 6th, quit
+             # count the replies; after the last, quit
              "#X obj 200 130 t b;", "#X obj 200 160 f;", "#X obj 240 160 + 1;",
-             "#X obj 200 190 sel 6;", "#X msg 200 220 \\; pd quit;"]
-    conns = ["0 0 1 0", "1 0 2 0", "2 1 3 0", "3 0 4 0", "3 1 5 0", "3 0 6 0", "3 1 6 0",
+             f"#X obj 200 190 sel {len(jobs)};", "#X msg 200 220 \\; pd quit;",
+             # first the phrase, as the help patch reads it
+             "#X obj 300 10 array define phrase;", "#X obj 300 40 t b b;",
+             f"#X msg 300 70 {read};", "#X obj 300 100 soundfiler;"]
+    conns = ["0 0 12 0", "12 0 1 0", "12 1 13 0", "13 0 14 0", "1 0 2 0", "2 1 3 0",
+             "3 0 4 0", "3 1 5 0", "3 0 6 0", "3 1 6 0",
              "6 0 7 0", "7 0 8 0", "8 0 7 1", "8 0 9 0", "9 0 10 0"]
     patch = lib / "_jobs_test.pd"
     patch.write_text("\n".join(lines + [f"#X connect {c};" for c in conns]) + "\n")
@@ -165,7 +176,8 @@ def test_help_job_messages_work_from_the_help_folder(home, tmp_path):
     finally:
         patch.unlink()
     done = r.after("done:")
-    assert [d.split()[0] for d in done] == ["encode", "stats", "generate", "decode", "tempo", "diffuse"], r.lines
+    assert [d.split()[0] for d in done] == [j.split()[0] for j in jobs], r.lines
+    assert [d.split()[1] for d in done[6:]] == ["lat", "lat", "gen", "heard", "dif"], r.lines
     assert not r.after("failed:") and not r.errors, r.lines
     out = home / "Documents" / "unravel" / "help"
     assert (out / "loop.npy").exists() and (out / "loop.wav").exists()

@@ -218,5 +218,6 @@ def test_quit_during_dsp_and_a_running_job(tmp_path):
     r = run_pd(p.write(tmp_path / "quit.pd"), timeout=60)
     assert r.returncode == 0, r.lines[-10:]
     assert r.errors == [], r.errors
-    assert r.after("reply:") == []          # quit came first
+    # quit came before the job's reply (a live object replies `loaded` when its model plays)
+    assert [x for x in r.after("reply:") if not x.startswith("loaded ")] == []
     assert r.seconds < 30

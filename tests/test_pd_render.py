@@ -122,12 +122,13 @@ def test_two_renders_bit_identical(render):
 
 def test_live_mode_in_real_time(tmp_path):
     """Without -batch Pd runs in real time and [unravel~] picks live mode: latency 2 buffers;
-    with no underrun the output is the sync render's, shifted by one more buffer."""
+    with no underrun the output is the sync render's, shifted by one more buffer. (The object
+    loads its model in the background: the render starts at its `loaded`.)"""
     rng = np.random.default_rng(5)
     x = (0.3 * rng.standard_normal(FRAMES)).astype(np.float32)
     sf.write(tmp_path / "a.wav", x, SR, subtype="FLOAT")
     patch = render_patch(tmp_path / "live.pd", [Chain("unravel~ default forward 2048", 1, 1, "a.wav", "live.wav")],
-                         FRAMES)
+                         FRAMES, wait_loaded=True)
     r = run_pd(patch, args=["-r", str(SR)], batch=False, timeout=60)
     assert r.returncode == 0 and r.errors == [], r.errors
     status = {ln.split()[0]: ln.split()[1:] for ln in r.after("info0:")}
