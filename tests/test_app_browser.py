@@ -128,9 +128,13 @@ def open_tab(page, name: str) -> None:
 
 
 def set_number(page, selector: str, value) -> None:
+    """Type a number and leave the field, so that the page has it before the next click (on a
+    busy machine a click right after Enter could still send the old value)."""
     box = page.locator(f"{selector} input[type=number]")
     box.fill(str(value))
     box.press("Enter")
+    box.blur()
+    page.wait_for_timeout(300)
 
 
 def generate(page, button: str, result: str) -> str:
