@@ -44,7 +44,7 @@ def test_a_model_call_that_never_returns_leaves_pd_answering(tmp_path):
     """The model hangs in its first call on sound (live mode): messages still return at once,
     the object says once that the model stopped answering (what needs it waits in the
     queue), and `pd quit` ends Pd within 10 s."""
-    model = make_hostile_model(tmp_path / "hang.ts", (1, 1, 1, 1), "hang", after=1)
+    model = make_hostile_model(tmp_path / "hang.ts", (1, 1, 1, 1), "hang", after=2)
     msgs = [(0, ""), (4000, "bend w offset 1"), (2000, "layers"), (2000, "bufsize 2048"),
             (2000, "method forward")]
     run = run_live(tmp_path, f"unravel~ {model} forward 2048", msgs, start_timeout_ms=500,
@@ -60,7 +60,7 @@ def test_a_model_call_that_never_returns_leaves_pd_answering(tmp_path):
 def test_a_hung_model_under_batch_quits_in_bounded_time(tmp_path):
     """Under -batch (sync mode) the audio thread waits for a block at most ENGINE_SYNCWAIT:
     the object reports the model once, later messages are refused at once, Pd quits."""
-    model = make_hostile_model(tmp_path / "hang.ts", (1, 1, 1, 1), "hang", after=1)
+    model = make_hostile_model(tmp_path / "hang.ts", (1, 1, 1, 1), "hang", after=2)
     p = Patch()
     lb = p.obj("loadbang")
     u = p.obj(f"unravel~ {model} forward 2048")

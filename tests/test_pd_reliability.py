@@ -269,7 +269,7 @@ def test_non_finite_model_output_is_reported_once(tmp_path):
 def test_quit_during_a_slow_model_call(tmp_path):
     """`pd quit` while the worker is inside a model call that does not end: Pd exits with
     status 0 (the worker is not joined forever), printing no Python traceback."""
-    make_hostile_model(tmp_path / "slow.ts", [1, 1, 1, 1], behave="slow", spins=10 ** 9, after=1)
+    make_hostile_model(tmp_path / "slow.ts", [1, 1, 1, 1], behave="slow", spins=10 ** 9, after=2)
     p = Patch()
     lb = p.obj("loadbang")
     noise = p.obj("noise~")

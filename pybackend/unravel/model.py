@@ -300,6 +300,7 @@ class Model:
         _device.deterministic(self.device)
         self.moves = 0  # counts the moves between devices (the Bender follows them)
         self.edits = 0  # counts the changes to its module (weights, attributes): see jobproc
+        self._changed = False   # the last warm-up changed the module's state (see warmup)
         self._sr_override = sr
         self._warmup = warmup
         self._share = share
@@ -350,10 +351,11 @@ class Model:
         offer = self._share and self._warmup is True
         params = [n for n, _ in module.named_parameters()] if offer else []
         template = _copy_sharing_weights(module._c, params) if offer else None
+        def changed() -> bool:
+            return any(not torch.equal(b, _tensor(template, n)) for n, b in module.named_buffers())
         if self._warmup:
-            self.warmup()
-        if offer and _file_key(p) not in _STATEFUL and any(
-                not torch.equal(b, _tensor(template, n)) for n, b in module.named_buffers()):
+            self.warmup(changed if offer and _file_key(p) not in _STATEFUL else None)
+        if offer and _file_key(p) not in _STATEFUL and (self._changed or changed()):
             _STATEFUL.add(_file_key(p))     # the next Models of the file need not look
         if offer:
             stateful = _file_key(p) in _STATEFUL
@@ -421,12 +423,19 @@ class Model:
             step = self.ratio
         return max(1, step)
 
-    def warmup(self) -> None:
-        """Run every method once on silence (the first TorchScript call is slow)."""
+    def warmup(self, changed: Callable[[], bool] | None = None) -> None:
+        """Run every method twice on silence: TorchScript's profiling executor profiles the
+        first call and optimizes at the second, both slow (170 ms for a streaming RAVE
+        export's forward), which a live object's first blocks would otherwise pay.
+        `changed`, asked after each call: whether running changed the module's state (a
+        later call may put it back); the answer is kept in `_changed`."""
+        self._changed = False
         for m, (_, channels, step) in self._run_specs.items():
             x = torch.zeros(1, channels, step)
             try:
-                self.run(m, x)
+                for _ in range(2):
+                    self.run(m, x)
+                    self._changed = self._changed or bool(changed and changed())
             except UnravelError:
                 pass  # a method that fails on silence fails later with a clear message
 

@@ -349,7 +349,7 @@ def make_hostile_model(path: os.PathLike, params: List[int] = (1, 1, 1, 1), beha
     (any values, e.g. a ratio of 0 or 2**32, 10**6 channels) that behaves as `behave`:
     "ok" (halves its input), "raise" (always fails), "shape" (returns a 2-D tensor), "nan"
     (NaN output after `after` calls), "slow" (`spins` tensor operations per call after
-    `after` calls; the warmup at load is one call), "hang" (a call after `after` calls never
+    `after` calls; the warmup at load is two calls), "hang" (a call after `after` calls never
     returns), "watch" (outputs 1 where its layer `w` changed during the call, 0 elsewhere;
     `spins` operations per call). Its layer `w` (64 zeros) can be bent."""
     if behave not in HOSTILE:
