@@ -1107,8 +1107,9 @@ void pyjob_cancel(t_pysession *s)
 
 void pyjob_cancel_all(void)
 {
-    if (py_state != 1)
+    /* once: the second call (the exit handler after `quit`) must not wait for the GIL,
+       which a thread stopped since then may hold */
+    if (py_state != 1 || __atomic_exchange_n(&py_exiting, 1, __ATOMIC_ACQ_REL))
         return;
-    __atomic_store_n(&py_exiting, 1, __ATOMIC_RELEASE);
     py_canceljobs(0);
 }
