@@ -1,12 +1,14 @@
-"""The Python side of the Pd external [unravel~]: the only module the C code calls.
+"""The Python side of the Pd external [unravel~]: the only module the C code calls (besides
+`unravel.archive`, which tells a new object its inlets and outlets before torch is imported).
 
-One `Session` per [unravel~] object holds its model and its bender. The C side calls:
-`init()`, `control(session, sel, args, patch_dir, values, want)` (every message that needs
-the model, on the object's control thread; it makes the Session at the first `load`),
-`Runner.process()` (the model thread), `run_job(session, name, args, patch_dir)`. Every user error is raised as
-`UnravelError` with a one-line message; C prints it with pd_error. The UnRAVEl jobs are
-declared here (`JOBS`) and run in a child process (`unravel.jobproc`), which calls
-`run_here`.
+One `Session` per [unravel~] object holds its model, its bender and its job process. The C
+side calls: `init()` (by the first call), `control(session, sel, args, patch_dir, values,
+want)` (every message that needs the model, on the object's control thread; it makes the
+Session at the first `load`), `Runner.process()` (the model thread), `run_job(session, name,
+args, patch_dir, arrays, sr)` (the job thread; `arrays`: the Pd arrays it reads). Every user
+error is raised as `UnravelError` with a one-line message; C prints it with pd_error. The
+UnRAVEl jobs are declared here (`JOBS`) and run in the session's job process
+(`unravel.jobproc.Worker`), which calls `run_here`.
 
 Message arguments arrive as lists of str and float (Pd symbols and floats). Replies are lists
 of lists `[selector, value, ...]`; a value may be a float32 numpy array (sent as floats).
