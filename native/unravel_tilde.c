@@ -395,21 +395,33 @@ static void unravel_apply(t_unravel *x)
 }
 
 /* write the floats of call c's `layer` reply into its array (get_weights <layer> <array>) */
+/* array a (named name) resized to n points, its values to write (then garray_redraw);
+   0 with an error line naming `what` when it cannot be */
+static t_word *unravel_resize(t_unravel *x, t_garray *a, long n, const char *what,
+    const char *name)
+{
+    t_word *vec;
+    int size;
+    if (garray_npoints(a) != n)
+        garray_resize_long(a, n);
+    if (!garray_getfloatwords(a, &size, &vec) || size != n)
+    {
+        pd_error(x, "[unravel~]: %s: cannot resize the array '%s' to %ld", what, name, n);
+        return 0;
+    }
+    return vec;
+}
+
 static void unravel_toarray(t_unravel *x, t_pycall *c)
 {
     const t_pymsg *m = pymsg_find(c->replies, "layer");
     t_garray *a;
     t_word *vec;
-    int size, i;
-    if (!m || !(a = unravel_findarray(x, gensym(c->array), "get_weights")))
+    int i;
+    if (!m || !(a = unravel_findarray(x, gensym(c->array), "get_weights")) ||
+        !(vec = unravel_resize(x, a, m->argc, "get_weights", c->array)))
         return;
-    garray_resize_long(a, m->argc);
-    if (!garray_getfloatwords(a, &size, &vec) || size != m->argc)
-    {
-        pd_error(x, "[unravel~]: get_weights: cannot resize the array to %d", m->argc);
-        return;
-    }
-    for (i = 0; i < size; i++)
+    for (i = 0; i < m->argc; i++)
         vec[i].w_float = m->argv[i].s ? 0 : m->argv[i].f;
     garray_redraw(a);
 }
@@ -916,21 +928,15 @@ static void unravel_writearrays(t_unravel *x, const char *job, const t_pyvec *v)
         t_symbol *name = gensym(v->name);
         t_garray *a = (t_garray *)pd_findbyclass(name, garray_class);
         t_word *vec;
-        int n, i;
+        long i;
         if (!a && !(a = unravel_newtable(x, name, v->n)))
         {
             pd_error(x, "[unravel~]: %s: cannot make the array '%s'", job, v->name);
             continue;
         }
-        if (garray_npoints(a) != v->n)
-            garray_resize_long(a, v->n);
-        if (!garray_getfloatwords(a, &n, &vec) || n != v->n)
-        {
-            pd_error(x, "[unravel~]: %s: cannot resize the array '%s' to %ld", job, v->name,
-                v->n);
+        if (!(vec = unravel_resize(x, a, v->n, job, v->name)))
             continue;
-        }
-        for (i = 0; i < n; i++)
+        for (i = 0; i < v->n; i++)
             vec[i].w_float = v->data[i];
         garray_redraw(a);
     }

@@ -529,13 +529,12 @@ def _one_file(name: str, o: dict) -> pathlib.Path:
     return files[0]
 
 
-def _in_latents(name: str, o: dict, pd: PdArrays, dims: int | None) -> tuple[str, "np.ndarray"]:
-    """A latent job's input as (its name, (D, T) latents): a set or one latent file."""
+def _in_latents(name: str, o: dict, pd: PdArrays, dims: int | None) -> "np.ndarray":
+    """A latent job's input as (D, T) latents: a set or one latent file."""
     from unravel import latents
     if _source(name, o) == "input-array":
-        return o["input-array"], pd.latents(o["input-array"], dims, name)
-    f = _one_file(name, o)
-    return latents.stem(f), latents.read(f, dims)
+        return pd.latents(o["input-array"], dims, name)
+    return latents.read(_one_file(name, o), dims)
 
 
 @register_job("encode", {"input": "paths", "input-array": "array", "output": "path",
@@ -561,7 +560,7 @@ def job_decode(m: _model.Model, o: dict, base: str, pd: PdArrays) -> list:
     if _source("decode", o) == "input" and "output-array" not in o:
         return pipeline.decode_files(m, o["input"], o.get("output", base or "."),
                                      progress=False, force=o.get("force", False))
-    _, z = _in_latents("decode", o, pd, m.latent_dims)
+    z = _in_latents("decode", o, pd, m.latent_dims)
     pipeline.check_decode(m, z, "decode")
     y = m.decode(z)
     if pd.sr > 0:
@@ -609,7 +608,7 @@ def job_generate(m: _model.Model, o: dict, base: str, pd: PdArrays) -> list:
                                        files=o.get("files", 1), sr=m.sr, ratio=ratio, **kw)
     if o.get("files", 1) != 1:
         raise UnravelError("generate: output-array takes files 1")
-    _, z = _in_latents("generate", o, pd, None)
+    z = _in_latents("generate", o, pd, None)
     points, _ = pipeline.resolve_points(o.get("points"), o.get("bpm"), m.sr, ratio)
     return [pd.put_latents(o["output-array"], pipeline.generate(z, points=points, **kw))]
 
