@@ -300,7 +300,6 @@ class Model:
         _device.deterministic(self.device)
         self.moves = 0  # counts the moves between devices (the Bender follows them)
         self.edits = 0  # counts the changes to its module (weights, attributes): see jobproc
-        self._changed = False   # the last warm-up changed the module's state (see warmup)
         self._sr_override = sr
         self._warmup = warmup
         self._share = share
@@ -353,9 +352,9 @@ class Model:
         template = _copy_sharing_weights(module._c, params) if offer else None
         def changed() -> bool:
             return any(not torch.equal(b, _tensor(template, n)) for n, b in module.named_buffers())
-        if self._warmup:
-            self.warmup(changed if offer and _file_key(p) not in _STATEFUL else None)
-        if offer and _file_key(p) not in _STATEFUL and (self._changed or changed()):
+        ran_changed = self._warmup and self.warmup(
+            changed if offer and _file_key(p) not in _STATEFUL else None)
+        if offer and _file_key(p) not in _STATEFUL and (ran_changed or changed()):
             _STATEFUL.add(_file_key(p))     # the next Models of the file need not look
         if offer:
             stateful = _file_key(p) in _STATEFUL
@@ -423,21 +422,22 @@ class Model:
             step = self.ratio
         return max(1, step)
 
-    def warmup(self, changed: Callable[[], bool] | None = None) -> None:
+    def warmup(self, changed: Callable[[], bool] | None = None) -> bool:
         """Run every method twice on silence: TorchScript's profiling executor profiles the
         first call and optimizes at the second, both slow (170 ms for a streaming RAVE
         export's forward), which a live object's first blocks would otherwise pay.
-        `changed`, asked after each call: whether running changed the module's state (a
-        later call may put it back); the answer is kept in `_changed`."""
-        self._changed = False
+        Returns whether `changed`, asked after each call, said yes once: running changed the
+        module's state (a later call may put it back)."""
+        seen = False
         for m, (_, channels, step) in self._run_specs.items():
             x = torch.zeros(1, channels, step)
             try:
                 for _ in range(2):
                     self.run(m, x)
-                    self._changed = self._changed or bool(changed and changed())
+                    seen = seen or bool(changed and changed())
             except UnravelError:
                 pass  # a method that fails on silence fails later with a clear message
+        return seen
 
     def reload(self) -> None:
         """Reload the model from its file (original weights; shared again with the other
