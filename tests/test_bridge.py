@@ -8,23 +8,23 @@ import numpy as np
 import pytest
 import torch
 
-from unravel import bridge
+from unravel import bridge, jobs
 from unravel.errors import UnravelError
 from unravel.model import load_model
 
 
 def test_job_options_like_the_cli():
-    opts = {"input": "paths", "output": "path", "latent-wav": "bool", "seed": "int", "bpm": "float"}
-    o = bridge.parse_job_args("encode", ["input", "a.wav", "--input", "b", "latent_wav", 1.0,
-                                         "output", "/abs", "seed", 3.0, "bpm", 120.5], opts, "/patch")
-    assert o["input"] == [pathlib.Path("/patch/a.wav"), pathlib.Path("/patch/b")]
-    assert o["output"] == pathlib.Path("/abs")
-    assert o["latent-wav"] is True and o["seed"] == 3 and o["bpm"] == 120.5
+    o, _ = jobs.parse("generate", ["input", "a.npy", "--input", "b", "iqr", 1.0,
+                                   "output", "/abs", "seed", 3.0, "bpm", 120.5], "/patch")
+    assert o.inputs == [pathlib.Path("/patch/a.npy"), pathlib.Path("/patch/b")]
+    assert o.output == pathlib.Path("/abs")
+    assert o.iqr is True and o.seed == 3 and o.bpm == 120.5
     for bad, msg in [(["nope", 1.0], "unknown option 'nope'"), (["seed"], "needs a value"),
                      (["seed", 1.5], "integer"), (["seed", "x"], "integer"), ([3.0, 1.0], "option name"),
-                     (["bpm", "fast"], "number")]:
+                     (["bpm", "fast"], "number"), (["seed", -1.0], "between 0 and"),
+                     (["points", 4.0, "bpm", 120.0], "not both"), (["pattern", "nope"], "one of")]:
         with pytest.raises(UnravelError, match=msg):
-            bridge.parse_job_args("encode", bad, opts, "/patch")
+            jobs.parse("generate", bad, "/patch")
 
 
 def test_runner_writes_the_models_output_into_the_c_buffers(test_model_path):

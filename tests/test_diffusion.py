@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from unravel.operations import DIFFUSE
 from unravel import cli, diffusion
 from unravel.errors import UnravelError
 from unravel.model import load_model
@@ -156,8 +157,8 @@ def test_flexed_256_preset_loads(tmp_path):
 # ----------------------------------------------------------------------------- sampling
 
 def test_seed_convention_matches_reference_loop(tiny_model, tiny_ckpt, rave8, tmp_path):
-    res = diffusion.diffuse_files(rave8, tiny_ckpt, tmp_path, seed=11, steps=4, temperature=0.8,
-                                  latent_scale=1.5, save_latents=True, latent_wav=True)
+    res = diffusion.diffuse_files(rave8, DIFFUSE.settings(checkpoint=tiny_ckpt, seed=11, steps=4, temperature=0.8,
+                                  latent_scale=1.5, save_latents=True, latent_wav=True), tmp_path)
     assert len(res) == 1 and res[0].seed == 11
     z_ref = reference_normalize(reference_sample(tiny_model.net, 11, 8, LENGTH, 4, 0.8), 1.5)
     z = np.load(res[0].npy)
@@ -189,8 +190,8 @@ def test_batched_seeds_match_reference_closely(tiny_model, tiny_ckpt):
 
 
 def test_skip_normalize_and_length_mult(tiny_model, tiny_ckpt, rave8, tmp_path):
-    res = diffusion.diffuse_files(rave8, tiny_ckpt, tmp_path, seed=2, steps=2, skip_normalize=True,
-                                  length_mult=2, save_latents=True)
+    res = diffusion.diffuse_files(rave8, DIFFUSE.settings(checkpoint=tiny_ckpt, seed=2, steps=2, skip_normalize=True,
+                                  length_mult=2, save_latents=True), tmp_path)
     np.testing.assert_array_equal(np.load(res[0].npy),
                                   reference_sample(tiny_model.net, 2, 8, 2 * LENGTH, 2).numpy())
     assert sf.info(str(res[0].wav)).frames == 2 * LENGTH * rave8.ratio
@@ -198,8 +199,8 @@ def test_skip_normalize_and_length_mult(tiny_model, tiny_ckpt, rave8, tmp_path):
 
 def test_latent_length_other_than_the_checkpoints(tiny_model, tiny_ckpt, rave8, tmp_path, capsys):
     # the original generate script's --latent_length: sample N frames whatever the checkpoint's
-    res = diffusion.diffuse_files(rave8, tiny_ckpt, tmp_path, seed=5, steps=2, skip_normalize=True,
-                                  latent_length=3 * LENGTH, save_latents=True)
+    res = diffusion.diffuse_files(rave8, DIFFUSE.settings(checkpoint=tiny_ckpt, seed=5, steps=2, skip_normalize=True,
+                                  latent_length=3 * LENGTH, save_latents=True), tmp_path)
     np.testing.assert_array_equal(np.load(res[0].npy),
                                   reference_sample(tiny_model.net, 5, 8, 3 * LENGTH, 2).numpy())
     side = json.loads(res[0].sidecar.read_text())
@@ -230,8 +231,8 @@ def test_slerp_per_channel_over_time():
 
 
 def test_lerp_files_follow_reference(tiny_model, tiny_ckpt, rave8, tmp_path):
-    res = diffusion.diffuse_files(rave8, tiny_ckpt, tmp_path, lerp=True, seed_a=1, seed_b=2, steps=2,
-                                  lerp_factor=0.5, save_latents=True, batch=1)
+    res = diffusion.diffuse_files(rave8, DIFFUSE.settings(checkpoint=tiny_ckpt, lerp=True, seed_a=1, seed_b=2, steps=2,
+                                  lerp_factor=0.5, save_latents=True, batch=1), tmp_path)
     assert res[0].wav.name == "diffuse_1_2_slerp.wav" and res[0].seeds == (1, 2)
     za = reference_sample(tiny_model.net, 1, 8, LENGTH, 2)
     zb = reference_sample(tiny_model.net, 2, 8, LENGTH, 2)
@@ -306,11 +307,11 @@ def test_every_bad_input_gives_one_clear_error(tmp_path, tiny_ckpt, quirk_models
 
 def test_bridge_style_options(tiny_ckpt, rave8, tmp_path):
     # Pd atoms arrive as floats and symbols
-    res = diffusion.diffuse_files(rave8, str(tiny_ckpt), str(tmp_path), seed=4.0, steps=2.0,
-                                  save_latents=1.0, num=2.0)
+    res = diffusion.diffuse_files(rave8, DIFFUSE.settings(checkpoint=str(tiny_ckpt), seed=4.0, steps=2.0,
+                                  save_latents=1.0, num=2.0), str(tmp_path))
     assert [r.seed for r in res] == [4, 5] and all(r.npy.exists() for r in res)
     with pytest.raises(UnravelError, match="steps must be an integer"):
-        diffusion.diffuse_files(rave8, tiny_ckpt, tmp_path, steps=2.5)
+        diffusion.diffuse_files(rave8, DIFFUSE.settings(checkpoint=tiny_ckpt, steps=2.5), tmp_path)
 
 
 # ----------------------------------------------------------------------------- training

@@ -17,6 +17,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from unravel.operations import DIFFUSE
 from unravel import cli, diffusion
 from unravel.errors import UnravelError
 from unravel.diffusion.vdiffusion import SMALL_PRESETS, DiffusionModel, DPMSampler, VSampler, alpha_beta
@@ -123,7 +124,7 @@ def test_default_sampler_is_the_reference(made):
 
 def test_bad_sampler_is_one_clear_error(test_model_path, tmp_path):
     with pytest.raises(UnravelError, match="sampler must be one of v, dpm"):
-        diffusion.diffuse_files(str(test_model_path), "default", tmp_path, seed=1, steps=2, sampler="euler")
+        diffusion.diffuse_files(str(test_model_path), DIFFUSE.settings(seed=1, steps=2, sampler="euler"), tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 
 from pdrun import BUILD, Patch, run_pd
+from unravel.operations import DIFFUSE
 from unravel import diffusion, pipeline, stats
 from unravel.model import DEFAULT_MODEL, load_model
 
@@ -119,8 +120,8 @@ def test_each_array_job_equals_the_file_job(result, tmp_path):
     wav = pipeline.decode_files(m, [gen], tmp_path / "dec", progress=False)[0]
     assert np.array_equal(_read(d / "dec.wav"), _read(wav))
     # diffuse: the latents the file job saves, not decoded
-    ref = diffusion.diffuse_files(m, "default", tmp_path / "dif", seed=5, steps=3,
-                                  latent_length=64, save_latents=True)[0]
+    ref = diffusion.diffuse_files(m, DIFFUSE.settings(seed=5, steps=3, latent_length=64, save_latents=True),
+                                  tmp_path / "dif")[0]
     assert np.load(ref.npy).shape == (1, D, 64)
     assert np.array_equal(_read(d / "dif.wav"), np.load(ref.npy)[0])
 

@@ -20,6 +20,7 @@ import soundfile as sf
 
 from pdrun import BUILD, Patch, pd_command, run_pd, write_patch
 from test_jobproc import jobproc_children, no_partial_file
+from unravel.operations import DIFFUSE
 from unravel import pipeline, tempo
 from unravel.bend import Bender
 from unravel.model import DEFAULT_MODEL, load_model
@@ -142,18 +143,18 @@ def test_diffuse_replies_wav_and_npy_equal_to_the_backend(tmp_path):
     wav, npy = replies[0][2:]
     assert wav.endswith(".wav") and npy.endswith(".npy")
     assert wav.startswith(str(tmp_path / "diff"))
-    ref = diffusion.diffuse_files("default", "default", tmp_path / "ref", seed=5, steps=3,
-                                  save_latents=True)[0]
+    ref = diffusion.diffuse_files("default", DIFFUSE.settings(seed=5, steps=3, save_latents=True),
+                                  tmp_path / "ref")[0]
     assert np.array_equal(np.load(npy), np.load(ref.npy))
     assert np.array_equal(sf.read(wav, dtype="float32")[0], sf.read(ref.wav, dtype="float32")[0])
 
 
 DIFFUSE_BOUNDS = [
-    ("diffuse output big seed 1 steps 1 length-mult 100000", "length_mult must be at most 1024"),
+    ("diffuse output big seed 1 steps 1 length-mult 100000", "length-mult must be between 1 and 1024"),
     ("diffuse checkpoint huge.pt output big seed 1 steps 1", "latent_length 1000000000"),
     ("diffuse checkpoint long.pt output big seed 1 steps 1", "of memory"),
-    ("diffuse output big seed 1 steps 1 num 1000000000", "num must be at most 10000"),
-    ("diffuse output big seed 1 steps 1000000000", "steps must be at most 10000"),
+    ("diffuse output big seed 1 steps 1 num 1000000000", "num must be between 1 and 10000"),
+    ("diffuse output big seed 1 steps 1000000000", "steps must be between 1 and 10000"),
     ("diffuse output big seed 1 steps 1 name ../../escape", "may not leave its folder"),
 ]
 

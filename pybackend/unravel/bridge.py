@@ -7,8 +7,7 @@ want)` (every message that needs the model, on the object's control thread; it m
 Session at the first `load`), `Runner.process()` (the model thread), `run_job(session, name,
 args, patch_dir, arrays, sr)` (the job thread; `arrays`: the Pd arrays it reads). Every user
 error is raised as `UnravelError` with a one-line message; C prints it with pd_error. The
-UnRAVEl jobs are declared here (`JOBS`) and run in the session's job process
-(`unravel.jobproc.Worker`), which calls `run_here`.
+UnRAVEl jobs (`JOBS`, `run_job`, `registry_message`) live in `unravel.jobs`.
 
 Message arguments arrive as lists of str and float (Pd symbols and floats). Replies are lists
 of lists `[selector, value, ...]`; a value may be a float32 numpy array (sent as floats).
@@ -16,25 +15,19 @@ of lists `[selector, value, ...]`; a value may be a float32 numpy array (sent as
 
 from __future__ import annotations
 
-import functools
 import gc
-import json
 import math
 import os
 import pathlib
 import sys
 import weakref
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from unravel.errors import UnravelError, without_class
-from unravel import jobproc
+from unravel import jobproc, pdargs, safewrite
 from unravel import model as _model
-from unravel import pdarrays
-from unravel import safewrite
-from unravel.pdarrays import PdArrays
+from unravel.errors import UnravelError, one_line
 
 Atom = "str | float"
 
@@ -64,67 +57,7 @@ def init(threads: int = 1) -> str:
     return torch.__version__
 
 
-def _cause(e: BaseException) -> str:
-    """An unexpected exception as a short cause, without its class name or traceback."""
-    if isinstance(e, MemoryError):
-        return "out of memory"
-    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-    line = without_class(lines[-1]) if lines else "unexpected error"
-    return line if len(line) <= 200 else line[:197] + "..."
-
-
-def one_line(what: str | None = None):
-    """Decorator for what the C side calls: an unexpected exception becomes one UnravelError
-    line `<what>: <cause>` (`what` defaults to the call's first argument, a message or job name)."""
-    def deco(fn):
-        @functools.wraps(fn)
-        def wrapper(*args, **kw):
-            try:
-                return fn(*args, **kw)
-            except UnravelError:
-                raise
-            except Exception as e:  # noqa: BLE001 - Pd must get one line, never a traceback
-                name = what or (args[1] if len(args) > 1 and isinstance(args[1], str) else fn.__name__)
-                raise UnravelError(f"{name}: {_cause(e)}") from None
-        return wrapper
-    return deco
-
-
 # --------------------------------------------------------------------------- argument helpers
-
-
-INT_LIMIT = 2 ** 31      # integers from Pd: |n| below this
-
-
-def _int(cmd: str, v, what: str) -> int:
-    if isinstance(v, str) or not math.isfinite(v) or float(v) != int(v) or abs(v) >= INT_LIMIT:
-        raise UnravelError(f"{cmd}: {what} must be an integer below {INT_LIMIT} in size, got {v}")
-    return int(v)
-
-
-def _float(cmd: str, v, what: str) -> float:
-    if isinstance(v, str):
-        raise UnravelError(f"{cmd}: {what} must be a number, got '{v}'")
-    if not math.isfinite(v):
-        raise UnravelError(f"{cmd}: {what} must be a finite number, got {v}")
-    return float(v)
-
-
-def _sym(cmd: str, v, what: str) -> str:
-    if not isinstance(v, str):
-        raise UnravelError(f"{cmd}: {what} must be a symbol, got {v:g}")
-    return v
-
-
-def _nargs(cmd: str, args: list, lo: int, hi: int | None, usage: str) -> None:
-    if len(args) < lo or (hi is not None and len(args) > hi):
-        raise UnravelError(f"{cmd}: usage: {cmd} {usage}")
-
-
-def _path(p: str, base: str) -> pathlib.Path:
-    """A path as typed in a patch: ~ expanded, relative ones against the patch folder."""
-    q = pathlib.Path(os.path.expanduser(p))
-    return q if q.is_absolute() or not base else pathlib.Path(base) / q
 
 
 def _save_path(p: str, base: str) -> pathlib.Path:
@@ -137,7 +70,7 @@ def _save_path(p: str, base: str) -> pathlib.Path:
         raise UnravelError(f"save: '{p}' is a folder, not a file name")
     if not q.is_absolute() and ".." in q.parts:
         raise UnravelError(f"save: '{p}' leaves the patch folder (give a name or an absolute path)")
-    q = _path(p, base)
+    q = pdargs.path(p, base)
     return q if q.suffix == ".ts" else q.with_name(q.name + ".ts")
 
 
@@ -316,65 +249,65 @@ class Session:
 
     def msg_gpu(self, args: list) -> list[list]:
         """`gpu 0|1`; without a GPU nn~'s note goes to Pd's window."""
-        _nargs("gpu", args, 1, 1, "0|1")
-        note = self.gpu(_float("gpu", args[0], "the switch"))
+        pdargs.count("gpu", args, 1, 1, "0|1")
+        note = self.gpu(pdargs.number("gpu", args[0], "the switch"))
         return [["post", note]] if note else []
 
     def msg_reload(self, args: list) -> list[list]:
-        _nargs("reload", args, 0, 0, "")
+        pdargs.count("reload", args, 0, 0, "")
         self.model.reload()
         self._bender = None
         return []
 
     def msg_get(self, args: list) -> list[list]:
-        _nargs("get", args, 1, 1, "<attribute>")
-        name = _sym("get", args[0], "attribute")
-        return [["attribute", name, *[_atom(v) for v in self.model.get_attribute(name)]]]
+        pdargs.count("get", args, 1, 1, "<attribute>")
+        name = pdargs.symbol("get", args[0], "attribute")
+        return [["attribute", name, *[pdargs.atom(v) for v in self.model.get_attribute(name)]]]
 
     def msg_set(self, args: list) -> list[list]:
-        _nargs("set", args, 2, None, "<attribute> <value...>")
-        name = _sym("set", args[0], "attribute")
+        pdargs.count("set", args, 2, None, "<attribute> <value...>")
+        name = pdargs.symbol("set", args[0], "attribute")
         self.model.set_attribute(name, args[1:])
         return []
 
     def msg_layers(self, args: list) -> list[list]:
-        _nargs("layers", args, 0, 0, "")
+        pdargs.count("layers", args, 0, 0, "")
         return [["layers", *self.bender.layers()]]
 
     def msg_get_weights(self, args: list) -> list[list]:
-        _nargs("get_weights", args, 1, 1, "<layer> [array]")
-        return [["layer", self.get_weights(_sym("get_weights", args[0], "layer"))]]
+        pdargs.count("get_weights", args, 1, 1, "<layer> [array]")
+        return [["layer", self.get_weights(pdargs.symbol("get_weights", args[0], "layer"))]]
 
     def msg_set_weights(self, args: list) -> list[list]:
-        _nargs("set_weights", args, 2, None, "<layer> <floats...|array>")
-        layer = _sym("set_weights", args[0], "layer")
+        pdargs.count("set_weights", args, 2, None, "<layer> <floats...|array>")
+        layer = pdargs.symbol("set_weights", args[0], "layer")
         if any(isinstance(v, str) for v in args[1:]):
             raise UnravelError("set_weights: the values must be floats (or one array name)")
         self.set_weights(layer, np.asarray(args[1:], dtype=np.float32))
         return []
 
     def msg_bend(self, args: list) -> list[list]:
-        _nargs("bend", args, 3, 5, "<layer> <offset|spread|randomize|invert|zero> <amount> [percent] [seed]")
-        layer = _sym("bend", args[0], "layer")
-        op = _sym("bend", args[1], "op")
-        amount = _float("bend", args[2], "amount")
-        percent = _float("bend", args[3], "percent") if len(args) > 3 else None
-        seed = _int("bend", args[4], "seed") if len(args) > 4 else None
+        pdargs.count("bend", args, 3, 5, "<layer> <offset|spread|randomize|invert|zero> <amount> [percent] [seed]")
+        layer = pdargs.symbol("bend", args[0], "layer")
+        op = pdargs.symbol("bend", args[1], "op")
+        amount = pdargs.number("bend", args[2], "amount")
+        percent = pdargs.number("bend", args[3], "percent") if len(args) > 3 else None
+        seed = pdargs.integer("bend", args[4], "seed") if len(args) > 4 else None
         self.bender.bend(layer, op, amount, percent, seed)
         return []
 
     def msg_restore(self, args: list) -> list[list]:
-        _nargs("restore", args, 0, 1, "[layer]")
-        self.bender.restore(_sym("restore", args[0], "layer") if args else None)
+        pdargs.count("restore", args, 0, 1, "[layer]")
+        self.bender.restore(pdargs.symbol("restore", args[0], "layer") if args else None)
         return []
 
     def msg_save(self, args: list) -> list[list]:
         """`save <path.ts> [force]`: an existing file is replaced only with `force`."""
-        _nargs("save", args, 1, 2, "<path.ts> [force]")
+        pdargs.count("save", args, 1, 2, "<path.ts> [force]")
         if len(args) == 2 and args[1] != "force":
             raise UnravelError("save: usage: save <path.ts> [force]")
         force = len(args) == 2
-        p = _save_path(_sym("save", args[0], "path"), self.patch_dir)
+        p = _save_path(pdargs.symbol("save", args[0], "path"), self.patch_dir)
         if os.path.lexists(p) and not force:
             raise UnravelError(f"save: {p} already exists ('save <path> force' to overwrite)")
         safewrite.check_target(p, force)
@@ -419,8 +352,8 @@ def control(session: Session | None, sel: str, args: list, patch_dir: str, value
     (`Session.prepare`). Returns (session, replies, prepared or None, status_info)."""
     replies: list = []
     if sel == "load":
-        _nargs("load", args, 1, 1, "<model>")
-        spec = _sym("load", args[0], "the model")
+        pdargs.count("load", args, 1, 1, "<model>")
+        spec = pdargs.symbol("load", args[0], "the model")
         if session is None:
             session = Session(spec, patch_dir)
         else:
@@ -428,304 +361,14 @@ def control(session: Session | None, sel: str, args: list, patch_dir: str, value
     elif session is None:
         raise UnravelError(f"{sel}: no model loaded (use 'load <model>')")
     elif sel == "set_weights" and values is not None:
-        session.set_weights(_sym("set_weights", args[0], "layer"), values)
+        session.set_weights(pdargs.symbol("set_weights", args[0], "layer"), values)
     elif sel:
         replies = session.message(sel, list(args))
     prepared = session.prepare(*want) if want else None
     return session, replies, prepared, session.status_info()
 
 
-def _atom(v):
-    if isinstance(v, (bool, np.bool_)):
-        return float(v)
-    if isinstance(v, (int, float, np.number)):
-        return float(v)
-    if isinstance(v, torch.Tensor) and v.numel() == 1:
-        return float(v.item())
-    return str(v)
-
-
 # --------------------------------------------------------------------------- UnRAVEl jobs
 
-# option name -> kind: 'paths' (repeatable), 'path', 'array' (a Pd array set's name), 'str',
-# 'int', 'float', 'bool'
-JobFn = Callable[[_model.Model, dict, str, PdArrays], list]
-JOBS: dict[str, tuple[JobFn, dict[str, str]]] = {}
-IN_PROCESS = ("tempo",)     # instant jobs, run on the job thread; the others in a child process
-ARRAYS_IN_PROCESS = ("stats", "generate")   # on Pd arrays: a few ms of numpy, on the job thread
-
-
-def register_job(name: str, options: dict[str, str]):
-    """Decorator: make `fn(model, opts, patch_dir, arrays) -> [paths or values]` the Pd
-    message `name` (`model`: the object's model, or in a child process its copy; `arrays`:
-    the Pd arrays it was given and writes, `pdarrays.PdArrays`)."""
-    def deco(fn: JobFn) -> JobFn:
-        JOBS[name] = (fn, options)
-        return fn
-    return deco
-
-
-def parse_job_args(name: str, args: list, options: dict[str, str], base: str) -> dict:
-    """`key value key value ...` (as the CLI's long options, `-`/`_` alike, leading dashes
-    optional; repeat a 'paths' key for several files) -> {option: value}."""
-    opts: dict = {}
-    i = 0
-    while i < len(args):
-        k = args[i]
-        if not isinstance(k, str):
-            raise UnravelError(f"{name}: expected an option name, got {k:g} "
-                               f"(options: {' '.join(options)})")
-        key = k.lstrip("-").replace("_", "-")
-        kind = options.get(key)
-        if kind is None:
-            raise UnravelError(f"{name}: unknown option '{k}' (options: {' '.join(options)})")
-        if i + 1 >= len(args):
-            raise UnravelError(f"{name}: option '{key}' needs a value")
-        v = args[i + 1]
-        i += 2
-        if kind in ("paths", "path"):
-            p = _path(v if isinstance(v, str) else f"{v:g}", base)
-            if kind == "paths":
-                opts.setdefault(key, []).append(p)
-            else:
-                opts[key] = p
-        elif kind == "array":
-            opts[key] = pdarrays.check_name(_sym(name, v, key), f"{name}: {key}")
-        elif kind == "str":
-            opts[key] = v if isinstance(v, str) else f"{v:g}"
-        elif kind == "int":
-            opts[key] = _int(name, v, key)
-        elif kind == "float":
-            opts[key] = _float(name, v, key)
-        elif kind == "bool":
-            opts[key] = bool(_float(name, v, key))
-    return opts
-
-
-def _need(name: str, opts: dict, key: str):
-    if key not in opts:
-        raise UnravelError(f"{name}: option '{key}' is required")
-    return opts[key]
-
-
-def _source(name: str, o: dict) -> str:
-    """Where a job's input comes from: 'input' (files) or 'input-array' (a set), not both.
-    Arrays in need arrays out (`output-array`), except for `stats`, which replies."""
-    if "input" in o and "input-array" in o:
-        raise UnravelError(f"{name}: give input or input-array, not both")
-    if "input-array" in o:
-        if name != "stats" and "output-array" not in o:
-            raise UnravelError(f"{name}: input-array writes to arrays: give output-array <name>")
-        return "input-array"
-    _need(name, o, "input")
-    return "input"
-
-
-def _one_file(name: str, o: dict) -> pathlib.Path:
-    """The single input file of a job that writes arrays."""
-    files = o["input"]
-    if len(files) != 1:
-        raise UnravelError(f"{name}: output-array takes one input, got {len(files)}")
-    return files[0]
-
-
-def _in_latents(name: str, o: dict, pd: PdArrays, dims: int | None) -> "np.ndarray":
-    """A latent job's input as (D, T) latents: a set or one latent file."""
-    from unravel import latents
-    if _source(name, o) == "input-array":
-        return pd.latents(o["input-array"], dims, name)
-    return latents.read(_one_file(name, o), dims)
-
-
-@register_job("encode", {"input": "paths", "input-array": "array", "output": "path",
-                         "output-array": "array", "latent-wav": "bool", "force": "bool"})
-def job_encode(m: _model.Model, o: dict, base: str, pd: PdArrays) -> list:
-    """Audio files to latent files, or audio (a set at Pd's rate, or one file) to a latent set."""
-    from unravel import audio, pipeline
-    if _source("encode", o) == "input" and "output-array" not in o:
-        return pipeline.encode_files(m, o["input"], o.get("output", base or "."),
-                                     latent_wav=o.get("latent-wav", False), progress=False,
-                                     force=o.get("force", False))
-    x, sr = (pd.audio(o["input-array"], "encode") if "input-array" in o
-             else audio.read(_one_file("encode", o)))
-    return [pd.put_latents(o["output-array"], pipeline.encode_audio(m, x, sr))]
-
-
-@register_job("decode", {"input": "paths", "input-array": "array", "output": "path",
-                         "output-array": "array", "force": "bool"})
-def job_decode(m: _model.Model, o: dict, base: str, pd: PdArrays) -> list:
-    """Latent files to audio files at the model's rate, or latents (a set or one file) to an
-    audio set at Pd's rate."""
-    from unravel import audio, pipeline
-    if _source("decode", o) == "input" and "output-array" not in o:
-        return pipeline.decode_files(m, o["input"], o.get("output", base or "."),
-                                     progress=False, force=o.get("force", False))
-    z = _in_latents("decode", o, pd, m.latent_dims)
-    pipeline.check_decode(m, z, "decode")
-    y = m.decode(z)
-    if pd.sr > 0:
-        y = audio.resample(y, m.sr, int(round(pd.sr)))
-    return [pd.put_audio(o["output-array"], y)]
-
-
-@register_job("stats", {"input": "paths", "input-array": "array", "iqr": "bool",
-                        "output": "path", "force": "bool"})
-def job_stats(m: _model.Model, o: dict, base: str, pd: PdArrays) -> list:
-    """Latent files: writes the statistics as JSON (default: <first input>.stats.json beside
-    it). A set: replies `<set> <D>` then each dimension's mean, std, min and max."""
-    from unravel import pipeline, stats
-    if _source("stats", o) == "input-array":
-        if "output" in o:
-            raise UnravelError("stats: input-array replies the statistics: no output file")
-        name = o["input-array"]
-        s = stats.compute(pd.latents(name, None, "stats"))
-        rows = np.stack([s.mean, s.std, s.min, s.max], axis=1).ravel()
-        return [name, s.dims, *rows.tolist()]
-    inputs = o["input"]
-    st = pipeline.stats_files(inputs, iqr=o.get("iqr", False))
-    out = pathlib.Path(o.get("output") or pathlib.Path(st["files"][0]).with_suffix(".stats.json"))
-    force = o.get("force", False)
-    if os.path.lexists(out) and not force and (out.is_file() or out.is_symlink()):
-        raise UnravelError(f"stats: {out} already exists (force 1 to overwrite)")
-    safewrite.write_bytes(out, json.dumps(st, indent=2).encode(), force=force)
-    return [out]
-
-
-@register_job("generate", {"input": "paths", "input-array": "array", "output": "path",
-                           "output-array": "array", "pattern": "str", "dist": "str",
-                           "iqr": "bool", "points": "int", "bpm": "float", "loops": "int",
-                           "files": "int", "seed": "int"})
-def job_generate(m: _model.Model, o: dict, base: str, pd: PdArrays) -> list:
-    """Latent files from the statistics of latent files; or one latent set (the first file
-    the file job makes with the same arguments) from a set or one latent file."""
-    from unravel import pipeline
-    kw = dict(pattern=o.get("pattern", "default"), dist=o.get("dist", "normal"),
-              iqr=o.get("iqr", False), loops=o.get("loops", 1), seed=o.get("seed", 0))
-    ratio = m.ratio or 2048
-    if _source("generate", o) == "input" and "output-array" not in o:
-        return pipeline.generate_files(o["input"], o.get("output", base or "."),
-                                       points=o.get("points"), bpm=o.get("bpm"),
-                                       files=o.get("files", 1), sr=m.sr, ratio=ratio, **kw)
-    if o.get("files", 1) != 1:
-        raise UnravelError("generate: output-array takes files 1")
-    z = _in_latents("generate", o, pd, None)
-    points, _ = pipeline.resolve_points(o.get("points"), o.get("bpm"), m.sr, ratio)
-    return [pd.put_latents(o["output-array"], pipeline.generate(z, points=points, **kw))]
-
-
-@register_job("tempo", {"bpm": "float", "k": "int"})
-def job_tempo(m: _model.Model, o: dict, base: str, pd: PdArrays) -> list:
-    """Replies `done tempo <k> <bpm> <double> <seconds>` for a loop of k frames or the k
-    nearest `bpm` (the model's rate and ratio)."""
-    from unravel import tempo
-    ratio = m.ratio or 2048
-    if "k" in o and "bpm" in o:
-        raise UnravelError("tempo: give k or bpm, not both")
-    if "k" in o:
-        t = tempo.loop(o["k"], m.sr, ratio)
-    else:
-        t, _ = tempo.nearest(o.get("bpm", 120.0), m.sr, ratio)
-    return [t.k, t.bpm, t.double, t.seconds]
-
-
-@register_job("diffuse", {"checkpoint": "str", "output": "path", "output-array": "array",
-                          "seed": "int", "num": "int",
-                          "steps": "int", "sampler": "str", "temperature": "float", "latent-scale": "float",
-                          "skip-normalize": "bool", "length-mult": "int", "latent-length": "int",
-                          "lerp": "bool",
-                          "seed-a": "int", "seed-b": "int", "lerp-factor": "float",
-                          "save-latents": "bool", "latent-wav": "bool", "arch": "str",
-                          "name": "str", "batch": "int", "force": "bool"})
-def job_diffuse(m: _model.Model, o: dict, base: str, pd: PdArrays) -> list:
-    """Latent diffusion decoded by the object's model; replies `<wav> <npy>` per result (the
-    latents are always saved), then the latent wav when `latent-wav 1` asked for one. With
-    `output-array`: the latents of one result (num 1) into that set, not decoded."""
-    from unravel import diffusion
-    ckpt = o.pop("checkpoint", "default")
-    if ckpt != "default" and base and (pathlib.Path(base) / ckpt).exists():
-        ckpt = str(pathlib.Path(base) / ckpt)
-    kw = {k.replace("-", "_"): v for k, v in o.items() if k not in ("output", "output-array")}
-    kw["device"] = m.device  # the diffusion network runs where the object's model runs
-    if "output-array" in o:
-        for key in ("output", "save-latents", "latent-wav", "name", "force"):
-            if key in o:
-                raise UnravelError(f"diffuse: output-array writes no file: no {key}")
-        if o.get("num", 1) != 1:
-            raise UnravelError("diffuse: output-array takes num 1")
-        (_, _, z), = diffusion.diffuse_latents(m, ckpt, **kw)
-        return [pd.put_latents(o["output-array"], z)]
-    kw["save_latents"] = True
-    reply: list = []
-    for r in diffusion.diffuse_files(m, ckpt, o.get("output", base or "."), progress=False, **kw):
-        reply += [r.wav, r.npy] + ([r.latent_wav] if r.latent_wav else [])
-    return reply
-
-
-# --------------------------------------------------------------------------- model registry
-
-
-def registry_message(name: str, args: list, patch_dir: str) -> list[str]:
-    """nn~'s registry messages (no model needed): `print_available_models`,
-    `download <card> [name]`, `remove <name>`; returns the lines the object posts."""
-    from unravel import registry
-    folder = patch_dir or "."
-    if name == "print_available_models":
-        _nargs(name, args, 0, 0, "")
-        return registry.available_models()
-    if name == "download":
-        _nargs(name, args, 1, 2, "<source/model/name> [name]")
-        card = _sym(name, args[0], "the model card")
-        return registry.download(card, folder, _sym(name, args[1], "the name") if len(args) > 1 else "")
-    if name == "remove":
-        _nargs(name, args, 1, 1, "<name>")
-        return registry.remove(_sym(name, args[0], "the name"), folder)
-    raise UnravelError(f"unknown registry message '{name}'")
-
-
-REGISTRY = ("print_available_models", "download", "remove")
-
-
-def _job(name: str) -> tuple[JobFn, dict[str, str]]:
-    entry = JOBS.get(name)
-    if entry is None:
-        raise UnravelError(f"unknown job '{name}' (jobs: {' '.join(JOBS)})")
-    return entry
-
-
-def _values(reply: list) -> list:
-    """A job's reply values as Pd atoms: paths as str, numbers as float."""
-    return [_atom(v) if not isinstance(v, os.PathLike) else str(v) for v in reply]
-
-
-@one_line()
-def run_job(session: Session | None, name: str, args: Sequence, patch_dir: str,
-            arrays: dict | None = None, sr: float = 0.0) -> tuple[list, list]:
-    """Run the UnRAVEl job `name` with Pd's `key value ...` args and the Pd arrays it names
-    (`arrays`: {set: [(array, float32 bytes)]}, Pd's rate `sr`); returns (the reply values:
-    paths as str, numbers as float; the arrays to write: [(array, float32 bytes)]). The
-    arguments are checked here; `tempo` runs here, the other jobs in a child process on its
-    own copy of the session's model (`jobproc`), except `stats` and `generate` on Pd arrays
-    (small, numpy only: here, so that a new pattern comes in within milliseconds). The
-    registry messages run here too, without a session."""
-    if name in REGISTRY:
-        return registry_message(name, list(args), patch_dir), []
-    fn, options = _job(name)
-    opts = parse_job_args(name, list(args), options, patch_dir)
-    pd = PdArrays({k: [(n, np.frombuffer(b, dtype=np.float32)) for n, b in v]
-                   for k, v in (arrays or {}).items()}, sr)
-    if name in IN_PROCESS or (name in ARRAYS_IN_PROCESS and
-                              ("input-array" in opts or "output-array" in opts)):
-        values = _values(fn(session.model, opts, patch_dir, pd))
-    else:
-        values = session.jobs.run(session.model, name, list(args), patch_dir, pd)
-    return values, [(n, np.ascontiguousarray(v, dtype=np.float32).tobytes()) for n, v in pd.outputs]
-
-
-@one_line()
-def run_here(model: _model.Model, name: str, args: Sequence, patch_dir: str,
-             pd: PdArrays | None = None) -> list:
-    """Run the job `name` in this process on `model` (what the job's child process calls);
-    the arrays it writes go to `pd.outputs`."""
-    fn, options = _job(name)
-    opts = parse_job_args(name, list(args), options, patch_dir)
-    return _values(fn(model, opts, patch_dir, pd if pd is not None else PdArrays()))
+# called by C on the job thread (unravel.jobs has them)
+from unravel.jobs import JOBS, REGISTRY, registry_message, run_job  # noqa: E402,F401

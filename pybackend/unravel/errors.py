@@ -1,5 +1,6 @@
 """The one exception type for user errors (bad files, bad arguments)."""
 
+import functools
 import re
 
 # a Python class name leading an exception's text, e.g. "builtins.RuntimeError: " from
@@ -24,3 +25,29 @@ def first_line(e: BaseException) -> str:
 def without_class(line: str) -> str:
     """`line` without a leading Python class name (`builtins.RuntimeError: x` -> `x`)."""
     return _CLASS_PREFIX.sub("", line.strip()) or line.strip()
+
+
+def _cause(e: BaseException) -> str:
+    """An unexpected exception as a short cause, without its class name or traceback."""
+    if isinstance(e, MemoryError):
+        return "out of memory"
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    line = without_class(lines[-1]) if lines else "unexpected error"
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
+def one_line(what: str | None = None):
+    """Decorator for what the C side calls: an unexpected exception becomes one UnravelError
+    line `<what>: <cause>` (`what` defaults to the call's first argument, a message or job name)."""
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kw):
+            try:
+                return fn(*args, **kw)
+            except UnravelError:
+                raise
+            except Exception as e:  # noqa: BLE001 - Pd must get one line, never a traceback
+                name = what or (args[1] if len(args) > 1 and isinstance(args[1], str) else fn.__name__)
+                raise UnravelError(f"{name}: {_cause(e)}") from None
+        return wrapper
+    return deco

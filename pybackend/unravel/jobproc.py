@@ -18,7 +18,7 @@ Pd arrays a job reads and writes travel in the same JSON lines (`pdarrays.pack`)
 
 Child (`main`): lowers its priority (Linux: SCHED_IDLE, the CPU time nothing else wants;
 elsewhere nice 10), runs one torch thread, keeps its own copy of the model, runs each job
-with bridge's job table (`bridge.run_here`) and writes one JSON line to stdout per job,
+with the job table (`jobs.run_here`) and writes one JSON line to stdout per job,
 `{"result": [...], "arrays": [...]}` (str and float; the arrays it wrote) or `{"error":
 "<job>: cause"}`. SIGTERM, and the death of the parent, raise SystemExit, so the safe
 writers remove their temporary files; the end of its stdin ends it.
@@ -250,7 +250,7 @@ def run(job: dict, have: dict) -> tuple[list, list]:
     the arrays it wrote (packed). `have` keeps the model between jobs ({'model': Model}): the
     job's says whether it is still the one (`same`), else where to load it from."""
     import pathlib
-    from unravel import bridge
+    from unravel import jobs
     from unravel.model import Model, set_threads
     set_threads(1)
     spec = job["model"]
@@ -267,7 +267,7 @@ def run(job: dict, have: dict) -> tuple[list, list]:
         have["model"] = model
     pd = PdArrays({k: pdarrays.unpack(v) for k, v in job.get("arrays", {}).items()},
                   job.get("sr", 0.0))
-    values = bridge.run_here(have["model"], job["job"], job["args"], job["patch_dir"], pd)
+    values = jobs.run_here(have["model"], job["job"], job["args"], job["patch_dir"], pd)
     return values, pdarrays.pack(pd.outputs)
 
 

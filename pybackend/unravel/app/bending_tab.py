@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Sequence
 
 from unravel import audio
-from unravel.app.common import BUNDLED_LOOP, SEED_MAX, Library, _command, _number, _on_page, whole
+from unravel.app.common import BUNDLED_LOOP, SEED_MAX, Library, _on_page, whole
 from unravel.errors import UnravelError
+from unravel.operations import BEND
 
 
 @dataclass(frozen=True)
@@ -78,9 +79,9 @@ def bend_command(library: Library, rave: str, output: str | os.PathLike) -> str:
     lines, source = [], rave
     for i, (layer, op, amount, s) in enumerate(steps, 1):
         target = output if i == len(steps) else output.with_name(f"{output.stem}.step{i}.ts")
-        lines.append(_command(["unravel", "bend", "--model", source, "--layer", layer, "--op", op,
-                               "--amount", _number(amount), "--percent", _number(s["percent"]),
-                               "--seed", s["seed"], "--device", library.device, "-o", target]))
+        b = BEND.settings(model=str(source), layer=layer, op=op, amount=amount,
+                          percent=s["percent"], seed=s["seed"], output=target)
+        lines.append(BEND.command_line(b) + f" --device {library.device}")
         source = target
     return "\n".join(lines)
 

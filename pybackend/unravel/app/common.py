@@ -158,16 +158,6 @@ def whole(value, label: str) -> int:
     return int(f)
 
 
-def _command(words: Sequence[object]) -> str:
-    return " ".join(shlex.quote(str(w)) for w in words)
-
-
-def _number(x: float) -> str:
-    """A float as short as it can be written and still read back exactly: 1.0 -> '1'."""
-    short = f"{float(x):g}"
-    return short if float(short) == float(x) else repr(float(x))
-
-
 # ---------------------------------------------------------------- pictures
 
 def latents_image(z: np.ndarray, path: str | os.PathLike) -> Path:

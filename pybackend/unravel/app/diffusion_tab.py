@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Callable
 
 from unravel import audio, latents
-from unravel.app.common import (SEED_MAX, Library, Progress, _command, _no_progress, _number,
+from unravel.app.common import (SEED_MAX, Library, Progress, _no_progress,
                                 _on_page, _reporter, latents_image, random_seed,
                                 randomize_button, whole)
 from unravel.errors import UnravelError
+from unravel.operations import DIFFUSE
+from unravel.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -26,23 +28,22 @@ class DiffusionResult:
 AUTO_ARCH = "auto"   # the architecture field's "from the checkpoint, else its preset"
 
 
-def diffusion_command(checkpoint: str, rave: str, seed_a: int, lerp: bool, seed_b: int,
-                      lerp_factor: float, temperature: float, steps: int, latent_scale: float,
-                      length_mult: int, out_dir: str | os.PathLike,
-                      arch: str | os.PathLike | None = None, device: str = "cpu") -> str:
+def diffusion_settings(checkpoint: str, rave: str, seed_a: int, lerp: bool, seed_b: int,
+                       lerp_factor: float, temperature: float, steps: int, latent_scale: float,
+                       length_mult: int, out_dir: str | os.PathLike,
+                       arch: str | os.PathLike | None = None) -> Settings:
+    """The page's fields as `unravel diffuse` settings (the latents are always saved)."""
+    seeds = (dict(lerp=True, seed_a=seed_a, seed_b=seed_b, lerp_factor=lerp_factor)
+             if lerp else dict(seed=seed_a))
+    return DIFFUSE.settings(checkpoint=str(checkpoint), model=str(rave), arch=arch, steps=steps,
+                            temperature=temperature, latent_scale=latent_scale,
+                            length_mult=length_mult, save_latents=True, output=out_dir, **seeds)
+
+
+def diffusion_command(s: Settings, device: str = "cpu") -> str:
     """The `unravel diffuse` command line for these settings, on the page's `device`."""
-    words: list[object] = ["unravel", "diffuse", "--checkpoint", checkpoint, "--model", rave]
-    if arch:
-        words += ["--arch", arch]
-    if lerp:
-        words += ["--lerp", "--seed-a", int(seed_a), "--seed-b", int(seed_b),
-                  "--lerp-factor", _number(lerp_factor)]
-    else:
-        words += ["--seed", int(seed_a)]
-    words += ["--steps", int(steps), "--temperature", _number(temperature),
-              "--latent-scale", _number(latent_scale), "--length-mult", int(length_mult),
-              "--save-latents", "--device", device, "-o", out_dir]
-    return _command(words)
+    return DIFFUSE.command_line(s, also=("checkpoint", "model", "steps", "temperature",
+                                         "latent_scale", "length_mult")) + f" --device {device}"
 
 
 def diffusion_generate(library: Library, checkpoint: str, rave: str, seed_a: int,
@@ -64,15 +65,12 @@ def diffusion_generate(library: Library, checkpoint: str, rave: str, seed_a: int
     checkpoint = library.checkpoint(checkpoint)   # only the bundled one or the models folder's
     progress(0.0, "loading models")
     model = library.model(rave)
-    seeds = (dict(seed_a=int(seed_a), seed_b=int(seed_b), lerp_factor=float(lerp_factor))
-             if lerp else dict(seed=int(seed_a)))
+    s = diffusion_settings(checkpoint, rave, seed_a, lerp, seed_b, lerp_factor, temperature,
+                           steps, latent_scale, length_mult, out_dir, arch)
     try:
-        result = diffuse_files(model, checkpoint, out_dir, steps=int(steps),
-                               temperature=float(temperature), latent_scale=float(latent_scale),
-                               length_mult=int(length_mult), lerp=bool(lerp), save_latents=True,
-                               arch=arch,
+        result = diffuse_files(model, s, out_dir,
                                on_step=lambda done, total: progress(0.9 * done / total, "diffusing"),
-                               device=library.device, **seeds)[0]
+                               device=library.device)[0]
     except UnravelError as e:   # the page's name for what the command line calls --arch
         raise UnravelError(str(e).replace("give the right one with --arch FILE.json",
                                           "choose it in the Architecture field")) from None
@@ -80,8 +78,7 @@ def diffusion_generate(library: Library, checkpoint: str, rave: str, seed_a: int
     z = latents.read(result.npy)
     image = latents_image(z, result.npy.with_suffix(".png"))
     info = audio.sf.info(str(result.wav))
-    command = diffusion_command(checkpoint, rave, seed_a, lerp, seed_b, lerp_factor, temperature,
-                                steps, latent_scale, length_mult, out_dir, arch, library.device)
+    command = diffusion_command(s, library.device)
     return DiffusionResult(result.wav, result.npy, image, command, info.frames / info.samplerate)
 
 

@@ -10,11 +10,12 @@ from typing import Sequence
 import numpy as np
 
 from unravel import audio, latents, stats
-from unravel.app.common import (BUNDLED_LOOP, DEFAULT_MAX_UPLOAD_MB, SEED_MAX, Library, Progress, _command,
-                                _no_progress, _number, _on_page, _reporter, fresh_dir,
+from unravel.app.common import (BUNDLED_LOOP, DEFAULT_MAX_UPLOAD_MB, SEED_MAX, Library, Progress,
+                                _no_progress, _on_page, _reporter, fresh_dir,
                                 latents_image, random_seed, randomize_button, whole)
 from unravel.distributions import DISTRIBUTIONS
 from unravel.errors import UnravelError
+from unravel.operations import DECODE, GENERATE
 from unravel.patterns import PATTERNS
 
 
@@ -113,13 +114,11 @@ def compose(library: Library, rave: str, encoded: Sequence[str | os.PathLike],
     latent_wav = npy.with_name(latents.stem(npy) + latents.LATENT_WAV_SUFFIX)
     z = latents.read(npy)
     image = latents_image(z, npy.with_suffix(".png"))
-    choice = ["--bpm", _number(bpm)] if bpm else ["--points", points]
-    command = "\n".join([
-        _command(["unravel", "generate", *encoded, "--pattern", pattern, "--dist", dist,
-                  *(["--iqr"] if iqr else []), *choice, "--loops", int(loops),
-                  "--seed", int(seed), "-o", out_dir]),
-        _command(["unravel", "decode", "--model", rave, npy, "--device", library.device,
-                  "-o", out_dir])])
+    gen = GENERATE.settings(inputs=list(encoded), pattern=pattern, dist=dist, iqr=iqr,
+                            points=points, bpm=bpm, loops=loops, seed=seed, output=out_dir)
+    dec = DECODE.settings(model=rave, inputs=[npy], output=out_dir)
+    command = "\n".join([GENERATE.command_line(gen, also=("pattern", "dist", "loops", "seed")),
+                         DECODE.command_line(dec) + f" --device {library.device}"])
     info = audio.sf.info(str(wav))
     return ComposeResult(wav, latent_wav, npy, image, command, info.frames / info.samplerate)
 

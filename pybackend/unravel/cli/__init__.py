@@ -13,9 +13,8 @@ import os
 import sys
 from typing import Sequence
 
-from unravel import limits
 from unravel.cli import app, diffusion, pd, rave
-from unravel.cli.options import int_in
+from unravel.operations import THREADS
 from unravel.errors import UnravelError
 
 
@@ -33,8 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     # --threads and --force are accepted before or after the subcommand.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--threads", type=int_in(1, limits.MAX_THREADS), default=argparse.SUPPRESS, metavar="N",
-                        help="torch threads (default 1: fastest for small models on few cores)")
+    common.add_argument("--threads", type=THREADS.argtype(), default=argparse.SUPPRESS,
+                        metavar=THREADS.metavar, help=THREADS.help)
     force = argparse.ArgumentParser(add_help=False)
     force.add_argument("-f", "--force", action="store_true", help="overwrite existing output files")
     # --device on the commands that run a model (unravel.device names the choices)
@@ -46,14 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="unravel",
                 description="Compose, generate and bend sound in the latent space of RAVE models.")
     # its own action: the subcommands' copy (shared from `common`) must keep SUPPRESS
-    p.add_argument("--threads", type=int_in(1, limits.MAX_THREADS), default=1, metavar="N",
-                   help="torch threads (default 1: fastest for small models on few cores)")
+    p.add_argument("--threads", type=THREADS.argtype(), default=THREADS.default,
+                   metavar=THREADS.metavar, help=THREADS.help)
     p.add_argument("--version", action="version", version=f"unravel {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
     rave.add_commands(sub, common, force, device)
-    diffusion.add_commands(sub, common, force, device)
+    diffusion.add_commands(sub, common, device)
     app.add_commands(sub, common, device)
     pd.add_commands(sub, common, force)
     return p

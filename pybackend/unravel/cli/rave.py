@@ -12,11 +12,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from unravel import limits
-from unravel.cli.options import float_in, int_in
 from unravel.errors import UnravelError
-
-MODEL_HELP = "TorchScript model file ('default' = the bundled model)"
+from unravel.operations import BEND, DECODE, ENCODE, GENERATE, MODEL_HELP, STATS, TEMPO
 
 
 def _load(args: argparse.Namespace, spec: str, warmup: bool = True):
@@ -112,106 +109,112 @@ def _write_info_csv(path: str, infos: list[dict]) -> None:
 
 def cmd_encode(args: argparse.Namespace) -> int:
     from unravel import pipeline
-    from unravel.workers import check_jobs
+    s = ENCODE.from_cli(args)
+    out = s.output or "."
     # fail on bad inputs or outputs before loading the model
-    check_jobs(args.jobs)
-    pipeline.encode_targets(args.inputs, args.output, args.latent_wav, args.force, args.extensions)
-    model = _load(args, args.model)
-    pipeline.encode_files(model, args.inputs, args.output, latent_wav=args.latent_wav,
-                          force=args.force, extensions=args.extensions,
-                          written=lambda p: print(p, flush=True), jobs=args.jobs)
+    pipeline.encode_targets(s.inputs, out, s.latent_wav, s.force, s.extensions)
+    model = _load(args, s.model)
+    pipeline.encode_files(model, s.inputs, out, latent_wav=s.latent_wav, force=s.force,
+                          extensions=s.extensions, written=lambda p: print(p, flush=True),
+                          jobs=s.jobs)
     return 0
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
     from unravel import pipeline, stats
-    paths, arrays = pipeline.read_latents(args.latents)
+    s = STATS.from_cli(args)
+    paths, arrays = pipeline.read_latents(s.inputs)
     import numpy as np
     z = np.concatenate(arrays, axis=1)
-    s = stats.compute(z)
-    if args.plot:
+    st = stats.compute(z)
+    if s.plot:
         title = paths[0].name if len(paths) == 1 else f"{len(paths)} files"
-        stats.plot(z, args.plot, title=title, force=args.force)
-    if args.json:
-        print(json.dumps({"files": [str(p) for p in paths], **s.to_dict(args.iqr)}, indent=2))
+        stats.plot(z, s.plot, title=title, force=s.force)
+    if s.json:
+        print(json.dumps({"files": [str(p) for p in paths], **st.to_dict(s.iqr)}, indent=2))
     else:
         print(", ".join(str(p) for p in paths))
-        print(stats.format_table(s, args.iqr))
-    if args.plot:
-        print(f"plot: {args.plot}", file=sys.stderr if args.json else sys.stdout)
+        print(stats.format_table(st, s.iqr))
+    if s.plot:
+        print(f"plot: {s.plot}", file=sys.stderr if s.json else sys.stdout)
     return 0
 
 
-def _sr_ratio(args: argparse.Namespace) -> tuple[int, int]:
-    if getattr(args, "model", None):
-        model = _load(args, args.model, warmup=False)
+def _sr_ratio(args: argparse.Namespace, s) -> tuple[int, int]:
+    """The sample rate and ratio of --model, else --sr and --ratio."""
+    if s.model:
+        model = _load(args, s.model, warmup=False)
         if model.ratio is None:
             raise UnravelError(f"{model.path}: model does not say its ratio")
         return model.sr, model.ratio
-    if args.sr <= 0 or args.ratio <= 0:
-        raise UnravelError(f"sample rate and ratio must be > 0, got {args.sr} and {args.ratio}")
-    return args.sr, args.ratio
+    return s.sr, s.ratio
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from unravel import patterns, pipeline
-    sr, ratio = _sr_ratio(args)
-    paths = pipeline.generate_files(args.latents, args.output, pattern=args.pattern, dist=args.dist,
-                                    iqr=args.iqr, points=args.points, bpm=args.bpm, loops=args.loops,
-                                    files=args.files, seed=args.seed, sr=sr, ratio=ratio,
-                                    skip=args.skip, plot=args.plot, force=args.force)
-    k, info = pipeline.resolve_points(args.points, args.bpm, sr, ratio)
-    if info is not None and args.bpm is not None:
+    s = GENERATE.from_cli(args)
+    sr, ratio = _sr_ratio(args, s)
+    paths = pipeline.generate_files(s.inputs, s.output or ".", pattern=s.pattern, dist=s.dist,
+                                    iqr=s.iqr, points=s.points, bpm=s.bpm, loops=s.loops,
+                                    files=s.files, seed=s.seed, sr=sr, ratio=ratio,
+                                    skip=s.skip, plot=s.plot, force=s.force)
+    k, info = pipeline.resolve_points(s.points, s.bpm, sr, ratio)
+    if info is not None and s.bpm is not None:
         print(f"{k} frames per block: {info['bpm']:.2f} BPM (target {info['target']:g}, "
               f"error {info['error']:+.2f})", file=sys.stderr)
-    if args.pattern == "fibo" and k < patterns.FIBO_FULL_RUN:
+    if s.pattern == "fibo" and k < patterns.FIBO_FULL_RUN:
         steps = patterns.fibonacci(k)
         print(f"fibo: {len(steps)} Fibonacci steps ({', '.join(map(str, steps))}) from {k} points; "
               f"a full run (as UnRAVEl's generator requires) needs {patterns.FIBO_FULL_RUN}",
               file=sys.stderr)
     for p in paths:
         _print_paths(pipeline.generated_outputs(p))
-    if args.plot:
-        print(args.plot)
+    if s.plot:
+        print(s.plot)
     return 0
 
 
 def cmd_tempo(args: argparse.Namespace) -> int:
     from unravel import tempo
-    sr, ratio = _sr_ratio(args)
-    rate = tempo.frame_rate(sr, ratio)
-    if args.bpm is not None:
-        t, err = tempo.nearest(args.bpm, sr, ratio)
-        print(f"{sr} Hz / {ratio}: {rate:.3f} latent frames per second")
-        print(f"nearest to {args.bpm:g} BPM: k = {t.k} frames, {t.bpm:.2f} BPM "
-              f"(error {err:+.2f}), double time {t.double:.2f}, loop {t.seconds:.4f} s")
-        return 0
-    rows = tempo.table(sr, ratio)
-    print(f"{sr} Hz / {ratio}: {rate:.3f} latent frames per second")
-    print(f"{'k':>4} {'BPM':>9} {'double':>9} {'seconds':>9}")
-    for t in rows:
-        print(f"{t.k:>4} {t.bpm:>9.2f} {t.double:>9.2f} {t.seconds:>9.4f}")
+    s = TEMPO.from_cli(args)
+    sr, ratio = _sr_ratio(args, s)
+    if s.k is not None:
+        t = tempo.loop(s.k, sr, ratio)
+        lines = [f"a loop of {t.k} frames: {t.bpm:.2f} BPM, double time {t.double:.2f}, "
+                 f"loop {t.seconds:.4f} s"]
+    elif s.bpm is not None:
+        t, err = tempo.nearest(s.bpm, sr, ratio)
+        lines = [f"nearest to {s.bpm:g} BPM: k = {t.k} frames, {t.bpm:.2f} BPM "
+                 f"(error {err:+.2f}), double time {t.double:.2f}, loop {t.seconds:.4f} s"]
+    else:   # the table is checked (and may be refused) before anything is printed
+        lines = [f"{'k':>4} {'BPM':>9} {'double':>9} {'seconds':>9}"] + [
+            f"{t.k:>4} {t.bpm:>9.2f} {t.double:>9.2f} {t.seconds:>9.4f}" for t in tempo.table(sr, ratio)]
+    print(f"{sr} Hz / {ratio}: {tempo.frame_rate(sr, ratio):.3f} latent frames per second")
+    print("\n".join(lines))
     return 0
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
     from unravel import pipeline
+    s = DECODE.from_cli(args)
+    out = s.output or "."
     # fail on bad inputs or outputs before loading the model
-    pipeline.read_latents(args.latents)
-    pipeline.decode_targets(args.latents, args.output, args.force)
-    model = _load(args, args.model)
-    _print_paths(pipeline.decode_files(model, args.latents, args.output, force=args.force))
+    pipeline.read_latents(s.inputs)
+    pipeline.decode_targets(s.inputs, out, s.force)
+    model = _load(args, s.model)
+    _print_paths(pipeline.decode_files(model, s.inputs, out, force=s.force))
     return 0
 
 
 def cmd_bend(args: argparse.Namespace) -> int:
     from unravel.audio import check_target, check_writable_dir
-    out = check_target(args.output, args.force)   # before the model is loaded
+    s = BEND.from_cli(args)
+    out = check_target(s.output, s.force)   # before the model is loaded
     check_writable_dir(out.parent if str(out.parent) else ".")
     from unravel.bend import Bender
-    bender = Bender(_load(args, args.model, warmup=False))
-    bender.bend(args.layer, args.op, args.amount, percent=args.percent, seed=args.seed)
-    print(bender.save(out, force=args.force))
+    bender = Bender(_load(args, s.model, warmup=False))
+    bender.bend(s.layer, s.op, s.amount, percent=s.percent, seed=s.seed)
+    print(bender.save(out, force=s.force))
     return 0
 
 
@@ -226,72 +229,9 @@ def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentP
     s.add_argument("--csv", metavar="FILE", help="also write the parameter and buffer table as CSV")
     s.set_defaults(func=cmd_info)
 
-    s = sub.add_parser("encode", parents=[common, force, device], help="audio files or folders -> latents (.npy)")
-    s.add_argument("--model", "-m", required=True, help=MODEL_HELP)
-    s.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="audio files or folders (scanned with their subfolders)")
-    s.add_argument("-o", "--output", default=".", metavar="DIR", help="output folder (default: .)")
-    s.add_argument("--latent-wav", action="store_true", help="also write <name>.latent.wav")
-    from unravel.audio import AUDIO_EXTENSIONS
-    s.add_argument("--extensions", nargs="+", default=list(AUDIO_EXTENSIONS), metavar="EXT",
-                   help="file endings looked for in folders (default: %(default)s)")
-    s.add_argument("--jobs", type=int_in(1, limits.MAX_JOBS), default=1, metavar="N",
-                   help="encode in N worker processes (the same files as one; default 1)")
-    s.set_defaults(func=cmd_encode)
-
-    s = sub.add_parser("stats", parents=[common, force], help="per-dimension statistics of latents")
-    s.add_argument("latents", nargs="+", metavar="LATENTS", help=".npy / latent .wav files or folders")
-    s.add_argument("--iqr", action="store_true", help="add IQR centre, spread and bounds")
-    s.add_argument("--json", action="store_true", help="print JSON")
-    s.add_argument("--plot", metavar="PNG", help="write a histogram per dimension")
-    s.set_defaults(func=cmd_stats)
-
-    from unravel.distributions import DISTRIBUTIONS
-    from unravel.patterns import PATTERNS
-    s = sub.add_parser("generate", parents=[common, force],
-                       help="synthetic latents from the statistics of encodings, arranged in a pattern")
-    s.add_argument("latents", nargs="+", metavar="LATENTS", help=".npy / latent .wav files or folders")
-    s.add_argument("--pattern", choices=PATTERNS, default="default")
-    s.add_argument("--dist", choices=DISTRIBUTIONS, default="normal")
-    s.add_argument("--iqr", action="store_true", help="centre/spread from the quartiles")
-    g = s.add_mutually_exclusive_group()
-    g.add_argument("--points", type=int_in(1, limits.MAX_LATENT_FRAMES), metavar="K", help="frames per block")
-    g.add_argument("--bpm", type=float_in(0, 100_000, open_low=True), help="pick the block length whose tempo is nearest (default 120)")
-    s.add_argument("--loops", type=int_in(1, limits.MAX_COUNT), default=1, metavar="N", help="repetitions (default 1)")
-    s.add_argument("--files", type=int_in(1, limits.MAX_COUNT), default=1, metavar="N",
-                   help="files to make, all from one random stream (default 1)")
-    s.add_argument("--seed", type=int_in(0, limits.MAX_SEED), default=0, metavar="S")
-    s.add_argument("--skip", type=int_in(0, limits.MAX_COUNT), default=0, metavar="I",
-                   help="draw and drop the first I files of the stream (the sidecars use it)")
-    s.add_argument("--plot", metavar="PNG",
-                   help="also write violin, box and time-series plots of the generated files")
-    _add_rate_args(s)
-    s.add_argument("-o", "--output", default=".", metavar="DIR", help="output folder (default: .)")
-    s.set_defaults(func=cmd_generate)
-
-    s = sub.add_parser("tempo", parents=[common], help="quantized loop tempos (k frames -> BPM)")
-    _add_rate_args(s)
-    s.add_argument("--bpm", type=float_in(0, 100_000, open_low=True), help="show the k nearest this tempo")
-    s.set_defaults(func=cmd_tempo)
-
-    s = sub.add_parser("decode", parents=[common, force, device], help="latents -> audio at the model's rate")
-    s.add_argument("--model", "-m", required=True, help=MODEL_HELP)
-    s.add_argument("latents", nargs="+", metavar="LATENTS", help=".npy / latent .wav files or folders")
-    s.add_argument("-o", "--output", default=".", metavar="DIR", help="output folder (default: .)")
-    s.set_defaults(func=cmd_decode)
-
-    s = sub.add_parser("bend", parents=[common, force, device], help="bend a layer's weights, save a new model")
-    s.add_argument("--model", "-m", required=True, help=MODEL_HELP)
-    s.add_argument("--layer", required=True, help="layer name (see unravel info)")
-    s.add_argument("--op", required=True, choices=("offset", "spread", "randomize", "invert", "zero"))
-    s.add_argument("--amount", type=float_in(-1e6, 1e6), required=True)
-    s.add_argument("--percent", type=float_in(0, 100, open_low=True), help="bend only this percent of the weights, evenly spaced")
-    s.add_argument("--seed", type=int_in(0, limits.MAX_SEED), help="seed for randomize")
-    s.add_argument("-o", "--output", required=True, metavar="OUT.ts", help="the bent model")
-    s.set_defaults(func=cmd_bend)
-
-
-def _add_rate_args(s: argparse.ArgumentParser) -> None:
-    s.add_argument("--model", "-m", help="take the sample rate and ratio from this model")
-    s.add_argument("--sr", type=int_in(1, limits.MAX_SR), default=44100, help="sample rate without --model (default 44100)")
-    s.add_argument("--ratio", type=int_in(1, limits.MAX_RATIO), default=2048, help="frames ratio without --model (default 2048)")
+    for spec, func, parents in ((ENCODE, cmd_encode, [common, device]), (STATS, cmd_stats, [common]),
+                                (GENERATE, cmd_generate, [common]), (TEMPO, cmd_tempo, [common]),
+                                (DECODE, cmd_decode, [common, device]), (BEND, cmd_bend, [common, device])):
+        s = sub.add_parser(spec.name, parents=parents, help=spec.help)
+        spec.add_to(s)
+        s.set_defaults(func=func)

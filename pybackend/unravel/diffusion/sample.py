@@ -17,9 +17,10 @@ from unravel import device as _device
 from unravel import limits
 from unravel import latents as latents_io
 from unravel.diffusion.checkpoint import Diffuser, cached_checkpoint
-from unravel.diffusion.values import as_bool, as_float, as_int, check_seed, random_seed
-from unravel.diffusion.vdiffusion import SAMPLERS, total_factor
+from unravel.diffusion.values import check_seed, random_seed
+from unravel.diffusion.vdiffusion import total_factor
 from unravel.errors import UnravelError
+from unravel.settings import Settings
 
 
 def make_noise(seed: int, dims: int, length: int, temperature: float = 1.0) -> torch.Tensor:
@@ -161,53 +162,29 @@ class Plan:
     sampler: str
 
 
-def plan(model, checkpoint: str | os.PathLike = "default", seed=None, num=1, steps=100,
-         temperature=1.0, latent_scale=1.0, skip_normalize=False, length_mult=1, lerp=False,
-         seed_a=None, seed_b=None, lerp_factor=1.0, arch: str | os.PathLike | None = None,
-         batch=4, latent_length=None, device: str | torch.device = "cpu",
-         sampler: str = "v") -> Plan:
-    """Check a diffusion run's settings (as `diffuse_files` takes them; numbers may come as
-    floats or strings) and load its checkpoint; UnravelError for a bad value."""
-    num = as_int(num, "num")
-    steps = as_int(steps, "steps")
-    length_mult = as_int(length_mult, "length_mult")
-    batch = as_int(batch, "batch")
-    if latent_length is not None:
-        latent_length = as_int(latent_length, "latent_length")
-        if latent_length < 1:
-            raise UnravelError(f"latent_length must be at least 1, got {latent_length}")
-    temperature = as_float(temperature, "temperature")
-    latent_scale = as_float(latent_scale, "latent_scale")
-    lerp_factor = as_float(lerp_factor, "lerp_factor")
-    lerp, skip_normalize = as_bool(lerp, "lerp"), as_bool(skip_normalize, "skip_normalize")
-    if sampler not in SAMPLERS:
-        raise UnravelError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
-    for value, label, most in ((num, "num", limits.MAX_COUNT), (steps, "steps", limits.MAX_STEPS),
-                               (length_mult, "length_mult", limits.MAX_LENGTH_MULT),
-                               (batch, "batch", limits.MAX_BATCH)):
-        if value < 1:
-            raise UnravelError(f"{label} must be at least 1, got {value}")
-        if value > most:
-            raise UnravelError(f"{label} must be at most {most}, got {value}")
-    if not lerp and (seed_a is not None or seed_b is not None):
+def plan(model, s: Settings, device: str | torch.device = "cpu") -> Plan:
+    """Check a diffusion run's settings (`operations.DIFFUSE`) against each other, the model
+    and the checkpoint (loaded here); UnravelError for a bad combination."""
+    if not s.lerp and (s.seed_a is not None or s.seed_b is not None):
         raise UnravelError("seed_a and seed_b need lerp")
-    if lerp and seed is not None:
+    if s.lerp and s.seed is not None:
         raise UnravelError("lerp takes seed_a and seed_b, not seed")
+    num, length_mult, batch = s.num, s.length_mult, s.batch
     pairs = None
-    if lerp:
-        a0 = check_seed(seed_a, "seed_a") if seed_a is not None else random_seed()
-        b0 = check_seed(seed_b, "seed_b") if seed_b is not None else random_seed()
+    if s.lerp:
+        a0 = s.seed_a if s.seed_a is not None else random_seed()
+        b0 = s.seed_b if s.seed_b is not None else random_seed()
         pairs = [(check_seed(a0 + i, "seed_a"), check_seed(b0 + i, "seed_b")) for i in range(num)]
-        seeds = [s for pair in pairs for s in pair]
+        seeds = [x for pair in pairs for x in pair]
     else:
-        s0 = check_seed(seed, "seed") if seed is not None else random_seed()
+        s0 = s.seed if s.seed is not None else random_seed()
         seeds = [check_seed(s0 + i, "seed") for i in range(num)]
     if isinstance(model, (str, os.PathLike)):
         from unravel.model import load_model
         model = load_model(model, device=device)
     if model.latent_dims is None or "decode" not in model.methods:
         raise UnravelError(f"{model.path}: model has no decode method")
-    diffuser = cached_checkpoint(checkpoint, arch)
+    diffuser = cached_checkpoint(s.checkpoint, s.arch)
     if diffuser.dims != model.latent_dims:
         raise UnravelError(f"{diffuser.path}: makes {diffuser.dims}-dim latents, but model "
                            f"{Path(model.path).name} takes {model.latent_dims} dims")
@@ -216,8 +193,8 @@ def plan(model, checkpoint: str | os.PathLike = "default", seed=None, num=1, ste
     limits.check_memory(4 * len(seeds) * diffuser.dims * frames,
                         f"keeping {len(seeds)} samples of {frames} latent frames (num {num}, "
                         f"length_mult {length_mult})", "lower num or length_mult")
-    return Plan(model, diffuser, seeds, pairs, steps, temperature, latent_scale, skip_normalize,
-                length_mult, lerp_factor, batch, latent_length, sampler)
+    return Plan(model, diffuser, seeds, pairs, s.steps, s.temperature, s.latent_scale,
+                s.skip_normalize, length_mult, s.lerp_factor, batch, s.latent_length, s.sampler)
 
 
 def sample_plan(p: Plan, progress: bool = False, on_step: Callable[[int, int], None] | None = None,
@@ -240,39 +217,34 @@ def sample_plan(p: Plan, progress: bool = False, on_step: Callable[[int, int], N
     return out, groups
 
 
-def diffuse_latents(model, checkpoint: str | os.PathLike = "default", progress: bool = False,
+def diffuse_latents(model, s: Settings, progress: bool = False,
                     on_step: Callable[[int, int], None] | None = None,
-                    device: str | torch.device = "cpu", **settings
+                    device: str | torch.device = "cpu"
                     ) -> list[tuple[int | None, tuple[int, ...], np.ndarray]]:
     """Sample latents from a diffusion checkpoint without decoding or writing anything:
     [(seed or None, the seeds used, (D, L) float32 latents)], the latents `diffuse_files`
-    decodes and saves for the same settings (see `plan` for them)."""
-    return sample_plan(plan(model, checkpoint, device=device, **settings), progress, on_step,
-                       device)[0]
+    decodes and saves for the same settings `s` (`operations.DIFFUSE`)."""
+    return sample_plan(plan(model, s, device=device), progress, on_step, device)[0]
 
 
-def diffuse_files(model, checkpoint: str | os.PathLike = "default", out_dir: str | os.PathLike = ".",
-                  save_latents=False, latent_wav=False, name: str = "diffuse", force=False,
-                  progress: bool = False, on_step: Callable[[int, int], None] | None = None,
-                  device: str | torch.device = "cpu", **settings) -> list[Diffused]:
+def diffuse_files(model, s: Settings, out_dir: str | os.PathLike = ".", progress: bool = False,
+                  on_step: Callable[[int, int], None] | None = None,
+                  device: str | torch.device = "cpu") -> list[Diffused]:
     """Sample latents from a diffusion checkpoint and decode them with a RAVE model.
 
-    `model` is a unravel.model.Model or a model spec ('default', a path). Writes per result
+    `model` is a unravel.model.Model or a model spec ('default', a path); `s` the settings
+    (`operations.DIFFUSE`: the checkpoint, seeds, steps...). Writes per result
     `<name>_<seed>.wav` (or `<name>_<seedA>_<seedB>_slerp.wav`; 32-bit float at the model's
     rate), `.npy` latents (1, D, L) when `save_latents`, a D-channel `.latent.wav` (one frame
-    per latent step) when `latent_wav`, and a `.json` sidecar with every
-    setting (the device included). The diffusion network runs on `device`; the RAVE model
-    decodes where it was loaded. `settings` (see `plan`): `num` results use seeds seed,
-    seed+1, ... (with lerp: seed_a+i, seed_b+i); `latent_length` samples that many frames
-    (times length_mult) instead of the checkpoint's, as the original generate script's
-    --latent_length does; steps, temperature, latent_scale, skip_normalize, length_mult,
-    lerp_factor, arch, batch, sampler.
-    Numbers may come as floats or strings (Pd atoms); bad values raise UnravelError.
+    per latent step) when `latent_wav`, and a `.json` sidecar with every setting (the device
+    included). The diffusion network runs on `device`; the RAVE model decodes where it was
+    loaded. `num` results use seeds seed, seed+1, ... (with lerp: seed_a+i, seed_b+i);
+    `latent_length` samples that many frames (times length_mult) instead of the
+    checkpoint's, as the original generate script's --latent_length does.
     """
-    save_latents, force = as_bool(save_latents, "save_latents"), as_bool(force, "force")
-    latent_wav = as_bool(latent_wav, "latent_wav")
-    name = audio_io.check_name(name, "name")
-    p = plan(model, checkpoint, device=device, **settings)
+    save_latents, force, latent_wav = s.save_latents, s.force, s.latent_wav
+    name = audio_io.check_name(s.name, "name")
+    p = plan(model, s, device=device)
     model, diffuser = p.model, p.diffuser
     frames = diffuser.latent_length * p.length_mult
     limits.check_memory(2 * 4 * frames * (model.ratio or 2048) * model.out_channels,

@@ -1,0 +1,202 @@
+"""The options of each operation, declared once (see `unravel.settings`): encode, stats,
+generate, tempo, decode, bend, diffuse, prepare and train.
+
+Each spec builds the `unravel` command's parser, the Pd job's option parser (the first six
+and diffuse are Pd jobs) and the help patch's rows. Options marked `where="cli"` have no
+Pd key because the [unravel~] object gives them (its model, its device) or because they
+shape only what the command prints; those marked "pd" read or write Pd arrays.
+"""
+
+from __future__ import annotations
+
+from unravel import limits
+from unravel.audio import AUDIO_EXTENSIONS
+from unravel.distributions import DISTRIBUTIONS
+from unravel.patterns import PATTERNS
+from unravel.settings import Option, Spec
+
+MODEL_HELP = "TorchScript model file ('default' = the bundled model)"
+
+SEED = Option("seed", "int", low=0, high=limits.MAX_SEED, metavar="S")
+
+
+BEND_OPS = ("offset", "spread", "randomize", "invert", "zero")   # what `bend` does to weights
+
+
+def _model(default: str | None = None, required: bool = True, help: str = MODEL_HELP) -> Option:
+    """The model of a command; a Pd job uses its object's."""
+    return Option("model", "str", default=default, short="-m", help=help, where="cli",
+                  required=required and default is None, metavar="MODEL")
+
+
+def _inputs(what: str) -> Option:
+    return Option("inputs", "paths", positional=True,
+                  pd_name="input", metavar="INPUT" if what == "audio" else "LATENTS",
+                  help="audio files or folders (scanned with their subfolders)" if what == "audio"
+                  else ".npy / latent .wav files or folders")
+
+
+def _output(help: str = "output folder (default: .)", required: bool = False) -> Option:
+    return Option("output", "path", short="-o", metavar="DIR", help=help, required=required)
+
+
+IN_ARRAY = Option("input-array", "array", where="pd", help="read the input from this Pd array set")
+OUT_ARRAY = Option("output-array", "array", where="pd", help="write the result into this Pd array set")
+FORCE = Option("force", "flag", short="-f", help="overwrite existing output files")
+LATENT_WAV = Option("latent-wav", "flag", help="also write <name>.latent.wav")
+JOBS = Option("jobs", "int", default=1, low=1, high=limits.MAX_JOBS, metavar="N",
+              help="in N worker processes (the same files as one; default 1)")
+RATE_FROM_MODEL = (
+    _model(required=False, help="take the sample rate and ratio from this model"),
+    Option("sr", "int", default=44100, low=1, high=limits.MAX_SR, where="cli",
+           help="sample rate without --model (default 44100)"),
+    Option("ratio", "int", default=2048, low=1, high=limits.MAX_RATIO, where="cli",
+           help="frames ratio without --model (default 2048)"),
+)
+BPM = Option("bpm", "float", low=0, high=100_000, open_low=True, group="length",
+             help="pick the block length whose tempo is nearest (default 120)")
+
+ENCODE = Spec("encode", "audio files or folders -> latents (.npy)", (
+    _model(), _inputs("audio"), IN_ARRAY, _output(), OUT_ARRAY, LATENT_WAV,
+    Option("extensions", "strs", default=list(AUDIO_EXTENSIONS), metavar="EXT",
+           help="file endings looked for in folders"),
+    JOBS, FORCE))
+
+STATS = Spec("stats", "per-dimension statistics of latents", (
+    _inputs("latents"), IN_ARRAY,
+    Option("iqr", "flag", help="add IQR centre, spread and bounds"),
+    Option("json", "flag", where="cli", help="print JSON"),
+    Option("plot", "path", metavar="PNG", help="write a histogram per dimension"),
+    Option("output", "path", where="pd", help="the JSON file (default <first input>.stats.json)"),
+    FORCE))
+
+GENERATE = Spec("generate", "synthetic latents from the statistics of encodings, arranged in a pattern", (
+    _inputs("latents"), IN_ARRAY,
+    Option("pattern", "choice", default="default", choices=PATTERNS),
+    Option("dist", "choice", default="normal", choices=DISTRIBUTIONS),
+    Option("iqr", "flag", help="centre/spread from the quartiles"),
+    Option("points", "int", low=1, high=limits.MAX_LATENT_FRAMES, metavar="K", group="length",
+           help="frames per block"),
+    BPM,
+    Option("loops", "int", default=1, low=1, high=limits.MAX_COUNT, metavar="N",
+           help="repetitions (default 1)"),
+    Option("files", "int", default=1, low=1, high=limits.MAX_COUNT, metavar="N",
+           help="files to make, all from one random stream (default 1)"),
+    Option("seed", "int", default=0, low=0, high=limits.MAX_SEED, metavar="S"),
+    Option("skip", "int", default=0, low=0, high=limits.MAX_COUNT, metavar="I",
+           help="draw and drop the first I files of the stream (the sidecars use it)"),
+    Option("plot", "path", metavar="PNG",
+           help="also write violin, box and time-series plots of the generated files"),
+    *RATE_FROM_MODEL, _output(), OUT_ARRAY, FORCE))
+
+TEMPO = Spec("tempo", "quantized loop tempos (k frames -> BPM)", (
+    *RATE_FROM_MODEL,
+    Option("bpm", "float", low=0, high=100_000, open_low=True, group="length",
+           help="show the k nearest this tempo"),
+    Option("k", "int", low=1, high=limits.MAX_LATENT_FRAMES, group="length",
+           help="show the tempo of a loop of k frames"),
+))
+
+DECODE = Spec("decode", "latents -> audio at the model's rate", (
+    _model(), _inputs("latents"), IN_ARRAY, _output(), OUT_ARRAY, FORCE))
+
+BEND = Spec("bend", "bend a layer's weights, save a new model", (
+    _model(),
+    Option("layer", "str", required=True, help="layer name (see unravel info)"),
+    Option("op", "choice", required=True, choices=BEND_OPS),
+    Option("amount", "float", low=-1e6, high=1e6, required=True),
+    Option("percent", "float", low=0, high=100, open_low=True,
+           help="bend only this percent of the weights, evenly spaced"),
+    Option("seed", "int", low=0, high=limits.MAX_SEED, help="seed for randomize"),
+    Option("output", "path", short="-o", required=True, metavar="OUT.ts", help="the bent model"),
+    FORCE))
+
+DIFFUSE = Spec("diffuse", "sample latents from a diffusion checkpoint, decode them to audio", (
+    Option("checkpoint", "str", default="default", short="-c",
+           help="diffusion checkpoint .pt ('default' = the bundled one)"),
+    _model("default"),
+    Option("arch", "str", metavar="ARCH",
+           help="architecture for checkpoints that do not store one: a preset (original, "
+                "flex-256 .. flex-16384, tiny, small, medium) or A.json (default: the "
+                "Flex'ed preset for its latent_length, else the original 4096 preset)"),
+    Option("seed", "int", low=0, high=limits.MAX_SEED, metavar="S", help="first seed (default: random)"),
+    Option("num", "int", default=1, low=1, high=limits.MAX_COUNT, metavar="N",
+           help="files to make: seeds S, S+1, ..."),
+    Option("steps", "int", default=100, low=1, high=limits.MAX_STEPS, help="diffusion steps"),
+    Option("sampler", "choice", default="v", choices=("v", "dpm"),
+           help="v: the reference's sampler (default, same numbers as the reference for a seed); "
+                "dpm: DPM-Solver++(3M), closer to the converged result in 20 steps than v in 100"),
+    Option("temperature", "float", default=1.0, low=0, high=1e3, help="noise scale"),
+    Option("latent-scale", "float", default=1.0, low=-1e3, high=1e3, group="normalize",
+           help="scale after the global z-score"),
+    Option("skip-normalize", "flag", group="normalize", help="decode the latents as sampled"),
+    Option("latent-length", "int", low=1, high=limits.MAX_LATENT_FRAMES, metavar="L",
+           help="latent frames to sample (default: the checkpoint's; a multiple of its "
+                "network's downsampling)"),
+    Option("length-mult", "int", default=1, low=1, high=limits.MAX_LENGTH_MULT, metavar="K",
+           help="sample K times the latent length"),
+    Option("lerp", "flag", help="slerp from seed A's to seed B's latents"),
+    Option("seed-a", "int", low=0, high=limits.MAX_SEED, metavar="A", help="seed A (with --lerp; default random)"),
+    Option("seed-b", "int", low=0, high=limits.MAX_SEED, metavar="B", help="seed B (with --lerp; default random)"),
+    Option("lerp-factor", "float", default=1.0, low=-1e3, high=1e3,
+           help="interpolation reaches this factor at the end"),
+    Option("save-latents", "flag", help="also write the latents as .npy"),
+    LATENT_WAV,
+    Option("name", "str", default="diffuse", help="file name prefix"),
+    Option("batch", "int", default=4, low=1, high=limits.MAX_BATCH, metavar="B",
+           help="seeds sampled together (default 4; 1 = bit-exact with the reference loop)"),
+    _output(), OUT_ARRAY, FORCE))
+
+PREPARE = Spec("prepare", "audio files or folders -> training latents for train-diffusion", (
+    _model("default"), _inputs("audio"),
+    Option("latent-length", "int", default=256, low=1, high=limits.MAX_LATENT_FRAMES, metavar="L",
+           help="latent frames per chunk (default 256; chunks of L*ratio samples)"),
+    Option("no-normalize", "flag", help="skip the per-chunk z-score"),
+    _output("latent folder", required=True), JOBS, FORCE), command="prepare-diffusion")
+
+TRAIN = Spec("train", "train a latent diffusion model on a folder of latents", (
+    Option("latents", "path", positional=True, metavar="LATENT_DIR",
+           help="folder of (1, D, L) .npy latents"),
+    _output("checkpoint folder", required=True),
+    Option("arch", "str", default="small",
+           help="tiny, small, medium, flex (the Flex'ed preset for the latent length) or A.json"),
+    Option("name", "str", default="diffusion", help="checkpoint name prefix"),
+    Option("batch-size", "int", default=8, low=1, high=limits.MAX_BATCH),
+    Option("accumulation-steps", "int", default=2, low=1, high=limits.MAX_COUNT),
+    Option("lr", "float", default=1e-4, low=0, high=1e3, open_low=True),
+    Option("weight-decay", "float", default=1e-4, low=0, high=1e3),
+    Option("scheduler-steps", "int", default=100, low=1, high=limits.MAX_EPOCHS,
+           help="epochs per LR decay (x0.99)"),
+    Option("noise-std", "float", default=0.1, low=0, high=1e3, help="augmentation noise"),
+    Option("patience", "int", default=200, low=1, high=limits.MAX_EPOCHS,
+           help="early stop after N epochs without improvement"),
+    Option("max-epochs", "int", default=25000, low=1, high=limits.MAX_EPOCHS),
+    Option("max-minutes", "float", low=0, high=1e7, open_low=True, help="stop after this many minutes"),
+    Option("split-ratio", "float", default=0.8, low=0, high=1, open_low=True,
+           help="training share of the latents"),
+    Option("save-interval", "int", default=100, low=1, high=limits.MAX_EPOCHS,
+           help="write <name>_last.pt every N epochs"),
+    Option("resume", "path", metavar="CKPT", group="start",
+           help="continue a run (weights, optimizer, epoch)"),
+    Option("finetune", "path", metavar="CKPT", group="start", help="start from a checkpoint's weights"),
+    Option("seed", "int", default=664, low=0, high=limits.MAX_SEED),
+    Option("no-optimizer-state", "flag",
+           help="write checkpoints without optimizer/scheduler state (smaller, not resumable)"),
+    Option("precision", "choice", default="32", choices=("32", "16-mixed", "bf16-mixed"),
+           help="32-bit, or mixed precision with float16 (CUDA) or bfloat16 autocast"),
+    FORCE), command="train-diffusion")
+
+APP = Spec("app", "start the web page (needs the [app] extra)", (
+    Option("host", "str", default="127.0.0.1", help="address to listen on"),
+    Option("port", "int", default=7860, low=limits.MIN_PORT, high=limits.MAX_PORT, help="port"),
+    Option("models", "path", metavar="DIR", help="folder of RAVE .ts models and diffusion checkpoints"),
+    Option("out", "path", metavar="DIR", help="folder for what the page makes (default: a new temp folder)"),
+    Option("max-upload-mb", "float", default=300, low=0, high=1e6, open_low=True, metavar="MB",
+           help="largest upload, in MB of decoded audio"),
+))
+
+THREADS = Option("threads", "int", default=1, low=1, high=limits.MAX_THREADS, metavar="N",
+                 help="torch threads (default 1: fastest for small models on few cores)")
+
+SPECS = (ENCODE, STATS, GENERATE, TEMPO, DECODE, BEND, DIFFUSE, PREPARE, TRAIN)
+PD_JOBS = (ENCODE, STATS, GENERATE, DECODE, TEMPO, DIFFUSE)
