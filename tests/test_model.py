@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from unravel.errors import UnravelError
-from unravel.model import DEFAULT_MODEL, MethodParams, load_model, resolve_model, set_threads
+from unravel.methods import MethodParams
+from unravel.model import DEFAULT_MODEL, load_model, resolve_model, set_threads
 
 
 def test_every_quirk_model_loads_and_runs(quirk_models):

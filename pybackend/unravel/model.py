@@ -3,6 +3,8 @@
 No acids packages needed: everything comes from the TorchScript file (`get_methods()` or
 `<m>_params` buffers, `get_attributes()`/`get_<a>`/`set_<a>`, `sr`/`sampling_rate`/
 `_rave.sampling_rate`).
+
+What a method declares and its bounds are in `unravel.methods`.
 """
 
 from __future__ import annotations
@@ -23,23 +25,9 @@ import torch
 from unravel import device as _device
 from unravel.archive import BUNDLED, DATA_DIR, DEFAULT_MODEL, resolve_model  # noqa: F401
 from unravel.errors import UnravelError, without_class
+from unravel.methods import check_block, discover_methods, shape_change
 
 DEFAULT_SR = 44100
-# bounds on what a model file may declare in `<method>_params` (a model file is user input:
-# these sizes set buffers in Pd and in warmup before anything runs)
-MAX_CHANNELS = 1024             # channels of a method's input or output
-MAX_RATIO = 1 << 20             # a ratio, and the lcm of a method's two ratios (Pd's largest bufsize)
-MAX_BLOCK_VALUES = 1 << 24      # channels x frames of the smallest block a method runs (64 MB)
-
-
-@dataclass(frozen=True)
-class MethodParams:
-    """A method's `<m>_params`: (B, in_channels, T/in_ratio) -> (B, out_channels, T/out_ratio)."""
-
-    in_channels: int
-    in_ratio: int
-    out_channels: int
-    out_ratio: int
 
 
 @dataclass(frozen=True)
@@ -87,57 +75,6 @@ def _first_line(e: BaseException) -> str:
     line = without_class(lines[-1]) if lines else "unexpected error"
     line = line.split(". ")[0]
     return line if len(line) <= 120 else line[:117] + "..."
-
-
-def _discover_methods(module: torch.jit.ScriptModule, name: str = "model") -> dict[str, MethodParams]:
-    buffers = dict(module.named_buffers(recurse=False))
-    if hasattr(module, "get_methods"):
-        names = list(module.get_methods())
-    else:
-        names = [b[: -len("_params")] for b in buffers if b.endswith("_params")]
-    methods = {}
-    for m in names:
-        params = buffers.get(f"{m}_params")
-        if params is None or params.numel() != 4 or not hasattr(module, m):
-            continue
-        values = params.flatten().tolist()
-        check_method_params(name, m, values)
-        methods[m] = MethodParams(*(int(v) for v in values))
-    return methods
-
-
-def check_method_params(name: str, method: str, values: Sequence) -> None:
-    """Refuse `<method>_params` values that are not whole numbers in range: channels
-    1..MAX_CHANNELS, ratios 1..MAX_RATIO (and their lcm too), the smallest block at most
-    MAX_BLOCK_VALUES values."""
-    what = ("input channels", "input ratio", "output channels", "output ratio")
-    for v, w in zip(values, what):
-        top = MAX_CHANNELS if "channels" in w else MAX_RATIO
-        if not (isinstance(v, (int, float)) and math.isfinite(v) and v == int(v) and 1 <= v <= top):
-            raise UnravelError(f"{name}: method '{method}' declares {w} {v:g} in {method}_params "
-                               f"(must be a whole number from 1 to {top})")
-    in_ch, in_r, out_ch, out_r = (int(v) for v in values)
-    block = math.lcm(in_r, out_r)
-    if block > MAX_RATIO:
-        raise UnravelError(f"{name}: method '{method}' has ratios {in_r} and {out_r}: their "
-                           f"common block {block} exceeds {MAX_RATIO}")
-    if max(in_ch * (block // in_r), out_ch * (block // out_r)) > MAX_BLOCK_VALUES:
-        raise UnravelError(f"{name}: method '{method}' is too large ({in_ch} x {block // in_r} "
-                           f"-> {out_ch} x {block // out_r} values per block, limit {MAX_BLOCK_VALUES})")
-
-
-def _shape_change(old: dict[str, MethodParams], new: dict[str, MethodParams]) -> str:
-    """What differs between two models' methods, in words (the first difference)."""
-    for m, a in old.items():
-        b = new.get(m)
-        if b is None:
-            return f"no method '{m}'"
-        if b != a:
-            return (f"{m} takes {b.in_channels} and gives {b.out_channels} channels "
-                    f"(ratios {b.in_ratio}/{b.out_ratio}), was {a.in_channels} and {a.out_channels} "
-                    f"({a.in_ratio}/{a.out_ratio})")
-    extra = [m for m in new if m not in old]
-    return f"new method '{extra[0]}'" if extra else "other methods"
 
 
 def _module_sr(module: torch.jit.ScriptModule) -> int | None:
@@ -333,7 +270,7 @@ class Model:
         """Load the file itself; offer it to the next Models of the file (see _Loaded)."""
         module = _read_module(p, self.device)
         try:
-            methods = _discover_methods(module, p.name)
+            methods = discover_methods(module, p.name)
         except UnravelError:
             raise
         except Exception as e:  # noqa: BLE001
@@ -377,13 +314,11 @@ class Model:
         self.in_channels = (enc or fwd or first).in_channels
         self.out_channels = (dec or fwd or first).out_channels
         for m, mp in methods.items():
-            if mp.in_channels * self._step(mp) > MAX_BLOCK_VALUES:
-                raise UnravelError(f"{p.name}: method '{m}' is too large ({mp.in_channels} x "
-                                   f"{self._step(mp)} values per block, limit {MAX_BLOCK_VALUES})")
+            check_block(p.name, m, mp, self.ratio)
         self.sr = int(self._sr_override or sr or DEFAULT_SR)
         # per method: (the TorchScript function, input channels, input length step)
         self._run_specs: dict[str, tuple[Callable, int, int]] = {
-            m: (cmod._get_method(m), mp.in_channels, self._step(mp)) for m, mp in methods.items()}
+            m: (cmod._get_method(m), mp.in_channels, mp.step(self.ratio)) for m, mp in methods.items()}
 
     @property
     def module(self) -> torch.jit.ScriptModule:
@@ -414,14 +349,6 @@ class Model:
                 self._loaded = None
                 self.shared = False
 
-    def _step(self, mp: MethodParams) -> int:
-        """Input length granularity: whole output frames, and whole latent frames for
-        audio-to-audio methods such as forward."""
-        step = math.lcm(mp.in_ratio, mp.out_ratio) // mp.in_ratio
-        if step == 1 and mp.in_ratio == 1 and mp.out_ratio == 1 and self.ratio:
-            step = self.ratio
-        return max(1, step)
-
     def warmup(self, changed: Callable[[], bool] | None = None) -> bool:
         """Run every method twice on silence: TorchScript's profiling executor profiles the
         first call and optimizes at the second, both slow (170 ms for a streaming RAVE
@@ -448,7 +375,7 @@ class Model:
                     share=self._share)
         if new.methods != self.methods:
             raise UnravelError(f"{self.path.name}: the file now holds another model "
-                               f"({_shape_change(self.methods, new.methods)}); "
+                               f"({shape_change(self.methods, new.methods)}); "
                                f"not reloaded, use 'load' to change models")
         with self.lock:
             for k, v in vars(new).items():
