@@ -4,18 +4,16 @@ No acids packages needed: everything comes from the TorchScript file (`get_metho
 `<m>_params` buffers, `get_attributes()`/`get_<a>`/`set_<a>`, `sr`/`sampling_rate`/
 `_rave.sampling_rate`).
 
-What a method declares and its bounds are in `unravel.methods`.
+What a method declares and its bounds are in `unravel.methods`; what the Models of one file
+share, and the TorchScript reads and copies, in `unravel.modelcache`.
 """
 
 from __future__ import annotations
 
-import copy
-import io
 import math
 import os
 import pathlib
 import threading
-import weakref
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -23,8 +21,9 @@ import numpy as np
 import torch
 
 from unravel import device as _device
+from unravel import modelcache
 from unravel.archive import BUNDLED, DATA_DIR, DEFAULT_MODEL, resolve_model  # noqa: F401
-from unravel.errors import UnravelError, without_class
+from unravel.errors import UnravelError, short_cause
 from unravel.methods import check_block, discover_methods, shape_change
 
 DEFAULT_SR = 44100
@@ -69,14 +68,6 @@ class _Exit:
         self.ctx.__exit__(None, None, None)
 
 
-def _first_line(e: BaseException) -> str:
-    """A short one-line cause: the last line of the message, its first sentence, <= 120 chars."""
-    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-    line = without_class(lines[-1]) if lines else "unexpected error"
-    line = line.split(". ")[0]
-    return line if len(line) <= 120 else line[:117] + "..."
-
-
 def _module_sr(module: torch.jit.ScriptModule) -> int | None:
     for owner, attr in ((module, "sr"), (module, "sampling_rate"), (getattr(module, "_rave", None), "sampling_rate")):
         if owner is not None and hasattr(owner, attr):
@@ -101,132 +92,14 @@ def _convert(current, value):
     return value
 
 
-# What the Models of one model file share, per device and process (the objects of a patch
-# that load the same file): see _Loaded. Keyed by path, size, modification time and device;
-# held weakly: it goes when its last Model does.
-_SHARED: "weakref.WeakValueDictionary[tuple, _Loaded]" = weakref.WeakValueDictionary()
-_SHARED_LOCK = threading.Lock()
-_STATEFUL: set[tuple] = set()      # files whose modules keep state (streaming caches)
-_LOADING: dict[tuple, threading.Lock] = {}     # one load of a file at a time (see _loading)
-
-
-class _Loaded:
-    """A model file as loaded once and shared. A module that running leaves unchanged is
-    shared itself (`module`, the Python wrapper). A module that keeps state in its buffers
-    (streaming caches) is kept as a `template` that never runs (its C++ module, in the state
-    the file gives), of which every Model runs its own copy: its own buffers and attributes,
-    the template's weights (the same tensors) and the same compiled methods. `methods` and
-    `sr` are what the first load read from the file."""
-
-    def __init__(self, module, template, methods: dict, sr: int | None, params: list[str]):
-        self.module = module
-        self.template = template
-        self.methods = methods
-        self.sr = sr
-        self.params = params
-
-
-def _file_key(p: pathlib.Path, device: torch.device | None = None) -> tuple:
-    st = p.stat()
-    return (str(p.resolve()), st.st_size, st.st_mtime_ns, str(device))
-
-
-def _shared(p: pathlib.Path, device: torch.device) -> _Loaded | None:
-    """What the Models of this file on `device` share, or None."""
-    with _SHARED_LOCK:
-        return _SHARED.get(_file_key(p, device))
-
-
-def _loading(p: pathlib.Path, device: torch.device) -> threading.Lock:
-    """The lock under which Models of this file on `device` look for a shared load and make
-    it: two made at once (two objects' control threads) share one load."""
-    with _SHARED_LOCK:
-        return _LOADING.setdefault(_file_key(p, device), threading.Lock())
-
-
-def _offer(p: pathlib.Path, device: torch.device, loaded: _Loaded) -> _Loaded:
-    """Let later Models of this file on `device` share `loaded`; returns what is shared now
-    (another one if another Model was first)."""
-    with _SHARED_LOCK:
-        return _SHARED.setdefault(_file_key(p, device), loaded)
-
-
-def _submodule(cmod, path: list[str]):
-    for name in path:
-        cmod = cmod.getattr(name)
-    return cmod
-
-
-def _tensor(cmod, name: str) -> torch.Tensor:
-    """The parameter or buffer of the C++ module `cmod` at dotted `name`."""
-    *path, leaf = name.split(".")
-    return _submodule(cmod, path).getattr(leaf)
-
-
-def _copy_sharing_weights(cmod, params: list[str]):
-    """A copy of the C++ module `cmod` with its own buffers and attributes, and the same
-    parameter tensors (dotted names `params`) as `cmod`."""
-    copy_ = _jit_copy(cmod)
-    for name in params:
-        *path, leaf = name.split(".")
-        _submodule(copy_, path).setattr(leaf, _tensor(cmod, name))
-    return copy_
-
-
-def _jitload():
-    """unravel._jitload (native/jitload.cpp: the file read and the deep copy made with the
-    GIL released, so that the model threads of the objects that play meanwhile, which need
-    it once per block, go on), or None when it is not built."""
-    try:
-        from unravel import _jitload
-    except ImportError:
-        return None
-    return _jitload
-
-
-def _jit_load(p: pathlib.Path, device: torch.device):
-    """torch.jit.load(p, map_location=device), without the GIL where _jitload is built."""
-    jl = _jitload()
-    if jl is None:
-        return torch.jit.load(str(p), map_location=device)
-    return torch.jit._recursive.wrap_cpp_module(jl.load(str(p), str(device)))
-
-
-def _jit_copy(cmod):
-    """copy.deepcopy of a C++ script module, without the GIL where _jitload is built."""
-    jl = _jitload()
-    return copy.deepcopy(cmod) if jl is None else jl.copy(cmod)
-
-
-def module_bytes(module) -> bytes:
-    """A script module as the bytes of a TorchScript file (torch.jit.save), serialized
-    without the GIL where _jitload is built."""
-    jl = _jitload()
-    if jl is not None:
-        return jl.save(module._c)
-    buf = io.BytesIO()
-    torch.jit.save(module, buf)
-    return buf.getvalue()
-
-
-def _read_module(p: pathlib.Path, device: torch.device):
-    """The TorchScript file (on `device`, eval mode), or one clear error."""
-    try:
-        module = _jit_load(p, device)
-    except Exception as e:  # noqa: BLE001 - torch raises several types for bad files
-        raise UnravelError(f"{p}: not a TorchScript model ({_first_line(e)})") from None
-    module.eval()
-    return module
-
-
 class Model:
     """A loaded nn~-contract TorchScript model. Methods run under `lock` and inference mode,
     on `device` (inputs are copied there, outputs back to the CPU).
 
     Models of the same file on the same device share what they can (memory, load time): the
     loaded module itself, or where its buffers change as it runs (streaming caches: per-object
-    state) its weights and compiled methods (see _Loaded); `own()` gives a Model its private
-    copy before anything changes the module (bend, weights, attributes)."""
+    state) its weights and compiled methods (see modelcache.Loaded); `own()` gives a Model its
+    private copy before anything changes the module (bend, weights, attributes)."""
 
     def __init__(self, path: os.PathLike, sr: int | None = None, warmup: bool = True,
                  device: str | torch.device = "cpu", share: bool = True):
@@ -251,15 +124,15 @@ class Model:
         if not self._share:
             self._load_file(p)
             return
-        with _loading(p, self.device):
-            loaded = _shared(p, self.device)
+        with modelcache.loading(p, self.device):
+            loaded = modelcache.shared(p, self.device)
             if loaded is None:
                 self._load_file(p)
                 return
         if loaded.template is None:           # the very module other Models run
             self._set_module(loaded.module, loaded.module._c, loaded.methods, loaded.sr)
         else:                                  # own buffers, shared weights and code
-            self._set_module(None, _copy_sharing_weights(loaded.template, loaded.params),
+            self._set_module(None, modelcache.copy_sharing_weights(loaded.template, loaded.params),
                              loaded.methods, loaded.sr)
             if self._warmup:
                 self.warmup()                  # the state a fresh load would have
@@ -267,14 +140,15 @@ class Model:
         self.shared = True
 
     def _load_file(self, p: pathlib.Path) -> None:
-        """Load the file itself; offer it to the next Models of the file (see _Loaded)."""
-        module = _read_module(p, self.device)
+        """Load the file itself; offer it to the next Models of the file (see
+        modelcache.Loaded)."""
+        module = modelcache.read_module(p, self.device)
         try:
             methods = discover_methods(module, p.name)
         except UnravelError:
             raise
         except Exception as e:  # noqa: BLE001
-            raise UnravelError(f"{p}: cannot read the model's methods ({_first_line(e)})") from None
+            raise UnravelError(f"{p}: cannot read the model's methods ({short_cause(e)})") from None
         if not methods:
             raise UnravelError(f"{p}: TorchScript without nn~'s contract (no get_methods() or <method>_params buffers)")
         self._set_module(module, module._c, methods, _module_sr(module))
@@ -286,18 +160,19 @@ class Model:
         # other as it is.
         offer = self._share and self._warmup is True
         params = [n for n, _ in module.named_parameters()] if offer else []
-        template = _copy_sharing_weights(module._c, params) if offer else None
+        template = modelcache.copy_sharing_weights(module._c, params) if offer else None
         def changed() -> bool:
-            return any(not torch.equal(b, _tensor(template, n)) for n, b in module.named_buffers())
+            return any(not torch.equal(b, modelcache.tensor(template, n))
+                       for n, b in module.named_buffers())
         ran_changed = self._warmup and self.warmup(
-            changed if offer and _file_key(p) not in _STATEFUL else None)
-        if offer and _file_key(p) not in _STATEFUL and (ran_changed or changed()):
-            _STATEFUL.add(_file_key(p))     # the next Models of the file need not look
+            changed if offer and not modelcache.is_stateful(p) else None)
+        if offer and not modelcache.is_stateful(p) and (ran_changed or changed()):
+            modelcache.mark_stateful(p)     # the next Models of the file need not look
         if offer:
-            stateful = _file_key(p) in _STATEFUL
-            mine = _Loaded(None if stateful else module, template if stateful else None,
-                           methods, self._file_sr, params)
-            self._loaded = _offer(p, self.device, mine)
+            stateful = modelcache.is_stateful(p)
+            mine = modelcache.Loaded(None if stateful else module, template if stateful else None,
+                                     methods, self._file_sr, params)
+            self._loaded = modelcache.offer(p, self.device, mine)
             self.shared = self._loaded is mine
 
     def _set_module(self, module, cmod, methods: dict, sr: int | None) -> None:
@@ -341,10 +216,10 @@ class Model:
             # (the model thread goes on); one with per-Model state between two calls
             steady = self._loaded is not None and self._loaded.template is None
             src = self._cmod
-        mine = _jit_copy(src) if steady else None
+        mine = modelcache.jit_copy(src) if steady else None
         with self.lock:
             if self.shared:
-                self._set_module(None, mine if mine is not None else _jit_copy(self._cmod),
+                self._set_module(None, mine if mine is not None else modelcache.jit_copy(self._cmod),
                                  self.methods, self._file_sr)
                 self._loaded = None
                 self.shared = False
@@ -451,7 +326,7 @@ class Model:
                 finally:
                     torch.set_flush_denormal(False)
         except Exception as e:  # noqa: BLE001 - TorchScript errors come as several types
-            raise UnravelError(f"{self.path.name}: {method} failed ({_first_line(e)})") from None
+            raise UnravelError(f"{self.path.name}: {method} failed ({short_cause(e)})") from None
         if pad:
             mp = self.methods[method]
             y = y[..., : -(-n * mp.in_ratio // mp.out_ratio)]
@@ -522,7 +397,7 @@ class Model:
                 rc = setter(*args)
                 self.edits += 1
         except Exception as e:  # noqa: BLE001
-            raise UnravelError(f"{self.path.name}: cannot set '{name}' ({_first_line(e)})") from None
+            raise UnravelError(f"{self.path.name}: cannot set '{name}' ({short_cause(e)})") from None
         if rc not in (0, None):
             raise UnravelError(f"{self.path.name}: model refused {name} = {values} (code {rc})")
 
@@ -537,13 +412,13 @@ class Model:
             raise UnravelError(f"{path}: cannot write (no such folder)")
         if self.device.type == "cpu":
             # edits come from the thread that saves; calls change nothing but streaming caches
-            data = module_bytes(self.module)
+            data = modelcache.module_bytes(self.module)
         else:
             with self.lock:
                 device = self.device
                 self.to("cpu", warmup=False)
                 try:
-                    data = module_bytes(self.module)
+                    data = modelcache.module_bytes(self.module)
                 finally:
                     self.to(device, warmup=False)
         return write_bytes(path, data, force=force)
