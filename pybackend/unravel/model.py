@@ -5,7 +5,8 @@ No acids packages needed: everything comes from the TorchScript file (`get_metho
 `_rave.sampling_rate`).
 
 What a method declares and its bounds are in `unravel.methods`; what the Models of one file
-share, and the TorchScript reads and copies, in `unravel.modelcache`.
+share, and the TorchScript reads and copies, in `unravel.modelcache`; what a model holds, for
+inspection, in `unravel.modelinfo`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import math
 import os
 import pathlib
 import threading
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -27,16 +27,6 @@ from unravel.errors import UnravelError, short_cause
 from unravel.methods import check_block, discover_methods, shape_change
 
 DEFAULT_SR = 44100
-
-
-@dataclass(frozen=True)
-class Layer:
-    """A parameter tensor of the model; learned=False for fixed filterbanks (pqmf.*)."""
-
-    name: str
-    shape: tuple[int, ...]
-    numel: int
-    learned: bool
 
 
 def set_threads(n: int) -> None:
@@ -422,68 +412,6 @@ class Model:
                 finally:
                     self.to(device, warmup=False)
         return write_bytes(path, data, force=force)
-
-    # ------------------------------------------------------------------ layers and info
-
-    def layers(self) -> list[Layer]:
-        """Every parameter tensor; fixed filterbanks (pqmf.*, or frozen among trainable
-        weights) are flagged learned=False."""
-        params = list(self.module.named_parameters())
-        any_trainable = any(p.requires_grad for _, p in params)
-        return [
-            Layer(n, tuple(p.shape), p.numel(),
-                  not ("pqmf" in n.split(".") or (any_trainable and not p.requires_grad)))
-            for n, p in params
-        ]
-
-    def num_parameters(self) -> int:
-        """Total number of parameter elements."""
-        return sum(p.numel() for p in self.module.parameters())
-
-    def buffers(self) -> list[Layer]:
-        """The state dict's buffers (tensors that are not parameters: method shapes, caches,
-        filterbanks), all flagged learned=False."""
-        return [Layer(n, tuple(b.shape), b.numel(), False) for n, b in self.module.named_buffers()]
-
-    def classes(self) -> dict:
-        """The class names UnRAVEl's inspector shows: `encoder` (and `encoder_inner`, the
-        encoder it wraps, e.g. WasserteinEncoder around EncoderV2), `decoder` (e.g.
-        GeneratorV2), from `encoder`/`decoder` or a legacy `_rave.` submodule; `stereo`,
-        the model's flag. None where the model does not have it."""
-        def name(*path: str) -> str | None:
-            m = self.module
-            for part in path:
-                m = getattr(m, part, None)
-                if not isinstance(m, torch.nn.Module):
-                    return None
-            return getattr(m, "original_name", type(m).__name__)
-
-        root = () if name("encoder") or name("decoder") else ("_rave",)
-        stereo = getattr(self.module, "stereo", None)
-        return {"encoder": name(*root, "encoder"), "encoder_inner": name(*root, "encoder", "encoder"),
-                "decoder": name(*root, "decoder"),
-                "stereo": bool(stereo) if isinstance(stereo, (bool, int)) else None}
-
-    def info(self) -> dict:
-        """JSON-able summary: path, sr, methods, latent dims, ratio, attributes, encoder and
-        decoder classes, stereo flag, layers (parameters) and buffers."""
-        return {
-            "path": str(self.path),
-            "sr": self.sr,
-            "methods": {m: vars(mp).copy() for m, mp in self.methods.items()},
-            "latent_dims": self.latent_dims,
-            "ratio": self.ratio,
-            "in_channels": self.in_channels,
-            "out_channels": self.out_channels,
-            "attributes": {a: self.get_attribute(a) for a in self.attributes()},
-            "parameters": self.num_parameters(),
-            **self.classes(),
-            "layers": [{"name": l.name, "shape": list(l.shape), "numel": l.numel, "learned": l.learned}
-                       for l in self.layers()],
-            "buffers": [{"name": b.name, "shape": list(b.shape), "numel": b.numel}
-                        for b in self.buffers()],
-        }
-
 
 def load_model(spec: str | os.PathLike, sr: int | None = None, threads: int = 1, warmup: bool = True,
                search: Sequence[os.PathLike] = (), device: str | torch.device = "cpu",
