@@ -103,34 +103,36 @@ class Model:
         self._sr_override = sr
         self._warmup = warmup
         self._share = share
-        self._load()
+        self._load(share, warmup)
 
     # ------------------------------------------------------------------ loading
 
-    def _load(self) -> None:
+    def _load(self, share: bool, warmup: bool) -> None:
+        """Load the file on self.device, or with `share` take what other Models of it share
+        there; with `warmup`, warm every method up (see warmup)."""
         p = self.path
         if not p.is_file():
             raise UnravelError(f"{p}: model file not found")
-        if not self._share:
-            self._load_file(p)
+        if not share:
+            self._load_file(p, share, warmup)
             return
         with modelcache.loading(p, self.device):
             loaded = modelcache.shared(p, self.device)
             if loaded is None:
-                self._load_file(p)
+                self._load_file(p, share, warmup)
                 return
         if loaded.template is None:           # the very module other Models run
             self._set_module(loaded.module, loaded.module._c, loaded.methods, loaded.sr)
         else:                                  # own buffers, shared weights and code
             self._set_module(None, modelcache.copy_sharing_weights(loaded.template, loaded.params),
                              loaded.methods, loaded.sr)
-            if self._warmup:
+            if warmup:
                 self.warmup()                  # the state a fresh load would have
         self._loaded = loaded
         self.shared = True
 
-    def _load_file(self, p: pathlib.Path) -> None:
-        """Load the file itself; offer it to the next Models of the file (see
+    def _load_file(self, p: pathlib.Path, share: bool, warmup: bool) -> None:
+        """Load the file itself; with `share`, offer it to the next Models of the file (see
         modelcache.Loaded)."""
         module = modelcache.read_module(p, self.device)
         try:
@@ -148,13 +150,13 @@ class Model:
         # warm-up on silence tells, against a template taken before it (a streaming RAVE
         # export's caches take its biases). Such a module is offered as that template, any
         # other as it is.
-        offer = self._share and self._warmup is True
+        offer = share and warmup is True
         params = [n for n, _ in module.named_parameters()] if offer else []
         template = modelcache.copy_sharing_weights(module._c, params) if offer else None
         def changed() -> bool:
             return any(not torch.equal(b, modelcache.tensor(template, n))
                        for n, b in module.named_buffers())
-        ran_changed = self._warmup and self.warmup(
+        ran_changed = warmup and self.warmup(
             changed if offer and not modelcache.is_stateful(p) else None)
         if offer and not modelcache.is_stateful(p) and (ran_changed or changed()):
             modelcache.mark_stateful(p)     # the next Models of the file need not look
@@ -263,11 +265,7 @@ class Model:
             self.moves += 1
             if self.shared:
                 # a shared module is the file's as it is: load it (or share it) there instead
-                warm, self._warmup = self._warmup, self._warmup and warmup
-                try:
-                    self._load()
-                finally:
-                    self._warmup = warm
+                self._load(self._share, self._warmup and warmup)
                 return target
             self._run_specs = {m: (self._cmod._get_method(m), c, st)
                                for m, (_, c, st) in self._run_specs.items()}
