@@ -154,7 +154,7 @@ def table(models: list[pathlib.Path], frames_list: list[int], jobs: list[str], r
     with tempfile.TemporaryDirectory() as tmp:
         for run in range(runs):
             for model in models:
-                dims = method_params(model)["decode"][0]
+                dims = method_params(model)["decode"].in_channels
                 for frames in frames_list:
                     for job in jobs:
                         ms = measure(model, dims, frames, job, requests,

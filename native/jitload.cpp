@@ -5,7 +5,7 @@
 // copy.deepcopy of a script module for the whole copy (the copy on write before a first
 // bend, a streaming model's template), torch.jit.save for the whole serialization, and the model thread of every playing [unravel~]
 // needs the GIL once per block: a `load` or a first bend during DSP made them miss a block
-// or two.  These do the same work without the GIL; the Python side (unravel.model) wraps
+// or two.  These do the same work without the GIL; the Python side (unravel.modelcache) wraps
 // the results as torch.jit does, and falls back to torch.jit.load, copy.deepcopy and
 // torch.jit.save when
 // this module is not built.  Built by native/build_jitload.py.

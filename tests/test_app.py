@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from unravel import app, cli, latents
+from unravel import app, cli, latents, modelinfo
 from unravel.errors import UnravelError
 from unravel.model import DEFAULT_MODEL, load_model
 
@@ -231,7 +231,7 @@ def test_bend_listen_restore_save(tmp_path, monkeypatch):
     assert layers[-1] == "pqmf.weight"            # the fixed filterbank comes last
     layer = app._pick_layer(layers)
     assert layer == "decoder.net.0.weight"
-    shape = dict((l.name, l.shape) for l in library.bender("default")[0].layers())[layer]
+    shape = dict((l.name, l.shape) for l in modelinfo.layers(library.bender("default")[0].module))[layer]
     assert app.layer_info(library, "default", layer).startswith(
         f"`{layer}`: shape {' x '.join(map(str, shape))}, {int(np.prod(shape))} weights (learned)")
     plain = app.bend_listen(library, "default", tmp_path)

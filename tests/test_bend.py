@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from unravel import modelinfo
 from unravel.bend import Bender, touched_indices
 from unravel.errors import UnravelError
 from unravel.model import load_model
@@ -37,7 +38,7 @@ def bender(quirk_models):
 
 def test_layers_and_weights(bender):
     m = bender.model
-    assert bender.layers() == [l.name for l in m.layers()]
+    assert bender.layers() == [l.name for l in modelinfo.layers(m.module)]
     assert "pqmf.weight" in bender.layers()
     w = bender.get_weights(LAYER)
     assert w.dtype == np.float32 and w.shape == (16384,)

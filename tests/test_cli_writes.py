@@ -19,6 +19,7 @@ import pytest
 import soundfile as sf
 
 from test_cli_limits import files_in, one_line_error, run
+from unravel import modelinfo
 from unravel.model import DEFAULT_MODEL, load_model
 
 
@@ -33,7 +34,7 @@ def inputs(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def layer() -> str:
-    return load_model(DEFAULT_MODEL, warmup=False).layers()[0].name
+    return modelinfo.layers(load_model(DEFAULT_MODEL, warmup=False).module)[0].name
 
 
 @contextmanager

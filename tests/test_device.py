@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from unravel import bridge, cli, device
+from unravel import bridge, cli, device, modelinfo
 from unravel.bend import Bender
 from unravel.errors import UnravelError
 from unravel.model import load_model
@@ -115,7 +115,7 @@ def test_bender_follows_a_moved_model(test_model_path, tmp_path):
     of the originals anew: bends, restore and save still see the same numbers."""
     m = load_model(test_model_path)
     b = Bender(m)
-    layer = next(l.name for l in m.layers() if l.learned)
+    layer = next(l.name for l in modelinfo.layers(m.module) if l.learned)
     orig = b.get_weights(layer)
     b.bend(layer, "randomize", 500.0, 40, 3)
     bent = b.get_weights(layer)

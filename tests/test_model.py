@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from unravel import modelinfo
 from unravel.errors import UnravelError
-from unravel.model import DEFAULT_MODEL, MethodParams, load_model, resolve_model, set_threads
+from unravel.methods import MethodParams
+from unravel.model import DEFAULT_MODEL, load_model, resolve_model, set_threads
 
 
 def test_every_quirk_model_loads_and_runs(quirk_models):
@@ -27,7 +29,7 @@ def test_every_quirk_model_loads_and_runs(quirk_models):
         y = m.decode(z)
         assert y.shape == (c, 3 * 2048) and y.dtype == np.float32 and np.abs(y).max() > 0
         assert m.forward(audio).shape == (c, 3 * 2048)
-        json.dumps(m.info())
+        json.dumps(modelinfo.info(m))
 
 
 def test_run_matches_direct_call(quirk_models):
@@ -167,12 +169,12 @@ def test_reload_and_threads(quirk_models):
 
 def test_layers(quirk_models):
     m = load_model(quirk_models["plain"])
-    layers = {l.name: l for l in m.layers()}
+    layers = {l.name: l for l in modelinfo.layers(m.module)}
     assert not layers["pqmf.weight"].learned
     assert layers["codec.encoder.weight"].learned
     assert layers["codec.encoder.weight"].shape == (8, 16, 128)
     assert layers["codec.encoder.weight"].numel == 8 * 16 * 128
-    assert m.num_parameters() == sum(l.numel for l in layers.values())
+    assert modelinfo.num_parameters(m.module) == sum(l.numel for l in layers.values())
 
 
 def test_run_leaves_grad_mode_alone_even_on_error(quirk_models):

@@ -31,9 +31,9 @@ def test_models_made_at_once_share_one_load(quirk_models, monkeypatch):
     the second waits for the first."""
     import threading
     import time
-    from unravel import model as model_mod
-    read = model_mod._read_module
-    monkeypatch.setattr(model_mod, "_read_module", lambda *a: (time.sleep(0.3), read(*a))[1])
+    from unravel import modelcache
+    read = modelcache.read_module
+    monkeypatch.setattr(modelcache, "read_module", lambda *a: (time.sleep(0.3), read(*a))[1])
     for name in ("plain", "streaming"):
         made: list = [None, None]
         threads = [threading.Thread(target=lambda i=i: made.__setitem__(

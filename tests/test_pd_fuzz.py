@@ -22,6 +22,7 @@ import pytest
 import soundfile as sf
 
 from pdrun import BUILD, Patch, PdResult, can_mount_tmpfs, run_pd
+from unravel import modelinfo
 from unravel.model import load_model
 from unravel.toymodels import make_hostile_model
 
@@ -105,7 +106,7 @@ def run_fuzz(d: pathlib.Path, seed: int, n: int = N_MESSAGES, timeout: float = 1
         make_hostile_model(d / f"{name}.ts", params, behave, spins=500, after=3)
     full = d / "full"
     full.mkdir()
-    layers = [l.name for l in load_model("default", warmup=False).layers()]
+    layers = [l.name for l in modelinfo.layers(load_model("default", warmup=False).module)]
     msgs = make_messages(seed, layers, n)
     p = Patch()
     lb = p.obj("loadbang")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from unravel import modelinfo
 from unravel.toymodels import make_test_model
 
 
@@ -121,7 +122,7 @@ def test_bundled_models_are_trained_and_deterministic(name, dims):
     assert path.stat().st_size < 5_000_000
     m = load_model(name)
     assert (m.sr, m.latent_dims, m.ratio, m.in_channels, m.out_channels) == (44100, dims, 2048, 1, 1)
-    assert {l.name for l in m.layers() if not l.learned} == {"pqmf.weight"}
+    assert {l.name for l in modelinfo.layers(m.module) if not l.learned} == {"pqmf.weight"}
     audio, _ = sf.read(DATA_DIR / "loop.wav", dtype="float32")
     torch.manual_seed(0)
     untrained = reconstruction_distance(ToyRave(dims=dims), audio)

@@ -14,6 +14,7 @@ import zipfile
 from typing import Sequence
 
 from unravel.errors import UnravelError
+from unravel.methods import MethodParams
 
 DATA_DIR = pathlib.Path(__file__).resolve().parent / "data"
 DEFAULT_MODEL = DATA_DIR / "default.ts"
@@ -100,10 +101,10 @@ class _Reader(pickle.Unpickler):
         return (lambda: self.z.read(key)), pid[1].code
 
 
-def method_params(path: str | os.PathLike) -> dict[str, list[int]]:
-    """{method: [in_channels, in_ratio, out_channels, out_ratio]} from the `<method>_params`
-    buffers of the model's top module (what nn~ reads); {} when the file declares none or is
-    not a TorchScript archive this reader knows."""
+def method_params(path: str | os.PathLike) -> dict[str, MethodParams]:
+    """{method: MethodParams} from the `<method>_params` buffers of the model's top module
+    (what nn~ reads; not checked); {} when the file declares none or is not a TorchScript
+    archive this reader knows."""
     try:
         with zipfile.ZipFile(path) as z:
             pkls = [n for n in z.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
@@ -118,7 +119,7 @@ def method_params(path: str | os.PathLike) -> dict[str, list[int]]:
                 if isinstance(key, str) and key.endswith("_params") and isinstance(value, _Tensor):
                     v = value.values()
                     if v is not None and len(v) == 4 and all(float(x).is_integer() for x in v):
-                        out[key[:-len("_params")]] = [int(x) for x in v]
+                        out[key[:-len("_params")]] = MethodParams(*(int(x) for x in v))
             return out
     except (OSError, zipfile.BadZipFile, pickle.UnpicklingError, EOFError, ValueError,
             TypeError, AttributeError, IndexError, KeyError):
@@ -133,4 +134,4 @@ def shape(spec: str, method: str) -> tuple[int, int] | None:
     except UnravelError:
         return None
     p = params.get(method) or params.get("forward")
-    return (p[0], p[2]) if p else None
+    return (p.in_channels, p.out_channels) if p else None

@@ -93,7 +93,7 @@ class Bender:
     # ------------------------------------------------------------------ public API
 
     def layers(self) -> list[str]:
-        """Every layer name (fixed ones included; see Model.layers() for the learned flag)."""
+        """Every layer name (fixed ones included; see modelinfo.layers for the learned flag)."""
         self._sync()
         return list(self._params)
 

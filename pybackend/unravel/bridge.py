@@ -176,10 +176,8 @@ class Session:
         mp = self.model.methods.get(method)
         if mp is None:
             raise UnravelError(f"{self.model.path.name}: no method '{method}' (has {' '.join(self.model.methods)})")
-        block = math.lcm(mp.in_ratio, mp.out_ratio)
-        if mp.in_ratio == mp.out_ratio == 1 and self.model.ratio:
-            block = int(self.model.ratio)
-        return [mp.in_channels, mp.in_ratio, mp.out_channels, mp.out_ratio, block, int(self.model.sr)]
+        return [mp.in_channels, mp.in_ratio, mp.out_channels, mp.out_ratio,
+                mp.block(self.model.ratio), int(self.model.sr)]
 
     @one_line("method")
     def runner(self, method: str, inbuf, in_chans: int, in_frames: int,
@@ -206,19 +204,21 @@ class Session:
             else:
                 notes.append(f"method '{method}' not found in the model, using forward instead")
                 method = "forward"
-        p = self.params(method)
-        ratio = p[4]
+        p = self.params(method)            # what C reads; refuses a method the model lacks
+        mp = methods[method]
+        ratio = mp.block(self.model.ratio)
         fitted = fit_bufsize(bufsize, ratio) if bufsize else 0
         if fitted != bufsize:
             notes.append(f"bufsize {bufsize} -> {fitted} (a power of two, at least the ratio "
                          f"{ratio} of method '{method}')")
             bufsize = fitted
-        if nin and (p[0] != nin or p[2] != nout):
-            notes.append(f"warning: method '{method}' takes {p[0]} and gives {p[2]} channels; "
-                         f"this object has {nin} signal inlets and {nout} outlets (missing inputs "
-                         f"are silent, extra outputs are dropped)")
+        if nin and (mp.in_channels != nin or mp.out_channels != nout):
+            notes.append(f"warning: method '{method}' takes {mp.in_channels} and gives "
+                         f"{mp.out_channels} channels; this object has {nin} signal inlets and "
+                         f"{nout} outlets (missing inputs are silent, extra outputs are dropped)")
         block = bufsize or pow2ceil(max(ratio, dspn))
-        r = Runner(self.model, method, None, p[0], block // p[1], None, p[2], block // p[3])
+        r = Runner(self.model, method, None, mp.in_channels, block // mp.in_ratio,
+                   None, mp.out_channels, block // mp.out_ratio)
         return r, method, p, bufsize, block, notes
 
     def status_info(self) -> list[list]:
@@ -242,9 +242,11 @@ class Session:
         """args: method enabled bufsize latency mode underruns (what C knows); the C side
         answers `bang` itself from status_info() and its own values, in this order."""
         method, enabled, bufsize, latency, mode, underruns = args
-        p = self.params(method) if method in self.model.methods else [0] * 6
+        mp = self.model.methods.get(method)
+        dim = [mp.in_channels, mp.out_channels] if mp else [0, 0]
+        ratio = [mp.in_ratio, mp.out_ratio] if mp else [0, 0]
         return [["loaded", 1], ["enabled", enabled], ["method", method], ["bufsize", bufsize],
-                ["dim", p[0], p[2]], ["ratio", p[1], p[3]], ["latency", latency], ["mode", mode],
+                ["dim", *dim], ["ratio", *ratio], ["latency", latency], ["mode", mode],
                 ["underruns", underruns], *self.status_info()]
 
     def msg_gpu(self, args: list) -> list[list]:

@@ -22,6 +22,15 @@ def first_line(e: BaseException) -> str:
     return without_class(text[0]) if text else type(e).__name__
 
 
+def short_cause(e: BaseException) -> str:
+    """A short one-line cause (of a TorchScript error, whose last line says it): the last line
+    of the message, its first sentence, at most 120 characters."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    line = without_class(lines[-1]) if lines else "unexpected error"
+    line = line.split(". ")[0]
+    return line if len(line) <= 120 else line[:117] + "..."
+
+
 def without_class(line: str) -> str:
     """`line` without a leading Python class name (`builtins.RuntimeError: x` -> `x`)."""
     return _CLASS_PREFIX.sub("", line.strip()) or line.strip()

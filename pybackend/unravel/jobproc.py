@@ -171,7 +171,7 @@ class Worker:
 def save_module(model: "Model", folder: str) -> str:
     """The model's module as it is now (bent weights, attributes) saved with torch.jit.save
     into `folder`; returns the file's path. Serialized under the model's lock, in memory."""
-    from unravel.model import module_bytes
+    from unravel.modelcache import module_bytes
     with model.lock:
         data = module_bytes(model.module)
     path = os.path.join(folder, "model.ts")

@@ -3,53 +3,30 @@
 No acids packages needed: everything comes from the TorchScript file (`get_methods()` or
 `<m>_params` buffers, `get_attributes()`/`get_<a>`/`set_<a>`, `sr`/`sampling_rate`/
 `_rave.sampling_rate`).
+
+What a method declares and its bounds are in `unravel.methods`; what the Models of one file
+share, and the TorchScript reads and copies, in `unravel.modelcache`; what a model holds, for
+inspection, in `unravel.modelinfo`.
 """
 
 from __future__ import annotations
 
-import copy
-import io
 import math
 import os
 import pathlib
 import threading
-import weakref
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from unravel import device as _device
+from unravel import modelcache
 from unravel.archive import BUNDLED, DATA_DIR, DEFAULT_MODEL, resolve_model  # noqa: F401
-from unravel.errors import UnravelError, without_class
+from unravel.errors import UnravelError, short_cause
+from unravel.methods import check_block, discover_methods, shape_change
 
 DEFAULT_SR = 44100
-# bounds on what a model file may declare in `<method>_params` (a model file is user input:
-# these sizes set buffers in Pd and in warmup before anything runs)
-MAX_CHANNELS = 1024             # channels of a method's input or output
-MAX_RATIO = 1 << 20             # a ratio, and the lcm of a method's two ratios (Pd's largest bufsize)
-MAX_BLOCK_VALUES = 1 << 24      # channels x frames of the smallest block a method runs (64 MB)
-
-
-@dataclass(frozen=True)
-class MethodParams:
-    """A method's `<m>_params`: (B, in_channels, T/in_ratio) -> (B, out_channels, T/out_ratio)."""
-
-    in_channels: int
-    in_ratio: int
-    out_channels: int
-    out_ratio: int
-
-
-@dataclass(frozen=True)
-class Layer:
-    """A parameter tensor of the model; learned=False for fixed filterbanks (pqmf.*)."""
-
-    name: str
-    shape: tuple[int, ...]
-    numel: int
-    learned: bool
 
 
 def set_threads(n: int) -> None:
@@ -81,65 +58,6 @@ class _Exit:
         self.ctx.__exit__(None, None, None)
 
 
-def _first_line(e: BaseException) -> str:
-    """A short one-line cause: the last line of the message, its first sentence, <= 120 chars."""
-    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-    line = without_class(lines[-1]) if lines else "unexpected error"
-    line = line.split(". ")[0]
-    return line if len(line) <= 120 else line[:117] + "..."
-
-
-def _discover_methods(module: torch.jit.ScriptModule, name: str = "model") -> dict[str, MethodParams]:
-    buffers = dict(module.named_buffers(recurse=False))
-    if hasattr(module, "get_methods"):
-        names = list(module.get_methods())
-    else:
-        names = [b[: -len("_params")] for b in buffers if b.endswith("_params")]
-    methods = {}
-    for m in names:
-        params = buffers.get(f"{m}_params")
-        if params is None or params.numel() != 4 or not hasattr(module, m):
-            continue
-        values = params.flatten().tolist()
-        check_method_params(name, m, values)
-        methods[m] = MethodParams(*(int(v) for v in values))
-    return methods
-
-
-def check_method_params(name: str, method: str, values: Sequence) -> None:
-    """Refuse `<method>_params` values that are not whole numbers in range: channels
-    1..MAX_CHANNELS, ratios 1..MAX_RATIO (and their lcm too), the smallest block at most
-    MAX_BLOCK_VALUES values."""
-    what = ("input channels", "input ratio", "output channels", "output ratio")
-    for v, w in zip(values, what):
-        top = MAX_CHANNELS if "channels" in w else MAX_RATIO
-        if not (isinstance(v, (int, float)) and math.isfinite(v) and v == int(v) and 1 <= v <= top):
-            raise UnravelError(f"{name}: method '{method}' declares {w} {v:g} in {method}_params "
-                               f"(must be a whole number from 1 to {top})")
-    in_ch, in_r, out_ch, out_r = (int(v) for v in values)
-    block = math.lcm(in_r, out_r)
-    if block > MAX_RATIO:
-        raise UnravelError(f"{name}: method '{method}' has ratios {in_r} and {out_r}: their "
-                           f"common block {block} exceeds {MAX_RATIO}")
-    if max(in_ch * (block // in_r), out_ch * (block // out_r)) > MAX_BLOCK_VALUES:
-        raise UnravelError(f"{name}: method '{method}' is too large ({in_ch} x {block // in_r} "
-                           f"-> {out_ch} x {block // out_r} values per block, limit {MAX_BLOCK_VALUES})")
-
-
-def _shape_change(old: dict[str, MethodParams], new: dict[str, MethodParams]) -> str:
-    """What differs between two models' methods, in words (the first difference)."""
-    for m, a in old.items():
-        b = new.get(m)
-        if b is None:
-            return f"no method '{m}'"
-        if b != a:
-            return (f"{m} takes {b.in_channels} and gives {b.out_channels} channels "
-                    f"(ratios {b.in_ratio}/{b.out_ratio}), was {a.in_channels} and {a.out_channels} "
-                    f"({a.in_ratio}/{a.out_ratio})")
-    extra = [m for m in new if m not in old]
-    return f"new method '{extra[0]}'" if extra else "other methods"
-
-
 def _module_sr(module: torch.jit.ScriptModule) -> int | None:
     for owner, attr in ((module, "sr"), (module, "sampling_rate"), (getattr(module, "_rave", None), "sampling_rate")):
         if owner is not None and hasattr(owner, attr):
@@ -164,132 +82,14 @@ def _convert(current, value):
     return value
 
 
-# What the Models of one model file share, per device and process (the objects of a patch
-# that load the same file): see _Loaded. Keyed by path, size, modification time and device;
-# held weakly: it goes when its last Model does.
-_SHARED: "weakref.WeakValueDictionary[tuple, _Loaded]" = weakref.WeakValueDictionary()
-_SHARED_LOCK = threading.Lock()
-_STATEFUL: set[tuple] = set()      # files whose modules keep state (streaming caches)
-_LOADING: dict[tuple, threading.Lock] = {}     # one load of a file at a time (see _loading)
-
-
-class _Loaded:
-    """A model file as loaded once and shared. A module that running leaves unchanged is
-    shared itself (`module`, the Python wrapper). A module that keeps state in its buffers
-    (streaming caches) is kept as a `template` that never runs (its C++ module, in the state
-    the file gives), of which every Model runs its own copy: its own buffers and attributes,
-    the template's weights (the same tensors) and the same compiled methods. `methods` and
-    `sr` are what the first load read from the file."""
-
-    def __init__(self, module, template, methods: dict, sr: int | None, params: list[str]):
-        self.module = module
-        self.template = template
-        self.methods = methods
-        self.sr = sr
-        self.params = params
-
-
-def _file_key(p: pathlib.Path, device: torch.device | None = None) -> tuple:
-    st = p.stat()
-    return (str(p.resolve()), st.st_size, st.st_mtime_ns, str(device))
-
-
-def _shared(p: pathlib.Path, device: torch.device) -> _Loaded | None:
-    """What the Models of this file on `device` share, or None."""
-    with _SHARED_LOCK:
-        return _SHARED.get(_file_key(p, device))
-
-
-def _loading(p: pathlib.Path, device: torch.device) -> threading.Lock:
-    """The lock under which Models of this file on `device` look for a shared load and make
-    it: two made at once (two objects' control threads) share one load."""
-    with _SHARED_LOCK:
-        return _LOADING.setdefault(_file_key(p, device), threading.Lock())
-
-
-def _offer(p: pathlib.Path, device: torch.device, loaded: _Loaded) -> _Loaded:
-    """Let later Models of this file on `device` share `loaded`; returns what is shared now
-    (another one if another Model was first)."""
-    with _SHARED_LOCK:
-        return _SHARED.setdefault(_file_key(p, device), loaded)
-
-
-def _submodule(cmod, path: list[str]):
-    for name in path:
-        cmod = cmod.getattr(name)
-    return cmod
-
-
-def _tensor(cmod, name: str) -> torch.Tensor:
-    """The parameter or buffer of the C++ module `cmod` at dotted `name`."""
-    *path, leaf = name.split(".")
-    return _submodule(cmod, path).getattr(leaf)
-
-
-def _copy_sharing_weights(cmod, params: list[str]):
-    """A copy of the C++ module `cmod` with its own buffers and attributes, and the same
-    parameter tensors (dotted names `params`) as `cmod`."""
-    copy_ = _jit_copy(cmod)
-    for name in params:
-        *path, leaf = name.split(".")
-        _submodule(copy_, path).setattr(leaf, _tensor(cmod, name))
-    return copy_
-
-
-def _jitload():
-    """unravel._jitload (native/jitload.cpp: the file read and the deep copy made with the
-    GIL released, so that the model threads of the objects that play meanwhile, which need
-    it once per block, go on), or None when it is not built."""
-    try:
-        from unravel import _jitload
-    except ImportError:
-        return None
-    return _jitload
-
-
-def _jit_load(p: pathlib.Path, device: torch.device):
-    """torch.jit.load(p, map_location=device), without the GIL where _jitload is built."""
-    jl = _jitload()
-    if jl is None:
-        return torch.jit.load(str(p), map_location=device)
-    return torch.jit._recursive.wrap_cpp_module(jl.load(str(p), str(device)))
-
-
-def _jit_copy(cmod):
-    """copy.deepcopy of a C++ script module, without the GIL where _jitload is built."""
-    jl = _jitload()
-    return copy.deepcopy(cmod) if jl is None else jl.copy(cmod)
-
-
-def module_bytes(module) -> bytes:
-    """A script module as the bytes of a TorchScript file (torch.jit.save), serialized
-    without the GIL where _jitload is built."""
-    jl = _jitload()
-    if jl is not None:
-        return jl.save(module._c)
-    buf = io.BytesIO()
-    torch.jit.save(module, buf)
-    return buf.getvalue()
-
-
-def _read_module(p: pathlib.Path, device: torch.device):
-    """The TorchScript file (on `device`, eval mode), or one clear error."""
-    try:
-        module = _jit_load(p, device)
-    except Exception as e:  # noqa: BLE001 - torch raises several types for bad files
-        raise UnravelError(f"{p}: not a TorchScript model ({_first_line(e)})") from None
-    module.eval()
-    return module
-
-
 class Model:
     """A loaded nn~-contract TorchScript model. Methods run under `lock` and inference mode,
     on `device` (inputs are copied there, outputs back to the CPU).
 
     Models of the same file on the same device share what they can (memory, load time): the
     loaded module itself, or where its buffers change as it runs (streaming caches: per-object
-    state) its weights and compiled methods (see _Loaded); `own()` gives a Model its private
-    copy before anything changes the module (bend, weights, attributes)."""
+    state) its weights and compiled methods (see modelcache.Loaded); `own()` gives a Model its
+    private copy before anything changes the module (bend, weights, attributes)."""
 
     def __init__(self, path: os.PathLike, sr: int | None = None, warmup: bool = True,
                  device: str | torch.device = "cpu", share: bool = True):
@@ -303,41 +103,44 @@ class Model:
         self._sr_override = sr
         self._warmup = warmup
         self._share = share
-        self._load()
+        self._load(share, warmup)
 
     # ------------------------------------------------------------------ loading
 
-    def _load(self) -> None:
+    def _load(self, share: bool, warmup: bool) -> None:
+        """Load the file on self.device, or with `share` take what other Models of it share
+        there; with `warmup`, warm every method up (see warmup)."""
         p = self.path
         if not p.is_file():
             raise UnravelError(f"{p}: model file not found")
-        if not self._share:
-            self._load_file(p)
+        if not share:
+            self._load_file(p, share, warmup)
             return
-        with _loading(p, self.device):
-            loaded = _shared(p, self.device)
+        with modelcache.loading(p, self.device):
+            loaded = modelcache.shared(p, self.device)
             if loaded is None:
-                self._load_file(p)
+                self._load_file(p, share, warmup)
                 return
         if loaded.template is None:           # the very module other Models run
             self._set_module(loaded.module, loaded.module._c, loaded.methods, loaded.sr)
         else:                                  # own buffers, shared weights and code
-            self._set_module(None, _copy_sharing_weights(loaded.template, loaded.params),
+            self._set_module(None, modelcache.copy_sharing_weights(loaded.template, loaded.params),
                              loaded.methods, loaded.sr)
-            if self._warmup:
+            if warmup:
                 self.warmup()                  # the state a fresh load would have
         self._loaded = loaded
         self.shared = True
 
-    def _load_file(self, p: pathlib.Path) -> None:
-        """Load the file itself; offer it to the next Models of the file (see _Loaded)."""
-        module = _read_module(p, self.device)
+    def _load_file(self, p: pathlib.Path, share: bool, warmup: bool) -> None:
+        """Load the file itself; with `share`, offer it to the next Models of the file (see
+        modelcache.Loaded)."""
+        module = modelcache.read_module(p, self.device)
         try:
-            methods = _discover_methods(module, p.name)
+            methods = discover_methods(module, p.name)
         except UnravelError:
             raise
         except Exception as e:  # noqa: BLE001
-            raise UnravelError(f"{p}: cannot read the model's methods ({_first_line(e)})") from None
+            raise UnravelError(f"{p}: cannot read the model's methods ({short_cause(e)})") from None
         if not methods:
             raise UnravelError(f"{p}: TorchScript without nn~'s contract (no get_methods() or <method>_params buffers)")
         self._set_module(module, module._c, methods, _module_sr(module))
@@ -347,20 +150,21 @@ class Model:
         # warm-up on silence tells, against a template taken before it (a streaming RAVE
         # export's caches take its biases). Such a module is offered as that template, any
         # other as it is.
-        offer = self._share and self._warmup is True
+        offer = share and warmup is True
         params = [n for n, _ in module.named_parameters()] if offer else []
-        template = _copy_sharing_weights(module._c, params) if offer else None
+        template = modelcache.copy_sharing_weights(module._c, params) if offer else None
         def changed() -> bool:
-            return any(not torch.equal(b, _tensor(template, n)) for n, b in module.named_buffers())
-        ran_changed = self._warmup and self.warmup(
-            changed if offer and _file_key(p) not in _STATEFUL else None)
-        if offer and _file_key(p) not in _STATEFUL and (ran_changed or changed()):
-            _STATEFUL.add(_file_key(p))     # the next Models of the file need not look
+            return any(not torch.equal(b, modelcache.tensor(template, n))
+                       for n, b in module.named_buffers())
+        ran_changed = warmup and self.warmup(
+            changed if offer and not modelcache.is_stateful(p) else None)
+        if offer and not modelcache.is_stateful(p) and (ran_changed or changed()):
+            modelcache.mark_stateful(p)     # the next Models of the file need not look
         if offer:
-            stateful = _file_key(p) in _STATEFUL
-            mine = _Loaded(None if stateful else module, template if stateful else None,
-                           methods, self._file_sr, params)
-            self._loaded = _offer(p, self.device, mine)
+            stateful = modelcache.is_stateful(p)
+            mine = modelcache.Loaded(None if stateful else module, template if stateful else None,
+                                     methods, self._file_sr, params)
+            self._loaded = modelcache.offer(p, self.device, mine)
             self.shared = self._loaded is mine
 
     def _set_module(self, module, cmod, methods: dict, sr: int | None) -> None:
@@ -377,13 +181,11 @@ class Model:
         self.in_channels = (enc or fwd or first).in_channels
         self.out_channels = (dec or fwd or first).out_channels
         for m, mp in methods.items():
-            if mp.in_channels * self._step(mp) > MAX_BLOCK_VALUES:
-                raise UnravelError(f"{p.name}: method '{m}' is too large ({mp.in_channels} x "
-                                   f"{self._step(mp)} values per block, limit {MAX_BLOCK_VALUES})")
+            check_block(p.name, m, mp, self.ratio)
         self.sr = int(self._sr_override or sr or DEFAULT_SR)
         # per method: (the TorchScript function, input channels, input length step)
         self._run_specs: dict[str, tuple[Callable, int, int]] = {
-            m: (cmod._get_method(m), mp.in_channels, self._step(mp)) for m, mp in methods.items()}
+            m: (cmod._get_method(m), mp.in_channels, mp.step(self.ratio)) for m, mp in methods.items()}
 
     @property
     def module(self) -> torch.jit.ScriptModule:
@@ -406,21 +208,13 @@ class Model:
             # (the model thread goes on); one with per-Model state between two calls
             steady = self._loaded is not None and self._loaded.template is None
             src = self._cmod
-        mine = _jit_copy(src) if steady else None
+        mine = modelcache.jit_copy(src) if steady else None
         with self.lock:
             if self.shared:
-                self._set_module(None, mine if mine is not None else _jit_copy(self._cmod),
+                self._set_module(None, mine if mine is not None else modelcache.jit_copy(self._cmod),
                                  self.methods, self._file_sr)
                 self._loaded = None
                 self.shared = False
-
-    def _step(self, mp: MethodParams) -> int:
-        """Input length granularity: whole output frames, and whole latent frames for
-        audio-to-audio methods such as forward."""
-        step = math.lcm(mp.in_ratio, mp.out_ratio) // mp.in_ratio
-        if step == 1 and mp.in_ratio == 1 and mp.out_ratio == 1 and self.ratio:
-            step = self.ratio
-        return max(1, step)
 
     def warmup(self, changed: Callable[[], bool] | None = None) -> bool:
         """Run every method twice on silence: TorchScript's profiling executor profiles the
@@ -448,7 +242,7 @@ class Model:
                     share=self._share)
         if new.methods != self.methods:
             raise UnravelError(f"{self.path.name}: the file now holds another model "
-                               f"({_shape_change(self.methods, new.methods)}); "
+                               f"({shape_change(self.methods, new.methods)}); "
                                f"not reloaded, use 'load' to change models")
         with self.lock:
             for k, v in vars(new).items():
@@ -471,11 +265,7 @@ class Model:
             self.moves += 1
             if self.shared:
                 # a shared module is the file's as it is: load it (or share it) there instead
-                warm, self._warmup = self._warmup, self._warmup and warmup
-                try:
-                    self._load()
-                finally:
-                    self._warmup = warm
+                self._load(self._share, self._warmup and warmup)
                 return target
             self._run_specs = {m: (self._cmod._get_method(m), c, st)
                                for m, (_, c, st) in self._run_specs.items()}
@@ -524,7 +314,7 @@ class Model:
                 finally:
                     torch.set_flush_denormal(False)
         except Exception as e:  # noqa: BLE001 - TorchScript errors come as several types
-            raise UnravelError(f"{self.path.name}: {method} failed ({_first_line(e)})") from None
+            raise UnravelError(f"{self.path.name}: {method} failed ({short_cause(e)})") from None
         if pad:
             mp = self.methods[method]
             y = y[..., : -(-n * mp.in_ratio // mp.out_ratio)]
@@ -595,7 +385,7 @@ class Model:
                 rc = setter(*args)
                 self.edits += 1
         except Exception as e:  # noqa: BLE001
-            raise UnravelError(f"{self.path.name}: cannot set '{name}' ({_first_line(e)})") from None
+            raise UnravelError(f"{self.path.name}: cannot set '{name}' ({short_cause(e)})") from None
         if rc not in (0, None):
             raise UnravelError(f"{self.path.name}: model refused {name} = {values} (code {rc})")
 
@@ -610,78 +400,16 @@ class Model:
             raise UnravelError(f"{path}: cannot write (no such folder)")
         if self.device.type == "cpu":
             # edits come from the thread that saves; calls change nothing but streaming caches
-            data = module_bytes(self.module)
+            data = modelcache.module_bytes(self.module)
         else:
             with self.lock:
                 device = self.device
                 self.to("cpu", warmup=False)
                 try:
-                    data = module_bytes(self.module)
+                    data = modelcache.module_bytes(self.module)
                 finally:
                     self.to(device, warmup=False)
         return write_bytes(path, data, force=force)
-
-    # ------------------------------------------------------------------ layers and info
-
-    def layers(self) -> list[Layer]:
-        """Every parameter tensor; fixed filterbanks (pqmf.*, or frozen among trainable
-        weights) are flagged learned=False."""
-        params = list(self.module.named_parameters())
-        any_trainable = any(p.requires_grad for _, p in params)
-        return [
-            Layer(n, tuple(p.shape), p.numel(),
-                  not ("pqmf" in n.split(".") or (any_trainable and not p.requires_grad)))
-            for n, p in params
-        ]
-
-    def num_parameters(self) -> int:
-        """Total number of parameter elements."""
-        return sum(p.numel() for p in self.module.parameters())
-
-    def buffers(self) -> list[Layer]:
-        """The state dict's buffers (tensors that are not parameters: method shapes, caches,
-        filterbanks), all flagged learned=False."""
-        return [Layer(n, tuple(b.shape), b.numel(), False) for n, b in self.module.named_buffers()]
-
-    def classes(self) -> dict:
-        """The class names UnRAVEl's inspector shows: `encoder` (and `encoder_inner`, the
-        encoder it wraps, e.g. WasserteinEncoder around EncoderV2), `decoder` (e.g.
-        GeneratorV2), from `encoder`/`decoder` or a legacy `_rave.` submodule; `stereo`,
-        the model's flag. None where the model does not have it."""
-        def name(*path: str) -> str | None:
-            m = self.module
-            for part in path:
-                m = getattr(m, part, None)
-                if not isinstance(m, torch.nn.Module):
-                    return None
-            return getattr(m, "original_name", type(m).__name__)
-
-        root = () if name("encoder") or name("decoder") else ("_rave",)
-        stereo = getattr(self.module, "stereo", None)
-        return {"encoder": name(*root, "encoder"), "encoder_inner": name(*root, "encoder", "encoder"),
-                "decoder": name(*root, "decoder"),
-                "stereo": bool(stereo) if isinstance(stereo, (bool, int)) else None}
-
-    def info(self) -> dict:
-        """JSON-able summary: path, sr, methods, latent dims, ratio, attributes, encoder and
-        decoder classes, stereo flag, layers (parameters) and buffers."""
-        return {
-            "path": str(self.path),
-            "sr": self.sr,
-            "methods": {m: vars(mp).copy() for m, mp in self.methods.items()},
-            "latent_dims": self.latent_dims,
-            "ratio": self.ratio,
-            "in_channels": self.in_channels,
-            "out_channels": self.out_channels,
-            "attributes": {a: self.get_attribute(a) for a in self.attributes()},
-            "parameters": self.num_parameters(),
-            **self.classes(),
-            "layers": [{"name": l.name, "shape": list(l.shape), "numel": l.numel, "learned": l.learned}
-                       for l in self.layers()],
-            "buffers": [{"name": b.name, "shape": list(b.shape), "numel": b.numel}
-                        for b in self.buffers()],
-        }
-
 
 def load_model(spec: str | os.PathLike, sr: int | None = None, threads: int = 1, warmup: bool = True,
                search: Sequence[os.PathLike] = (), device: str | torch.device = "cpu",

@@ -24,8 +24,9 @@ class BendResult:
 
 def bend_layers(library: Library, rave: str) -> list[str]:
     """The layers of a model, learned ones first (fixed filterbanks such as pqmf.* last)."""
+    from unravel.modelinfo import layers as model_layers
     model, _ = library.bender(rave)
-    layers = model.layers()
+    layers = model_layers(model.module)
     return [l.name for l in layers if l.learned] + [l.name for l in layers if not l.learned]
 
 
@@ -36,8 +37,9 @@ NEUTRAL = {"offset": 0.0, "spread": 1.0, "randomize": 0.0, "invert": False, "zer
 
 def layer_info(library: Library, rave: str, layer: str) -> str:
     """One line about a layer: shape, size, whether it is learned, its current value range."""
+    from unravel.modelinfo import layers
     model, bender = library.bender(rave)
-    info = next((l for l in model.layers() if l.name == layer), None)
+    info = next((l for l in layers(model.module) if l.name == layer), None)
     if info is None:
         raise UnravelError(f"{rave}: no layer named {layer!r}")
     w = bender.get_weights(layer)

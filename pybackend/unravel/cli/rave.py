@@ -46,7 +46,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     specs = _model_files(args.model)
     if args.csv and Path(args.csv).exists() and not args.force:
         raise UnravelError(f"{args.csv}: already exists (use --force to overwrite)")
-    infos = [_load(args, spec, warmup=False).info() for spec in specs]
+    from unravel.modelinfo import info as model_info
+    infos = [model_info(_load(args, spec, warmup=False)) for spec in specs]
     if args.csv:
         from unravel.audio import atomic_write
         atomic_write(args.csv, lambda tmp: _write_info_csv(tmp, infos), force=args.force)

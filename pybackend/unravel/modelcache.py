@@ -1,0 +1,143 @@
+"""What the Models of one model file share (the objects of a patch that load the same file),
+and the TorchScript reads, copies and writes they are made from (without the GIL where
+`unravel._jitload` is built).
+
+A shared load (`Loaded`) is kept per file and device, keyed by path, size, modification time
+and device, and held weakly: it goes when its last Model does."""
+
+from __future__ import annotations
+
+import copy
+import io
+import pathlib
+import threading
+import weakref
+
+import torch
+
+from unravel.errors import UnravelError, short_cause
+
+_SHARED: "weakref.WeakValueDictionary[tuple, Loaded]" = weakref.WeakValueDictionary()
+_SHARED_LOCK = threading.Lock()
+_STATEFUL: set[tuple] = set()      # files whose modules keep state (streaming caches)
+_LOADING: dict[tuple, threading.Lock] = {}     # one load of a file at a time (see loading)
+
+
+class Loaded:
+    """A model file as loaded once and shared. A module that running leaves unchanged is
+    shared itself (`module`, the Python wrapper). A module that keeps state in its buffers
+    (streaming caches) is kept as a `template` that never runs (its C++ module, in the state
+    the file gives), of which every Model runs its own copy: its own buffers and attributes,
+    the template's weights (the same tensors, dotted names `params`) and the same compiled
+    methods. `methods` and `sr` are what the first load read from the file."""
+
+    def __init__(self, module, template, methods: dict, sr: int | None, params: list[str]):
+        self.module = module
+        self.template = template
+        self.methods = methods
+        self.sr = sr
+        self.params = params
+
+
+def file_key(p: pathlib.Path, device: torch.device | None = None) -> tuple:
+    """The file as it is now (path, size, modification time) on `device`."""
+    st = p.stat()
+    return (str(p.resolve()), st.st_size, st.st_mtime_ns, str(device))
+
+
+def shared(p: pathlib.Path, device: torch.device) -> Loaded | None:
+    """What the Models of this file on `device` share, or None."""
+    with _SHARED_LOCK:
+        return _SHARED.get(file_key(p, device))
+
+
+def loading(p: pathlib.Path, device: torch.device) -> threading.Lock:
+    """The lock under which Models of this file on `device` look for a shared load and make
+    it: two made at once (two objects' control threads) share one load."""
+    with _SHARED_LOCK:
+        return _LOADING.setdefault(file_key(p, device), threading.Lock())
+
+
+def offer(p: pathlib.Path, device: torch.device, loaded: Loaded) -> Loaded:
+    """Let later Models of this file on `device` share `loaded`; returns what is shared now
+    (another one if another Model was first)."""
+    with _SHARED_LOCK:
+        return _SHARED.setdefault(file_key(p, device), loaded)
+
+
+def is_stateful(p: pathlib.Path) -> bool:
+    """Whether the module of this file is known to keep state as it runs (mark_stateful)."""
+    return file_key(p) in _STATEFUL
+
+
+def mark_stateful(p: pathlib.Path) -> None:
+    """Remember that the module of this file keeps state (the next Models of it need not look)."""
+    _STATEFUL.add(file_key(p))
+
+
+def _submodule(cmod, path: list[str]):
+    for name in path:
+        cmod = cmod.getattr(name)
+    return cmod
+
+
+def tensor(cmod, name: str) -> torch.Tensor:
+    """The parameter or buffer of the C++ module `cmod` at dotted `name`."""
+    *path, leaf = name.split(".")
+    return _submodule(cmod, path).getattr(leaf)
+
+
+def copy_sharing_weights(cmod, params: list[str]):
+    """A copy of the C++ module `cmod` with its own buffers and attributes, and the same
+    parameter tensors (dotted names `params`) as `cmod`."""
+    copy_ = jit_copy(cmod)
+    for name in params:
+        *path, leaf = name.split(".")
+        _submodule(copy_, path).setattr(leaf, tensor(cmod, name))
+    return copy_
+
+
+def _jitload():
+    """unravel._jitload (native/jitload.cpp: the file read and the deep copy made with the
+    GIL released, so that the model threads of the objects that play meanwhile, which need
+    it once per block, go on), or None when it is not built."""
+    try:
+        from unravel import _jitload
+    except ImportError:
+        return None
+    return _jitload
+
+
+def jit_load(p: pathlib.Path, device: torch.device):
+    """torch.jit.load(p, map_location=device), without the GIL where _jitload is built."""
+    jl = _jitload()
+    if jl is None:
+        return torch.jit.load(str(p), map_location=device)
+    return torch.jit._recursive.wrap_cpp_module(jl.load(str(p), str(device)))
+
+
+def jit_copy(cmod):
+    """copy.deepcopy of a C++ script module, without the GIL where _jitload is built."""
+    jl = _jitload()
+    return copy.deepcopy(cmod) if jl is None else jl.copy(cmod)
+
+
+def module_bytes(module) -> bytes:
+    """A script module as the bytes of a TorchScript file (torch.jit.save), serialized
+    without the GIL where _jitload is built."""
+    jl = _jitload()
+    if jl is not None:
+        return jl.save(module._c)
+    buf = io.BytesIO()
+    torch.jit.save(module, buf)
+    return buf.getvalue()
+
+
+def read_module(p: pathlib.Path, device: torch.device):
+    """The TorchScript file (on `device`, eval mode), or one clear error."""
+    try:
+        module = jit_load(p, device)
+    except Exception as e:  # noqa: BLE001 - torch raises several types for bad files
+        raise UnravelError(f"{p}: not a TorchScript model ({short_cause(e)})") from None
+    module.eval()
+    return module
