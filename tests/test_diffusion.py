@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from unravel.operations import DIFFUSE
+from unravel.operations import DIFFUSE, PREPARE
 from unravel import cli, diffusion
 from unravel.errors import UnravelError
 from unravel.model import load_model
@@ -322,7 +322,8 @@ def test_prepare_diffusion_chunks_like_the_reference(rave8, tmp_path):
     stereo = np.stack([np.sin(2 * np.pi * 110 * t), 0.5 * np.sin(2 * np.pi * 330 * t)]).astype(np.float32)
     wav = tmp_path / "in.wav"
     sf.write(wav, stereo.T, rave8.sr, subtype="FLOAT")
-    paths = diffusion.prepare_files(rave8, [wav], tmp_path / "lat", latent_length=256)
+    paths = diffusion.prepare_files(rave8, PREPARE.settings(inputs=[wav], output=tmp_path / "lat",
+                                                            latent_length=256))
     assert [p.name for p in paths] == ["in_part000.npy", "in_part001.npy"]  # partial chunk dropped
     mono = stereo.mean(axis=0)
     for i, p in enumerate(paths):
@@ -332,7 +333,8 @@ def test_prepare_diffusion_chunks_like_the_reference(rave8, tmp_path):
         assert z.shape == (1, 8, 256) and z.dtype == np.float32
         np.testing.assert_allclose(z, expected, atol=1e-5)
     with pytest.raises(UnravelError, match="at least"):
-        diffusion.prepare_files(rave8, [wav], tmp_path / "lat2", latent_length=1024)
+        diffusion.prepare_files(rave8, PREPARE.settings(inputs=[wav], output=tmp_path / "lat2",
+                                                        latent_length=1024))
 
 
 def test_prepare_diffusion_names_folders_and_minimum_length(rave8, tmp_path, capsys):
@@ -342,8 +344,9 @@ def test_prepare_diffusion_names_folders_and_minimum_length(rave8, tmp_path, cap
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         sf.write(tmp_path / name, tone, rave8.sr)
     # same name in two folders: both made, the later one named by its folder
-    paths = diffusion.prepare_files(rave8, [tmp_path / "a" / "x.wav", tmp_path / "b" / "x.wav",
-                                            tmp_path / "lib"], tmp_path / "lat")
+    paths = diffusion.prepare_files(rave8, PREPARE.settings(
+        inputs=[tmp_path / "a" / "x.wav", tmp_path / "b" / "x.wav", tmp_path / "lib"],
+        output=tmp_path / "lat"))
     assert [p.name for p in paths] == ["x_part000.npy", "b--x_part000.npy", "y_part000.npy",
                                        "sub--y_part000.npy", "sub--z_part000.npy"]
     # the CLI refuses a latent length below what train-diffusion takes, before writing anything

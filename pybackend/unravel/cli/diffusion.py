@@ -40,9 +40,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from unravel.diffusion import prepare_files
     s = PREPARE.from_cli(args)
     model = _cli_model(args, s.model)
-    paths = prepare_files(model, s.inputs, s.output, s.latent_length,
-                          normalize_latents=not s.no_normalize, force=s.force,
-                          progress=sys.stderr.isatty(), jobs=s.jobs)
+    paths = prepare_files(model, s, progress=sys.stderr.isatty())
     for p in paths:
         print(p)
     return 0
@@ -54,14 +52,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from unravel.model import set_threads
     s = TRAIN.from_cli(args)
     set_threads(getattr(args, "threads", 1))
-    summary = train(s.latents, s.output, arch=s.arch, name=s.name,
-                    batch_size=s.batch_size, accumulation_steps=s.accumulation_steps,
-                    lr=s.lr, weight_decay=s.weight_decay, scheduler_steps=s.scheduler_steps,
-                    noise_std=s.noise_std, patience=s.patience, max_epochs=s.max_epochs,
-                    max_minutes=s.max_minutes, split_ratio=s.split_ratio,
-                    save_interval=s.save_interval, resume=s.resume, finetune=s.finetune,
-                    seed=s.seed, force=s.force, optimizer_state=not s.no_optimizer_state,
-                    progress=sys.stderr.isatty(), device=args.device, precision=s.precision)
+    summary = train(s, progress=sys.stderr.isatty(), device=args.device)
     if summary["rank"] == 0:  # under torchrun, one process prints
         print(summary["best"])
         print(summary["last"])

@@ -6,27 +6,25 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 
 from unravel import audio as audio_io
 from unravel import latents as latents_io
-from unravel.diffusion.values import as_int
+from unravel.settings import Settings
 from unravel.errors import UnravelError
 
 MIN_TRAIN_LENGTH = 256
 
 
-def prepare_files(model, inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
-                  latent_length: int = MIN_TRAIN_LENGTH, normalize_latents: bool = True,
-                  force: bool = False, progress: bool = False, jobs: int = 1) -> list[Path]:
-    """Training latents as the reference preprocess makes them.
+def prepare_files(model, s: Settings, progress: bool = False) -> list[Path]:
+    """Training latents as the reference preprocess makes them, for the settings `s`
+    (`operations.PREPARE`: inputs, output, latent_length, no_normalize, jobs, force).
 
     Each input is read at the model's rate, mixed to mono, cut into chunks of
     latent_length * ratio samples (the last partial chunk dropped), each chunk encoded,
-    z-scored over the whole chunk (unless `normalize_latents` is False), zero-padded on the
+    z-scored over the whole chunk (unless `no_normalize`), zero-padded on the
     right to latent_length frames and written as float32 (1, D, L) `<name>_partNNN.npy`.
     Folders are scanned with their subfolders; `<name>` is the file's stem, with its
     subfolders in front for files below a given folder (`drums--kick_part000.npy`) and its
@@ -35,17 +33,16 @@ def prepare_files(model, inputs: Sequence[str | os.PathLike], out_dir: str | os.
     least 256 (MIN_TRAIN_LENGTH), as train-diffusion needs. `jobs` > 1 prepares the files
     in that many worker processes (unravel.workers: the same bytes).
     """
-    from unravel.workers import check_jobs, map_files
-    check_jobs(jobs)
-    latent_length = as_int(latent_length, "latent_length")
+    from unravel.workers import map_files
+    latent_length, normalize_latents, force, jobs = s.latent_length, not s.no_normalize, s.force, s.jobs
     if latent_length < MIN_TRAIN_LENGTH:
         raise UnravelError(f"latent_length must be at least {MIN_TRAIN_LENGTH} (what "
                            f"train-diffusion takes), got {latent_length}")
     if model.ratio is None or "encode" not in model.methods:
         raise UnravelError(f"{model.path}: model has no encode method")
-    found = audio_io.scan_audio(inputs)
+    found = audio_io.scan_audio(s.inputs)
     files, names = [p for p, _ in found], audio_io.unique_names(found)
-    folder = audio_io.check_writable_dir(out_dir)
+    folder = audio_io.check_writable_dir(s.output)
     chunk = latent_length * model.ratio
     items = [(path, name, folder, latent_length, normalize_latents, force)
              for path, name in zip(files, names)]

@@ -20,8 +20,8 @@ from unravel import device as device_io
 from unravel.diffusion.checkpoint import (arch_from_name, load_checkpoint, read_checkpoint,
                                           save_checkpoint)
 from unravel.diffusion.prepare import MIN_TRAIN_LENGTH, load_latent_folder
-from unravel.diffusion.values import check_seed
 from unravel.diffusion.vdiffusion import DiffusionModel, total_factor
+from unravel.settings import Settings
 from unravel.errors import UnravelError, first_line
 
 
@@ -171,18 +171,14 @@ def _agree(flag: bool, ranks: Ranks) -> bool:
     return bool(t.item())
 
 
-def train(latent_dir: str | os.PathLike, out_dir: str | os.PathLike, arch: str | dict = "small",
-          name: str = "diffusion", batch_size: int = 8, accumulation_steps: int = 2,
-          lr: float = 1e-4, weight_decay: float = 1e-4, scheduler_steps: int = 100,
-          gamma: float = 0.99, noise_std: float = 0.1, patience: int = 200,
-          max_epochs: int = 25000, max_minutes: float | None = None, split_ratio: float = 0.8,
-          save_interval: int = 100, resume: str | os.PathLike | None = None,
-          finetune: str | os.PathLike | None = None, seed: int = 664, force: bool = False,
-          optimizer_state: bool = True, progress: bool = True, device: str | torch.device = "cpu",
-          precision: str = "32") -> dict:
+GAMMA = 0.99    # the learning rate's decay per scheduler_steps epochs
+
+
+def train(s: Settings, progress: bool = True, device: str | torch.device = "cpu") -> dict:
     """Train a diffusion model on a folder of (1, D, L) latents (the Flex'ed recipe).
 
-    AdamW(lr, weight_decay), StepLR(scheduler_steps, gamma) per epoch (finetune: cosine
+    `s`: the settings (`operations.TRAIN`: the latent folder, the output folder, ...).
+    AdamW(lr, weight_decay), StepLR(scheduler_steps, GAMMA) per epoch (finetune: cosine
     annealing to 1e-6 over scheduler_steps), Gaussian noise_std augmentation of the training
     latents, gradient accumulation over `accumulation_steps` batches (the last, shorter
     group of an epoch included, each batch's loss weighted equally), early stop after
@@ -190,7 +186,7 @@ def train(latent_dir: str | os.PathLike, out_dir: str | os.PathLike, arch: str |
     noise every epoch, so epochs compare; the training random stream is left untouched). Writes `<name>_best.pt` (best
     validation loss) and `<name>_last.pt` (every save_interval epochs and at the end).
     `resume` continues a run (weights, optimizer, scheduler, epoch); `finetune` starts
-    from a checkpoint's weights with a fresh optimizer. `optimizer_state=False` writes empty
+    from a checkpoint's weights with a fresh optimizer. `no_optimizer_state` writes empty
     optimizer/scheduler states (a third of the size; such a checkpoint cannot be resumed).
 
     Runs on `device` with autocast in `precision` (32, 16-mixed with a loss scaler,
@@ -203,38 +199,28 @@ def train(latent_dir: str | os.PathLike, out_dir: str | os.PathLike, arch: str |
     ranks x batch b take the same steps as one process x batch N*b, and a run resumes with
     any number of ranks. Returns a summary dict.
     """
-    for value, label in ((batch_size, "batch_size"), (accumulation_steps, "accumulation_steps"),
-                         (scheduler_steps, "scheduler_steps"), (patience, "patience"),
-                         (max_epochs, "max_epochs"), (save_interval, "save_interval")):
-        if value < 1:
-            raise UnravelError(f"{label} must be at least 1, got {value}")
-    if not 0 < split_ratio <= 1:
-        raise UnravelError(f"split_ratio must be in (0, 1], got {split_ratio}")
-    if noise_std < 0 or lr <= 0 or weight_decay < 0:
-        raise UnravelError("noise_std and weight_decay must be >= 0 and lr > 0")
-    if resume is not None and finetune is not None:
-        raise UnravelError("give --resume or --finetune, not both")
-    seed = check_seed(seed)
-    precision = device_io.check_precision(precision)
-    name = audio_io.check_name(name, "name")
+    latent_dir, resume = s.latents, s.resume
+    precision = device_io.check_precision(s.precision)
+    name = audio_io.check_name(s.name, "name")
     data, names = load_latent_folder(latent_dir)
     n, dims, length = data.shape
     if length < MIN_TRAIN_LENGTH:
         raise UnravelError(f"{latent_dir}: latent length {length} is below {MIN_TRAIN_LENGTH} "
                            f"(prepare with --latent-length {MIN_TRAIN_LENGTH} or more)")
-    folder = audio_io.check_writable_dir(out_dir)
+    folder = audio_io.check_writable_dir(s.output)
     best_path, last_path = folder / f"{name}_best.pt", folder / f"{name}_last.pt"
-    if not force and resume is None:
+    if not s.force and resume is None:
         for p in (best_path, last_path):
             if p.exists():
                 raise UnravelError(f"{p}: already exists (use --force to overwrite, or --resume)")
 
     ranks = distributed_setup(device)
     try:
-        return _train(ranks, data, latent_dir, folder, best_path, last_path, arch, batch_size,
-                      accumulation_steps, lr, weight_decay, scheduler_steps, gamma, noise_std,
-                      patience, max_epochs, max_minutes, split_ratio, save_interval, resume,
-                      finetune, seed, optimizer_state, progress, precision)
+        return _train(ranks, data, latent_dir, folder, best_path, last_path, s.arch, s.batch_size,
+                      s.accumulation_steps, s.lr, s.weight_decay, s.scheduler_steps, GAMMA,
+                      s.noise_std, s.patience, s.max_epochs, s.max_minutes, s.split_ratio,
+                      s.save_interval, resume, s.finetune, s.seed, not s.no_optimizer_state,
+                      progress, precision)
     finally:
         if ranks.started_here:
             torch.distributed.destroy_process_group()
