@@ -45,7 +45,7 @@ OUT_ARRAY = Option("output-array", "array", where="pd", help="write the result i
 FORCE = Option("force", "flag", short="-f", help="overwrite existing output files")
 LATENT_WAV = Option("latent-wav", "flag", help="also write <name>.latent.wav")
 JOBS = Option("jobs", "int", default=1, low=1, high=limits.MAX_JOBS, metavar="N",
-              help="in N worker processes (the same files as one; default 1)")
+              help="in N worker processes (the same files as one, default 1)")
 RATE_FROM_MODEL = (
     _model(required=False, help="take the sample rate and ratio from this model"),
     Option("sr", "int", default=44100, low=1, high=limits.MAX_SR, where="cli",
@@ -124,33 +124,33 @@ DIFFUSE = Spec("diffuse", "sample latents from a diffusion checkpoint, decode th
            help="files to make: seeds S, S+1, ..."),
     Option("steps", "int", default=100, low=1, high=limits.MAX_STEPS, help="diffusion steps"),
     Option("sampler", "choice", default="v", choices=("v", "dpm"),
-           help="v: the reference's sampler (default, same numbers as the reference for a seed); "
+           help="v: the reference's sampler (default, same numbers as the reference for a seed). "
                 "dpm: DPM-Solver++(3M), closer to the converged result in 20 steps than v in 100"),
     Option("temperature", "float", default=1.0, low=0, high=1e3, help="noise scale"),
     Option("latent-scale", "float", default=1.0, low=-1e3, high=1e3, group="normalize",
            help="scale after the global z-score"),
     Option("skip-normalize", "flag", group="normalize", help="decode the latents as sampled"),
     Option("latent-length", "int", low=1, high=limits.MAX_LATENT_FRAMES, metavar="L",
-           help="latent frames to sample (default: the checkpoint's; a multiple of its "
+           help="latent frames to sample (default: the checkpoint's, a multiple of its "
                 "network's downsampling)"),
     Option("length-mult", "int", default=1, low=1, high=limits.MAX_LENGTH_MULT, metavar="K",
            help="sample K times the latent length"),
     Option("lerp", "flag", help="slerp from seed A's to seed B's latents"),
-    Option("seed-a", "int", low=0, high=limits.MAX_SEED, metavar="A", help="seed A (with --lerp; default random)"),
-    Option("seed-b", "int", low=0, high=limits.MAX_SEED, metavar="B", help="seed B (with --lerp; default random)"),
+    Option("seed-a", "int", low=0, high=limits.MAX_SEED, metavar="A", help="seed A (with lerp, default random)"),
+    Option("seed-b", "int", low=0, high=limits.MAX_SEED, metavar="B", help="seed B (with lerp, default random)"),
     Option("lerp-factor", "float", default=1.0, low=-1e3, high=1e3,
            help="interpolation reaches this factor at the end"),
     Option("save-latents", "flag", help="also write the latents as .npy"),
     LATENT_WAV,
     Option("name", "str", default="diffuse", help="file name prefix"),
     Option("batch", "int", default=4, low=1, high=limits.MAX_BATCH, metavar="B",
-           help="seeds sampled together (default 4; 1 = bit-exact with the reference loop)"),
+           help="seeds sampled together (default 4, 1 = bit-exact with the reference loop)"),
     _output(), OUT_ARRAY, FORCE))
 
 PREPARE = Spec("prepare", "audio files or folders -> training latents for train-diffusion", (
     _model("default"), _inputs("audio"),
     Option("latent-length", "int", default=256, low=1, high=limits.MAX_LATENT_FRAMES, metavar="L",
-           help="latent frames per chunk (default 256; chunks of L*ratio samples)"),
+           help="latent frames per chunk (default 256, chunks of L*ratio samples)"),
     Option("no-normalize", "flag", help="skip the per-chunk z-score"),
     _output("latent folder", required=True), JOBS, FORCE), command="prepare-diffusion")
 

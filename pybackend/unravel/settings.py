@@ -147,6 +147,13 @@ class Option:
             return f"at most {high:g}"
         return f"{lo} and at most {high:g}"
 
+    def described(self) -> str:
+        """Its help, with its default unless the help says it."""
+        if self.default in (None, False, [], ()) or "default" in self.help:
+            return self.help
+        shown = " ".join(map(str, self.default)) if isinstance(self.default, (list, tuple)) else self.default
+        return f"{self.help} (default {shown})" if self.help else f"default {shown}"
+
     def pd_value(self) -> str:
         """What a Pd job takes after its key, for the help patch (`1..10000`, `0|1`, `<file>`)."""
         if self.kind in ("int", "float"):
@@ -154,7 +161,7 @@ class Option:
             lo = "" if self.low is None else show(self.low)
             hi = "" if self.high is None else show(self.high)
             return f"{lo}..{hi}"
-        return {"flag": "0|1", "choice": "|".join(self.choices), "path": "<path>",
+        return {"flag": "0|1", "choice": " | ".join(self.choices), "path": "<path>",
                 "paths": "<file>...", "strs": "<word>...", "array": "<set>",
                 "str": f"<{(self.metavar or 'text').lower()}>"}[self.kind]
 
@@ -336,7 +343,7 @@ class Spec:
 
     def pd_rows(self) -> list[tuple[str, str]]:
         """(`key value`, help) for each option of the Pd job: the help patch's rows."""
-        return [(f"{o.key} {o.pd_value()}", o.help) for o in self.on("pd")]
+        return [(f"{o.key} {o.pd_value()}", o.described()) for o in self.on("pd")]
 
 
 def _word(v: Any) -> str:
@@ -348,8 +355,4 @@ def _word(v: Any) -> str:
 
 
 def _help(o: Option) -> str:
-    text = o.help
-    if o.default not in (None, False, [], ()) and "default" not in text:
-        shown = " ".join(map(str, o.default)) if isinstance(o.default, (list, tuple)) else o.default
-        text = f"{text} (default {shown})" if text else f"default {shown}"
-    return text.replace("%", "%%")
+    return o.described().replace("%", "%%")   # argparse formats help with %

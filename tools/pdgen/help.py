@@ -43,19 +43,20 @@ def section(c: Canvas, y: int, label: str) -> int:
     return y + 26
 
 
-def reference(name: str, title: str, parts: list[tuple[str, list[tuple[str, str]]]]) -> Canvas:
-    """[pd reference]: for each (section, [(what, description)]) a bar and its rows."""
-    r = Canvas(900, 100, name="reference")
+def reference(name: str, title: str, parts: list[tuple[str, list[tuple[str, str]]]],
+              sub: str = "reference", w: int = 900, gap: int = 2) -> Canvas:
+    """[pd reference] (or [pd <sub>]): for each (section, [(what, description)]) a bar and its rows."""
+    r = Canvas(w, 100, name=sub)
     r.text(20, 12, f"[{name}] - {title}", 86)
     y = 44
     for label, rows in parts:
         y = section(r, y, label)
         for what, desc in rows:
             r.text(30, y, what, 24)
-            y = max(y + wrap(what, 24) * LH + 6, note(r, 210, y, desc, 94)) + 2
+            y = max(y + wrap(what, 24) * LH + 6, note(r, 210, y, desc, (w - 240) // CW)) + gap
         y += 6
     separator(r, y, heavy=True)
-    r.head = r.head.replace(" 100 reference", f" {y + 30} reference")
+    r.head = r.head.replace(f" 100 {sub}", f" {y + 30} {sub}")
     return r
 
 
@@ -201,6 +202,7 @@ def unravel_help() -> str:
         ("model", "load, reload, method, bufsize, sync, attributes", model_group()),
         ("layers", "layers, weights, bending, save", layers_group()),
         ("jobs", "UnRAVEl: encode, stats, generate, decode, tempo, diffuse", jobs_group()),
+        ("job-options", "every option of each job", job_options()),
         ("multichannel", "-m: the latents in one signal", multichannel_group()),
         ("registry", "the model registry (nn~'s): list, download", registry_group()),
     ]
@@ -286,6 +288,23 @@ def jobs_group() -> Canvas:
         ("diffuse output-array dif steps 10 seed 1", "latent diffusion into the set dif (not "
                                                      "decoded: play it with [chns0n])"),
     ], "$0-u", extra=phrase, w=960)
+
+
+def job_options() -> Canvas:
+    """A subpatch per job listing its options: the rows come from the job's declaration
+    (unravel.operations), the one the command line's options come from too."""
+    from unravel.operations import PD_JOBS
+    g = Canvas(560, 100, name="job-options")
+    y = note(g, 15, 12, "Each job takes its options as 'key value' pairs, in any order: those "
+                        "of the unravel command of the same name, with the same bounds and "
+                        "defaults (a switch takes 0 or 1, a list repeats its key). The object's "
+                        "model replaces --model. input-array and output-array are Pd's own.", 74)
+    for i, spec in enumerate(PD_JOBS):
+        x, row = 15 + (i % 3) * 170, y + 10 + (i // 3) * 40
+        g.sub(x, row, spec.name, reference(spec.name, spec.help, [("OPTIONS:", spec.pd_rows())],
+                                           sub=spec.name, w=1000, gap=0))
+    g.head = g.head.replace(" 100 job-options", f" {y + 100} job-options")
+    return g
 
 
 def registry_group() -> Canvas:
