@@ -16,7 +16,6 @@ of lists `[selector, value, ...]`; a value may be a float32 numpy array (sent as
 from __future__ import annotations
 
 import gc
-import math
 import os
 import pathlib
 import sys
@@ -28,6 +27,7 @@ import torch
 from unravel import jobproc, pdargs, safewrite
 from unravel import model as _model
 from unravel.errors import UnravelError, one_line
+from unravel.operations import BEND
 
 Atom = "str | float"
 
@@ -292,9 +292,9 @@ class Session:
         pdargs.count("bend", args, 3, 5, "<layer> <offset|spread|randomize|invert|zero> <amount> [percent] [seed]")
         layer = pdargs.symbol("bend", args[0], "layer")
         op = pdargs.symbol("bend", args[1], "op")
-        amount = pdargs.number("bend", args[2], "amount")
-        percent = pdargs.number("bend", args[3], "percent") if len(args) > 3 else None
-        seed = pdargs.integer("bend", args[4], "seed") if len(args) > 4 else None
+        amount = pdargs.value("bend", args[2], BEND.option("amount"))
+        percent = pdargs.value("bend", args[3], BEND.option("percent")) if len(args) > 3 else None
+        seed = pdargs.value("bend", args[4], BEND.option("seed")) if len(args) > 4 else None
         self.bender.bend(layer, op, amount, percent, seed)
         return []
 

@@ -1,32 +1,36 @@
-"""Pd message arguments (lists of str and float, Pd's symbols and floats) checked one by one,
-and Python values turned back into Pd atoms. Every error is one UnravelError line naming the
-message."""
+"""Pd message arguments (lists of str and float, Pd's symbols and floats) checked one by one
+(numbers as an option of `unravel.settings` is), and Python values turned back into Pd atoms.
+Every error is one UnravelError line naming the message."""
 
 from __future__ import annotations
 
-import math
 import os
 import pathlib
 
 import numpy as np
 
 from unravel.errors import UnravelError
+from unravel.settings import Option
 
 INT_LIMIT = 2 ** 31      # integers from Pd: |n| below this
 
 
+def value(cmd: str, v, option: Option):
+    """`v` checked as `option` (see `Option.convert`); a Pd symbol is not a number."""
+    if option.kind in ("int", "float") and isinstance(v, str):
+        raise UnravelError(f"{cmd}: {option.name} must be a number, got '{v}'")
+    try:
+        return option.convert(v)
+    except ValueError as e:
+        raise UnravelError(f"{cmd}: {option.name} {e}") from None
+
+
 def integer(cmd: str, v, what: str) -> int:
-    if isinstance(v, str) or not math.isfinite(v) or float(v) != int(v) or abs(v) >= INT_LIMIT:
-        raise UnravelError(f"{cmd}: {what} must be an integer below {INT_LIMIT} in size, got {v}")
-    return int(v)
+    return value(cmd, v, Option(what, "int", low=1 - INT_LIMIT, high=INT_LIMIT - 1))
 
 
 def number(cmd: str, v, what: str) -> float:
-    if isinstance(v, str):
-        raise UnravelError(f"{cmd}: {what} must be a number, got '{v}'")
-    if not math.isfinite(v):
-        raise UnravelError(f"{cmd}: {what} must be a finite number, got {v}")
-    return float(v)
+    return value(cmd, v, Option(what, "float"))
 
 
 def symbol(cmd: str, v, what: str) -> str:
