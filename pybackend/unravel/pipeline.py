@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from unravel import audio, distributions, limits, patterns, stats, tempo
+from unravel import audio, distributions, limits, patterns, plots, stats, tempo
 from unravel import latents as latent_io
 from unravel.errors import UnravelError
 
@@ -266,7 +266,7 @@ def generate_files(latents: Sequence[PathLike], out_dir: PathLike, pattern: str 
     `<pattern>-<dist>-NNN.npy`, a latent wav (`.latent.wav`, 64-bit float,
     floor(sr/ratio) Hz) and a `.json` sidecar whose `argv` re-makes it byte for byte
     (`unravel <argv> -o DIR`: `--seed S --skip I --files 1` for file I of the stream).
-    `plot`: also write a PNG of the generated arrays (see `plot_generated`); an existing
+    `plot`: also write a PNG of the generated arrays (see `plots.generated`); an existing
     one is refused before anything is made unless `force`.
     Returns the `.npy` paths.
     """
@@ -276,8 +276,8 @@ def generate_files(latents: Sequence[PathLike], out_dir: PathLike, pattern: str 
     limits.check_range(seed, 0, limits.MAX_SEED, "generate: seed")
     if skip < 0:
         raise UnravelError(f"generate: skip must be >= 0, got {skip}")
-    if plot is not None and files > PLOT_MAX_FILES:
-        raise UnravelError(f"generate: --plot draws at most {PLOT_MAX_FILES} files, got {files}")
+    if plot is not None and files > plots.PLOT_MAX_FILES:
+        raise UnravelError(f"generate: --plot draws at most {plots.PLOT_MAX_FILES} files, got {files}")
     if plot is not None:
         _targets([Path(plot)], force)
     k, bpm_info = resolve_points(points, bpm, sr, ratio)
@@ -319,49 +319,8 @@ def generate_files(latents: Sequence[PathLike], out_dir: PathLike, pattern: str 
         written.append(npy)
         made.append(g)
     if plot is not None:
-        plot_generated(made, plot, [p.stem for p in written], f"{pattern}, {dist}", force=True)
+        plots.generated(made, plot, [p.stem for p in written], f"{pattern}, {dist}", force=True)
     return written
-
-
-PLOT_MAX_FILES = 8
-
-
-def plot_generated(arrays: Sequence[np.ndarray], path: PathLike, names: Sequence[str],
-                   title: str = "", force: bool = False) -> Path:
-    """Write a PNG with one row per generated (D, T) array: a violin and a box plot per
-    dimension and the time series of every dimension (UnRAVEl generator's plots)."""
-    import io
-
-    import matplotlib
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(15, 3.6 * len(arrays)), dpi=80)
-    for row, (g, name) in enumerate(zip(arrays, names)):
-        x = np.asarray(g, dtype=np.float64).T            # (frames, dims)
-        ticks = range(1, x.shape[1] + 1)
-        ax = fig.add_subplot(len(arrays), 3, 3 * row + 1)
-        ax.violinplot(x, showmeans=True, showmedians=True)
-        ax.set_title(f"{name}: distribution (violin)", fontsize=9)
-        ax.set_xlabel("latent dimension")
-        ax.set_xticks(list(ticks))
-        ax = fig.add_subplot(len(arrays), 3, 3 * row + 2)
-        ax.boxplot(x, showmeans=True)
-        ax.set_title(f"{name}: distribution (box)", fontsize=9)
-        ax.set_xlabel("latent dimension")
-        ax = fig.add_subplot(len(arrays), 3, 3 * row + 3)
-        ax.plot(x, linewidth=0.8)
-        ax.set_title(f"{name}: time series", fontsize=9)
-        ax.set_xlabel("latent frame")
-        for a in fig.axes[-3:]:
-            a.grid(True, alpha=0.3)
-            a.tick_params(labelsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return audio.atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()), force=force)
 
 
 def decode_targets(latents: Sequence[PathLike], out_dir: PathLike,

@@ -1,11 +1,8 @@
-"""Per-dimension statistics of latent sequences, and their histogram plot."""
+"""Per-dimension statistics of latent sequences."""
 
 from __future__ import annotations
 
-import io
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -117,34 +114,3 @@ def format_table(stats: Stats, iqr: bool = False) -> str:
         lines.append("    " + "".join(f"{v:>7.3f}" for v in row))
     return "\n".join(lines)
 
-
-def plot(z: np.ndarray, path: str | os.PathLike, title: str = "", force: bool = False) -> Path:
-    """Write a PNG with one histogram per latent dimension of (D, T) latents (at most
-    limits.MAX_PLOT_DIMS dimensions: more would take minutes and make an unreadable picture)."""
-    from unravel import limits
-    if np.shape(z)[0] > limits.MAX_PLOT_DIMS:
-        raise UnravelError(f"{path}: a plot shows at most {limits.MAX_PLOT_DIMS} dims, these latents "
-                           f"have {np.shape(z)[0]}")
-    import matplotlib
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    from unravel.audio import atomic_write
-
-    z = np.asarray(z, dtype=np.float64)
-    dims = z.shape[0]
-    cols = min(4, dims)
-    rows = -(-dims // cols)
-    fig = Figure(figsize=(3 * cols, 2.4 * rows), dpi=100)
-    bins = max(10, min(60, int(np.sqrt(z.shape[1])) * 2))
-    for d in range(dims):
-        ax = fig.add_subplot(rows, cols, d + 1)
-        ax.hist(z[d], bins=bins, color="tab:blue", alpha=0.8)
-        ax.set_title(f"dim {d}", fontsize=9)
-        ax.tick_params(labelsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()), force=force)

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from unravel import audio, latents
+from unravel import audio, latents, plots
 from unravel.app.common import (SEED_MAX, Library, Progress, _command, _no_progress, _number,
-                                _on_page, _reporter, latents_image, random_seed,
+                                _on_page, _reporter, random_seed,
                                 randomize_button, whole)
 from unravel.errors import UnravelError
 
@@ -78,7 +78,7 @@ def diffusion_generate(library: Library, checkpoint: str, rave: str, seed_a: int
                                           "choose it in the Architecture field")) from None
     progress(0.95, "drawing the latents")
     z = latents.read(result.npy)
-    image = latents_image(z, result.npy.with_suffix(".png"))
+    image = plots.latents_image(z, result.npy.with_suffix(".png"))
     info = audio.sf.info(str(result.wav))
     command = diffusion_command(checkpoint, rave, seed_a, lerp, seed_b, lerp_factor, temperature,
                                 steps, latent_scale, length_mult, out_dir, arch, library.device)

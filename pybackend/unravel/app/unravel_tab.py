@@ -9,10 +9,10 @@ from typing import Sequence
 
 import numpy as np
 
-from unravel import audio, latents, stats
+from unravel import audio, latents, plots, stats
 from unravel.app.common import (BUNDLED_LOOP, DEFAULT_MAX_UPLOAD_MB, SEED_MAX, Library, Progress, _command,
                                 _no_progress, _number, _on_page, _reporter, fresh_dir,
-                                latents_image, random_seed, randomize_button, whole)
+                                random_seed, randomize_button, whole)
 from unravel.distributions import DISTRIBUTIONS
 from unravel.errors import UnravelError
 from unravel.patterns import PATTERNS
@@ -64,7 +64,7 @@ def _encode_audio(library: Library, rave: str, inputs: Sequence[str | os.PathLik
                  for f in files]
     z = np.concatenate([latents.read(p) for p in paths], axis=1)
     s = stats.compute(z)
-    plot = stats.plot(z, out_dir / "stats.png")
+    plot = plots.histograms(z, out_dir / "stats.png")
     return EncodeResult(list(paths), plot, stats.format_table(s, iqr=iqr), s.frames)
 
 
@@ -112,7 +112,7 @@ def compose(library: Library, rave: str, encoded: Sequence[str | os.PathLike],
     wav = decode_files(model, [npy], out_dir)[0]
     latent_wav = npy.with_name(latents.stem(npy) + latents.LATENT_WAV_SUFFIX)
     z = latents.read(npy)
-    image = latents_image(z, npy.with_suffix(".png"))
+    image = plots.latents_image(z, npy.with_suffix(".png"))
     choice = ["--bpm", _number(bpm)] if bpm else ["--points", points]
     command = "\n".join([
         _command(["unravel", "generate", *encoded, "--pattern", pattern, "--dist", dist,

@@ -124,14 +124,14 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from unravel import pipeline, stats
+    from unravel import pipeline, plots, stats
     paths, arrays = pipeline.read_latents(args.latents)
     import numpy as np
     z = np.concatenate(arrays, axis=1)
     s = stats.compute(z)
     if args.plot:
         title = paths[0].name if len(paths) == 1 else f"{len(paths)} files"
-        stats.plot(z, args.plot, title=title, force=args.force)
+        plots.histograms(z, args.plot, title=title, force=args.force)
     if args.json:
         print(json.dumps({"files": [str(p) for p in paths], **s.to_dict(args.iqr)}, indent=2))
     else:
