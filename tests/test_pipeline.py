@@ -147,7 +147,7 @@ def test_encode_folder_and_errors(tmp_path, default_model):
 
 
 def test_stats_files(encoded):
-    d = pipeline.stats_files(encoded, iqr=True)
+    d = stats.read(encoded).to_dict(iqr=True)
     z = np.concatenate([latents.read(p) for p in encoded], axis=1).astype(np.float64)
     assert d["files"] == [str(p) for p in encoded] and d["frames"] == z.shape[1]
     np.testing.assert_allclose(d["mean"], z.mean(1), rtol=1e-6)
@@ -155,7 +155,7 @@ def test_stats_files(encoded):
     np.testing.assert_allclose(d["covariance"], np.cov(z, bias=True), rtol=1e-6, atol=1e-9)
     json.dumps(d)
     # a folder holding a.npy and a.latent.wav counts each encoding once
-    assert pipeline.stats_files([encoded[0].parent])["frames"] == z.shape[1]
+    assert stats.read([encoded[0].parent]).to_dict()["frames"] == z.shape[1]
 
 
 def same_bytes(files_a, files_b):

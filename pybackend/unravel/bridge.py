@@ -573,7 +573,7 @@ def job_decode(m: _model.Model, o: dict, base: str, pd: PdArrays) -> list:
 def job_stats(m: _model.Model, o: dict, base: str, pd: PdArrays) -> list:
     """Latent files: writes the statistics as JSON (default: <first input>.stats.json beside
     it). A set: replies `<set> <D>` then each dimension's mean, std, min and max."""
-    from unravel import pipeline, stats
+    from unravel import stats
     if _source("stats", o) == "input-array":
         if "output" in o:
             raise UnravelError("stats: input-array replies the statistics: no output file")
@@ -582,7 +582,7 @@ def job_stats(m: _model.Model, o: dict, base: str, pd: PdArrays) -> list:
         rows = np.stack([s.mean, s.std, s.min, s.max], axis=1).ravel()
         return [name, s.dims, *rows.tolist()]
     inputs = o["input"]
-    st = pipeline.stats_files(inputs, iqr=o.get("iqr", False))
+    st = stats.read(inputs).to_dict(o.get("iqr", False))
     out = pathlib.Path(o.get("output") or pathlib.Path(st["files"][0]).with_suffix(".stats.json"))
     force = o.get("force", False)
     if os.path.lexists(out) and not force and (out.is_file() or out.is_symlink()):

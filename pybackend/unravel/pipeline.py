@@ -92,34 +92,6 @@ def _targets(paths: list[Path], force: bool) -> None:
             raise UnravelError(f"{p}: already exists (use --force to overwrite)")
 
 
-def find_latents(inputs: Sequence[PathLike]) -> list[Path]:
-    """Expand inputs: files are kept, folders become their `.npy` files (sorted) plus the
-    latent wavs that have no `.npy` of the same name."""
-    return audio.expand_inputs(inputs, _folder_latents,
-                               "folder has no latent files (.npy or latent .wav)",
-                               "no latent files given")
-
-
-def _folder_latents(folder: Path) -> list[Path]:
-    npys = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() == ".npy")
-    stems = {latent_io.stem(f) for f in npys}
-    wavs = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() == ".wav"
-                  and latent_io.stem(f) not in stems)
-    return sorted(npys + wavs)
-
-
-def read_latents(inputs: Sequence[PathLike], dims: int | None = None) -> tuple[list[Path], list[np.ndarray]]:
-    """Read latent files (folders expanded); all must have the same number of dims
-    (`dims`, or the first file's)."""
-    paths = find_latents(inputs)
-    arrays = []
-    for p in paths:
-        z = latent_io.read(p, dims)
-        dims = z.shape[0] if dims is None else dims
-        arrays.append(z)
-    return paths, arrays
-
-
 def encode_targets(inputs: Sequence[PathLike], out_dir: PathLike, latent_wav: bool = False,
                    force: bool = False, extensions: Sequence[str] = audio.AUDIO_EXTENSIONS
                    ) -> tuple[list[Path], list[Path], list[Path]]:
@@ -183,13 +155,6 @@ def _encode_one(model: "Model", f: Path, npy: Path, wav: Path | None, force: boo
     if wav is not None:
         items.append((wav, latent_io.wav_writer(z, latent_io.latent_rate(model.sr, model.ratio))))
     return audio.write_set(items, force=force)   # the .npy and its latent wav, or neither
-
-
-def stats_files(latents: Sequence[PathLike], iqr: bool = False) -> dict:
-    """Statistics of one or more latent files taken together (frames concatenated), JSON-able."""
-    paths, arrays = read_latents(latents)
-    s = stats.compute(np.concatenate(arrays, axis=1))
-    return {"files": [str(p) for p in paths], **s.to_dict(iqr)}
 
 
 def resolve_points(points: int | None, bpm: float | None, sr: int, ratio: int) -> tuple[int, dict | None]:
@@ -281,11 +246,10 @@ def generate_files(latents: Sequence[PathLike], out_dir: PathLike, pattern: str 
     if plot is not None:
         _targets([Path(plot)], force)
     k, bpm_info = resolve_points(points, bpm, sr, ratio)
-    paths, arrays = read_latents(latents)
-    z = np.concatenate(arrays, axis=1)
-    check_generate(pattern, dist, k, z.shape[0], loops)
+    read = stats.read(latents)
+    paths, s = read.paths, read.stats
+    check_generate(pattern, dist, k, s.dims, loops)
     rng, pattern_rng = streams(int(seed))
-    s = stats.compute(z)
     out = audio.check_writable_dir(out_dir)
     rate = latent_io.latent_rate(sr, ratio)
     inputs = [str(p.resolve()) for p in paths]
@@ -327,7 +291,7 @@ def decode_targets(latents: Sequence[PathLike], out_dir: PathLike,
                    force: bool = False) -> tuple[list[Path], list[Path]]:
     """Check what decode_files would read and write: (latent files, audio paths).
     Raises UnravelError for missing inputs, an unusable output folder or outputs that exist."""
-    paths = find_latents(latents)
+    paths = latent_io.find_files(latents)
     out = audio.check_writable_dir(out_dir)
     targets = [out / f"{latent_io.stem(p)}.wav" for p in paths]
     _targets(targets, force)

@@ -1,11 +1,15 @@
-"""Per-dimension statistics of latent sequences."""
+"""Per-dimension statistics of latent sequences, and of latent files read together."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
+from unravel import latents
 from unravel.errors import UnravelError
 
 # IQR of a normal distribution in units of its standard deviation (2 * 0.6745).
@@ -94,6 +98,26 @@ def compute(z: np.ndarray) -> Stats:
     corr = np.clip(corr, -1.0, 1.0)
     return Stats(frames=int(z.shape[1]), mean=z.mean(axis=1), std=std, min=z.min(axis=1),
                  max=z.max(axis=1), q1=q1, median=median, q3=q3, cov=cov, corr=corr)
+
+
+@dataclass(frozen=True)
+class FileStats:
+    """Latent files read together: their paths, all their frames and the statistics of these."""
+    paths: list[Path]
+    z: np.ndarray      # (D, T): the frames of every file, one file after the other
+    stats: Stats
+
+    def to_dict(self, iqr: bool = False) -> dict:
+        """JSON-able: {"files": [...], then Stats.to_dict}."""
+        return {"files": [str(p) for p in self.paths], **self.stats.to_dict(iqr)}
+
+
+def read(inputs: Sequence[str | os.PathLike]) -> FileStats:
+    """Read latent files (folders expanded, all of the same dims: `latents.read_files`) and
+    compute the statistics of all their frames taken together."""
+    paths, arrays = latents.read_files(inputs)
+    z = np.concatenate(arrays, axis=1)
+    return FileStats(paths, z, compute(z))
 
 
 def format_table(stats: Stats, iqr: bool = False) -> str:

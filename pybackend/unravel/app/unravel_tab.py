@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
 from unravel import audio, latents, plots, stats
 from unravel.app.common import (BUNDLED_LOOP, DEFAULT_MAX_UPLOAD_MB, SEED_MAX, Library, Progress, _command,
                                 _no_progress, _number, _on_page, _reporter, fresh_dir,
@@ -62,10 +60,9 @@ def _encode_audio(library: Library, rave: str, inputs: Sequence[str | os.PathLik
     else:  # same names from different folders: one subfolder each
         paths = [encode_files(model, [f], fresh_dir(out_dir, "input"), progress=False)[0]
                  for f in files]
-    z = np.concatenate([latents.read(p) for p in paths], axis=1)
-    s = stats.compute(z)
-    plot = plots.histograms(z, out_dir / "stats.png")
-    return EncodeResult(list(paths), plot, stats.format_table(s, iqr=iqr), s.frames)
+    r = stats.read(paths)
+    plot = plots.histograms(r.z, out_dir / "stats.png")
+    return EncodeResult(list(paths), plot, stats.format_table(r.stats, iqr=iqr), r.stats.frames)
 
 
 def check_upload(path: Path, max_upload_mb: float) -> None:

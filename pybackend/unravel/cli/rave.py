@@ -124,19 +124,16 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from unravel import pipeline, plots, stats
-    paths, arrays = pipeline.read_latents(args.latents)
-    import numpy as np
-    z = np.concatenate(arrays, axis=1)
-    s = stats.compute(z)
+    from unravel import plots, stats
+    r = stats.read(args.latents)
     if args.plot:
-        title = paths[0].name if len(paths) == 1 else f"{len(paths)} files"
-        plots.histograms(z, args.plot, title=title, force=args.force)
+        title = r.paths[0].name if len(r.paths) == 1 else f"{len(r.paths)} files"
+        plots.histograms(r.z, args.plot, title=title, force=args.force)
     if args.json:
-        print(json.dumps({"files": [str(p) for p in paths], **s.to_dict(args.iqr)}, indent=2))
+        print(json.dumps(r.to_dict(args.iqr), indent=2))
     else:
-        print(", ".join(str(p) for p in paths))
-        print(stats.format_table(s, args.iqr))
+        print(", ".join(str(p) for p in r.paths))
+        print(stats.format_table(r.stats, args.iqr))
     if args.plot:
         print(f"plot: {args.plot}", file=sys.stderr if args.json else sys.stdout)
     return 0
@@ -195,9 +192,9 @@ def cmd_tempo(args: argparse.Namespace) -> int:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    from unravel import pipeline
+    from unravel import latents, pipeline
     # fail on bad inputs or outputs before loading the model
-    pipeline.read_latents(args.latents)
+    latents.read_files(args.latents)
     pipeline.decode_targets(args.latents, args.output, args.force)
     model = _load(args, args.model)
     _print_paths(pipeline.decode_files(model, args.latents, args.output, force=args.force))
