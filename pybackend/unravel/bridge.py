@@ -598,19 +598,19 @@ def job_stats(m: _model.Model, o: dict, base: str, pd: PdArrays) -> list:
 def job_generate(m: _model.Model, o: dict, base: str, pd: PdArrays) -> list:
     """Latent files from the statistics of latent files; or one latent set (the first file
     the file job makes with the same arguments) from a set or one latent file."""
-    from unravel import pipeline
+    from unravel import generator
     kw = dict(pattern=o.get("pattern", "default"), dist=o.get("dist", "normal"),
               iqr=o.get("iqr", False), loops=o.get("loops", 1), seed=o.get("seed", 0))
     ratio = m.ratio or 2048
     if _source("generate", o) == "input" and "output-array" not in o:
-        return pipeline.generate_files(o["input"], o.get("output", base or "."),
-                                       points=o.get("points"), bpm=o.get("bpm"),
-                                       files=o.get("files", 1), sr=m.sr, ratio=ratio, **kw)
+        return generator.generate_files(o["input"], o.get("output", base or "."),
+                                        points=o.get("points"), bpm=o.get("bpm"),
+                                        files=o.get("files", 1), sr=m.sr, ratio=ratio, **kw)
     if o.get("files", 1) != 1:
         raise UnravelError("generate: output-array takes files 1")
     z = _in_latents("generate", o, pd, None)
-    points, _ = pipeline.resolve_points(o.get("points"), o.get("bpm"), m.sr, ratio)
-    return [pd.put_latents(o["output-array"], pipeline.generate(z, points=points, **kw))]
+    points, _ = generator.resolve_points(o.get("points"), o.get("bpm"), m.sr, ratio)
+    return [pd.put_latents(o["output-array"], generator.generate(z, points=points, **kw))]
 
 
 @register_job("tempo", {"bpm": "float", "k": "int"})

@@ -93,7 +93,8 @@ def compose(library: Library, rave: str, encoded: Sequence[str | os.PathLike],
             points: int | None = 16, bpm: float | None = None, loops: int = 1, seed: int = 0,
             iqr: bool = False, progress: Progress = _no_progress) -> ComposeResult:
     """Generate a latent pattern from the statistics of encodings, then decode it."""
-    from unravel.pipeline import decode_files, generate_files
+    from unravel.generator import generate_files
+    from unravel.pipeline import decode_files
     if not encoded:
         raise UnravelError("nothing encoded yet: encode some audio first")
     seed, loops = whole(seed, "Seed"), whole(loops, "Loops")

@@ -1,7 +1,7 @@
 """The model and latent commands: info, encode, stats, generate, tempo, decode, bend.
 
-Each `cmd_*` calls the backend (unravel.model, pipeline, stats, tempo, bend); the backend is
-imported when the command runs, so `unravel --help` stays fast.
+Each `cmd_*` calls the backend (unravel.model, pipeline, stats, generator, tempo, bend); the
+backend is imported when the command runs, so `unravel --help` stays fast.
 """
 
 from __future__ import annotations
@@ -151,13 +151,13 @@ def _sr_ratio(args: argparse.Namespace) -> tuple[int, int]:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from unravel import patterns, pipeline
+    from unravel import generator, patterns
     sr, ratio = _sr_ratio(args)
-    paths = pipeline.generate_files(args.latents, args.output, pattern=args.pattern, dist=args.dist,
-                                    iqr=args.iqr, points=args.points, bpm=args.bpm, loops=args.loops,
-                                    files=args.files, seed=args.seed, sr=sr, ratio=ratio,
-                                    skip=args.skip, plot=args.plot, force=args.force)
-    k, info = pipeline.resolve_points(args.points, args.bpm, sr, ratio)
+    paths = generator.generate_files(args.latents, args.output, pattern=args.pattern, dist=args.dist,
+                                     iqr=args.iqr, points=args.points, bpm=args.bpm, loops=args.loops,
+                                     files=args.files, seed=args.seed, sr=sr, ratio=ratio,
+                                     skip=args.skip, plot=args.plot, force=args.force)
+    k, info = generator.resolve_points(args.points, args.bpm, sr, ratio)
     if info is not None and args.bpm is not None:
         print(f"{k} frames per block: {info['bpm']:.2f} BPM (target {info['target']:g}, "
               f"error {info['error']:+.2f})", file=sys.stderr)
@@ -167,7 +167,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
               f"a full run (as UnRAVEl's generator requires) needs {patterns.FIBO_FULL_RUN}",
               file=sys.stderr)
     for p in paths:
-        _print_paths(pipeline.generated_outputs(p))
+        _print_paths(generator.generated_outputs(p))
     if args.plot:
         print(args.plot)
     return 0
