@@ -11,7 +11,7 @@ import soundfile as sf
 
 from pdrun import BUILD, Patch, run_pd
 from unravel.operations import DIFFUSE
-from unravel import diffusion, pipeline, stats
+from unravel import diffusion, generator, pipeline, stats
 from unravel.model import DEFAULT_MODEL, load_model
 
 pytestmark = pytest.mark.skipif(not (BUILD / "unravel~.pd_linux").exists(),
@@ -113,8 +113,8 @@ def test_each_array_job_equals_the_file_job(result, tmp_path):
     want = np.stack([s.mean, s.std, s.min, s.max], axis=1)
     assert got == pytest.approx(want, rel=1e-5, abs=1e-6)
     # generate: the first file of the file job with the same arguments
-    gen = pipeline.generate_files([npy], tmp_path / "gen", pattern="fibo", seed=3, points=11,
-                                  sr=m.sr, ratio=m.ratio)[0]
+    gen = generator.generate_files([npy], tmp_path / "gen", pattern="fibo", seed=3, points=11,
+                                   sr=m.sr, ratio=m.ratio)[0]
     assert np.array_equal(_read(d / "gen.wav"), np.load(gen)[0])
     # decode: the file job's audio (Pd runs at the model's rate here)
     wav = pipeline.decode_files(m, [gen], tmp_path / "dec", progress=False)[0]
@@ -194,8 +194,8 @@ def test_a_generated_set_comes_in_at_the_first_boundary_after_it_is_ready(tmp_pa
     multiple of 16 x 2048 samples from Render), from A's values to B's (the job's values),
     never to silence. Under -batch two runs give the same bytes."""
     asked = LOOP + LOOP // 2 + 64
-    want_b = pipeline.generate(np.array(A, np.float32), pattern="default", points=LOOP_FRAMES,
-                               seed=9)
+    want_b = generator.generate(np.array(A, np.float32), pattern="default", points=LOOP_FRAMES,
+                                seed=9)
     runs = []
     for i in range(2 if batch else 1):
         d = tmp_path / f"run{i}"

@@ -21,7 +21,7 @@ import soundfile as sf
 from pdrun import BUILD, Patch, pd_command, run_pd, write_patch
 from test_jobproc import jobproc_children, no_partial_file
 from unravel.operations import DIFFUSE
-from unravel import pipeline, tempo
+from unravel import generator, pipeline, stats, tempo
 from unravel.bend import Bender
 from unravel.model import DEFAULT_MODEL, load_model
 
@@ -103,11 +103,11 @@ def test_job_files_equal_the_backend(result, tmp_path):
     ref = pipeline.encode_files(m, [d / "loop.wav"], tmp_path / "lat", progress=False)
     assert np.array_equal(np.load(npy), np.load(ref[0]))
     stats_path = replies[1][2]
-    assert json.loads(open(stats_path).read()) == json.loads(json.dumps(pipeline.stats_files([npy], iqr=True)))
+    assert json.loads(open(stats_path).read()) == json.loads(json.dumps(stats.read([npy]).to_dict(iqr=True)))
     gen = replies[2][2:]
     assert len(gen) == 2
-    ref_gen = pipeline.generate_files([npy], tmp_path / "gen", seed=3, points=11, files=2,
-                                      sr=m.sr, ratio=m.ratio)
+    ref_gen = generator.generate_files([npy], tmp_path / "gen", seed=3, points=11, files=2,
+                                       sr=m.sr, ratio=m.ratio)
     for a, b in zip(gen, ref_gen):
         assert np.array_equal(np.load(a), np.load(b))
     dec = replies[3][2:]

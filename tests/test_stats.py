@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from unravel import distributions, stats
+from unravel import distributions, plots, stats
 from unravel.errors import UnravelError
 
 
@@ -64,11 +64,11 @@ def test_stats_errors():
 
 
 def test_plot(tmp_path, z):
-    p = stats.plot(z, tmp_path / "h.png", title="t")
+    p = plots.histograms(z, tmp_path / "h.png", title="t")
     data = p.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     with pytest.raises(UnravelError, match="h.png: already exists"):
-        stats.plot(z, tmp_path / "h.png")
+        plots.histograms(z, tmp_path / "h.png")
 
 
 N = 40000

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unravel import audio, latents, pipeline, tempo
+from unravel import audio, generator, latents, pipeline, tempo
 from unravel.errors import UnravelError
 
 LOOP = Path(__file__).resolve().parent / "data" / "loop.wav"
@@ -31,7 +31,7 @@ def run(out_dir: str | Path = "out", model_spec: str = "default", threads: int =
     [loop_npy] = pipeline.encode_files(model, [LOOP], out, latent_wav=True, progress=False, force=True)
     z = latents.read(loop_npy, model.latent_dims)
     t, err = tempo.nearest(BPM, model.sr, model.ratio)
-    g = pipeline.generate(z, PATTERN, DIST, points=t.k, loops=LOOPS, seed=SEED)
+    g = generator.generate(z, PATTERN, DIST, points=t.k, loops=LOOPS, seed=SEED)
     rate = latents.latent_rate(model.sr, model.ratio)
     files = {
         "loop latents": loop_npy,

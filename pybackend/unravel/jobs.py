@@ -122,7 +122,7 @@ def job_stats(m, s: Settings, base: str, pd: PdArrays) -> list:
     """Latent files: writes the statistics as JSON (default: <first input>.stats.json beside
     it), and a plot with `plot`. A set: replies `<set> <D>` then each dimension's mean, std,
     min and max."""
-    from unravel import pipeline, stats
+    from unravel import plots, stats
     if _source("stats", s) == "input-array":
         if s.given("output") or s.given("plot"):
             raise UnravelError("stats: input-array replies the statistics: no output file")
@@ -130,15 +130,14 @@ def job_stats(m, s: Settings, base: str, pd: PdArrays) -> list:
         st = stats.compute(pd.latents(name, None, "stats"))
         rows = np.stack([st.mean, st.std, st.min, st.max], axis=1).ravel()
         return [name, st.dims, *rows.tolist()]
-    result = pipeline.stats_files(s.inputs, iqr=s.iqr)
-    out = pathlib.Path(s.output or pathlib.Path(result["files"][0]).with_suffix(".stats.json"))
+    r = stats.read(s.inputs)
+    out = pathlib.Path(s.output or r.paths[0].with_suffix(".stats.json"))
     if os.path.lexists(out) and not s.force and (out.is_file() or out.is_symlink()):
         raise UnravelError(f"stats: {out} already exists (force 1 to overwrite)")
     if s.plot:
-        paths, arrays = pipeline.read_latents(s.inputs)
-        title = paths[0].name if len(paths) == 1 else f"{len(paths)} files"
-        stats.plot(np.concatenate(arrays, axis=1), s.plot, title=title, force=s.force)
-    safewrite.write_bytes(out, json.dumps(result, indent=2).encode(), force=s.force)
+        title = r.paths[0].name if len(r.paths) == 1 else f"{len(r.paths)} files"
+        plots.histograms(r.z, s.plot, title=title, force=s.force)
+    safewrite.write_bytes(out, json.dumps(r.to_dict(s.iqr), indent=2).encode(), force=s.force)
     return [out] + ([s.plot] if s.plot else [])
 
 
@@ -146,19 +145,19 @@ def job_stats(m, s: Settings, base: str, pd: PdArrays) -> list:
 def job_generate(m, s: Settings, base: str, pd: PdArrays) -> list:
     """Latent files from the statistics of latent files; or one latent set (the first file
     the file job makes with the same arguments) from a set or one latent file."""
-    from unravel import pipeline
+    from unravel import generator
     kw = dict(pattern=s.pattern, dist=s.dist, iqr=s.iqr, loops=s.loops, seed=s.seed)
     ratio = m.ratio or 2048
     if _source("generate", s) == "input" and not s.given("output-array"):
-        return pipeline.generate_files(s.inputs, s.output or base or ".", points=s.points,
-                                       bpm=s.bpm, files=s.files, sr=m.sr, ratio=ratio,
-                                       skip=s.skip, plot=s.plot, force=s.force, **kw)
+        return generator.generate_files(s.inputs, s.output or base or ".", points=s.points,
+                                        bpm=s.bpm, files=s.files, sr=m.sr, ratio=ratio,
+                                        skip=s.skip, plot=s.plot, force=s.force, **kw)
     _no_files("generate", s, ("output", "plot", "skip", "force"))
     if s.files != 1:
         raise UnravelError("generate: output-array takes files 1")
     z = _in_latents("generate", s, pd, None)
-    points, _ = pipeline.resolve_points(s.points, s.bpm, m.sr, ratio)
-    return [pd.put_latents(s.output_array, pipeline.generate(z, points=points, **kw))]
+    points, _ = generator.resolve_points(s.points, s.bpm, m.sr, ratio)
+    return [pd.put_latents(s.output_array, generator.generate(z, points=points, **kw))]
 
 
 @job(operations.TEMPO)

@@ -9,7 +9,7 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import soundfile as sf
@@ -99,6 +99,35 @@ def _read_wav(path: Path) -> np.ndarray:
         cause = getattr(e, "error_string", None) or first_line(e)
         raise UnravelError(f"{path}: not a readable latent wav ({cause})") from None
     return np.ascontiguousarray(data.T, dtype=np.float32)
+
+
+def find_files(inputs: Sequence[str | os.PathLike]) -> list[Path]:
+    """Expand inputs: files are kept, folders become their `.npy` files (sorted) plus the
+    latent wavs that have no `.npy` of the same name."""
+    return audio.expand_inputs(inputs, _folder_files,
+                               "folder has no latent files (.npy or latent .wav)",
+                               "no latent files given")
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    npys = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() == ".npy")
+    stems = {stem(f) for f in npys}
+    wavs = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() == ".wav"
+                  and stem(f) not in stems)
+    return sorted(npys + wavs)
+
+
+def read_files(inputs: Sequence[str | os.PathLike], dims: int | None = None
+               ) -> tuple[list[Path], list[np.ndarray]]:
+    """Read latent files (folders expanded: `find_files`); all must have the same number of
+    dims (`dims`, or the first file's)."""
+    paths = find_files(inputs)
+    arrays = []
+    for p in paths:
+        z = read(p, dims)
+        dims = z.shape[0] if dims is None else dims
+        arrays.append(z)
+    return paths, arrays
 
 
 def write_npy(path: str | os.PathLike, z: np.ndarray, force: bool = False) -> Path:

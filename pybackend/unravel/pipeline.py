@@ -1,18 +1,16 @@
-"""The UnRAVEl pipeline on files: encode audio, latent statistics, generate latents, decode.
+"""The UnRAVEl pipeline on files: encode audio to latents, decode latents to audio
+(the latent generator is `unravel.generator`).
 
-The Python API the CLI, the Pd bridge and the web app call. Outputs named after their
-inputs (encode, decode) are never overwritten unless `force`; generated files get the
-next free number (`<pattern>-<dist>-001`, ...). Every file is written under a temporary
-name and renamed; the files of one result (a `.npy`, its latent wav, its sidecar) are
-renamed together once all of them are written (audio.write_set).
+The Python API the CLI, the Pd bridge and the web app call. Outputs are named after their
+inputs and never overwritten unless `force`. Every file is written under a temporary
+name and renamed; the files of one result (a `.npy` and its latent wav) are renamed
+together once both are written (audio.write_set).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import shlex
 import sys
 import threading
 from pathlib import Path
@@ -20,7 +18,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from unravel import audio, distributions, limits, patterns, stats, tempo
+from unravel import audio, limits
 from unravel import latents as latent_io
 from unravel.errors import UnravelError
 
@@ -28,7 +26,6 @@ if TYPE_CHECKING:
     from unravel.model import Model
 
 PathLike = str | os.PathLike
-DEFAULT_BPM = 120.0
 
 
 def _progress(items: list, progress: bool, desc: str) -> Iterable:
@@ -90,34 +87,6 @@ def _targets(paths: list[Path], force: bool) -> None:
         seen.add(p)
         if p.exists() and not force:
             raise UnravelError(f"{p}: already exists (use --force to overwrite)")
-
-
-def find_latents(inputs: Sequence[PathLike]) -> list[Path]:
-    """Expand inputs: files are kept, folders become their `.npy` files (sorted) plus the
-    latent wavs that have no `.npy` of the same name."""
-    return audio.expand_inputs(inputs, _folder_latents,
-                               "folder has no latent files (.npy or latent .wav)",
-                               "no latent files given")
-
-
-def _folder_latents(folder: Path) -> list[Path]:
-    npys = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() == ".npy")
-    stems = {latent_io.stem(f) for f in npys}
-    wavs = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() == ".wav"
-                  and latent_io.stem(f) not in stems)
-    return sorted(npys + wavs)
-
-
-def read_latents(inputs: Sequence[PathLike], dims: int | None = None) -> tuple[list[Path], list[np.ndarray]]:
-    """Read latent files (folders expanded); all must have the same number of dims
-    (`dims`, or the first file's)."""
-    paths = find_latents(inputs)
-    arrays = []
-    for p in paths:
-        z = latent_io.read(p, dims)
-        dims = z.shape[0] if dims is None else dims
-        arrays.append(z)
-    return paths, arrays
 
 
 def encode_targets(inputs: Sequence[PathLike], out_dir: PathLike, latent_wav: bool = False,
@@ -185,190 +154,11 @@ def _encode_one(model: "Model", f: Path, npy: Path, wav: Path | None, force: boo
     return audio.write_set(items, force=force)   # the .npy and its latent wav, or neither
 
 
-def stats_files(latents: Sequence[PathLike], iqr: bool = False) -> dict:
-    """Statistics of one or more latent files taken together (frames concatenated), JSON-able."""
-    paths, arrays = read_latents(latents)
-    s = stats.compute(np.concatenate(arrays, axis=1))
-    return {"files": [str(p) for p in paths], **s.to_dict(iqr)}
-
-
-def resolve_points(points: int | None, bpm: float | None, sr: int, ratio: int) -> tuple[int, dict | None]:
-    """The block length in frames: `points`, or the k nearest `bpm`, or the k nearest 120 BPM.
-    Returns it and, for a BPM, {target, bpm, error}."""
-    if points is not None and bpm is not None:
-        raise UnravelError("generate: give --points or --bpm, not both")
-    if points is not None:
-        if points < 1:
-            raise UnravelError(f"generate: points must be >= 1, got {points}")
-        return int(points), None
-    target = DEFAULT_BPM if bpm is None else float(bpm)
-    t, err = tempo.nearest(target, sr, ratio)
-    return t.k, {"target": target, "bpm": t.bpm, "error": err}
-
-
-def check_generate(pattern: str, dist: str, points: int, dims: int, loops: int) -> int:
-    """UnravelError for a bad pattern, distribution, points or loops; else the length in frames."""
-    if pattern not in patterns.PATTERNS:
-        raise UnravelError(f"generate: unknown pattern {pattern!r} (one of {', '.join(patterns.PATTERNS)})")
-    if dist not in distributions.DISTRIBUTIONS:
-        raise UnravelError(f"generate: unknown distribution {dist!r} "
-                           f"(one of {', '.join(distributions.DISTRIBUTIONS)})")
-    if points < 1:
-        raise UnravelError(f"generate: points must be >= 1, got {points}")
-    frames = patterns.check(pattern, points, dims, loops)
-    limits.check_memory(3 * 8 * frames * dims, f"generate: {frames} frames of {dims} dims",
-                        "use fewer points or loops")
-    return frames
-
-
-def generate(z: np.ndarray, pattern: str = "default", dist: str = "normal", iqr: bool = False,
-             points: int = 11, loops: int = 1, seed: int = 0) -> np.ndarray:
-    """Synthetic (D, T') latents from the statistics of (D, T) latents `z`: points drawn
-    from `dist`, arranged by `pattern` (all randomness from `seed`); the first file
-    generate_files makes with these arguments."""
-    check_generate(pattern, dist, points, z.shape[0], loops)
-    return _generate(stats.compute(z), pattern, dist, iqr, points, loops, *streams(seed))
-
-
-def streams(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
-    """The two random streams of a generate run: the points (`default_rng(seed)`, as
-    UnRAVEl's generator draws them) and the patterns' own choices (orale's offsets,
-    swapper's cells; the original leaves these unseeded). Files continue both streams."""
-    if seed < 0:
-        raise UnravelError(f"generate: seed must be >= 0, got {seed}")
-    return np.random.default_rng(seed), np.random.default_rng([seed, 1])
-
-
-def _generate(s: stats.Stats, pattern: str, dist: str, iqr: bool, points: int, loops: int,
-              rng: np.random.Generator, pattern_rng: np.random.Generator) -> np.ndarray:
-    """One generated (D, T') array from the latents' statistics `s`, arguments already
-    checked: block A (and B for two-block patterns) drawn from `rng`, then the pattern."""
-    a = distributions.sample(s, dist, points, rng, iqr)
-    b = distributions.sample(s, dist, points, rng, iqr) if pattern in patterns.TWO_BLOCK_PATTERNS else None
-    rows = patterns.apply(pattern, a, b, pattern_rng, loops, spread=s.centre_spread(iqr)[1])
-    return np.ascontiguousarray(rows.T, dtype=np.float32)
-
-
-def generated_outputs(npy: Path) -> list[Path]:
-    """The three files generate_files writes for one `.npy` it returns: .npy, .latent.wav, .json."""
-    return [npy, npy.with_name(npy.stem + latent_io.LATENT_WAV_SUFFIX), npy.with_suffix(".json")]
-
-
-def generate_files(latents: Sequence[PathLike], out_dir: PathLike, pattern: str = "default",
-                   dist: str = "normal", iqr: bool = False, points: int | None = None,
-                   bpm: float | None = None, loops: int = 1, files: int = 1, seed: int = 0,
-                   sr: int = 44100, ratio: int = 2048, skip: int = 0,
-                   plot: PathLike | None = None, force: bool = False) -> list[Path]:
-    """Generate `files` latent sequences from the statistics of `latents`.
-
-    All files come from one random stream per seed (see `streams`), as UnRAVEl's
-    generator draws them; `skip` first draws and drops that many files. Each file gets
-    `<pattern>-<dist>-NNN.npy`, a latent wav (`.latent.wav`, 64-bit float,
-    floor(sr/ratio) Hz) and a `.json` sidecar whose `argv` re-makes it byte for byte
-    (`unravel <argv> -o DIR`: `--seed S --skip I --files 1` for file I of the stream).
-    `plot`: also write a PNG of the generated arrays (see `plot_generated`); an existing
-    one is refused before anything is made unless `force`.
-    Returns the `.npy` paths.
-    """
-    if files < 1:
-        raise UnravelError(f"generate: files must be >= 1, got {files}")
-    limits.check_range(files, 1, limits.MAX_COUNT, "generate: files")
-    limits.check_range(seed, 0, limits.MAX_SEED, "generate: seed")
-    if skip < 0:
-        raise UnravelError(f"generate: skip must be >= 0, got {skip}")
-    if plot is not None and files > PLOT_MAX_FILES:
-        raise UnravelError(f"generate: --plot draws at most {PLOT_MAX_FILES} files, got {files}")
-    if plot is not None:
-        _targets([Path(plot)], force)
-    k, bpm_info = resolve_points(points, bpm, sr, ratio)
-    paths, arrays = read_latents(latents)
-    z = np.concatenate(arrays, axis=1)
-    check_generate(pattern, dist, k, z.shape[0], loops)
-    rng, pattern_rng = streams(int(seed))
-    s = stats.compute(z)
-    out = audio.check_writable_dir(out_dir)
-    rate = latent_io.latent_rate(sr, ratio)
-    inputs = [str(p.resolve()) for p in paths]
-    sha = [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
-    suffixes = (".npy", latent_io.LATENT_WAV_SUFFIX, ".json")
-    written, made = [], []
-    for i in range(skip + files):
-        g = _generate(s, pattern, dist, iqr, k, loops, rng, pattern_rng)
-        if i < skip:
-            continue
-        argv = (["generate", *inputs, "--pattern", pattern,
-                 "--dist", dist] + (["--iqr"] if iqr else [])
-                + ["--points", str(k), "--loops", str(loops), "--files", "1",
-                   "--seed", str(seed), "--skip", str(i), "--sr", str(sr), "--ratio", str(ratio)])
-        name = audio.free_name(out, f"{pattern}-{dist}", suffixes)
-        sidecar = {
-            "command": "unravel " + shlex.join(argv) + " -o DIR",
-            "argv": argv, "inputs": inputs, "inputs_sha256": sha,
-            "pattern": pattern, "dist": dist, "iqr": iqr, "points": k, "bpm": bpm_info,
-            "loops": loops, "seed": seed, "index": i, "sr": sr, "ratio": ratio,
-            "latent_rate": rate, "shape": [1, int(g.shape[0]), int(g.shape[1])],
-            "npy": name + ".npy", "latent_wav": name + latent_io.LATENT_WAV_SUFFIX,
-            "unravel_version": _version(),
-        }
-        if pattern == "fibo":
-            sidecar["fibo_steps"] = patterns.fibonacci(k)
-        npy, _, _ = audio.write_set([   # all three or none
-            (out / f"{name}.npy", latent_io.npy_writer(g)),
-            (out / f"{name}{latent_io.LATENT_WAV_SUFFIX}", latent_io.wav_writer(g, rate)),
-            (out / f"{name}.json", latent_io.json_writer(sidecar))])
-        written.append(npy)
-        made.append(g)
-    if plot is not None:
-        plot_generated(made, plot, [p.stem for p in written], f"{pattern}, {dist}", force=True)
-    return written
-
-
-PLOT_MAX_FILES = 8
-
-
-def plot_generated(arrays: Sequence[np.ndarray], path: PathLike, names: Sequence[str],
-                   title: str = "", force: bool = False) -> Path:
-    """Write a PNG with one row per generated (D, T) array: a violin and a box plot per
-    dimension and the time series of every dimension (UnRAVEl generator's plots)."""
-    import io
-
-    import matplotlib
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(15, 3.6 * len(arrays)), dpi=80)
-    for row, (g, name) in enumerate(zip(arrays, names)):
-        x = np.asarray(g, dtype=np.float64).T            # (frames, dims)
-        ticks = range(1, x.shape[1] + 1)
-        ax = fig.add_subplot(len(arrays), 3, 3 * row + 1)
-        ax.violinplot(x, showmeans=True, showmedians=True)
-        ax.set_title(f"{name}: distribution (violin)", fontsize=9)
-        ax.set_xlabel("latent dimension")
-        ax.set_xticks(list(ticks))
-        ax = fig.add_subplot(len(arrays), 3, 3 * row + 2)
-        ax.boxplot(x, showmeans=True)
-        ax.set_title(f"{name}: distribution (box)", fontsize=9)
-        ax.set_xlabel("latent dimension")
-        ax = fig.add_subplot(len(arrays), 3, 3 * row + 3)
-        ax.plot(x, linewidth=0.8)
-        ax.set_title(f"{name}: time series", fontsize=9)
-        ax.set_xlabel("latent frame")
-        for a in fig.axes[-3:]:
-            a.grid(True, alpha=0.3)
-            a.tick_params(labelsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return audio.atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()), force=force)
-
-
 def decode_targets(latents: Sequence[PathLike], out_dir: PathLike,
                    force: bool = False) -> tuple[list[Path], list[Path]]:
     """Check what decode_files would read and write: (latent files, audio paths).
     Raises UnravelError for missing inputs, an unusable output folder or outputs that exist."""
-    paths = find_latents(latents)
+    paths = latent_io.find_files(latents)
     out = audio.check_writable_dir(out_dir)
     targets = [out / f"{latent_io.stem(p)}.wav" for p in paths]
     _targets(targets, force)
@@ -403,8 +193,3 @@ def check_decode(model: "Model", z: np.ndarray, what: str) -> None:
     limits.check_memory(2 * 4 * z.shape[1] * model.ratio * model.out_channels,
                         f"{what}: decoding {z.shape[1]} frames to {model.out_channels} channels",
                         "split the latents")
-
-
-def _version() -> str:
-    from unravel import __version__
-    return __version__

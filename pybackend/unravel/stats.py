@@ -1,14 +1,15 @@
-"""Per-dimension statistics of latent sequences, and their histogram plot."""
+"""Per-dimension statistics of latent sequences, and of latent files read together."""
 
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
+from unravel import latents
 from unravel.errors import UnravelError
 
 # IQR of a normal distribution in units of its standard deviation (2 * 0.6745).
@@ -99,6 +100,26 @@ def compute(z: np.ndarray) -> Stats:
                  max=z.max(axis=1), q1=q1, median=median, q3=q3, cov=cov, corr=corr)
 
 
+@dataclass(frozen=True)
+class FileStats:
+    """Latent files read together: their paths, all their frames and the statistics of these."""
+    paths: list[Path]
+    z: np.ndarray      # (D, T): the frames of every file, one file after the other
+    stats: Stats
+
+    def to_dict(self, iqr: bool = False) -> dict:
+        """JSON-able: {"files": [...], then Stats.to_dict}."""
+        return {"files": [str(p) for p in self.paths], **self.stats.to_dict(iqr)}
+
+
+def read(inputs: Sequence[str | os.PathLike]) -> FileStats:
+    """Read latent files (folders expanded, all of the same dims: `latents.read_files`) and
+    compute the statistics of all their frames taken together."""
+    paths, arrays = latents.read_files(inputs)
+    z = np.concatenate(arrays, axis=1)
+    return FileStats(paths, z, compute(z))
+
+
 def format_table(stats: Stats, iqr: bool = False) -> str:
     """A plain-text table, one row per dimension."""
     cols = ["mean", "std", "min", "max", "q1", "median", "q3", "iqr"]
@@ -117,34 +138,3 @@ def format_table(stats: Stats, iqr: bool = False) -> str:
         lines.append("    " + "".join(f"{v:>7.3f}" for v in row))
     return "\n".join(lines)
 
-
-def plot(z: np.ndarray, path: str | os.PathLike, title: str = "", force: bool = False) -> Path:
-    """Write a PNG with one histogram per latent dimension of (D, T) latents (at most
-    limits.MAX_PLOT_DIMS dimensions: more would take minutes and make an unreadable picture)."""
-    from unravel import limits
-    if np.shape(z)[0] > limits.MAX_PLOT_DIMS:
-        raise UnravelError(f"{path}: a plot shows at most {limits.MAX_PLOT_DIMS} dims, these latents "
-                           f"have {np.shape(z)[0]}")
-    import matplotlib
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    from unravel.audio import atomic_write
-
-    z = np.asarray(z, dtype=np.float64)
-    dims = z.shape[0]
-    cols = min(4, dims)
-    rows = -(-dims // cols)
-    fig = Figure(figsize=(3 * cols, 2.4 * rows), dpi=100)
-    bins = max(10, min(60, int(np.sqrt(z.shape[1])) * 2))
-    for d in range(dims):
-        ax = fig.add_subplot(rows, cols, d + 1)
-        ax.hist(z[d], bins=bins, color="tab:blue", alpha=0.8)
-        ax.set_title(f"dim {d}", fontsize=9)
-        ax.tick_params(labelsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()), force=force)

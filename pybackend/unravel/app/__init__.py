@@ -27,8 +27,7 @@ from unravel.app.bending_tab import (CHAIN, NEUTRAL, SLIDERS, BendResult, _pick_
                                      layer_info)
 from unravel.app.common import (BUNDLED_LOOP, CHECKPOINT_SUFFIXES, CSS, DATA,  # noqa: E402,F401
                                 DEFAULT_MAX_UPLOAD_MB, SEED_MAX,
-                                Library, _on_page, fresh_dir, latents_image, random_seed,
-                                theme, whole)
+                                Library, _on_page, fresh_dir, random_seed, theme, whole)
 from unravel.app.diffusion_tab import (DiffusionResult, diffusion_command,  # noqa: E402,F401
                                        diffusion_generate)
 from unravel.app.unravel_tab import ComposeResult, EncodeResult, compose, encode_audio  # noqa: E402,F401

@@ -1,11 +1,10 @@
 """What the tabs of the page share: the models on offer (Library), seeds, page fields,
-command lines, pictures of latents, and the page helpers (error wrapper, theme, buttons)."""
+command lines and the page helpers (error wrapper, theme, buttons)."""
 
 from __future__ import annotations
 
 import os
 import secrets
-import shlex
 import threading
 from pathlib import Path
 from typing import Callable, Sequence
@@ -158,31 +157,6 @@ def whole(value, label: str) -> int:
     return int(f)
 
 
-# ---------------------------------------------------------------- pictures
-
-def latents_image(z: np.ndarray, path: str | os.PathLike) -> Path:
-    """Write a PNG of (D, T) latents as an image: dims down, time across."""
-    import io
-
-    import matplotlib
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    z = np.asarray(z, dtype=np.float32)
-    fig = Figure(figsize=(8, 1.2 + 0.22 * z.shape[0]), dpi=100)
-    ax = fig.add_subplot(1, 1, 1)
-    lim = float(np.max(np.abs(z))) or 1.0
-    im = ax.imshow(z, aspect="auto", interpolation="nearest", cmap="magma",
-                   vmin=-lim, vmax=lim, origin="upper")
-    ax.set_xlabel(f"latent frame ({z.shape[1]} frames x {z.shape[0]} dims)")
-    ax.set_ylabel("dim")
-    ax.set_yticks(range(z.shape[0]))
-    ax.tick_params(labelsize=7)
-    fig.colorbar(im, ax=ax, pad=0.01)
-    fig.tight_layout(rect=(0, 0, 1, 0.9))   # room for the page's label above
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return audio.atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()), force=True)
 
 
 # ---------------------------------------------------------------- the page

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from unravel import audio, latents
+from unravel import audio, latents, plots
 from unravel.app.common import (SEED_MAX, Library, Progress, _no_progress,
-                                _on_page, _reporter, latents_image, random_seed,
+                                _on_page, _reporter, random_seed,
                                 randomize_button, whole)
 from unravel.errors import UnravelError
 from unravel.operations import DIFFUSE
@@ -76,7 +76,7 @@ def diffusion_generate(library: Library, checkpoint: str, rave: str, seed_a: int
                                           "choose it in the Architecture field")) from None
     progress(0.95, "drawing the latents")
     z = latents.read(result.npy)
-    image = latents_image(z, result.npy.with_suffix(".png"))
+    image = plots.latents_image(z, result.npy.with_suffix(".png"))
     info = audio.sf.info(str(result.wav))
     command = diffusion_command(s, library.device)
     return DiffusionResult(result.wav, result.npy, image, command, info.frames / info.samplerate)

@@ -7,12 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
-from unravel import audio, latents, stats
+from unravel import audio, latents, plots, stats
 from unravel.app.common import (BUNDLED_LOOP, DEFAULT_MAX_UPLOAD_MB, SEED_MAX, Library, Progress,
                                 _no_progress, _on_page, _reporter, fresh_dir,
-                                latents_image, random_seed, randomize_button, whole)
+                                random_seed, randomize_button, whole)
 from unravel.distributions import DISTRIBUTIONS
 from unravel.errors import UnravelError
 from unravel.operations import DECODE, GENERATE
@@ -63,10 +61,9 @@ def _encode_audio(library: Library, rave: str, inputs: Sequence[str | os.PathLik
     else:  # same names from different folders: one subfolder each
         paths = [encode_files(model, [f], fresh_dir(out_dir, "input"), progress=False)[0]
                  for f in files]
-    z = np.concatenate([latents.read(p) for p in paths], axis=1)
-    s = stats.compute(z)
-    plot = stats.plot(z, out_dir / "stats.png")
-    return EncodeResult(list(paths), plot, stats.format_table(s, iqr=iqr), s.frames)
+    r = stats.read(paths)
+    plot = plots.histograms(r.z, out_dir / "stats.png")
+    return EncodeResult(list(paths), plot, stats.format_table(r.stats, iqr=iqr), r.stats.frames)
 
 
 def check_upload(path: Path, max_upload_mb: float) -> None:
@@ -97,7 +94,8 @@ def compose(library: Library, rave: str, encoded: Sequence[str | os.PathLike],
             points: int | None = 16, bpm: float | None = None, loops: int = 1, seed: int = 0,
             iqr: bool = False, progress: Progress = _no_progress) -> ComposeResult:
     """Generate a latent pattern from the statistics of encodings, then decode it."""
-    from unravel.pipeline import decode_files, generate_files
+    from unravel.generator import generate_files
+    from unravel.pipeline import decode_files
     if not encoded:
         raise UnravelError("nothing encoded yet: encode some audio first")
     seed, loops = whole(seed, "Seed"), whole(loops, "Loops")
@@ -113,7 +111,7 @@ def compose(library: Library, rave: str, encoded: Sequence[str | os.PathLike],
     wav = decode_files(model, [npy], out_dir)[0]
     latent_wav = npy.with_name(latents.stem(npy) + latents.LATENT_WAV_SUFFIX)
     z = latents.read(npy)
-    image = latents_image(z, npy.with_suffix(".png"))
+    image = plots.latents_image(z, npy.with_suffix(".png"))
     gen = GENERATE.settings(inputs=list(encoded), pattern=pattern, dist=dist, iqr=iqr,
                             points=points, bpm=bpm, loops=loops, seed=seed, output=out_dir)
     dec = DECODE.settings(model=rave, inputs=[npy], output=out_dir)

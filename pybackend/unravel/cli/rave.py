@@ -1,7 +1,7 @@
 """The model and latent commands: info, encode, stats, generate, tempo, decode, bend.
 
-Each `cmd_*` calls the backend (unravel.model, pipeline, stats, tempo, bend); the backend is
-imported when the command runs, so `unravel --help` stays fast.
+Each `cmd_*` calls the backend (unravel.model, pipeline, stats, generator, tempo, bend); the
+backend is imported when the command runs, so `unravel --help` stays fast.
 """
 
 from __future__ import annotations
@@ -122,20 +122,17 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from unravel import pipeline, stats
+    from unravel import plots, stats
     s = STATS.from_cli(args)
-    paths, arrays = pipeline.read_latents(s.inputs)
-    import numpy as np
-    z = np.concatenate(arrays, axis=1)
-    st = stats.compute(z)
+    r = stats.read(s.inputs)
     if s.plot:
-        title = paths[0].name if len(paths) == 1 else f"{len(paths)} files"
-        stats.plot(z, s.plot, title=title, force=s.force)
+        title = r.paths[0].name if len(r.paths) == 1 else f"{len(r.paths)} files"
+        plots.histograms(r.z, s.plot, title=title, force=s.force)
     if s.json:
-        print(json.dumps({"files": [str(p) for p in paths], **st.to_dict(s.iqr)}, indent=2))
+        print(json.dumps(r.to_dict(s.iqr), indent=2))
     else:
-        print(", ".join(str(p) for p in paths))
-        print(stats.format_table(st, s.iqr))
+        print(", ".join(str(p) for p in r.paths))
+        print(stats.format_table(r.stats, s.iqr))
     if s.plot:
         print(f"plot: {s.plot}", file=sys.stderr if s.json else sys.stdout)
     return 0
@@ -152,14 +149,14 @@ def _sr_ratio(args: argparse.Namespace, s) -> tuple[int, int]:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from unravel import patterns, pipeline
+    from unravel import generator, patterns
     s = GENERATE.from_cli(args)
     sr, ratio = _sr_ratio(args, s)
-    paths = pipeline.generate_files(s.inputs, s.output or ".", pattern=s.pattern, dist=s.dist,
-                                    iqr=s.iqr, points=s.points, bpm=s.bpm, loops=s.loops,
-                                    files=s.files, seed=s.seed, sr=sr, ratio=ratio,
-                                    skip=s.skip, plot=s.plot, force=s.force)
-    k, info = pipeline.resolve_points(s.points, s.bpm, sr, ratio)
+    paths = generator.generate_files(s.inputs, s.output or ".", pattern=s.pattern, dist=s.dist,
+                                     iqr=s.iqr, points=s.points, bpm=s.bpm, loops=s.loops,
+                                     files=s.files, seed=s.seed, sr=sr, ratio=ratio,
+                                     skip=s.skip, plot=s.plot, force=s.force)
+    k, info = generator.resolve_points(s.points, s.bpm, sr, ratio)
     if info is not None and s.bpm is not None:
         print(f"{k} frames per block: {info['bpm']:.2f} BPM (target {info['target']:g}, "
               f"error {info['error']:+.2f})", file=sys.stderr)
@@ -169,7 +166,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
               f"a full run (as UnRAVEl's generator requires) needs {patterns.FIBO_FULL_RUN}",
               file=sys.stderr)
     for p in paths:
-        _print_paths(pipeline.generated_outputs(p))
+        _print_paths(generator.generated_outputs(p))
     if s.plot:
         print(s.plot)
     return 0
@@ -196,11 +193,11 @@ def cmd_tempo(args: argparse.Namespace) -> int:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    from unravel import pipeline
+    from unravel import latents, pipeline
     s = DECODE.from_cli(args)
     out = s.output or "."
     # fail on bad inputs or outputs before loading the model
-    pipeline.read_latents(s.inputs)
+    latents.read_files(s.inputs)
     pipeline.decode_targets(s.inputs, out, s.force)
     model = _load(args, s.model)
     _print_paths(pipeline.decode_files(model, s.inputs, out, force=s.force))
