@@ -21,6 +21,7 @@ import numpy as np
 from unravel import audio, distributions, limits, patterns, plots, stats, tempo
 from unravel import latents as latent_io
 from unravel.errors import UnravelError
+from unravel.operations import GENERATE
 
 PathLike = str | os.PathLike
 DEFAULT_BPM = 120.0
@@ -185,10 +186,10 @@ def generate_files(latents: Sequence[PathLike], out_dir: PathLike, pattern: str 
     for _ in range(files):
         g = stream.file()
         i = stream.files - 1    # its index in the stream
-        argv = (["generate", *inputs, "--pattern", pattern,
-                 "--dist", dist] + (["--iqr"] if iqr else [])
-                + ["--points", str(k), "--loops", str(loops), "--files", "1",
-                   "--seed", str(seed), "--skip", str(i), "--sr", str(sr), "--ratio", str(ratio)])
+        one = GENERATE.settings(inputs=inputs, pattern=pattern, dist=dist, iqr=iqr, points=k,
+                                loops=loops, files=1, seed=seed, skip=i, sr=sr, ratio=ratio)
+        argv = GENERATE.argv(one, also=("pattern", "dist", "points", "loops", "files", "seed",
+                                        "skip", "sr", "ratio"))
         name = audio.free_name(out, f"{pattern}-{dist}", suffixes)
         sidecar = {
             "command": "unravel " + shlex.join(argv) + " -o DIR",
