@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from unravel import audio
+from unravel import audio, safewrite
 from unravel.errors import UnravelError
 
 FORMATS = [("wav", "WAV", "FLOAT", True), ("flac", "FLAC", "PCM_24", True),
@@ -111,14 +111,14 @@ def test_atomic_write_failure_leaves_nothing(tmp_path):
         raise RuntimeError("writer failed")
     # any failure of the writer (torch's raise RuntimeError) is one error line (issue 15)
     with pytest.raises(UnravelError, match=r"x.bin: cannot write \(writer failed\)"):
-        audio.atomic_write(tmp_path / "x.bin", boom)
+        safewrite.write_file(tmp_path / "x.bin", boom)
     assert os.listdir(tmp_path) == []
 
     def interrupted(tmp):
         Path(tmp).write_bytes(b"half")
         raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
-        audio.atomic_write(tmp_path / "x.bin", interrupted)
+        safewrite.write_file(tmp_path / "x.bin", interrupted)
     assert os.listdir(tmp_path) == []
 
 
@@ -127,7 +127,7 @@ def test_unwritable_output(tmp_path):
     with pytest.raises(UnravelError, match="cannot create output folder"):
         audio.write(tmp_path / "file" / "sub" / "o.wav", np.zeros((1, 10)), 8000)
     with pytest.raises(UnravelError, match="not a folder"):
-        audio.check_writable_dir(tmp_path / "file")
+        safewrite.check_writable_dir(tmp_path / "file")
 
 
 def test_bad_files(tmp_path):

@@ -4,7 +4,7 @@ The Python API the CLI, the Pd bridge and the web app call. Outputs named after 
 inputs (encode, decode) are never overwritten unless `force`; generated files get the
 next free number (`<pattern>-<dist>-001`, ...). Every file is written under a temporary
 name and renamed; the files of one result (a `.npy`, its latent wav, its sidecar) are
-renamed together once all of them are written (audio.write_set).
+renamed together once all of them are written (safewrite.write_set).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from unravel import audio, distributions, limits, patterns, stats, tempo
+from unravel import audio, distributions, limits, patterns, safewrite, stats, tempo
 from unravel import latents as latent_io
 from unravel.errors import UnravelError
 
@@ -126,7 +126,7 @@ def encode_targets(inputs: Sequence[PathLike], out_dir: PathLike, latent_wav: bo
     """Check what encode_files would read and write: (audio files, .npy paths, latent wav paths).
     Raises UnravelError for missing inputs, an unusable output folder or outputs that exist."""
     found = audio.scan_audio(inputs, extensions)
-    out = audio.check_writable_dir(out_dir)
+    out = safewrite.check_writable_dir(out_dir)
     files = [f for f, _ in found]
     npys = [out / f"{name}.npy" for _, name in found]
     wavs = [out / f"{name}{latent_io.LATENT_WAV_SUFFIX}" for _, name in found]
@@ -182,7 +182,7 @@ def _encode_one(model: "Model", f: Path, npy: Path, wav: Path | None, force: boo
     items = [(npy, latent_io.npy_writer(z))]
     if wav is not None:
         items.append((wav, latent_io.wav_writer(z, latent_io.latent_rate(model.sr, model.ratio))))
-    return audio.write_set(items, force=force)   # the .npy and its latent wav, or neither
+    return safewrite.write_set(items, force=force)   # the .npy and its latent wav, or neither
 
 
 def stats_files(latents: Sequence[PathLike], iqr: bool = False) -> dict:
@@ -286,7 +286,7 @@ def generate_files(latents: Sequence[PathLike], out_dir: PathLike, pattern: str 
     check_generate(pattern, dist, k, z.shape[0], loops)
     rng, pattern_rng = streams(int(seed))
     s = stats.compute(z)
-    out = audio.check_writable_dir(out_dir)
+    out = safewrite.check_writable_dir(out_dir)
     rate = latent_io.latent_rate(sr, ratio)
     inputs = [str(p.resolve()) for p in paths]
     sha = [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
@@ -312,7 +312,7 @@ def generate_files(latents: Sequence[PathLike], out_dir: PathLike, pattern: str 
         }
         if pattern == "fibo":
             sidecar["fibo_steps"] = patterns.fibonacci(k)
-        npy, _, _ = audio.write_set([   # all three or none
+        npy, _, _ = safewrite.write_set([   # all three or none
             (out / f"{name}.npy", latent_io.npy_writer(g)),
             (out / f"{name}{latent_io.LATENT_WAV_SUFFIX}", latent_io.wav_writer(g, rate)),
             (out / f"{name}.json", latent_io.json_writer(sidecar))])
@@ -361,7 +361,7 @@ def plot_generated(arrays: Sequence[np.ndarray], path: PathLike, names: Sequence
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    return audio.atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()), force=force)
+    return safewrite.write_bytes(path, buf.getvalue(), force=force)
 
 
 def decode_targets(latents: Sequence[PathLike], out_dir: PathLike,
@@ -369,7 +369,7 @@ def decode_targets(latents: Sequence[PathLike], out_dir: PathLike,
     """Check what decode_files would read and write: (latent files, audio paths).
     Raises UnravelError for missing inputs, an unusable output folder or outputs that exist."""
     paths = find_latents(latents)
-    out = audio.check_writable_dir(out_dir)
+    out = safewrite.check_writable_dir(out_dir)
     targets = [out / f"{latent_io.stem(p)}.wav" for p in paths]
     _targets(targets, force)
     for p, t in zip(paths, targets):

@@ -129,7 +129,7 @@ def plot(z: np.ndarray, path: str | os.PathLike, title: str = "", force: bool = 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    from unravel.audio import atomic_write
+    from unravel.safewrite import write_bytes
 
     z = np.asarray(z, dtype=np.float64)
     dims = z.shape[0]
@@ -147,4 +147,4 @@ def plot(z: np.ndarray, path: str | os.PathLike, title: str = "", force: bool = 
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()), force=force)
+    return write_bytes(path, buf.getvalue(), force=force)

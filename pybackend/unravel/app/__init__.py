@@ -19,7 +19,7 @@ for _key, _value in {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from unravel import audio  # noqa: E402
+from unravel import audio, safewrite  # noqa: E402,F401 - audio: part of this module's API
 from unravel.app import bending_tab, diffusion_tab, unravel_tab  # noqa: E402
 from unravel.app.bending_tab import (CHAIN, NEUTRAL, SLIDERS, BendResult, _pick_layer,  # noqa: E402,F401
                                      bend_apply, bend_command, bend_generate, bend_layers,
@@ -68,7 +68,7 @@ def serve(host: str = "127.0.0.1", port: int = 7860, models: str | os.PathLike |
     if models is not None and not models.is_dir():
         raise UnravelError(f"{models}: models folder not found")
     out = Path(out) if out else Path(tempfile.mkdtemp(prefix="unravel-app-"))
-    audio.check_writable_dir(out)
+    safewrite.check_writable_dir(out)
     if not 1 <= int(port) <= 65535:
         raise UnravelError(f"port must be between 1 and 65535, got {port}")
     if not 0 < max_upload_mb <= 1e6:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from unravel import audio
+from unravel import audio, safewrite
 from unravel.app.common import BUNDLED_LOOP, SEED_MAX, Library, _command, _number, _on_page, whole
 from unravel.errors import UnravelError
 
@@ -91,7 +91,7 @@ def bend_listen(library: Library, rave: str, out_dir: str | os.PathLike,
     `bent` False, the unbent one's); write `bent-NNN.wav` (`unbent-NNN.wav`). An error names
     the source by its own name, not the page's copy's path."""
     model = library.bender(rave)[0] if bent else library.model(rave)
-    out_dir = audio.check_writable_dir(out_dir)
+    out_dir = safewrite.check_writable_dir(out_dir)
     source = source or BUNDLED_LOOP
     try:
         x = audio.load(source, model.sr, model.in_channels)
@@ -125,7 +125,7 @@ def bend_restore(library: Library, rave: str, layer: str | None = None) -> None:
 
 def bend_save(library: Library, rave: str, out_dir: str | os.PathLike) -> tuple[Path, str]:
     """Save the bent model as a TorchScript file nn~ and [unravel~] load; with its command."""
-    out_dir = audio.check_writable_dir(out_dir)
+    out_dir = safewrite.check_writable_dir(out_dir)
     name = audio.free_name(out_dir, f"{Path(rave).stem}-bent", [".ts"])
     _, bender = library.bender(rave)
     path = bender.save(out_dir / f"{name}.ts")

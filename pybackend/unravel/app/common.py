@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from unravel import audio
+from unravel import safewrite
 from unravel.errors import UnravelError
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -136,7 +136,7 @@ def random_seed() -> int:
 
 def fresh_dir(parent: str | os.PathLike, stem: str) -> Path:
     """A new empty folder `<parent>/<stem>-NNN` (the first free number)."""
-    parent = audio.check_writable_dir(parent)
+    parent = safewrite.check_writable_dir(parent)
     i = 1
     while True:
         d = parent / f"{stem}-{i:03d}"
@@ -192,7 +192,7 @@ def latents_image(z: np.ndarray, path: str | os.PathLike) -> Path:
     fig.tight_layout(rect=(0, 0, 1, 0.9))   # room for the page's label above
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    return audio.atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()), force=True)
+    return safewrite.write_bytes(path, buf.getvalue(), force=True)
 
 
 # ---------------------------------------------------------------- the page

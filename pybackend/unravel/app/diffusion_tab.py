@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from unravel import audio, latents
+from unravel import audio, latents, safewrite
 from unravel.app.common import (SEED_MAX, Library, Progress, _command, _no_progress, _number,
                                 _on_page, _reporter, latents_image, random_seed,
                                 randomize_button, whole)
@@ -60,7 +60,7 @@ def diffusion_generate(library: Library, checkpoint: str, rave: str, seed_a: int
     arch = None if not arch or str(arch) == AUTO_ARCH else str(arch)
     seed_a, seed_b = whole(seed_a, "Seed A"), whole(seed_b, "Seed B")
     steps, length_mult = whole(steps, "Steps"), whole(length_mult, "Length multiplier")
-    out_dir = audio.check_writable_dir(out_dir)
+    out_dir = safewrite.check_writable_dir(out_dir)
     checkpoint = library.checkpoint(checkpoint)   # only the bundled one or the models folder's
     progress(0.0, "loading models")
     model = library.model(rave)

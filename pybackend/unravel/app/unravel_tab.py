@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from unravel import audio, latents, stats
+from unravel import audio, latents, safewrite, stats
 from unravel.app.common import (BUNDLED_LOOP, DEFAULT_MAX_UPLOAD_MB, SEED_MAX, Library, Progress, _command,
                                 _no_progress, _number, _on_page, _reporter, fresh_dir,
                                 latents_image, random_seed, randomize_button, whole)
@@ -100,7 +100,7 @@ def compose(library: Library, rave: str, encoded: Sequence[str | os.PathLike],
     if not encoded:
         raise UnravelError("nothing encoded yet: encode some audio first")
     seed, loops = whole(seed, "Seed"), whole(loops, "Loops")
-    out_dir = audio.check_writable_dir(out_dir)
+    out_dir = safewrite.check_writable_dir(out_dir)
     model = library.model(rave)
     points = int(points) if points and not bpm else None
     bpm = float(bpm) if bpm else None

@@ -51,8 +51,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         raise UnravelError(f"{args.csv}: already exists (use --force to overwrite)")
     infos = [_load(args, spec, warmup=False).info() for spec in specs]
     if args.csv:
-        from unravel.audio import atomic_write
-        atomic_write(args.csv, lambda tmp: _write_info_csv(tmp, infos), force=args.force)
+        from unravel.safewrite import write_file
+        write_file(args.csv, lambda tmp: _write_info_csv(tmp, infos), force=args.force)
     if args.json:
         print(json.dumps(infos[0] if len(infos) == 1 and not Path(args.model).is_dir() else infos,
                          indent=2))
@@ -205,7 +205,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def cmd_bend(args: argparse.Namespace) -> int:
-    from unravel.audio import check_target, check_writable_dir
+    from unravel.safewrite import check_target, check_writable_dir
     out = check_target(args.output, args.force)   # before the model is loaded
     check_writable_dir(out.parent if str(out.parent) else ".")
     from unravel.bend import Bender

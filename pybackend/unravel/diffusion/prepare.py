@@ -13,6 +13,7 @@ import torch
 
 from unravel import audio as audio_io
 from unravel import latents as latents_io
+from unravel import safewrite
 from unravel.diffusion.values import as_int
 from unravel.errors import UnravelError
 
@@ -45,7 +46,7 @@ def prepare_files(model, inputs: Sequence[str | os.PathLike], out_dir: str | os.
         raise UnravelError(f"{model.path}: model has no encode method")
     found = audio_io.scan_audio(inputs)
     files, names = [p for p, _ in found], audio_io.unique_names(found)
-    folder = audio_io.check_writable_dir(out_dir)
+    folder = safewrite.check_writable_dir(out_dir)
     chunk = latent_length * model.ratio
     items = [(path, name, folder, latent_length, normalize_latents, force)
              for path, name in zip(files, names)]

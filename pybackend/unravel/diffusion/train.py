@@ -17,6 +17,7 @@ import torch
 
 from unravel import audio as audio_io
 from unravel import device as device_io
+from unravel import safewrite
 from unravel.diffusion.checkpoint import (arch_from_name, load_checkpoint, read_checkpoint,
                                           save_checkpoint)
 from unravel.diffusion.prepare import MIN_TRAIN_LENGTH, load_latent_folder
@@ -222,7 +223,7 @@ def train(latent_dir: str | os.PathLike, out_dir: str | os.PathLike, arch: str |
     if length < MIN_TRAIN_LENGTH:
         raise UnravelError(f"{latent_dir}: latent length {length} is below {MIN_TRAIN_LENGTH} "
                            f"(prepare with --latent-length {MIN_TRAIN_LENGTH} or more)")
-    folder = audio_io.check_writable_dir(out_dir)
+    folder = safewrite.check_writable_dir(out_dir)
     best_path, last_path = folder / f"{name}_best.pt", folder / f"{name}_last.pt"
     if not force and resume is None:
         for p in (best_path, last_path):
