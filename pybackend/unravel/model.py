@@ -21,15 +21,13 @@ import numpy as np
 import torch
 
 from unravel import device as _device
+from unravel import limits
 from unravel.archive import BUNDLED, DATA_DIR, DEFAULT_MODEL, resolve_model  # noqa: F401
 from unravel.errors import UnravelError, without_class
 
 DEFAULT_SR = 44100
 # bounds on what a model file may declare in `<method>_params` (a model file is user input:
 # these sizes set buffers in Pd and in warmup before anything runs)
-MAX_CHANNELS = 1024             # channels of a method's input or output
-MAX_RATIO = 1 << 20             # a ratio, and the lcm of a method's two ratios (Pd's largest bufsize)
-MAX_BLOCK_VALUES = 1 << 24      # channels x frames of the smallest block a method runs (64 MB)
 
 
 @dataclass(frozen=True)
@@ -108,22 +106,22 @@ def _discover_methods(module: torch.jit.ScriptModule, name: str = "model") -> di
 
 def check_method_params(name: str, method: str, values: Sequence) -> None:
     """Refuse `<method>_params` values that are not whole numbers in range: channels
-    1..MAX_CHANNELS, ratios 1..MAX_RATIO (and their lcm too), the smallest block at most
-    MAX_BLOCK_VALUES values."""
+    1..limits.MAX_CHANNELS, ratios 1..limits.MAX_RATIO (and their lcm too), the smallest
+    block at most limits.MAX_BLOCK_VALUES values."""
     what = ("input channels", "input ratio", "output channels", "output ratio")
     for v, w in zip(values, what):
-        top = MAX_CHANNELS if "channels" in w else MAX_RATIO
+        top = limits.MAX_CHANNELS if "channels" in w else limits.MAX_RATIO
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v == int(v) and 1 <= v <= top):
             raise UnravelError(f"{name}: method '{method}' declares {w} {v:g} in {method}_params "
                                f"(must be a whole number from 1 to {top})")
     in_ch, in_r, out_ch, out_r = (int(v) for v in values)
     block = math.lcm(in_r, out_r)
-    if block > MAX_RATIO:
+    if block > limits.MAX_RATIO:
         raise UnravelError(f"{name}: method '{method}' has ratios {in_r} and {out_r}: their "
-                           f"common block {block} exceeds {MAX_RATIO}")
-    if max(in_ch * (block // in_r), out_ch * (block // out_r)) > MAX_BLOCK_VALUES:
+                           f"common block {block} exceeds {limits.MAX_RATIO}")
+    if max(in_ch * (block // in_r), out_ch * (block // out_r)) > limits.MAX_BLOCK_VALUES:
         raise UnravelError(f"{name}: method '{method}' is too large ({in_ch} x {block // in_r} "
-                           f"-> {out_ch} x {block // out_r} values per block, limit {MAX_BLOCK_VALUES})")
+                           f"-> {out_ch} x {block // out_r} values per block, limit {limits.MAX_BLOCK_VALUES})")
 
 
 def _shape_change(old: dict[str, MethodParams], new: dict[str, MethodParams]) -> str:
@@ -377,9 +375,9 @@ class Model:
         self.in_channels = (enc or fwd or first).in_channels
         self.out_channels = (dec or fwd or first).out_channels
         for m, mp in methods.items():
-            if mp.in_channels * self._step(mp) > MAX_BLOCK_VALUES:
+            if mp.in_channels * self._step(mp) > limits.MAX_BLOCK_VALUES:
                 raise UnravelError(f"{p.name}: method '{m}' is too large ({mp.in_channels} x "
-                                   f"{self._step(mp)} values per block, limit {MAX_BLOCK_VALUES})")
+                                   f"{self._step(mp)} values per block, limit {limits.MAX_BLOCK_VALUES})")
         self.sr = int(self._sr_override or sr or DEFAULT_SR)
         # per method: (the TorchScript function, input channels, input length step)
         self._run_specs: dict[str, tuple[Callable, int, int]] = {

@@ -276,8 +276,8 @@ def generate_files(latents: Sequence[PathLike], out_dir: PathLike, pattern: str 
     limits.check_range(seed, 0, limits.MAX_SEED, "generate: seed")
     if skip < 0:
         raise UnravelError(f"generate: skip must be >= 0, got {skip}")
-    if plot is not None and files > PLOT_MAX_FILES:
-        raise UnravelError(f"generate: --plot draws at most {PLOT_MAX_FILES} files, got {files}")
+    if plot is not None and files > limits.MAX_PLOT_FILES:
+        raise UnravelError(f"generate: --plot draws at most {limits.MAX_PLOT_FILES} files, got {files}")
     if plot is not None:
         _targets([Path(plot)], force)
     k, bpm_info = resolve_points(points, bpm, sr, ratio)
@@ -321,9 +321,6 @@ def generate_files(latents: Sequence[PathLike], out_dir: PathLike, pattern: str 
     if plot is not None:
         plot_generated(made, plot, [p.stem for p in written], f"{pattern}, {dist}", force=True)
     return written
-
-
-PLOT_MAX_FILES = 8
 
 
 def plot_generated(arrays: Sequence[np.ndarray], path: PathLike, names: Sequence[str],

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from unravel import audio, safewrite
-from unravel.app.common import BUNDLED_LOOP, SEED_MAX, Library, _command, _number, _on_page, whole
+from unravel import audio, limits, safewrite
+from unravel.app.common import BUNDLED_LOOP, Library, _command, _number, _on_page, whole
 from unravel.errors import UnravelError
 
 
@@ -170,7 +170,7 @@ def layout(library: Library, out_dir: Path, rave_choices: list, rave_default: st
                                      label="Randomize (Gaussian noise, 0 = off)")
                 b_invert = gr.Checkbox(False, label="Invert")
                 b_percent = gr.Slider(1, 100, 100, step=1, label="Percent of the weights")
-                b_seed = gr.Number(0, precision=0, minimum=0, maximum=SEED_MAX, label="Seed")
+                b_seed = gr.Number(0, precision=0, minimum=0, maximum=limits.MAX_PAGE_SEED, label="Seed")
                 b_source = gr.File(None, file_count="single", type="filepath",
                                    label="Audio to bend (upload your own; empty: the bundled loop)",
                                    elem_id="b-source")

@@ -28,6 +28,6 @@ def add_commands(sub, common: argparse.ArgumentParser, device: argparse.Argument
     s.add_argument("--port", type=int_in(limits.MIN_PORT, limits.MAX_PORT), default=7860, help="port (default 7860)")
     s.add_argument("--models", metavar="DIR", help="folder of RAVE .ts models and diffusion checkpoints")
     s.add_argument("--out", metavar="DIR", help="folder for what the page makes (default: a new temp folder)")
-    s.add_argument("--max-upload-mb", type=float_in(0, 1e6, open_low=True), default=300,
+    s.add_argument("--max-upload-mb", type=float_in(0, 1e6, open_low=True), default=limits.DEFAULT_MAX_UPLOAD_MB,
                    metavar="MB", help="largest upload, in MB of decoded audio (default 300)")
     s.set_defaults(func=cmd_app)

@@ -13,15 +13,14 @@ import torch
 
 from unravel import audio as audio_io
 from unravel import latents as latents_io
+from unravel import limits
 from unravel import safewrite
 from unravel.diffusion.values import as_int
 from unravel.errors import UnravelError
 
-MIN_TRAIN_LENGTH = 256
-
 
 def prepare_files(model, inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
-                  latent_length: int = MIN_TRAIN_LENGTH, normalize_latents: bool = True,
+                  latent_length: int = limits.MIN_TRAIN_LENGTH, normalize_latents: bool = True,
                   force: bool = False, progress: bool = False, jobs: int = 1) -> list[Path]:
     """Training latents as the reference preprocess makes them.
 
@@ -33,14 +32,14 @@ def prepare_files(model, inputs: Sequence[str | os.PathLike], out_dir: str | os.
     subfolders in front for files below a given folder (`drums--kick_part000.npy`) and its
     folders for a name an earlier input already has (see `audio.unique_names`), so two
     files of one name in different folders both make latents. `latent_length` is at
-    least 256 (MIN_TRAIN_LENGTH), as train-diffusion needs. `jobs` > 1 prepares the files
+    least 256 (limits.MIN_TRAIN_LENGTH), as train-diffusion needs. `jobs` > 1 prepares the files
     in that many worker processes (unravel.workers: the same bytes).
     """
     from unravel.workers import check_jobs, map_files
     check_jobs(jobs)
     latent_length = as_int(latent_length, "latent_length")
-    if latent_length < MIN_TRAIN_LENGTH:
-        raise UnravelError(f"latent_length must be at least {MIN_TRAIN_LENGTH} (what "
+    if latent_length < limits.MIN_TRAIN_LENGTH:
+        raise UnravelError(f"latent_length must be at least {limits.MIN_TRAIN_LENGTH} (what "
                            f"train-diffusion takes), got {latent_length}")
     if model.ratio is None or "encode" not in model.methods:
         raise UnravelError(f"{model.path}: model has no encode method")

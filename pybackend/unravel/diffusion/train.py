@@ -17,10 +17,11 @@ import torch
 
 from unravel import audio as audio_io
 from unravel import device as device_io
+from unravel import limits
 from unravel import safewrite
 from unravel.diffusion.checkpoint import (arch_from_name, load_checkpoint, read_checkpoint,
                                           save_checkpoint)
-from unravel.diffusion.prepare import MIN_TRAIN_LENGTH, load_latent_folder
+from unravel.diffusion.prepare import load_latent_folder
 from unravel.diffusion.values import check_seed
 from unravel.diffusion.vdiffusion import DiffusionModel, total_factor
 from unravel.errors import UnravelError, first_line
@@ -220,9 +221,9 @@ def train(latent_dir: str | os.PathLike, out_dir: str | os.PathLike, arch: str |
     name = audio_io.check_name(name, "name")
     data, names = load_latent_folder(latent_dir)
     n, dims, length = data.shape
-    if length < MIN_TRAIN_LENGTH:
-        raise UnravelError(f"{latent_dir}: latent length {length} is below {MIN_TRAIN_LENGTH} "
-                           f"(prepare with --latent-length {MIN_TRAIN_LENGTH} or more)")
+    if length < limits.MIN_TRAIN_LENGTH:
+        raise UnravelError(f"{latent_dir}: latent length {length} is below {limits.MIN_TRAIN_LENGTH} "
+                           f"(prepare with --latent-length {limits.MIN_TRAIN_LENGTH} or more)")
     folder = safewrite.check_writable_dir(out_dir)
     best_path, last_path = folder / f"{name}_best.pt", folder / f"{name}_last.pt"
     if not force and resume is None:

@@ -5,16 +5,15 @@ from __future__ import annotations
 import math
 import secrets
 
+from unravel import limits
 from unravel.errors import UnravelError
-
-MAX_SEED = 2**32 - 1  # numpy's limit; the reference seeds numpy with the same number
 
 
 def check_seed(seed, name: str = "seed") -> int:
     """An integer seed in 0 .. 2**32-1 (what numpy accepts), else UnravelError."""
     value = as_int(seed, name)
-    if not 0 <= value <= MAX_SEED:
-        raise UnravelError(f"{name} must be between 0 and {MAX_SEED}, got {value}")
+    if not 0 <= value <= limits.MAX_SEED:
+        raise UnravelError(f"{name} must be between 0 and {limits.MAX_SEED}, got {value}")
     return value
 
 
