@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from unravel.errors import UnravelError, without_class
-from unravel import jobproc
+from unravel import bend, jobproc
 from unravel import model as _model
 from unravel import pdarrays
 from unravel import safewrite
@@ -230,8 +230,7 @@ class Session:
     def bender(self):
         """The model's Bender, made at first use (after a reload: a new one)."""
         if self._bender is None:
-            from unravel.bend import Bender
-            self._bender = Bender(self.model)
+            self._bender = bend.Bender(self.model)
         return self._bender
 
     @one_line("method")
@@ -354,7 +353,7 @@ class Session:
         return []
 
     def msg_bend(self, args: list) -> list[list]:
-        _nargs("bend", args, 3, 5, "<layer> <offset|spread|randomize|invert|zero> <amount> [percent] [seed]")
+        _nargs("bend", args, 3, 5, f"<layer> <{'|'.join(bend.OPS)}> <amount> [percent] [seed]")
         layer = _sym("bend", args[0], "layer")
         op = _sym("bend", args[1], "op")
         amount = _float("bend", args[2], "amount")

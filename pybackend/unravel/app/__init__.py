@@ -21,7 +21,7 @@ from pathlib import Path  # noqa: E402
 
 from unravel import audio, limits, safewrite  # noqa: E402,F401 - audio: part of this module's API
 from unravel.app import bending_tab, diffusion_tab, unravel_tab  # noqa: E402
-from unravel.app.bending_tab import (CHAIN, NEUTRAL, SLIDERS, BendResult, _pick_layer,  # noqa: E402,F401
+from unravel.app.bending_tab import (SLIDERS, BendResult, _pick_layer,  # noqa: E402,F401
                                      bend_apply, bend_command, bend_generate, bend_layers,
                                      bend_listen, bend_restore, bend_save, bend_settings,
                                      layer_info)

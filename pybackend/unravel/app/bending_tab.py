@@ -29,8 +29,6 @@ def bend_layers(library: Library, rave: str) -> list[str]:
 
 
 SLIDERS = ("offset", "spread", "randomize", "invert", "percent", "seed")
-CHAIN = ("spread", "invert", "offset", "randomize", "zero")   # this order reproduces bit for bit
-NEUTRAL = {"offset": 0.0, "spread": 1.0, "randomize": 0.0, "invert": False, "zero": False}
 
 
 def layer_info(library: Library, rave: str, layer: str) -> str:
@@ -65,6 +63,7 @@ def bend_apply(library: Library, rave: str, layer: str, offset: float = 0.0, spr
 def bend_command(library: Library, rave: str, output: str | os.PathLike) -> str:
     """`unravel bend` commands (one op each, chained through files) that write the same weights
     as saving the bent model to `output`."""
+    from unravel.bend import CHAIN, NEUTRAL
     _, bender = library.bender(rave)
     steps = []
     for layer in bender.layers():
