@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from unravel.errors import UnravelError, without_class
-from unravel import bend, jobproc
+from unravel import bend, blocks, jobproc
 from unravel import model as _model
 from unravel import pdarrays
 from unravel import safewrite
@@ -242,9 +242,7 @@ class Session:
         mp = self.model.methods.get(method)
         if mp is None:
             raise UnravelError(f"{self.model.path.name}: no method '{method}' (has {' '.join(self.model.methods)})")
-        block = math.lcm(mp.in_ratio, mp.out_ratio)
-        if mp.in_ratio == mp.out_ratio == 1 and self.model.ratio:
-            block = int(self.model.ratio)
+        block = blocks.method_block(mp.in_ratio, mp.out_ratio, self.model.ratio)
         return [mp.in_channels, mp.in_ratio, mp.out_channels, mp.out_ratio, block, int(self.model.sr)]
 
     @one_line("method")
@@ -274,7 +272,7 @@ class Session:
                 method = "forward"
         p = self.params(method)
         ratio = p[4]
-        fitted = fit_bufsize(bufsize, ratio) if bufsize else 0
+        fitted = blocks.fit_bufsize(bufsize, ratio) if bufsize else 0
         if fitted != bufsize:
             notes.append(f"bufsize {bufsize} -> {fitted} (a power of two, at least the ratio "
                          f"{ratio} of method '{method}')")
@@ -283,7 +281,7 @@ class Session:
             notes.append(f"warning: method '{method}' takes {p[0]} and gives {p[2]} channels; "
                          f"this object has {nin} signal inlets and {nout} outlets (missing inputs "
                          f"are silent, extra outputs are dropped)")
-        block = bufsize or pow2ceil(max(ratio, dspn))
+        block = bufsize or blocks.pow2ceil(max(ratio, dspn))
         r = Runner(self.model, method, None, p[0], block // p[1], None, p[2], block // p[3])
         return r, method, p, bufsize, block, notes
 
@@ -391,21 +389,6 @@ class Session:
         """Write a layer's weights from a float32 buffer (length checked by the bender)."""
         self.bender.set_weights(layer, np.frombuffer(values, dtype=np.float32)
                                 if not isinstance(values, np.ndarray) else values)
-
-
-def pow2ceil(n: int) -> int:
-    """The smallest power of two >= n."""
-    b = 1
-    while b < n:
-        b *= 2
-    return b
-
-
-def fit_bufsize(n: int, ratio: int) -> int:
-    """nn~'s rule for a buffer size: the next power of two, at least `ratio` (and a multiple
-    of it: a ratio that is not a power of two gives itself)."""
-    b = max(pow2ceil(n), pow2ceil(ratio))
-    return b if b % ratio == 0 else ratio
 
 
 @one_line()

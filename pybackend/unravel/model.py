@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from unravel import blocks
 from unravel import device as _device
 from unravel import limits
 from unravel.archive import BUNDLED, DATA_DIR, DEFAULT_MODEL, resolve_model  # noqa: F401
@@ -115,7 +116,7 @@ def check_method_params(name: str, method: str, values: Sequence) -> None:
             raise UnravelError(f"{name}: method '{method}' declares {w} {v:g} in {method}_params "
                                f"(must be a whole number from 1 to {top})")
     in_ch, in_r, out_ch, out_r = (int(v) for v in values)
-    block = math.lcm(in_r, out_r)
+    block = blocks.method_block(in_r, out_r)
     if block > limits.MAX_RATIO:
         raise UnravelError(f"{name}: method '{method}' has ratios {in_r} and {out_r}: their "
                            f"common block {block} exceeds {limits.MAX_RATIO}")
@@ -415,10 +416,7 @@ class Model:
     def _step(self, mp: MethodParams) -> int:
         """Input length granularity: whole output frames, and whole latent frames for
         audio-to-audio methods such as forward."""
-        step = math.lcm(mp.in_ratio, mp.out_ratio) // mp.in_ratio
-        if step == 1 and mp.in_ratio == 1 and mp.out_ratio == 1 and self.ratio:
-            step = self.ratio
-        return max(1, step)
+        return blocks.input_step(mp.in_ratio, mp.out_ratio, self.ratio)
 
     def warmup(self, changed: Callable[[], bool] | None = None) -> bool:
         """Run every method twice on silence: TorchScript's profiling executor profiles the
