@@ -178,20 +178,25 @@ def test_read_aac_with_pyav(tmp_path, ext, monkeypatch):
         audio.read(path)
 
 
+def find_audio(inputs: list) -> list[Path]:
+    """The files audio.scan_audio finds (without their output names)."""
+    return [p for p, _ in audio.scan_audio(inputs)]
+
+
 def test_find_audio(tmp_path):
     for name in ["b.wav", "a.flac", "c.txt", "d.MP3"]:
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "sub").mkdir()
     extra = tmp_path / "sub" / "z.ogg"
     extra.write_bytes(b"")
-    found = audio.find_audio([tmp_path, extra])
+    found = find_audio([tmp_path, extra])
     assert [p.name for p in found] == ["a.flac", "b.wav", "d.MP3", "z.ogg"]
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(UnravelError, match="empty: folder has no audio files"):
-        audio.find_audio([empty])
+        find_audio([empty])
     with pytest.raises(UnravelError, match="nope: no such file or folder"):
-        audio.find_audio([tmp_path / "nope"])
+        find_audio([tmp_path / "nope"])
 
 
 def test_free_name(tmp_path):

@@ -194,14 +194,6 @@ def write_float_wav(path: str | os.PathLike, audio: np.ndarray, sr: int, dtype: 
         f.write(data.tobytes())
 
 
-def find_audio(inputs: Sequence[str | os.PathLike],
-               extensions: Sequence[str] = AUDIO_EXTENSIONS) -> list[Path]:
-    """Expand inputs: files are kept, folders become the audio files in them and their
-    subfolders (see `scan_audio`). A missing input or a folder with no audio file raises
-    UnravelError."""
-    return [p for p, _ in scan_audio(inputs, extensions)]
-
-
 def scan_audio(inputs: Sequence[str | os.PathLike],
                extensions: Sequence[str] = AUDIO_EXTENSIONS) -> list[tuple[Path, str]]:
     """Audio files and the names their outputs take: a file given, or found at the top of a

@@ -138,17 +138,6 @@ def json_writer(data: dict) -> Callable[[str], None]:
     return safewrite.bytes_writer(text.encode())
 
 
-def read_json(path: str | os.PathLike) -> dict:
-    """Read a JSON sidecar."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UnravelError(f"{path}: no such file") from None
-    except (OSError, ValueError) as e:
-        raise UnravelError(f"{path}: not a readable JSON file ({first_line(e)})") from None
-
-
 def _as_dt(z: np.ndarray) -> np.ndarray:
     z = np.asarray(z)
     if z.ndim == 3 and z.shape[0] == 1:
