@@ -1,5 +1,5 @@
 """Shared fixtures: small TorchScript models reproducing RAVE export quirks, built once per
-session in a tmp dir (see unravel.toymodels.make_test_model)."""
+session in a tmp dir (see toymodels.make_test_model)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pathlib
 import pytest
 import torch
 
-from unravel.toymodels import make_test_model
+from toymodels import make_test_model
 
 torch.set_num_threads(1)
 

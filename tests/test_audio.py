@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from unravel import audio
+from unravel import audio, safewrite
 from unravel.errors import UnravelError
 
 FORMATS = [("wav", "WAV", "FLOAT", True), ("flac", "FLAC", "PCM_24", True),
@@ -111,14 +111,14 @@ def test_atomic_write_failure_leaves_nothing(tmp_path):
         raise RuntimeError("writer failed")
     # any failure of the writer (torch's raise RuntimeError) is one error line (issue 15)
     with pytest.raises(UnravelError, match=r"x.bin: cannot write \(writer failed\)"):
-        audio.atomic_write(tmp_path / "x.bin", boom)
+        safewrite.write_file(tmp_path / "x.bin", boom)
     assert os.listdir(tmp_path) == []
 
     def interrupted(tmp):
         Path(tmp).write_bytes(b"half")
         raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
-        audio.atomic_write(tmp_path / "x.bin", interrupted)
+        safewrite.write_file(tmp_path / "x.bin", interrupted)
     assert os.listdir(tmp_path) == []
 
 
@@ -127,7 +127,7 @@ def test_unwritable_output(tmp_path):
     with pytest.raises(UnravelError, match="cannot create output folder"):
         audio.write(tmp_path / "file" / "sub" / "o.wav", np.zeros((1, 10)), 8000)
     with pytest.raises(UnravelError, match="not a folder"):
-        audio.check_writable_dir(tmp_path / "file")
+        safewrite.check_writable_dir(tmp_path / "file")
 
 
 def test_bad_files(tmp_path):
@@ -178,20 +178,25 @@ def test_read_aac_with_pyav(tmp_path, ext, monkeypatch):
         audio.read(path)
 
 
+def find_audio(inputs: list) -> list[Path]:
+    """The files audio.scan_audio finds (without their output names)."""
+    return [p for p, _ in audio.scan_audio(inputs)]
+
+
 def test_find_audio(tmp_path):
     for name in ["b.wav", "a.flac", "c.txt", "d.MP3"]:
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "sub").mkdir()
     extra = tmp_path / "sub" / "z.ogg"
     extra.write_bytes(b"")
-    found = audio.find_audio([tmp_path, extra])
+    found = find_audio([tmp_path, extra])
     assert [p.name for p in found] == ["a.flac", "b.wav", "d.MP3", "z.ogg"]
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(UnravelError, match="empty: folder has no audio files"):
-        audio.find_audio([empty])
+        find_audio([empty])
     with pytest.raises(UnravelError, match="nope: no such file or folder"):
-        audio.find_audio([tmp_path / "nope"])
+        find_audio([tmp_path / "nope"])
 
 
 def test_free_name(tmp_path):

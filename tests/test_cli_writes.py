@@ -1,5 +1,5 @@
 """Safety of what users own, from the command line (issues 15 and 16): every writer goes
-through audio.write_set (via atomic_write), which replaces only a new name or, when forced, a
+through safewrite.write_set (one file: write_file), which replaces only a new name or, when forced, a
 regular file; writes a uniquely named temporary file in the target's folder and removes it on
 any failure; names may not leave their folder; the files of one result (.npy + latent wav +
 sidecar, wav + npy + json) appear together or not at all. Real subprocesses, real failures:

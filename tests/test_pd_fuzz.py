@@ -24,7 +24,7 @@ import soundfile as sf
 from pdrun import BUILD, Patch, PdResult, can_mount_tmpfs, run_pd
 from unravel import modelinfo
 from unravel.model import load_model
-from unravel.toymodels import make_hostile_model
+from toymodels import make_hostile_model
 
 pytestmark = pytest.mark.skipif(not (BUILD / "unravel~.pd_linux").exists(),
                                 reason="the external is not built (make setup)")

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from pdrun import BUILD, Patch, run_live, run_pd
-from unravel.toymodels import make_hostile_model
+from toymodels import make_hostile_model
 
 pytestmark = pytest.mark.skipif(not (BUILD / "unravel~.pd_linux").exists(),
                                 reason="the external is not built (make setup)")

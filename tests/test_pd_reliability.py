@@ -18,7 +18,7 @@ import soundfile as sf
 from pdrun import BUILD, Patch, can_mount_tmpfs, cycles_patch, pd_command, run_marked, run_pd
 from unravel import pipeline
 from unravel.model import DEFAULT_MODEL
-from unravel.toymodels import make_hostile_model, make_test_model
+from toymodels import make_hostile_model, make_test_model
 
 pytestmark = pytest.mark.skipif(not (BUILD / "unravel~.pd_linux").exists(),
                                 reason="the external is not built (make setup)")

@@ -14,7 +14,7 @@ import torch
 
 from pdrun import BUILD, Chain, render_patch, run_pd
 from unravel.model import DEFAULT_MODEL, load_model
-from unravel.toymodels import make_test_model
+from toymodels import make_test_model
 
 pytestmark = pytest.mark.skipif(not (BUILD / "unravel~.pd_linux").exists(),
                                 reason="the external is not built (make setup)")

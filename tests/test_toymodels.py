@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from toymodels import make_test_model
 from unravel import modelinfo
-from unravel.toymodels import make_test_model
 
 
 def load(p):
@@ -90,7 +90,7 @@ def test_pqmf_is_fixed_and_reconstructs(quirk_models):
     params = dict(m.named_parameters())
     assert not params["pqmf.weight"].requires_grad
     assert params["codec.encoder.weight"].requires_grad
-    from unravel.toymodels import FixedFilterbank
+    from unravel.data.toyrave import FixedFilterbank
     fb = FixedFilterbank(16)
     x = torch.randn(1, 1, 4096)
     y = fb.synthesis(fb.analysis(x))
@@ -103,7 +103,7 @@ import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
 from unravel.model import DATA_DIR, load_model  # noqa: E402
-from unravel.toymodels import ToyRave, export, make_loop, reconstruction_distance, train  # noqa: E402
+from unravel.data.toyrave import ToyRave, export, make_loop, reconstruction_distance, train  # noqa: E402
 
 
 def test_bundled_loop_is_the_seeded_synthesis():

@@ -1,11 +1,9 @@
 """Audio files: read any format libsndfile reads (and, with the optional `av` extra, what
-FFmpeg reads), resample, mix channels, write wav atomically."""
+FFmpeg reads), resample, mix channels, write wav (through safewrite)."""
 
 from __future__ import annotations
 
 import os
-import secrets
-import stat
 import struct
 from fractions import Fraction
 from pathlib import Path
@@ -15,7 +13,6 @@ import numpy as np
 import soundfile as sf
 from unravel import safewrite
 from unravel.errors import UnravelError, first_line
-from unravel.safewrite import check_target, check_writable_dir  # noqa: F401 - part of this module's API
 
 # File name endings looked for in folders (and their subfolders) by default: UnRAVEl's encoder's list.
 AUDIO_EXTENSIONS = (".wav", ".mp3", ".ogg", ".aac", ".opus", ".aif", ".aiff", ".flac")
@@ -160,11 +157,11 @@ def conform(audio: np.ndarray, sr_in: int, sr: int, channels: int) -> np.ndarray
 def write(path: str | os.PathLike, audio: np.ndarray, sr: int, subtype: str = "FLOAT",
           force: bool = False) -> Path:
     """Write (channels, n) audio as a wav file (temporary name, then rename)."""
-    return atomic_write(path, wav_writer(audio, sr, subtype), force=force)
+    return safewrite.write_file(path, wav_writer(audio, sr, subtype), force=force)
 
 
 def wav_writer(audio: np.ndarray, sr: int, subtype: str = "FLOAT") -> Callable[[str], None]:
-    """A writer (for atomic_write, write_set) of (channels, n) audio as a wav file.
+    """A writer (for safewrite.write_file, write_set) of (channels, n) audio as a wav file.
 
     FLOAT (32-bit) and DOUBLE (64-bit) files hold only the samples (no time-stamped PEAK
     chunk), so the same audio always gives the same bytes; other subtypes go through
@@ -195,14 +192,6 @@ def write_float_wav(path: str | os.PathLike, audio: np.ndarray, sr: int, dtype: 
     with open(path, "wb") as f:
         f.write(header)
         f.write(data.tobytes())
-
-
-def find_audio(inputs: Sequence[str | os.PathLike],
-               extensions: Sequence[str] = AUDIO_EXTENSIONS) -> list[Path]:
-    """Expand inputs: files are kept, folders become the audio files in them and their
-    subfolders (see `scan_audio`). A missing input or a folder with no audio file raises
-    UnravelError."""
-    return [p for p, _ in scan_audio(inputs, extensions)]
 
 
 def scan_audio(inputs: Sequence[str | os.PathLike],
@@ -283,75 +272,6 @@ def expand_inputs(inputs: Sequence[str | os.PathLike], folder_files: Callable[[P
     return out
 
 
-def atomic_write(path: str | os.PathLike, writer: Callable[[str], object],
-                 force: bool = False) -> Path:
-    """Call writer(tmp_name) on a temporary file beside `path`, then rename it to `path`.
-
-    The one way unravel writes a file (see write_set): only a new name or, with `force`,
-    an existing regular file is replaced; on any failure nothing is left behind.
-    """
-    return write_set([(path, writer)], force=force)[0]
-
-
-def write_set(items: Sequence[tuple[str | os.PathLike, Callable[[str], object]]],
-              force: bool = False) -> list[Path]:
-    """Write a set of files that belong together (e.g. a `.npy`, its latent wav and its
-    sidecar): every target is checked (check_target) before anything is written, each
-    writer(tmp_name) writes a uniquely named temporary file in its target's folder, and only
-    when all of them are written are they renamed to their targets. On any failure, or an
-    interrupt, every temporary file is removed: no partial set, no temp file left.
-    """
-    targets = [check_target(p, force) for p, _ in items]
-    if len(set(targets)) != len(targets):
-        raise UnravelError(f"{targets[0]}: the same file would be written twice")
-    temps: list[str] = []
-    try:
-        for target, (_, writer) in zip(targets, items):
-            folder = check_writable_dir(target.parent if str(target.parent) else ".")
-            tmp = str(folder / f".{target.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{target.suffix}")
-            temps.append(tmp)  # before it exists: a job cancelled from here on still removes it
-            try:  # created like any new file (mode 0666 less the umask), unlike mkstemp's 0600
-                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            except OSError as e:
-                temps.pop()   # not ours: never remove a file that was already there
-                raise UnravelError(f"{target}: cannot write ({e.strerror or e})") from None
-            _run_writer(target, writer, tmp)
-        while temps:
-            target = targets[len(targets) - len(temps)]
-            try:
-                os.replace(temps[0], target)
-            except OSError as e:
-                raise UnravelError(f"{target}: cannot write ({e.strerror or e})") from None
-            temps.pop(0)
-    finally:
-        for tmp in temps:
-            _unlink(tmp)
-    return targets
-
-
-def _run_writer(target: Path, writer: Callable[[str], object], tmp: str) -> None:
-    """writer(tmp), its failures as one UnravelError line naming `target`."""
-    try:
-        writer(tmp)
-    except UnravelError:
-        raise
-    except OSError as e:
-        raise UnravelError(f"{target}: cannot write ({e.strerror or e})") from None
-    except Exception as e:  # noqa: BLE001 - torch's writers raise RuntimeError on a full disk
-        raise UnravelError(f"{target}: cannot write ({_write_failure(tmp, e)})") from None
-
-
-def _write_failure(tmp: str, e: Exception) -> str:
-    """The cause of a failed write: a full disk when the folder has no space left."""
-    try:
-        st = os.statvfs(os.path.dirname(tmp) or ".")
-        if st.f_bavail == 0 or st.f_favail == 0:
-            return "no space left on device"
-    except OSError:
-        pass
-    return first_line(e)
-
-
 def check_name(name: str, what: str = "name") -> str:
     """`name` if it is a plain file name (stem) that stays in its folder: not empty, no
     `/` or `\\`, not `.` or `..`, no NUL; else UnravelError naming `what`."""
@@ -372,9 +292,3 @@ def free_name(folder: Path, stem: str, suffixes: Iterable[str]) -> str:
             return name
         i += 1
 
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass

@@ -12,10 +12,15 @@ import numpy as np
 import torch
 
 from unravel.errors import UnravelError
+from unravel.operations import BEND_OPS as OPS   # the ops, declared with the command
 from unravel.limits import MAX_SEED
 from unravel.model import Model
 
-OPS = ("offset", "spread", "randomize", "invert", "zero")
+# The ops and what each does to the touched weights, always from the original weights.
+SWITCHES = ("invert", "zero")   # the ops that are on or off
+# One op at a time in this order, each on the weights the one before wrote, gives the same
+# weights as all of them set on one layer (see Bender._apply).
+CHAIN = ("spread", "invert", "offset", "randomize", "zero")
 NOISE_SCALE = 1e-4  # randomize amount -> Gaussian noise std
 
 
@@ -30,6 +35,9 @@ class Settings:
     zero: bool = False
     percent: float = 100.0
     seed: int = 0
+
+
+NEUTRAL = {op: getattr(Settings(), op) for op in OPS}   # each op's setting that changes nothing
 
 
 def touched_indices(n: int, percent: float) -> torch.Tensor | None:
@@ -122,9 +130,8 @@ class Bender:
         self._write(layer, torch.from_numpy(v).to(p.device, p.dtype))
 
     def bend(self, layer: str, op: str, amount: float, percent: float | None = None, seed: int | None = None) -> None:
-        """Change one setting (op in offset, spread, randomize, invert, zero; invert/zero are
-        on when amount != 0), optionally percent and seed, and recompute the layer from its
-        original weights."""
+        """Change one setting (an op of OPS; SWITCHES are on when amount != 0), optionally
+        percent and seed, and recompute the layer from its original weights."""
         if op not in OPS:
             raise UnravelError(f"bend: unknown op '{op}' (one of {', '.join(OPS)})")
         self._param(layer)
@@ -135,7 +142,7 @@ class Bender:
         if seed is not None and not 0 <= int(seed) <= MAX_SEED:
             raise UnravelError(f"bend: seed must be between 0 and {MAX_SEED}, got {seed}")
         s = self._settings.setdefault(layer, Settings())
-        if op in ("invert", "zero"):
+        if op in SWITCHES:
             setattr(s, op, bool(amount))
         else:
             setattr(s, op, float(amount))

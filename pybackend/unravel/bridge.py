@@ -24,7 +24,7 @@ import weakref
 import numpy as np
 import torch
 
-from unravel import jobproc, pdargs, safewrite
+from unravel import bend, blocks, jobproc, pdargs, safewrite
 from unravel import model as _model
 from unravel.errors import UnravelError, one_line
 from unravel.operations import BEND
@@ -163,8 +163,7 @@ class Session:
     def bender(self):
         """The model's Bender, made at first use (after a reload: a new one)."""
         if self._bender is None:
-            from unravel.bend import Bender
-            self._bender = Bender(self.model)
+            self._bender = bend.Bender(self.model)
         return self._bender
 
     @one_line("method")
@@ -207,7 +206,7 @@ class Session:
         p = self.params(method)            # what C reads; refuses a method the model lacks
         mp = methods[method]
         ratio = mp.block(self.model.ratio)
-        fitted = fit_bufsize(bufsize, ratio) if bufsize else 0
+        fitted = blocks.fit_bufsize(bufsize, ratio) if bufsize else 0
         if fitted != bufsize:
             notes.append(f"bufsize {bufsize} -> {fitted} (a power of two, at least the ratio "
                          f"{ratio} of method '{method}')")
@@ -216,7 +215,7 @@ class Session:
             notes.append(f"warning: method '{method}' takes {mp.in_channels} and gives "
                          f"{mp.out_channels} channels; this object has {nin} signal inlets and "
                          f"{nout} outlets (missing inputs are silent, extra outputs are dropped)")
-        block = bufsize or pow2ceil(max(ratio, dspn))
+        block = bufsize or blocks.pow2ceil(max(ratio, dspn))
         r = Runner(self.model, method, None, mp.in_channels, block // mp.in_ratio,
                    None, mp.out_channels, block // mp.out_ratio)
         return r, method, p, bufsize, block, notes
@@ -289,7 +288,7 @@ class Session:
         return []
 
     def msg_bend(self, args: list) -> list[list]:
-        pdargs.count("bend", args, 3, 5, "<layer> <offset|spread|randomize|invert|zero> <amount> [percent] [seed]")
+        pdargs.count("bend", args, 3, 5, f"<layer> <{'|'.join(bend.OPS)}> <amount> [percent] [seed]")
         layer = pdargs.symbol("bend", args[0], "layer")
         op = pdargs.symbol("bend", args[1], "op")
         amount = pdargs.value("bend", args[2], BEND.option("amount"))
@@ -327,21 +326,6 @@ class Session:
         """Write a layer's weights from a float32 buffer (length checked by the bender)."""
         self.bender.set_weights(layer, np.frombuffer(values, dtype=np.float32)
                                 if not isinstance(values, np.ndarray) else values)
-
-
-def pow2ceil(n: int) -> int:
-    """The smallest power of two >= n."""
-    b = 1
-    while b < n:
-        b *= 2
-    return b
-
-
-def fit_bufsize(n: int, ratio: int) -> int:
-    """nn~'s rule for a buffer size: the next power of two, at least `ratio` (and a multiple
-    of it: a ratio that is not a power of two gives itself)."""
-    b = max(pow2ceil(n), pow2ceil(ratio))
-    return b if b % ratio == 0 else ratio
 
 
 @one_line()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unravel import audio, generator, latents, pipeline, tempo
+from unravel import audio, generator, latents, pipeline, safewrite, tempo
 from unravel.errors import UnravelError
 
 LOOP = Path(__file__).resolve().parent / "data" / "loop.wav"
@@ -27,7 +27,7 @@ def run(out_dir: str | Path = "out", model_spec: str = "default", threads: int =
     from unravel.model import load_model
 
     model = load_model(model_spec, threads=threads)
-    out = audio.check_writable_dir(out_dir)
+    out = safewrite.check_writable_dir(out_dir)
     [loop_npy] = pipeline.encode_files(model, [LOOP], out, latent_wav=True, progress=False, force=True)
     z = latents.read(loop_npy, model.latent_dims)
     t, err = tempo.nearest(BPM, model.sr, model.ratio)

@@ -5,7 +5,7 @@ distribution, arranged in time by a pattern. It hands them out as whole files or
 frames at a time, in the same order either way. `generate_files` writes the files of a
 stream, each with a sidecar that re-makes it. Every generated file is named after its
 pattern and distribution with the next free number (`<pattern>-<dist>-001`, ...); its
-three files are renamed together once all of them are written (audio.write_set).
+three files are renamed together once all of them are written (safewrite.write_set).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from unravel import audio, distributions, limits, patterns, plots, stats, tempo
+from unravel import audio, distributions, limits, patterns, plots, safewrite, stats, tempo
 from unravel import latents as latent_io
 from unravel.errors import UnravelError
 from unravel.operations import GENERATE
@@ -168,14 +168,14 @@ def generate_files(latents: Sequence[PathLike], out_dir: PathLike, pattern: str 
     limits.check_range(seed, 0, limits.MAX_SEED, "generate: seed")
     if skip < 0:
         raise UnravelError(f"generate: skip must be >= 0, got {skip}")
-    if plot is not None and files > plots.PLOT_MAX_FILES:
-        raise UnravelError(f"generate: --plot draws at most {plots.PLOT_MAX_FILES} files, got {files}")
+    if plot is not None and files > limits.MAX_PLOT_FILES:
+        raise UnravelError(f"generate: --plot draws at most {limits.MAX_PLOT_FILES} files, got {files}")
     if plot is not None and Path(plot).exists() and not force:
         raise UnravelError(f"{Path(plot)}: already exists (use --force to overwrite)")
     k, bpm_info = resolve_points(points, bpm, sr, ratio)
     read = stats.read(latents)
     stream = Stream(read.stats, pattern, dist, iqr, k, loops, int(seed))
-    out = audio.check_writable_dir(out_dir)
+    out = safewrite.check_writable_dir(out_dir)
     rate = latent_io.latent_rate(sr, ratio)
     inputs = [str(p.resolve()) for p in read.paths]
     sha = [hashlib.sha256(p.read_bytes()).hexdigest() for p in read.paths]
@@ -202,7 +202,7 @@ def generate_files(latents: Sequence[PathLike], out_dir: PathLike, pattern: str 
         }
         if pattern == "fibo":
             sidecar["fibo_steps"] = patterns.fibonacci(k)
-        npy, _, _ = audio.write_set([   # all three or none
+        npy, _, _ = safewrite.write_set([   # all three or none
             (out / f"{name}.npy", latent_io.npy_writer(g)),
             (out / f"{name}{latent_io.LATENT_WAV_SUFFIX}", latent_io.wav_writer(g, rate)),
             (out / f"{name}.json", latent_io.json_writer(sidecar))])

@@ -14,9 +14,7 @@ from typing import Callable, Sequence
 import numpy as np
 import soundfile as sf
 
-from unravel import audio
-from unravel.audio import atomic_write
-from unravel.safewrite import write_bytes  # noqa: F401
+from unravel import audio, safewrite
 from unravel.errors import UnravelError, first_line
 
 LATENT_WAV_SUFFIX = ".latent.wav"
@@ -132,26 +130,26 @@ def read_files(inputs: Sequence[str | os.PathLike], dims: int | None = None
 
 def write_npy(path: str | os.PathLike, z: np.ndarray, force: bool = False) -> Path:
     """Write (D, T) latents as float32 (1, D, T) `.npy` (temporary name, then rename)."""
-    return atomic_write(path, npy_writer(z), force=force)
+    return safewrite.write_file(path, npy_writer(z), force=force)
 
 
 def npy_writer(z: np.ndarray) -> Callable[[str], None]:
-    """A writer (for atomic_write, write_set) of (D, T) latents as float32 (1, D, T) `.npy`."""
+    """A writer (for safewrite.write_file, write_set) of (D, T) latents as float32 (1, D, T) `.npy`."""
     z = _as_dt(z)
     buf = io.BytesIO()
     np.save(buf, z[None].astype(np.float32))
-    return lambda tmp: Path(tmp).write_bytes(buf.getvalue())
+    return safewrite.bytes_writer(buf.getvalue())
 
 
 def write_wav(path: str | os.PathLike, z: np.ndarray, rate: int, subtype: str = "DOUBLE",
               force: bool = False) -> Path:
     """Write (D, T) latents as a wav with D channels at `rate` Hz (64-bit float by default)."""
-    return atomic_write(path, wav_writer(z, rate, subtype, path), force=force)
+    return safewrite.write_file(path, wav_writer(z, rate, subtype, path), force=force)
 
 
 def wav_writer(z: np.ndarray, rate: int, subtype: str = "DOUBLE",
                path: str | os.PathLike = "latent wav") -> Callable[[str], None]:
-    """A writer (for atomic_write, write_set) of (D, T) latents as a D-channel wav."""
+    """A writer (for safewrite.write_file, write_set) of (D, T) latents as a D-channel wav."""
     z = _as_dt(z)
     if subtype not in ("DOUBLE", "FLOAT"):
         raise UnravelError(f"{path}: latent wav subtype must be DOUBLE or FLOAT, not {subtype}")
@@ -160,24 +158,13 @@ def wav_writer(z: np.ndarray, rate: int, subtype: str = "DOUBLE",
 
 def write_json(path: str | os.PathLike, data: dict, force: bool = False) -> Path:
     """Write a JSON sidecar (temporary name, then rename)."""
-    return atomic_write(path, json_writer(data), force=force)
+    return safewrite.write_file(path, json_writer(data), force=force)
 
 
 def json_writer(data: dict) -> Callable[[str], None]:
-    """A writer (for atomic_write, write_set) of a JSON sidecar."""
+    """A writer (for safewrite.write_file, write_set) of a JSON sidecar."""
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    return lambda tmp: Path(tmp).write_text(text)
-
-
-def read_json(path: str | os.PathLike) -> dict:
-    """Read a JSON sidecar."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UnravelError(f"{path}: no such file") from None
-    except (OSError, ValueError) as e:
-        raise UnravelError(f"{path}: not a readable JSON file ({first_line(e)})") from None
+    return safewrite.bytes_writer(text.encode())
 
 
 def _as_dt(z: np.ndarray) -> np.ndarray:

@@ -17,15 +17,20 @@ MAX_COUNT = 10_000            # files one command makes (generate --files, diffu
 MAX_JOBS = 256                # worker processes of encode/prepare-diffusion --jobs
 MAX_STEPS = 10_000            # diffusion steps
 MAX_LENGTH_MULT = 1024        # diffuse --length-mult
-MAX_LATENT_FRAMES = 2**20     # latent frames in one sample or sequence (13 h at 21.5 Hz)
+MAX_LATENT_FRAMES = 2**20     # latent frames in one sample, sequence or pattern (13 h at 21.5 Hz)
+MIN_TRAIN_LENGTH = 256        # latent frames of one training example (prepare-diffusion, train-diffusion)
 MAX_SR = 1_000_000            # sample rates (Hz)
-MAX_RATIO = 2**20             # audio samples per latent frame
-MAX_CHANNELS = 4096           # channels a model may declare (audio in/out, latent dims)
+MAX_RATIO = 2**20             # a method's ratio and the lcm of its two ratios (Pd's largest bufsize)
+MAX_CHANNELS = 1024           # channels a model's method may declare (audio in/out, latent dims)
+MAX_BLOCK_VALUES = 2**24      # channels x frames of the smallest block a method runs (64 MB)
 MAX_PLOT_DIMS = 128           # histograms in one stats plot
+MAX_PLOT_FILES = 8            # generated files in one generate --plot
 MAX_TEMPO_ROWS = 10_000       # rows of one tempo table
 MAX_BATCH = 1024              # seeds sampled together, training batch size
 MAX_EPOCHS = 10_000_000       # training epochs and the like
 MIN_PORT, MAX_PORT = 1, 65535
+MAX_PAGE_SEED = 999_999_999   # seeds of the web page's seed fields and Randomize buttons
+DEFAULT_MAX_UPLOAD_MB = 300   # MB of decoded audio (32-bit samples) one page upload may hold (app --max-upload-mb)
 MEMORY_SHARE = 0.8            # share of the available memory one job may plan to use
 
 

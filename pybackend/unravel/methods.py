@@ -9,12 +9,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from unravel.errors import UnravelError
+from unravel.limits import MAX_BLOCK_VALUES, MAX_CHANNELS, MAX_RATIO
 
-# bounds on what a model file may declare in `<method>_params` (a model file is user input:
-# these sizes set buffers in Pd and in warmup before anything runs)
-MAX_CHANNELS = 1024             # channels of a method's input or output
-MAX_RATIO = 1 << 20             # a ratio, and the lcm of a method's two ratios (Pd's largest bufsize)
-MAX_BLOCK_VALUES = 1 << 24      # channels x frames of the smallest block a method runs (64 MB)
 
 
 @dataclass(frozen=True)

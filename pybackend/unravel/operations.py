@@ -20,7 +20,13 @@ MODEL_HELP = "TorchScript model file ('default' = the bundled model)"
 SEED = Option("seed", "int", low=0, high=limits.MAX_SEED, metavar="S")
 
 
-BEND_OPS = ("offset", "spread", "randomize", "invert", "zero")   # what `bend` does to weights
+BEND_OPS = {   # what `bend` does to the chosen weights (unravel.bend does it)
+    "offset": "add the amount",
+    "spread": "multiply by the amount",
+    "randomize": "add Gaussian noise of the seed, std amount x 1e-4 (0: off)",
+    "invert": "negate (on when the amount is not 0)",
+    "zero": "set to 0 (on when the amount is not 0)",
+}
 
 
 def _model(default: str | None = None, required: bool = True, help: str = MODEL_HELP) -> Option:
@@ -103,7 +109,8 @@ DECODE = Spec("decode", "latents -> audio at the model's rate", (
 BEND = Spec("bend", "bend a layer's weights, save a new model", (
     _model(),
     Option("layer", "str", required=True, help="layer name (see unravel info)"),
-    Option("op", "choice", required=True, choices=BEND_OPS),
+    Option("op", "choice", required=True, choices=tuple(BEND_OPS),
+           help=", ".join(f"{op}: {what}" for op, what in BEND_OPS.items())),
     Option("amount", "float", low=-1e6, high=1e6, required=True),
     Option("percent", "float", low=0, high=100, open_low=True,
            help="bend only this percent of the weights, evenly spaced"),

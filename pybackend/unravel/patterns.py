@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from unravel import limits
 from unravel.errors import UnravelError
 
 PATTERNS = ("fibo", "orale", "blender", "swapper", "default")
@@ -16,7 +17,6 @@ TWO_BLOCK_PATTERNS = ("blender", "swapper")
 # Points for a full Fibonacci run 1, 2, ..., 55 (UnRAVEl's generator refuses fewer).
 FIBO_FULL_RUN = 55
 # Longest pattern made (about 26 hours of latent frames at 21.5 frames/s).
-MAX_FRAMES = 2_000_000
 
 
 def fibonacci(limit: int) -> list[int]:
@@ -103,9 +103,9 @@ def check(pattern: str, points: int, dims: int, repeat: int = 1) -> int:
     if repeat < 1:
         raise UnravelError(f"generate: loops must be >= 1, got {repeat}")
     n = length(pattern, points, dims, repeat)
-    if n > MAX_FRAMES:
+    if n > limits.MAX_LATENT_FRAMES:
         raise UnravelError(f"generate: {pattern} of {points} points x {repeat} loops would make "
-                           f"{n} frames (limit {MAX_FRAMES}); use fewer points or loops")
+                           f"{n} frames (limit {limits.MAX_LATENT_FRAMES}); use fewer points or loops")
     return n
 
 

@@ -4,7 +4,7 @@
 The Python API the CLI, the Pd bridge and the web app call. Outputs are named after their
 inputs and never overwritten unless `force`. Every file is written under a temporary
 name and renamed; the files of one result (a `.npy` and its latent wav) are renamed
-together once both are written (audio.write_set).
+together once both are written (safewrite.write_set).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from unravel import audio, limits
+from unravel import audio, limits, safewrite
 from unravel import latents as latent_io
 from unravel.errors import UnravelError
 
@@ -95,7 +95,7 @@ def encode_targets(inputs: Sequence[PathLike], out_dir: PathLike, latent_wav: bo
     """Check what encode_files would read and write: (audio files, .npy paths, latent wav paths).
     Raises UnravelError for missing inputs, an unusable output folder or outputs that exist."""
     found = audio.scan_audio(inputs, extensions)
-    out = audio.check_writable_dir(out_dir)
+    out = safewrite.check_writable_dir(out_dir)
     files = [f for f, _ in found]
     npys = [out / f"{name}.npy" for _, name in found]
     wavs = [out / f"{name}{latent_io.LATENT_WAV_SUFFIX}" for _, name in found]
@@ -151,7 +151,7 @@ def _encode_one(model: "Model", f: Path, npy: Path, wav: Path | None, force: boo
     items = [(npy, latent_io.npy_writer(z))]
     if wav is not None:
         items.append((wav, latent_io.wav_writer(z, latent_io.latent_rate(model.sr, model.ratio))))
-    return audio.write_set(items, force=force)   # the .npy and its latent wav, or neither
+    return safewrite.write_set(items, force=force)   # the .npy and its latent wav, or neither
 
 
 def decode_targets(latents: Sequence[PathLike], out_dir: PathLike,
@@ -159,7 +159,7 @@ def decode_targets(latents: Sequence[PathLike], out_dir: PathLike,
     """Check what decode_files would read and write: (latent files, audio paths).
     Raises UnravelError for missing inputs, an unusable output folder or outputs that exist."""
     paths = latent_io.find_files(latents)
-    out = audio.check_writable_dir(out_dir)
+    out = safewrite.check_writable_dir(out_dir)
     targets = [out / f"{latent_io.stem(p)}.wav" for p in paths]
     _targets(targets, force)
     for p, t in zip(paths, targets):

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from unravel import limits
-from unravel.audio import atomic_write
+from unravel import safewrite
 from unravel.errors import UnravelError
 
 if TYPE_CHECKING:
@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 
 PathLike = str | os.PathLike
 # `generate --plot` draws at most this many files (one row each).
-PLOT_MAX_FILES = 8
 
 
 def _figure(**kw) -> "Figure":
@@ -33,7 +32,7 @@ def _save(fig: "Figure", path: PathLike, force: bool) -> Path:
     """Write the figure to `path` as PNG (refused if it exists, unless `force`)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()), force=force)
+    return safewrite.write_bytes(path, buf.getvalue(), force=force)
 
 
 def histograms(z: np.ndarray, path: PathLike, title: str = "", force: bool = False) -> Path:

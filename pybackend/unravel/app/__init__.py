@@ -19,14 +19,13 @@ for _key, _value in {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from unravel import audio  # noqa: E402
+from unravel import audio, limits, safewrite  # noqa: E402,F401 - audio: part of this module's API
 from unravel.app import bending_tab, diffusion_tab, unravel_tab  # noqa: E402
-from unravel.app.bending_tab import (CHAIN, NEUTRAL, SLIDERS, BendResult, _pick_layer,  # noqa: E402,F401
+from unravel.app.bending_tab import (SLIDERS, BendResult, _pick_layer,  # noqa: E402,F401
                                      bend_apply, bend_command, bend_generate, bend_layers,
                                      bend_listen, bend_restore, bend_save, bend_settings,
                                      layer_info)
 from unravel.app.common import (BUNDLED_LOOP, CHECKPOINT_SUFFIXES, CSS, DATA,  # noqa: E402,F401
-                                DEFAULT_MAX_UPLOAD_MB, SEED_MAX,
                                 Library, _on_page, fresh_dir, random_seed, theme, whole)
 from unravel.app.diffusion_tab import (DiffusionResult, diffusion_command,  # noqa: E402,F401
                                        diffusion_generate)
@@ -35,7 +34,7 @@ from unravel.errors import UnravelError  # noqa: E402
 
 
 def build(library: Library, out_dir: str | os.PathLike,
-          max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB):
+          max_upload_mb: float = limits.DEFAULT_MAX_UPLOAD_MB):
     """The gradio page: Diffusion, UnRAVEl and Bending tabs over `library`, writing to `out_dir`
     (uploads up to `max_upload_mb` MB of decoded audio per file)."""
     import gradio as gr
@@ -54,7 +53,7 @@ def build(library: Library, out_dir: str | os.PathLike,
 
 def serve(host: str = "127.0.0.1", port: int = 7860, models: str | os.PathLike | None = None,
           out: str | os.PathLike | None = None, block: bool = True, threads: int = 1,
-          device: str = "cpu", max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB):
+          device: str = "cpu", max_upload_mb: float = limits.DEFAULT_MAX_UPLOAD_MB):
     """Start the page on http://host:port; `block=False` returns (gradio app, local url).
     Its models and diffusion run on `device` (see unravel.device). Custom model and
     checkpoint paths must lie in `models`; an upload may hold at most `max_upload_mb` MB of
@@ -67,7 +66,7 @@ def serve(host: str = "127.0.0.1", port: int = 7860, models: str | os.PathLike |
     if models is not None and not models.is_dir():
         raise UnravelError(f"{models}: models folder not found")
     out = Path(out) if out else Path(tempfile.mkdtemp(prefix="unravel-app-"))
-    audio.check_writable_dir(out)
+    safewrite.check_writable_dir(out)
     if not 1 <= int(port) <= 65535:
         raise UnravelError(f"port must be between 1 and 65535, got {port}")
     if not 0 < max_upload_mb <= 1e6:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from unravel import audio
-from unravel.app.common import BUNDLED_LOOP, SEED_MAX, Library, _on_page, whole
+from unravel import audio, limits, safewrite
+from unravel.app.common import BUNDLED_LOOP, Library, _on_page, whole
 from unravel.errors import UnravelError
 from unravel.operations import BEND
 
@@ -31,8 +31,6 @@ def bend_layers(library: Library, rave: str) -> list[str]:
 
 
 SLIDERS = ("offset", "spread", "randomize", "invert", "percent", "seed")
-CHAIN = ("spread", "invert", "offset", "randomize", "zero")   # this order reproduces bit for bit
-NEUTRAL = {"offset": 0.0, "spread": 1.0, "randomize": 0.0, "invert": False, "zero": False}
 
 
 def layer_info(library: Library, rave: str, layer: str) -> str:
@@ -68,6 +66,7 @@ def bend_apply(library: Library, rave: str, layer: str, offset: float = 0.0, spr
 def bend_command(library: Library, rave: str, output: str | os.PathLike) -> str:
     """`unravel bend` commands (one op each, chained through files) that write the same weights
     as saving the bent model to `output`."""
+    from unravel.bend import CHAIN, NEUTRAL
     _, bender = library.bender(rave)
     steps = []
     for layer in bender.layers():
@@ -94,7 +93,7 @@ def bend_listen(library: Library, rave: str, out_dir: str | os.PathLike,
     `bent` False, the unbent one's); write `bent-NNN.wav` (`unbent-NNN.wav`). An error names
     the source by its own name, not the page's copy's path."""
     model = library.bender(rave)[0] if bent else library.model(rave)
-    out_dir = audio.check_writable_dir(out_dir)
+    out_dir = safewrite.check_writable_dir(out_dir)
     source = source or BUNDLED_LOOP
     try:
         x = audio.load(source, model.sr, model.in_channels)
@@ -128,7 +127,7 @@ def bend_restore(library: Library, rave: str, layer: str | None = None) -> None:
 
 def bend_save(library: Library, rave: str, out_dir: str | os.PathLike) -> tuple[Path, str]:
     """Save the bent model as a TorchScript file nn~ and [unravel~] load; with its command."""
-    out_dir = audio.check_writable_dir(out_dir)
+    out_dir = safewrite.check_writable_dir(out_dir)
     name = audio.free_name(out_dir, f"{Path(rave).stem}-bent", [".ts"])
     _, bender = library.bender(rave)
     path = bender.save(out_dir / f"{name}.ts")
@@ -173,7 +172,7 @@ def layout(library: Library, out_dir: Path, rave_choices: list, rave_default: st
                                      label="Randomize (Gaussian noise, 0 = off)")
                 b_invert = gr.Checkbox(False, label="Invert")
                 b_percent = gr.Slider(1, 100, 100, step=1, label="Percent of the weights")
-                b_seed = gr.Number(0, precision=0, minimum=0, maximum=SEED_MAX, label="Seed")
+                b_seed = gr.Number(0, precision=0, minimum=0, maximum=limits.MAX_PAGE_SEED, label="Seed")
                 b_source = gr.File(None, file_count="single", type="filepath",
                                    label="Audio to bend (upload your own; empty: the bundled loop)",
                                    elem_id="b-source")

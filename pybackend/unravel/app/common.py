@@ -11,16 +11,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from unravel import audio
+from unravel import limits, safewrite
 from unravel.errors import UnravelError
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 BUNDLED_LOOP = DATA / "loop.wav"
 CHECKPOINT_SUFFIXES = (".pt", ".ckpt", ".pth")
-SEED_MAX = 999_999_999
-# Uploads: at most this many MB of decoded audio (32-bit samples) per file (unravel app
-# --max-upload-mb); gradio refuses larger uploads before they are stored.
-DEFAULT_MAX_UPLOAD_MB = 300
 
 Progress = Callable[[float, str], None]
 
@@ -130,12 +126,12 @@ class Library:
 
 def random_seed() -> int:
     """A fresh seed for the Randomize buttons (the seed itself is shown, so results repeat)."""
-    return secrets.randbelow(SEED_MAX) + 1
+    return secrets.randbelow(limits.MAX_PAGE_SEED) + 1
 
 
 def fresh_dir(parent: str | os.PathLike, stem: str) -> Path:
     """A new empty folder `<parent>/<stem>-NNN` (the first free number)."""
-    parent = audio.check_writable_dir(parent)
+    parent = safewrite.check_writable_dir(parent)
     i = 1
     while True:
         d = parent / f"{stem}-{i:03d}"

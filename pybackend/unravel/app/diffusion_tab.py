@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from unravel import audio, latents, plots
-from unravel.app.common import (SEED_MAX, Library, Progress, _no_progress,
+from unravel import audio, latents, limits, plots, safewrite
+from unravel.app.common import (Library, Progress, _no_progress,
                                 _on_page, _reporter, random_seed,
                                 randomize_button, whole)
 from unravel.errors import UnravelError
@@ -61,7 +61,7 @@ def diffusion_generate(library: Library, checkpoint: str, rave: str, seed_a: int
     arch = None if not arch or str(arch) == AUTO_ARCH else str(arch)
     seed_a, seed_b = whole(seed_a, "Seed A"), whole(seed_b, "Seed B")
     steps, length_mult = whole(steps, "Steps"), whole(length_mult, "Length multiplier")
-    out_dir = audio.check_writable_dir(out_dir)
+    out_dir = safewrite.check_writable_dir(out_dir)
     checkpoint = library.checkpoint(checkpoint)   # only the bundled one or the models folder's
     progress(0.0, "loading models")
     model = library.model(rave)
@@ -104,12 +104,12 @@ def layout(library: Library, out_dir: Path, rave_choices: list, rave_default: st
                 d_rave = gr.Dropdown(rave_choices, value=rave_default,
                                      label="RAVE decoder", allow_custom_value=True)
                 with gr.Row():
-                    d_seed_a = gr.Number(1, precision=0, minimum=0, maximum=SEED_MAX,
+                    d_seed_a = gr.Number(1, precision=0, minimum=0, maximum=limits.MAX_PAGE_SEED,
                                          label="Seed", elem_id="d-seed-a")
                     d_rand_a = randomize_button()
                 d_lerp = gr.Checkbox(False, label="Lerp between seeds", elem_id="d-lerp")
                 with gr.Row(visible=False) as d_seed_b_row:
-                    d_seed_b = gr.Number(2, precision=0, minimum=0, maximum=SEED_MAX,
+                    d_seed_b = gr.Number(2, precision=0, minimum=0, maximum=limits.MAX_PAGE_SEED,
                                          label="Seed B", elem_id="d-seed-b")
                     d_rand_b = randomize_button()
                 d_lerp_factor = gr.Slider(0, 1, 1, step=0.01, label="Lerp factor", visible=False,

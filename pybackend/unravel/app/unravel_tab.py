@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from unravel import audio, latents, plots, stats
-from unravel.app.common import (BUNDLED_LOOP, DEFAULT_MAX_UPLOAD_MB, SEED_MAX, Library, Progress,
+from unravel import audio, latents, limits, plots, safewrite, stats
+from unravel.app.common import (BUNDLED_LOOP, Library, Progress,
                                 _no_progress, _on_page, _reporter, fresh_dir,
                                 random_seed, randomize_button, whole)
 from unravel.distributions import DISTRIBUTIONS
@@ -31,7 +31,7 @@ class EncodeResult:
 
 def encode_audio(library: Library, rave: str, inputs: Sequence[str | os.PathLike],
                  out_dir: str | os.PathLike, iqr: bool = False,
-                 max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB) -> EncodeResult:
+                 max_upload_mb: float = limits.DEFAULT_MAX_UPLOAD_MB) -> EncodeResult:
     """Encode audio files with a RAVE model; write their latents and a statistics plot.
     A file whose decoded samples (32-bit float) exceed `max_upload_mb` MB is refused.
     An error names each input file by its own name (an upload's, not the page's copy's path)."""
@@ -47,7 +47,7 @@ def encode_audio(library: Library, rave: str, inputs: Sequence[str | os.PathLike
 
 def _encode_audio(library: Library, rave: str, inputs: Sequence[str | os.PathLike],
                   out_dir: str | os.PathLike, iqr: bool = False,
-                  max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB) -> EncodeResult:
+                  max_upload_mb: float = limits.DEFAULT_MAX_UPLOAD_MB) -> EncodeResult:
     from unravel.pipeline import encode_files
     if not inputs:
         raise UnravelError("no audio given: upload a file (or leave it empty for the bundled loop)")
@@ -99,7 +99,7 @@ def compose(library: Library, rave: str, encoded: Sequence[str | os.PathLike],
     if not encoded:
         raise UnravelError("nothing encoded yet: encode some audio first")
     seed, loops = whole(seed, "Seed"), whole(loops, "Loops")
-    out_dir = audio.check_writable_dir(out_dir)
+    out_dir = safewrite.check_writable_dir(out_dir)
     model = library.model(rave)
     points = int(points) if points and not bpm else None
     bpm = float(bpm) if bpm else None
@@ -122,7 +122,7 @@ def compose(library: Library, rave: str, encoded: Sequence[str | os.PathLike],
 
 
 def layout(library: Library, out_dir: Path, rave_choices: list, rave_default: str,
-           max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB) -> None:
+           max_upload_mb: float = limits.DEFAULT_MAX_UPLOAD_MB) -> None:
     """The UnRAVEl tab (inside the page's gr.Tabs); uploads are limited to `max_upload_mb`
     MB of decoded audio per file."""
     import gradio as gr
@@ -151,7 +151,7 @@ def layout(library: Library, out_dir: Path, rave_choices: list, rave_default: st
                 with gr.Row():
                     u_loops = gr.Slider(1, 16, DEFAULT_LOOPS, step=1, label="Loops",
                                         info="repetitions of the pattern (a few seconds by default)")
-                    u_seed = gr.Number(0, precision=0, minimum=0, maximum=SEED_MAX,
+                    u_seed = gr.Number(0, precision=0, minimum=0, maximum=limits.MAX_PAGE_SEED,
                                        label="Seed")
                     u_rand = randomize_button()
                 u_go = gr.Button("Generate", variant="primary", elem_id="u-generate")

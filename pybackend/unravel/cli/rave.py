@@ -49,8 +49,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     from unravel.modelinfo import info as model_info
     infos = [model_info(_load(args, spec, warmup=False)) for spec in specs]
     if args.csv:
-        from unravel.audio import atomic_write
-        atomic_write(args.csv, lambda tmp: _write_info_csv(tmp, infos), force=args.force)
+        from unravel.safewrite import write_file
+        write_file(args.csv, lambda tmp: _write_info_csv(tmp, infos), force=args.force)
     if args.json:
         print(json.dumps(infos[0] if len(infos) == 1 and not Path(args.model).is_dir() else infos,
                          indent=2))
@@ -205,7 +205,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def cmd_bend(args: argparse.Namespace) -> int:
-    from unravel.audio import check_target, check_writable_dir
+    from unravel.safewrite import check_target, check_writable_dir
     s = BEND.from_cli(args)
     out = check_target(s.output, s.force)   # before the model is loaded
     check_writable_dir(out.parent if str(out.parent) else ".")

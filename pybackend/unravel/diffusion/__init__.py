@@ -11,11 +11,11 @@ from unravel.diffusion.checkpoint import (DATA_DIR, DEFAULT_CHECKPOINT, IN_KEY,
                                           arch_from_name, arch_names, build_model, cached_checkpoint,
                                           load_checkpoint, net_state, read_arch_file,
                                           read_checkpoint, resolve_checkpoint, save_checkpoint)
-from unravel.diffusion.prepare import MIN_TRAIN_LENGTH, load_latent_folder, prepare_files
+from unravel.diffusion.prepare import load_latent_folder, prepare_files
 from unravel.diffusion.sample import (Diffused, diffuse_files, diffuse_latents, make_noise, normalize,
                                       sample_seeds, slerp)
 from unravel.diffusion.train import run_epoch, train
-from unravel.diffusion.values import MAX_SEED, check_seed, random_seed
+from unravel.diffusion.values import check_seed, random_seed
 from unravel.diffusion.vdiffusion import (FLEX_PRESETS, ORIGINAL_ARCH, SMALL_PRESETS,
                                           DiffusionModel, check_arch, total_factor)
 
@@ -23,8 +23,8 @@ __all__ = [
     "DATA_DIR", "DEFAULT_CHECKPOINT", "IN_KEY", "ORIGINAL_LATENT_LENGTH", "PREFIXES", "Diffuser",
     "arch_from_name", "arch_names", "build_model", "cached_checkpoint", "load_checkpoint", "net_state",
     "read_arch_file", "read_checkpoint", "resolve_checkpoint", "save_checkpoint",
-    "MIN_TRAIN_LENGTH", "load_latent_folder", "prepare_files",
+    "load_latent_folder", "prepare_files",
     "Diffused", "diffuse_files", "diffuse_latents", "make_noise", "normalize", "sample_seeds", "slerp",
-    "run_epoch", "train", "MAX_SEED", "check_seed", "random_seed",
+    "run_epoch", "train", "check_seed", "random_seed",
     "FLEX_PRESETS", "ORIGINAL_ARCH", "SMALL_PRESETS", "DiffusionModel", "check_arch", "total_factor",
 ]

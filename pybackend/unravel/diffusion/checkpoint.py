@@ -19,8 +19,7 @@ from pathlib import Path
 
 import torch
 
-from unravel import audio as audio_io
-from unravel import limits
+from unravel import limits, safewrite
 from unravel.diffusion.vdiffusion import (FLEX_PRESETS, ORIGINAL_ARCH, SMALL_PRESETS, DiffusionModel,
                                           check_arch)
 from unravel.errors import UnravelError
@@ -254,7 +253,7 @@ def save_checkpoint(path: str | os.PathLike, model: DiffusionModel, latent_lengt
     }
     buf = io.BytesIO()   # in memory first: torch's file writer aborts on a full disk
     torch.save(ckpt, buf)
-    return audio_io.atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()), force=force)
+    return safewrite.write_bytes(path, buf.getvalue(), force=force)
 
 
 def _cpu(obj):

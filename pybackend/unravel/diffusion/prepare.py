@@ -12,10 +12,9 @@ import torch
 
 from unravel import audio as audio_io
 from unravel import latents as latents_io
+from unravel import limits, safewrite
 from unravel.settings import Settings
 from unravel.errors import UnravelError
-
-MIN_TRAIN_LENGTH = 256
 
 
 def prepare_files(model, s: Settings, progress: bool = False) -> list[Path]:
@@ -30,19 +29,19 @@ def prepare_files(model, s: Settings, progress: bool = False) -> list[Path]:
     subfolders in front for files below a given folder (`drums--kick_part000.npy`) and its
     folders for a name an earlier input already has (see `audio.unique_names`), so two
     files of one name in different folders both make latents. `latent_length` is at
-    least 256 (MIN_TRAIN_LENGTH), as train-diffusion needs. `jobs` > 1 prepares the files
+    least 256 (limits.MIN_TRAIN_LENGTH), as train-diffusion needs. `jobs` > 1 prepares the files
     in that many worker processes (unravel.workers: the same bytes).
     """
     from unravel.workers import map_files
     latent_length, normalize_latents, force, jobs = s.latent_length, not s.no_normalize, s.force, s.jobs
-    if latent_length < MIN_TRAIN_LENGTH:
-        raise UnravelError(f"latent_length must be at least {MIN_TRAIN_LENGTH} (what "
+    if latent_length < limits.MIN_TRAIN_LENGTH:
+        raise UnravelError(f"latent_length must be at least {limits.MIN_TRAIN_LENGTH} (what "
                            f"train-diffusion takes), got {latent_length}")
     if model.ratio is None or "encode" not in model.methods:
         raise UnravelError(f"{model.path}: model has no encode method")
     found = audio_io.scan_audio(s.inputs)
     files, names = [p for p, _ in found], audio_io.unique_names(found)
-    folder = audio_io.check_writable_dir(s.output)
+    folder = safewrite.check_writable_dir(s.output)
     chunk = latent_length * model.ratio
     items = [(path, name, folder, latent_length, normalize_latents, force)
              for path, name in zip(files, names)]

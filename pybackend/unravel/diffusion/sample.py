@@ -16,6 +16,7 @@ from unravel import audio as audio_io
 from unravel import device as _device
 from unravel import limits
 from unravel import latents as latents_io
+from unravel import safewrite
 from unravel.diffusion.checkpoint import Diffuser, cached_checkpoint
 from unravel.diffusion.values import check_seed, random_seed
 from unravel.diffusion.vdiffusion import total_factor
@@ -250,7 +251,7 @@ def diffuse_files(model, s: Settings, out_dir: str | os.PathLike = ".", progress
     limits.check_memory(2 * 4 * frames * (model.ratio or 2048) * model.out_channels,
                         f"decoding {frames} latent frames (length_mult {p.length_mult})",
                         "lower length_mult")
-    folder = audio_io.check_writable_dir(out_dir)
+    folder = safewrite.check_writable_dir(out_dir)
     dev = _device.resolve(device)
     lerp = p.pairs is not None
 
@@ -287,6 +288,6 @@ def diffuse_files(model, s: Settings, out_dir: str | os.PathLike = ".", progress
             files.append((lwav, latents_io.wav_writer(
                 z_np, latents_io.latent_rate(model.sr, model.ratio or 2048))))
         files.append((js, latents_io.json_writer(sidecar)))
-        audio_io.write_set(files, force=True)   # the whole set or nothing
+        safewrite.write_set(files, force=True)   # the whole set or nothing
         results.append(Diffused(wav, npy, js, s, tuple(used), lwav))
     return results

@@ -17,9 +17,11 @@ import torch
 
 from unravel import audio as audio_io
 from unravel import device as device_io
+from unravel import limits
+from unravel import safewrite
 from unravel.diffusion.checkpoint import (arch_from_name, load_checkpoint, read_checkpoint,
                                           save_checkpoint)
-from unravel.diffusion.prepare import MIN_TRAIN_LENGTH, load_latent_folder
+from unravel.diffusion.prepare import load_latent_folder
 from unravel.diffusion.vdiffusion import DiffusionModel, total_factor
 from unravel.settings import Settings
 from unravel.errors import UnravelError, first_line
@@ -204,10 +206,10 @@ def train(s: Settings, progress: bool = True, device: str | torch.device = "cpu"
     name = audio_io.check_name(s.name, "name")
     data, names = load_latent_folder(latent_dir)
     n, dims, length = data.shape
-    if length < MIN_TRAIN_LENGTH:
-        raise UnravelError(f"{latent_dir}: latent length {length} is below {MIN_TRAIN_LENGTH} "
-                           f"(prepare with --latent-length {MIN_TRAIN_LENGTH} or more)")
-    folder = audio_io.check_writable_dir(s.output)
+    if length < limits.MIN_TRAIN_LENGTH:
+        raise UnravelError(f"{latent_dir}: latent length {length} is below {limits.MIN_TRAIN_LENGTH} "
+                           f"(prepare with --latent-length {limits.MIN_TRAIN_LENGTH} or more)")
+    folder = safewrite.check_writable_dir(s.output)
     best_path, last_path = folder / f"{name}_best.pt", folder / f"{name}_last.pt"
     if not s.force and resume is None:
         for p in (best_path, last_path):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import secrets
 
 from unravel import limits
-from unravel.limits import MAX_SEED  # noqa: F401 - part of unravel.diffusion's API
 
 
 def check_seed(seed: int, name: str = "seed") -> int:

@@ -1,14 +1,12 @@
-"""Small RAVE-like TorchScript models that follow nn~'s contract (the contract: unravel.model's docstring).
+"""The bundled models and loop (see README.md beside this file): `ToyRave`, a RAVE-like
+model following nn~'s contract (the contract: unravel.model's docstring) with a fixed MDCT
+filterbank under `pqmf.` and a conv encoder/decoder, trained on `make_loop()` by
 
-Two uses:
-- `make_test_model(...)`: tiny untrained seeded models reproducing the quirks of real RAVE
-  exports (decode's extra optional argument, streaming caches with a batch limit,
-  variational noise padding, stereo, no `get_methods`), for the tests of every helper.
-- `ToyRave` with a fixed MDCT filterbank under `pqmf.` and a conv encoder/decoder: the
-  architecture of the bundled default models, trained by `python -m unravel.toymodels train`
-  on `make_loop()` (see data/README.md).
+    python pybackend/unravel/data/toyrave.py train --out pybackend/unravel/data
 
-Everything here is plain torch; exported files load with `torch.jit.load` alone.
+Not part of the unravel package (nothing in it imports this file); the tests' models
+(tests/toymodels.py) share its contract parts, filterbank and `export`. Everything here is
+plain torch; exported files load with `torch.jit.load` alone.
 """
 
 from __future__ import annotations
@@ -22,10 +20,8 @@ from typing import List
 import torch
 from torch import nn
 
-from unravel.safewrite import write_bytes
 from unravel.audio import write as write_audio
-
-MAX_BATCH = 64  # streaming exports accept at most this many batch items
+from unravel.safewrite import write_bytes
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -55,42 +51,6 @@ class FixedFilterbank(nn.Module):
         """(B, bands, T) -> (B, 1, T * bands)."""
         x = nn.functional.conv_transpose1d(y, self.weight, stride=self.bands)
         return x[:, :, self.bands:]
-
-
-class CachedConv1d(nn.Module):
-    """A causal latent-rate convolution. When `streaming`, it keeps the last frames of each
-    batch item between calls (like RAVE's cached convolutions) and refuses batch > 64."""
-
-    def __init__(self, channels: int, kernel: int = 3, streaming: bool = False):
-        super().__init__()
-        self.conv = nn.Conv1d(channels, channels, kernel)
-        self.pad = kernel - 1
-        self.streaming = streaming
-        self.max_batch = MAX_BATCH
-        self.register_buffer("cache", torch.zeros(MAX_BATCH, channels, kernel - 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.streaming:
-            b = x.shape[0]
-            if b > self.max_batch:
-                raise RuntimeError("streaming model: batch size above 64")
-            x = torch.cat([self.cache[:b], x], -1)
-            self.cache[:b].copy_(x[:, :, x.shape[-1] - self.pad:])
-        else:
-            x = nn.functional.pad(x, (self.pad, 0))
-        return self.conv(x)
-
-
-class TinyCodec(nn.Module):
-    """The untrained test models' encoder/decoder: one strided conv each way."""
-
-    def __init__(self, full_dims: int, out_channels: int, ratio: int, bands: int, streaming: bool):
-        super().__init__()
-        hop = ratio // bands
-        self.out_channels = out_channels
-        self.encoder = nn.Conv1d(bands, full_dims, hop, stride=hop)
-        self.latent = CachedConv1d(full_dims, 3, streaming)
-        self.decoder = nn.ConvTranspose1d(full_dims, bands * out_channels, hop, stride=hop)
 
 
 def _down(cin: int, cout: int, stride: int) -> nn.Module:
@@ -135,8 +95,8 @@ class ConvDecoder(nn.Module):
 # --------------------------------------------------------------------------- exportable models
 
 
-class _Base(nn.Module):
-    """Shared contract parts: method params buffers, attributes, sr."""
+class ContractBase(nn.Module):
+    """The contract parts a model shares: method params buffers, attributes, sr."""
 
     def _setup_contract(self, dims: int, ratio: int, out_channels: int, sr: int):
         self.register_buffer("encode_params", torch.tensor([1, 1, dims, ratio]))
@@ -163,44 +123,7 @@ class _Base(nn.Module):
         return 0
 
 
-class TestRave(_Base):
-    """Untrained quirk model: pqmf -> strided conv -> latent (cached conv) -> conv-transpose."""
-
-    def __init__(self, dims: int = 8, stereo: bool = False, streaming: bool = False,
-                 variational: bool = False, sr: int = 44100, ratio: int = 2048, bands: int = 16):
-        super().__init__()
-        out_ch = 2 if stereo else 1
-        self.stereo = stereo  # RAVE exports carry this flag
-        self.full_dims = dims + 4 if variational else dims
-        self.pqmf = FixedFilterbank(bands)
-        self.codec = TinyCodec(self.full_dims, out_ch, ratio, bands, streaming)
-        self.bands = bands
-        self._setup_contract(dims, ratio, out_ch, sr)
-
-    def _encode(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.codec.encoder(self.pqmf.analysis(x))
-        return z[:, : self.latent_dims]
-
-    def _decode(self, z: torch.Tensor, from_forward: bool) -> torch.Tensor:
-        if z.shape[1] < self.full_dims:  # variational exports pad missing dims with noise
-            noise = torch.randn(z.shape[0], self.full_dims - z.shape[1], z.shape[2])
-            z = torch.cat([z, noise * self.temperature], 1)
-        z = self.codec.latent(z) * self.temperature
-        y = self.codec.decoder(z)
-        b = y.shape[0]
-        y = y.reshape(b * self.out_channels, self.bands, y.shape[-1])
-        y = torch.tanh(self.pqmf.synthesis(y))
-        return y.reshape(b, self.out_channels, y.shape[-1])
-
-    @torch.jit.export
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self._encode(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._decode(self._encode(x), True)
-
-
-class ToyRave(_Base):
+class ToyRave(ContractBase):
     """The bundled default model: fixed MDCT filterbank (`pqmf.*`), conv encoder with
     strides up to the ratio, conv-transpose decoder. Deterministic."""
 
@@ -236,37 +159,12 @@ class ToyRave(_Base):
         return self._decode(self._encode(x), True)
 
 
-# Mixins selecting the quirks that change TorchScript signatures.
-class _DecodeArg(nn.Module):
-    @torch.jit.export
-    def decode(self, z: torch.Tensor, from_forward: bool = False) -> torch.Tensor:
-        return self._decode(z, from_forward)
-
-
-class _DecodePlain(nn.Module):
-    @torch.jit.export
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self._decode(z, False)
-
-
-class _Methods(nn.Module):
-    @torch.jit.export
-    def get_methods(self) -> List[str]:
-        return ["forward", "encode", "decode"]
-
-
 class _SrAttr(nn.Module):
     """Holds `sampling_rate`, as RAVE's inner `_rave` module does."""
 
     def __init__(self, sr: int):
         super().__init__()
         self.sampling_rate = sr
-
-
-def _quirk_class(decode_arg: bool, get_methods: bool) -> type:
-    bases = (_DecodeArg if decode_arg else _DecodePlain,) + ((_Methods,) if get_methods else ()) + (TestRave,)
-    name = "TestRave" + ("Arg" if decode_arg else "") + ("" if get_methods else "NoMethods")
-    return type(name, bases, {})
 
 
 def export(module: nn.Module, path: os.PathLike, sr: int = 44100, sr_attr: str = "sr") -> pathlib.Path:
@@ -282,80 +180,6 @@ def export(module: nn.Module, path: os.PathLike, sr: int = 44100, sr_attr: str =
     buf = io.BytesIO()
     torch.jit.save(scripted, buf)
     return write_bytes(path, buf.getvalue(), force=True)
-
-
-def make_test_model(path: os.PathLike, dims: int = 8, stereo: bool = False, streaming: bool = False,
-                    decode_arg: bool = False, variational: bool = False, no_get_methods: bool = False,
-                    sr: int = 44100, seed: int = 0, sr_attr: str = "sr", ratio: int = 2048) -> pathlib.Path:
-    """Write a small untrained seeded TorchScript model with the chosen RAVE export quirks.
-
-    decode_arg: `decode(z, from_forward: bool=False)`; streaming: cached latent convolution
-    keeping state between calls, batch <= 64; variational: decode pads missing latent dims
-    with random noise; stereo: 2 output channels; no_get_methods: methods only from
-    `<m>_params` buffers. Attribute `temperature` (float, set_ returns 0, -1 if negative)."""
-    torch.manual_seed(seed)
-    cls = _quirk_class(decode_arg, not no_get_methods)
-    module = cls(dims=dims, stereo=stereo, streaming=streaming, variational=variational, sr=sr, ratio=ratio)
-    with torch.no_grad():  # larger init so the untrained output is clearly non-silent
-        for p in module.codec.parameters():
-            p.mul_(4.0)
-    return export(module, path, sr=sr, sr_attr=sr_attr)
-
-
-class Hostile(nn.Module):
-    """A model file as a careless or hostile user may give one: `forward` with any declared
-    `forward_params` and a misbehaviour (see make_hostile_model)."""
-
-    def __init__(self, params: List[int], behave: str, spins: int, after: int):
-        super().__init__()
-        self.register_buffer("forward_params", torch.tensor(params, dtype=torch.int64))
-        self.behave = behave
-        self.spins = spins
-        self.after = after
-        self.calls = 0
-        self.w = nn.Parameter(torch.zeros(64))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        if self.behave == "hang" and self.calls > self.after:
-            while self.calls > 0:           # never returns
-                x = x * 0.5
-        if self.behave == "watch":
-            # 1 where the weights changed while this call ran (an edit landed mid-call)
-            before = self.w.sum()
-            y = x
-            for _ in range(self.spins):
-                y = y * 0.5 + 0.25
-            return x * 0.0 + (self.w.sum() != before).float() + (y - y)
-        if self.behave == "raise":
-            raise RuntimeError("hostile model: this method always fails")
-        if self.behave == "shape":
-            return x[0]
-        if self.behave == "nan" and self.calls > self.after:
-            return x * float("nan")
-        y = x
-        if self.calls > self.after:
-            for _ in range(self.spins):     # "slow": busy for a while on each call
-                y = y * 0.5 + 0.25
-        return x * 0.5 + (y - y)
-
-
-HOSTILE = ("ok", "raise", "shape", "nan", "slow", "hang", "watch")
-
-
-def make_hostile_model(path: os.PathLike, params: List[int] = (1, 1, 1, 1), behave: str = "ok",
-                       spins: int = 0, after: int = 0) -> pathlib.Path:
-    """Write a one-method (`forward`) TorchScript model declaring `forward_params` = params
-    (any values, e.g. a ratio of 0 or 2**32, 10**6 channels) that behaves as `behave`:
-    "ok" (halves its input), "raise" (always fails), "shape" (returns a 2-D tensor), "nan"
-    (NaN output after `after` calls), "slow" (`spins` tensor operations per call after
-    `after` calls; the warmup at load is two calls), "hang" (a call after `after` calls never
-    returns), "watch" (outputs 1 where its layer `w` changed during the call, 0 elsewhere;
-    `spins` operations per call). Its layer `w` (64 zeros) can be bent."""
-    if behave not in HOSTILE:
-        raise ValueError(f"behave must be one of {HOSTILE}")
-    return export(Hostile(list(params), behave, spins if behave in ("slow", "watch") else 0,
-                          after), path)
 
 
 # --------------------------------------------------------------------------- the bundled loop
@@ -503,16 +327,16 @@ def train(dims: int, audio, steps: int, seed: int = 0, batch: int = 8, crop: int
 
 
 def main(argv=None) -> int:
-    """`python -m unravel.toymodels train --out DIR [--steps N]`: make loop.wav, default.ts,
-    default4.ts and print the spectral distances (trained vs. untrained)."""
+    """`toyrave.py train --out DIR [--steps N]`: make loop.wav, default.ts, default4.ts and
+    print the spectral distances (trained vs. untrained)."""
     import argparse
     import time
 
     import soundfile as sf
 
-    ap = argparse.ArgumentParser(prog="python -m unravel.toymodels")
+    ap = argparse.ArgumentParser(prog="python pybackend/unravel/data/toyrave.py")
     ap.add_argument("command", choices=["train", "loop"])
-    ap.add_argument("--out", default=str(pathlib.Path(__file__).parent / "data"))
+    ap.add_argument("--out", default=str(pathlib.Path(__file__).parent))
     ap.add_argument("--steps", type=int, default=5000, help="training steps of the 8-dim model")
     ap.add_argument("--steps4", type=int, default=2500, help="training steps of the 4-dim model")
     ap.add_argument("--seed", type=int, default=0)
