@@ -142,13 +142,19 @@ static int unravel_needsession(t_unravel *x, const char *what)
     return 1;
 }
 
-/* a reply goes out of the info outlet; `post <line>` goes to Pd's window instead */
+/* a reply goes out of the info outlet; `post <line>` goes to Pd's window instead, and
+   `error <line>` as an error line */
 static void unravel_reply(void *owner, t_symbol *sel, int argc, t_atom *argv)
 {
     t_unravel *x = (t_unravel *)owner;
     if (sel == gensym("post") && argc == 1 && argv[0].a_type == A_SYMBOL)
     {
         post("[unravel~]: %s", atom_getsymbol(argv)->s_name);
+        return;
+    }
+    if (sel == gensym("error") && argc == 1 && argv[0].a_type == A_SYMBOL)
+    {
+        pd_error(x, "[unravel~]: %s", atom_getsymbol(argv)->s_name);
         return;
     }
     if (sel == gensym("saved") && argc == 1 && argv[0].a_type == A_SYMBOL)
