@@ -2,7 +2,7 @@
 `unravel.archive`, which tells a new object its inlets and outlets before torch is imported).
 
 One `Session` per [unravel~] object holds its model, its bender and its job process. The C
-side calls: `init()` (by the first call), `control(session, sel, args, patch_dir, values,
+side calls: `init()`, `routes()` (the first call), `control(session, sel, args, patch_dir, values,
 want)` (every message that needs the model, on the object's control thread; it makes the
 Session at the first `load`), `Runner.process()` (the model thread), `run_job(session, name,
 args, patch_dir, arrays, sr)` (the job thread; `arrays`: the Pd arrays it reads). Every user
@@ -443,6 +443,14 @@ def _atom(v):
     if isinstance(v, torch.Tensor) and v.numel() == 1:
         return float(v.item())
     return str(v)
+
+
+def routes() -> dict[str, list[str]]:
+    """Where the C side sends a Pd message it does not handle itself (read once per process,
+    when the bridge is imported): "jobs" run with `run_job` behind the object's control
+    calls, "registry" messages with `run_job` too but need no model; any other selector goes
+    to `control` (`Session.message`)."""
+    return {"jobs": list(JOBS), "registry": list(REGISTRY)}
 
 
 # --------------------------------------------------------------------------- UnRAVEl jobs
