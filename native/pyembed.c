@@ -17,6 +17,16 @@ static PyObject *py_bridge;         /* unravel.bridge, imported by the first cal
 static PyObject *py_cancelled;      /* bridge.Cancelled: raised in jobs to stop them */
 static char py_bridgeerr[PYERR_SIZE];   /* why it could not be imported */
 
+/* bridge.routes(), as plain C data: written once with the GIL held, before py_routestate
+   says so; read on any thread without the GIL */
+typedef struct pyroute {
+    char *name;
+    int kind;               /* PYROUTE_JOB or PYROUTE_REGISTRY */
+} t_pyroute;
+static t_pyroute *py_routes;
+static int py_nroutes;
+static int py_routestate;   /* 0 not read yet, 1 read, -1 the bridge cannot be imported */
+
 #define PY_MAXPARAM (1 << 20)       /* no channel count or ratio above this */
 
 /* every call into Python: the GIL, and plain Python's floating-point mode (see fp_enter) */
@@ -163,31 +173,98 @@ int pyembed_start(const char *python, const char *libpython, char *err)
     return 0;
 }
 
-/* unravel.bridge (GIL held): imported and initialised by the first call that needs it;
-   0 with err set when it cannot be (said again by every later call) */
+static char *py_strdup(const char *s);
+
+/* publish bridge.routes() {"jobs": [names], "registry": [names]} (GIL held; runs no Python
+   code, so no other thread gets in); -1 with a Python error set when it is malformed */
+static int py_setroutes(PyObject *routes)
+{
+    static const char *keys[] = {"jobs", "registry"};
+    static const int kinds[] = {PYROUTE_JOB, PYROUTE_REGISTRY};
+    PyObject *names[2];
+    t_pyroute *r;
+    Py_ssize_t i, n = 0;
+    int k;
+    if (py_routestate == 1)
+        return 0;
+    for (k = 0; k < 2; k++)
+    {
+        names[k] = PyDict_Check(routes) ? PyDict_GetItemString(routes, keys[k]) : 0;
+        if (!names[k] || !PyList_Check(names[k]))
+        {
+            PyErr_Format(PyExc_TypeError, "routes() has no list '%s'", keys[k]);
+            return -1;
+        }
+        n += PyList_GET_SIZE(names[k]);
+    }
+    if (!(r = (t_pyroute *)calloc(n ? n : 1, sizeof(*r))))
+    {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (n = 0, k = 0; k < 2; k++)
+        for (i = 0; i < PyList_GET_SIZE(names[k]); i++, n++)
+        {
+            PyObject *v = PyList_GET_ITEM(names[k], i);
+            const char *name = PyUnicode_Check(v) ? PyUnicode_AsUTF8(v) : 0;
+            if (!name || !(r[n].name = py_strdup(name)))
+            {
+                while (n--)
+                    free(r[n].name);
+                free(r);
+                if (!PyErr_Occurred())
+                    PyErr_Format(PyExc_TypeError, "routes(): a name is not a str");
+                return -1;
+            }
+            r[n].kind = kinds[k];
+        }
+    py_routes = r;      /* kept for the process */
+    py_nroutes = (int)n;
+    __atomic_store_n(&py_routestate, 1, __ATOMIC_RELEASE);
+    return 0;
+}
+
+int pyembed_route(const char *sel)
+{
+    int i, state = __atomic_load_n(&py_routestate, __ATOMIC_ACQUIRE);
+    if (state != 1)
+        return state ? PYROUTE_CONTROL : PYROUTE_UNKNOWN;
+    for (i = 0; i < py_nroutes; i++)
+        if (!strcmp(py_routes[i].name, sel))
+            return py_routes[i].kind;
+    return PYROUTE_CONTROL;
+}
+
+/* unravel.bridge (GIL held): imported and initialised by the first call that needs it,
+   which reads its routes; 0 with err set when it cannot be (said again by every later
+   call) */
 static PyObject *py_getbridge(char *err)
 {
-    PyObject *mod, *cancelled = 0, *r = 0;
+    PyObject *mod, *cancelled = 0, *r = 0, *routes = 0;
     if (py_bridge)
         return py_bridge;
     if (!*py_bridgeerr)
     {
         if ((mod = PyImport_ImportModule("unravel.bridge")) &&
             (cancelled = PyObject_GetAttrString(mod, "Cancelled")) &&
-            (r = PyObject_CallMethod(mod, "init", NULL)) && !py_bridge)
+            (r = PyObject_CallMethod(mod, "init", NULL)) &&
+            (routes = PyObject_CallMethod(mod, "routes", NULL)) && !py_bridge &&
+            py_setroutes(routes) == 0)
         {   /* another thread may have finished first while this one imported */
             py_bridge = mod;
             py_cancelled = cancelled;
             mod = cancelled = 0;
         }
-        if (!r && !py_bridge)
+        if (!py_bridge && PyErr_Occurred())
         {
             char msg[PYERR_SIZE];
             py_fetcherr(msg);
             snprintf(py_bridgeerr, PYERR_SIZE, "cannot import unravel.bridge with %s: %s",
                 py_python, msg);
+            __atomic_store_n(&py_routestate, -1, __ATOMIC_RELEASE);
         }
         PyErr_Clear();
+        Py_XDECREF(routes);
         Py_XDECREF(r);
         Py_XDECREF(cancelled);
         Py_XDECREF(mod);
@@ -195,6 +272,21 @@ static PyObject *py_getbridge(char *err)
     if (!py_bridge)
         seterr(err, py_bridgeerr);
     return py_bridge;
+}
+
+int pyembed_importbridge(char *err)
+{
+    t_pyenter g;
+    int ok;
+    if (py_state != 1)
+    {
+        seterr(err, "Python is not started");
+        return -1;
+    }
+    g = py_enter();
+    ok = py_getbridge(err) != 0;
+    py_leave(g);
+    return ok ? 0 : -1;
 }
 
 int pyembed_shape(const char *spec, const char *method, int *nin, int *nout)
@@ -835,6 +927,14 @@ static int pycall_takeprepared(t_pycall *c, PyObject *prep)
     return c->runner ? 0 : -1;
 }
 
+/* a call whose route Pd's thread did not know is a job with a session (without one,
+   bridge.control says that no model is loaded) or a registry message */
+static int pycall_isjob(const t_pycall *c)
+{
+    int route = pyembed_route(c->msg->sel);
+    return route == PYROUTE_REGISTRY || (route == PYROUTE_JOB && c->session);
+}
+
 void pycall_run(void *call)
 {
     t_pycall *c = (t_pycall *)call;
@@ -860,6 +960,12 @@ void pycall_run(void *call)
     }
     if (!c->msg && !c->want)
         goto done;
+    if (c->route && py_getbridge(c->err) && pycall_isjob(c))
+    {   /* Pd's thread queues it as a job (unravel_after), as if it had waited behind */
+        c->after = c->msg;
+        c->msg = 0;
+        goto done;
+    }
     args = py_fromargs(c->msg);
     if (c->values)
         values = PyMemoryView_FromMemory((char *)c->values, (Py_ssize_t)c->nvalues *

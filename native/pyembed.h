@@ -55,6 +55,21 @@ int pyembed_start(const char *python, const char *libpython, char *err);
    the file does not say */
 int pyembed_shape(const char *spec, const char *method, int *nin, int *nout);
 
+/* where a selector that the C side does not handle itself goes: the bridge's routes(),
+   read once per process by the first call that imports the bridge (on the thread that
+   makes it, GIL held) */
+enum {
+    PYROUTE_UNKNOWN = -1,   /* the bridge is not imported yet */
+    PYROUTE_CONTROL,        /* bridge.control on the object's control thread (also every
+                               selector when the bridge cannot be imported) */
+    PYROUTE_JOB,            /* an UnRAVEl job (bridge.run_job), behind the control calls */
+    PYROUTE_REGISTRY        /* a registry message: a job that needs no model */
+};
+int pyembed_route(const char *sel);     /* any thread; never takes the GIL or waits */
+/* import the bridge on this thread if no thread has (the GIL: it may wait, and the import
+   takes seconds): 0 when the routes are known, else -1 with err set */
+int pyembed_importbridge(char *err);
+
 /* a bridge.Session (made by bridge.control), counted: the object, its box and each of its
    calls and jobs hold one reference; the last unref frees it (GIL) */
 typedef struct pysession t_pysession;
@@ -99,6 +114,8 @@ typedef struct pycall {
     char method[PYNAME_SIZE];
     int bufsize, dspn, nin, nout, keep;
     t_pymsg *after;         /* for Pd's thread once the calls before it ran: a job, a bang */
+    int route;              /* msg's route was not known on Pd's thread: the control thread
+                               finds it, and hands a job or registry message back as after */
     /* what to free on the control thread instead */
     t_pyrunner *release_runner;
     t_pysession *release_session;

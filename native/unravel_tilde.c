@@ -67,6 +67,7 @@ typedef struct _unravel {
     t_pymsg *x_status;          /* the model's part of the `bang` replies */
     t_pybox *x_box;             /* the session the control thread's calls use */
     int x_loading;              /* `load` calls not yet back (messages behind them wait) */
+    int x_routing;              /* calls not yet back that find their message's route */
     int x_stalled;              /* the model stopped answering (reported once) */
     t_clock *x_watchclock;
     /* jobs */
@@ -142,13 +143,19 @@ static int unravel_needsession(t_unravel *x, const char *what)
     return 1;
 }
 
-/* a reply goes out of the info outlet; `post <line>` goes to Pd's window instead */
+/* a reply goes out of the info outlet; `post <line>` goes to Pd's window instead, and
+   `error <line>` as an error line */
 static void unravel_reply(void *owner, t_symbol *sel, int argc, t_atom *argv)
 {
     t_unravel *x = (t_unravel *)owner;
     if (sel == gensym("post") && argc == 1 && argv[0].a_type == A_SYMBOL)
     {
         post("[unravel~]: %s", atom_getsymbol(argv)->s_name);
+        return;
+    }
+    if (sel == gensym("error") && argc == 1 && argv[0].a_type == A_SYMBOL)
+    {
+        pd_error(x, "[unravel~]: %s", atom_getsymbol(argv)->s_name);
         return;
     }
     if (sel == gensym("saved") && argc == 1 && argv[0].a_type == A_SYMBOL)
@@ -247,6 +254,8 @@ static void unravel_call(t_unravel *x, t_pycall *c, const char *what)
 drop:
     if (unravel_isload(c) && x->x_loading > 0)
         x->x_loading--;
+    if (c->route && x->x_routing > 0)
+        x->x_routing--;
     pycall_free(c);
 }
 
@@ -432,6 +441,8 @@ static void unravel_take(t_unravel *x, t_pycall *c)
     const t_pymsg *gpu;
     if (unravel_isload(c) && x->x_loading > 0)
         x->x_loading--;
+    if (c->route && x->x_routing > 0)
+        x->x_routing--;
     if (c->newsession)
     {
         unravel_release(x, 0, x->x_session, 0);
@@ -769,8 +780,8 @@ static void unravel_setkey(t_pycall *c, t_symbol *s, int argc, t_atom *argv)
         snprintf(c->key, sizeof(c->key), "%s %s", s->s_name, atom_getsymbol(argv)->s_name);
 }
 
-/* every other message: the bridge handles it on the control thread */
-static void unravel_anything(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
+/* a message for bridge.control, on the control thread */
+static void unravel_control(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
 {
     t_pycall *c;
     if (!unravel_needsession(x, s->s_name))
@@ -794,7 +805,7 @@ static void unravel_get_weights(t_unravel *x, t_symbol *s, int argc, t_atom *arg
         unravel_call(x, c, s->s_name);
         return;
     }
-    unravel_anything(x, s, argc, argv);
+    unravel_control(x, s, argc, argv);
 }
 
 /* set_weights <layer> <array>: a copy of the array goes with the call */
@@ -829,7 +840,7 @@ static void unravel_set_weights(t_unravel *x, t_symbol *s, int argc, t_atom *arg
         unravel_call(x, c, s->s_name);
         return;
     }
-    unravel_anything(x, s, argc, argv);
+    unravel_control(x, s, argc, argv);
 }
 
 /* ------------------------------ UnRAVEl jobs ------------------------------ */
@@ -943,7 +954,11 @@ static void unravel_writearrays(t_unravel *x, const char *job, const t_pyvec *v)
 }
 
 static void unravel_jobreply(void *owner, t_symbol *sel, int argc, t_atom *argv);
-static int unravel_isregistry(t_symbol *s);
+
+static int unravel_isregistry(t_symbol *s)
+{
+    return pyembed_route(s->s_name) == PYROUTE_REGISTRY;
+}
 
 /* hand one waiting job (`reply` form, for pymsg_send) to the job thread: the model it uses
    and the arrays it reads are taken now.  In sync mode (-batch) Pd waits for it, so that it
@@ -1033,7 +1048,7 @@ static void unravel_after(void *owner, t_symbol *s, int argc, t_atom *argv)
     t_unravel *x = (t_unravel *)owner;
     if (s == &s_bang)
         unravel_bang(x);
-    else if (unravel_needsession(x, s->s_name))
+    else if (unravel_isregistry(s) || unravel_needsession(x, s->s_name))
         unravel_pushjob(x, s, argc, argv);
 }
 
@@ -1059,16 +1074,58 @@ static void unravel_job(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
 
 /* print_available_models, download <card> [name], remove <name>: no model needed; the
    network and file work runs on the job thread (bridge.registry_message) */
-static int unravel_isregistry(t_symbol *s)
-{
-    return s == gensym("print_available_models") || s == gensym("download") ||
-        s == gensym("remove");
-}
-
 static void unravel_registry(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
 {
     if (unravel_startpython(x))
         unravel_pushjob(x, s, argc, argv);
+}
+
+/* ------------------------------ message routing ------------------------------ */
+
+/* a message whose route Pd's thread does not know yet (live mode, before any thread
+   imported the bridge), and every message behind one: the control thread finds the route,
+   in order with the calls before and after it (pycall_run) */
+static void unravel_routecall(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
+{
+    t_pycall *c = unravel_newcall(x, s, argc, argv, 0);
+    if (c)
+    {
+        c->route = 1;
+        x->x_routing++;
+    }
+    unravel_call(x, c, s->s_name);
+}
+
+/* every selector C does not handle itself goes where the bridge's routes() say: a job
+   behind the control calls, a registry message to the job thread (no model needed),
+   anything else to bridge.control, so that a new message or job needs no change here.
+   The routes are read once per process, by the thread that imports the bridge (torch):
+   until then sync mode imports it here (Pd's thread may wait there), live mode lets the
+   control thread find the route. */
+static void unravel_anything(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
+{
+    char err[PYERR_SIZE];
+    int route = pyembed_route(s->s_name);
+    if (route == PYROUTE_UNKNOWN && !unravel_startpython(x))
+        return;
+    if (route == PYROUTE_UNKNOWN && unravel_issync(x))
+    {
+        if (pyembed_importbridge(err) != 0)
+        {
+            pd_error(x, "[unravel~]: %s", err);
+            return;
+        }
+        unravel_exithook();     /* after torch's import: before its destructors */
+        route = pyembed_route(s->s_name);
+    }
+    if (route == PYROUTE_UNKNOWN || x->x_routing)
+        unravel_routecall(x, s, argc, argv);
+    else if (route == PYROUTE_REGISTRY)
+        unravel_registry(x, s, argc, argv);
+    else if (route == PYROUTE_JOB)
+        unravel_job(x, s, argc, argv);
+    else
+        unravel_control(x, s, argc, argv);
 }
 
 /* a finished job answers on the info outlet (`done <job> ...` or `error <job> <reason>`);
@@ -1435,8 +1492,6 @@ static int unravel_isbatch(void)
 __attribute__((visibility("default"))) void unravel_core_setup(const char *python,
     const char *libpython, const char *cfg)
 {
-    static const char *jobs[] = {"encode", "stats", "generate", "decode", "tempo", "diffuse"};
-    size_t i;
     snprintf(unravel_python, sizeof(unravel_python), "%s", python);
     snprintf(unravel_libpython, sizeof(unravel_libpython), "%s", libpython);
     snprintf(unravel_cfg, sizeof(unravel_cfg), "%s", cfg);
@@ -1455,13 +1510,7 @@ __attribute__((visibility("default"))) void unravel_core_setup(const char *pytho
         A_GIMME, 0);
     class_addmethod(unravel_class, (t_method)unravel_set_weights, gensym("set_weights"),
         A_GIMME, 0);
-    class_addanything(unravel_class, (t_method)unravel_anything);
-    for (i = 0; i < sizeof(jobs) / sizeof(*jobs); i++)
-        class_addmethod(unravel_class, (t_method)unravel_job, gensym(jobs[i]), A_GIMME, 0);
     class_addmethod(unravel_class, (t_method)unravel_gpu, gensym("gpu"), A_FLOAT, 0);
-    class_addmethod(unravel_class, (t_method)unravel_registry, gensym("print_available_models"),
-        A_GIMME, 0);
-    class_addmethod(unravel_class, (t_method)unravel_registry, gensym("download"), A_GIMME, 0);
-    class_addmethod(unravel_class, (t_method)unravel_registry, gensym("remove"), A_GIMME, 0);
+    class_addanything(unravel_class, (t_method)unravel_anything);   /* the bridge's routes */
     post("[unravel~] 0.1.0: RAVE models, layers and UnRAVEl in Pd");
 }

@@ -3,6 +3,8 @@ error line; Pd exits normally. All cases run in one Pd process, DSP on, separate
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -162,3 +164,85 @@ def test_bend_then_restore_gives_the_original_back(result):
     assert len(original.split()) == 2 + 16
     assert bent != original
     assert restored == original
+
+
+# A job and two control messages that only Python names (no C code does): the embedded
+# Python and the job process both run this sitecustomize (PYTHONPATH), before Pd's first
+# message reaches the bridge.
+SITE = '''"""test_pd_messages: a job and control messages added in Python only."""
+import warnings
+
+# the job process is `python -m unravel.jobproc`, which the bridge imported here already
+warnings.filterwarnings("ignore", message=".*found in sys.modules.*")
+
+from unravel import bridge, jobs
+from unravel.settings import Option, Spec
+
+
+@jobs.job(Spec("twice", "doubles x", (Option("x", "float", default=0.0),)))
+def _twice(model, s, patch_dir, arrays):
+    return [2 * s.x]
+
+
+bridge.Session.msg_hello = lambda self, args: [["hello", *args]]
+bridge.Session.msg_oops = lambda self, args: [["error", "oops: said by Python"]]
+'''
+
+
+@pytest.mark.parametrize("mode", ["sync", "live"])
+def test_python_owns_the_message_table(tmp_path, mode):
+    """Every selector that C does not handle goes where `bridge.routes()` says: a job
+    registered in Python only runs and replies `done`; a control message added to Session
+    replies; a reply `error <line>` is one error line; each of the routes' jobs and registry
+    messages is taken as one (its own argument error, no model needed for the registry);
+    an unknown selector is one error line. Sync: the first message finds the bridge not yet
+    imported (Pd's thread imports it); live: the messages sent while the first model loads
+    find their route on the control thread, in order."""
+    from unravel import bridge
+    routes = bridge.routes()
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SITE)
+    flag = "-live " if mode == "live" else ""
+    p = Patch()
+    lb = p.obj("loadbang")
+    empty = p.obj(f"unravel~ {flag}".strip())
+    p.connect(empty, 1, p.obj("print empty"), 0)
+    model = p.obj(f"unravel~ {flag}" + ("default" if mode == "live" else ""))
+    p.connect(model, 1, p.obj("print info"), 0)
+    seq = p.obj("t b b b")
+    p.connect(lb, 0, seq, 0)
+    bad = ", ".join(f"{name} 1 2 3" for name in routes["registry"])
+    m_empty = p.msg(f"twice x 2, foo, {bad}")
+    p.connect(seq, 2, m_empty, 0)
+    p.connect(m_empty, 0, empty, 0)
+    first = "" if mode == "live" else "load default, "
+    jobs = ", ".join(f"{name} nope 1" for name in routes["jobs"])
+    m_model = p.msg(f"{first}hello 1 a, oops, foo, {jobs}, twice x 2")
+    p.connect(seq, 1, m_model, 0)
+    p.connect(m_model, 0, model, 0)
+    # quit once the last job replied
+    done = p.obj("route done")
+    p.connect(model, 1, done, 0)
+    twice = p.obj("route twice")
+    p.connect(done, 0, twice, 0)
+    dl = p.obj("delay 50")
+    p.connect(twice, 0, dl, 0)
+    p.connect(dl, 0, p.msg("; pd quit"), 0)
+    env = {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    r = run_pd(p.write(tmp_path / "routes.pd"), env=env, timeout=180)
+    assert r.returncode == 0, r.lines[-20:]
+    assert "done twice 4" in r.after("info:"), r.lines
+    assert "hello 1 a" in r.after("info:"), r.lines
+    mine = [ln.split("[unravel~]: ", 1)[1] for ln in r.errors if "[unravel~]: " in ln]
+    assert len(mine) == len(r.errors), r.errors
+    nomodel = "no model loaded (use 'load <model>')"
+    expected = [f"twice: {nomodel}", f"foo: {nomodel}", "oops: said by Python", "foo: unknown message"]
+    assert sorted(e for e in mine if e in expected) == sorted(expected), mine
+    for name in routes["registry"]:
+        assert len([e for e in mine if e.startswith(f"{name}: usage:")]) == 1, (name, mine)
+        assert any(ln.startswith(f"error {name} ") for ln in r.after("empty:")), (name, r.lines)
+    for name in routes["jobs"]:
+        assert len([e for e in mine if e.startswith(f"{name}: unknown option 'nope'")]) == 1, (name, mine)
+        assert any(ln.startswith(f"error {name} ") for ln in r.after("info:")), (name, r.lines)
+    assert len(mine) == len(expected) + len(routes["registry"]) + len(routes["jobs"]), mine

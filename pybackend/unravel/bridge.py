@@ -2,7 +2,7 @@
 `unravel.archive`, which tells a new object its inlets and outlets before torch is imported).
 
 One `Session` per [unravel~] object holds its model, its bender and its job process. The C
-side calls: `init()` (by the first call), `control(session, sel, args, patch_dir, values,
+side calls: `init()`, `routes()` (the first call), `control(session, sel, args, patch_dir, values,
 want)` (every message that needs the model, on the object's control thread; it makes the
 Session at the first `load`), `Runner.process()` (the model thread), `run_job(session, name,
 args, patch_dir, arrays, sr)` (the job thread; `arrays`: the Pd arrays it reads). Every user
@@ -27,6 +27,7 @@ import torch
 from unravel import bend, blocks, jobproc, pdargs, safewrite
 from unravel import model as _model
 from unravel.errors import UnravelError, one_line
+from unravel.jobs import JOBS, REGISTRY, registry_message, run_job  # noqa: F401 - C calls these
 from unravel.operations import BEND
 
 Atom = "str | float"
@@ -354,7 +355,11 @@ def control(session: Session | None, sel: str, args: list, patch_dir: str, value
     return session, replies, prepared, session.status_info()
 
 
-# --------------------------------------------------------------------------- UnRAVEl jobs
+def routes() -> dict[str, list[str]]:
+    """Where the C side sends a Pd message it does not handle itself (read once per process,
+    when the bridge is imported): "jobs" run with `run_job` behind the object's control
+    calls, "registry" messages with `run_job` too but need no model; any other selector goes
+    to `control` (`Session.message`)."""
+    return {"jobs": list(JOBS), "registry": list(REGISTRY)}
 
-# called by C on the job thread (unravel.jobs has them)
-from unravel.jobs import JOBS, REGISTRY, registry_message, run_job  # noqa: E402,F401
+
