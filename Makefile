@@ -92,6 +92,7 @@ demo: setup
 	sh build/unravel/examples/render.sh out
 
 test: setup
+	$(VPY) -m ruff check -q pybackend tests tools bench
 	$(VPY) -m pytest -q
 
 clean:

@@ -655,26 +655,32 @@ static void unravel_load(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
 
 /* as nn~: disabled, the buffers stand still; enabled again, sound resumes at once from
    where it stopped (no reset, no extra buffer of latency) */
-static void unravel_enable(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
+/* a message's one 0|1 argument, or -1 after one error line with its usage */
+static int unravel_onoff(t_unravel *x, int argc, t_atom *argv, const char *usage)
 {
-    (void)s;
     if (argc != 1 || argv[0].a_type != A_FLOAT || !isfinite(atom_getfloat(argv)))
     {
-        pd_error(x, "[unravel~]: enable: usage: enable 0|1");
-        return;
+        pd_error(x, "[unravel~]: %s", usage);
+        return -1;
     }
-    x->x_enabled = (atom_getfloat(argv) != 0);
+    return atom_getfloat(argv) != 0;
+}
+
+static void unravel_enable(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
+{
+    int on = unravel_onoff(x, argc, argv, "enable: usage: enable 0|1");
+    (void)s;
+    if (on >= 0)
+        x->x_enabled = on;
 }
 
 static void unravel_sync(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
 {
+    int on = unravel_onoff(x, argc, argv, "sync: usage: sync 0|1 (0 live, 1 sync)");
     (void)s;
-    if (argc != 1 || argv[0].a_type != A_FLOAT || !isfinite(atom_getfloat(argv)))
-    {
-        pd_error(x, "[unravel~]: sync: usage: sync 0|1 (0 live, 1 sync)");
+    if (on < 0)
         return;
-    }
-    x->x_sync = (atom_getfloat(argv) != 0);
+    x->x_sync = on;
     x->x_modechange = 1;
     if (unravel_issync(x) && jobq_wait_idle(x->x_ctl, CALLWAIT) != 0)  /* from now on in order */
         unravel_setstalled(x, "sync", CALLWAIT);

@@ -660,33 +660,34 @@ int jobq_stop(t_jobq *q, double timeout)
     return rc;
 }
 
-void jobq_free(t_jobq *q)
+/* tell the queue's thread to stop: after what is queued (`drain`) or dropping it; 1 when
+   no thread runs (the caller frees the queue), else 0 (the thread frees it as it ends) */
+static int jobq_close(t_jobq *q, int drain)
 {
     int now;
     pthread_mutex_lock(&q->mutex);
     q->stop = 1;
-    jobq_droptodo(q);
+    if (drain)
+        q->drain = 1;
+    else
+        jobq_droptodo(q);
     now = (!q->started || q->finished);
     if (!now)
         q->orphan = 1;
     pthread_cond_broadcast(&q->cond);
     pthread_mutex_unlock(&q->mutex);
-    if (now)
+    return now;
+}
+
+void jobq_free(t_jobq *q)
+{
+    if (jobq_close(q, 0))
         jobq_destroy(q);
 }
 
 void jobq_finish(t_jobq *q)
 {
-    int now;
-    pthread_mutex_lock(&q->mutex);
-    q->stop = 1;
-    q->drain = 1;
-    now = (!q->started || q->finished);
-    if (!now)
-        q->orphan = 1;
-    pthread_cond_broadcast(&q->cond);
-    pthread_mutex_unlock(&q->mutex);
-    if (now)
+    if (jobq_close(q, 1))
     {   /* no thread ever ran: run what is queued here */
         t_jobq_item *it;
         while ((it = q->todo))

@@ -159,8 +159,10 @@ def render_patch(path: os.PathLike, chains: list[Chain], frames: int, tail: int 
     q = p.msg("; pd quit")
     p.connect(fin, 0, q, 0)
     for k, ch in enumerate(chains):
-        ins = [p.obj(f"table c{k}in{c} 10") for c in range(ch.n_in)]
-        outs = [p.obj(f"table c{k}out{c} {frames + tail}") for c in range(ch.n_out)]
+        for c in range(ch.n_in):
+            p.obj(f"table c{k}in{c} 10")
+        for c in range(ch.n_out):
+            p.obj(f"table c{k}out{c} {frames + tail}")
         u = p.obj(ch.obj)
         info = p.obj(f"print info{k}")
         p.connect(u, 1 if ch.multi else ch.n_out, info, 0)

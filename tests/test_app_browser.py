@@ -187,7 +187,7 @@ def test_diffusion_tab(browser_page):
     assert sr == 44100 and y.shape[0] == length * RATIO
     assert np.abs(y).max() > 1e-3
     command = page.locator("#d-command").inner_text()
-    assert "unravel diffuse --checkpoint default --model default --seed 1234 --steps 2" in command
+    assert "unravel diffuse -c default -m default --seed 1234 --steps 2" in command
     assert page.locator("#d-latents img").count() == 1
     shot(page, "diffusion")
 

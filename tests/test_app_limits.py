@@ -16,7 +16,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest

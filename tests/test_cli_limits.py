@@ -19,7 +19,6 @@ import pytest
 import torch
 
 from unravel import cli, limits
-from unravel.model import DEFAULT_MODEL
 
 TIMEOUT = 240
 

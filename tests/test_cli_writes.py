@@ -8,7 +8,6 @@ a full tmpfs, RLIMIT_FSIZE (EFBIG mid-write), a device node, a fifo, a folder in
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import subprocess
 from contextlib import contextmanager

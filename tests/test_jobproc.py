@@ -80,8 +80,8 @@ def test_a_job_runs_in_a_child_process_of_this_python(tmp_path):
     s = bridge.Session("default")
     seen: dict[int, list[str]] = {}
     reply: list = []
-    t = threading.Thread(target=lambda: reply.extend(bridge.run_job(
-        s, "decode", ["input", str(z), "output", "dec"], str(tmp_path))[0]))
+    t = threading.Thread(target=lambda session: reply.extend(bridge.run_job(
+        session, "decode", ["input", str(z), "output", "dec"], str(tmp_path))[0]), args=(s,))
     t.start()
     while t.is_alive():
         seen.update(jobproc_children(os.getpid()))

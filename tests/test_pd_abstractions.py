@@ -59,7 +59,8 @@ def test_player_output_is_the_frames(tmp_path, player, dims, subtype):
     pl = p.obj(f"{player} pl")
     info = p.obj("print info")
     p.connect(pl, 1, info, 0)
-    outs = [p.obj(f"table out{c} {n}") for c in range(dims)]
+    for c in range(dims):
+        p.obj(f"table out{c} {n}")
     snake = p.obj(f"snake~ out {dims}")
     p.connect(pl, 0, snake, 0)
     writes = [p.obj(f"tabwrite~ out{c}") for c in range(dims)]

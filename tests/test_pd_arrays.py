@@ -5,6 +5,8 @@ in order, each reading the arrays the one before it wrote; bad sets give one err
 
 from __future__ import annotations
 
+import pathlib
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -134,7 +136,7 @@ A = [[100.0 + 10 * k + (i % 5) for i in range(LOOP_FRAMES)] for k in range(D)]
 SWITCH_SAMPLES = 12 * LOOP
 
 
-def switch_patch(folder, asked: int) -> "pathlib.Path":
+def switch_patch(folder, asked: int) -> pathlib.Path:
     """[ch8ns0n pl] plays the set A (16 frames); `asked` samples after Render a generate job
     makes the set B from A's statistics and its reply sends `arrays B`. Channel 0 of the
     player is recorded into out.wav; 'at: <samples>' is printed at the reply and at each

@@ -7,7 +7,6 @@ panel abstractions ([bender], [chns0n]...) take the size of their graph-on-paren
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 

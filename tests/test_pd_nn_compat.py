@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from pdrun import BUILD, ROOT, Patch, run_pd
+from pdrun import BUILD, Patch, run_pd
 from unravel.model import DEFAULT_MODEL
 
 pytestmark = pytest.mark.skipif(not (BUILD / "unravel~.pd_linux").exists(),

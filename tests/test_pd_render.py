@@ -5,7 +5,6 @@ process); a second process renders the same patch again and must give identical 
 
 from __future__ import annotations
 
-import pathlib
 
 import numpy as np
 import pytest

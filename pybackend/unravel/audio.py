@@ -23,7 +23,7 @@ AV_EXTRA_HINT = "install the optional extra for it: pip install 'unravel[av]'"
 
 def read(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     """Read an audio file as float32 of shape (channels, n) and its sample rate."""
-    path = _audio_file(path)
+    path = input_file(path)
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
@@ -39,22 +39,24 @@ def read(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(data.T), int(sr)
 
 
-def _audio_file(path: str | os.PathLike) -> Path:
-    """`path` if it is a regular file; UnravelError for a missing file, a folder, a fifo or a
-    device (reading those would block or never end)."""
+def input_file(path: str | os.PathLike, expected: str = "an audio file",
+               missing: str = "no such file") -> Path:
+    """`path` if it is a regular file to read; UnravelError for a missing file (`missing`), a
+    folder, a fifo or a device (reading those would block or never end) naming what was
+    `expected`."""
     path = Path(path)
     if not path.exists():
-        raise UnravelError(f"{path}: no such file")
+        raise UnravelError(f"{path}: {missing}")
     if path.is_dir():
-        raise UnravelError(f"{path}: is a folder, expected an audio file")
+        raise UnravelError(f"{path}: is a folder, expected {expected}")
     if not path.is_file():
-        raise UnravelError(f"{path}: not a regular file, expected an audio file")
+        raise UnravelError(f"{path}: not a regular file, expected {expected}")
     return path
 
 
 def info(path: str | os.PathLike) -> tuple[int, int, int]:
     """(frames, channels, sample rate) of an audio file, from its header (nothing decoded)."""
-    path = _audio_file(path)
+    path = input_file(path)
     try:
         i = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
@@ -68,7 +70,7 @@ def info(path: str | os.PathLike) -> tuple[int, int, int]:
 def load_size(path: str | os.PathLike, sr: int, channels: int) -> int:
     """Bytes that load(path, sr, channels) holds at its peak (float64 resampling of every
     channel, then the float32 mix), estimated from the file's header."""
-    _audio_file(path)
+    input_file(path)
     try:
         frames, file_channels, file_sr = info(path)
     except UnravelError:   # a format only PyAV reads: no header to estimate from

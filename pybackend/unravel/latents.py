@@ -42,13 +42,7 @@ def read(path: str | os.PathLike, dims: int | None = None, expected_by: str = ""
     With `dims` given, a file with another latent size raises UnravelError (the message
     names `expected_by`, e.g. the model, when given).
     """
-    path = Path(path)
-    if not path.exists():
-        raise UnravelError(f"{path}: no such file")
-    if path.is_dir():
-        raise UnravelError(f"{path}: is a folder, expected a latent file (.npy or latent .wav)")
-    if not path.is_file():   # a fifo or a device would block or never end
-        raise UnravelError(f"{path}: not a regular file, expected a latent file (.npy or latent .wav)")
+    path = audio.input_file(path, "a latent file (.npy or latent .wav)")
     suffix = path.suffix.lower()
     if suffix == ".npy":
         z = _read_npy(path, dims)

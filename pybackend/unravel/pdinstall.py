@@ -109,7 +109,7 @@ def install(dest: Path | None = None, force: bool = False, config_only: bool = F
 
 def usage(target: Path) -> str:
     """What to tell the musician after an install."""
-    where = (f"[declare -path unravel] in a patch finds it" if target.parent == default_dir()
+    where = ("[declare -path unravel] in a patch finds it" if target.parent == default_dir()
              else f"add {target} to Pd's search path (Preferences > Path) to use it")
     return (f"installed {target} (Python: {sys.executable})\n"
             f"{where}: [unravel~ default], [bender], [ch8ns0n]; "

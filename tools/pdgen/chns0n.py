@@ -293,7 +293,7 @@ def scope() -> Canvas:
     g.connect("sc_t2", 0, "sc_d", 0)
     col(g, 270, 515, ("obj", "+ 1", "sc_cinc"), ("obj", "v $0-scc", "sc_cset"))
     g.connect("sc_ct", 3, "sc_cinc", 0)
-    col(g, 110, 545, ("obj", f"makefilename $0-z%d", "sc_name"), ("obj", "s $0-scname", "sc_name_s"))
+    col(g, 110, 545, ("obj", "makefilename $0-z%d", "sc_name"), ("obj", "s $0-scname", "sc_name_s"))
     g.connect("sc_ct", 2, "sc_name", 0)
     g.obj("t f b", "sc_ot", 60, 575)
     g.connect("sc_ct", 1, "sc_ot", 0)

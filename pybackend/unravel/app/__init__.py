@@ -81,7 +81,7 @@ def serve(host: str = "127.0.0.1", port: int = 7860, models: str | os.PathLike |
                                   allowed_paths=allowed, theme=theme(), css=CSS,
                                   max_file_size=int(max_upload_mb * 2**20),
                                   footer_links=["settings"], prevent_thread_lock=True)
-    except OSError as e:
+    except OSError:
         raise UnravelError(f"cannot listen on {host}:{port} (in use or not allowed: choose "
                            f"another with --port)") from None
     print(f"unravel app: http://{host}:{port}/  (outputs in {out})", flush=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from unravel import limits, safewrite
+from unravel import audio, limits, safewrite
 from unravel.diffusion.vdiffusion import (FLEX_PRESETS, ORIGINAL_ARCH, SMALL_PRESETS, DiffusionModel,
                                           check_arch)
 from unravel.errors import UnravelError
@@ -56,13 +56,7 @@ def resolve_checkpoint(spec: str | os.PathLike) -> Path:
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
     """torch.load(path, weights_only=True) with one clear UnravelError per way it can fail."""
-    path = Path(path)
-    if not path.exists():
-        raise UnravelError(f"{path}: no such checkpoint file")
-    if path.is_dir():
-        raise UnravelError(f"{path}: is a folder, expected a diffusion checkpoint (.pt)")
-    if not path.is_file():   # a fifo or a device would block or never end
-        raise UnravelError(f"{path}: not a regular file, expected a diffusion checkpoint (.pt)")
+    path = audio.input_file(path, "a diffusion checkpoint (.pt)", "no such checkpoint file")
     try:
         with open(path, "rb") as f:
             head = f.read(2)
