@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
+from unravel.operations import GENERATE
 from unravel import generator, stats
 from unravel.errors import UnravelError
 
@@ -40,7 +41,7 @@ def pieces(stream: generator.Stream, total: int, seed: int) -> np.ndarray:
 @pytest.mark.parametrize("pattern,dist", [(p, d) for p in PATTERNS for d in ("normal", "correlation")])
 def test_frames_in_pieces_are_the_files_of_generate_files(tmp_path, inputs, pattern, dist):
     kw = dict(pattern=pattern, dist=dist, iqr=dist == "normal", points=4, loops=2, seed=7)
-    made = generator.generate_files(inputs, tmp_path, files=3, **kw)
+    made = generator.generate_files(GENERATE.settings(inputs=inputs, output=tmp_path, files=3, **kw))
     files = [np.load(p)[0] for p in made]
     s = stats.read(inputs).stats
     # one file's worth in pieces is the whole file, as generate makes it from the same latents
@@ -56,7 +57,7 @@ def test_frames_in_pieces_are_the_files_of_generate_files(tmp_path, inputs, patt
 
 def test_file_hands_out_the_rest_of_the_current_file(inputs, tmp_path):
     kw = dict(pattern="orale", dist="uniform", points=3, loops=1, seed=4)
-    made = generator.generate_files(inputs, tmp_path, files=3, **kw)
+    made = generator.generate_files(GENERATE.settings(inputs=inputs, output=tmp_path, files=3, **kw))
     files = [np.load(p)[0] for p in made]
     stream = generator.Stream(stats.read(inputs).stats, **kw)
     head = stream.frames(5)
@@ -64,7 +65,7 @@ def test_file_hands_out_the_rest_of_the_current_file(inputs, tmp_path):
     assert np.array_equal(stream.file(), files[1])        # then the next whole file
     assert np.array_equal(next(iter(stream)), files[2])   # iterating yields files
     # skip: --skip I --files 1 is file I of the stream
-    [again] = generator.generate_files(inputs, tmp_path / "skip", files=1, skip=2, **kw)
+    [again] = generator.generate_files(GENERATE.settings(inputs=inputs, output=tmp_path / "skip", files=1, skip=2, **kw))
     assert np.load(again).tobytes() == np.load(made[2]).tobytes()
     # as many files as asked for, each its own array
     stream = generator.Stream(stats.read(inputs).stats, **kw)

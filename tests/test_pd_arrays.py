@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from pdrun import BUILD, Patch, run_pd
-from unravel.operations import DIFFUSE
+from unravel.operations import DIFFUSE, GENERATE
 from unravel import diffusion, generator, pipeline, stats
 from unravel.model import DEFAULT_MODEL, load_model
 
@@ -115,8 +115,7 @@ def test_each_array_job_equals_the_file_job(result, tmp_path):
     want = np.stack([s.mean, s.std, s.min, s.max], axis=1)
     assert got == pytest.approx(want, rel=1e-5, abs=1e-6)
     # generate: the first file of the file job with the same arguments
-    gen = generator.generate_files([npy], tmp_path / "gen", pattern="fibo", seed=3, points=11,
-                                   sr=m.sr, ratio=m.ratio)[0]
+    gen = generator.generate_files(GENERATE.settings(inputs=[npy], output=tmp_path / "gen", pattern="fibo", seed=3, points=11, sr=m.sr, ratio=m.ratio))[0]
     assert np.array_equal(_read(d / "gen.wav"), np.load(gen)[0])
     # decode: the file job's audio (Pd runs at the model's rate here)
     wav = pipeline.decode_files(m, [gen], tmp_path / "dec", progress=False)[0]

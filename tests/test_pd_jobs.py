@@ -19,7 +19,7 @@ import soundfile as sf
 
 from pdrun import BUILD, Patch, pd_command, run_pd, write_patch
 from test_jobproc import jobproc_children, no_partial_file
-from unravel.operations import DIFFUSE
+from unravel.operations import DIFFUSE, GENERATE
 from unravel import generator, pipeline, stats, tempo
 from unravel.bend import Bender
 from unravel.model import DEFAULT_MODEL, load_model
@@ -105,8 +105,7 @@ def test_job_files_equal_the_backend(result, tmp_path):
     assert json.loads(open(stats_path).read()) == json.loads(json.dumps(stats.read([npy]).to_dict(iqr=True)))
     gen = replies[2][2:]
     assert len(gen) == 2
-    ref_gen = generator.generate_files([npy], tmp_path / "gen", seed=3, points=11, files=2,
-                                       sr=m.sr, ratio=m.ratio)
+    ref_gen = generator.generate_files(GENERATE.settings(inputs=[npy], output=tmp_path / "gen", seed=3, points=11, files=2, sr=m.sr, ratio=m.ratio))
     for a, b in zip(gen, ref_gen):
         assert np.array_equal(np.load(a), np.load(b))
     dec = replies[3][2:]

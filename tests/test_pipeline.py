@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from unravel.operations import GENERATE
 from unravel import cli, generator, latents, pipeline, stats
 from unravel.errors import UnravelError
 from unravel.model import DEFAULT_MODEL, load_model
@@ -168,13 +169,13 @@ def outputs(npy):
 @pytest.mark.parametrize("pattern", ["fibo", "orale", "blender", "swapper", "default"])
 def test_generate_reproducible(tmp_path, encoded, pattern):
     kw = dict(pattern=pattern, dist="correlation", points=5, loops=2, files=2, seed=11)
-    a = generator.generate_files(encoded, tmp_path / "a", **kw)
-    b = generator.generate_files(encoded, tmp_path / "b", **kw)
+    a = generator.generate_files(GENERATE.settings(inputs=encoded, output=tmp_path / "a", **kw))
+    b = generator.generate_files(GENERATE.settings(inputs=encoded, output=tmp_path / "b", **kw))
     assert [p.name for p in a] == [f"{pattern}-correlation-001.npy", f"{pattern}-correlation-002.npy"]
     for pa, pb in zip(a, b):
         assert same_bytes(outputs(pa), outputs(pb))
     assert a[0].read_bytes() != a[1].read_bytes()      # file 1 continues the stream of seed 11
-    c = generator.generate_files(encoded, tmp_path / "c", **{**kw, "files": 1, "skip": 1})
+    c = generator.generate_files(GENERATE.settings(inputs=encoded, output=tmp_path / "c", **{**kw, "files": 1, "skip": 1}))
     assert same_bytes(outputs(c[0]), outputs(a[1]))
     rows = {"fibo": 2 * (1 + 2 + 3 + 5), "orale": 2 * 64 * 5, "blender": (5 * 8 + 1) * 2 * 5,
             "swapper": 2 * 5 * 5, "default": 2 * 5}[pattern]
@@ -194,8 +195,7 @@ def unravel_stats(paths):
 @pytest.mark.parametrize("dist", ["normal", "correlation"])
 def test_generate_files_one_stream_as_unravel(tmp_path, encoded, dist):
     # UnRAVEl's generator: rng = default_rng(seed); per file, blocks A (and B) drawn in turn
-    made = generator.generate_files(encoded, tmp_path, pattern="blender", dist=dist, points=2,
-                                    files=3, seed=42)
+    made = generator.generate_files(GENERATE.settings(inputs=encoded, output=tmp_path, pattern="blender", dist=dist, points=2, files=3, seed=42))
     mean, std, cov = unravel_stats(encoded)
     rng = np.random.default_rng(42)
     for npy in made:
@@ -225,7 +225,7 @@ def test_generate_cli_prints_files_plot_and_fibo_steps(tmp_path, encoded, capsys
     assert json.loads((out / "fibo-normal-001.json").read_text())["fibo_steps"] == [1, 2, 3, 5, 8]
     # an existing plot is not overwritten unless --force; nothing is generated then
     with pytest.raises(UnravelError, match="plot.png: already exists"):
-        generator.generate_files(encoded, tmp_path / "h", plot=png)
+        generator.generate_files(GENERATE.settings(inputs=encoded, output=tmp_path / "h", plot=png))
     assert not (tmp_path / "h").exists()
     assert cli.main(["generate", *map(str, encoded), "--pattern", "fibo", "--points", "55",
                      "--plot", str(png), "--force", "-o", str(out)]) == 0
@@ -233,8 +233,7 @@ def test_generate_cli_prints_files_plot_and_fibo_steps(tmp_path, encoded, capsys
 
 
 def test_generate_sidecar_remakes_file(tmp_path, encoded):
-    [p] = generator.generate_files(encoded, tmp_path / "g", pattern="orale", dist="iqr-uniform",
-                                   iqr=True, bpm=128, loops=1, seed=5, sr=48000, ratio=1024)
+    [p] = generator.generate_files(GENERATE.settings(inputs=encoded, output=tmp_path / "g", pattern="orale", dist="iqr-uniform", iqr=True, bpm=128, loops=1, seed=5, sr=48000, ratio=1024))
     side = json.loads(p.with_suffix(".json").read_text())
     assert side["seed"] == 5 and side["points"] == 22 and side["latent_rate"] == 46
     assert side["bpm"]["target"] == 128 and abs(side["bpm"]["error"]) < 3
@@ -246,20 +245,20 @@ def test_generate_sidecar_remakes_file(tmp_path, encoded):
 
 
 def test_generate_names_never_overwrite(tmp_path, encoded):
-    a = generator.generate_files(encoded, tmp_path, pattern="default", points=3)
-    b = generator.generate_files(encoded, tmp_path, pattern="default", points=3)
+    a = generator.generate_files(GENERATE.settings(inputs=encoded, output=tmp_path, pattern="default", points=3))
+    b = generator.generate_files(GENERATE.settings(inputs=encoded, output=tmp_path, pattern="default", points=3))
     assert [x.name for x in a + b] == ["default-normal-001.npy", "default-normal-002.npy"]
     assert a[0].read_bytes() == b[0].read_bytes()
 
 
 def test_generate_errors(tmp_path, encoded):
     with pytest.raises(UnravelError, match="not both"):
-        generator.generate_files(encoded, tmp_path, points=3, bpm=120)
-    with pytest.raises(UnravelError, match="unknown pattern"):
-        generator.generate_files(encoded, tmp_path, pattern="zigzag")
+        generator.generate_files(GENERATE.settings(inputs=encoded, output=tmp_path, points=3, bpm=120))
+    with pytest.raises(UnravelError, match="pattern must be one of"):
+        generator.generate_files(GENERATE.settings(inputs=encoded, output=tmp_path, pattern="zigzag"))
     np.save(tmp_path / "d4.npy", np.zeros((1, 4, 10), np.float32))
     with pytest.raises(UnravelError, match="d4.npy: latents have 4 dims, 8 expected"):
-        generator.generate_files([encoded[0], tmp_path / "d4.npy"], tmp_path / "o")
+        generator.generate_files(GENERATE.settings(inputs=[encoded[0], tmp_path / "d4.npy"], output=tmp_path / "o"))
     assert not (tmp_path / "o").exists() or os.listdir(tmp_path / "o") == []
 
 

@@ -135,8 +135,7 @@ def test_options_new_to_pd_work_through_a_real_object(tmp_path):
     assert [rep[:2] for rep in replies] == [["done", j.split()[0]] for j in jobs], replies
     assert replies[0][2:] == [str(tmp_path / "lat" / "loop.npy")]     # the .flac left out
     m = load_model(DEFAULT_MODEL)
-    ref = generator.generate_files([tmp_path / "lat" / "loop.npy"], tmp_path / "ref", seed=3,
-                                   points=11, files=2, sr=m.sr, ratio=m.ratio)
+    ref = generator.generate_files(GENERATE.settings(inputs=[tmp_path / "lat" / "loop.npy"], output=tmp_path / "ref", seed=3, points=11, files=2, sr=m.sr, ratio=m.ratio))
     assert np.array_equal(np.load(replies[1][2]), np.load(ref[1]))   # file 2 of the stream
     assert replies[2][2:] == [str(tmp_path / "st.json"), str(tmp_path / "st.png")]
     assert (tmp_path / "st.png").read_bytes()[:4] == b"\x89PNG"

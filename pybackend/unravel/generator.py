@@ -14,7 +14,7 @@ import hashlib
 import os
 import shlex
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import numpy as np
 
@@ -22,6 +22,7 @@ from unravel import audio, distributions, limits, patterns, plots, safewrite, st
 from unravel import latents as latent_io
 from unravel.errors import UnravelError
 from unravel.operations import GENERATE
+from unravel.settings import Settings
 
 PathLike = str | os.PathLike
 DEFAULT_BPM = 120.0
@@ -146,12 +147,10 @@ def generated_outputs(npy: Path) -> list[Path]:
     return [npy, npy.with_name(npy.stem + latent_io.LATENT_WAV_SUFFIX), npy.with_suffix(".json")]
 
 
-def generate_files(latents: Sequence[PathLike], out_dir: PathLike, pattern: str = "default",
-                   dist: str = "normal", iqr: bool = False, points: int | None = None,
-                   bpm: float | None = None, loops: int = 1, files: int = 1, seed: int = 0,
-                   sr: int = 44100, ratio: int = 2048, skip: int = 0,
-                   plot: PathLike | None = None, force: bool = False) -> list[Path]:
-    """Generate `files` latent sequences from the statistics of `latents`.
+def generate_files(s: Settings) -> list[Path]:
+    """Generate `s.files` latent sequences from the statistics of the latent files `s.inputs`
+    into the folder `s.output` (settings of `operations.GENERATE`; `sr` and `ratio` set the
+    tempo grid and the latent wav's rate).
 
     All files come from one random stream per seed (see `Stream`), as UnRAVEl's
     generator draws them; `skip` first draws and drops that many files. Each file gets
@@ -162,28 +161,23 @@ def generate_files(latents: Sequence[PathLike], out_dir: PathLike, pattern: str 
     one is refused before anything is made unless `force`.
     Returns the `.npy` paths.
     """
-    if files < 1:
-        raise UnravelError(f"generate: files must be >= 1, got {files}")
-    limits.check_range(files, 1, limits.MAX_COUNT, "generate: files")
-    limits.check_range(seed, 0, limits.MAX_SEED, "generate: seed")
-    if skip < 0:
-        raise UnravelError(f"generate: skip must be >= 0, got {skip}")
-    if plot is not None and files > limits.MAX_PLOT_FILES:
-        raise UnravelError(f"generate: --plot draws at most {limits.MAX_PLOT_FILES} files, got {files}")
-    if plot is not None and Path(plot).exists() and not force:
-        raise UnravelError(f"{Path(plot)}: already exists (use --force to overwrite)")
-    k, bpm_info = resolve_points(points, bpm, sr, ratio)
-    read = stats.read(latents)
+    pattern, dist, iqr, loops, seed, sr, ratio = s.pattern, s.dist, s.iqr, s.loops, s.seed, s.sr, s.ratio
+    if s.plot is not None and s.files > limits.MAX_PLOT_FILES:
+        raise UnravelError(f"generate: --plot draws at most {limits.MAX_PLOT_FILES} files, got {s.files}")
+    if s.plot is not None and Path(s.plot).exists() and not s.force:
+        raise UnravelError(f"{Path(s.plot)}: already exists (use --force to overwrite)")
+    k, bpm_info = resolve_points(s.points, s.bpm, sr, ratio)
+    read = stats.read(s.inputs)
     stream = Stream(read.stats, pattern, dist, iqr, k, loops, int(seed))
-    out = safewrite.check_writable_dir(out_dir)
+    out = safewrite.check_writable_dir(s.output or ".")
     rate = latent_io.latent_rate(sr, ratio)
     inputs = [str(p.resolve()) for p in read.paths]
     sha = [hashlib.sha256(p.read_bytes()).hexdigest() for p in read.paths]
     suffixes = (".npy", latent_io.LATENT_WAV_SUFFIX, ".json")
-    for _ in range(skip):
+    for _ in range(s.skip):
         stream.file()
     written, made = [], []
-    for _ in range(files):
+    for _ in range(s.files):
         g = stream.file()
         i = stream.files - 1    # its index in the stream
         one = GENERATE.settings(inputs=inputs, pattern=pattern, dist=dist, iqr=iqr, points=k,
@@ -208,8 +202,8 @@ def generate_files(latents: Sequence[PathLike], out_dir: PathLike, pattern: str 
             (out / f"{name}.json", latent_io.json_writer(sidecar))])
         written.append(npy)
         made.append(g)
-    if plot is not None:
-        plots.generated(made, plot, [p.stem for p in written], f"{pattern}, {dist}", force=True)
+    if s.plot is not None:
+        plots.generated(made, s.plot, [p.stem for p in written], f"{pattern}, {dist}", force=True)
     return written
 
 

@@ -149,9 +149,7 @@ def job_generate(m, s: Settings, base: str, pd: PdArrays) -> list:
     kw = dict(pattern=s.pattern, dist=s.dist, iqr=s.iqr, loops=s.loops, seed=s.seed)
     ratio = m.ratio or 2048
     if _source("generate", s) == "input" and not s.given("output-array"):
-        return generator.generate_files(s.inputs, s.output or base or ".", points=s.points,
-                                        bpm=s.bpm, files=s.files, sr=m.sr, ratio=ratio,
-                                        skip=s.skip, plot=s.plot, force=s.force, **kw)
+        return generator.generate_files(s.replace(output=s.output or base or ".", sr=m.sr, ratio=ratio))
     _no_files("generate", s, ("output", "plot", "skip", "force"))
     if s.files != 1:
         raise UnravelError("generate: output-array takes files 1")

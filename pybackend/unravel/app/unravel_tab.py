@@ -104,16 +104,15 @@ def compose(library: Library, rave: str, encoded: Sequence[str | os.PathLike],
     points = int(points) if points and not bpm else None
     bpm = float(bpm) if bpm else None
     progress(0.1, "generating latents")
-    npy = generate_files(list(encoded), out_dir, pattern=pattern, dist=dist, iqr=iqr,
-                         points=points, bpm=bpm, loops=int(loops), files=1, seed=int(seed),
-                         sr=model.sr, ratio=model.ratio)[0]
+    gen = GENERATE.settings(inputs=list(encoded), pattern=pattern, dist=dist, iqr=iqr,
+                            points=points, bpm=bpm, loops=loops, seed=seed, model=rave,
+                            output=out_dir)
+    npy = generate_files(gen.replace(sr=model.sr, ratio=model.ratio))[0]
     progress(0.5, "decoding")
     wav = decode_files(model, [npy], out_dir)[0]
     latent_wav = npy.with_name(latents.stem(npy) + latents.LATENT_WAV_SUFFIX)
     z = latents.read(npy)
     image = plots.latents_image(z, npy.with_suffix(".png"))
-    gen = GENERATE.settings(inputs=list(encoded), pattern=pattern, dist=dist, iqr=iqr,
-                            points=points, bpm=bpm, loops=loops, seed=seed, output=out_dir)
     dec = DECODE.settings(model=rave, inputs=[npy], output=out_dir)
     command = "\n".join([GENERATE.command_line(gen, also=("pattern", "dist", "loops", "seed")),
                          DECODE.command_line(dec) + f" --device {library.device}"])

@@ -152,10 +152,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from unravel import generator, patterns
     s = GENERATE.from_cli(args)
     sr, ratio = _sr_ratio(args, s)
-    paths = generator.generate_files(s.inputs, s.output or ".", pattern=s.pattern, dist=s.dist,
-                                     iqr=s.iqr, points=s.points, bpm=s.bpm, loops=s.loops,
-                                     files=s.files, seed=s.seed, sr=sr, ratio=ratio,
-                                     skip=s.skip, plot=s.plot, force=s.force)
+    paths = generator.generate_files(s.replace(sr=sr, ratio=ratio))
     k, info = generator.resolve_points(s.points, s.bpm, sr, ratio)
     if info is not None and s.bpm is not None:
         print(f"{k} frames per block: {info['bpm']:.2f} BPM (target {info['target']:g}, "
