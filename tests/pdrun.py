@@ -138,6 +138,31 @@ class Chain:
     extra: tuple = ()
 
 
+def jobs_patch(path: os.PathLike, jobs: list[str], obj: str = "unravel~ default encode",
+               outlet: int = 8) -> pathlib.Path:
+    """A patch that sends `jobs` (one message box, in order) to `obj` at load, prints each
+    reply of its info `outlet` as 'reply: ...' and quits after as many `done`/`error` replies."""
+    p = Patch()
+    lb = p.obj("loadbang")
+    u = p.obj(obj)
+    p.connect(u, outlet, p.obj("print reply"), 0)
+    rt = p.obj("route done error")
+    p.connect(u, outlet, rt, 0)
+    tb = p.obj("t b")
+    p.connect(rt, 0, tb, 0)
+    p.connect(rt, 1, tb, 0)
+    f, plus, sel = p.obj("f"), p.obj("+ 1"), p.obj(f"sel {len(jobs)}")
+    p.connect(tb, 0, f, 0)
+    p.connect(f, 0, plus, 0)
+    p.connect(plus, 0, f, 1)
+    p.connect(plus, 0, sel, 0)
+    p.connect(sel, 0, p.msg("; pd quit"), 0)
+    box = p.msg(", ".join(jobs))
+    p.connect(lb, 0, box, 0)
+    p.connect(box, 0, u, 0)
+    return p.write(path)
+
+
 def render_patch(path: os.PathLike, chains: list[Chain], frames: int, tail: int = 8192,
                  wait_loaded: bool = False) -> pathlib.Path:
     """A patch that renders every chain for frames + tail frames (32-bit wav files), then

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pdrun import BUILD, Patch, pd_command, run_pd, write_patch
+from pdrun import BUILD, Patch, jobs_patch, pd_command, run_pd, write_patch
 from test_jobproc import jobproc_children, no_partial_file
 from unravel.operations import DIFFUSE, GENERATE
 from unravel import generator, pipeline, stats, tempo
@@ -50,29 +50,7 @@ def result(tmp_path_factory):
     d = tmp_path_factory.mktemp("pdjobs")
     audio, sr = sf.read(pipeline.__file__.replace("pipeline.py", "data/loop.wav"), dtype="float32")
     sf.write(d / "loop.wav", audio[: sr * 2], sr, subtype="FLOAT")   # 2 s
-    p = Patch()
-    lb = p.obj("loadbang")
-    u = p.obj("unravel~ default encode")
-    pr = p.obj("print reply")
-    p.connect(u, 8, pr, 0)
-    rt = p.obj("route done error")
-    p.connect(u, 8, rt, 0)
-    tb = p.obj("t b")
-    p.connect(rt, 0, tb, 0)
-    p.connect(rt, 1, tb, 0)
-    f = p.obj("f")
-    plus = p.obj("+ 1")
-    p.connect(tb, 0, f, 0)
-    p.connect(f, 0, plus, 0)
-    p.connect(plus, 0, f, 1)
-    sel = p.obj(f"sel {len(JOBS)}")
-    p.connect(plus, 0, sel, 0)
-    q = p.msg("; pd quit")
-    p.connect(sel, 0, q, 0)
-    box = p.msg(", ".join(JOBS))
-    p.connect(lb, 0, box, 0)
-    p.connect(box, 0, u, 0)
-    patch = p.write(d / "jobs.pd")
+    patch = jobs_patch(d / "jobs.pd", JOBS)
     r = run_pd(patch, timeout=120)
     return d, r
 

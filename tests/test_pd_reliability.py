@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pdrun import BUILD, Patch, can_mount_tmpfs, cycles_patch, pd_command, run_marked, run_pd
+from pdrun import BUILD, Patch, can_mount_tmpfs, cycles_patch, jobs_patch, pd_command, run_marked, run_pd
 from unravel import pipeline
 from unravel.model import DEFAULT_MODEL
 from toymodels import make_hostile_model, make_test_model
@@ -345,27 +345,7 @@ def test_job_errors_reach_the_console_in_one_line(tmp_path):
     jobs = ["encode input my\\ folder/missing\\ file.wav output lat", "tempo k foo", "tempo bpm 1e39",
             "tempo k 1e30", "generate input x.npy points -5.5", "stats input 3 output 4",
             "decode input", "diffuse steps nope"]
-    p = Patch()
-    lb = p.obj("loadbang")
-    u = p.obj("unravel~ default encode")
-    p.connect(u, 8, p.obj("print reply"), 0)
-    rt = p.obj("route done error")
-    p.connect(u, 8, rt, 0)
-    tb = p.obj("t b")
-    p.connect(rt, 0, tb, 0)
-    p.connect(rt, 1, tb, 0)
-    f = p.obj("f")
-    plus = p.obj("+ 1")
-    p.connect(tb, 0, f, 0)
-    p.connect(f, 0, plus, 0)
-    p.connect(plus, 0, f, 1)
-    sel = p.obj(f"sel {len(jobs)}")
-    p.connect(plus, 0, sel, 0)
-    p.connect(sel, 0, p.msg("; pd quit"), 0)
-    box = p.msg(", ".join(jobs))
-    p.connect(lb, 0, box, 0)
-    p.connect(box, 0, u, 0)
-    r = run_pd(p.write(tmp_path / "jobs.pd"), timeout=60)
+    r = run_pd(jobs_patch(tmp_path / "jobs.pd", jobs), timeout=60)
     assert r.returncode == 0
     replies = r.after("reply:")
     assert len(replies) == len(jobs) and all(rep.startswith("error ") for rep in replies), replies

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pdrun import BUILD, Patch, run_pd
+from pdrun import BUILD, jobs_patch, run_pd
 from unravel import cli, generator, pipeline
 from unravel.errors import UnravelError
 from unravel.operations import DIFFUSE, GENERATE, PD_JOBS, SPECS
@@ -111,25 +111,7 @@ def test_options_new_to_pd_work_through_a_real_object(tmp_path):
             "generate input lat/loop.npy output gen seed 3 points 11 skip 1",
             "stats input lat/loop.npy output st.json plot st.png",
             "tempo k 16"]
-    p = Patch()
-    lb = p.obj("loadbang")
-    u = p.obj("unravel~ default encode")
-    p.connect(u, 8, p.obj("print reply"), 0)
-    rt = p.obj("route done error")
-    p.connect(u, 8, rt, 0)
-    tb = p.obj("t b")
-    p.connect(rt, 0, tb, 0)
-    p.connect(rt, 1, tb, 0)
-    f, plus, sel = p.obj("f"), p.obj("+ 1"), p.obj(f"sel {len(jobs)}")
-    p.connect(tb, 0, f, 0)
-    p.connect(f, 0, plus, 0)
-    p.connect(plus, 0, f, 1)
-    p.connect(plus, 0, sel, 0)
-    p.connect(sel, 0, p.msg("; pd quit"), 0)
-    box = p.msg(", ".join(jobs))
-    p.connect(lb, 0, box, 0)
-    p.connect(box, 0, u, 0)
-    r = run_pd(p.write(tmp_path / "opts.pd"), timeout=120)
+    r = run_pd(jobs_patch(tmp_path / "opts.pd", jobs), timeout=120)
     assert r.returncode == 0 and r.errors == [], r.errors
     replies = [rep.split() for rep in r.after("reply:")]
     assert [rep[:2] for rep in replies] == [["done", j.split()[0]] for j in jobs], replies
