@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from unravel import morph as morphing
 from unravel.errors import UnravelError
 from unravel.operations import BEND_OPS as OPS   # the ops, declared with the command
 from unravel.limits import MAX_SEED
@@ -55,6 +56,7 @@ class Bender:
     def __init__(self, model: Model):
         self.model = model
         self._module = None
+        self._target = None     # morph: ((file, mtime), its weights)
         self._sync()
 
     def _sync(self) -> None:
@@ -226,6 +228,23 @@ class Bender:
                 if s.randomize:
                     vals.add_(self._noise_for(layer, s, sel.numel()), alpha=s.randomize * NOISE_SCALE)
             flat.index_copy_(0, sel, vals)
+
+    def morph(self, other: os.PathLike, t: float, prefix: str = "") -> morphing.Match:
+        """Every layer (starting with `prefix`) whose name and shape match in the model file
+        `other` becomes (1 - t)·original + t·other's (`unravel.morph`); clears their bend
+        settings. `other`'s weights are read once and kept, so that t can move at control
+        rate. Returns what matched and what did not."""
+        key = (str(other), os.stat(other).st_mtime_ns)
+        if self._target is None or self._target[0] != key:
+            self._target = (key, morphing.weights(other))
+        self._sync()
+        m = morphing.match(self._params, self._target[1], prefix)
+        for layer in m.layers:
+            orig = self._original(layer)
+            self._settings.pop(layer, None)
+            self._touched[layer] = 100.0
+            self._write(layer, morphing.mix(orig, self._target[1][layer].reshape(-1), t))
+        return m
 
     def restore(self, layer: str | None = None) -> None:
         """Put the original weights back bit for bit (one layer or all) and clear settings."""

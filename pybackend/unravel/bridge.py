@@ -28,7 +28,8 @@ from unravel import bend, blocks, jobproc, pdargs, safewrite
 from unravel import model as _model
 from unravel.errors import UnravelError, one_line
 from unravel.jobs import JOBS, REGISTRY, registry_message, run_job  # noqa: F401 - C calls these
-from unravel.operations import BEND
+from unravel.archive import resolve_model
+from unravel.operations import BEND, MORPH
 
 Atom = "str | float"
 
@@ -297,6 +298,18 @@ class Session:
         seed = pdargs.value("bend", args[4], BEND.option("seed")) if len(args) > 4 else None
         self.bender.bend(layer, op, amount, percent, seed)
         return []
+
+    def msg_morph(self, args: list) -> list[list]:
+        """`morph <model file> <t> [layer prefix]`: replies `morph <matched> <unmatched>` and
+        posts which layers did not match."""
+        pdargs.count("morph", args, 2, 3, "<model file> <t> [layer prefix]")
+        other = resolve_model(pdargs.symbol("morph", args[0], "the model"),
+                              [self.patch_dir] if self.patch_dir else [])
+        t = pdargs.value("morph", args[1], MORPH.option("t"))
+        prefix = pdargs.symbol("morph", args[2], "the layer prefix") if len(args) > 2 else ""
+        m = self.bender.morph(other, t, prefix)
+        return [["morph", len(m.layers), len(m.unmatched)],
+                ["post", f"morph {other.name} {t:g}: {m.summary()}"]]
 
     def msg_restore(self, args: list) -> list[list]:
         pdargs.count("restore", args, 0, 1, "[layer]")

@@ -193,6 +193,18 @@ TRAIN = Spec("train", "train a latent diffusion model on a folder of latents", (
            help="32-bit, or mixed precision with float16 (CUDA) or bfloat16 autocast"),
     FORCE), command="train-diffusion")
 
+MORPH = Spec("morph", "mix two models: each layer both have (name and shape) becomes (1-t)·A + t·B", (
+    Option("a", "str", positional=True, metavar="A",
+           help="the model at t = 0 ('default' = the bundled model)"),
+    Option("b", "str", positional=True, metavar="B",
+           help="the model at t = 1; best one fine-tuned from the same base as A"),
+    Option("t", "float", low=-1, high=2, required=True,
+           help="how far from A towards B (0..1, beyond extrapolates)"),
+    Option("layers", "str", default="", metavar="PREFIX",
+           help="only the layers whose names start with PREFIX (see unravel info)"),
+    Option("output", "path", short="-o", required=True, metavar="OUT.ts", help="the morphed model"),
+    FORCE))
+
 APP = Spec("app", "start the web page (needs the [app] extra)", (
     Option("host", "str", default="127.0.0.1", help="address to listen on"),
     Option("port", "int", default=7860, low=limits.MIN_PORT, high=limits.MAX_PORT, help="port"),
@@ -205,5 +217,5 @@ APP = Spec("app", "start the web page (needs the [app] extra)", (
 THREADS = Option("threads", "int", default=1, low=1, high=limits.MAX_THREADS, metavar="N",
                  help="torch threads (default 1: fastest for small models on few cores)")
 
-SPECS = (ENCODE, STATS, GENERATE, TEMPO, DECODE, BEND, DIFFUSE, PREPARE, TRAIN)
+SPECS = (ENCODE, STATS, GENERATE, TEMPO, DECODE, BEND, MORPH, DIFFUSE, PREPARE, TRAIN)
 PD_JOBS = (ENCODE, STATS, GENERATE, DECODE, TEMPO, DIFFUSE)

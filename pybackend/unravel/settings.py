@@ -99,7 +99,7 @@ class Option:
         except (TypeError, ValueError):
             raise ValueError(f"must be a number, got '{value}'") from None
         if not math.isfinite(v):
-            raise ValueError(f"must be a finite number, got {value}")
+            raise ValueError(f"must be a finite number, got {_word(value)}")
         return v
 
     def _number(self, value: Any) -> int | float:
@@ -112,12 +112,12 @@ class Option:
             raise
         if whole:
             if v != int(v) or (isinstance(value, str) and not value.strip().lstrip("+-").isdigit()):
-                raise ValueError(f"must be an integer, got {value}")
+                raise ValueError(f"must be an integer, got {_word(value)}")
             v = int(v)
         low = -math.inf if self.low is None else self.low
         high = math.inf if self.high is None else self.high
         if v < low or v > high or (self.open_low and v == low):
-            raise ValueError(f"must be {self.bounds()}, got {value}")
+            raise ValueError(f"must be {self.bounds()}, got {_word(value)}")
         return v
 
     def argtype(self):

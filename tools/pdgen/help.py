@@ -148,7 +148,7 @@ def unravel_help() -> str:
         ("INLETS:", [("1st: signal", "the model's first input channel (with -m: all channels in one "
                                      "multichannel signal)"),
                      ("1st: messages", "bang, enable, load, reload, method, bufsize, sync, set, get, "
-                                       "layers, get_weights, set_weights, bend, restore, save and the "
+                                       "layers, get_weights, set_weights, bend, morph, restore, save and the "
                                        "jobs encode, stats, generate, decode, tempo, diffuse"),
                      ("2nd...: signal", "the other input channels (without -m)")]),
         ("OUTLETS:", [("1st...: signal", "one per output channel (with -m: one multichannel outlet)"),
@@ -247,7 +247,12 @@ def layers_group() -> Canvas:
                                                   "zero, then an amount"),
         ("bend decoder.net.2.weight spread 2 50 7", "... on 50 percent of the weights, seed 7"),
         ("restore decoder.net.2.weight", "that layer's original weights, bit for bit"),
-        ("restore", "every layer's original weights"),
+        ("morph default4 0.3", "every layer both models have (name and shape) becomes "
+                               "0.7 x this one + 0.3 x that one's. Best between two models "
+                               "fine-tuned from one base. Replies 'morph <matched> <unmatched>'"),
+        ("morph default4 0.3 decoder.", "... only the layers named decoder.*. Send t from a "
+                                        "[line]: a burst keeps the newest"),
+        ("restore", "every layer's original weights (bends and morphs undone)"),
         (f"save {OUT}/bent.ts", "the bent model as a TorchScript file nn~ loads too (an "
                                 "existing file is kept: add 'force' to replace it)"),
     ], "$0-u", extra=table, w=800)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from unravel.errors import UnravelError
-from unravel.operations import BEND, DECODE, ENCODE, GENERATE, MODEL_HELP, STATS, TEMPO
+from unravel.operations import BEND, DECODE, ENCODE, GENERATE, MODEL_HELP, MORPH, STATS, TEMPO
 
 
 def _load(args: argparse.Namespace, spec: str, warmup: bool = True):
@@ -213,6 +213,20 @@ def cmd_bend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_morph(args: argparse.Namespace) -> int:
+    from unravel.archive import resolve_model
+    from unravel.safewrite import check_target, check_writable_dir
+    s = MORPH.from_cli(args)
+    out = check_target(s.output, s.force)   # before the models are loaded
+    check_writable_dir(out.parent if str(out.parent) else ".")
+    from unravel.bend import Bender
+    bender = Bender(_load(args, s.a, warmup=False))
+    print(f"morph {s.t:g}: {bender.morph(resolve_model(s.b), s.t, s.layers).summary()}",
+          file=sys.stderr)
+    print(bender.save(out, force=s.force))
+    return 0
+
+
 def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentParser,
                  device: argparse.ArgumentParser) -> None:
     """Add info, encode, stats, generate, tempo, decode and bend to the subparsers `sub`
@@ -226,7 +240,8 @@ def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentP
 
     for spec, func, parents in ((ENCODE, cmd_encode, [common, device]), (STATS, cmd_stats, [common]),
                                 (GENERATE, cmd_generate, [common]), (TEMPO, cmd_tempo, [common]),
-                                (DECODE, cmd_decode, [common, device]), (BEND, cmd_bend, [common, device])):
+                                (DECODE, cmd_decode, [common, device]), (BEND, cmd_bend, [common, device]),
+                                (MORPH, cmd_morph, [common, device])):
         s = sub.add_parser(spec.name, parents=parents, help=spec.help)
         spec.add_to(s)
         s.set_defaults(func=func)
