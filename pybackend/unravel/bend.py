@@ -13,7 +13,8 @@ import torch
 
 from unravel import morph as morphing
 from unravel.errors import UnravelError
-from unravel.operations import BEND_OPS as OPS   # the ops, declared with the command
+from unravel.operations import BEND_OPS as OPS   # the ops, declared with the commands
+from unravel.operations import CHANNEL_OPS
 from unravel.limits import MAX_SEED
 from unravel.model import Model
 
@@ -48,6 +49,30 @@ def touched_indices(n: int, percent: float) -> torch.Tensor | None:
         return None
     k = max(1, math.floor(n * percent / 100))
     return (torch.arange(k, dtype=torch.float64) * (100.0 / percent)).floor().long() % n
+
+
+def channel_axis(module, layer: str, p: torch.Tensor) -> int:
+    """The output-channel axis of a layer's tensor: 1 for a transposed convolution's weight
+    (in, out, k), else 0 (conv and linear weights, biases)."""
+    owner = module
+    for part in layer.split(".")[:-1]:
+        owner = getattr(owner, part)
+    return 1 if p.dim() > 1 and "Transpose" in getattr(owner, "original_name", "") else 0
+
+
+def pick_channels(n: int, channels: list[int] | None, percent: float | None, seed: int,
+                  what: str) -> list[int]:
+    """The given channels (each below n), else floor(n*percent/100) of them (at least one)
+    picked with `seed`, else all n; sorted, without repeats."""
+    if channels:
+        bad = [c for c in channels if not 0 <= c < n]
+        if bad:
+            raise UnravelError(f"{what} has {n} output channels, got channel {bad[0]}")
+        return sorted(set(channels))
+    if percent is not None and percent < 100:
+        k = max(1, math.floor(n * percent / 100))
+        return sorted(np.random.default_rng(seed).choice(n, k, replace=False).tolist())
+    return list(range(n))
 
 
 class Bender:
@@ -228,6 +253,34 @@ class Bender:
                 if s.randomize:
                     vals.add_(self._noise_for(layer, s, sel.numel()), alpha=s.randomize * NOISE_SCALE)
             flat.index_copy_(0, sel, vals)
+
+    def channels(self, layer: str, op: str, amount: float = 1.0, channels: list[int] | None = None,
+                 percent: float | None = None, seed: int = 0) -> int:
+        """An op of CHANNEL_OPS on the layer's output channels (`channels`, else `percent` of
+        them picked with `seed`, else all), recomputed from the original weights: an exact
+        rewrite of those rows (ConvTranspose weights: their columns). Replaces the layer's
+        other bends; returns how many channels it changed."""
+        if op not in CHANNEL_OPS:
+            raise UnravelError(f"channels: unknown op '{op}' (one of {', '.join(CHANNEL_OPS)})")
+        p = self._param(layer)
+        axis = channel_axis(self.model.module, layer, p)
+        n = p.shape[axis]
+        picked = pick_channels(n, channels, percent, seed, f"channels: layer '{layer}'")
+        if op == "permute" and len(picked) < 2:
+            raise UnravelError(f"channels: permute needs 2 channels or more, got {len(picked)}")
+        w = self._original(layer).reshape(p.shape)
+        idx = torch.tensor(picked, device=w.device)
+        if op == "permute":
+            order = torch.tensor(np.random.default_rng([seed, 1]).permutation(picked), device=w.device)
+            rows = w.index_select(axis, order)
+        elif op == "ablate":
+            rows = torch.zeros_like(w.index_select(axis, idx))
+        else:
+            rows = w.index_select(axis, idx) * (-1.0 if op == "invert" else amount)
+        self._settings.pop(layer, None)
+        self._touched[layer] = 100.0
+        self._write(layer, w.index_copy(axis, idx, rows).reshape(-1))
+        return len(picked)
 
     def morph(self, other: os.PathLike, t: float, prefix: str = "") -> morphing.Match:
         """Every layer (starting with `prefix`) whose name and shape match in the model file

@@ -29,7 +29,7 @@ from unravel import model as _model
 from unravel.errors import UnravelError, one_line
 from unravel.jobs import JOBS, REGISTRY, registry_message, run_job  # noqa: F401 - C calls these
 from unravel.archive import resolve_model
-from unravel.operations import BEND, MORPH
+from unravel.operations import BEND, CHANNELS, MORPH
 
 Atom = "str | float"
 
@@ -298,6 +298,33 @@ class Session:
         seed = pdargs.value("bend", args[4], BEND.option("seed")) if len(args) > 4 else None
         self.bender.bend(layer, op, amount, percent, seed)
         return []
+
+    def msg_channels(self, args: list) -> list[list]:
+        """`channels <layer> ablate|invert|permute|scale <k> [all|<percent>|list <c>...] [seed]`:
+        replies `channels <layer> <op> <count>`."""
+        usage = "<layer> ablate|invert|permute|scale <k> [all|<percent>|list <c>...] [seed]"
+        pdargs.count("channels", args, 2, None, usage)
+        layer = pdargs.symbol("channels", args[0], "layer")
+        op = pdargs.value("channels", args[1], CHANNELS.option("op"))
+        rest, amount, channels, percent, seed = list(args[2:]), 1.0, None, None, 0
+        if op == "scale":
+            if not rest:
+                raise UnravelError(f"channels: usage: channels {usage}")
+            amount = pdargs.value("channels", rest.pop(0), CHANNELS.option("amount"))
+        if rest[:1] == ["list"]:
+            if len(rest) < 2:
+                raise UnravelError("channels: list needs channel numbers")
+            channels, rest = pdargs.value("channels", rest[1:], CHANNELS.option("channels")), []
+        elif rest[:1] == ["all"]:
+            rest.pop(0)
+        elif rest:
+            percent = pdargs.value("channels", rest.pop(0), CHANNELS.option("percent"))
+        if rest:
+            seed = pdargs.value("channels", rest.pop(0), CHANNELS.option("seed"))
+        if rest:
+            raise UnravelError(f"channels: usage: channels {usage}")
+        n = self.bender.channels(layer, op, amount, channels, percent, seed)
+        return [["channels", layer, op, n], ["post", f"channels {layer} {op}: {n} channels"]]
 
     def msg_morph(self, args: list) -> list[list]:
         """`morph <model file> <t> [layer prefix]`: replies `morph <matched> <unmatched>` and

@@ -193,6 +193,28 @@ TRAIN = Spec("train", "train a latent diffusion model on a folder of latents", (
            help="32-bit, or mixed precision with float16 (CUDA) or bfloat16 autocast"),
     FORCE), command="train-diffusion")
 
+CHANNEL_OPS = {   # what `channels` does to a layer's output channels (unravel.bend does it)
+    "ablate": "set them to zero (the channel falls silent)",
+    "scale": "multiply them by the amount",
+    "invert": "negate them",
+    "permute": "swap the chosen channels among themselves (a seeded order)",
+}
+
+CHANNELS = Spec("channels", "ablate, scale, invert or permute a layer's output channels, save a new model", (
+    _model(),
+    Option("layer", "str", required=True, help="a conv or linear layer's weight or bias (see unravel info)"),
+    Option("op", "choice", required=True, choices=tuple(CHANNEL_OPS),
+           help=", ".join(f"{op}: {what}" for op, what in CHANNEL_OPS.items())),
+    Option("amount", "float", default=1.0, low=-1e6, high=1e6, help="scale: the factor"),
+    Option("channels", "ints", low=0, high=limits.MAX_LATENT_FRAMES, metavar="C", group="which",
+           help="these output channels (default: all)"),
+    Option("percent", "float", low=0, high=100, open_low=True, group="which",
+           help="this share of the output channels, picked with the seed"),
+    Option("seed", "int", default=0, low=0, high=limits.MAX_SEED,
+           help="picks the channels of --percent and the order of permute"),
+    Option("output", "path", short="-o", required=True, metavar="OUT.ts", help="the bent model"),
+    FORCE))
+
 MORPH = Spec("morph", "mix two models: each layer both have (name and shape) becomes (1-t)·A + t·B", (
     Option("a", "str", positional=True, metavar="A",
            help="the model at t = 0 ('default' = the bundled model)"),
@@ -217,5 +239,5 @@ APP = Spec("app", "start the web page (needs the [app] extra)", (
 THREADS = Option("threads", "int", default=1, low=1, high=limits.MAX_THREADS, metavar="N",
                  help="torch threads (default 1: fastest for small models on few cores)")
 
-SPECS = (ENCODE, STATS, GENERATE, TEMPO, DECODE, BEND, MORPH, DIFFUSE, PREPARE, TRAIN)
+SPECS = (ENCODE, STATS, GENERATE, TEMPO, DECODE, BEND, CHANNELS, MORPH, DIFFUSE, PREPARE, TRAIN)
 PD_JOBS = (ENCODE, STATS, GENERATE, DECODE, TEMPO, DIFFUSE)

@@ -18,15 +18,16 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from unravel.errors import UnravelError
 
-KINDS = ("int", "float", "flag", "str", "choice", "path", "paths", "strs", "array")
+KINDS = ("int", "float", "flag", "str", "choice", "path", "paths", "strs", "ints", "array")
+LISTS = {"paths": "path", "strs": "str", "ints": "int"}   # a list kind -> the kind of one item
 WHERE = ("both", "cli", "pd")
 
 
 @dataclass(frozen=True)
 class Option:
     """One option. `kind`: int, float, flag (a switch; `key 0|1` in Pd), str, choice, path,
-    paths (one or more files), strs (one or more words), array (a Pd array set's name, Pd
-    only). `group`: options of one group exclude each other. `where`: both, cli or pd.
+    paths (one or more files), strs (one or more words), ints (one or more integers), array
+    (a Pd array set's name, Pd only). `group`: options of one group exclude each other. `where`: both, cli or pd.
     `pd_name`: its key in Pd when that differs (a positional argument's `input`)."""
     name: str
     kind: str
@@ -73,9 +74,10 @@ class Option:
                     raise ValueError(f"must be 0 or 1, got '{value}'")
                 return value == "1"
             return bool(self._finite(value))
-        if self.kind in ("paths", "strs"):
+        if self.kind in LISTS:
             values = [value] if isinstance(value, (str, os.PathLike, int, float)) else list(value)
-            return [self._one(v) for v in values]
+            one = self.item()
+            return [one.convert(v) for v in values]
         return self._one(value)
 
     def _one(self, value: Any) -> Any:
@@ -120,11 +122,15 @@ class Option:
             raise ValueError(f"must be {self.bounds()}, got {_word(value)}")
         return v
 
+    def item(self) -> Option:
+        """One item of a list option (the option itself otherwise)."""
+        return Option(self.name, LISTS.get(self.kind, self.kind), low=self.low, high=self.high,
+                      open_low=self.open_low, choices=self.choices)
+
     def argtype(self):
         """An argparse type that converts one word and bounds it at parse time, so that a bad
         number is one usage line (`argument --seed: must be between 0 and ...`)."""
-        one = Option(self.name, {"paths": "path", "strs": "str"}.get(self.kind, self.kind),
-                     low=self.low, high=self.high, open_low=self.open_low, choices=self.choices)
+        one = self.item()
 
         def parse(text: str) -> Any:
             try:
@@ -162,7 +168,7 @@ class Option:
             hi = "" if self.high is None else show(self.high)
             return f"{lo}..{hi}"
         return {"flag": "0|1", "choice": " | ".join(self.choices), "path": "<path>",
-                "paths": "<file>...", "strs": "<word>...", "array": "<set>",
+                "paths": "<file>...", "strs": "<word>...", "ints": "<int>...", "array": "<set>",
                 "str": f"<{(self.metavar or 'text').lower()}>"}[self.kind]
 
 
@@ -275,7 +281,7 @@ class Spec:
                 raise UnravelError(f"{self.name}: {key} {e}") from None
             if o.kind in ("path", "paths") and base:
                 v = [pathlib.Path(base) / p for p in v] if o.kind == "paths" else pathlib.Path(base) / v
-            values[o.attr] = values.get(o.attr, []) + v if o.kind in ("paths", "strs") else v
+            values[o.attr] = values.get(o.attr, []) + v if o.kind in LISTS else v
             i += 2
         return self._make(values, set(values))
 
@@ -307,7 +313,7 @@ class Spec:
             else:
                 kw["type"] = o.argtype()
                 kw["metavar"] = o.metavar
-                if o.kind in ("paths", "strs"):
+                if o.kind in LISTS:
                     kw["nargs"] = "+"
                 if o.kind == "choice":
                     kw["choices"] = o.choices

@@ -148,7 +148,7 @@ def unravel_help() -> str:
         ("INLETS:", [("1st: signal", "the model's first input channel (with -m: all channels in one "
                                      "multichannel signal)"),
                      ("1st: messages", "bang, enable, load, reload, method, bufsize, sync, set, get, "
-                                       "layers, get_weights, set_weights, bend, morph, restore, save and the "
+                                       "layers, get_weights, set_weights, bend, channels, morph, restore, save and the "
                                        "jobs encode, stats, generate, decode, tempo, diffuse"),
                      ("2nd...: signal", "the other input channels (without -m)")]),
         ("OUTLETS:", [("1st...: signal", "one per output channel (with -m: one multichannel outlet)"),
@@ -247,6 +247,12 @@ def layers_group() -> Canvas:
                                                   "zero, then an amount"),
         ("bend decoder.net.2.weight spread 2 50 7", "... on 50 percent of the weights, seed 7"),
         ("restore decoder.net.2.weight", "that layer's original weights, bit for bit"),
+        ("channels decoder.net.6.weight scale 2 list 0 5", "output channels 0 and 5 of that layer "
+                                                           "x2, exactly (ops: ablate, scale <k>, "
+                                                           "invert, permute. Then all, a percent "
+                                                           "or list <c>..., then a seed)"),
+        ("channels decoder.net.6.weight ablate 25 7", "a quarter of its output channels "
+                                                      "silent, picked with seed 7"),
         ("morph default4 0.3", "every layer both models have (name and shape) becomes "
                                "0.7 x this one + 0.3 x that one's. Best between two models "
                                "fine-tuned from one base. Replies 'morph <matched> <unmatched>'"),

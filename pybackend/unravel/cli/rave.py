@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from unravel.errors import UnravelError
-from unravel.operations import BEND, DECODE, ENCODE, GENERATE, MODEL_HELP, MORPH, STATS, TEMPO
+from unravel.operations import BEND, CHANNELS, DECODE, ENCODE, GENERATE, MODEL_HELP, MORPH, STATS, TEMPO
 
 
 def _load(args: argparse.Namespace, spec: str, warmup: bool = True):
@@ -213,6 +213,19 @@ def cmd_bend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_channels(args: argparse.Namespace) -> int:
+    from unravel.safewrite import check_target, check_writable_dir
+    s = CHANNELS.from_cli(args)
+    out = check_target(s.output, s.force)   # before the model is loaded
+    check_writable_dir(out.parent if str(out.parent) else ".")
+    from unravel.bend import Bender
+    bender = Bender(_load(args, s.model, warmup=False))
+    n = bender.channels(s.layer, s.op, s.amount, s.channels, s.percent, s.seed)
+    print(f"channels {s.layer} {s.op}: {n} channels", file=sys.stderr)
+    print(bender.save(out, force=s.force))
+    return 0
+
+
 def cmd_morph(args: argparse.Namespace) -> int:
     from unravel.archive import resolve_model
     from unravel.safewrite import check_target, check_writable_dir
@@ -241,6 +254,7 @@ def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentP
     for spec, func, parents in ((ENCODE, cmd_encode, [common, device]), (STATS, cmd_stats, [common]),
                                 (GENERATE, cmd_generate, [common]), (TEMPO, cmd_tempo, [common]),
                                 (DECODE, cmd_decode, [common, device]), (BEND, cmd_bend, [common, device]),
+                                (CHANNELS, cmd_channels, [common, device]),
                                 (MORPH, cmd_morph, [common, device])):
         s = sub.add_parser(spec.name, parents=parents, help=spec.help)
         spec.add_to(s)
