@@ -12,6 +12,7 @@ import argparse
 import math
 import os
 import pathlib
+import re
 import shlex
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
@@ -340,6 +341,15 @@ class Spec:
     def command_line(self, s: Settings, also: Sequence[str] = ()) -> str:
         """`unravel <argv>` as one shell line."""
         return "unravel " + shlex.join(self.argv(s, also))
+
+    def in_pd_words(self, text: str) -> str:
+        """`text` (an error line) with each command-line option it names spelled as a Pd
+        job's key: `--force` -> `force 1`, `--latent-length` -> `latent-length`."""
+        for o in sorted(self.on("pd"), key=lambda o: -len(o.name)):
+            if not o.positional:
+                text = re.sub(rf"(?<![\w-]){re.escape(o.flag)}(?![\w-])",
+                              f"{o.key} 1" if o.kind == "flag" else o.key, text)
+        return text
 
     def pd_rows(self) -> list[tuple[str, str]]:
         """(`key value`, help) for each option of the Pd job: the help patch's rows."""

@@ -184,8 +184,10 @@ def unravel_help() -> str:
     for m in ("bang", "en0", "en1", "r"):
         c.connect(m, 0, "u", 0)
     c.connect("osc", 0, "u", 0)
-    c.obj("print unravel~", "pr", 220, y + 115)
-    c.connect("u", 1, "pr", 0)
+    c.obj("route error", "rerr", 125, y + 115)     # an error: the object prints it, once
+    c.connect("u", 1, "rerr", 0)
+    c.obj("print unravel~", "pr", 225, y + 115)
+    c.connect("rerr", 1, "pr", 0)
     c.obj("*~ 0.2", "g", 20, y + 115)
     c.connect("u", 0, "g", 0)
     c.obj("dac~", "dac", 20, y + 150)
