@@ -207,6 +207,7 @@ class Spec:
     help: str
     options: tuple[Option, ...]
     command: str = ""
+    examples: tuple[str, ...] = ()     # command lines shown at the end of its --help
 
     def __str__(self) -> str:
         return self.name
@@ -351,9 +352,19 @@ class Spec:
                               f"{o.key} 1" if o.kind == "flag" else o.key, text)
         return text
 
+    def parser_args(self) -> dict[str, Any]:
+        """`add_parser` keywords of its command: its name, help and examples."""
+        return {"name": self.command or self.name, "help": self.help, **epilog(self.examples)}
+
     def pd_rows(self) -> list[tuple[str, str]]:
         """(`key value`, help) for each option of the Pd job: the help patch's rows."""
         return [(f"{o.key} {o.pd_value()}", o.described()) for o in self.on("pd")]
+
+
+def epilog(examples: Sequence[str]) -> dict[str, Any]:
+    """`add_parser` keywords that end a command's --help with its example lines, as written."""
+    text = "examples:\n" + "\n".join("  " + e for e in examples)
+    return {"epilog": text, "formatter_class": argparse.RawDescriptionHelpFormatter}
 
 
 def _word(v: Any) -> str:
