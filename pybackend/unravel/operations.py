@@ -177,7 +177,7 @@ PREPARE = Spec("prepare", "audio files or folders -> training latents for train-
            help="latent frames per chunk (default 256, chunks of L*ratio samples)"),
     Option("no-normalize", "flag", help="skip the per-chunk z-score"),
     _output("latent folder", required=True), JOBS, FORCE), command="prepare-diffusion",
-    examples=("python -m unravel.data.toyrave loop --bars 90 --out long/   # 2 min of audio",
+    examples=("python -m unravel.data.toyrave loop --bars 90 --out long/   # in a clone: 2 min of audio",
               "unravel prepare-diffusion -m default long/ -o train-latents/ --latent-length 256"))
 
 TRAIN = Spec("train", "train a latent diffusion model on a folder of latents", (

@@ -150,7 +150,8 @@ def composition() -> str:
     y = _intro(c, "2 - an UnRAVEl composition: encode the bundled loop, generate a fibo pattern "
                    "from its statistics (seed 2024, 11 points: blocks of 1+2+3+5+8 = 19 frames, "
                    "4 loops: 76 frames), play it through the decoder. The player shows one loop: "
-                   "19 frames = 68.00 BPM at 44.1 kHz. "
+                   "19 frames, 0.88 s: 2 beats (the player counts about 2 a second unless "
+                   "told 'beats <n>') = 136.00 BPM at 44.1 kHz. "
                    f"Files go to {OUT}/2-composition (a new pattern file each "
                    "time, nothing overwritten). Turn DSP on, click the button (or send "
                    "composition-make), wait for 'loaded', then Render.")
@@ -239,7 +240,9 @@ def render() -> str:
     c.obj("file isfile", "fin_isf", 350, 545)
     c.connect("fin_t", 0, "fin_isf", 0)
     c.msg("exists (kept): $1", "fin_exists", 520, 595)
-    c.connect("fin_isf", 0, "fin_keep", 0)
+    c.obj("t b", "fin_isb", 450, 570)      # [file isfile] says 1: the name, not 'float'
+    c.connect("fin_isf", 0, "fin_isb", 0)
+    c.connect("fin_isb", 0, "fin_keep", 0)
     c.connect("fin_keep", 0, "fin_exists", 0)
     c.obj("print demo", "fin_pr", 520, 620)
     c.connect("fin_exists", 0, "fin_pr", 0)
