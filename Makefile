@@ -55,10 +55,13 @@ $(JITLOAD): native/jitload.cpp native/build_jitload.py $(VENV)/.stamp
 	  { echo "setup: unravel._jitload did not build (see build/jitload.log); models load with torch.jit.load"; }
 	@touch $@
 
-# A deken package of build/unravel for this platform: dist/unravel[v<version>](<OS>-<cpu>-32).dek
-# with its .sha256 and object list (tools/dek.py says what is in it).
-dist: package
-	$(VPY) tools/dek.py build/unravel dist
+# A deken package of the library folder for this platform: dist/unravel[v<version>](<OS>-<cpu>-32).dek
+# with its .sha256 and object list (tools/dek.py says what is in it). It needs only what the
+# folder needs: Pd's headers, cmake, a C compiler and $(PYTHON)'s headers and libpython (no venv,
+# no torch: the folder is built apart, in build/dist, and its unravel.cfg is not packed).
+dist: system
+	cmake -S . -B build/dist -DUNRAVEL_PYTHON=$$(command -v $(PYTHON)) >/dev/null && cmake --build build/dist -j2 >/dev/null
+	$(PYTHON) tools/dek.py build/dist/unravel dist
 
 # Chromium for the web page's browser test (Debian's package: Playwright's own download is not
 # used). Without it the browser test skips and says why.

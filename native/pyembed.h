@@ -113,6 +113,7 @@ typedef struct pycall {
     int want;               /* make the runner below after the message */
     char method[PYNAME_SIZE];
     int bufsize, dspn, nin, nout, keep;
+    int tell;               /* for the caller: what to post once its runner is installed */
     t_pymsg *after;         /* for Pd's thread once the calls before it ran: a job, a bang */
     int route;              /* msg's route was not known on Pd's thread: the control thread
                                finds it, and hands a job or registry message back as after */

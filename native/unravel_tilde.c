@@ -125,6 +125,30 @@ static int unravel_isload(const t_pycall *c)
     return c->msg && !strcmp(c->msg->sel, "load");
 }
 
+/* what a call that changed the object's settings posts once its runner plays (t_pycall.tell) */
+enum { TELL_NONE, TELL_LOAD, TELL_METHOD, TELL_BUFSIZE };
+
+/* the mode a buffer size runs in, as `bang` replies it */
+static const char *unravel_mode(t_unravel *x, int bufsize)
+{
+    return bufsize == 0 ? "inline" : unravel_issync(x) ? "sync" : "live";
+}
+
+/* the one line a settled `load`, `method` or `bufsize` posts (nn~ posts its loads) */
+static void unravel_tell(t_unravel *x, const t_pycall *c)
+{
+    const t_methodparams *p = &c->mp;
+    if (c->tell == TELL_LOAD)
+        post("[unravel~]: loaded model %s (method %s, dim %d %d)", unravel_modelname(x),
+            c->usedmethod, p->in_chans, p->out_chans);
+    else if (c->tell == TELL_METHOD)
+        post("[unravel~]: method %s (dim %d %d, ratio %d %d)", c->usedmethod, p->in_chans,
+            p->out_chans, p->in_ratio, p->out_ratio);
+    else if (c->tell == TELL_BUFSIZE)
+        post("[unravel~]: bufsize %d (mode %s)", c->usedbufsize,
+            unravel_mode(x, c->usedbufsize));
+}
+
 static t_garray *unravel_findarray(t_unravel *x, t_symbol *name, const char *what)
 {
     t_garray *a = (t_garray *)pd_findbyclass(name, garray_class);
@@ -391,6 +415,8 @@ static void unravel_apply(t_unravel *x)
         unravel_exithook();     /* after the runner's first Python: see there */
         if (old != x->x_runner)
             unravel_release(x, old, 0, 0);
+        if (c->tell && x->x_runner && !c->runner)
+            unravel_tell(x, c);     /* installed: it plays from this block on */
         if (loaded)
         {   /* the new model plays from this block on */
             t_atom a;
@@ -458,6 +484,8 @@ static void unravel_take(t_unravel *x, t_pycall *c)
             x->x_gpu = (gpu->argv[0].f != 0);
     }
     pymsg_send(c->notes, unravel_reply, x);
+    if (c->notes)
+        c->tell = TELL_NONE;    /* its notes said what changed */
     pymsg_send(c->after, unravel_after, x);
     if (c->failed)
         pd_error(x, "[unravel~]: %s", c->err);
@@ -487,13 +515,19 @@ static void unravel_ctltick(t_unravel *x)
 
 /* ------------------------------ the DSP engine ------------------------------ */
 
-/* a new runner for the current method and buffer size (or the mode alone, without a model) */
-static void unravel_setupengine(t_unravel *x)
+/* a new runner for the current method and buffer size (or the mode alone, without a model);
+   `tell`: what it posts once it plays */
+static void unravel_setupengine(t_unravel *x, int tell)
 {
+    t_pycall *c;
     if (!x->x_engine)
         return;
     if (x->x_session)
-        unravel_call(x, unravel_newcall(x, 0, 0, 0, 1), x->x_method->s_name);
+    {
+        if ((c = unravel_newcall(x, 0, 0, 0, 1)))
+            c->tell = tell;
+        unravel_call(x, c, x->x_method->s_name);
+    }
     else
     {
         x->x_modechange = 1;
@@ -582,7 +616,7 @@ static void unravel_dsp(t_unravel *x, t_signal **sp)
     {
         x->x_dspn = n;
         if (x->x_bufsize == 0)
-            unravel_setupengine(x);
+            unravel_setupengine(x, TELL_NONE);
     }
     unravel_resetengine(x);
     dsp_add(unravel_perform, 2, x, (t_int)n);
@@ -615,6 +649,7 @@ static void unravel_gpu(t_unravel *x, t_floatarg f)
 
 static void unravel_method(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
 {
+    t_pycall *c;
     (void)s;
     if (!unravel_needsession(x, "method"))
         return;
@@ -624,7 +659,9 @@ static void unravel_method(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
         return;
     }
     x->x_method = atom_getsymbol(argv);     /* the wish; the call settles it */
-    unravel_call(x, unravel_newcall(x, 0, 0, 0, 1), "method");
+    if ((c = unravel_newcall(x, 0, 0, 0, 1)))
+        c->tell = TELL_METHOD;
+    unravel_call(x, c, "method");
 }
 
 /* load <model>: the current model plays until the new one is ready and takes over at a
@@ -644,7 +681,10 @@ static void unravel_load(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
     SETSYMBOL(&a, unravel_findmodel(x, atom_getsymbol(argv)->s_name, path) ? gensym(path) :
         atom_getsymbol(argv));
     if ((c = unravel_newcall(x, s, 1, &a, 1)))
+    {
         c->keep = 1;
+        c->tell = TELL_LOAD;
+    }
     x->x_loading++;
     unravel_call(x, c, "load");
     if (x->x_gpu)
@@ -685,6 +725,7 @@ static void unravel_sync(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
     if (unravel_issync(x) && jobq_wait_idle(x->x_ctl, CALLWAIT) != 0)  /* from now on in order */
         unravel_setstalled(x, "sync", CALLWAIT);
     unravel_ctltick(x);
+    post("[unravel~]: sync %d (mode %s)", on, unravel_mode(x, x->x_bufsize));
 }
 
 /* as nn~: any size is rounded (to a power of two, at least the method's ratio) and the size
@@ -712,8 +753,10 @@ static void unravel_bufsize(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
         post("[unravel~]: bufsize %d -> %d (a power of two)", n, b);
         n = b;
     }
+    else if (!x->x_session && !x->x_loading)
+        post("[unravel~]: bufsize %d (mode %s)", n, unravel_mode(x, n));
     x->x_bufsize = n;
-    unravel_setupengine(x);
+    unravel_setupengine(x, TELL_BUFSIZE);
 }
 
 /* the reply `sel` of the model's part of the status (kept from the last call) */

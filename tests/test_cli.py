@@ -302,12 +302,15 @@ def test_bad_input_leaves_no_files(bad, bad_results):
 
 
 def test_threads_anywhere_and_model_rates(tmp_path, quirk_models, capsys):
-    """--threads before or after the command; generate/tempo take sr and ratio from --model."""
+    """--threads before or after the command (a command that runs a model; tempo takes it
+    before only, issue 25); generate/tempo take sr and ratio from --model."""
     from unravel import cli
     p = cli.build_parser()
-    assert p.parse_args(["tempo"]).threads == 1
+    enc = ["encode", "-m", "default", "x.wav"]
+    assert p.parse_args(enc).threads == 1
+    assert p.parse_args(["--threads", "3", *enc]).threads == 3
+    assert p.parse_args([*enc, "--threads", "2"]).threads == 2
     assert p.parse_args(["--threads", "3", "tempo"]).threads == 3
-    assert p.parse_args(["tempo", "--threads", "2"]).threads == 2
     latents.write_npy(tmp_path / "z.npy", np.random.default_rng(0).normal(size=(8, 30)).astype(np.float32))
     m = str(quirk_models["sr48k_sampling_rate"])
     assert cli.main(["generate", str(tmp_path / "z.npy"), "--model", m, "--bpm", "120", "-o", str(tmp_path / "g")]) == 0

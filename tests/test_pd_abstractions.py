@@ -228,6 +228,14 @@ def test_demo_render_is_fixed_nonsilent_and_repeatable(tmp_path):
         assert f"demo: wrote {wav}" in p.stdout
         outs.append(wav.read_bytes())
     assert outs[0] == outs[1]
+    # issue 25: a second render into the same folder keeps the first (demo-2.wav beside it)
+    before = sorted(q.name for q in (tmp_path / "a").rglob("*"))
+    p = subprocess.run(["sh", str(script), str(tmp_path / "a")], capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0 and f"demo: wrote {tmp_path / 'a' / 'demo-2.wav'}" in p.stdout, p.stdout
+    assert (tmp_path / "a" / "demo.wav").read_bytes() == outs[0]
+    assert (tmp_path / "a" / "demo-2.wav").read_bytes() == outs[0]
+    assert set(before) <= {q.name for q in (tmp_path / "a").rglob("*")}
     y, sr = sf.read(tmp_path / "a" / "demo.wav", dtype="float32")
     assert sr == 44100 and y.shape == (8 * 44100,)
     rms = float(np.sqrt(np.mean(y.astype(np.float64) ** 2)))

@@ -195,3 +195,33 @@ def test_objects_freed_while_dsp_runs(tmp_path):
     r = run_pd(p.write(tmp_path / "cycles.pd"), timeout=60)
     assert r.returncode == 0 and r.errors == [], r.lines[-20:]
     assert r.after("cycle:") == [str(k) for k in range(1, cycles)], r.lines[-20:]
+
+
+def test_a_job_error_prints_once_in_pds_words(tmp_path):
+    """Issue 25: a failed job prints one error line in Pd's window, in Pd's option syntax
+    (`force 1`, not `--force`) and without escaped spaces; the reply on the info outlet is
+    for the patch (the examples route it, they do not print it again)."""
+    import shutil
+    from pdrun import ROOT
+    shutil.copy(ROOT / "pybackend" / "unravel" / "data" / "loop.wav", tmp_path / "loop.wav")
+    (tmp_path / "out dir").mkdir()
+    (tmp_path / "out dir" / "loop.npy").write_bytes(b"kept")
+    p = Patch()
+    lb = p.obj("loadbang")
+    job = p.msg("encode input loop.wav output out\\ dir")
+    u = p.obj("unravel~ default encode")
+    rt = p.obj("route done error")
+    p.connect(lb, 0, job, 0)
+    p.connect(job, 0, u, 0)
+    p.connect(u, 8, rt, 0)
+    quit_ = p.msg("; pd quit")
+    p.connect(rt, 0, quit_, 0)
+    p.connect(rt, 1, quit_, 0)
+    r = run_pd(p.write(tmp_path / "job.pd"), timeout=120)
+    assert r.returncode == 0, r.lines
+    assert len(r.errors) == 1, r.lines
+    err = r.errors[0]
+    assert err.startswith("error: [unravel~]: encode: ") and "loop.npy" in err, err
+    assert "force 1" in err and "--force" not in err and "\\" not in err, err
+    assert [ln for ln in r.lines if "loop.npy" in ln] == [err], r.lines
+    assert (tmp_path / "out dir" / "loop.npy").read_bytes() == b"kept"

@@ -113,7 +113,8 @@ def test_2_composition_twice(home, tmp_path):
         r = run_example(home, tmp_path, "2-composition.pd", ["composition-make bang"],
                         "composition-loaded")
         got = r.after("got:")
-        assert got and got[0].startswith("loaded 19 67.99"), r.lines     # the comment: 19, 68.00
+        # the comment: 19, 136.00 (2 beats in 0.88 s: the player's default, issue 25)
+        assert got and got[0].startswith("loaded 19 135.99"), r.lines
         assert sorted(p.name for p in out.glob("fibo-*.latent.wav")) == [
             f"fibo-normal-{i:03d}.latent.wav" for i in range(1, k + 1)]
     assert (out / "loop.npy").exists()
@@ -129,6 +130,7 @@ def test_3_render(home, tmp_path):
     first = (out / "demo.wav").read_bytes()
     r = run_example(home, tmp_path, "3-render.pd", [], "itself")
     assert any("exists (kept)" in ln for ln in r.lines), r.lines
+    assert f"demo: exists (kept): {out / 'demo.wav'}" in r.lines, r.lines    # the name, not 'float'
     assert (out / "demo.wav").read_bytes() == first
 
 
@@ -181,3 +183,12 @@ def test_help_job_messages_work_from_the_help_folder(home, tmp_path):
     assert not r.after("failed:") and not r.errors, r.lines
     out = home / "Documents" / "unravel" / "help"
     assert (out / "loop.npy").exists() and (out / "loop.wav").exists()
+
+
+def test_make_dist_needs_no_venv():
+    """Issue 25: `make dist` builds the library folder apart (build/dist) with $(PYTHON)'s
+    headers and packs it with the standard library: no venv, no pip, no torch."""
+    p = subprocess.run(["make", "-n", "dist"], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert ".venv" not in p.stdout and "pip " not in p.stdout, p.stdout
+    assert "tools/dek.py build/dist/unravel dist" in p.stdout, p.stdout

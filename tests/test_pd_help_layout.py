@@ -1,9 +1,14 @@
 """The layout of the help patches and examples (issue 11): every window (patch and subpatch)
-fits in 1000x700, every box lies inside its window, and no two boxes or comments overlap.
+fits in 1000x700, every box lies inside its window, and no two boxes or comments overlap;
+no cord passes through a box it does not connect (issue 25).
 
 Box sizes are measured as Pd 0.55 draws them at font size 12 (DejaVu Sans Mono: 7 px per
 character, 16 px per line; boxes wrap at 60 characters, comments at their width `f N`);
-panel abstractions ([bender], [chns0n]...) take the size of their graph-on-parent area."""
+panel abstractions ([bender], [chns0n]...) take the size of their graph-on-parent area.
+A cord runs from its outlet's middle (the box's bottom edge) to its inlet's (the top edge),
+Pd spreading n iolets 7 px wide evenly over the box's width; the counts come from the
+object's arguments for the vanilla objects our patches use, our abstractions' files, and
+otherwise the highest iolet the patch connects."""
 
 from __future__ import annotations
 
@@ -41,6 +46,8 @@ class Window:
     w: int
     h: int
     boxes: list[Box] = field(default_factory=list)
+    objects: list[Box | None] = field(default_factory=list)   # by Pd's index (cnv: None)
+    cords: list[tuple[int, int, int, int]] = field(default_factory=list)
 
 
 def _records(text: str) -> list[list[str]]:
@@ -87,8 +94,13 @@ def _gop_size(name: str) -> tuple[int, int] | None:
     f = PD_DIR / f"{name}.pd"
     if not f.exists():
         return None
-    for r in _records(f.read_text()):
-        if r[:2] == ["#X", "coords"] and len(r) >= 9 and r[8] != "0":
+    depth = 0
+    for r in _records(f.read_text()):      # the abstraction's own canvas, not a graph in it
+        if r[:2] == ["#N", "canvas"]:
+            depth += 1
+        elif r[:2] == ["#X", "restore"]:
+            depth -= 1
+        elif depth == 1 and r[:2] == ["#X", "coords"] and len(r) >= 9 and r[8] != "0":
             return int(float(r[6])), int(float(r[7]))
     return None
 
@@ -136,16 +148,111 @@ def parse(path: Path) -> list[Window]:
             win, (gw, gh) = stack.pop(), graph_size.pop()
             x, y = int(float(r[2])), int(float(r[3]))
             if r[4] == "graph":
-                stack[-1].boxes.append(Box("graph", x, y, gw, gh, "graph"))
+                b = Box("graph", x, y, gw, gh, "graph")
             else:
                 done.append(win)
                 label = " ".join(r[4:])
-                stack[-1].boxes.append(Box("obj", x, y, CW * len(label) + 8, LH + 5, label))
+                b = Box("obj", x, y, CW * len(label) + 8, LH + 5, label)
+            stack[-1].boxes.append(b)
+            stack[-1].objects.append(b)
         elif r[0] == "#X" and r[1] in ("obj", "msg", "text", "floatatom", "symbolatom"):
             b = _box(r)
             if b:
                 stack[-1].boxes.append(b)
+            stack[-1].objects.append(b)
+        elif r[:2] == ["#X", "connect"]:
+            stack[-1].cords.append(tuple(int(v) for v in r[2:6]))
     return stack + done
+
+
+IOW = 7     # an inlet's or outlet's width
+
+
+def _abstraction_iolets(name: str) -> tuple[int, int] | None:
+    """(inlets, outlets) of one of our abstractions (None: not one)."""
+    f = PD_DIR / f"{name}.pd"
+    if not f.exists():
+        return None
+    depth, n = 0, [0, 0]
+    for r in _records(f.read_text()):
+        if r[:2] == ["#N", "canvas"]:
+            depth += 1
+        elif r[:2] == ["#X", "restore"]:
+            depth -= 1
+        elif depth == 1 and r[:2] == ["#X", "obj"] and len(r) > 4:
+            if r[4] in ("inlet", "inlet~"):
+                n[0] += 1
+            elif r[4] in ("outlet", "outlet~"):
+                n[1] += 1
+    return n[0], n[1]
+
+
+def iolets(b: Box, used_in: int, used_out: int) -> tuple[int, int]:
+    """(inlets, outlets) of box b; `used_*`: the highest index the patch connects, plus 1."""
+    if b.kind in ("msg", "floatatom", "symbolatom"):
+        return 1, 1
+    if b.kind == "graph" or b.kind == "text":
+        return 0, 0
+    args = b.text.split()
+    name, k = (args[0] if args else ""), len(args) - 1
+    if name in ("list",) and k >= 1:
+        name = f"list {args[1]}"
+    known = {"t": (1, k), "trigger": (1, k), "route": (2 if k == 1 else 1, k + 1),
+             "sel": (2 if k == 1 else 1, k + 1), "select": (2 if k == 1 else 1, k + 1),
+             "pack": (max(k, 2), 1), "unpack": (1, max(k, 2)), "dac~": (max(k, 2), 0),
+             "list split": (2, 3), "list append": (2, 1), "list prepend": (2, 1),
+             "symbol": (2, 1), "f": (2, 1), "float": (2, 1), "spigot": (2, 1), "moses": (2, 2),
+             "file": (1, 2), "tabplay~": (1, 2)}
+    n = known.get(name) or _abstraction_iolets(name)
+    if n is None:
+        return used_in, used_out
+    return max(n[0], used_in), max(n[1], used_out)
+
+
+def _iolet_x(b: Box, k: int, n: int) -> float:
+    return b.x + ((b.w - IOW) * k / (n - 1) if n > 1 else 0) + IOW / 2
+
+
+def _crosses(p: tuple[float, float], q: tuple[float, float], b: Box) -> bool:
+    """Whether the segment p-q passes through box b's inside (1 px in from its edges)."""
+    x0, y0, x1, y1 = b.x + 1, b.y + 1, b.x + b.w - 1, b.y + b.h - 1
+    t0, t1 = 0.0, 1.0
+    dx, dy = q[0] - p[0], q[1] - p[1]
+    for d, lo, hi, v in ((dx, x0, x1, p[0]), (dy, y0, y1, p[1])):
+        if d == 0:
+            if not lo < v < hi:
+                return False
+            continue
+        a, c = (lo - v) / d, (hi - v) / d
+        t0, t1 = max(t0, min(a, c)), min(t1, max(a, c))
+        if t0 >= t1:
+            return False
+    return True
+
+
+def crossings(win: Window) -> list[str]:
+    """'<cord> crosses <box>' for each cord of the window through a box it does not connect
+    (comments aside)."""
+    used: dict[tuple[int, str], int] = {}
+    for a, o, b, i in win.cords:
+        used[(a, "out")] = max(used.get((a, "out"), 0), o + 1)
+        used[(b, "in")] = max(used.get((b, "in"), 0), i + 1)
+    out = []
+    for a, o, b, i in win.cords:
+        src, dst = win.objects[a], win.objects[b]
+        if src is None or dst is None:
+            continue
+        nout = iolets(src, used.get((a, "in"), 1), used.get((a, "out"), 1))[1]
+        nin = iolets(dst, used.get((b, "in"), 1), used.get((b, "out"), 1))[0]
+        p = (_iolet_x(src, o, nout), src.y + src.h)
+        q = (_iolet_x(dst, i, nin), dst.y)
+        for c in win.boxes:
+            if c is src or c is dst or c.kind == "text":
+                continue
+            if _crosses(p, q, c):
+                out.append(f"{win.name}: the cord '{src.text[:30]}' {o} -> '{dst.text[:30]}' {i} "
+                           f"crosses '{c.text[:30]}' at {c.x},{c.y}")
+    return out
 
 
 def problems(path: Path) -> list[str]:
@@ -167,9 +274,39 @@ def problems(path: Path) -> list[str]:
     return out
 
 
+def all_crossings(path: Path) -> list[str]:
+    return [c for win in parse(path) if not win.name.endswith(":(subpatch)") for c in crossings(win)]
+
+
+# Cords through boxes as measured when the check came (issue 25), before the patches are laid
+# out again: no patch may get more, and the ones at 0 stay there. Lower a number when a
+# patch gets better.
+CROSSINGS_TODAY = {"unravel~-help.pd": 145, "bender-help.pd": 0, "chns0n-help.pd": 1,
+                   "ch4ns0n-help.pd": 1, "ch8ns0n-help.pd": 1, "examples/1-bending.pd": 2,
+                   "examples/2-composition.pd": 12, "examples/3-render.pd": 30,
+                   "examples/4-diffusion.pd": 5, "examples/5-live.pd": 0}
+
+
 @pytest.mark.parametrize("name", HELP + EXAMPLES)
 def test_layout(name):
     assert problems(PD_DIR / name) == []
+
+
+@pytest.mark.parametrize("name", HELP + EXAMPLES)
+def test_no_new_cord_through_a_box(name):
+    got = all_crossings(PD_DIR / name)
+    assert len(got) <= CROSSINGS_TODAY[name], "\n".join(got)
+
+
+def test_the_check_sees_a_cord_through_a_box(tmp_path):
+    """The control: [t b b] above [f] above [print]: the cord from [t b b] to [print] runs
+    through [f]; moved right of it, it does not."""
+    p = tmp_path / "cord.pd"
+    body = "#N canvas 0 50 400 300 12;\n#X obj 10 10 t b b;\n#X obj 10 50 f;\n#X obj 10 90 print;\n"
+    p.write_text(body + "#X connect 0 0 2 0;\n")
+    assert len(all_crossings(p)) == 1 and "crosses 'f'" in all_crossings(p)[0]
+    p.write_text(body + "#X connect 0 1 2 0;\n#X connect 0 0 1 0;\n")
+    assert all_crossings(p) == []
 
 
 def test_the_check_sees_an_overlap(tmp_path):

@@ -16,7 +16,9 @@ pytestmark = pytest.mark.skipif(not (BUILD / "unravel~.pd_linux").exists(),
 
 BIAS = "encoder.net.10.bias"        # 8 weights in the bundled default model
 # (message, expectation): "reply <prefix>" = info line(s) starting so and no error,
-# "ok" = no error and no reply, "error" = exactly one error line and no reply
+# "ok" = no error and no reply, "error" = exactly one error line and no reply, "post <line>"
+# = no error and exactly one line '[unravel~]: <line>' in Pd's window (issue 25:
+# every message that changes state says so in one line)
 CASES = [
     ("bang", "reply loaded 1"),
     ("get_weights decoder.net.10.bias", "reply layer"),            # ORIGINAL (see below)
@@ -32,37 +34,41 @@ CASES = [
     (f"get_weights {BIAS} warr", "ok"), ("; warrsize bang", "reply wsize: 8"),
     ("get_weights", "error"), ("get_weights nope", "error"), (f"get_weights {BIAS} noarray", "error"),
     ("get_weights 12", "error"),
-    (f"set_weights {BIAS} 1 2 3 4 5 6 7 8", "ok"),
+    (f"set_weights {BIAS} 1 2 3 4 5 6 7 8", f"post set_weights {BIAS}: 8 weights"),
     (f"get_weights {BIAS}", "reply layer 1 2 3 4 5 6 7 8"),
-    (f"set_weights {BIAS} wsrc", "ok"),
+    (f"set_weights {BIAS} wsrc", f"post set_weights {BIAS}: 8 weights"),
     (f"get_weights {BIAS}", "reply layer 0.5 0.5 0.5 0.5 0.5 0.5 0.5 0.5"),
     (f"set_weights {BIAS} 1 2", "error"),
     (f"get_weights {BIAS}", "reply layer 0.5 0.5 0.5 0.5 0.5 0.5 0.5 0.5"),   # nothing written
     (f"set_weights {BIAS} " + " ".join(["1"] * 9), "error"),
     (f"set_weights {BIAS} wlong", "error"), (f"set_weights {BIAS} noarray", "error"),
     (f"set_weights {BIAS} a b c", "error"), ("set_weights nope 1", "error"), ("set_weights", "error"),
-    ("bend decoder.net.2.weight offset 0.05", "ok"), ("bend decoder.net.2.weight spread 2 50", "ok"),
+    ("bend decoder.net.2.weight offset 0.05", "post bend decoder.net.2.weight offset 0.05: 65536 weights"),
+    ("bend decoder.net.2.weight spread 2 50", "post bend decoder.net.2.weight spread 2: 32768 weights"),
     ("bend decoder.net.2.weight randomize 200", "ok"), ("bend decoder.net.2.weight invert 1", "ok"),
     ("bend decoder.net.2.weight zero 1 10", "ok"),
     ("bend nope offset 1", "error"), ("bend decoder.net.2.weight wobble 1", "error"),
     ("bend decoder.net.2.weight offset", "error"), ("bend decoder.net.2.weight offset 0.1 0", "error"),
     ("bend decoder.net.2.weight offset x", "error"), ("bend", "error"),
-    ("bend decoder.net.10.bias offset 0.1", "ok"),
+    ("bend decoder.net.10.bias offset 0.1", "post bend decoder.net.10.bias offset 0.1: 16 weights"),
     ("get_weights decoder.net.10.bias", "reply layer"),            # BENT
-    ("restore decoder.net.2.weight", "ok"), ("restore", "ok"), ("restore nope", "error"),
+    ("restore decoder.net.2.weight", "post restored decoder.net.2.weight"),
+    ("restore", "post restored 3 layers"), ("restore nope", "error"),
     ("get_weights decoder.net.10.bias", "reply layer"),            # RESTORED
     ("restore a b", "error"),
     ("save bent.ts", "reply saved"), ("save", "error"), ("save /nonexistent/dir/x.ts", "error"),
-    ("reload", "ok"), (f"get_weights {BIAS}", "reply layer"), ("reload 1", "error"),
-    ("bufsize 4096", "ok"), ("bufsize 0", "ok"), ("bufsize 2048", "ok"),
+    ("reload", "post reloaded default.ts"), (f"get_weights {BIAS}", "reply layer"), ("reload 1", "error"),
+    ("bufsize 4096", "post bufsize 4096 (mode sync)"), ("bufsize 0", "post bufsize 0 (mode inline)"),
+    ("bufsize 2048", "post bufsize 2048 (mode sync)"),
     # as nn~ (issue 10): any size is rounded to a power of two >= the ratio, with a post
     ("bufsize 1000", "ok"), ("bufsize 1024", "ok"), ("bufsize foo", "error"), ("bufsize", "error"),
     ("bufsize -4096", "error"), ("bufsize 1000.5", "error"),
-    ("method encode", "ok"), ("method forward", "ok"), ("method nope", "ok"),      # as nn~: a post, then forward ("method", "error"),
+    ("method encode", "post warning: method 'encode' takes 1 and gives 8 channels; "),  # its note
+    ("method forward", "post method forward (dim 1 1, ratio 1 1)"), ("method nope", "ok"),      # as nn~: a post, then forward ("method", "error"),
     ("method 1", "error"),
-    ("load default4", "reply loaded"), ("load default", "reply loaded"), ("load nonexistent_model", "error"),
+    ("load default4", "reply loaded"), ("load default", "post loaded model "), ("load nonexistent_model", "error"),
     ("load notamodel.wav", "error"), ("load notamodel", "error"), ("load", "error"), ("load 1 2", "error"),
-    ("sync 0", "ok"), ("sync 1", "ok"), ("sync", "error"), ("sync x", "error"),
+    ("sync 0", "post sync 0 (mode live)"), ("sync 1", "post sync 1 (mode sync)"), ("sync", "error"), ("sync x", "error"),
     ("gpu 1", "ok"), ("gpu 0", "ok"), ("gpu x", "error"),       # nn~'s: a post on a CPU build
     ("foo", "error"), ("foo 1 2", "error"),
     ("bang", "reply latency 2048"),
@@ -149,6 +155,10 @@ def test_message(result, k):
         assert "[unravel~]" in errors[0] or "unravel~" in errors[0]
     elif expect == "ok":
         assert errors == [] and replies == [], lines
+    elif expect.startswith("post "):
+        posts = [ln[len("[unravel~]: "):] for ln in lines if ln.startswith("[unravel~]: ")]
+        assert errors == [] and len(posts) == 1, lines
+        assert posts[0].startswith(expect[5:]) if expect.endswith(" ") else posts[0] == expect[5:], lines
     else:
         prefix = expect.split(" ", 1)[1]
         assert errors == [], lines

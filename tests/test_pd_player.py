@@ -26,6 +26,13 @@ pytestmark = pytest.mark.skipif(not (BUILD / "unravel~.pd_linux").exists(),
 RATIO, BLOCK, D = 2048, 64, 4
 
 
+def bpm(frames: int, beats: int = 0, sr: int = 44100) -> float:
+    """The player's BPM of a loop of `frames`: `beats` in it (0: about 2 a second, the
+    nearest whole number; issue 25)."""
+    seconds = frames * RATIO / sr
+    return 60 * (beats or max(1, int(2 * seconds + 0.5))) / seconds
+
+
 def _set(base: int, frames: int) -> list[list[float]]:
     """D arrays of `frames` values, base + 10 k + i: every channel and frame its own value."""
     return [[float(base + 10 * k + i) for i in range(frames)] for k in range(D)]
@@ -288,7 +295,7 @@ def test_a_file_and_arrays_alternate(tmp_path):
     want, want_msgs = expected(SETS, [(a, e) for a, _, e in events], samples)
     np.testing.assert_array_equal(y, want)
     assert changes(y[:, :1] < 300) == [events[0][0], 2 * loop_f, events[2][0]]
-    loaded = f"loaded {frames} {60 * 44100 / RATIO / frames:g} {120 * 44100 / RATIO / frames:g}"
+    loaded = f"loaded {frames} {bpm(frames):g} {2 * bpm(frames):g}"
     assert msgs == [(0, "loop 0"), (BLOCK, loaded), (2 * loop_f, "loop 2"),
                     (2 * loop_f + LOOP_A, "loop 3"), (events[2][0], loaded)]
     assert [(t, f"loop {n}") for t, n in want_msgs] == [m for m in msgs if m[1] != loaded]
@@ -331,6 +338,18 @@ def test_loops_then_open_reports_one_loop(tmp_path):
     y, msgs, res, _ = run_player(tmp_path, [(BLOCK, "; in loops 4, open z.latent.wav")], 4 * RATIO,
                                  batch=True)
     assert res.errors == [], res.lines
-    bpm = 60 * 44100 / RATIO / 19
-    assert msgs == [(0, "loop 0"), (BLOCK, f"loaded 19 {bpm:g} {2 * bpm:g}")]
+    assert msgs == [(0, "loop 0"), (BLOCK, f"loaded 19 {bpm(19):g} {2 * bpm(19):g}")]
     assert np.all(y[BLOCK:] == 0) and np.all(y[:BLOCK] > 0)
+
+
+def test_beats_gives_the_bundled_loops_tempo(tmp_path):
+    """Issue 25: the bundled loop (172 frames, 8 s at 180 BPM) shows about 120 BPM by default
+    (2 beats a second: 16) and 180 BPM after 'beats 24'; 'beats 0' goes back to the default."""
+    wav = BUILD / "examples" / "loop4.latent.wav"     # this player has 4 dims
+    events = [(BLOCK, f"; in open {wav}"), (2 * BLOCK, f"; in beats 24, open {wav}"),
+              (3 * BLOCK, f"; in beats 0, open {wav}")]
+    _, msgs, res, _ = run_player(tmp_path, events, 4 * BLOCK, batch=True)
+    assert res.errors == [], res.lines
+    shown = [m for _, m in msgs if m.startswith("loaded")]
+    assert shown == [f"loaded 172 {b:g} {2 * b:g}" for b in (bpm(172), bpm(172, 24), bpm(172))]
+    assert abs(bpm(172, 24) - 180) < 0.3 and abs(bpm(172) - 120) < 0.2

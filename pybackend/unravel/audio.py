@@ -196,13 +196,22 @@ def write_float_wav(path: str | os.PathLike, audio: np.ndarray, sr: int, dtype: 
         f.write(data.tobytes())
 
 
+BUNDLED_LOOP = Path(__file__).resolve().parent / "data" / "loop.wav"
+
+
+def bundled(item: str | os.PathLike) -> str | os.PathLike:
+    """An input as given, except `loop` (when no file or folder of that name is here): the
+    bundled 8 s, 180 BPM loop, as the model `default` names the bundled model."""
+    return BUNDLED_LOOP if os.fspath(item) == "loop" and not os.path.lexists(item) else item
+
+
 def scan_audio(inputs: Sequence[str | os.PathLike],
                extensions: Sequence[str] = AUDIO_EXTENSIONS) -> list[tuple[Path, str]]:
     """Audio files and the names their outputs take: a file given, or found at the top of a
     given folder, is named by its stem; one found in a subfolder by its folders and stem
     joined with `--` (`drums/kick/a.wav` -> `drums--kick--a`). Folders are scanned
     recursively in sorted order for names ending in one of `extensions` (any case; hidden
-    files and folders skipped)."""
+    files and folders skipped). `loop` is the bundled loop (`bundled`)."""
     exts = tuple("." + e.lower().lstrip(".") for e in extensions)
     if not exts:
         raise UnravelError("no file extensions given")
@@ -220,7 +229,7 @@ def scan_audio(inputs: Sequence[str | os.PathLike],
                     found.append(p)
         return found
 
-    files = expand_inputs(inputs, folder_files,
+    files = expand_inputs([bundled(i) for i in inputs], folder_files,
                           f"folder has no audio files ({' '.join(exts)})", "no input files given")
     unique = {p.resolve(): p for p in reversed(files)}      # a file given twice counts once
     return [(p, named.get(p, p.stem)) for p in files if unique[p.resolve()] is p]

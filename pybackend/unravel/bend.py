@@ -156,9 +156,10 @@ class Bender:
         self._touched[layer] = 100.0
         self._write(layer, torch.from_numpy(v).to(p.device, p.dtype))
 
-    def bend(self, layer: str, op: str, amount: float, percent: float | None = None, seed: int | None = None) -> None:
+    def bend(self, layer: str, op: str, amount: float, percent: float | None = None, seed: int | None = None) -> int:
         """Change one setting (an op of OPS; SWITCHES are on when amount != 0), optionally
-        percent and seed, and recompute the layer from its original weights."""
+        percent and seed, and recompute the layer from its original weights. Returns the
+        count of weights the settings touch."""
         if op not in OPS:
             raise UnravelError(f"bend: unknown op '{op}' (one of {', '.join(OPS)})")
         self._param(layer)
@@ -178,6 +179,8 @@ class Bender:
         if seed is not None:
             s.seed = int(seed)
         self._apply(layer, s)
+        n = self._param(layer).numel()
+        return n if s.percent >= 100 else max(1, math.floor(n * s.percent / 100))
 
     def _noise_for(self, layer: str, s: Settings, count: int) -> torch.Tensor:
         """Unit Gaussian noise for (seed, count), cached so slider moves stay cheap; drawn on
@@ -299,8 +302,9 @@ class Bender:
             self._write(layer, morphing.mix(orig, self._target[1][layer].reshape(-1), t))
         return m
 
-    def restore(self, layer: str | None = None) -> None:
-        """Put the original weights back bit for bit (one layer or all) and clear settings."""
+    def restore(self, layer: str | None = None) -> list[str]:
+        """Put the original weights back bit for bit (one layer or all) and clear settings;
+        returns the layers restored."""
         names = list(self._orig) if layer is None else [layer]
         for name in names:
             self._param(name)
@@ -309,6 +313,7 @@ class Bender:
             self._settings.pop(name, None)
             self._noise.pop(name, None)
             self._touched.pop(name, None)
+        return names
 
     def save(self, path: os.PathLike, force: bool = False) -> pathlib.Path:
         """Save the bent model as a TorchScript file (see Model.save)."""

@@ -260,7 +260,7 @@ class Session:
         pdargs.count("reload", args, 0, 0, "")
         self.model.reload()
         self._bender = None
-        return []
+        return [["post", f"reloaded {self.model.path.name}"]]
 
     def msg_get(self, args: list) -> list[list]:
         pdargs.count("get", args, 1, 1, "<attribute>")
@@ -286,8 +286,7 @@ class Session:
         layer = pdargs.symbol("set_weights", args[0], "layer")
         if any(isinstance(v, str) for v in args[1:]):
             raise UnravelError("set_weights: the values must be floats (or one array name)")
-        self.set_weights(layer, np.asarray(args[1:], dtype=np.float32))
-        return []
+        return self.set_weights(layer, np.asarray(args[1:], dtype=np.float32))
 
     def msg_bend(self, args: list) -> list[list]:
         pdargs.count("bend", args, 3, 5, f"<layer> <{'|'.join(bend.OPS)}> <amount> [percent] [seed]")
@@ -296,8 +295,8 @@ class Session:
         amount = pdargs.value("bend", args[2], BEND.option("amount"))
         percent = pdargs.value("bend", args[3], BEND.option("percent")) if len(args) > 3 else None
         seed = pdargs.value("bend", args[4], BEND.option("seed")) if len(args) > 4 else None
-        self.bender.bend(layer, op, amount, percent, seed)
-        return []
+        n = self.bender.bend(layer, op, amount, percent, seed)
+        return [["post", f"bend {layer} {op} {amount:g}: {n} weights"]]
 
     def msg_channels(self, args: list) -> list[list]:
         """`channels <layer> ablate|invert|permute|scale <k> [all|<percent>|list <c>...] [seed]`:
@@ -340,8 +339,8 @@ class Session:
 
     def msg_restore(self, args: list) -> list[list]:
         pdargs.count("restore", args, 0, 1, "[layer]")
-        self.bender.restore(pdargs.symbol("restore", args[0], "layer") if args else None)
-        return []
+        names = self.bender.restore(pdargs.symbol("restore", args[0], "layer") if args else None)
+        return [["post", f"restored {names[0]}" if args else f"restored {len(names)} layers"]]
 
     def msg_save(self, args: list) -> list[list]:
         """`save <path.ts> [force]`: an existing file is replaced only with `force`."""
@@ -363,10 +362,12 @@ class Session:
         return np.ascontiguousarray(self.bender.get_weights(layer), dtype=np.float32)
 
     @one_line("set_weights")
-    def set_weights(self, layer: str, values) -> None:
-        """Write a layer's weights from a float32 buffer (length checked by the bender)."""
-        self.bender.set_weights(layer, np.frombuffer(values, dtype=np.float32)
-                                if not isinstance(values, np.ndarray) else values)
+    def set_weights(self, layer: str, values) -> list[list]:
+        """Write a layer's weights from a float32 buffer (length checked by the bender);
+        returns the line for Pd's window."""
+        v = np.frombuffer(values, dtype=np.float32) if not isinstance(values, np.ndarray) else values
+        self.bender.set_weights(layer, v)
+        return [["post", f"set_weights {layer}: {v.size} weights"]]
 
 
 @one_line()
@@ -388,7 +389,7 @@ def control(session: Session | None, sel: str, args: list, patch_dir: str, value
     elif session is None:
         raise UnravelError(f"{sel}: no model loaded (use 'load <model>')")
     elif sel == "set_weights" and values is not None:
-        session.set_weights(pdargs.symbol("set_weights", args[0], "layer"), values)
+        replies = session.set_weights(pdargs.symbol("set_weights", args[0], "layer"), values)
     elif sel:
         replies = session.message(sel, list(args))
     prepared = session.prepare(*want) if want else None

@@ -234,6 +234,14 @@ def run_job(session, name: str, args: Sequence, patch_dir: str,
     numpy only: here, so that a new pattern comes in within milliseconds)."""
     if name in REGISTRY:
         return registry_message(name, list(args), patch_dir), []
+    try:
+        return _run_job(session, name, args, patch_dir, arrays, sr)
+    except UnravelError as e:       # in Pd's words: `force 1`, not `--force`
+        raise UnravelError(JOBS[name][0].in_pd_words(str(e)) if name in JOBS else str(e)) from None
+
+
+def _run_job(session, name: str, args: Sequence, patch_dir: str, arrays: dict | None,
+             sr: float) -> tuple[list, list]:
     s, fn = parse(name, args, patch_dir)
     pd = PdArrays({k: [(n, np.frombuffer(b, dtype=np.float32)) for n, b in v]
                    for k, v in (arrays or {}).items()}, sr)

@@ -17,7 +17,7 @@ from unravel.settings import Option, Spec
 
 MODEL_HELP = "TorchScript model file ('default' = the bundled model)"
 
-SEED = Option("seed", "int", low=0, high=limits.MAX_SEED, metavar="S")
+SEED = Option("seed", "int", low=0, high=limits.MAX_SEED, metavar="S", help="random seed")
 
 
 BEND_OPS = {   # what `bend` does to the chosen weights (unravel.bend does it)
@@ -38,8 +38,12 @@ def _model(default: str | None = None, required: bool = True, help: str = MODEL_
 def _inputs(what: str) -> Option:
     return Option("inputs", "paths", positional=True,
                   pd_name="input", metavar="INPUT" if what == "audio" else "LATENTS",
-                  help="audio files or folders (scanned with their subfolders)" if what == "audio"
+                  help=LOOP_HELP if what == "audio"
                   else ".npy / latent .wav files or folders")
+
+
+LOOP_HELP = ("audio files or folders (scanned with their subfolders). On the command line 'loop' "
+             "is the bundled 8 s, 180 BPM loop (unless a file or folder 'loop' is here)")
 
 
 def _output(help: str = "output folder (default: .)", required: bool = False) -> Option:
@@ -66,7 +70,9 @@ ENCODE = Spec("encode", "audio files or folders -> latents (.npy)", (
     _model(), _inputs("audio"), IN_ARRAY, _output(), OUT_ARRAY, LATENT_WAV,
     Option("extensions", "strs", default=list(AUDIO_EXTENSIONS), metavar="EXT",
            help="file endings looked for in folders"),
-    JOBS, FORCE))
+    JOBS, FORCE),
+    examples=("unravel encode -m default loop -o latents/ --latent-wav",
+              "unravel encode -m default drums.wav loops/ -o latents/"))
 
 STATS = Spec("stats", "per-dimension statistics of latents", (
     _inputs("latents"), IN_ARRAY,
@@ -74,12 +80,16 @@ STATS = Spec("stats", "per-dimension statistics of latents", (
     Option("json", "flag", where="cli", help="print JSON"),
     Option("plot", "path", metavar="PNG", help="write a histogram per dimension"),
     Option("output", "path", where="pd", help="the JSON file (default <first input>.stats.json)"),
-    FORCE))
+    FORCE),
+    examples=("unravel stats latents/ --iqr", "unravel stats latents/loop.npy --json --plot loop.png"))
 
 GENERATE = Spec("generate", "synthetic latents from the statistics of encodings, arranged in a pattern", (
     _inputs("latents"), IN_ARRAY,
-    Option("pattern", "choice", default="default", choices=PATTERNS),
-    Option("dist", "choice", default="normal", choices=DISTRIBUTIONS),
+    Option("pattern", "choice", default="default", choices=PATTERNS,
+           help="how a block of points is arranged (see the README's Generate)"),
+    Option("dist", "choice", default="normal", choices=DISTRIBUTIONS,
+           help="what the points are drawn from: normal N(mean, std), uniform U(mean +- 3 std), "
+                "iqr-uniform U(lower, upper), correlation (the covariance)"),
     Option("iqr", "flag", help="centre/spread from the quartiles"),
     Option("points", "int", low=1, high=limits.MAX_LATENT_FRAMES, metavar="K", group="length",
            help="frames per block"),
@@ -88,12 +98,15 @@ GENERATE = Spec("generate", "synthetic latents from the statistics of encodings,
            help="repetitions (default 1)"),
     Option("files", "int", default=1, low=1, high=limits.MAX_COUNT, metavar="N",
            help="files to make, all from one random stream (default 1)"),
-    Option("seed", "int", default=0, low=0, high=limits.MAX_SEED, metavar="S"),
+    Option("seed", "int", default=0, low=0, high=limits.MAX_SEED, metavar="S",
+           help="seed of the random stream (default 0)"),
     Option("skip", "int", default=0, low=0, high=limits.MAX_COUNT, metavar="I",
            help="draw and drop the first I files of the stream (the sidecars use it)"),
     Option("plot", "path", metavar="PNG",
            help="also write violin, box and time-series plots of the generated files"),
-    *RATE_FROM_MODEL, _output(), OUT_ARRAY, FORCE))
+    *RATE_FROM_MODEL, _output(), OUT_ARRAY, FORCE),
+    examples=("unravel generate latents/ --pattern fibo --dist correlation --bpm 120 --loops 4 "
+              "--seed 7 -o gen/",))
 
 TEMPO = Spec("tempo", "quantized loop tempos (k frames -> BPM)", (
     *RATE_FROM_MODEL,
@@ -101,22 +114,25 @@ TEMPO = Spec("tempo", "quantized loop tempos (k frames -> BPM)", (
            help="show the k nearest this tempo"),
     Option("k", "int", low=1, high=limits.MAX_LATENT_FRAMES, group="length",
            help="show the tempo of a loop of k frames"),
-))
+), examples=("unravel tempo", "unravel tempo -m default --bpm 180", "unravel tempo --k 16"))
 
 DECODE = Spec("decode", "latents -> audio at the model's rate", (
-    _model(), _inputs("latents"), IN_ARRAY, _output(), OUT_ARRAY, FORCE))
+    _model(), _inputs("latents"), IN_ARRAY, _output(), OUT_ARRAY, FORCE),
+    examples=("unravel decode -m default gen/ -o audio/",))
 
 BEND = Spec("bend", "bend a layer's weights, save a new model", (
     _model(),
     Option("layer", "str", required=True, help="layer name (see unravel info)"),
     Option("op", "choice", required=True, choices=tuple(BEND_OPS),
            help=", ".join(f"{op}: {what}" for op, what in BEND_OPS.items())),
-    Option("amount", "float", low=-1e6, high=1e6, required=True),
+    Option("amount", "float", low=-1e6, high=1e6, required=True, help="how much (see --op)"),
     Option("percent", "float", low=0, high=100, open_low=True,
            help="bend only this percent of the weights, evenly spaced"),
     Option("seed", "int", low=0, high=limits.MAX_SEED, help="seed for randomize"),
     Option("output", "path", short="-o", required=True, metavar="OUT.ts", help="the bent model"),
-    FORCE))
+    FORCE),
+    examples=("unravel bend -m default --layer decoder.net.2.weight --op offset --amount 0.05 "
+              "-o bent.ts",))
 
 DIFFUSE = Spec("diffuse", "sample latents from a diffusion checkpoint, decode them to audio", (
     Option("checkpoint", "str", default="default", short="-c",
@@ -152,14 +168,17 @@ DIFFUSE = Spec("diffuse", "sample latents from a diffusion checkpoint, decode th
     Option("name", "str", default="diffuse", help="file name prefix"),
     Option("batch", "int", default=4, low=1, high=limits.MAX_BATCH, metavar="B",
            help="seeds sampled together (default 4, 1 = bit-exact with the reference loop)"),
-    _output(), OUT_ARRAY, FORCE))
+    _output(), OUT_ARRAY, FORCE),
+    examples=("unravel diffuse -o out/", "unravel diffuse --seed 7 --num 4 --sampler dpm --steps 20 -o out/"))
 
 PREPARE = Spec("prepare", "audio files or folders -> training latents for train-diffusion", (
     _model("default"), _inputs("audio"),
     Option("latent-length", "int", default=256, low=1, high=limits.MAX_LATENT_FRAMES, metavar="L",
            help="latent frames per chunk (default 256, chunks of L*ratio samples)"),
     Option("no-normalize", "flag", help="skip the per-chunk z-score"),
-    _output("latent folder", required=True), JOBS, FORCE), command="prepare-diffusion")
+    _output("latent folder", required=True), JOBS, FORCE), command="prepare-diffusion",
+    examples=("python -m unravel.data.toyrave loop --bars 90 --out long/   # in a clone: 2 min of audio",
+              "unravel prepare-diffusion -m default long/ -o train-latents/ --latent-length 256"))
 
 TRAIN = Spec("train", "train a latent diffusion model on a folder of latents", (
     Option("latents", "path", positional=True, metavar="LATENT_DIR",
@@ -168,16 +187,17 @@ TRAIN = Spec("train", "train a latent diffusion model on a folder of latents", (
     Option("arch", "str", default="small",
            help="tiny, small, medium, flex (the Flex'ed preset for the latent length) or A.json"),
     Option("name", "str", default="diffusion", help="checkpoint name prefix"),
-    Option("batch-size", "int", default=8, low=1, high=limits.MAX_BATCH),
-    Option("accumulation-steps", "int", default=2, low=1, high=limits.MAX_COUNT),
-    Option("lr", "float", default=1e-4, low=0, high=1e3, open_low=True),
-    Option("weight-decay", "float", default=1e-4, low=0, high=1e3),
+    Option("batch-size", "int", default=8, low=1, high=limits.MAX_BATCH, help="latents per batch"),
+    Option("accumulation-steps", "int", default=2, low=1, high=limits.MAX_COUNT,
+           help="batches per optimizer step"),
+    Option("lr", "float", default=1e-4, low=0, high=1e3, open_low=True, help="AdamW learning rate"),
+    Option("weight-decay", "float", default=1e-4, low=0, high=1e3, help="AdamW weight decay"),
     Option("scheduler-steps", "int", default=100, low=1, high=limits.MAX_EPOCHS,
            help="epochs per LR decay (x0.99)"),
     Option("noise-std", "float", default=0.1, low=0, high=1e3, help="augmentation noise"),
     Option("patience", "int", default=200, low=1, high=limits.MAX_EPOCHS,
            help="early stop after N epochs without improvement"),
-    Option("max-epochs", "int", default=25000, low=1, high=limits.MAX_EPOCHS),
+    Option("max-epochs", "int", default=25000, low=1, high=limits.MAX_EPOCHS, help="stop after N epochs"),
     Option("max-minutes", "float", low=0, high=1e7, open_low=True, help="stop after this many minutes"),
     Option("split-ratio", "float", default=0.8, low=0, high=1, open_low=True,
            help="training share of the latents"),
@@ -186,12 +206,15 @@ TRAIN = Spec("train", "train a latent diffusion model on a folder of latents", (
     Option("resume", "path", metavar="CKPT", group="start",
            help="continue a run (weights, optimizer, epoch)"),
     Option("finetune", "path", metavar="CKPT", group="start", help="start from a checkpoint's weights"),
-    Option("seed", "int", default=664, low=0, high=limits.MAX_SEED),
+    Option("seed", "int", default=664, low=0, high=limits.MAX_SEED,
+           help="seed of the split, the initial weights and the batches"),
     Option("no-optimizer-state", "flag",
            help="write checkpoints without optimizer/scheduler state (smaller, not resumable)"),
     Option("precision", "choice", default="32", choices=("32", "16-mixed", "bf16-mixed"),
            help="32-bit, or mixed precision with float16 (CUDA) or bfloat16 autocast"),
-    FORCE), command="train-diffusion")
+    FORCE), command="train-diffusion",
+    examples=("unravel train-diffusion train-latents/ -o runs/ --arch tiny --max-minutes 1",
+              "unravel train-diffusion train-latents/ -o runs/ --resume runs/diffusion_last.pt"))
 
 CHANNEL_OPS = {   # what `channels` does to a layer's output channels (unravel.bend does it)
     "ablate": "set them to zero (the channel falls silent)",
@@ -213,7 +236,11 @@ CHANNELS = Spec("channels", "ablate, scale, invert or permute a layer's output c
     Option("seed", "int", default=0, low=0, high=limits.MAX_SEED,
            help="picks the channels of --percent and the order of permute"),
     Option("output", "path", short="-o", required=True, metavar="OUT.ts", help="the bent model"),
-    FORCE))
+    FORCE),
+    examples=("unravel channels -m default --layer decoder.net.6.weight --op ablate --percent 25 "
+              "--seed 7 -o quiet.ts",
+              "unravel channels -m default --layer encoder.net.2.weight --op scale --amount 2 "
+              "--channels 0 5 -o louder.ts"))
 
 MORPH = Spec("morph", "mix two models: each layer both have (name and shape) becomes (1-t)·A + t·B", (
     Option("a", "str", positional=True, metavar="A",
@@ -225,7 +252,9 @@ MORPH = Spec("morph", "mix two models: each layer both have (name and shape) bec
     Option("layers", "str", default="", metavar="PREFIX",
            help="only the layers whose names start with PREFIX (see unravel info)"),
     Option("output", "path", short="-o", required=True, metavar="OUT.ts", help="the morphed model"),
-    FORCE))
+    FORCE),
+    examples=("unravel morph default my_finetune.ts --t 0.3 -o between.ts   # your own model B",
+              "unravel morph default my_finetune.ts --t 0.5 --layers decoder. -o half.ts"))
 
 APP = Spec("app", "start the web page (needs the [app] extra)", (
     Option("host", "str", default="127.0.0.1", help="address to listen on"),
@@ -234,7 +263,7 @@ APP = Spec("app", "start the web page (needs the [app] extra)", (
     Option("out", "path", metavar="DIR", help="folder for what the page makes (default: a new temp folder)"),
     Option("max-upload-mb", "float", default=300, low=0, high=1e6, open_low=True, metavar="MB",
            help="largest upload, in MB of decoded audio"),
-))
+), examples=("unravel app", "unravel app --models my-models/ --port 8000"))
 
 THREADS = Option("threads", "int", default=1, low=1, high=limits.MAX_THREADS, metavar="N",
                  help="torch threads (default 1: fastest for small models on few cores)")

@@ -12,6 +12,7 @@ import argparse
 import math
 import os
 import pathlib
+import re
 import shlex
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
@@ -212,6 +213,7 @@ class Spec:
     help: str
     options: tuple[Option, ...]
     command: str = ""
+    examples: tuple[str, ...] = ()     # command lines shown at the end of its --help
 
     def __str__(self) -> str:
         return self.name
@@ -347,9 +349,28 @@ class Spec:
         """`unravel <argv>` as one shell line."""
         return "unravel " + shlex.join(self.argv(s, also))
 
+    def in_pd_words(self, text: str) -> str:
+        """`text` (an error line) with each command-line option it names spelled as a Pd
+        job's key: `--force` -> `force 1`, `--latent-length` -> `latent-length`."""
+        for o in sorted(self.on("pd"), key=lambda o: -len(o.name)):
+            if not o.positional:
+                text = re.sub(rf"(?<![\w-]){re.escape(o.flag)}(?![\w-])",
+                              f"{o.key} 1" if o.kind == "flag" else o.key, text)
+        return text
+
+    def parser_args(self) -> dict[str, Any]:
+        """`add_parser` keywords of its command: its name, help and examples."""
+        return {"name": self.command or self.name, "help": self.help, **epilog(self.examples)}
+
     def pd_rows(self) -> list[tuple[str, str]]:
         """(`key value`, help) for each option of the Pd job: the help patch's rows."""
         return [(f"{o.key} {o.pd_value()}", o.described()) for o in self.on("pd")]
+
+
+def epilog(examples: Sequence[str]) -> dict[str, Any]:
+    """`add_parser` keywords that end a command's --help with its example lines, as written."""
+    text = "examples:\n" + "\n".join("  " + e for e in examples)
+    return {"epilog": text, "formatter_class": argparse.RawDescriptionHelpFormatter}
 
 
 def _word(v: Any) -> str:

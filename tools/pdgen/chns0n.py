@@ -49,15 +49,15 @@ def chns0n() -> str:
     c.gop(W, H + 1)
 
     c.text(10, 200, "inlet: open <file> | arrays <name> | now | loop <frames> | render 0/1 | "
-                    "bang (file dialog) | loops <n> | public <name>. left outlet: the latent "
+                    "bang (file dialog) | loops <n> | beats <n> | public <name>. left outlet: the latent "
                     "frames (D channels in one signal). right outlet: loaded <frames> <bpm> "
                     "<double bpm> | loop <n>", 70)
     # each message goes on by name (the same names as the public name's)
     c.obj("inlet", "in", 10, 280)
-    sels = ("open", "render", "public", "dialog", "loops", "arrays", "now", "loop")
-    c.obj("route open render public bang loops arrays now loop", "route", 10, 305)
+    sels = ("open", "render", "public", "dialog", "loops", "arrays", "now", "loop", "beats")
+    c.obj("route open render public bang loops arrays now loop beats", "route", 10, 305)
     c.connect("in", 0, "route", 0)
-    step = (CW * len("route open render public bang loops arrays now loop") + 4 - 7) / len(sels)
+    step = (CW * len("route open render public bang loops arrays now loop beats") + 4 - 7) / len(sels)
     for k, sel in enumerate(sels):        # rightmost highest: no cord crosses a box
         c.obj(f"s $0-{sel}", f"{sel}_s", 10 + round(step * k), 340 + 25 * (len(sels) - 1 - k))
         c.connect("route", k, f"{sel}_s", 0)
@@ -163,7 +163,8 @@ def read_file() -> Canvas:
 def tempo() -> Canvas:
     """The panel's frames, BPM, x2, seconds for one loop: of a file ($0-flen, divided by
     `loops <n>`), then 'loaded <frames> <bpm> <double bpm>' out, or of an array set's loop
-    ($0-alen, no 'loaded')."""
+    ($0-alen, no 'loaded'). The BPM counts `beats <n>` in one loop ($0-beats; 0, the default:
+    about 2 a second, the nearest whole number), from the next loop length on."""
     g = Canvas(520, 660, name="$0-tempo")
     g.text(10, 10, "frames and tempo of one loop")
     g.obj("r $0-flen", "fl_r", 10, 35)
@@ -190,10 +191,13 @@ def tempo() -> Canvas:
     g.connect("tp_t", 2, "sr", 0)
     g.obj("s $0-lframes", "lf_s", 60, 285)
     g.connect("tp_t", 1, "lf_s", 0)
-    g.obj(f"expr 60 * $f2 / {RATIO} / max($f1, 1); 120 * $f2 / {RATIO} / max($f1, 1); "
-          f"$f1 * {RATIO} / $f2", "tempo", 10, 315)
+    beats = f"if($f3 > 0, $f3, max(1, int(2 * $f1 * {RATIO} / $f2 + 0.5)))"
+    g.obj(f"expr 60 * $f2 / {RATIO} / max($f1, 1) * {beats}; "
+          f"120 * $f2 / {RATIO} / max($f1, 1) * {beats}; $f1 * {RATIO} / $f2", "tempo", 10, 315)
     g.connect("tp_t", 0, "tempo", 0)
     g.connect("sr", 0, "tempo", 1)
+    g.obj("r $0-beats", "beats_r", 380, 255)      # cold: the next loop length shows it
+    g.connect("beats_r", 0, "tempo", 2)
     g.obj("s $0-seconds", "sec_s", 240, 400)
     g.connect("tempo", 2, "sec_s", 0)
     # frames, bpm, double: shown, and (after a file) 'loaded ...' out

@@ -47,7 +47,7 @@ def _quit_if_headless(c: Canvas, x: int, y: int) -> str:
 
 
 def bending() -> str:
-    c = Canvas(860, 640)
+    c = Canvas(860, 680)
     _head(c)
     c.text(20, 10, "1 - live network bending: the bundled loop through the default model, bent "
                    "with [bender]. Turn DSP on, click Init, pick a decoder layer, move the sliders.", 70)
@@ -57,7 +57,7 @@ def bending() -> str:
     c.obj("bender", "b", 20, 235)
     c.connect("u", 1, "b", 0)
     c.connect("b", 0, "u", 0)
-    _dac(c, "u", 20, 580)
+    _dac(c, "u", 20, 620)        # below [bender]'s panel (235 + 373)
     _outdir(c, "1-bending", 520, 110)
     c.msg(f"save {OUT}/1-bending/bent.ts", "save", 500, 235)
     c.connect("save", 0, "u", 0)
@@ -103,8 +103,7 @@ def _chain(quit_on_error: bool = False) -> Canvas:
     c.connect("info", 0, "rt", 0)
     c.obj("route encode generate", "rdone")
     c.connect("rt", 0, "rdone", 0)
-    c.obj("print unravel-job-error", "rerr", 580, 65)
-    c.connect("rt", 1, "rerr", 0)
+    # an error: [unravel~] prints it once in Pd's window (no [print] of the reply here)
     if quit_on_error:
         c.obj("s $0-failed", "errq", 580, 90)
         c.connect("rt", 1, "errq", 0)
@@ -151,7 +150,8 @@ def composition() -> str:
     y = _intro(c, "2 - an UnRAVEl composition: encode the bundled loop, generate a fibo pattern "
                    "from its statistics (seed 2024, 11 points: blocks of 1+2+3+5+8 = 19 frames, "
                    "4 loops: 76 frames), play it through the decoder. The player shows one loop: "
-                   "19 frames = 68.00 BPM at 44.1 kHz. "
+                   "19 frames, 0.88 s: 2 beats (the player counts about 2 a second unless "
+                   "told 'beats <n>') = 136.00 BPM at 44.1 kHz. "
                    f"Files go to {OUT}/2-composition (a new pattern file each "
                    "time, nothing overwritten). Turn DSP on, click the button (or send "
                    "composition-make), wait for 'loaded', then Render.")
@@ -240,7 +240,9 @@ def render() -> str:
     c.obj("file isfile", "fin_isf", 350, 545)
     c.connect("fin_t", 0, "fin_isf", 0)
     c.msg("exists (kept): $1", "fin_exists", 520, 595)
-    c.connect("fin_isf", 0, "fin_keep", 0)
+    c.obj("t b", "fin_isb", 450, 570)      # [file isfile] says 1: the name, not 'float'
+    c.connect("fin_isf", 0, "fin_isb", 0)
+    c.connect("fin_isb", 0, "fin_keep", 0)
     c.connect("fin_keep", 0, "fin_exists", 0)
     c.obj("print demo", "fin_pr", 520, 620)
     c.connect("fin_exists", 0, "fin_pr", 0)
@@ -293,8 +295,6 @@ def diffusion() -> str:
     # done diffuse <wav> <npy> <latent wav> -> open the latent wav, render
     c.obj("route done error", "rt", 420, 250)
     c.connect("u", 1, "rt", 0)
-    c.obj("print unravel-job-error", "rerr", 560, 275)
-    c.connect("rt", 1, "rerr", 0)
     c.obj("route diffuse", "rd", 420, 275)
     c.connect("rt", 0, "rd", 0)
     c.obj("print diffused", "rdp", 520, 300)
@@ -364,7 +364,6 @@ def _live_logic() -> Canvas:
     # the replies: a new set plays from the next loop boundary (the first one at once)
     c.obj("r live-reply", "rrep", 470, 10)
     c.obj("route done error", "rt", 470, 35)
-    c.obj("print live-error", "err", 600, 60)
     c.obj("route encode generate diffuse stats", "rd", 470, 85)
     c.obj("print live-stats", "pst", 740, 115)
     c.obj("t b b", "enc_t", 470, 115)
@@ -376,7 +375,6 @@ def _live_logic() -> Canvas:
     c.msg("render 1", "render", 470, 245)
     c.obj("outlet", "out", 660, 280)
     c.chain("rrep", "rt", "rd", "enc_t")
-    c.connect("rt", 1, "err", 0)
     c.connect("enc_t", 1, "play_a", 0)
     c.connect("rd", 1, "play_b", 0)
     c.connect("rd", 2, "play_b", 0)

@@ -184,8 +184,10 @@ def unravel_help() -> str:
     for m in ("bang", "en0", "en1", "r"):
         c.connect(m, 0, "u", 0)
     c.connect("osc", 0, "u", 0)
-    c.obj("print unravel~", "pr", 220, y + 115)
-    c.connect("u", 1, "pr", 0)
+    c.obj("route error", "rerr", 125, y + 115)     # an error: the object prints it, once
+    c.connect("u", 1, "rerr", 0)
+    c.obj("print unravel~", "pr", 225, y + 115)
+    c.connect("rerr", 1, "pr", 0)
     c.obj("*~ 0.2", "g", 20, y + 115)
     c.connect("u", 0, "g", 0)
     c.obj("dac~", "dac", 20, y + 150)
@@ -444,6 +446,10 @@ def player_help(obj: str, dims: int, model: str, latent: str) -> str:
                     ("render 1 / 0", "start at frame 0 / stop (the last frame is held)"),
                     ("loops <n>", "the file holds n loops: frames, BPM and seconds are shown (and "
                                   "'loaded' reports them) for one (default 1)"),
+                    ("beats <n>", "the beats in one loop, for the BPM shown and reported, from "
+                                  "the next open or loop length on. 0 (the default): about 2 a "
+                                  "second, the nearest whole number. The bundled loop (8 s at "
+                                  "180 BPM) is 24 beats"),
                     ("bang", "a file dialog (or the Load button)"),
                     ("public <name>", "set the public name")]),
         ("OUTLETS:", [("1st: signal", "the frames, D channels in one multichannel signal, one "
@@ -459,13 +465,13 @@ def player_help(obj: str, dims: int, model: str, latent: str) -> str:
     y = note(c, 20, y, "Plays a latent wav (D channels, one frame per latent step, as 'unravel "
                        "encode --latent-wav' and 'unravel generate' write them), or a set of D Pd "
                        "arrays, one frame every 2048 samples, looping, out of one multichannel "
-                       "outlet, into the decoder. BPM = 60 * (sr / 2048) / frames. Turn DSP on, "
+                       "outlet, into the decoder. BPM = 60 * beats * (sr / 2048) / frames. Turn DSP on, "
                        "open, render 1, then switch to the array sets: each takes over at the "
                        "next loop boundary.", 100)
     c.obj("loadbang", "lb", 20, y + 8)        # the bundled latents are loaded at once
     y += 42
     x = 20
-    for key, m in (("open", f"open examples/{latent}"), ("r1", "render 1"), ("r0", "render 0"),
+    for key, m in (("open", f"beats 24, open examples/{latent}"), ("r1", "render 1"), ("r0", "render 0"),
                    ("bang", "bang")):
         c.msg(m, key, x, y)
         x += CW * len(m) + 24

@@ -23,6 +23,6 @@ def cmd_app(args: argparse.Namespace) -> int:
 
 def add_commands(sub, common: argparse.ArgumentParser, device: argparse.ArgumentParser) -> None:
     """Add app (with --device) to the subparsers `sub`."""
-    s = sub.add_parser(APP.name, parents=[common, device], help=APP.help)
+    s = sub.add_parser(**APP.parser_args(), parents=[common, device])
     APP.add_to(s)
     s.set_defaults(func=cmd_app)

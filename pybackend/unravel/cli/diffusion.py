@@ -63,6 +63,6 @@ def add_commands(sub, common: argparse.ArgumentParser, device: argparse.Argument
     """Add diffuse, prepare-diffusion and train-diffusion (each with --device) to the
     subparsers `sub`."""
     for spec, func in ((DIFFUSE, cmd_diffuse), (PREPARE, cmd_prepare), (TRAIN, cmd_train)):
-        s = sub.add_parser(spec.command or spec.name, parents=[common, device], help=spec.help)
+        s = sub.add_parser(**spec.parser_args(), parents=[common, device])
         spec.add_to(s)
         s.set_defaults(func=func)

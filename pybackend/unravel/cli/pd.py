@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from unravel.settings import epilog
+
 
 def cmd_pd_install(args: argparse.Namespace) -> int:
     from unravel import pdinstall
@@ -16,9 +18,11 @@ def cmd_pd_install(args: argparse.Namespace) -> int:
 
 def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentParser) -> None:
     """pd-install."""
-    s = sub.add_parser("pd-install", parents=[common, force],
+    s = sub.add_parser("pd-install", parents=[force],
                        help="build the Pd library (unravel~, abstractions, help, examples) for this "
-                            "Python and install it as DIR/unravel")
+                            "Python and install it as DIR/unravel",
+                       **epilog(("unravel pd-install", "unravel pd-install ~/pd-externals --force",
+                                 "unravel pd-install --config-only ~/pd-externals   # after a deken install")))
     s.add_argument("dir", nargs="?", metavar="DIR",
                    help="a Pd externals folder (default: ~/pd-externals, or ~/Library/Pd on macOS)")
     s.add_argument("--config-only", action="store_true",

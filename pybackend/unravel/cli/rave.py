@@ -14,6 +14,7 @@ from typing import Sequence
 
 from unravel.errors import UnravelError
 from unravel.operations import BEND, CHANNELS, DECODE, ENCODE, GENERATE, MODEL_HELP, MORPH, STATS, TEMPO
+from unravel.settings import epilog
 
 
 def _load(args: argparse.Namespace, spec: str, warmup: bool = True):
@@ -245,17 +246,19 @@ def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentP
     """Add info, encode, stats, generate, tempo, decode and bend to the subparsers `sub`
     (`device` adds --device to encode, decode and bend)."""
     s = sub.add_parser("info", parents=[common, force],
-                       help="show a model's contract, classes, attributes, layers and buffers")
+                       help="show a model's contract, classes, attributes, layers and buffers",
+                       **epilog(("unravel info default", "unravel info my_rave.ts --json",
+                                 "unravel info models/ --csv models.csv")))
     s.add_argument("model", metavar="MODEL", help=MODEL_HELP + ", or a folder of .ts models")
     s.add_argument("--json", action="store_true", help="print JSON (a list for a folder)")
     s.add_argument("--csv", metavar="FILE", help="also write the parameter and buffer table as CSV")
     s.set_defaults(func=cmd_info)
 
     for spec, func, parents in ((ENCODE, cmd_encode, [common, device]), (STATS, cmd_stats, [common]),
-                                (GENERATE, cmd_generate, [common]), (TEMPO, cmd_tempo, [common]),
+                                (GENERATE, cmd_generate, [common]), (TEMPO, cmd_tempo, []),
                                 (DECODE, cmd_decode, [common, device]), (BEND, cmd_bend, [common, device]),
                                 (CHANNELS, cmd_channels, [common, device]),
                                 (MORPH, cmd_morph, [common, device])):
-        s = sub.add_parser(spec.name, parents=parents, help=spec.help)
+        s = sub.add_parser(**spec.parser_args(), parents=parents)
         spec.add_to(s)
         s.set_defaults(func=func)

@@ -328,7 +328,8 @@ def train(dims: int, audio, steps: int, seed: int = 0, batch: int = 8, crop: int
 
 def main(argv=None) -> int:
     """`toyrave.py train --out DIR [--steps N]`: make loop.wav, default.ts, default4.ts and
-    print the spectral distances (trained vs. untrained)."""
+    print the spectral distances (trained vs. untrained); `toyrave.py loop --out DIR
+    [--bars N]`: only loop.wav (N bars, e.g. longer audio for prepare-diffusion)."""
     import argparse
     import time
 
@@ -340,11 +341,13 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=5000, help="training steps of the 8-dim model")
     ap.add_argument("--steps4", type=int, default=2500, help="training steps of the 4-dim model")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bars", type=int, default=6,
+                    help="bars of the loop at 180 BPM, 4/3 s each (default 6: the bundled 8 s)")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     out = pathlib.Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    audio = make_loop(seed=a.seed)
+    audio = make_loop(bars=a.bars, seed=a.seed)
     write_audio(out / "loop.wav", audio, 44100, subtype="PCM_16", force=True)
     print(f"wrote {out / 'loop.wav'} ({len(audio) / 44100:.2f} s)")
     if a.command == "loop":
