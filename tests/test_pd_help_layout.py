@@ -281,7 +281,7 @@ def all_crossings(path: Path) -> list[str]:
 # Cords through boxes as measured when the check came (issue 25), before the patches are laid
 # out again: no patch may get more, and the ones at 0 stay there. Lower a number when a
 # patch gets better.
-CROSSINGS_TODAY = {"unravel~-help.pd": 145, "bender-help.pd": 0, "chns0n-help.pd": 1,
+CROSSINGS_TODAY = {"unravel~-help.pd": 0, "bender-help.pd": 0, "chns0n-help.pd": 1,
                    "ch4ns0n-help.pd": 1, "ch8ns0n-help.pd": 1, "examples/1-bending.pd": 2,
                    "examples/2-composition.pd": 12, "examples/3-render.pd": 30,
                    "examples/4-diffusion.pd": 5, "examples/5-live.pd": 0}

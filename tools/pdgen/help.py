@@ -109,31 +109,31 @@ def _msg_lines(m: str) -> int:
     return wrap(m, 60)          # Pd wraps a box without a width at 60 characters
 
 
-def rows(c: Canvas, x: int, y: int, items: list[tuple[str, str]], target: str | None,
+def rows(c: Canvas, x: int, y: int, items: list[tuple[str, str]], send: str,
          gap: int = 14, dry: bool = False) -> int:
-    """Message boxes in a column (each into `target`), each with its comment to the right;
-    returns the y below them (dry: only that)."""
+    """Message boxes in a column, each into its own [s <send>] at its lower right (so that no
+    cord crosses another box), each with its comment to the right; returns the y below them
+    (dry: only that)."""
     mw = max(min(len(m), 60) for m, _ in items) * CW + 12
-    cx = x + mw + gap
+    sx = x + mw + 8
+    cx = sx + (len(send) + 2) * CW + 12 + gap
     width = max(20, (c.w - cx - 20) // CW)
     for m, desc in items:
+        lines = _msg_lines(m)
         if not dry:
             key = c.msg(m, None, x, y)
-            c.connect(key, 0, target, 0)
+            c.connect(key, 0, c.obj(f"s {send}", None, sx, y + lines * LH + 2), 0)
             c.text(cx, y, desc, width)
-        y = max(y + _msg_lines(m) * LH + 14, y + wrap(desc, width) * LH + 8)
+        y = max(y + lines * LH + 24, y + wrap(desc, width) * LH + 8)
     return y
 
 
 def group(name: str, intro: str, items: list[tuple[str, str]], send: str,
           extra=None, w: int = 760) -> Canvas:
-    """A subpatch of messages for the object: they go to [s <send>] below them."""
+    """A subpatch of messages for the object: each goes to its own [s <send>]."""
     g = Canvas(w, 100, name=name)
     y = note(g, 15, 12, intro, (w - 40) // CW) + 6
-    end = rows(g, 15, y, items, None, gap=30, dry=True)
-    g.obj(f"s {send}", "s", 15, end + 6)
-    rows(g, 15, y, items, "s", gap=30)
-    y = end + 40
+    y = rows(g, 15, y, items, send, gap=16) + 12
     if extra:
         y = extra(g, y)
     g.head = g.head.replace(" 100 " + name, f" {y + 10} {name}")
@@ -179,7 +179,7 @@ def unravel_help() -> str:
     c.msg("bang", "bang", 150, y + 10)
     c.msg("enable 0", "en0", 200, y + 10)
     c.msg("enable 1", "en1", 280, y + 10)
-    c.obj("r $0-u", "r", 150, y + 45)
+    c.obj("r $0-u", "r", 300, y + 45)
     c.obj("unravel~ default forward", "u", 20, y + 80)
     for m in ("bang", "en0", "en1", "r"):
         c.connect(m, 0, "u", 0)
@@ -263,7 +263,7 @@ def layers_group() -> Canvas:
         ("restore", "every layer's original weights (bends and morphs undone)"),
         (f"save {OUT}/bent.ts", "the bent model as a TorchScript file nn~ loads too (an "
                                 "existing file is kept: add 'force' to replace it)"),
-    ], "$0-u", extra=table, w=800)
+    ], "$0-u", extra=table, w=980)
 
 
 def jobs_group() -> Canvas:
@@ -300,7 +300,7 @@ def jobs_group() -> Canvas:
         ("decode input-array gen output-array heard", "latents -> audio in the array heard"),
         ("diffuse output-array dif steps 10 seed 1", "latent diffusion into the set dif (not "
                                                      "decoded: play it with [chns0n])"),
-    ], "$0-u", extra=phrase, w=960)
+    ], "$0-u", extra=phrase, w=1000)
 
 
 def job_options() -> Canvas:
