@@ -110,7 +110,8 @@ def encode_files(model: "Model", inputs: Sequence[PathLike], out_dir: PathLike,
     """Encode audio files/folders to `<out_dir>/<name>.npy` (float32 (1, D, T)); with
     `latent_wav` also `<name>.latent.wav`. Folders are scanned recursively for `extensions`
     (names: see `audio.scan_audio`). Each file goes to the model at its own length, as
-    UnRAVEl's encoder passes it (no padding to whole frames). `written` is called with each
+    UnRAVEl's encoder passes it (no padding to whole frames), and as if alone (a streaming
+    export's caches reset, see encode_audio). `written` is called with each
     file as it is written. `jobs` > 1 encodes the files in that many worker processes
     (unravel.workers: the same bytes; `written` then hears of each file when all are done).
     Returns the `.npy` paths."""
@@ -135,8 +136,10 @@ def encode_files(model: "Model", inputs: Sequence[PathLike], out_dir: PathLike,
 
 def encode_audio(model: "Model", x: np.ndarray, sr: int) -> np.ndarray:
     """(c, n) audio at `sr` -> (D, T) latents, as encode_files encodes a file: resampled to
-    the model's rate, mixed to its inputs, at its own length (no padding to whole frames)."""
+    the model's rate, mixed to its inputs, at its own length (no padding to whole frames),
+    as if alone (a streaming export's caches are reset first: Model.reset)."""
     _require(model, "encode")
+    model.reset()
     return model.encode(audio.conform(x, sr, model.sr, model.in_channels), whole_frames=False)
 
 

@@ -60,8 +60,10 @@ def prepare_files(model, s: Settings, progress: bool = False) -> list[Path]:
 
 def _prepare_one(model, path: Path, name: str, folder: Path, latent_length: int,
                  normalize_latents: bool, force: bool) -> list[Path]:
-    """The training latents of one audio file (see prepare_files)."""
+    """The training latents of one audio file (see prepare_files), as if alone: a streaming
+    export's caches are reset first (Model.reset) and go on from chunk to chunk."""
     chunk = latent_length * model.ratio
+    model.reset()
     mono = audio_io.load(path, model.sr, 1)[0]
     out = []
     for i in range(len(mono) // chunk):
