@@ -1,8 +1,10 @@
 """What a user of the original UnRAVEl and RAVE-Latent-Diffusion gets the same (issue 27):
 each file of a folder encodes as if alone with a streaming export (encode, --jobs, prepare,
-Pd's encode job)."""
+Pd's encode job); float32 statistics that draw the original generator's numbers bit for bit."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -10,10 +12,10 @@ import soundfile as sf
 
 from pdrun import BUILD, jobs_patch, run_pd
 from toymodels import make_test_model
-from unravel import pipeline
+from unravel import generator, pipeline, stats
 from unravel.diffusion.prepare import prepare_files
 from unravel.model import Model, load_model
-from unravel.operations import PREPARE
+from unravel.operations import GENERATE, PREPARE
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +90,78 @@ def test_pd_encode_job_each_file_as_if_alone(tmp_path, stream_encoder):
     for i in range(3):
         ref = alone(path, folder / f"f{i}.wav")
         assert np.array_equal(np.load(tmp_path / "lat" / f"f{i}.npy")[0], ref)
+
+
+# --------------------------------------------------------------- float32 statistics
+
+def original_draws(paths, dist: str, iqr: bool, points: int, files: int, seed: int) -> list:
+    """The blocks UnRAVEl's generator draws (issue 27's facts): the (1, D, T) float32 files
+    joined on time; numpy's float32 mean and std over time, or with `iqr` the quartiles
+    (each its own float32 percentile call) giving centre (Q1+Q3)/2, spread IQR/1.35 and
+    bounds Q1 -/+ 1.5 IQR beyond Q1/Q3; the covariance outer(std, std) times numpy's
+    correlation matrix; one default_rng(seed) for every file; each block cast to float32."""
+    joined = np.concatenate([np.load(p) for p in paths], axis=2)
+    if iqr:
+        lo, hi = np.percentile(joined, 25, axis=2)[0], np.percentile(joined, 75, axis=2)[0]
+        width = hi - lo
+        centre, spread = (lo + hi) / 2, width / 1.35
+        bounds = (lo - 1.5 * width, hi + 1.5 * width)
+    else:
+        centre, spread = joined.mean(axis=2)[0], joined.std(axis=2)[0]
+        cov = np.outer(spread, spread) * np.corrcoef(joined[0])
+    rng, dims, out = np.random.default_rng(seed), joined.shape[1], []
+    for _ in range(files):
+        if dist == "normal":
+            block = rng.normal(centre, spread, size=(points, dims))
+        elif dist == "uniform":
+            block = rng.uniform(centre - 3 * spread, centre + 3 * spread, size=(points, dims))
+        elif dist == "iqr-uniform":
+            block = rng.uniform(bounds[0], bounds[1], size=(points, dims))
+        else:
+            block = rng.multivariate_normal(centre, cov, size=points)
+        out.append(block.astype(np.float32))
+    return out
+
+
+@pytest.fixture(scope="module")
+def latent_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("lat32")
+    rng = np.random.default_rng(7)
+    mix = rng.standard_normal((6, 6)).astype(np.float32)
+    for name, frames in (("a", 53), ("b", 38)):
+        z = (mix @ rng.standard_normal((6, frames)).astype(np.float32) + 0.3).astype(np.float32)
+        np.save(d / f"{name}.npy", z[None])
+    return [d / "a.npy", d / "b.npy"]
+
+
+@pytest.mark.parametrize("dist,iqr", [("normal", False), ("uniform", False),
+                                      ("correlation", False), ("normal", True),
+                                      ("iqr-uniform", True)])
+def test_float32_statistics_draw_the_originals_numbers(tmp_path, latent_files, dist, iqr):
+    s = GENERATE.settings(inputs=latent_files, output=tmp_path, dist=dist, iqr=iqr, points=10,
+                          files=3, seed=42, float32=True)
+    made = generator.generate_files(s)
+    for npy, block in zip(made, original_draws(latent_files, dist, iqr, 10, 3, 42)):
+        assert np.array_equal(np.load(npy)[0].T, block), npy.name
+    # the sidecar re-makes the file with the option
+    side = json.loads(made[1].with_suffix(".json").read_text())
+    assert "--float32" in side["argv"] and side["float32"] is True
+    # float64 statistics draw other numbers, a float32 step or so away
+    s64 = GENERATE.settings(inputs=latent_files, output=tmp_path / "64", dist=dist, iqr=iqr,
+                            points=10, seed=42)
+    g64 = np.load(generator.generate_files(s64)[0])[0].T
+    np.testing.assert_allclose(g64, np.load(made[0])[0].T, rtol=1e-5, atol=1e-5)
+    assert not np.array_equal(g64, np.load(made[0])[0].T)
+
+
+def test_float32_statistics_as_numpy_computes_them(latent_files):
+    z = np.concatenate([np.load(p)[0] for p in latent_files], axis=1)
+    st = stats.compute(z, float32=True)
+    assert st.mean.dtype == st.std.dtype == st.q1.dtype == np.float32
+    assert np.array_equal(st.mean, np.mean(z[None], axis=2)[0])
+    assert np.array_equal(st.q3, np.percentile(z[None], 75, axis=2)[0])
+    assert np.array_equal(st.cov, np.outer(st.std, st.std) * np.corrcoef(z))
+    # a constant dimension: correlation 0 with the others, 1 with itself, as in float64
+    flat = np.concatenate([z, np.full((1, z.shape[1]), 0.5, np.float32)])
+    c = stats.compute(flat, float32=True).corr
+    assert np.array_equal(c[-1], [0.0] * 6 + [1.0]) and np.all(np.isfinite(c))

@@ -127,10 +127,10 @@ def job_stats(m, s: Settings, base: str, pd: PdArrays) -> list:
         if s.given("output") or s.given("plot"):
             raise UnravelError("stats: input-array replies the statistics: no output file")
         name = s.input_array
-        st = stats.compute(pd.latents(name, None, "stats"))
+        st = stats.compute(pd.latents(name, None, "stats"), s.float32)
         rows = np.stack([st.mean, st.std, st.min, st.max], axis=1).ravel()
         return [name, st.dims, *rows.tolist()]
-    r = stats.read(s.inputs)
+    r = stats.read(s.inputs, s.float32)
     out = pathlib.Path(s.output or r.paths[0].with_suffix(".stats.json"))
     if os.path.lexists(out) and not s.force and (out.is_file() or out.is_symlink()):
         raise UnravelError(f"stats: {out} already exists (force 1 to overwrite)")
@@ -146,7 +146,7 @@ def job_generate(m, s: Settings, base: str, pd: PdArrays) -> list:
     """Latent files from the statistics of latent files; or one latent set (the first file
     the file job makes with the same arguments) from a set or one latent file."""
     from unravel import generator
-    kw = dict(pattern=s.pattern, dist=s.dist, iqr=s.iqr, loops=s.loops, seed=s.seed)
+    kw = dict(pattern=s.pattern, dist=s.dist, iqr=s.iqr, loops=s.loops, seed=s.seed, float32=s.float32)
     ratio = m.ratio or 2048
     if _source("generate", s) == "input" and not s.given("output-array"):
         return generator.generate_files(s.replace(output=s.output or base or ".", sr=m.sr, ratio=ratio))

@@ -50,6 +50,8 @@ IN_ARRAY = Option("input-array", "array", where="pd", help="read the input from 
 OUT_ARRAY = Option("output-array", "array", where="pd", help="write the result into this Pd array set")
 FORCE = Option("force", "flag", short="-f", help="overwrite existing output files")
 LATENT_WAV = Option("latent-wav", "flag", help="also write <name>.latent.wav")
+FLOAT32 = Option("float32", "flag", help="statistics in float32 as UnRAVEl computes them: a seed "
+                "then draws the original's numbers bit for bit (default float64)")
 JOBS = Option("jobs", "int", default=1, low=1, high=limits.MAX_JOBS, metavar="N",
               help="in N worker processes (the same files as one, default 1)")
 RATE_FROM_MODEL = (
@@ -70,7 +72,7 @@ ENCODE = Spec("encode", "audio files or folders -> latents (.npy)", (
 
 STATS = Spec("stats", "per-dimension statistics of latents", (
     _inputs("latents"), IN_ARRAY,
-    Option("iqr", "flag", help="add IQR centre, spread and bounds"),
+    Option("iqr", "flag", help="add IQR centre, spread and bounds"), FLOAT32,
     Option("json", "flag", where="cli", help="print JSON"),
     Option("plot", "path", metavar="PNG", help="write a histogram per dimension"),
     Option("output", "path", where="pd", help="the JSON file (default <first input>.stats.json)"),
@@ -80,7 +82,7 @@ GENERATE = Spec("generate", "synthetic latents from the statistics of encodings,
     _inputs("latents"), IN_ARRAY,
     Option("pattern", "choice", default="default", choices=PATTERNS),
     Option("dist", "choice", default="normal", choices=DISTRIBUTIONS),
-    Option("iqr", "flag", help="centre/spread from the quartiles"),
+    Option("iqr", "flag", help="centre/spread from the quartiles"), FLOAT32,
     Option("points", "int", low=1, high=limits.MAX_LATENT_FRAMES, metavar="K", group="length",
            help="frames per block"),
     BPM,

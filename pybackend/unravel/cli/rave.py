@@ -124,7 +124,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 def cmd_stats(args: argparse.Namespace) -> int:
     from unravel import plots, stats
     s = STATS.from_cli(args)
-    r = stats.read(s.inputs)
+    r = stats.read(s.inputs, s.float32)
     if s.plot:
         title = r.paths[0].name if len(r.paths) == 1 else f"{len(r.paths)} files"
         plots.histograms(r.z, s.plot, title=title, force=s.force)
