@@ -165,3 +165,67 @@ def test_float32_statistics_as_numpy_computes_them(latent_files):
     flat = np.concatenate([z, np.full((1, z.shape[1]), 0.5, np.float32)])
     c = stats.compute(flat, float32=True).corr
     assert np.array_equal(c[-1], [0.0] * 6 + [1.0]) and np.all(np.isfinite(c))
+
+
+# --------------------------------------------------------------- formats
+
+def pcm16_as_the_original(y: np.ndarray, tmp) -> np.ndarray:
+    """The samples UnRAVEl's decoder writes for float audio `y` (n,) or (n, c): soundfile's
+    default wav, 16-bit PCM, libsndfile clipping what is beyond -1..1."""
+    sf.write(tmp / "original.wav", y, 44100)
+    x = sf.read(tmp / "original.wav", dtype="int16")[0]
+    loud = np.abs(y) >= 1
+    assert np.all(x[loud] == np.where(y[loud] > 0, 32767, -32768))        # clipped
+    return x
+
+
+def test_latent_subtype_and_pcm16_from_the_command_line(tmp_path):
+    from unravel import cli
+    rng = np.random.default_rng(3)
+    sf.write(tmp_path / "a.wav", 0.3 * rng.standard_normal(44100).astype(np.float32), 44100,
+             subtype="FLOAT")
+    for sub, name in (("float", "FLOAT"), ("double", "DOUBLE")):
+        assert cli.main(["encode", "-m", "default", str(tmp_path / "a.wav"), "-o", str(tmp_path / sub),
+                         "--latent-wav", "--latent-subtype", sub]) == 0
+        lw = tmp_path / sub / "a.latent.wav"
+        assert sf.info(lw).subtype == name
+        z = np.load(tmp_path / sub / "a.npy")[0]
+        assert np.array_equal(sf.read(lw, dtype="float32")[0].T, z)    # float32 latents: exact
+    # latents large enough that the bundled model's audio goes beyond -1..1
+    np.save(tmp_path / "loud.npy", 40 * np.load(tmp_path / "float" / "a.npy"))
+    for sub in ("float", "pcm16"):
+        assert cli.main(["decode", "-m", "default", str(tmp_path / "loud.npy"), "-o",
+                         str(tmp_path / f"dec-{sub}"), "--subtype", sub]) == 0
+    y = sf.read(tmp_path / "dec-float" / "loud.wav", dtype="float32")[0]
+    assert sf.info(tmp_path / "dec-float" / "loud.wav").subtype == "FLOAT"
+    assert np.abs(y).max() > 1.0                                    # some samples clip
+    pcm = tmp_path / "dec-pcm16" / "loud.wav"
+    assert sf.info(pcm).subtype == "PCM_16"
+    assert np.array_equal(sf.read(pcm, dtype="int16")[0], pcm16_as_the_original(y, tmp_path))
+
+
+def test_diffuse_formats(tmp_path):
+    from unravel import diffusion
+    from unravel.operations import DIFFUSE
+    s = DIFFUSE.settings(seed=3, steps=2, latent_length=64, output=tmp_path)
+    ref = diffusion.diffuse_files("default", s.replace(name="f"), tmp_path)[0]
+    r = diffusion.diffuse_files("default", s.replace(name="p", subtype="pcm16"), tmp_path)[0]
+    assert sf.info(ref.wav).subtype == "FLOAT" and sf.info(r.wav).subtype == "PCM_16"
+    y = sf.read(ref.wav, dtype="float32")[0]
+    assert np.array_equal(sf.read(r.wav, dtype="int16")[0], pcm16_as_the_original(y, tmp_path))
+
+
+@pytest.mark.skipif(not (BUILD / "unravel~.pd_linux").exists(), reason="the external is not built")
+def test_pd_jobs_formats(tmp_path):
+    rng = np.random.default_rng(4)
+    sf.write(tmp_path / "a.wav", 0.3 * rng.standard_normal(44100).astype(np.float32), 44100,
+             subtype="FLOAT")
+    patch = jobs_patch(tmp_path / "fmt.pd", ["encode input a.wav output lat latent-wav 1 latent-subtype float",
+                                             "decode input lat/a.npy output dec subtype pcm16"])
+    r = run_pd(patch, timeout=120)
+    assert r.returncode == 0 and not r.errors, r.errors
+    assert sf.info(tmp_path / "lat" / "a.latent.wav").subtype == "FLOAT"
+    ref = pipeline.decode_files(load_model("default"), [tmp_path / "lat" / "a.npy"], tmp_path / "ref",
+                                progress=False)
+    y = sf.read(ref[0], dtype="float32")[0]
+    assert np.array_equal(sf.read(tmp_path / "dec" / "a.wav", dtype="int16")[0], pcm16_as_the_original(y, tmp_path))

@@ -156,6 +156,9 @@ def conform(audio: np.ndarray, sr_in: int, sr: int, channels: int) -> np.ndarray
     return mix(resample(audio, sr_in, sr), channels)
 
 
+SUBTYPES = {"float": "FLOAT", "pcm16": "PCM_16"}   # --subtype -> libsndfile's name
+
+
 def write(path: str | os.PathLike, audio: np.ndarray, sr: int, subtype: str = "FLOAT",
           force: bool = False) -> Path:
     """Write (channels, n) audio as a wav file (temporary name, then rename)."""

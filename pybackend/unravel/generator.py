@@ -154,7 +154,7 @@ def generate_files(s: Settings) -> list[Path]:
 
     All files come from one random stream per seed (see `Stream`), as UnRAVEl's
     generator draws them; `skip` first draws and drops that many files. Each file gets
-    `<pattern>-<dist>-NNN.npy`, a latent wav (`.latent.wav`, 64-bit float,
+    `<pattern>-<dist>-NNN.npy`, a latent wav (`.latent.wav`, 64-bit float or `latent_subtype`,
     floor(sr/ratio) Hz) and a `.json` sidecar whose `argv` re-makes it byte for byte
     (`unravel <argv> -o DIR`: `--seed S --skip I --files 1` for file I of the stream).
     `plot`: also write a PNG of the generated arrays (see `plots.generated`); an existing
@@ -182,7 +182,8 @@ def generate_files(s: Settings) -> list[Path]:
         i = stream.files - 1    # its index in the stream
         one = GENERATE.settings(inputs=inputs, pattern=pattern, dist=dist, iqr=iqr, points=k,
                                 loops=loops, files=1, seed=seed, skip=i, sr=sr, ratio=ratio,
-                                float32=s.float32)
+                                float32=s.float32, **({"latent_subtype": s.latent_subtype}
+                                                      if s.latent_subtype != "double" else {}))
         argv = GENERATE.argv(one, also=("pattern", "dist", "points", "loops", "files", "seed",
                                         "skip", "sr", "ratio"))
         name = audio.free_name(out, f"{pattern}-{dist}", suffixes)
@@ -199,7 +200,8 @@ def generate_files(s: Settings) -> list[Path]:
             sidecar["fibo_steps"] = patterns.fibonacci(k)
         npy, _, _ = safewrite.write_set([   # all three or none
             (out / f"{name}.npy", latent_io.npy_writer(g)),
-            (out / f"{name}{latent_io.LATENT_WAV_SUFFIX}", latent_io.wav_writer(g, rate)),
+            (out / f"{name}{latent_io.LATENT_WAV_SUFFIX}",
+             latent_io.wav_writer(g, rate, latent_io.SUBTYPES[s.latent_subtype])),
             (out / f"{name}.json", latent_io.json_writer(sidecar))])
         written.append(npy)
         made.append(g)

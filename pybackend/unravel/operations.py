@@ -50,6 +50,10 @@ IN_ARRAY = Option("input-array", "array", where="pd", help="read the input from 
 OUT_ARRAY = Option("output-array", "array", where="pd", help="write the result into this Pd array set")
 FORCE = Option("force", "flag", short="-f", help="overwrite existing output files")
 LATENT_WAV = Option("latent-wav", "flag", help="also write <name>.latent.wav")
+LATENT_SUBTYPE = Option("latent-subtype", "choice", default="double", choices=("double", "float"),
+                        help="latent wav samples: 64-bit (default) or 32-bit float")
+SUBTYPE = Option("subtype", "choice", default="float", choices=("float", "pcm16"),
+                 help="audio: 32-bit float (default) or 16-bit PCM clipped as UnRAVEl's")
 FLOAT32 = Option("float32", "flag", help="statistics in float32 as UnRAVEl computes them: a seed "
                 "then draws the original's numbers bit for bit (default float64)")
 JOBS = Option("jobs", "int", default=1, low=1, high=limits.MAX_JOBS, metavar="N",
@@ -65,7 +69,7 @@ BPM = Option("bpm", "float", low=0, high=100_000, open_low=True, group="length",
              help="pick the block length whose tempo is nearest (default 120)")
 
 ENCODE = Spec("encode", "audio files or folders -> latents (.npy)", (
-    _model(), _inputs("audio"), IN_ARRAY, _output(), OUT_ARRAY, LATENT_WAV,
+    _model(), _inputs("audio"), IN_ARRAY, _output(), OUT_ARRAY, LATENT_WAV, LATENT_SUBTYPE,
     Option("extensions", "strs", default=list(AUDIO_EXTENSIONS), metavar="EXT",
            help="file endings looked for in folders"),
     JOBS, FORCE))
@@ -95,6 +99,7 @@ GENERATE = Spec("generate", "synthetic latents from the statistics of encodings,
            help="draw and drop the first I files of the stream (the sidecars use it)"),
     Option("plot", "path", metavar="PNG",
            help="also write violin, box and time-series plots of the generated files"),
+    LATENT_SUBTYPE,
     *RATE_FROM_MODEL, _output(), OUT_ARRAY, FORCE))
 
 TEMPO = Spec("tempo", "quantized loop tempos (k frames -> BPM)", (
@@ -106,7 +111,7 @@ TEMPO = Spec("tempo", "quantized loop tempos (k frames -> BPM)", (
 ))
 
 DECODE = Spec("decode", "latents -> audio at the model's rate", (
-    _model(), _inputs("latents"), IN_ARRAY, _output(), OUT_ARRAY, FORCE))
+    _model(), _inputs("latents"), IN_ARRAY, _output(), OUT_ARRAY, SUBTYPE, FORCE))
 
 BEND = Spec("bend", "bend a layer's weights, save a new model", (
     _model(),
@@ -150,7 +155,7 @@ DIFFUSE = Spec("diffuse", "sample latents from a diffusion checkpoint, decode th
     Option("lerp-factor", "float", default=1.0, low=-1e3, high=1e3,
            help="interpolation reaches this factor at the end"),
     Option("save-latents", "flag", help="also write the latents as .npy"),
-    LATENT_WAV,
+    LATENT_WAV, SUBTYPE,
     Option("name", "str", default="diffuse", help="file name prefix"),
     Option("batch", "int", default=4, low=1, high=limits.MAX_BATCH, metavar="B",
            help="seeds sampled together (default 4, 1 = bit-exact with the reference loop)"),

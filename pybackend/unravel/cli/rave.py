@@ -117,7 +117,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     model = _load(args, s.model)
     pipeline.encode_files(model, s.inputs, out, latent_wav=s.latent_wav, force=s.force,
                           extensions=s.extensions, written=lambda p: print(p, flush=True),
-                          jobs=s.jobs)
+                          jobs=s.jobs, latent_subtype=s.latent_subtype)
     return 0
 
 
@@ -197,7 +197,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     latents.read_files(s.inputs)
     pipeline.decode_targets(s.inputs, out, s.force)
     model = _load(args, s.model)
-    _print_paths(pipeline.decode_files(model, s.inputs, out, force=s.force))
+    _print_paths(pipeline.decode_files(model, s.inputs, out, force=s.force, subtype=s.subtype))
     return 0
 
 
