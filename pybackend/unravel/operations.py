@@ -108,6 +108,10 @@ TEMPO = Spec("tempo", "quantized loop tempos (k frames -> BPM)", (
            help="show the k nearest this tempo"),
     Option("k", "int", low=1, high=limits.MAX_LATENT_FRAMES, group="length",
            help="show the tempo of a loop of k frames"),
+    Option("table", "choice", default="ours", choices=("ours", "original"), where="cli",
+           group="length",
+           help="ours: every k from 40 to 240 BPM, rounded, double time on each row; original: "
+                "UnRAVEl's k = 1..20, truncated, double time on even k"),
 ))
 
 DECODE = Spec("decode", "latents -> audio at the model's rate", (

@@ -181,6 +181,10 @@ def cmd_tempo(args: argparse.Namespace) -> int:
         t, err = tempo.nearest(s.bpm, sr, ratio)
         lines = [f"nearest to {s.bpm:g} BPM: k = {t.k} frames, {t.bpm:.2f} BPM "
                  f"(error {err:+.2f}), double time {t.double:.2f}, loop {t.seconds:.4f} s"]
+    elif s.table == "original":
+        lines = [f"{'k':>4} {'BPM':>9} {'double':>9}"] + [
+            f"{k:>4} {bpm:>9.2f} {'-' if double is None else f'{double:.2f}':>9}"
+            for k, bpm, double in tempo.original_table(sr, ratio)]
     else:   # the table is checked (and may be refused) before anything is printed
         lines = [f"{'k':>4} {'BPM':>9} {'double':>9} {'seconds':>9}"] + [
             f"{t.k:>4} {t.bpm:>9.2f} {t.double:>9.2f} {t.seconds:>9.4f}" for t in tempo.table(sr, ratio)]
