@@ -229,3 +229,57 @@ def test_pd_jobs_formats(tmp_path):
                                 progress=False)
     y = sf.read(ref[0], dtype="float32")[0]
     assert np.array_equal(sf.read(tmp_path / "dec" / "a.wav", dtype="int16")[0], pcm16_as_the_original(y, tmp_path))
+
+
+# --------------------------------------------------------------- resampling
+
+def sinc_reference(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """torchaudio's default resampling written as its definition, in float64: output m (at
+    time m/sr_out) is the sum over the inputs j (at j/sr_in, zero outside the signal) of
+    x[j] * sinc(pi u) * cos(pi u / 12)^2 * c / sr_in, u = c * (j/sr_in - m/sr_out) clipped to
+    +-6, c = 0.99 * min(sr_in, sr_out); ceil(n * sr_out / sr_in) outputs."""
+    n = x.shape[1]
+    c = 0.99 * min(sr_in, sr_out)
+    m = np.arange(-(-n * sr_out // sr_in))[:, None]
+    reach = int(np.ceil(6 * sr_in / c)) + 1            # inputs each side with |u| < 6
+    j = m * sr_in // sr_out + np.arange(-reach, reach + 1)[None]
+    u = np.clip(c * (j / sr_in - m / sr_out), -6, 6)
+    w = np.sinc(u) * np.cos(np.pi * u / 12) ** 2 * c / sr_in
+    inside = (j >= 0) & (j < n)
+    xs = np.where(inside[None], x.astype(np.float64)[:, np.clip(j, 0, n - 1)], 0.0)
+    return (xs * w[None]).sum(axis=2)
+
+
+@pytest.mark.parametrize("sr_in,sr_out", [(48000, 44100), (44100, 48000), (22050, 44100),
+                                          (44100, 32000), (16000, 44100)])
+def test_sinc_resampler_is_torchaudios_kernel(sr_in, sr_out):
+    from unravel import audio
+    x = np.random.default_rng(sr_in + sr_out).uniform(-1, 1, (2, 3001)).astype(np.float32)
+    y = audio.resample(x, sr_in, sr_out)
+    ref = sinc_reference(x, sr_in, sr_out)
+    assert y.dtype == np.float32 and y.shape == ref.shape
+    np.testing.assert_allclose(y, ref, rtol=0, atol=1e-6)   # float32 kernel and sums
+
+
+def test_encode_at_48k_resamples_with_the_sinc_kernel(tmp_path):
+    rng = np.random.default_rng(9)
+    x = (0.3 * rng.standard_normal((2, 48000))).astype(np.float32)
+    sf.write(tmp_path / "a.wav", x.T, 48000, subtype="FLOAT")
+    m = load_model("default")
+    [npy] = pipeline.encode_files(m, [tmp_path / "a.wav"], tmp_path / "o", progress=False)
+    mono = sinc_reference(x, 48000, 44100).mean(axis=0, keepdims=True).astype(np.float32)
+    expect = m.encode(mono, whole_frames=False)
+    assert np.abs(np.load(npy)[0] - expect).max() < 1e-5
+    # poly: scipy's polyphase filter, other latents
+    [poly] = pipeline.encode_files(m, [tmp_path / "a.wav"], tmp_path / "p", progress=False,
+                                   resampler="poly")
+    assert np.abs(np.load(poly)[0] - expect).max() > 1e-4
+
+
+def test_a_rate_pair_whose_sinc_filter_is_too_large_is_refused():
+    from unravel import audio
+    from unravel.errors import UnravelError
+    x = np.zeros((1, 100), np.float32)
+    with pytest.raises(UnravelError, match="use the poly resampler"):
+        audio.resample(x, 44101, 44100)
+    assert audio.resample(x, 44101, 44100, "poly").shape == (1, 100)

@@ -93,11 +93,12 @@ def job_encode(m, s: Settings, base: str, pd: PdArrays) -> list:
     if _source("encode", s) == "input" and not s.given("output-array"):
         return pipeline.encode_files(m, s.inputs, s.output or base or ".", latent_wav=s.latent_wav,
                                      progress=False, force=s.force, extensions=s.extensions,
-                                     jobs=s.jobs, latent_subtype=s.latent_subtype)
+                                     jobs=s.jobs, latent_subtype=s.latent_subtype,
+                                     resampler=s.resampler)
     _no_files("encode", s, ("output", "latent-wav", "latent-subtype", "extensions", "jobs"))
     x, sr = (pd.audio(s.input_array, "encode") if s.given("input-array")
              else audio.read(_one_file("encode", s)))
-    return [pd.put_latents(s.output_array, pipeline.encode_audio(m, x, sr))]
+    return [pd.put_latents(s.output_array, pipeline.encode_audio(m, x, sr, s.resampler))]
 
 
 @job(operations.DECODE)

@@ -10,7 +10,7 @@ shape only what the command prints; those marked "pd" read or write Pd arrays.
 from __future__ import annotations
 
 from unravel import limits
-from unravel.audio import AUDIO_EXTENSIONS
+from unravel.audio import AUDIO_EXTENSIONS, RESAMPLERS
 from unravel.distributions import DISTRIBUTIONS
 from unravel.patterns import PATTERNS
 from unravel.settings import Option, Spec
@@ -56,6 +56,10 @@ SUBTYPE = Option("subtype", "choice", default="float", choices=("float", "pcm16"
                  help="audio: 32-bit float (default) or 16-bit PCM clipped as UnRAVEl's")
 FLOAT32 = Option("float32", "flag", help="statistics in float32 as UnRAVEl computes them: a seed "
                 "then draws the original's numbers bit for bit (default float64)")
+RESAMPLER = Option("resampler", "choice", default="sinc", choices=RESAMPLERS,
+                   help="audio at another rate than the model's: sinc, torchaudio's default "
+                        "kernel as the originals (default), or poly, scipy's polyphase filter "
+                        "(any pair of rates)")
 JOBS = Option("jobs", "int", default=1, low=1, high=limits.MAX_JOBS, metavar="N",
               help="in N worker processes (the same files as one, default 1)")
 RATE_FROM_MODEL = (
@@ -72,7 +76,7 @@ ENCODE = Spec("encode", "audio files or folders -> latents (.npy)", (
     _model(), _inputs("audio"), IN_ARRAY, _output(), OUT_ARRAY, LATENT_WAV, LATENT_SUBTYPE,
     Option("extensions", "strs", default=list(AUDIO_EXTENSIONS), metavar="EXT",
            help="file endings looked for in folders"),
-    JOBS, FORCE))
+    JOBS, FORCE, RESAMPLER))
 
 STATS = Spec("stats", "per-dimension statistics of latents", (
     _inputs("latents"), IN_ARRAY,
@@ -170,7 +174,7 @@ PREPARE = Spec("prepare", "audio files or folders -> training latents for train-
     Option("latent-length", "int", default=256, low=1, high=limits.MAX_LATENT_FRAMES, metavar="L",
            help="latent frames per chunk (default 256, chunks of L*ratio samples)"),
     Option("no-normalize", "flag", help="skip the per-chunk z-score"),
-    _output("latent folder", required=True), JOBS, FORCE), command="prepare-diffusion")
+    _output("latent folder", required=True), JOBS, FORCE, RESAMPLER), command="prepare-diffusion")
 
 TRAIN = Spec("train", "train a latent diffusion model on a folder of latents", (
     Option("latents", "path", positional=True, metavar="LATENT_DIR",

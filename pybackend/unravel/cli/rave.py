@@ -117,7 +117,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     model = _load(args, s.model)
     pipeline.encode_files(model, s.inputs, out, latent_wav=s.latent_wav, force=s.force,
                           extensions=s.extensions, written=lambda p: print(p, flush=True),
-                          jobs=s.jobs, latent_subtype=s.latent_subtype)
+                          jobs=s.jobs, latent_subtype=s.latent_subtype, resampler=s.resampler)
     return 0
 
 
