@@ -283,3 +283,34 @@ def test_a_rate_pair_whose_sinc_filter_is_too_large_is_refused():
     with pytest.raises(UnravelError, match="use the poly resampler"):
         audio.resample(x, 44101, 44100)
     assert audio.resample(x, 44101, 44100, "poly").shape == (1, 100)
+
+
+# --------------------------------------------------------------- training noise
+
+def test_training_noise_is_the_pinned_forks():
+    """The fork RAVE-Latent-Diffusion installs (moiseshorta/audio-diffusion-pytorch c2fdd66,
+    VDiffusion.forward) trains on noise = randn + 0.1 * randn; the augmentation (Flex'ed's
+    train script) adds noise_std * randn to the training latents."""
+    import numpy as np
+    import torch
+    from unravel.diffusion.train import sample_draws
+    from unravel.diffusion.vdiffusion import VDiffusion
+    sig, noise, aug = sample_draws(5, 2, 3, 16)([0, 7])
+    for row, i in enumerate((0, 7)):
+        key = np.random.SeedSequence([5, 3, i]).generate_state(1, np.uint64)[0]
+        g = torch.Generator().manual_seed(int(key) & 0x7FFF_FFFF_FFFF_FFFF)
+        assert torch.equal(sig[row:row + 1], torch.rand(1, generator=g))
+        a, b = torch.randn(3, 16, generator=g), torch.randn(3, 16, generator=g)
+        assert torch.equal(noise[row], a + 0.1 * b)
+        assert torch.equal(aug[row], torch.randn(3, 16, generator=g))
+
+    class Echo(torch.nn.Module):      # returns its input: the loss shows the noise
+        def forward(self, x, sigmas):
+            return x
+    x = torch.randn(2, 3, 16)
+    torch.manual_seed(11)
+    loss = VDiffusion(Echo())(x)
+    torch.manual_seed(11)
+    sigmas = torch.rand(2)
+    n = torch.randn_like(x) + 0.1 * torch.randn_like(x)
+    assert torch.equal(loss, VDiffusion(Echo())(x, sigmas, n))
