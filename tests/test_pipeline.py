@@ -76,10 +76,12 @@ def test_encode_formats(tmp_path, models, ext, fmt, subtype):
 
 def test_encode_resamples_and_mixes(tmp_path, models):
     """A stereo 44.1 kHz file encoded by a 48 kHz mono model equals the model's encoding of
-    the resampled channel mean."""
+    the resampled channel mean (here with scipy's polyphase resampler, `resampler="poly"`;
+    the default sinc kernel: tests/test_fidelity.py)."""
     m = models["sr48k"]
     x = write_tone(tmp_path / "s.wav", 44100, 1.0, channels=2, subtype="FLOAT")
-    [p] = pipeline.encode_files(m, [tmp_path / "s.wav"], tmp_path / "o", progress=False)
+    [p] = pipeline.encode_files(m, [tmp_path / "s.wav"], tmp_path / "o", progress=False,
+                                resampler="poly")
     from scipy.signal import resample_poly
     mono = resample_poly(x.astype(np.float64).mean(0), 160, 147).astype(np.float32)
     expect = m.encode(mono[None], whole_frames=False)

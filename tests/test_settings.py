@@ -20,7 +20,8 @@ from unravel.model import DEFAULT_MODEL, load_model
 
 # the command-line options a Pd job has no key for, and why
 CLI_ONLY = {"model": "the object's model", "sr": "the object's model", "ratio": "the object's model",
-            "json": "a job replies its data, it prints nothing"}
+            "json": "a job replies its data, it prints nothing",
+            "table": "a tempo job replies one row, it prints no table"}
 SHARED = {"help", "threads", "device"}   # every command's, not an operation's
 
 

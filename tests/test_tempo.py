@@ -49,3 +49,22 @@ def test_errors():
         tempo.loop(0, 44100, 2048)
     with pytest.raises(UnravelError):
         tempo.table(44100, 0)
+
+
+# UnRAVEl's README table at 44.1 kHz / 2048: k, BPM (truncated), double time (even k only)
+ORIGINAL_TABLE = [(1, 1291.99, None), (2, 645.99, 1291.98), (3, 430.66, None), (4, 322.99, 645.98),
+                  (5, 258.39, None), (6, 215.33, 430.66), (7, 184.57, None), (8, 161.49, 322.98),
+                  (9, 143.55, None), (10, 129.19, 258.38), (11, 117.45, None), (12, 107.66, 215.32),
+                  (13, 99.38, None), (14, 92.28, 184.56), (15, 86.13, None), (16, 80.74, 161.48),
+                  (17, 75.99, None), (18, 71.77, 143.54), (19, 67.99, None), (20, 64.59, 129.18)]
+
+
+def test_the_originals_table(capsys):
+    from unravel import cli
+    rows = tempo.original_table(44100, 2048)
+    assert [(k, round(b, 2), d if d is None else round(d, 2)) for k, b, d in rows] == ORIGINAL_TABLE
+    assert cli.main(["tempo", "--table", "original"]) == 0
+    lines = capsys.readouterr().out.splitlines()[2:]
+    assert [ln.split() for ln in lines] == [[str(k), f"{b:.2f}", "-" if d is None else f"{d:.2f}"]
+                                            for k, b, d in ORIGINAL_TABLE]
+    assert cli.main(["tempo", "--table", "original", "--k", "3"]) == 2   # one of them

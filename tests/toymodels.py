@@ -65,7 +65,8 @@ class TestRave(ContractBase):
     """Untrained quirk model: pqmf -> strided conv -> latent (cached conv) -> conv-transpose."""
 
     def __init__(self, dims: int = 8, stereo: bool = False, streaming: bool = False,
-                 variational: bool = False, sr: int = 44100, ratio: int = 2048, bands: int = 16):
+                 variational: bool = False, sr: int = 44100, ratio: int = 2048, bands: int = 16,
+                 streaming_encode: bool = False):
         super().__init__()
         out_ch = 2 if stereo else 1
         self.stereo = stereo  # RAVE exports carry this flag
@@ -73,11 +74,13 @@ class TestRave(ContractBase):
         self.pqmf = FixedFilterbank(bands)
         self.codec = TinyCodec(self.full_dims, out_ch, ratio, bands, streaming)
         self.bands = bands
+        # a streaming encoder: a cached convolution on the latents (its state goes on between calls)
+        self.enc_state = CachedConv1d(dims, 3, True) if streaming_encode else nn.Identity()
         self._setup_contract(dims, ratio, out_ch, sr)
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         z = self.codec.encoder(self.pqmf.analysis(x))
-        return z[:, : self.latent_dims]
+        return self.enc_state(z[:, : self.latent_dims])
 
     def _decode(self, z: torch.Tensor, from_forward: bool) -> torch.Tensor:
         if z.shape[1] < self.full_dims:  # variational exports pad missing dims with noise
@@ -125,16 +128,18 @@ def _quirk_class(decode_arg: bool, get_methods: bool) -> type:
 
 def make_test_model(path: os.PathLike, dims: int = 8, stereo: bool = False, streaming: bool = False,
                     decode_arg: bool = False, variational: bool = False, no_get_methods: bool = False,
-                    sr: int = 44100, seed: int = 0, sr_attr: str = "sr", ratio: int = 2048) -> pathlib.Path:
+                    sr: int = 44100, seed: int = 0, sr_attr: str = "sr", ratio: int = 2048,
+                    streaming_encode: bool = False) -> pathlib.Path:
     """Write a small untrained seeded TorchScript model with the chosen RAVE export quirks.
 
     decode_arg: `decode(z, from_forward: bool=False)`; streaming: cached latent convolution
-    keeping state between calls, batch <= 64; variational: decode pads missing latent dims
+    keeping state between calls, batch <= 64 (`streaming_encode`: in encode too); variational: decode pads missing latent dims
     with random noise; stereo: 2 output channels; no_get_methods: methods only from
     `<m>_params` buffers. Attribute `temperature` (float, set_ returns 0, -1 if negative)."""
     torch.manual_seed(seed)
     cls = _quirk_class(decode_arg, not no_get_methods)
-    module = cls(dims=dims, stereo=stereo, streaming=streaming, variational=variational, sr=sr, ratio=ratio)
+    module = cls(dims=dims, stereo=stereo, streaming=streaming, variational=variational, sr=sr, ratio=ratio,
+                 streaming_encode=streaming_encode)
     with torch.no_grad():  # larger init so the untrained output is clearly non-silent
         for p in module.codec.parameters():
             p.mul_(4.0)

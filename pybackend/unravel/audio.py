@@ -106,16 +106,27 @@ def _read_with_av(path: Path, cause: str) -> tuple[np.ndarray, int]:
     return np.concatenate(chunks, axis=1).astype(np.float32), int(sr)
 
 
-def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    """Resample (channels, n) audio from sr_in to sr_out with a polyphase anti-aliasing filter.
+RESAMPLERS = ("sinc", "poly")
 
-    The rate ratio is approximated by a fraction with denominator <= 1000 (exact for the
-    usual rates); the output has round(n * sr_out / sr_in) samples.
+
+def resample(audio: np.ndarray, sr_in: int, sr_out: int, method: str = "sinc") -> np.ndarray:
+    """Resample (channels, n) audio from sr_in to sr_out, float32.
+
+    sinc: torchaudio's default windowed-sinc kernel (unravel.resample), as the original
+    UnRAVEl and RAVE-Latent-Diffusion resample; ceil(n * sr_out / sr_in) samples.
+    poly: scipy's polyphase filter (a longer Kaiser-windowed filter), the rate ratio
+    approximated by a fraction with denominator <= 1000 (exact for the usual rates), so any
+    pair of rates stays cheap; round(n * sr_out / sr_in) samples.
     """
     if sr_in <= 0 or sr_out <= 0:
         raise UnravelError(f"resample: bad sample rates {sr_in} -> {sr_out}")
+    if method not in RESAMPLERS:
+        raise UnravelError(f"resample: unknown resampler {method!r} (one of {', '.join(RESAMPLERS)})")
     if sr_in == sr_out:
         return audio.astype(np.float32, copy=False)
+    if method == "sinc":
+        from unravel.resample import resample_sinc
+        return resample_sinc(audio, int(sr_in), int(sr_out))
     from scipy.signal import resample_poly   # slow import: only when resampling
     frac = Fraction(sr_out, sr_in).limit_denominator(1000)
     y = resample_poly(audio.astype(np.float64), frac.numerator, frac.denominator, axis=-1)
@@ -146,14 +157,19 @@ def mix(audio: np.ndarray, channels: int) -> np.ndarray:
     return np.ascontiguousarray(audio[[j % c for j in range(channels)]])
 
 
-def load(path: str | os.PathLike, sr: int, channels: int) -> np.ndarray:
+def load(path: str | os.PathLike, sr: int, channels: int, resampler: str = "sinc") -> np.ndarray:
     """Read an audio file resampled to `sr` and mixed to `channels`: float32 (channels, n)."""
-    return conform(*read(path), sr, channels)
+    return conform(*read(path), sr, channels, resampler)
 
 
-def conform(audio: np.ndarray, sr_in: int, sr: int, channels: int) -> np.ndarray:
-    """(c, n) audio at `sr_in` resampled to `sr` and mixed to `channels` (as `load` reads)."""
-    return mix(resample(audio, sr_in, sr), channels)
+def conform(audio: np.ndarray, sr_in: int, sr: int, channels: int,
+            resampler: str = "sinc") -> np.ndarray:
+    """(c, n) audio at `sr_in` resampled to `sr` (`resampler`: see resample) and mixed to
+    `channels` (as `load` reads)."""
+    return mix(resample(audio, sr_in, sr, resampler), channels)
+
+
+SUBTYPES = {"float": "FLOAT", "pcm16": "PCM_16"}   # --subtype -> libsndfile's name
 
 
 def write(path: str | os.PathLike, audio: np.ndarray, sr: int, subtype: str = "FLOAT",

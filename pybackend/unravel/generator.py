@@ -134,12 +134,12 @@ class Stream:
 
 
 def generate(z: np.ndarray, pattern: str = "default", dist: str = "normal", iqr: bool = False,
-             points: int = 11, loops: int = 1, seed: int = 0) -> np.ndarray:
-    """Synthetic (D, T') latents from the statistics of (D, T) latents `z`: points drawn
-    from `dist`, arranged by `pattern` (all randomness from `seed`); the first file
-    generate_files makes with these arguments."""
+             points: int = 11, loops: int = 1, seed: int = 0, float32: bool = False) -> np.ndarray:
+    """Synthetic (D, T') latents from the statistics of (D, T) latents `z` (in float32 with
+    `float32`, see stats.compute): points drawn from `dist`, arranged by `pattern` (all
+    randomness from `seed`); the first file generate_files makes with these arguments."""
     check_generate(pattern, dist, points, z.shape[0], loops)   # before the statistics of z
-    return Stream(stats.compute(z), pattern, dist, iqr, points, loops, seed).file()
+    return Stream(stats.compute(z, float32), pattern, dist, iqr, points, loops, seed).file()
 
 
 def generated_outputs(npy: Path) -> list[Path]:
@@ -154,7 +154,7 @@ def generate_files(s: Settings) -> list[Path]:
 
     All files come from one random stream per seed (see `Stream`), as UnRAVEl's
     generator draws them; `skip` first draws and drops that many files. Each file gets
-    `<pattern>-<dist>-NNN.npy`, a latent wav (`.latent.wav`, 64-bit float,
+    `<pattern>-<dist>-NNN.npy`, a latent wav (`.latent.wav`, 64-bit float or `latent_subtype`,
     floor(sr/ratio) Hz) and a `.json` sidecar whose `argv` re-makes it byte for byte
     (`unravel <argv> -o DIR`: `--seed S --skip I --files 1` for file I of the stream).
     `plot`: also write a PNG of the generated arrays (see `plots.generated`); an existing
@@ -167,7 +167,7 @@ def generate_files(s: Settings) -> list[Path]:
     if s.plot is not None and Path(s.plot).exists() and not s.force:
         raise UnravelError(f"{Path(s.plot)}: already exists (use --force to overwrite)")
     k, bpm_info = resolve_points(s.points, s.bpm, sr, ratio)
-    read = stats.read(s.inputs)
+    read = stats.read(s.inputs, s.float32)
     stream = Stream(read.stats, pattern, dist, iqr, k, loops, int(seed))
     out = safewrite.check_writable_dir(s.output or ".")
     rate = latent_io.latent_rate(sr, ratio)
@@ -181,7 +181,9 @@ def generate_files(s: Settings) -> list[Path]:
         g = stream.file()
         i = stream.files - 1    # its index in the stream
         one = GENERATE.settings(inputs=inputs, pattern=pattern, dist=dist, iqr=iqr, points=k,
-                                loops=loops, files=1, seed=seed, skip=i, sr=sr, ratio=ratio)
+                                loops=loops, files=1, seed=seed, skip=i, sr=sr, ratio=ratio,
+                                float32=s.float32, **({"latent_subtype": s.latent_subtype}
+                                                      if s.latent_subtype != "double" else {}))
         argv = GENERATE.argv(one, also=("pattern", "dist", "points", "loops", "files", "seed",
                                         "skip", "sr", "ratio"))
         name = audio.free_name(out, f"{pattern}-{dist}", suffixes)
@@ -189,7 +191,7 @@ def generate_files(s: Settings) -> list[Path]:
             "command": "unravel " + shlex.join(argv) + " -o DIR",
             "argv": argv, "inputs": inputs, "inputs_sha256": sha,
             "pattern": pattern, "dist": dist, "iqr": iqr, "points": k, "bpm": bpm_info,
-            "loops": loops, "seed": seed, "index": i, "sr": sr, "ratio": ratio,
+            "loops": loops, "seed": seed, "float32": s.float32, "index": i, "sr": sr, "ratio": ratio,
             "latent_rate": rate, "shape": [1, int(g.shape[0]), int(g.shape[1])],
             "npy": name + ".npy", "latent_wav": name + latent_io.LATENT_WAV_SUFFIX,
             "unravel_version": _version(),
@@ -198,7 +200,8 @@ def generate_files(s: Settings) -> list[Path]:
             sidecar["fibo_steps"] = patterns.fibonacci(k)
         npy, _, _ = safewrite.write_set([   # all three or none
             (out / f"{name}.npy", latent_io.npy_writer(g)),
-            (out / f"{name}{latent_io.LATENT_WAV_SUFFIX}", latent_io.wav_writer(g, rate)),
+            (out / f"{name}{latent_io.LATENT_WAV_SUFFIX}",
+             latent_io.wav_writer(g, rate, latent_io.SUBTYPES[s.latent_subtype])),
             (out / f"{name}.json", latent_io.json_writer(sidecar))])
         written.append(npy)
         made.append(g)

@@ -93,11 +93,12 @@ def job_encode(m, s: Settings, base: str, pd: PdArrays) -> list:
     if _source("encode", s) == "input" and not s.given("output-array"):
         return pipeline.encode_files(m, s.inputs, s.output or base or ".", latent_wav=s.latent_wav,
                                      progress=False, force=s.force, extensions=s.extensions,
-                                     jobs=s.jobs)
-    _no_files("encode", s, ("output", "latent-wav", "extensions", "jobs"))
+                                     jobs=s.jobs, latent_subtype=s.latent_subtype,
+                                     resampler=s.resampler)
+    _no_files("encode", s, ("output", "latent-wav", "latent-subtype", "extensions", "jobs"))
     x, sr = (pd.audio(s.input_array, "encode") if s.given("input-array")
              else audio.read(_one_file("encode", s)))
-    return [pd.put_latents(s.output_array, pipeline.encode_audio(m, x, sr))]
+    return [pd.put_latents(s.output_array, pipeline.encode_audio(m, x, sr, s.resampler))]
 
 
 @job(operations.DECODE)
@@ -107,8 +108,8 @@ def job_decode(m, s: Settings, base: str, pd: PdArrays) -> list:
     from unravel import audio, pipeline
     if _source("decode", s) == "input" and not s.given("output-array"):
         return pipeline.decode_files(m, s.inputs, s.output or base or ".", progress=False,
-                                     force=s.force)
-    _no_files("decode", s, ("output",))
+                                     force=s.force, subtype=s.subtype)
+    _no_files("decode", s, ("output", "subtype"))
     z = _in_latents("decode", s, pd, m.latent_dims)
     pipeline.check_decode(m, z, "decode")
     y = m.decode(z)
@@ -127,10 +128,10 @@ def job_stats(m, s: Settings, base: str, pd: PdArrays) -> list:
         if s.given("output") or s.given("plot"):
             raise UnravelError("stats: input-array replies the statistics: no output file")
         name = s.input_array
-        st = stats.compute(pd.latents(name, None, "stats"))
+        st = stats.compute(pd.latents(name, None, "stats"), s.float32)
         rows = np.stack([st.mean, st.std, st.min, st.max], axis=1).ravel()
         return [name, st.dims, *rows.tolist()]
-    r = stats.read(s.inputs)
+    r = stats.read(s.inputs, s.float32)
     out = pathlib.Path(s.output or r.paths[0].with_suffix(".stats.json"))
     if os.path.lexists(out) and not s.force and (out.is_file() or out.is_symlink()):
         raise UnravelError(f"stats: {out} already exists (force 1 to overwrite)")
@@ -146,11 +147,11 @@ def job_generate(m, s: Settings, base: str, pd: PdArrays) -> list:
     """Latent files from the statistics of latent files; or one latent set (the first file
     the file job makes with the same arguments) from a set or one latent file."""
     from unravel import generator
-    kw = dict(pattern=s.pattern, dist=s.dist, iqr=s.iqr, loops=s.loops, seed=s.seed)
+    kw = dict(pattern=s.pattern, dist=s.dist, iqr=s.iqr, loops=s.loops, seed=s.seed, float32=s.float32)
     ratio = m.ratio or 2048
     if _source("generate", s) == "input" and not s.given("output-array"):
         return generator.generate_files(s.replace(output=s.output or base or ".", sr=m.sr, ratio=ratio))
-    _no_files("generate", s, ("output", "plot", "skip", "force"))
+    _no_files("generate", s, ("output", "plot", "skip", "force", "latent-subtype"))
     if s.files != 1:
         raise UnravelError("generate: output-array takes files 1")
     z = _in_latents("generate", s, pd, None)
@@ -181,7 +182,7 @@ def job_diffuse(m, s: Settings, base: str, pd: PdArrays) -> list:
     if ckpt != "default" and base and (pathlib.Path(base) / ckpt).exists():
         s = s.replace(checkpoint=str(pathlib.Path(base) / ckpt))
     if s.given("output-array"):
-        _no_files("diffuse", s, ("output", "save-latents", "latent-wav", "name", "force"))
+        _no_files("diffuse", s, ("output", "save-latents", "latent-wav", "subtype", "name", "force"))
         if s.num != 1:
             raise UnravelError("diffuse: output-array takes num 1")
         (_, _, z), = diffusion.diffuse_latents(m, s, device=m.device)

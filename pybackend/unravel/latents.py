@@ -141,6 +141,9 @@ def write_wav(path: str | os.PathLike, z: np.ndarray, rate: int, subtype: str = 
     return safewrite.write_file(path, wav_writer(z, rate, subtype, path), force=force)
 
 
+SUBTYPES = {"double": "DOUBLE", "float": "FLOAT"}   # --latent-subtype -> libsndfile's name
+
+
 def wav_writer(z: np.ndarray, rate: int, subtype: str = "DOUBLE",
                path: str | os.PathLike = "latent wav") -> Callable[[str], None]:
     """A writer (for safewrite.write_file, write_set) of (D, T) latents as a D-channel wav."""

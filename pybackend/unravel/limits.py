@@ -30,6 +30,7 @@ MAX_BATCH = 1024              # seeds sampled together, training batch size
 MAX_EPOCHS = 10_000_000       # training epochs and the like
 MIN_PORT, MAX_PORT = 1, 65535
 MAX_PAGE_SEED = 999_999_999   # seeds of the web page's seed fields and Randomize buttons
+MAX_RESAMPLE_TAPS = 2**24     # filter taps of the sinc resampler (64 MB; 44.1 -> 48 kHz: 25 760)
 DEFAULT_MAX_UPLOAD_MB = 300   # MB of decoded audio (32-bit samples) one page upload may hold (app --max-upload-mb)
 MEMORY_SHARE = 0.8            # share of the available memory one job may plan to use
 

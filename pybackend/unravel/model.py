@@ -104,6 +104,7 @@ class Model:
         self._warmup = warmup
         self._share = share
         self._load(share, warmup)
+        self._fresh = self._buffers()
 
     # ------------------------------------------------------------------ loading
 
@@ -233,6 +234,22 @@ class Model:
                 pass  # a method that fails on silence fails later with a clear message
         return seen
 
+    def _buffers(self) -> dict[str, torch.Tensor]:
+        """A copy (on the CPU) of the module's buffers as they are now."""
+        with self.lock:
+            return {n: b.detach().to("cpu", copy=True) for n, b in self.module.named_buffers()}
+
+    def reset(self) -> None:
+        """Put the module's buffers (a streaming export's caches) back as they were when
+        this Model was loaded and warmed up (with what set_attribute changed since): the next
+        call gives what it gives in a fresh Model. Buffers running left as they were are not
+        written (a module shared with other Models keeps them)."""
+        with self.lock, torch.no_grad():
+            for name, fresh in self._fresh.items():
+                b = modelcache.tensor(self._cmod, name)
+                if not torch.equal(b.cpu(), fresh):
+                    b.copy_(fresh)
+
     def reload(self) -> None:
         """Reload the model from its file (original weights; shared again with the other
         Models of the same unchanged file), on its current device. A file that now holds a
@@ -266,6 +283,7 @@ class Model:
             if self.shared:
                 # a shared module is the file's as it is: load it (or share it) there instead
                 self._load(self._share, self._warmup and warmup)
+                self._fresh = self._buffers()
                 return target
             self._run_specs = {m: (self._cmod._get_method(m), c, st)
                                for m, (_, c, st) in self._run_specs.items()}
@@ -382,8 +400,11 @@ class Model:
         setter = getattr(self.module, f"set_{name}")
         try:
             with self.lock:
+                before = self._buffers()
                 rc = setter(*args)
                 self.edits += 1
+                self._fresh.update((n, b) for n, b in self._buffers().items()
+                                   if not torch.equal(b, before[n]))   # part of the fresh state
         except Exception as e:  # noqa: BLE001
             raise UnravelError(f"{self.path.name}: cannot set '{name}' ({short_cause(e)})") from None
         if rc not in (0, None):

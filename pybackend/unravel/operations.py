@@ -10,7 +10,7 @@ shape only what the command prints; those marked "pd" read or write Pd arrays.
 from __future__ import annotations
 
 from unravel import limits
-from unravel.audio import AUDIO_EXTENSIONS
+from unravel.audio import AUDIO_EXTENSIONS, RESAMPLERS
 from unravel.distributions import DISTRIBUTIONS
 from unravel.patterns import PATTERNS
 from unravel.settings import Option, Spec
@@ -54,6 +54,16 @@ IN_ARRAY = Option("input-array", "array", where="pd", help="read the input from 
 OUT_ARRAY = Option("output-array", "array", where="pd", help="write the result into this Pd array set")
 FORCE = Option("force", "flag", short="-f", help="overwrite existing output files")
 LATENT_WAV = Option("latent-wav", "flag", help="also write <name>.latent.wav")
+LATENT_SUBTYPE = Option("latent-subtype", "choice", default="double", choices=("double", "float"),
+                        help="latent wav samples: 64-bit (default) or 32-bit float")
+SUBTYPE = Option("subtype", "choice", default="float", choices=("float", "pcm16"),
+                 help="audio: 32-bit float (default) or 16-bit PCM clipped as UnRAVEl's")
+FLOAT32 = Option("float32", "flag", help="statistics in float32 as UnRAVEl computes them: a seed "
+                "then draws the original's numbers bit for bit (default float64)")
+RESAMPLER = Option("resampler", "choice", default="sinc", choices=RESAMPLERS,
+                   help="audio at another rate than the model's: sinc, torchaudio's default "
+                        "kernel as the originals (default), or poly, scipy's polyphase filter "
+                        "(any pair of rates)")
 JOBS = Option("jobs", "int", default=1, low=1, high=limits.MAX_JOBS, metavar="N",
               help="in N worker processes (the same files as one, default 1)")
 RATE_FROM_MODEL = (
@@ -67,16 +77,16 @@ BPM = Option("bpm", "float", low=0, high=100_000, open_low=True, group="length",
              help="pick the block length whose tempo is nearest (default 120)")
 
 ENCODE = Spec("encode", "audio files or folders -> latents (.npy)", (
-    _model(), _inputs("audio"), IN_ARRAY, _output(), OUT_ARRAY, LATENT_WAV,
+    _model(), _inputs("audio"), IN_ARRAY, _output(), OUT_ARRAY, LATENT_WAV, LATENT_SUBTYPE,
     Option("extensions", "strs", default=list(AUDIO_EXTENSIONS), metavar="EXT",
            help="file endings looked for in folders"),
-    JOBS, FORCE),
+    JOBS, FORCE, RESAMPLER),
     examples=("unravel encode -m default loop -o latents/ --latent-wav",
               "unravel encode -m default drums.wav loops/ -o latents/"))
 
 STATS = Spec("stats", "per-dimension statistics of latents", (
     _inputs("latents"), IN_ARRAY,
-    Option("iqr", "flag", help="add IQR centre, spread and bounds"),
+    Option("iqr", "flag", help="add IQR centre, spread and bounds"), FLOAT32,
     Option("json", "flag", where="cli", help="print JSON"),
     Option("plot", "path", metavar="PNG", help="write a histogram per dimension"),
     Option("output", "path", where="pd", help="the JSON file (default <first input>.stats.json)"),
@@ -90,7 +100,7 @@ GENERATE = Spec("generate", "synthetic latents from the statistics of encodings,
     Option("dist", "choice", default="normal", choices=DISTRIBUTIONS,
            help="what the points are drawn from: normal N(mean, std), uniform U(mean +- 3 std), "
                 "iqr-uniform U(lower, upper), correlation (the covariance)"),
-    Option("iqr", "flag", help="centre/spread from the quartiles"),
+    Option("iqr", "flag", help="centre/spread from the quartiles"), FLOAT32,
     Option("points", "int", low=1, high=limits.MAX_LATENT_FRAMES, metavar="K", group="length",
            help="frames per block"),
     BPM,
@@ -104,6 +114,7 @@ GENERATE = Spec("generate", "synthetic latents from the statistics of encodings,
            help="draw and drop the first I files of the stream (the sidecars use it)"),
     Option("plot", "path", metavar="PNG",
            help="also write violin, box and time-series plots of the generated files"),
+    LATENT_SUBTYPE,
     *RATE_FROM_MODEL, _output(), OUT_ARRAY, FORCE),
     examples=("unravel generate latents/ --pattern fibo --dist correlation --bpm 120 --loops 4 "
               "--seed 7 -o gen/",))
@@ -114,10 +125,15 @@ TEMPO = Spec("tempo", "quantized loop tempos (k frames -> BPM)", (
            help="show the k nearest this tempo"),
     Option("k", "int", low=1, high=limits.MAX_LATENT_FRAMES, group="length",
            help="show the tempo of a loop of k frames"),
-), examples=("unravel tempo", "unravel tempo -m default --bpm 180", "unravel tempo --k 16"))
+    Option("table", "choice", default="ours", choices=("ours", "original"), where="cli",
+           group="length",
+           help="ours: every k from 40 to 240 BPM, rounded, double time on each row; original: "
+                "UnRAVEl's k = 1..20, truncated, double time on even k"),
+), examples=("unravel tempo", "unravel tempo -m default --bpm 180", "unravel tempo --k 16",
+             "unravel tempo --table original"))
 
 DECODE = Spec("decode", "latents -> audio at the model's rate", (
-    _model(), _inputs("latents"), IN_ARRAY, _output(), OUT_ARRAY, FORCE),
+    _model(), _inputs("latents"), IN_ARRAY, _output(), OUT_ARRAY, SUBTYPE, FORCE),
     examples=("unravel decode -m default gen/ -o audio/",))
 
 BEND = Spec("bend", "bend a layer's weights, save a new model", (
@@ -164,7 +180,7 @@ DIFFUSE = Spec("diffuse", "sample latents from a diffusion checkpoint, decode th
     Option("lerp-factor", "float", default=1.0, low=-1e3, high=1e3,
            help="interpolation reaches this factor at the end"),
     Option("save-latents", "flag", help="also write the latents as .npy"),
-    LATENT_WAV,
+    LATENT_WAV, SUBTYPE,
     Option("name", "str", default="diffuse", help="file name prefix"),
     Option("batch", "int", default=4, low=1, high=limits.MAX_BATCH, metavar="B",
            help="seeds sampled together (default 4, 1 = bit-exact with the reference loop)"),
@@ -176,7 +192,7 @@ PREPARE = Spec("prepare", "audio files or folders -> training latents for train-
     Option("latent-length", "int", default=256, low=1, high=limits.MAX_LATENT_FRAMES, metavar="L",
            help="latent frames per chunk (default 256, chunks of L*ratio samples)"),
     Option("no-normalize", "flag", help="skip the per-chunk z-score"),
-    _output("latent folder", required=True), JOBS, FORCE), command="prepare-diffusion",
+    _output("latent folder", required=True), JOBS, FORCE, RESAMPLER), command="prepare-diffusion",
     examples=("python -m unravel.data.toyrave loop --bars 90 --out long/   # in a clone: 2 min of audio",
               "unravel prepare-diffusion -m default long/ -o train-latents/ --latent-length 256"))
 

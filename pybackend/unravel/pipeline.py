@@ -106,11 +106,14 @@ def encode_targets(inputs: Sequence[PathLike], out_dir: PathLike, latent_wav: bo
 def encode_files(model: "Model", inputs: Sequence[PathLike], out_dir: PathLike,
                  latent_wav: bool = False, progress: bool = True, force: bool = False,
                  extensions: Sequence[str] = audio.AUDIO_EXTENSIONS,
-                 written: Callable[[Path], None] | None = None, jobs: int = 1) -> list[Path]:
+                 written: Callable[[Path], None] | None = None, jobs: int = 1,
+                 latent_subtype: str = "double", resampler: str = "sinc") -> list[Path]:
     """Encode audio files/folders to `<out_dir>/<name>.npy` (float32 (1, D, T)); with
-    `latent_wav` also `<name>.latent.wav`. Folders are scanned recursively for `extensions`
+    `latent_wav` also `<name>.latent.wav` (`latent_subtype`: latents.SUBTYPES); audio at
+    another rate is resampled with `resampler` (audio.resample). Folders are scanned recursively for `extensions`
     (names: see `audio.scan_audio`). Each file goes to the model at its own length, as
-    UnRAVEl's encoder passes it (no padding to whole frames). `written` is called with each
+    UnRAVEl's encoder passes it (no padding to whole frames), and as if alone (a streaming
+    export's caches reset, see encode_audio). `written` is called with each
     file as it is written. `jobs` > 1 encodes the files in that many worker processes
     (unravel.workers: the same bytes; `written` then hears of each file when all are done).
     Returns the `.npy` paths."""
@@ -122,7 +125,9 @@ def encode_files(model: "Model", inputs: Sequence[PathLike], out_dir: PathLike,
         limits.check_memory(audio.load_size(f, model.sr, model.in_channels),
                             f"{f}: reading it as {model.in_channels} channels at {model.sr} Hz",
                             "split the file")
-    items = [(f, npy, wav if latent_wav else None, force) for f, npy, wav in zip(files, npys, wavs)]
+    subtype = latent_io.SUBTYPES[latent_subtype]
+    items = [(f, npy, wav if latent_wav else None, force, subtype, resampler)
+             for f, npy, wav in zip(files, npys, wavs)]
     if jobs > 1:
         made = map_files(model, _encode_one, [item + (False,) for item in items], jobs)
     else:
@@ -133,24 +138,27 @@ def encode_files(model: "Model", inputs: Sequence[PathLike], out_dir: PathLike,
     return npys
 
 
-def encode_audio(model: "Model", x: np.ndarray, sr: int) -> np.ndarray:
+def encode_audio(model: "Model", x: np.ndarray, sr: int, resampler: str = "sinc") -> np.ndarray:
     """(c, n) audio at `sr` -> (D, T) latents, as encode_files encodes a file: resampled to
-    the model's rate, mixed to its inputs, at its own length (no padding to whole frames)."""
+    the model's rate (`resampler`: see audio.resample), mixed to its inputs, at its own length (no padding to whole frames),
+    as if alone (a streaming export's caches are reset first: Model.reset)."""
     _require(model, "encode")
-    return model.encode(audio.conform(x, sr, model.sr, model.in_channels), whole_frames=False)
+    model.reset()
+    return model.encode(audio.conform(x, sr, model.sr, model.in_channels, resampler),
+                        whole_frames=False)
 
 
 def _encode_one(model: "Model", f: Path, npy: Path, wav: Path | None, force: bool,
-                progress: bool) -> list[Path]:
-    """Encode one audio file to `npy` (and the latent wav `wav` unless None); returns the
-    files written. `progress`: a status line for a long file."""
+                subtype: str, resampler: str, progress: bool) -> list[Path]:
+    """Encode one audio file to `npy` (and the latent wav `wav` unless None, libsndfile's
+    `subtype`); returns the files written. `progress`: a status line for a long file."""
     x, sr = audio.read(f)
     long = progress and x.shape[1] >= LONG_FILE_SECONDS * sr
     with _working(f"encode {f.name}", x.shape[1] * model.sr // sr // model.ratio, long):
-        z = encode_audio(model, x, sr)
+        z = encode_audio(model, x, sr, resampler)
     items = [(npy, latent_io.npy_writer(z))]
     if wav is not None:
-        items.append((wav, latent_io.wav_writer(z, latent_io.latent_rate(model.sr, model.ratio))))
+        items.append((wav, latent_io.wav_writer(z, latent_io.latent_rate(model.sr, model.ratio), subtype)))
     return safewrite.write_set(items, force=force)   # the .npy and its latent wav, or neither
 
 
@@ -169,9 +177,10 @@ def decode_targets(latents: Sequence[PathLike], out_dir: PathLike,
 
 
 def decode_files(model: "Model", latents: Sequence[PathLike], out_dir: PathLike,
-                 progress: bool = True, force: bool = False) -> list[Path]:
+                 progress: bool = True, force: bool = False, subtype: str = "float") -> list[Path]:
     """Decode latent files (`.npy` or latent wav, folders expanded) to `<out_dir>/<name>.wav`
-    (32-bit float at the model's rate). Latent dims must match the model's."""
+    at the model's rate (`subtype`: audio.SUBTYPES, 32-bit float or 16-bit PCM clipped to
+    -1..1 by libsndfile as UnRAVEl's decoder writes it). Latent dims must match the model's."""
     _require(model, "decode")
     paths, targets = decode_targets(latents, out_dir, force)
     # Read everything first: a bad file stops the batch before anything is written.
@@ -182,7 +191,7 @@ def decode_files(model: "Model", latents: Sequence[PathLike], out_dir: PathLike,
         long = progress and z.shape[1] * model.ratio >= LONG_FILE_SECONDS * model.sr
         with _working(f"decode {target.name}", z.shape[1], long):
             y = model.decode(z)
-        audio.write(target, y, model.sr, force=force)
+        audio.write(target, y, model.sr, subtype=audio.SUBTYPES[subtype], force=force)
     return targets
 
 

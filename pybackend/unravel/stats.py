@@ -18,7 +18,8 @@ IQR_PER_STD = 1.35
 
 @dataclass(frozen=True)
 class Stats:
-    """Statistics of latents with D dims over T frames (each field float64, shape (D,) or (D, D))."""
+    """Statistics of latents with D dims over T frames (each field shape (D,) or (D, D),
+    float64; computed in float32 (`compute`), the per-dimension fields are float32)."""
     frames: int
     mean: np.ndarray
     std: np.ndarray
@@ -81,21 +82,34 @@ class Stats:
         return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in d.items()}
 
 
-def compute(z: np.ndarray) -> Stats:
-    """Statistics of (D, T) latents over time (population std and covariance)."""
-    z = np.asarray(z, dtype=np.float64)
+def compute(z: np.ndarray, float32: bool = False) -> Stats:
+    """Statistics of (D, T) latents over time (population std and covariance), in float64;
+    with `float32` as UnRAVEl's generator computes them: numpy on the float32 latents (mean,
+    std, each quartile, float32), the correlation numpy's `corrcoef` and the covariance
+    outer(std, std) times it (float64), so a seed draws the original's numbers bit for bit.
+    A constant dimension has correlation 0 with the others (1 with itself) either way."""
+    z = np.asarray(z, dtype=np.float32 if float32 else np.float64)
     if z.ndim != 2 or z.shape[1] == 0:
         raise UnravelError(f"stats: latents must have shape (D, T) with T > 0, got {z.shape}")
-    q1, median, q3 = np.percentile(z, [25, 50, 75], axis=1)
-    cov = np.atleast_2d(np.cov(z, bias=True))
     std = z.std(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        corr = cov / np.outer(std, std)
     constant = std == 0
-    corr[constant, :] = 0.0
-    corr[:, constant] = 0.0
-    np.fill_diagonal(corr, 1.0)
-    corr = np.clip(corr, -1.0, 1.0)
+    if float32:
+        q1, median, q3 = (np.percentile(z, q, axis=1) for q in (25, 50, 75))  # float32 each
+        with np.errstate(divide="ignore", invalid="ignore"):
+            corr = np.atleast_2d(np.corrcoef(z))
+        corr[constant, :] = 0.0
+        corr[:, constant] = 0.0
+        corr[constant, constant] = 1.0
+        cov = np.outer(std, std) * corr
+    else:
+        q1, median, q3 = np.percentile(z, [25, 50, 75], axis=1)
+        cov = np.atleast_2d(np.cov(z, bias=True))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            corr = cov / np.outer(std, std)
+        corr[constant, :] = 0.0
+        corr[:, constant] = 0.0
+        np.fill_diagonal(corr, 1.0)
+        corr = np.clip(corr, -1.0, 1.0)
     return Stats(frames=int(z.shape[1]), mean=z.mean(axis=1), std=std, min=z.min(axis=1),
                  max=z.max(axis=1), q1=q1, median=median, q3=q3, cov=cov, corr=corr)
 
@@ -112,12 +126,12 @@ class FileStats:
         return {"files": [str(p) for p in self.paths], **self.stats.to_dict(iqr)}
 
 
-def read(inputs: Sequence[str | os.PathLike]) -> FileStats:
+def read(inputs: Sequence[str | os.PathLike], float32: bool = False) -> FileStats:
     """Read latent files (folders expanded, all of the same dims: `latents.read_files`) and
-    compute the statistics of all their frames taken together."""
+    compute the statistics of all their frames taken together (`float32`: see compute)."""
     paths, arrays = latents.read_files(inputs)
     z = np.concatenate(arrays, axis=1)
-    return FileStats(paths, z, compute(z))
+    return FileStats(paths, z, compute(z, float32))
 
 
 def format_table(stats: Stats, iqr: bool = False) -> str:

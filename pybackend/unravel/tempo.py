@@ -55,6 +55,16 @@ def table(sr: float, ratio: float, min_bpm: float = 40.0, max_bpm: float = 240.0
     return [t for t in rows if min_bpm <= t.bpm <= max_bpm]
 
 
+def original_table(sr: float, ratio: float, last: int = 20) -> list[tuple[int, float, float | None]]:
+    """UnRAVEl's tempo table: (k, BPM, double time) for k = 1..last, the BPM truncated to two
+    decimals and the double time (twice that) on even k only (None on odd k)."""
+    rows = []
+    for k in range(1, last + 1):
+        bpm = math.floor(loop(k, sr, ratio).bpm * 100) / 100
+        rows.append((k, bpm, 2 * bpm if k % 2 == 0 else None))
+    return rows
+
+
 def nearest(bpm: float, sr: float, ratio: float) -> tuple[Tempo, float]:
     """The loop length k whose BPM is nearest `bpm`, and the error (its BPM minus `bpm`)."""
     if not bpm > 0:

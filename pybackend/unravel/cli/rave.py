@@ -118,14 +118,14 @@ def cmd_encode(args: argparse.Namespace) -> int:
     model = _load(args, s.model)
     pipeline.encode_files(model, s.inputs, out, latent_wav=s.latent_wav, force=s.force,
                           extensions=s.extensions, written=lambda p: print(p, flush=True),
-                          jobs=s.jobs)
+                          jobs=s.jobs, latent_subtype=s.latent_subtype, resampler=s.resampler)
     return 0
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
     from unravel import plots, stats
     s = STATS.from_cli(args)
-    r = stats.read(s.inputs)
+    r = stats.read(s.inputs, s.float32)
     if s.plot:
         title = r.paths[0].name if len(r.paths) == 1 else f"{len(r.paths)} files"
         plots.histograms(r.z, s.plot, title=title, force=s.force)
@@ -182,6 +182,10 @@ def cmd_tempo(args: argparse.Namespace) -> int:
         t, err = tempo.nearest(s.bpm, sr, ratio)
         lines = [f"nearest to {s.bpm:g} BPM: k = {t.k} frames, {t.bpm:.2f} BPM "
                  f"(error {err:+.2f}), double time {t.double:.2f}, loop {t.seconds:.4f} s"]
+    elif s.table == "original":
+        lines = [f"{'k':>4} {'BPM':>9} {'double':>9}"] + [
+            f"{k:>4} {bpm:>9.2f} {'-' if double is None else f'{double:.2f}':>9}"
+            for k, bpm, double in tempo.original_table(sr, ratio)]
     else:   # the table is checked (and may be refused) before anything is printed
         lines = [f"{'k':>4} {'BPM':>9} {'double':>9} {'seconds':>9}"] + [
             f"{t.k:>4} {t.bpm:>9.2f} {t.double:>9.2f} {t.seconds:>9.4f}" for t in tempo.table(sr, ratio)]
@@ -198,7 +202,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     latents.read_files(s.inputs)
     pipeline.decode_targets(s.inputs, out, s.force)
     model = _load(args, s.model)
-    _print_paths(pipeline.decode_files(model, s.inputs, out, force=s.force))
+    _print_paths(pipeline.decode_files(model, s.inputs, out, force=s.force, subtype=s.subtype))
     return 0
 
 

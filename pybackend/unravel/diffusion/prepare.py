@@ -21,7 +21,7 @@ def prepare_files(model, s: Settings, progress: bool = False) -> list[Path]:
     """Training latents as the reference preprocess makes them, for the settings `s`
     (`operations.PREPARE`: inputs, output, latent_length, no_normalize, jobs, force).
 
-    Each input is read at the model's rate, mixed to mono, cut into chunks of
+    Each input is read at the model's rate (`resampler`: see audio.resample), mixed to mono, cut into chunks of
     latent_length * ratio samples (the last partial chunk dropped), each chunk encoded,
     z-scored over the whole chunk (unless `no_normalize`), zero-padded on the
     right to latent_length frames and written as float32 (1, D, L) `<name>_partNNN.npy`.
@@ -43,7 +43,7 @@ def prepare_files(model, s: Settings, progress: bool = False) -> list[Path]:
     files, names = [p for p, _ in found], audio_io.unique_names(found)
     folder = safewrite.check_writable_dir(s.output)
     chunk = latent_length * model.ratio
-    items = [(path, name, folder, latent_length, normalize_latents, force)
+    items = [(path, name, folder, latent_length, normalize_latents, force, s.resampler)
              for path, name in zip(files, names)]
     if jobs > 1:
         out = [p for paths in map_files(model, _prepare_one, items, jobs) for p in paths]
@@ -59,10 +59,12 @@ def prepare_files(model, s: Settings, progress: bool = False) -> list[Path]:
 
 
 def _prepare_one(model, path: Path, name: str, folder: Path, latent_length: int,
-                 normalize_latents: bool, force: bool) -> list[Path]:
-    """The training latents of one audio file (see prepare_files)."""
+                 normalize_latents: bool, force: bool, resampler: str = "sinc") -> list[Path]:
+    """The training latents of one audio file (see prepare_files), as if alone: a streaming
+    export's caches are reset first (Model.reset) and go on from chunk to chunk."""
     chunk = latent_length * model.ratio
-    mono = audio_io.load(path, model.sr, 1)[0]
+    model.reset()
+    mono = audio_io.load(path, model.sr, 1, resampler)[0]
     out = []
     for i in range(len(mono) // chunk):
         piece = audio_io.mix(mono[None, i * chunk:(i + 1) * chunk], model.in_channels)

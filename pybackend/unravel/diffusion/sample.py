@@ -235,15 +235,17 @@ def diffuse_files(model, s: Settings, out_dir: str | os.PathLike = ".", progress
 
     `model` is a unravel.model.Model or a model spec ('default', a path); `s` the settings
     (`operations.DIFFUSE`: the checkpoint, seeds, steps...). Writes per result
-    `<name>_<seed>.wav` (or `<name>_<seedA>_<seedB>_slerp.wav`; 32-bit float at the model's
-    rate), `.npy` latents (1, D, L) when `save_latents`, a D-channel `.latent.wav` (one frame
-    per latent step) when `latent_wav`, and a `.json` sidecar with every setting (the device
-    included). The diffusion network runs on `device`; the RAVE model decodes where it was
-    loaded. `num` results use seeds seed, seed+1, ... (with lerp: seed_a+i, seed_b+i);
-    `latent_length` samples that many frames (times length_mult) instead of the
-    checkpoint's, as the original generate script's --latent_length does.
+    `<name>_<seed>.wav` (or `<name>_<seedA>_<seedB>_slerp.wav`; at the model's rate, 32-bit
+    float or `subtype` pcm16), `.npy` latents (1, D, L) when `save_latents`, a D-channel
+    `.latent.wav` (one frame per latent step, 64-bit float) when
+    `latent_wav`, and a `.json` sidecar with every setting (the device included). The
+    diffusion network runs on `device`; the RAVE model decodes where it was loaded. `num`
+    results use seeds seed, seed+1, ... (with lerp: seed_a+i, seed_b+i); `latent_length`
+    samples that many frames (times length_mult) instead of the checkpoint's, as the
+    original generate script's --latent_length does.
     """
     save_latents, force, latent_wav = s.save_latents, s.force, s.latent_wav
+    subtype = audio_io.SUBTYPES[s.subtype]
     name = audio_io.check_name(s.name, "name")
     p = plan(model, s, device=device)
     model, diffuser = p.model, p.diffuser
@@ -281,7 +283,7 @@ def diffuse_files(model, s: Settings, out_dir: str | os.PathLike = ".", progress
             "wav": wav.name, "npy": npy.name if npy else None, "latent_wav": lwav.name if lwav else None,
         }
         js = folder / f"{stem}.json"
-        files = [(wav, audio_io.wav_writer(y, model.sr, subtype="FLOAT"))]
+        files = [(wav, audio_io.wav_writer(y, model.sr, subtype=subtype))]
         if npy:
             files.append((npy, latents_io.npy_writer(z_np)))
         if lwav:

@@ -22,7 +22,7 @@ from unravel import safewrite
 from unravel.diffusion.checkpoint import (arch_from_name, load_checkpoint, read_checkpoint,
                                           save_checkpoint)
 from unravel.diffusion.prepare import load_latent_folder
-from unravel.diffusion.vdiffusion import DiffusionModel, total_factor
+from unravel.diffusion.vdiffusion import EXTRA_NOISE, DiffusionModel, total_factor
 from unravel.settings import Settings
 from unravel.errors import UnravelError, first_line
 
@@ -36,7 +36,8 @@ Draws = Callable[[Sequence[int]], "tuple[torch.Tensor, torch.Tensor, torch.Tenso
 
 def sample_draws(seed: int, epoch: int, dims: int, length: int) -> Draws:
     """The random numbers of training, per latent: `draws(indices)` gives the sigmas (B,),
-    the diffusion noise (B, D, L) and the augmentation noise (B, D, L) of those latents.
+    the diffusion noise (B, D, L: randn + EXTRA_NOISE * randn, as the pinned fork trains) and
+    the augmentation noise (B, D, L) of those latents.
 
     Each latent's numbers depend only on (seed, epoch, its index), drawn on the CPU: any
     split of a batch over processes or devices sees the same numbers (epoch -1: validation,
@@ -48,7 +49,8 @@ def sample_draws(seed: int, epoch: int, dims: int, length: int) -> Draws:
             key = np.random.SeedSequence([seed, epoch + 1, int(i)]).generate_state(1, np.uint64)[0]
             g = torch.Generator().manual_seed(int(key) & 0x7FFF_FFFF_FFFF_FFFF)
             sig.append(torch.rand(1, generator=g))
-            noise.append(torch.randn(dims, length, generator=g))
+            first = torch.randn(dims, length, generator=g)
+            noise.append(first + EXTRA_NOISE * torch.randn(dims, length, generator=g))
             aug.append(torch.randn(dims, length, generator=g))
         return torch.cat(sig), torch.stack(noise), torch.stack(aug)
     return draws

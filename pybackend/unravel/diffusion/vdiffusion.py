@@ -21,6 +21,10 @@ ARCH_KEYS = ("channels", "factors", "items", "attentions", "attention_heads",
              "attention_features", "modulation_features", "resnet_groups")
 LIST_KEYS = ("channels", "factors", "items", "attentions")
 DEFAULTS = {"modulation_features": 1024, "resnet_groups": 8}
+# Training noise: a standard normal plus EXTRA_NOISE times another, as the fork that
+# RAVE-Latent-Diffusion and Flex'ed install trains (moiseshorta/audio-diffusion-pytorch
+# c2fdd66, audio_diffusion_pytorch/diffusion.py, VDiffusion.forward).
+EXTRA_NOISE = 0.1
 
 # RAVE-Latent-Diffusion (original), latent length 4096.
 ORIGINAL_ARCH = {
@@ -203,7 +207,8 @@ class TracedNet:
 
 
 class VDiffusion(nn.Module):
-    """The v-objective training loss: sigma ~ U(0, 1) per item, MSE against the velocity."""
+    """The v-objective training loss: sigma ~ U(0, 1) per item, MSE against the velocity; the
+    noise randn + EXTRA_NOISE * randn, as the pinned fork draws it."""
 
     def __init__(self, net: nn.Module):
         super().__init__()
@@ -215,7 +220,7 @@ class VDiffusion(nn.Module):
             sigmas = torch.rand(x.shape[0], device=x.device)
         alphas, betas = alpha_beta(sigmas.view(-1, *([1] * (x.ndim - 1))))
         if noise is None:
-            noise = torch.randn_like(x)
+            noise = torch.randn_like(x) + EXTRA_NOISE * torch.randn_like(x)
         x_noisy = alphas * x + betas * noise
         v_target = alphas * noise - betas * x
         return nn.functional.mse_loss(self.net(x_noisy, sigmas), v_target)
