@@ -32,6 +32,22 @@ MIN_PORT, MAX_PORT = 1, 65535
 MAX_PAGE_SEED = 999_999_999   # seeds of the web page's seed fields and Randomize buttons
 DEFAULT_MAX_UPLOAD_MB = 300   # MB of decoded audio (32-bit samples) one page upload may hold (app --max-upload-mb)
 MEMORY_SHARE = 0.8            # share of the available memory one job may plan to use
+MAX_DOWNLOAD_BYTES = 4 * 2**30    # one model downloaded from the registry
+MAX_MODEL_LIST_BYTES = 16 * 2**20  # the registry's model list
+DOWNLOAD_MIN_RATE = 1024      # bytes a second a registry transfer must keep up, over ...
+DOWNLOAD_STALL = 20.0         # ... any window of this many seconds (UNRAVEL_DOWNLOAD_STALL sets it)
+
+
+def _env_seconds(name: str, default: float) -> float:
+    """A positive number of seconds from the environment variable `name`, else `default`."""
+    try:
+        value = float(os.environ.get(name, default))
+    except ValueError:
+        return default
+    return value if 0 < value < 1e6 else default
+
+
+DOWNLOAD_STALL = _env_seconds("UNRAVEL_DOWNLOAD_STALL", DOWNLOAD_STALL)
 
 
 def check_range(value: int | float, low: int | float, high: int | float, name: str) -> int | float:
