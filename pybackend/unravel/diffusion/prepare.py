@@ -85,6 +85,7 @@ def load_latent_folder(folder: str | os.PathLike) -> tuple[torch.Tensor, list[st
         raise UnravelError(f"{folder}: no .npy latent files (make them with unravel prepare-diffusion)")
     arrays = []
     for p in files:
+        latents_io.check_npy_header(p)
         try:
             a = np.load(p, allow_pickle=False)
         except (OSError, ValueError) as e:
