@@ -2,6 +2,7 @@
 
 import functools
 import re
+import warnings
 
 # a Python class name leading an exception's text, e.g. "builtins.RuntimeError: " from
 # TorchScript, which the user should not see
@@ -14,6 +15,13 @@ class UnravelError(Exception):
     The CLI prints it without a traceback and exits with status 2; the Pd object prints it
     with pd_error.
     """
+
+
+def silence_warnings() -> None:
+    """Warnings of numpy, torch and the other libraries (an overflow in a cast, a tracer's
+    note) never reach stderr or Pd's window: what the user reads there is our one line.
+    Called where a process starts (the CLI, the bridge in Pd, the job and worker processes)."""
+    warnings.simplefilter("ignore")
 
 
 def first_line(e: BaseException) -> str:

@@ -40,7 +40,7 @@ import weakref
 from typing import TYPE_CHECKING
 
 from unravel import pdarrays
-from unravel.errors import UnravelError, first_line
+from unravel.errors import UnravelError, first_line, silence_warnings
 from unravel.pdarrays import PdArrays
 
 if TYPE_CHECKING:
@@ -288,6 +288,7 @@ def lower_priority() -> None:
 
 def main() -> None:
     """`python -m unravel.jobproc`: jobs from stdin, one JSON line each, each reply on stdout."""
+    silence_warnings()
     signal.signal(signal.SIGTERM, _on_term)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     lower_priority()

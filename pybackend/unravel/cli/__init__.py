@@ -15,7 +15,7 @@ from typing import Sequence
 
 from unravel.cli import app, diffusion, pd, rave
 from unravel.operations import THREADS
-from unravel.errors import UnravelError
+from unravel.errors import UnravelError, silence_warnings
 
 
 class _Parser(argparse.ArgumentParser):
@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns (and as a script exits with) the status."""
+    silence_warnings()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
