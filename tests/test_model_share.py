@@ -5,6 +5,7 @@ weights and compiled code, each with its own state."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 
@@ -154,3 +155,39 @@ def test_save_keeps_a_shared_model_shared(tmp_path):
     x = torch.zeros(1, 1, 4096).uniform_(-1, 1)
     assert torch.equal(load_model(tmp_path / "copy.ts", share=False).run("forward", x),
                        a.model.run("forward", x))
+
+
+@pytest.mark.parametrize("change", ["replaced", "deleted"])
+def test_copy_on_write_copies_what_is_in_memory(tmp_path, change):
+    """The model file replaced by another model, or deleted, after two Models loaded it:
+    `bend` bends the model that plays (never what the file now holds), the other Model plays
+    on, and a job of the shared one (in the job process) runs on the model in memory too."""
+    import os
+    import shutil
+    from unravel import jobproc, pipeline
+    path = tmp_path / "m.ts"
+    shutil.copy(DEFAULT_MODEL, path)
+    a, b = load_model(path), load_model(path)
+    assert a.shared and b.shared
+    x = torch.from_numpy(np.random.default_rng(4).uniform(-0.5, 0.5, (1, 1, 8192)).astype(np.float32))
+    ref = _out(b, x)
+    c = load_model(DEFAULT_MODEL, share=False)
+    Bender(c).bend(LAYER, "offset", 0.2)
+    ref_bent = _out(c, x)
+    if change == "replaced":                     # another model under the same name
+        shutil.copy(DEFAULT_MODEL.with_name("default4.ts"), tmp_path / "new.ts")
+        os.replace(tmp_path / "new.ts", path)
+    else:
+        path.unlink()
+    Bender(a).bend(LAYER, "offset", 0.2)
+    np.testing.assert_array_equal(_out(a, x), ref_bent)
+    np.testing.assert_array_equal(_out(b, x), ref)
+    wav = tmp_path / "x.wav"
+    sf.write(wav, x[0, 0].numpy(), SR, subtype="FLOAT")
+    w = jobproc.Worker()
+    try:
+        w.run(b, "encode", ["input", str(wav), "output", str(tmp_path / "job")], str(tmp_path))
+    finally:
+        w.close()
+    pipeline.encode_files(load_model(DEFAULT_MODEL), [wav], tmp_path / "here")
+    assert (tmp_path / "job" / "x.npy").read_bytes() == (tmp_path / "here" / "x.npy").read_bytes()

@@ -83,7 +83,8 @@ class Worker:
                 self._stop()
                 self._start()
             same = self.model is not None and self.model[0]() is model and self.model[1:] == mark[1:]
-            tmp = None if same or model.shared else tempfile.mkdtemp(prefix="unravel-job-")
+            from_file = model.shared and model.file_unchanged()    # else: the module in memory
+            tmp = None if same or from_file else tempfile.mkdtemp(prefix="unravel-job-")
             try:
                 spec = {"path": str(model.path), "device": str(model.device), "sr": int(model.sr),
                         "module": tmp and save_module(model, tmp), "same": same}

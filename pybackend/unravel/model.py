@@ -113,6 +113,7 @@ class Model:
         p = self.path
         if not p.is_file():
             raise UnravelError(f"{p}: model file not found")
+        self._file_key = modelcache.file_key(p)
         if not share:
             self._load_file(p, share, warmup)
             return
@@ -195,6 +196,14 @@ class Model:
             self._wrapper = torch.jit._recursive.wrap_cpp_module(self._cmod)
         return self._wrapper
 
+    def file_unchanged(self) -> bool:
+        """Whether the model file is still the one this Model was loaded from (not replaced,
+        not deleted): only then may a copy of it be read from the file again."""
+        try:
+            return modelcache.file_key(self.path) == self._file_key
+        except OSError:
+            return False
+
     def own(self) -> None:
         """Copy on write: before this Model changes its module (bend, set_weights, an
         attribute), give it a private copy if it shares one, or its weights, with other
@@ -257,6 +266,8 @@ class Model:
         with self.lock:
             if target == self.device:
                 return target
+            if self.shared and not self.file_unchanged():
+                self.own()                  # the file changed: what runs moves, not the file
             if not self.shared:
                 self.module.to(target)      # its weights, bent or not
             self.device = target
