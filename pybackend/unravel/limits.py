@@ -35,6 +35,7 @@ MAX_ARCH_FILE_BYTES = 2**20  # a diffusion architecture given as JSON
 MAX_ARCH_LEVELS = 32          # U-Net levels of a diffusion architecture
 MAX_ARCH_VALUE = 8192         # any number of it (channels, items, factor, heads, features)
 MAX_ARCH_BLOCKS = 256         # its items, all levels together
+MAX_MANIFEST_BYTES = 64 * 2**20   # a prepare-diffusion folder's manifest
 MEMORY_SHARE = 0.8            # share of the available memory one job may plan to use
 MAX_DOWNLOAD_BYTES = 4 * 2**30    # one model downloaded from the registry
 MAX_MODEL_LIST_BYTES = 16 * 2**20  # the registry's model list
