@@ -218,3 +218,13 @@ def test_redirect_loop_is_our_line(server, monkeypatch):
         registry.available_models()
     assert str(e.value).startswith("print_available_models: the model registry redirects in a loop")
     assert str(e.value).isprintable()
+
+
+def test_download_leaves_disk_space_free(tmp_path, reg, monkeypatch):
+    """A download takes at most the folder's free space less the reserve."""
+    import shutil
+    free = shutil.disk_usage(tmp_path).free
+    monkeypatch.setattr(limits, "DOWNLOAD_DISK_RESERVE", free - (1 << 20))
+    with pytest.raises(UnravelError, match="download: ircam/rave/endless is more than the"):
+        registry.download("ircam/rave/endless", tmp_path)
+    assert os.listdir(tmp_path) == []

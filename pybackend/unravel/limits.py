@@ -39,6 +39,7 @@ MAX_MANIFEST_BYTES = 64 * 2**20   # a prepare-diffusion folder's manifest
 MEMORY_SHARE = 0.8            # share of the available memory one job may plan to use
 MAX_DOWNLOAD_BYTES = 4 * 2**30    # one model downloaded from the registry
 MAX_MODEL_LIST_BYTES = 16 * 2**20  # the registry's model list
+DOWNLOAD_DISK_RESERVE = 256 * 2**20  # disk space a download leaves free
 DOWNLOAD_MIN_RATE = 1024      # bytes a second a registry transfer must keep up, over ...
 DOWNLOAD_STALL = 20.0         # ... any window of this many seconds (UNRAVEL_DOWNLOAD_STALL sets it)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 import stat
 import threading
 import time
@@ -208,12 +209,13 @@ def download(card: str, folder: str | os.PathLike, name: str = "", force: bool =
 
 def _fetch(card: str, tmp: str) -> None:
     """Stream the model into the temporary file `tmp` and check it is whole (the announced
-    length, at most limits.MAX_DOWNLOAD_BYTES, a complete zip archive as TorchScript files
-    are)."""
+    length, at most limits.MAX_DOWNLOAD_BYTES and what leaves the disk
+    limits.DOWNLOAD_DISK_RESERVE free, a complete zip archive as TorchScript files are)."""
     cmd = "download"
     url = api_root() + "download_model?model=" + urllib.parse.quote(card, safe="/")
+    free = shutil.disk_usage(os.path.dirname(tmp) or ".").free - limits.DOWNLOAD_DISK_RESERVE
     with open(tmp, "wb") as f:
-        got = _transfer(cmd, url, f.write, limits.MAX_DOWNLOAD_BYTES, card)
+        got = _transfer(cmd, url, f.write, max(0, min(limits.MAX_DOWNLOAD_BYTES, free)), card)
     if got == 0 or not zipfile.is_zipfile(tmp):
         raise UnravelError(f"{cmd}: {card}: the registry sent no TorchScript model")
 
