@@ -714,6 +714,15 @@ static void unravel_enable(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
         x->x_enabled = on;
 }
 
+/* nn~'s `gpu 0|1` (no argument: 0, as nn~'s float method); anything else: our usage line */
+static void unravel_gpumsg(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
+{
+    int on = argc ? unravel_onoff(x, argc, argv, "gpu: usage: gpu 0|1") : 0;
+    (void)s;
+    if (on >= 0)
+        unravel_gpu(x, on);
+}
+
 static void unravel_sync(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
 {
     int on = unravel_onoff(x, argc, argv, "sync: usage: sync 0|1 (0 live, 1 sync)");
@@ -1565,7 +1574,7 @@ __attribute__((visibility("default"))) void unravel_core_setup(const char *pytho
         A_GIMME, 0);
     class_addmethod(unravel_class, (t_method)unravel_set_weights, gensym("set_weights"),
         A_GIMME, 0);
-    class_addmethod(unravel_class, (t_method)unravel_gpu, gensym("gpu"), A_FLOAT, 0);
+    class_addmethod(unravel_class, (t_method)unravel_gpumsg, gensym("gpu"), A_GIMME, 0);
     class_addanything(unravel_class, (t_method)unravel_anything);   /* the bridge's routes */
     post("[unravel~] 0.1.0: RAVE models, layers and UnRAVEl in Pd");
 }

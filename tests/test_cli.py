@@ -268,7 +268,7 @@ BAD = {
                             "between 1 and", "o9"),   # bounded at parse time (issue 15)
     "bend bad layer": (["bend", "--model", "default", "--layer", "no.such.layer", "--op", "offset",
                         "--amount", "1", "-o", "b.ts"], "bend", "no.such.layer", "", None),
-    "tempo bad bpm": (["tempo", "--bpm", "-5"], "tempo", "--bpm", "above 0", None),
+    "tempo bad bpm": (["tempo", "--bpm", "-5"], "tempo", "--bpm", "at least 0.001", None),
     "bad choice": (["generate", "lat8.npy", "--pattern", "spiral"], "generate", "spiral", "invalid choice", None),
 }
 

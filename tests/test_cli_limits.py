@@ -206,3 +206,47 @@ def test_a_fifo_as_input_is_refused_instead_of_blocking(command, tmp_path):
     [path] = [a for a in args if a.startswith(str(fifo))]
     os.mkfifo(path)
     one_line_error(run(*args, cwd=tmp_path), "not a regular file")
+
+
+# ------------------------------------------------------------------ the cases of issue 26
+
+def test_a_tiny_bpm_is_one_line():
+    one_line_error(run("tempo", "--sr", "44100", "--ratio", "2048", "--bpm", "1e-320"),
+                   "--bpm", "at least 0.001")
+
+
+def test_npy_header_claiming_terabytes_is_one_line(tmp_path):
+    from test_bounds import huge_npy
+    p = huge_npy(tmp_path / "huge.npy")
+    for args in (["stats", p], ["decode", "-m", "default", p, "-o", tmp_path / "out"]):
+        one_line_error(run(*args), "huge.npy", "header claims shape (1, 8, 549755813888)")
+    assert files_in(tmp_path / "out") == []
+
+
+def test_latent_length_at_the_top_of_its_range_is_refused_by_the_estimate(tmp_path):
+    """--latent-length overrides the checkpoint's: the memory estimate uses it (it sampled
+    16 GB at once for 131072 before)."""
+    line = one_line_error(run("diffuse", "--latent-length", str(limits.MAX_LATENT_FRAMES),
+                              "--seed", "1", "--steps", "1", "-o", tmp_path / "out"),
+                          f"sampling 1 x {limits.MAX_LATENT_FRAMES} latent frames", "of memory")
+    assert "GB" in line
+    assert files_in(tmp_path / "out") == []
+
+
+def test_arch_fifo_is_refused_instead_of_blocking(files, tmp_path):
+    """`diffuse --arch FIFO` (a checkpoint without a stored architecture) and
+    `train-diffusion --arch FIFO` read only regular files (both never ended before)."""
+    obj = torch.load(files / "long.pt", weights_only=True)
+    obj.pop("arch")
+    torch.save(obj, tmp_path / "bare.pt")
+    lat = tmp_path / "lat"
+    lat.mkdir()
+    for i in range(2):
+        np.save(lat / f"x_part{i:03d}.npy", np.zeros((1, 8, 256), np.float32))
+    fifo = tmp_path / "arch.json"
+    os.mkfifo(fifo)
+    one_line_error(run("diffuse", "-c", tmp_path / "bare.pt", "--arch", fifo, "--seed", "1",
+                       "-o", tmp_path / "out"), "arch.json", "not a regular file")
+    one_line_error(run("train-diffusion", lat, "-o", tmp_path / "out", "--arch", fifo),
+                   "arch.json", "not a regular file")
+    assert files_in(tmp_path / "out") == []

@@ -470,3 +470,42 @@ def test_matches_audio_diffusion_pytorch_if_installed():
     loss_ref = ref(x)
     torch.manual_seed(3)
     assert torch.equal(loss_ref, ours(x))
+
+
+def test_an_interrupted_prepare_diffusion_run_is_recognised(tmp_path):
+    """A run killed midway (here: SIGKILL while it writes its chunks) leaves a folder whose
+    manifest says incomplete: train-diffusion refuses it and the next run names it (and goes
+    on with --force); a finished run's manifest lists every file."""
+    import os
+    import signal
+    import subprocess
+    import time
+    from unravel.diffusion.prepare import MANIFEST, load_latent_folder
+    model = load_model("default")          # about 50 ms a chunk: a kill lands midway
+    chunk = 256 * model.ratio
+    tone = (0.3 * np.sin(np.arange(60 * chunk) * 0.05)).astype(np.float32)
+    wav = tmp_path / "long.wav"
+    sf.write(wav, tone, model.sr)
+    out = tmp_path / "lat"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "unravel.cli", "prepare-diffusion", "-m",
+                             "default", str(wav), "-o", str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    end = time.monotonic() + 120
+    while not list(out.glob("*.npy")) and time.monotonic() < end and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    made = sorted(p.name for p in out.glob("*.npy"))
+    assert 0 < len(made) < 60, made                       # killed midway
+    assert json.loads((out / MANIFEST).read_text())["complete"] is False
+    with pytest.raises(UnravelError, match="interrupted prepare-diffusion run"):
+        load_latent_folder(out)
+    s = PREPARE.settings(inputs=[wav], output=out)
+    with pytest.raises(UnravelError, match="interrupted prepare-diffusion run.*--force"):
+        diffusion.prepare_files(model, s)
+    paths = diffusion.prepare_files(model, s.replace(force=True))
+    assert len(paths) == 60
+    m = json.loads((out / MANIFEST).read_text())
+    assert m["complete"] is True and m["files"] == sorted(p.name for p in paths)
+    assert load_latent_folder(out)[0].shape == (60, 8, 256)

@@ -129,7 +129,8 @@ def test_jobs_write_the_same_bytes_as_one_process(test_model_path, tmp_path, cap
         assert out.split() == [str(prep / f"a{i}_part000.npy") for i in range(3)]
         outs[jobs] = {(kind, p.name): p.read_bytes()
                       for kind, d in (("encode", enc), ("prepare", prep)) for p in sorted(d.iterdir())}
-    assert len(outs[1]) == 9 and outs[1] == outs[2]
+    assert len(outs[1]) == 10 and outs[1] == outs[2]     # 6 encode files, 3 latents, the manifest
+    assert ("prepare", "prepare-diffusion.json") in outs[1]
     code, _, err = run_cli(["encode", "-m", test_model_path, src, "-o", tmp_path / "x", "--jobs", 0],
                            capsys)
     assert code == 2 and err == ("unravel encode: argument --jobs: must be between 1 and 256, got 0 "

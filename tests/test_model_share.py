@@ -5,6 +5,7 @@ weights and compiled code, each with its own state."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 
@@ -154,3 +155,97 @@ def test_save_keeps_a_shared_model_shared(tmp_path):
     x = torch.zeros(1, 1, 4096).uniform_(-1, 1)
     assert torch.equal(load_model(tmp_path / "copy.ts", share=False).run("forward", x),
                        a.model.run("forward", x))
+
+
+@pytest.mark.parametrize("change", ["replaced", "deleted"])
+def test_copy_on_write_copies_what_is_in_memory(tmp_path, change):
+    """The model file replaced by another model, or deleted, after two Models loaded it:
+    `bend` bends the model that plays (never what the file now holds), the other Model plays
+    on, and a job of the shared one (in the job process) runs on the model in memory too."""
+    import os
+    import shutil
+    from unravel import jobproc, pipeline
+    path = tmp_path / "m.ts"
+    shutil.copy(DEFAULT_MODEL, path)
+    a, b = load_model(path), load_model(path)
+    assert a.shared and b.shared
+    x = torch.from_numpy(np.random.default_rng(4).uniform(-0.5, 0.5, (1, 1, 8192)).astype(np.float32))
+    ref = _out(b, x)
+    c = load_model(DEFAULT_MODEL, share=False)
+    Bender(c).bend(LAYER, "offset", 0.2)
+    ref_bent = _out(c, x)
+    if change == "replaced":                     # another model under the same name
+        shutil.copy(DEFAULT_MODEL.with_name("default4.ts"), tmp_path / "new.ts")
+        os.replace(tmp_path / "new.ts", path)
+    else:
+        path.unlink()
+    Bender(a).bend(LAYER, "offset", 0.2)
+    np.testing.assert_array_equal(_out(a, x), ref_bent)
+    np.testing.assert_array_equal(_out(b, x), ref)
+    wav = tmp_path / "x.wav"
+    sf.write(wav, x[0, 0].numpy(), SR, subtype="FLOAT")
+    w = jobproc.Worker()
+    try:
+        w.run(b, "encode", ["input", str(wav), "output", str(tmp_path / "job")], str(tmp_path))
+    finally:
+        w.close()
+    pipeline.encode_files(load_model(DEFAULT_MODEL), [wav], tmp_path / "here")
+    assert (tmp_path / "job" / "x.npy").read_bytes() == (tmp_path / "here" / "x.npy").read_bytes()
+
+
+@pytest.mark.parametrize("kind", ["delay", "counter"])
+def test_models_sharing_a_file_never_hear_each_other(tmp_path, kind):
+    """State that a silent warm-up does not reveal (a delay line in a buffer without bias, a
+    counter in an int attribute) is found in the methods' graphs: each Model keeps its own,
+    the weights are shared, and B next to A plays bit for bit what B alone plays."""
+    from toymodels import make_state_leak_model
+    from unravel import modelcache
+    path = make_state_leak_model(tmp_path / f"{kind}.ts", kind)
+    assert modelcache.written(torch.jit.load(str(path))._c, ["forward"]) == (
+        {"line"} if kind == "delay" else {"calls"})
+    a, b = load_model(path), load_model(path)
+    alone = load_model(path, share=False)
+    assert a.shared and b.shared and a.module is not b.module
+    assert a.module.w.data_ptr() == b.module.w.data_ptr()
+    t = np.arange(4 * 2048) / SR
+    sine = torch.from_numpy((0.5 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)).view(1, 1, -1)
+    quiet = torch.from_numpy(np.random.default_rng(5).uniform(-0.01, 0.01, sine.shape).astype(np.float32))
+    for i in range(0, sine.shape[-1], 2048):
+        a.run("forward", sine[..., i:i + 2048])
+        np.testing.assert_array_equal(b.run("forward", quiet[..., i:i + 2048]).numpy(),
+                                      alone.run("forward", quiet[..., i:i + 2048]).numpy())
+
+
+def test_graphs_tell_what_running_writes(quirk_models):
+    """The quirk models: a streaming export writes its cache (the plain one has the same
+    code behind a False flag: nothing), the bundled models nothing."""
+    from unravel import modelcache
+    for name, expect in (("plain", set()), ("streaming", {"codec.latent.cache"})):
+        m = torch.jit.load(str(quirk_models[name]))
+        assert modelcache.written(m._c, ["forward", "encode", "decode"]) == expect, name
+    m = torch.jit.load(str(DEFAULT_MODEL))
+    assert modelcache.written(m._c, ["forward", "encode", "decode"]) == set()
+
+
+@pytest.mark.parametrize("kind", ["delay", "counter"])
+def test_pd_objects_sharing_a_stateful_model_never_hear_each_other(tmp_path, kind):
+    """Two [unravel~ LEAK forward 2048] in one pd: A plays a 220 Hz sine, B quiet noise; B
+    plays bit for bit what a private load plays on its input (A's sine never reaches it),
+    and both report 'shared 1' (the weight)."""
+    from toymodels import make_state_leak_model
+    path = make_state_leak_model(tmp_path / f"{kind}.ts", kind)
+    n = 16384
+    sine = (0.5 * np.sin(2 * np.pi * 220 * np.arange(n) / SR)).astype(np.float32)
+    quiet = np.random.default_rng(6).uniform(-0.01, 0.01, n).astype(np.float32)
+    sf.write(tmp_path / "a.wav", sine, SR, subtype="FLOAT")
+    sf.write(tmp_path / "b.wav", quiet, SR, subtype="FLOAT")
+    chains = [Chain(f"unravel~ {path} forward 2048", 1, 1, f"{s}.wav", f"y{s}.wav") for s in "ab"]
+    r = run_pd(render_patch(tmp_path / "leak.pd", chains, n), args=["-r", str(SR)], timeout=120)
+    assert r.returncode == 0 and r.errors == [], r.errors
+    assert [r.after(f"info{k}: shared") for k in range(2)] == [["1"], ["1"]]
+    L = 2048
+    private = load_model(path, share=False)
+    ref = np.concatenate([private.run("forward", torch.from_numpy(quiet[i:i + L])[None, None])[0, 0].numpy()
+                          for i in range(0, n, L)])
+    y = sf.read(tmp_path / "yb.wav", dtype="float32")[0]
+    np.testing.assert_array_equal(y[L:L + n], ref)

@@ -267,3 +267,14 @@ def test_freeing_the_object_kills_its_jobs_process(tmp_path):
     assert gone < 3, gone
     no_partial_file(gen)
     assert [ln for ln in lines if ln.startswith("error")] == [], lines
+
+
+def test_library_warnings_never_reach_pd(tmp_path):
+    """`decode` of a float64 file that overflows float32: numpy's RuntimeWarning stays
+    silent (in the job process and in Pd's); the error is our one line."""
+    np.save(tmp_path / "f64.npy", np.full((1, 8, 10), 1e300))
+    r = run_pd(jobs_patch(tmp_path / "w.pd", ["decode input f64.npy output dec"]), timeout=120)
+    assert r.returncode == 0
+    assert len(r.errors) == 1 and r.errors[0].startswith("error: [unravel~]: decode: "), r.errors
+    assert r.errors[0].endswith("f64.npy: latents contain NaN or infinite values"), r.errors
+    assert not [ln for ln in r.lines if "Warning" in ln or "overflow" in ln], r.lines

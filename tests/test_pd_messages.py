@@ -167,6 +167,12 @@ def test_message(result, k):
         assert any(ln.startswith(prefix) for ln in replies), (prefix, lines)
 
 
+def test_gpu_with_a_symbol_gets_our_usage_line(result):
+    k = [m for m, _ in CASES].index("gpu x")
+    errors = [ln for ln in _sections(result.lines)[k] if ln.startswith("error")]
+    assert errors == ["error: [unravel~]: gpu: usage: gpu 0|1"], errors
+
+
 def test_bend_then_restore_gives_the_original_back(result):
     sec = _sections(result.lines)
     idx = [k for k, (m, _) in enumerate(CASES) if m == "get_weights decoder.net.10.bias"]

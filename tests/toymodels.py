@@ -200,3 +200,30 @@ def make_hostile_model(path: os.PathLike, params: List[int] = (1, 1, 1, 1), beha
         raise ValueError(f"behave must be one of {HOSTILE}")
     return export(Hostile(list(params), behave, spins if behave in ("slow", "watch") else 0,
                           after), path)
+
+
+class StateLeak(nn.Module):
+    """A model that keeps state which a silent warm-up does not reveal: `delay_line` (a
+    100-sample delay in a buffer, no bias: zeros leave it as it is) or else a call counter
+    in an int attribute. Its one weight `w` is shared between Models."""
+
+    def __init__(self, delay_line: bool):
+        super().__init__()
+        self.register_buffer("forward_params", torch.tensor([1, 1, 1, 1]))
+        self.register_buffer("line", torch.zeros(1, 1, 100))
+        self.w = nn.Parameter(torch.ones(1))
+        self.delay_line = delay_line
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.delay_line:
+            buf = torch.cat([self.line, x], -1)
+            self.line.copy_(buf[:, :, buf.shape[-1] - self.line.shape[-1]:])
+            return buf[:, :, :x.shape[-1]] * self.w
+        self.calls += 1
+        return x * self.w * float(self.calls % 7)
+
+
+def make_state_leak_model(path: os.PathLike, kind: str) -> pathlib.Path:
+    """Write a StateLeak model: kind "delay" (state in a buffer) or "counter" (in an int)."""
+    return export(StateLeak(kind == "delay"), path)

@@ -3,6 +3,7 @@ FFmpeg reads), resample, mix channels, write wav (through safewrite)."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 from fractions import Fraction
@@ -11,7 +12,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import soundfile as sf
-from unravel import safewrite
+from unravel import limits, safewrite
 from unravel.errors import UnravelError, first_line
 
 # File name endings looked for in folders (and their subfolders) by default: UnRAVEl's encoder's list.
@@ -19,16 +20,20 @@ AUDIO_EXTENSIONS = (".wav", ".mp3", ".ogg", ".aac", ".opus", ".aif", ".aiff", ".
 # Formats libsndfile does not read (or not everywhere): decoded with PyAV, the `av` extra.
 FFMPEG_ONLY = (".aac", ".m4a", ".mp4", ".opus", ".webm", ".wma", ".alac")
 AV_EXTRA_HINT = "install the optional extra for it: pip install 'unravel[av]'"
+UNKNOWN_FRAMES = 2**62      # libsndfile's frame count of a file that does not say (SF_COUNT_MAX)
 
 
-def read(path: str | os.PathLike) -> tuple[np.ndarray, int]:
-    """Read an audio file as float32 of shape (channels, n) and its sample rate."""
+def read(path: str | os.PathLike, max_bytes: int | None = None) -> tuple[np.ndarray, int]:
+    """Read an audio file as float32 of shape (channels, n) and its sample rate. Its samples
+    may take at most `max_bytes` (default limits.audio_budget()): decoding stops with an
+    UnravelError as soon as they take more, whatever the file's header claims."""
     path = input_file(path)
+    cap = limits.audio_budget() if max_bytes is None else max_bytes
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        data, sr = _read_blocks(path, cap)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
         cause = getattr(e, "error_string", None) or first_line(e)
-        data, sr = _read_with_av(path, cause)
+        data, sr = _read_with_av(path, cause, cap)
         data = data.T
     except OSError as e:
         raise UnravelError(f"{path}: {e.strerror or e}") from None
@@ -75,11 +80,39 @@ def load_size(path: str | os.PathLike, sr: int, channels: int) -> int:
         frames, file_channels, file_sr = info(path)
     except UnravelError:   # a format only PyAV reads: no header to estimate from
         return 0
+    if frames >= UNKNOWN_FRAMES:   # a stream that does not say (read() bounds its decoding)
+        return 0
     out = frames * sr / max(1, file_sr)
     return int(frames * file_channels * 4 + out * file_channels * 16 + out * channels * 4)
 
 
-def _read_with_av(path: Path, cause: str) -> tuple[np.ndarray, int]:
+class TooMuchAudio(UnravelError):
+    """A file that decodes to more samples than the reader may hold."""
+
+
+def _too_big(path: Path, cap: int) -> UnravelError:
+    return TooMuchAudio(f"{path}: decodes to more than {cap / 2**20:.0f} MB of audio (the most "
+                        f"one file may take here; split the file)")
+
+
+def _read_blocks(path: Path, cap: int) -> tuple[np.ndarray, int]:
+    """libsndfile's decoding of `path` block by block: float32 (n, channels), rate; at most
+    `cap` bytes of samples."""
+    with sf.SoundFile(str(path)) as f:
+        blocks, size = [], 0
+        while True:
+            block = f.read(1 << 16, dtype="float32", always_2d=True)
+            if not len(block):
+                break
+            size += block.nbytes
+            if size > cap:
+                raise _too_big(path, cap)
+            blocks.append(block)
+        empty = np.zeros((0, f.channels), np.float32)
+        return (np.concatenate(blocks) if blocks else empty), f.samplerate
+
+
+def _read_with_av(path: Path, cause: str, cap: int) -> tuple[np.ndarray, int]:
     """Decode a file libsndfile could not read (`cause`) with PyAV: float32 (channels, n), rate.
     Without PyAV, a format only FFmpeg reads names the extra to install."""
     try:
@@ -95,10 +128,13 @@ def _read_with_av(path: Path, cause: str) -> tuple[np.ndarray, int]:
                 raise UnravelError(f"{path}: no audio stream in this file")
             stream = container.streams.audio[0]
             to_float = av.AudioResampler(format="fltp")
-            chunks, sr = [], stream.codec_context.sample_rate
-            for frame in container.decode(stream):
-                chunks.extend(f.to_ndarray() for f in to_float.resample(frame))
-            chunks.extend(f.to_ndarray() for f in to_float.resample(None))
+            chunks, sr, size = [], stream.codec_context.sample_rate, 0
+            for frame in itertools.chain(container.decode(stream), [None]):  # None: flush
+                for f in to_float.resample(frame):
+                    chunks.append(f.to_ndarray().astype(np.float32, copy=False))
+                    size += chunks[-1].nbytes
+                    if size > cap:
+                        raise _too_big(path, cap)
     except (av.FFmpegError, OSError, ValueError, IndexError):
         raise UnravelError(f"{path}: not a readable audio file ({cause})") from None
     if not chunks or not sr:   # FFmpeg guessed a format but found no audio in it
@@ -157,9 +193,11 @@ def mix(audio: np.ndarray, channels: int) -> np.ndarray:
     return np.ascontiguousarray(audio[[j % c for j in range(channels)]])
 
 
-def load(path: str | os.PathLike, sr: int, channels: int, resampler: str = "sinc") -> np.ndarray:
-    """Read an audio file resampled to `sr` and mixed to `channels`: float32 (channels, n)."""
-    return conform(*read(path), sr, channels, resampler)
+def load(path: str | os.PathLike, sr: int, channels: int, resampler: str = "sinc",
+         max_bytes: int | None = None) -> np.ndarray:
+    """Read an audio file (at most `max_bytes` of samples: see read) resampled to `sr` with
+    `resampler` and mixed to `channels`: float32 (channels, n)."""
+    return conform(*read(path, max_bytes), sr, channels, resampler)
 
 
 def conform(audio: np.ndarray, sr_in: int, sr: int, channels: int,

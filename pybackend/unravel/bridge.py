@@ -26,7 +26,7 @@ import torch
 
 from unravel import bend, blocks, jobproc, pdargs, safewrite
 from unravel import model as _model
-from unravel.errors import UnravelError, one_line
+from unravel.errors import UnravelError, one_line, silence_warnings
 from unravel.jobs import JOBS, REGISTRY, registry_message, run_job  # noqa: F401 - C calls these
 from unravel.archive import resolve_model
 from unravel.operations import BEND, CHANNELS, MORPH
@@ -53,6 +53,7 @@ def init(threads: int = 1) -> str:
     that a full collection, which holds the GIL that every model thread needs once per block,
     takes milliseconds instead of about 70 ms. Returns torch's version."""
     _model.set_threads(threads)
+    silence_warnings()
     sys.unraisablehook = _quiet_unraisable(sys.unraisablehook)
     gc.collect()
     gc.freeze()

@@ -40,7 +40,7 @@ import weakref
 from typing import TYPE_CHECKING
 
 from unravel import pdarrays
-from unravel.errors import UnravelError, first_line
+from unravel.errors import UnravelError, first_line, silence_warnings
 from unravel.pdarrays import PdArrays
 
 if TYPE_CHECKING:
@@ -83,7 +83,8 @@ class Worker:
                 self._stop()
                 self._start()
             same = self.model is not None and self.model[0]() is model and self.model[1:] == mark[1:]
-            tmp = None if same or model.shared else tempfile.mkdtemp(prefix="unravel-job-")
+            from_file = model.shared and model.file_unchanged()    # else: the module in memory
+            tmp = None if same or from_file else tempfile.mkdtemp(prefix="unravel-job-")
             try:
                 spec = {"path": str(model.path), "device": str(model.device), "sr": int(model.sr),
                         "module": tmp and save_module(model, tmp), "same": same}
@@ -288,6 +289,7 @@ def lower_priority() -> None:
 
 def main() -> None:
     """`python -m unravel.jobproc`: jobs from stdin, one JSON line each, each reply on stdout."""
+    silence_warnings()
     signal.signal(signal.SIGTERM, _on_term)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     lower_priority()

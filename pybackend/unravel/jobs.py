@@ -199,16 +199,19 @@ def job_diffuse(m, s: Settings, base: str, pd: PdArrays) -> list:
 
 def registry_message(name: str, args: list, patch_dir: str) -> list[str]:
     """nn~'s registry messages (no model needed): `print_available_models`,
-    `download <card> [name]`, `remove <name>`; returns the lines the object posts."""
+    `download <card> [name] [force]`, `remove <name>`; returns the lines the object posts."""
     from unravel import registry
     folder = patch_dir or "."
     if name == "print_available_models":
         pdargs.count(name, args, 0, 0, "")
         return registry.available_models()
     if name == "download":
-        pdargs.count(name, args, 1, 2, "<source/model/name> [name]")
+        force = len(args) > 1 and args[-1] == "force"     # `force`: replace a file there
+        args = args[:-1] if force else args
+        pdargs.count(name, args, 1, 2, "<source/model/name> [name] [force]")
         card = pdargs.symbol(name, args[0], "the model card")
-        return registry.download(card, folder, pdargs.symbol(name, args[1], "the name") if len(args) > 1 else "")
+        return registry.download(card, folder, pdargs.symbol(name, args[1], "the name")
+                                 if len(args) > 1 else "", force=force)
     if name == "remove":
         pdargs.count(name, args, 1, 1, "<name>")
         return registry.remove(pdargs.symbol(name, args[0], "the name"), folder)

@@ -60,7 +60,26 @@ def read(path: str | os.PathLike, dims: int | None = None, expected_by: str = ""
     return z
 
 
+def check_npy_header(path: Path) -> None:
+    """UnravelError unless the `.npy` header's shape and dtype fit in the file (a header may
+    claim any shape: nothing is allocated before this check)."""
+    fmt = np.lib.format
+    try:
+        with open(path, "rb") as f:
+            major, _ = fmt.read_magic(f)
+            read = fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0
+            shape, _, dtype = read(f)
+            data_bytes = os.fstat(f.fileno()).st_size - f.tell()
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as e:
+        raise UnravelError(f"{path}: not a readable .npy file ({first_line(e)})") from None
+    claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if claimed > data_bytes:
+        raise UnravelError(f"{path}: .npy header claims shape {shape} ({claimed} bytes), the "
+                           f"file holds {data_bytes}")
+
+
 def _read_npy(path: Path, dims: int | None) -> np.ndarray:
+    check_npy_header(path)
     try:
         a = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:

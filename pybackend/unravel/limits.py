@@ -32,7 +32,29 @@ MIN_PORT, MAX_PORT = 1, 65535
 MAX_PAGE_SEED = 999_999_999   # seeds of the web page's seed fields and Randomize buttons
 MAX_RESAMPLE_TAPS = 2**24     # filter taps of the sinc resampler (64 MB; 44.1 -> 48 kHz: 25 760)
 DEFAULT_MAX_UPLOAD_MB = 300   # MB of decoded audio (32-bit samples) one page upload may hold (app --max-upload-mb)
+MAX_ARCH_FILE_BYTES = 2**20  # a diffusion architecture given as JSON
+MAX_ARCH_LEVELS = 32          # U-Net levels of a diffusion architecture
+MAX_ARCH_VALUE = 8192         # any number of it (channels, items, factor, heads, features)
+MAX_ARCH_BLOCKS = 256         # its items, all levels together
+MAX_MANIFEST_BYTES = 64 * 2**20   # a prepare-diffusion folder's manifest
 MEMORY_SHARE = 0.8            # share of the available memory one job may plan to use
+MAX_DOWNLOAD_BYTES = 4 * 2**30    # one model downloaded from the registry
+MAX_MODEL_LIST_BYTES = 16 * 2**20  # the registry's model list
+DOWNLOAD_DISK_RESERVE = 256 * 2**20  # disk space a download leaves free
+DOWNLOAD_MIN_RATE = 1024      # bytes a second a registry transfer must keep up, over ...
+DOWNLOAD_STALL = 20.0         # ... any window of this many seconds (UNRAVEL_DOWNLOAD_STALL sets it)
+
+
+def _env_seconds(name: str, default: float) -> float:
+    """A positive number of seconds from the environment variable `name`, else `default`."""
+    try:
+        value = float(os.environ.get(name, default))
+    except ValueError:
+        return default
+    return value if 0 < value < 1e6 else default
+
+
+DOWNLOAD_STALL = _env_seconds("UNRAVEL_DOWNLOAD_STALL", DOWNLOAD_STALL)
 
 
 def check_range(value: int | float, low: int | float, high: int | float, name: str) -> int | float:
@@ -60,6 +82,13 @@ def available_memory() -> int:
 def memory_budget() -> int:
     """Bytes one job may plan to use: MEMORY_SHARE of the available memory."""
     return int(available_memory() * MEMORY_SHARE)
+
+
+def audio_budget() -> int:
+    """Bytes of decoded samples (float32) one audio file may hold: encoding it (decoding,
+    resampling in float64, mixing, the model's pass) takes up to about 12 times that at its
+    peak (7.0 GB for the 635 MB of an hour of AAC), within memory_budget()."""
+    return memory_budget() // 12
 
 
 def check_memory(nbytes: float, what: str, hint: str = "") -> None:

@@ -114,6 +114,7 @@ class Model:
         p = self.path
         if not p.is_file():
             raise UnravelError(f"{p}: model file not found")
+        self._file_key = modelcache.file_key(p)
         if not share:
             self._load_file(p, share, warmup)
             return
@@ -147,19 +148,24 @@ class Model:
         self._set_module(module, module._c, methods, _module_sr(module))
         self._loaded = None
         self.shared = False
-        # Running a module that keeps state (streaming caches) changes its buffers: the
-        # warm-up on silence tells, against a template taken before it (a streaming RAVE
-        # export's caches take its biases). Such a module is offered as that template, any
-        # other as it is.
+        # A module that keeps state as it runs (streaming caches, counters) is offered as a
+        # template taken before the warm-up, of which each Model runs its own copy (own
+        # buffers and attributes, shared weights), any other as it is. What its methods may
+        # write is read from their graphs (modelcache.written); the warm-up on silence,
+        # against the template, is a second look. A module whose methods may write its
+        # weights is not shared at all.
         offer = share and warmup is True
         params = [n for n, _ in module.named_parameters()] if offer else []
+        writes = modelcache.written(module._c, methods) if offer else set()
+        if any(modelcache.covers(writes, n) for n in params):
+            offer, params = False, []
         template = modelcache.copy_sharing_weights(module._c, params) if offer else None
         def changed() -> bool:
             return any(not torch.equal(b, modelcache.tensor(template, n))
                        for n, b in module.named_buffers())
         ran_changed = warmup and self.warmup(
             changed if offer and not modelcache.is_stateful(p) else None)
-        if offer and not modelcache.is_stateful(p) and (ran_changed or changed()):
+        if offer and not modelcache.is_stateful(p) and (writes or ran_changed or changed()):
             modelcache.mark_stateful(p)     # the next Models of the file need not look
         if offer:
             stateful = modelcache.is_stateful(p)
@@ -195,6 +201,14 @@ class Model:
         if self._wrapper is None:
             self._wrapper = torch.jit._recursive.wrap_cpp_module(self._cmod)
         return self._wrapper
+
+    def file_unchanged(self) -> bool:
+        """Whether the model file is still the one this Model was loaded from (not replaced,
+        not deleted): only then may a copy of it be read from the file again."""
+        try:
+            return modelcache.file_key(self.path) == self._file_key
+        except OSError:
+            return False
 
     def own(self) -> None:
         """Copy on write: before this Model changes its module (bend, set_weights, an
@@ -274,6 +288,8 @@ class Model:
         with self.lock:
             if target == self.device:
                 return target
+            if self.shared and not self.file_unchanged():
+                self.own()                  # the file changed: what runs moves, not the file
             if not self.shared:
                 self.module.to(target)      # its weights, bent or not
             self.device = target

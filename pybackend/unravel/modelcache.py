@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import io
 import pathlib
+import re
 import threading
 import weakref
 
@@ -141,3 +142,127 @@ def read_module(p: pathlib.Path, device: torch.device):
         raise UnravelError(f"{p}: not a TorchScript model ({short_cause(e)})") from None
     module.eval()
     return module
+
+
+# ------------------------------------------------------------------ what running writes
+
+_ALIAS = re.compile(r"\(([a-z]+)(!?)\)")   # a schema's alias annotation: (a) or (a!)
+
+
+def _split_args(text: str) -> list[str]:
+    depth, cur, out = 0, "", []
+    for c in text:
+        if c in "([":
+            depth += 1
+        elif c in ")]":
+            depth -= 1
+        if c == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += c
+    return out + [cur] if cur.strip() else out
+
+
+def _schema_aliases(schema: str) -> tuple[list[int], dict[int, int]] | None:
+    """From an operator's schema: (the inputs it writes, {output: the input it aliases})."""
+    if ") -> " not in schema:
+        return None
+    args, _, rets = schema.partition(") -> ")
+    sets: dict[str, int] = {}
+    writes = []
+    for i, a in enumerate(_split_args(args[args.index("(") + 1:])):
+        m = _ALIAS.search(a.strip().split(" ")[0])
+        if m:
+            sets.setdefault(m.group(1), i)
+            if m.group(2):
+                writes.append(i)
+    rets = rets.strip()
+    rets = rets[1:-1] if rets.startswith("(") else rets
+    outs = {}
+    for j, r in enumerate(_split_args(rets)):
+        m = _ALIAS.search(r.strip().split(" ")[0])
+        if m and m.group(1) in sets:
+            outs[j] = sets[m.group(1)]
+    return writes, outs
+
+
+def written(cmod, methods) -> set[str]:
+    """Dotted names of the module's attributes (parameters, buffers, plain attributes) that
+    running `methods` may write, read from their TorchScript graphs (inlined): each
+    prim::SetAttr, and each operator that writes in place into what an attribute holds
+    (followed through views). "*" stands for what cannot be told (everything). A branch on
+    a bool attribute that no method sets is followed only where that value leads."""
+    out: set[str] = set()
+    for m in methods:
+        try:
+            g = cmod._get_method(m).graph.copy()
+            torch._C._jit_pass_inline(g)
+        except Exception:  # noqa: BLE001 - a graph we cannot read may write anything
+            return {"*"}
+        out |= _graph_writes(cmod, g)
+    return out
+
+
+def _graph_writes(cmod, g) -> set[str]:
+    this = next(g.inputs()).unique()
+
+    def join(base: str, name: str) -> str:
+        return f"{base}.{name}" if base else name
+
+    def origin(v) -> str | None:
+        """The attribute `v` may be (part of): its dotted name, "" for the module itself,
+        "*" when unknown, None for a value of its own (a new tensor, a constant)."""
+        if v.unique() == this:
+            return ""
+        n = v.node()
+        if n.kind() == "prim::GetAttr":
+            base = origin(n.input())
+            return "*" if base in (None, "*") else join(base, n.s("name"))
+        if n.kind() == "prim::Constant":
+            return None
+        if n.kind().startswith("aten::"):
+            aliases = _schema_aliases(n.schema())
+            if aliases is None:
+                return "*"
+            k = [o.unique() for o in n.outputs()].index(v.unique())
+            return origin(n.inputsAt(aliases[1][k])) if k in aliases[1] else None
+        return "*"          # branch and loop outputs, lists, tuples, the method's inputs
+
+    def set_name(n) -> str:
+        base = origin(n.inputsAt(0))
+        return "*" if base in (None, "*") else join(base, n.s("name"))
+
+    set_names = {set_name(n) for n in g.findAllNodes("prim::SetAttr", True)}   # anywhere
+    out = set()
+
+    def fixed(v) -> bool | None:
+        if v.node().kind() != "prim::GetAttr" or not isinstance(v.type(), torch._C.BoolType):
+            return None
+        name = origin(v)
+        if name in (None, "*", "") or name in set_names or "*" in set_names:
+            return None
+        *path, leaf = name.split(".")
+        return bool(_submodule(cmod, path).getattr(leaf))
+
+    def walk(block) -> None:
+        for n in block.nodes():
+            blocks = list(n.blocks())
+            if n.kind() == "prim::If" and fixed(n.input()) is not None:
+                blocks = [blocks[0] if fixed(n.input()) else blocks[1]]
+            for b in blocks:
+                walk(b)
+            if n.kind() == "prim::SetAttr":
+                out.add(set_name(n))
+            aliases = _schema_aliases(n.schema()) if n.kind().startswith("aten::") else None
+            for i in (aliases[0] if aliases else []):
+                name = origin(n.inputsAt(i))
+                if name is not None:
+                    out.add(name)
+    walk(g)
+    return out
+
+
+def covers(names: set[str], param: str) -> bool:
+    """Whether writing `names` (see written) may write the attribute `param`."""
+    return any(w in ("*", "") or param == w or param.startswith(w + ".") for w in names)

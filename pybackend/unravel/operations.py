@@ -73,7 +73,7 @@ RATE_FROM_MODEL = (
     Option("ratio", "int", default=2048, low=1, high=limits.MAX_RATIO, where="cli",
            help="frames ratio without --model (default 2048)"),
 )
-BPM = Option("bpm", "float", low=0, high=100_000, open_low=True, group="length",
+BPM = Option("bpm", "float", low=0.001, high=100_000, group="length",
              help="pick the block length whose tempo is nearest (default 120)")
 
 ENCODE = Spec("encode", "audio files or folders -> latents (.npy)", (
@@ -121,7 +121,7 @@ GENERATE = Spec("generate", "synthetic latents from the statistics of encodings,
 
 TEMPO = Spec("tempo", "quantized loop tempos (k frames -> BPM)", (
     *RATE_FROM_MODEL,
-    Option("bpm", "float", low=0, high=100_000, open_low=True, group="length",
+    Option("bpm", "float", low=0.001, high=100_000, group="length",
            help="show the k nearest this tempo"),
     Option("k", "int", low=1, high=limits.MAX_LATENT_FRAMES, group="length",
            help="show the tempo of a loop of k frames"),

@@ -20,7 +20,9 @@ _MODEL = None  # the model of this worker process
 
 def _start(path: str, sr: int, device: str, threads: int) -> None:
     global _MODEL
+    from unravel.errors import silence_warnings
     from unravel.model import Model, set_threads
+    silence_warnings()
     set_threads(threads)
     _MODEL = Model(path, sr=sr, device=device)
 

@@ -47,7 +47,7 @@ def build(library: Library, out_dir: str | os.PathLike,
         with gr.Tabs():
             diffusion_tab.layout(library, out_dir, rave_choices, rave_default)
             unravel_tab.layout(library, out_dir, rave_choices, rave_default, max_upload_mb)
-            bending_tab.layout(library, out_dir, rave_choices, rave_default)
+            bending_tab.layout(library, out_dir, rave_choices, rave_default, max_upload_mb)
     return page
 
 

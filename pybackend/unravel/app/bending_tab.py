@@ -88,15 +88,17 @@ def bend_command(library: Library, rave: str, output: str | os.PathLike) -> str:
 
 
 def bend_listen(library: Library, rave: str, out_dir: str | os.PathLike,
-                source: str | os.PathLike | None = None, bent: bool = True) -> Path:
-    """Run `source` (default: the bundled loop) through the bent model's forward (or, with
-    `bent` False, the unbent one's); write `bent-NNN.wav` (`unbent-NNN.wav`). An error names
-    the source by its own name, not the page's copy's path."""
+                source: str | os.PathLike | None = None, bent: bool = True,
+                max_upload_mb: float = limits.DEFAULT_MAX_UPLOAD_MB) -> Path:
+    """Run `source` (default: the bundled loop; at most `max_upload_mb` MB of decoded audio)
+    through the bent model's forward (or, with `bent` False, the unbent one's); write
+    `bent-NNN.wav` (`unbent-NNN.wav`). An error names the source by its own name, not the
+    page's copy's path."""
     model = library.bender(rave)[0] if bent else library.model(rave)
     out_dir = safewrite.check_writable_dir(out_dir)
     source = source or BUNDLED_LOOP
     try:
-        x = audio.load(source, model.sr, model.in_channels)
+        x = audio.load(source, model.sr, model.in_channels, max_bytes=int(max_upload_mb * 2**20))
     except UnravelError as e:
         raise UnravelError(str(e).replace(str(source), Path(source).name)) from None
     y = model.forward(x)
@@ -108,12 +110,13 @@ def bend_generate(library: Library, rave: str, layer: str, offset: float = 0.0,
                   spread: float = 1.0, randomize: float = 0.0, invert: bool = False,
                   percent: float = 100.0, seed: int = 0,
                   out_dir: str | os.PathLike = ".",
-                  source: str | os.PathLike | None = None) -> BendResult:
+                  source: str | os.PathLike | None = None,
+                  max_upload_mb: float = limits.DEFAULT_MAX_UPLOAD_MB) -> BendResult:
     """Bend a layer as the sliders say and hear `source` (default: the bundled loop) through
     the bent model, and through the unbent one to compare."""
     bend_apply(library, rave, layer, offset, spread, randomize, invert, percent, seed)
-    wav = bend_listen(library, rave, out_dir, source)
-    unbent = bend_listen(library, rave, out_dir, source, bent=False)
+    wav = bend_listen(library, rave, out_dir, source, max_upload_mb=max_upload_mb)
+    unbent = bend_listen(library, rave, out_dir, source, bent=False, max_upload_mb=max_upload_mb)
     info = audio.sf.info(str(wav))
     command = bend_command(library, rave, f"{Path(rave).stem}-bent.ts")
     return BendResult(wav, command, info.frames / info.samplerate, unbent)
@@ -149,8 +152,10 @@ def _pick_layer(names: Sequence[str]) -> str | None:
     return names[0] if names else None
 
 
-def layout(library: Library, out_dir: Path, rave_choices: list, rave_default: str) -> None:
-    """The Bending tab (inside the page's gr.Tabs)."""
+def layout(library: Library, out_dir: Path, rave_choices: list, rave_default: str,
+           max_upload_mb: float = limits.DEFAULT_MAX_UPLOAD_MB) -> None:
+    """The Bending tab (inside the page's gr.Tabs; a source holds at most `max_upload_mb` MB
+    of decoded audio)."""
     import gradio as gr
 
     with gr.Tab("Bending", id="bending"):
@@ -212,13 +217,14 @@ def layout(library: Library, out_dir: Path, rave_choices: list, rave_default: st
                     progress=gr.Progress()):
             progress(0, desc="bending")
             r = bend_generate(library, rave, layer, offset, spread, randomize, invert,
-                              percent, seed, out_dir / "bending", source)
+                              percent, seed, out_dir / "bending", source, max_upload_mb)
             return str(r.wav), str(r.unbent), r.command, layer_info(library, rave, layer)
 
         @_on_page
         def on_restore(rave, layer, source):
             bend_restore(library, rave)
-            wav = bend_listen(library, rave, out_dir / "bending", source)
+            wav = bend_listen(library, rave, out_dir / "bending", source,
+                              max_upload_mb=max_upload_mb)
             return [str(wav), bend_command(library, rave, "x.ts")] + settings_of(rave, layer)
 
         @_on_page

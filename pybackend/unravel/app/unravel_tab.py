@@ -68,15 +68,24 @@ def _encode_audio(library: Library, rave: str, inputs: Sequence[str | os.PathLik
 
 def check_upload(path: Path, max_upload_mb: float) -> None:
     """UnravelError when the audio file `path` decodes to more than `max_upload_mb` MB of
-    32-bit samples (read from its header, before any sample is decoded)."""
+    32-bit samples: read from the header of an uncompressed file (before any sample is
+    decoded), else by decoding it, stopped at the limit."""
     try:
-        frames, channels, _ = audio.info(path)
-    except UnravelError:   # a format only PyAV reads: the upload's own size limit applies
-        return
-    mb = frames * channels * 4 / 2**20
+        header = audio.sf.info(str(path))
+    except (audio.sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError):
+        header = None
+    known = header is not None and header.frames < audio.UNKNOWN_FRAMES
+    mb = header.frames * header.channels * 4 / 2**20 if known else 0
     if mb > max_upload_mb:
         raise UnravelError(f"{path.name}: {mb:.0f} MB of decoded audio, more than this page's "
                            f"limit of {max_upload_mb:g} MB (unravel app --max-upload-mb)")
+    if known and header.format in ("WAV", "WAVEX", "AIFF", "RF64", "W64"):
+        return
+    try:                        # a compressed file: its header may lie
+        audio.read(path, int(max_upload_mb * 2**20))
+    except audio.TooMuchAudio:
+        raise UnravelError(f"{path.name}: decodes to more than this page's limit of "
+                           f"{max_upload_mb:g} MB (unravel app --max-upload-mb)") from None
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Sequence
 
 from unravel.cli import app, diffusion, pd, rave
 from unravel.operations import THREADS
-from unravel.errors import UnravelError
+from unravel.errors import UnravelError, out_of_memory, silence_warnings
 
 
 class _Parser(argparse.ArgumentParser):
@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns (and as a script exits with) the status."""
+    silence_warnings()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -82,4 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"unravel {args.command}: interrupted", file=sys.stderr)
         return 130
+    except (MemoryError, RuntimeError) as e:    # an estimate that was too low: still one line
+        if not out_of_memory(e):
+            raise
+        print(f"unravel {args.command}: out of memory", file=sys.stderr)
+        return 2
 

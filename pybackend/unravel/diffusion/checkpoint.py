@@ -104,12 +104,13 @@ def net_state(obj: dict, source: str) -> dict[str, torch.Tensor]:
 
 def read_arch_file(path: str | os.PathLike) -> dict:
     """A JSON file of DiffusionModel keyword arguments, checked."""
-    path = Path(path)
+    path = audio.input_file(path, "an architecture file (.json)", "no such architecture file")
+    if path.stat().st_size > limits.MAX_ARCH_FILE_BYTES:
+        raise UnravelError(f"{path}: an architecture file of more than "
+                           f"{limits.MAX_ARCH_FILE_BYTES} bytes")
     try:
         arch = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UnravelError(f"{path}: no such architecture file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise UnravelError(f"{path}: not a JSON architecture file ({e})") from None
     if not isinstance(arch, dict):
         raise UnravelError(f"{path}: architecture must be a JSON object")

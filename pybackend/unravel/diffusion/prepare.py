@@ -3,6 +3,7 @@ reference preprocess makes them, and the folder of such latents read back for tr
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -31,6 +32,10 @@ def prepare_files(model, s: Settings, progress: bool = False) -> list[Path]:
     files of one name in different folders both make latents. `latent_length` is at
     least 256 (limits.MIN_TRAIN_LENGTH), as train-diffusion needs. `jobs` > 1 prepares the files
     in that many worker processes (unravel.workers: the same bytes).
+
+    The folder's manifest (MANIFEST) says `"complete": false` while a run writes and lists
+    the finished set last: a run killed midway leaves a set that says it is incomplete, which
+    train-diffusion refuses and the next run into the folder names (it goes on with `force`).
     """
     from unravel.workers import map_files
     latent_length, normalize_latents, force, jobs = s.latent_length, not s.no_normalize, s.force, s.jobs
@@ -42,6 +47,7 @@ def prepare_files(model, s: Settings, progress: bool = False) -> list[Path]:
     found = audio_io.scan_audio(s.inputs)
     files, names = [p for p, _ in found], audio_io.unique_names(found)
     folder = safewrite.check_writable_dir(s.output)
+    before = _begin(folder, force)
     chunk = latent_length * model.ratio
     items = [(path, name, folder, latent_length, normalize_latents, force, s.resampler)
              for path, name in zip(files, names)]
@@ -55,7 +61,51 @@ def prepare_files(model, s: Settings, progress: bool = False) -> list[Path]:
     if not out:
         raise UnravelError(f"no input is at least {chunk} samples ({chunk / model.sr:.1f} s at "
                            f"{model.sr} Hz) long: nothing to prepare for latent length {latent_length}")
+    _write_manifest(folder, True, sorted(set(before) | {p.name for p in out}), latent_length)
     return out
+
+
+MANIFEST = "prepare-diffusion.json"     # a prepare-diffusion folder's manifest, written last
+
+
+def read_manifest(folder: Path) -> dict | None:
+    """The folder's manifest ({"complete": bool, "files": [names], ...}), None without one."""
+    path = folder / MANIFEST
+    if not os.path.lexists(path):
+        return None
+    try:
+        path = audio_io.input_file(path, "a prepare-diffusion manifest (.json)")
+        if path.stat().st_size > limits.MAX_MANIFEST_BYTES:
+            raise ValueError("too large")
+        m = json.loads(path.read_text())
+        if not isinstance(m, dict) or not isinstance(m.get("files"), list):
+            raise ValueError("no file list")
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise UnravelError(f"{path}: not a prepare-diffusion manifest ({e})") from None
+    return m
+
+
+def interrupted(folder: Path) -> UnravelError:
+    return UnravelError(f"{folder}: holds the latents of an interrupted prepare-diffusion run "
+                        f"({MANIFEST} says incomplete): prepare again with --force, or into "
+                        f"another folder")
+
+
+def _begin(folder: Path, force: bool) -> list[str]:
+    """Mark the folder's set incomplete until this run ends; returns the names the folder's
+    finished runs made. A set left incomplete is refused unless `force`."""
+    m = read_manifest(folder)
+    if m is not None and not m.get("complete") and not force:
+        raise interrupted(folder)
+    before = [str(n) for n in m["files"]] if m is not None else []
+    _write_manifest(folder, False, before, None)
+    return before
+
+
+def _write_manifest(folder: Path, complete: bool, files: list[str], latent_length: int | None) -> None:
+    data = {"complete": complete, "files": files, "latent_length": latent_length}
+    safewrite.write_bytes(folder / MANIFEST, json.dumps(data, indent=1).encode(),
+                          force=os.path.lexists(folder / MANIFEST))
 
 
 def _prepare_one(model, path: Path, name: str, folder: Path, latent_length: int,
@@ -82,11 +132,15 @@ def load_latent_folder(folder: str | os.PathLike) -> tuple[torch.Tensor, list[st
     folder = Path(folder)
     if not folder.is_dir():
         raise UnravelError(f"{folder}: no such folder of training latents")
+    m = read_manifest(folder)
+    if m is not None and not m.get("complete"):
+        raise interrupted(folder)
     files = sorted(p for p in folder.iterdir() if p.suffix == ".npy" and p.is_file())
     if not files:
         raise UnravelError(f"{folder}: no .npy latent files (make them with unravel prepare-diffusion)")
     arrays = []
     for p in files:
+        latents_io.check_npy_header(p)
         try:
             a = np.load(p, allow_pickle=False)
         except (OSError, ValueError) as e:

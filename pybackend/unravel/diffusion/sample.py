@@ -79,7 +79,7 @@ def sample_seeds(diffuser: Diffuser, seeds: Sequence[int], steps: int = 100, tem
         raise UnravelError(f"{diffuser.path}: latent length {length} is not a multiple of the "
                            f"network's downsampling {factor}")
     groups = [list(seeds[i:i + max(1, batch)]) for i in range(0, len(seeds), max(1, batch))]
-    check_sampling(diffuser, length_mult, max(len(g) for g in groups))
+    check_sampling(diffuser, length_mult, max(len(g) for g in groups), latent_length)
     total = steps * len(groups)
     out: list[torch.Tensor] = []
     with _progress_bar(total, "diffuse", progress) as bar:
@@ -113,11 +113,14 @@ def sampling_memory(arch: dict, dims: int, length: int, batch: int) -> int:
     return 4 * batch * (activations + attention)
 
 
-def check_sampling(diffuser: Diffuser, length_mult: int, batch: int) -> None:
-    """UnravelError, naming length_mult and batch, when a sampling batch cannot fit in memory."""
-    length = diffuser.latent_length * length_mult
+def check_sampling(diffuser: Diffuser, length_mult: int, batch: int,
+                   latent_length: int | None = None) -> None:
+    """UnravelError, naming length_mult and batch, when a sampling batch of `latent_length`
+    (the checkpoint's when None) x length_mult frames cannot fit in memory."""
+    base = latent_length or diffuser.latent_length
+    length = base * length_mult
     if length > limits.MAX_LATENT_FRAMES:
-        raise UnravelError(f"length_mult {length_mult} x latent length {diffuser.latent_length} "
+        raise UnravelError(f"length_mult {length_mult} x latent length {base} "
                            f"= {length} frames, more than the {limits.MAX_LATENT_FRAMES} a sample "
                            f"may have")
     limits.check_memory(sampling_memory(diffuser.arch, diffuser.dims, length, batch),
@@ -189,8 +192,8 @@ def plan(model, s: Settings, device: str | torch.device = "cpu") -> Plan:
     if diffuser.dims != model.latent_dims:
         raise UnravelError(f"{diffuser.path}: makes {diffuser.dims}-dim latents, but model "
                            f"{Path(model.path).name} takes {model.latent_dims} dims")
-    check_sampling(diffuser, length_mult, min(batch, len(seeds)))
-    frames = diffuser.latent_length * length_mult
+    check_sampling(diffuser, length_mult, min(batch, len(seeds)), s.latent_length)
+    frames = (s.latent_length or diffuser.latent_length) * length_mult
     limits.check_memory(4 * len(seeds) * diffuser.dims * frames,
                         f"keeping {len(seeds)} samples of {frames} latent frames (num {num}, "
                         f"length_mult {length_mult})", "lower num or length_mult")
@@ -249,7 +252,7 @@ def diffuse_files(model, s: Settings, out_dir: str | os.PathLike = ".", progress
     name = audio_io.check_name(s.name, "name")
     p = plan(model, s, device=device)
     model, diffuser = p.model, p.diffuser
-    frames = diffuser.latent_length * p.length_mult
+    frames = (p.latent_length or diffuser.latent_length) * p.length_mult
     limits.check_memory(2 * 4 * frames * (model.ratio or 2048) * model.out_channels,
                         f"decoding {frames} latent frames (length_mult {p.length_mult})",
                         "lower length_mult")

@@ -230,6 +230,23 @@ def train(s: Settings, progress: bool = True, device: str | torch.device = "cpu"
             torch.distributed.destroy_process_group()
 
 
+def training_memory(arch: dict, dims: int, length: int, batch: int) -> int:
+    """Bytes a training step holds at its peak, estimated: the weights, their gradients and
+    AdamW's two moments (counted on a model without storage), and the activations of a
+    forward and backward pass (three times one sampling step's)."""
+    from unravel.diffusion.sample import sampling_memory
+    with torch.device("meta"):
+        params = sum(p.numel() for p in DiffusionModel(dims, **arch).parameters())
+    return 16 * params + 3 * sampling_memory(arch, dims, length, batch)
+
+
+def check_training(arch: dict, dims: int, length: int, batch: int) -> None:
+    """UnravelError, naming the batch size, when training cannot fit in memory."""
+    limits.check_memory(training_memory(arch, dims, length, batch),
+                        f"training on batches of {batch} x {length} latent frames",
+                        "lower batch_size or choose a smaller arch")
+
+
 def _train(ranks: Ranks, data: torch.Tensor, latent_dir, folder: Path, best_path: Path,
            last_path: Path, arch, batch_size: int, accumulation_steps: int, lr: float,
            weight_decay: float, scheduler_steps: int, gamma: float, noise_std: float,
@@ -255,8 +272,10 @@ def _train(ranks: Ranks, data: torch.Tensor, latent_dir, folder: Path, best_path
             raise UnravelError(f"{diffuser.path}: was trained with latent length "
                                f"{diffuser.latent_length}, {latent_dir} has {length}")
         arch_source = f"{diffuser.arch_source} ({diffuser.path})"
+        check_training(arch_dict, dims, length, batch_size)
     else:
         arch_dict, arch_source = arch_from_name(arch, length)
+        check_training(arch_dict, dims, length, batch_size)
         model = DiffusionModel(dims, **arch_dict)
     factor = total_factor(arch_dict)
     if length % factor:

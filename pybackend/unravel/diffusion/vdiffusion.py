@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from unravel import limits
 from unravel.errors import UnravelError
 
 # DiffusionModel keyword arguments that describe the U-Net (besides in_channels).
@@ -93,6 +94,16 @@ def check_arch(arch: dict, source: str) -> dict:
     if n == 0 or any(len(out[k]) != n for k in LIST_KEYS):
         raise UnravelError(f"{source}: channels, factors, items and attentions must have the "
                            f"same non-zero length")
+    if n > limits.MAX_ARCH_LEVELS:
+        raise UnravelError(f"{source}: {n} levels, more than the {limits.MAX_ARCH_LEVELS} allowed")
+    if sum(out["items"]) > limits.MAX_ARCH_BLOCKS:
+        raise UnravelError(f"{source}: {sum(out['items'])} items, more than the "
+                           f"{limits.MAX_ARCH_BLOCKS} allowed")
+    numbers = [v for k in LIST_KEYS for v in out[k]] + [
+        v for k, v in out.items() if k not in LIST_KEYS and isinstance(v, int)]
+    if max(numbers) > limits.MAX_ARCH_VALUE:
+        raise UnravelError(f"{source}: a value of {max(numbers)}, more than the "
+                           f"{limits.MAX_ARCH_VALUE} an architecture may have")
     for key in ("modulation_features", "resnet_groups", "attention_heads", "attention_features"):
         value = out.get(key)
         if value is None and key.startswith("attention") and not any(out["attentions"]):
