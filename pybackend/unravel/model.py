@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from unravel import device as _device
-from unravel import modelcache
+from unravel import modelcache, modelinfo
 from unravel.archive import BUNDLED, DATA_DIR, DEFAULT_MODEL, resolve_model  # noqa: F401
 from unravel.errors import UnravelError, short_cause
 from unravel.methods import check_block, discover_methods, shape_change
@@ -56,30 +56,6 @@ class _Exit:
 
     def __del__(self):
         self.ctx.__exit__(None, None, None)
-
-
-def _module_sr(module: torch.jit.ScriptModule) -> int | None:
-    for owner, attr in ((module, "sr"), (module, "sampling_rate"), (getattr(module, "_rave", None), "sampling_rate")):
-        if owner is not None and hasattr(owner, attr):
-            v = getattr(owner, attr)
-            try:
-                return int(v.item() if isinstance(v, torch.Tensor) else v)
-            except (TypeError, ValueError, RuntimeError):
-                continue
-    return None
-
-
-def _convert(current, value):
-    """`value` converted to the type of an attribute's `current` value."""
-    if isinstance(current, bool):
-        if isinstance(value, str):
-            return value.strip().lower() in ("1", "true", "on", "yes")
-        return bool(value)
-    if isinstance(current, int):
-        return int(float(value)) if isinstance(value, str) else int(value)
-    if isinstance(current, (float, str)):
-        return type(current)(value)
-    return value
 
 
 class Model:
@@ -145,7 +121,7 @@ class Model:
             raise UnravelError(f"{p}: cannot read the model's methods ({short_cause(e)})") from None
         if not methods:
             raise UnravelError(f"{p}: TorchScript without nn~'s contract (no get_methods() or <method>_params buffers)")
-        self._set_module(module, module._c, methods, _module_sr(module))
+        self._set_module(module, module._c, methods, modelinfo.sample_rate(module))
         self._loaded = None
         self.shared = False
         # A module that keeps state as it runs (streaming caches, counters) is offered as a
@@ -404,7 +380,7 @@ class Model:
         if len(values) != len(current):
             raise UnravelError(f"{self.path.name}: attribute '{name}' takes {len(current)} value(s), got {len(values)}")
         try:
-            args = [_convert(c, v) for c, v in zip(current, values)]
+            args = [modelinfo.convert_attribute(c, v) for c, v in zip(current, values)]
         except (TypeError, ValueError):
             raise UnravelError(f"{self.path.name}: bad value {values} for attribute '{name}'") from None
         if any(isinstance(a, float) and not math.isfinite(a) for a in args):

@@ -85,3 +85,28 @@ def info(model: Model) -> dict:
         "buffers": [{"name": b.name, "shape": list(b.shape), "numel": b.numel}
                     for b in buffers(module)],
     }
+
+
+def sample_rate(module: torch.jit.ScriptModule) -> int | None:
+    """The sample rate a model declares (`sr`, `sampling_rate`, or its `_rave`'s), else None."""
+    for owner, attr in ((module, "sr"), (module, "sampling_rate"), (getattr(module, "_rave", None), "sampling_rate")):
+        if owner is not None and hasattr(owner, attr):
+            v = getattr(owner, attr)
+            try:
+                return int(v.item() if isinstance(v, torch.Tensor) else v)
+            except (TypeError, ValueError, RuntimeError):
+                continue
+    return None
+
+
+def convert_attribute(current, value):
+    """`value` converted to the type of an attribute's `current` value."""
+    if isinstance(current, bool):
+        if isinstance(value, str):
+            return value.strip().lower() in ("1", "true", "on", "yes")
+        return bool(value)
+    if isinstance(current, int):
+        return int(float(value)) if isinstance(value, str) else int(value)
+    if isinstance(current, (float, str)):
+        return type(current)(value)
+    return value
