@@ -5,6 +5,8 @@ Pd's encode job); float32 statistics that draw the original generator's numbers 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -314,3 +316,26 @@ def test_training_noise_is_the_pinned_forks():
     sigmas = torch.rand(2)
     n = torch.randn_like(x) + 0.1 * torch.randn_like(x)
     assert torch.equal(loss, VDiffusion(Echo())(x, sigmas, n))
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="no ffmpeg command to make the reference")
+def test_prepare_pcm16_is_the_originals_ffmpeg_route(tmp_path):
+    """`prepare-diffusion --pcm16` of a 48 kHz stereo float file gives, bit for bit, the
+    latents of the file `ffmpeg -i IN -ar SR -ac 1 OUT.wav` writes (what the original
+    preprocessing reads), prepared as it is."""
+    model = load_model("default")
+    t = np.arange(int(48000 * 256 * model.ratio / model.sr * 2.2)) / 48000
+    x = np.stack([0.6 * np.sin(2 * np.pi * 110 * t), 0.3 * np.sin(2 * np.pi * 330 * t + 1)]).T
+    (tmp_path / "in").mkdir()
+    sf.write(tmp_path / "in" / "a.wav", x.astype(np.float32), 48000, subtype="FLOAT")
+    (tmp_path / "ref").mkdir()
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(tmp_path / "in" / "a.wav"), "-ar",
+                    str(model.sr), "-ac", "1", str(tmp_path / "ref" / "a.wav")], check=True)
+    assert sf.info(str(tmp_path / "ref" / "a.wav")).subtype == "PCM_16"
+    ours = prepare_files(model, PREPARE.settings(inputs=[tmp_path / "in"], output=tmp_path / "o1",
+                                                 pcm16=True))
+    ref = prepare_files(model, PREPARE.settings(inputs=[tmp_path / "ref"], output=tmp_path / "o2"))
+    assert len(ours) == len(ref) == 2
+    assert all(np.array_equal(np.load(a), np.load(b)) for a, b in zip(ours, ref))
+    plain = prepare_files(model, PREPARE.settings(inputs=[tmp_path / "in"], output=tmp_path / "o3"))
+    assert not np.array_equal(np.load(plain[0]), np.load(ours[0]))   # the route matters

@@ -112,8 +112,10 @@ def _read_blocks(path: Path, cap: int) -> tuple[np.ndarray, int]:
         return (np.concatenate(blocks) if blocks else empty), f.samplerate
 
 
-def _read_with_av(path: Path, cause: str, cap: int) -> tuple[np.ndarray, int]:
-    """Decode a file libsndfile could not read (`cause`) with PyAV: float32 (channels, n), rate.
+def _read_with_av(path: Path, cause: str, cap: int, fmt: str = "fltp", layout: str | None = None,
+                  rate: int | None = None) -> tuple[np.ndarray, int]:
+    """Decode a file libsndfile could not read (`cause`) with PyAV: float32 (channels, n), rate
+    (`fmt`, `layout`, `rate`: FFmpeg's conversion on the way, e.g. s16 mono at a rate).
     Without PyAV, a format only FFmpeg reads names the extra to install."""
     try:
         import av
@@ -127,8 +129,8 @@ def _read_with_av(path: Path, cause: str, cap: int) -> tuple[np.ndarray, int]:
             if not container.streams.audio:
                 raise UnravelError(f"{path}: no audio stream in this file")
             stream = container.streams.audio[0]
-            to_float = av.AudioResampler(format="fltp")
-            chunks, sr, size = [], stream.codec_context.sample_rate, 0
+            to_float = av.AudioResampler(format=fmt, layout=layout, rate=rate)
+            chunks, sr, size = [], rate or stream.codec_context.sample_rate, 0
             for frame in itertools.chain(container.decode(stream), [None]):  # None: flush
                 for f in to_float.resample(frame):
                     chunks.append(f.to_ndarray().astype(np.float32, copy=False))
@@ -140,6 +142,20 @@ def _read_with_av(path: Path, cause: str, cap: int) -> tuple[np.ndarray, int]:
     if not chunks or not sr:   # FFmpeg guessed a format but found no audio in it
         raise UnravelError(f"{path}: not a readable audio file ({cause})")
     return np.concatenate(chunks, axis=1).astype(np.float32), int(sr)
+
+
+def read_pcm16(path: str | os.PathLike, sr: int, max_bytes: int | None = None) -> np.ndarray:
+    """The original preprocessing's route: FFmpeg's resampler and mono mix to 16-bit samples
+    at `sr` (the samples `ffmpeg -i IN -ar SR -ac 1 OUT.wav` writes), as float32 (1, n) =
+    s16 / 32768. Needs PyAV (FFmpeg's libraries)."""
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        raise UnravelError(f"{path}: the 16-bit route reads through FFmpeg: {AV_EXTRA_HINT}") from None
+    path = input_file(path)
+    cap = max_bytes or limits.audio_budget()
+    x, _ = _read_with_av(path, "FFmpeg cannot read it", cap, "s16", "mono", int(sr))
+    return x / np.float32(32768)
 
 
 RESAMPLERS = ("sinc", "poly")

@@ -192,7 +192,11 @@ PREPARE = Spec("prepare", "audio files or folders -> training latents for train-
     Option("latent-length", "int", default=256, low=1, high=limits.MAX_LATENT_FRAMES, metavar="L",
            help="latent frames per chunk (default 256, chunks of L*ratio samples)"),
     Option("no-normalize", "flag", help="skip the per-chunk z-score"),
-    _output("latent folder", required=True), JOBS, FORCE, RESAMPLER), command="prepare-diffusion",
+    _output("latent folder", required=True), JOBS, FORCE, RESAMPLER,
+    Option("pcm16", "flag", help="read each file as the original preprocessing does: FFmpeg "
+                                 "to 16-bit mono at the model's rate, its resampler instead of "
+                                 "--resampler (needs PyAV, the av extra)")),
+    command="prepare-diffusion",
     examples=("python -m unravel.data.toyrave loop --bars 90 --out long/   # in a clone: 2 min of audio",
               "unravel prepare-diffusion -m default long/ -o train-latents/ --latent-length 256"))
 

@@ -22,7 +22,8 @@ def prepare_files(model, s: Settings, progress: bool = False) -> list[Path]:
     """Training latents as the reference preprocess makes them, for the settings `s`
     (`operations.PREPARE`: inputs, output, latent_length, no_normalize, jobs, force).
 
-    Each input is read at the model's rate (`resampler`: see audio.resample), mixed to mono, cut into chunks of
+    Each input is read at the model's rate (`resampler`: see audio.resample; `pcm16`: FFmpeg's
+    16-bit route, audio.read_pcm16), mixed to mono, cut into chunks of
     latent_length * ratio samples (the last partial chunk dropped), each chunk encoded,
     z-scored over the whole chunk (unless `no_normalize`), zero-padded on the
     right to latent_length frames and written as float32 (1, D, L) `<name>_partNNN.npy`.
@@ -49,7 +50,8 @@ def prepare_files(model, s: Settings, progress: bool = False) -> list[Path]:
     folder = safewrite.check_writable_dir(s.output)
     before = _begin(folder, force)
     chunk = latent_length * model.ratio
-    items = [(path, name, folder, latent_length, normalize_latents, force, s.resampler)
+    items = [(path, name, folder, latent_length, normalize_latents, force,
+              "pcm16" if s.pcm16 else s.resampler)
              for path, name in zip(files, names)]
     if jobs > 1:
         out = [p for paths in map_files(model, _prepare_one, items, jobs) for p in paths]
@@ -111,10 +113,12 @@ def _write_manifest(folder: Path, complete: bool, files: list[str], latent_lengt
 def _prepare_one(model, path: Path, name: str, folder: Path, latent_length: int,
                  normalize_latents: bool, force: bool, resampler: str = "sinc") -> list[Path]:
     """The training latents of one audio file (see prepare_files), as if alone: a streaming
-    export's caches are reset first (Model.reset) and go on from chunk to chunk."""
+    export's caches are reset first (Model.reset) and go on from chunk to chunk. `resampler`
+    "pcm16": read through FFmpeg to 16-bit mono (audio.read_pcm16), as the original does."""
     chunk = latent_length * model.ratio
     model.reset()
-    mono = audio_io.load(path, model.sr, 1, resampler)[0]
+    mono = (audio_io.read_pcm16(path, model.sr) if resampler == "pcm16"
+            else audio_io.load(path, model.sr, 1, resampler))[0]
     out = []
     for i in range(len(mono) // chunk):
         piece = audio_io.mix(mono[None, i * chunk:(i + 1) * chunk], model.in_channels)
