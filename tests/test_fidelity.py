@@ -215,6 +215,11 @@ def test_diffuse_formats(tmp_path):
     assert sf.info(ref.wav).subtype == "FLOAT" and sf.info(r.wav).subtype == "PCM_16"
     y = sf.read(ref.wav, dtype="float32")[0]
     assert np.array_equal(sf.read(r.wav, dtype="int16")[0], pcm16_as_the_original(y, tmp_path))
+    a = diffusion.diffuse_files("default", s.replace(name="d", latent_wav=True), tmp_path)[0]
+    b = diffusion.diffuse_files("default", s.replace(name="s", latent_wav=True,
+                                                     latent_subtype="float"), tmp_path)[0]
+    assert sf.info(a.latent_wav).subtype == "DOUBLE" and sf.info(b.latent_wav).subtype == "FLOAT"
+    assert np.array_equal(sf.read(a.latent_wav, dtype="float32")[0], sf.read(b.latent_wav, dtype="float32")[0])
 
 
 @pytest.mark.skipif(not (BUILD / "unravel~.pd_linux").exists(), reason="the external is not built")

@@ -163,8 +163,8 @@ DIFFUSE = Spec("diffuse", "sample latents from a diffusion checkpoint, decode th
            help="files to make: seeds S, S+1, ..."),
     Option("steps", "int", default=100, low=1, high=limits.MAX_STEPS, help="diffusion steps"),
     Option("sampler", "choice", default="v", choices=("v", "dpm"),
-           help="v: the reference's sampler (default, same numbers as the reference for a seed). "
-                "dpm: DPM-Solver++(3M), closer to the converged result in 20 steps than v in 100"),
+           help="v: the reference's, its numbers for a seed (default), dpm: DPM-Solver++(3M), "
+                "near convergence in 20 steps"),
     Option("temperature", "float", default=1.0, low=0, high=1e3, help="noise scale"),
     Option("latent-scale", "float", default=1.0, low=-1e3, high=1e3, group="normalize",
            help="scale after the global z-score"),
@@ -180,7 +180,7 @@ DIFFUSE = Spec("diffuse", "sample latents from a diffusion checkpoint, decode th
     Option("lerp-factor", "float", default=1.0, low=-1e3, high=1e3,
            help="interpolation reaches this factor at the end"),
     Option("save-latents", "flag", help="also write the latents as .npy"),
-    LATENT_WAV, SUBTYPE,
+    LATENT_WAV, LATENT_SUBTYPE, SUBTYPE,
     Option("name", "str", default="diffuse", help="file name prefix"),
     Option("batch", "int", default=4, low=1, high=limits.MAX_BATCH, metavar="B",
            help="seeds sampled together (default 4, 1 = bit-exact with the reference loop)"),

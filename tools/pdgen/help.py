@@ -50,7 +50,7 @@ def reference(name: str, title: str, parts: list[tuple[str, list[tuple[str, str]
     r.text(20, 12, f"[{name}] - {title}", 86)
     y = 44
     for label, rows in parts:
-        y = section(r, y, label)
+        y = section(r, y, label) if label else y - 8
         for what, desc in rows:
             r.text(30, y, what, 24)
             y = max(y + wrap(what, 24) * LH + 6, note(r, 210, y, desc, (w - 240) // CW)) + gap
@@ -314,7 +314,7 @@ def job_options() -> Canvas:
                         "model replaces --model. input-array and output-array are Pd's own.", 74)
     for i, spec in enumerate(PD_JOBS):
         x, row = 15 + (i % 3) * 170, y + 10 + (i // 3) * 40
-        g.sub(x, row, spec.name, reference(spec.name, spec.help, [("OPTIONS:", spec.pd_rows())],
+        g.sub(x, row, spec.name, reference(spec.name, spec.help, [("", spec.pd_rows())],
                                            sub=spec.name, w=1000, gap=0))
     g.head = g.head.replace(" 100 job-options", f" {y + 100} job-options")
     return g

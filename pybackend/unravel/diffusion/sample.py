@@ -291,7 +291,8 @@ def diffuse_files(model, s: Settings, out_dir: str | os.PathLike = ".", progress
             files.append((npy, latents_io.npy_writer(z_np)))
         if lwav:
             files.append((lwav, latents_io.wav_writer(
-                z_np, latents_io.latent_rate(model.sr, model.ratio or 2048))))
+                z_np, latents_io.latent_rate(model.sr, model.ratio or 2048),
+                subtype=latents_io.SUBTYPES[s.latent_subtype])))
         files.append((js, latents_io.json_writer(sidecar)))
         safewrite.write_set(files, force=True)   # the whole set or nothing
         results.append(Diffused(wav, npy, js, s, tuple(used), lwav))
