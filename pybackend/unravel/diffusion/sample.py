@@ -249,6 +249,7 @@ def diffuse_files(model, s: Settings, out_dir: str | os.PathLike = ".", progress
     """
     save_latents, force, latent_wav = s.save_latents, s.force, s.latent_wav
     subtype = audio_io.SUBTYPES[s.subtype]
+    latent_subtype = latents_io.SUBTYPES[s.latent_subtype]
     name = audio_io.check_name(s.name, "name")
     p = plan(model, s, device=device)
     model, diffuser = p.model, p.diffuser
@@ -292,7 +293,7 @@ def diffuse_files(model, s: Settings, out_dir: str | os.PathLike = ".", progress
         if lwav:
             files.append((lwav, latents_io.wav_writer(
                 z_np, latents_io.latent_rate(model.sr, model.ratio or 2048),
-                subtype=latents_io.SUBTYPES[s.latent_subtype])))
+                subtype=latent_subtype)))
         files.append((js, latents_io.json_writer(sidecar)))
         safewrite.write_set(files, force=True)   # the whole set or nothing
         results.append(Diffused(wav, npy, js, s, tuple(used), lwav))
