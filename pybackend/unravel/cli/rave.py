@@ -206,43 +206,38 @@ def cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bend(args: argparse.Namespace) -> int:
-    from unravel.safewrite import check_target, check_writable_dir
-    s = BEND.from_cli(args)
-    out = check_target(s.output, s.force)   # before the model is loaded
-    check_writable_dir(out.parent if str(out.parent) else ".")
+def _save_changed(args: argparse.Namespace, s, model: str, change) -> int:
+    """The commands that change a model's weights and save it: the output is checked before
+    the model is loaded; `change(bender)` returns what it did, said on stderr once saved."""
     from unravel.bend import Bender
-    bender = Bender(_load(args, s.model, warmup=False))
-    bender.bend(s.layer, s.op, s.amount, percent=s.percent, seed=s.seed)
-    print(bender.save(out, force=s.force))
+    from unravel.safewrite import check_target, check_writable_dir
+    out = check_target(s.output, s.force)
+    check_writable_dir(out.parent if str(out.parent) else ".")
+    bender = Bender(_load(args, model, warmup=False))
+    said = change(bender)
+    saved = bender.save(out, force=s.force)
+    print(said, file=sys.stderr)
+    print(saved)
     return 0
+
+
+def cmd_bend(args: argparse.Namespace) -> int:
+    s = BEND.from_cli(args)
+    return _save_changed(args, s, s.model, lambda b: f"bend {s.layer} {s.op} {s.amount:g}: "
+                         f"{b.bend(s.layer, s.op, s.amount, percent=s.percent, seed=s.seed)} weights")
 
 
 def cmd_channels(args: argparse.Namespace) -> int:
-    from unravel.safewrite import check_target, check_writable_dir
     s = CHANNELS.from_cli(args)
-    out = check_target(s.output, s.force)   # before the model is loaded
-    check_writable_dir(out.parent if str(out.parent) else ".")
-    from unravel.bend import Bender
-    bender = Bender(_load(args, s.model, warmup=False))
-    n = bender.channels(s.layer, s.op, s.amount, s.channels, s.percent, s.seed)
-    print(f"channels {s.layer} {s.op}: {n} channels", file=sys.stderr)
-    print(bender.save(out, force=s.force))
-    return 0
+    return _save_changed(args, s, s.model, lambda b: f"channels {s.layer} {s.op}: "
+                         f"{b.channels(s.layer, s.op, s.amount, s.channels, s.percent, s.seed)} channels")
 
 
 def cmd_morph(args: argparse.Namespace) -> int:
     from unravel.archive import resolve_model
-    from unravel.safewrite import check_target, check_writable_dir
     s = MORPH.from_cli(args)
-    out = check_target(s.output, s.force)   # before the models are loaded
-    check_writable_dir(out.parent if str(out.parent) else ".")
-    from unravel.bend import Bender
-    bender = Bender(_load(args, s.a, warmup=False))
-    print(f"morph {s.t:g}: {bender.morph(resolve_model(s.b), s.t, s.layers).summary()}",
-          file=sys.stderr)
-    print(bender.save(out, force=s.force))
-    return 0
+    return _save_changed(args, s, s.a, lambda b: f"morph {s.t:g}: "
+                         f"{b.morph(resolve_model(s.b), s.t, s.layers).summary()}")
 
 
 def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentParser,
