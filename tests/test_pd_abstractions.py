@@ -262,7 +262,7 @@ def test_bender_show_panels_enable_reload(tmp_path):
     steps = [
         "; tb init; mark show; tb show",
         "; mark temperature; tb temperature 5; u get temperature",
-        "; mark after; tb guidance_structure 2; tb guidance_timbre 1; tb nb_steps 4",
+        "; mark after; tb structure 2; tb timbre 1; tb steps 4",   # public names = labels
         "; mark enable; tb enable 0; u bang",
         f"; mark reload; tb layer {LAYER_IDX}; tb offset 0.1",
         "; rl bang",

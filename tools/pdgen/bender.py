@@ -104,8 +104,9 @@ def patches() -> dict[str, str]:
     for x, lo, hi, attr, lbl, name in [(60, 0, 5, "guidance_structure", "structure", "gstruct"),
                                        (190, 0, 3, "guidance_timbre", "timbre", "gtimbre"),
                                        (320, 0, 16, "nb_steps", "steps", "nbsteps")]:
-        c.hsl(x, 347, lo, hi, f"$0-{attr}", lbl, name, w=110, snd=f"$0-d-{attr}")
-        c.floatatom(x + 66, 327, 5, f"$0-d-{attr}")
+        # the public name is the label: [; <prefix> steps 4( moves "steps"
+        c.hsl(x, 347, lo, hi, f"$0-{lbl}", lbl, name, w=110, snd=f"$0-d-{lbl}")
+        c.floatatom(x + 66, 327, 5, f"$0-d-{lbl}")
     c.tgl(390, 170, "$0-fix", "FIX", "fix")     # a fixed graph scale (no rescaling per refresh)
     c.gop(W, H + 1)
 
