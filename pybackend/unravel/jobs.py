@@ -136,8 +136,7 @@ def job_stats(m, s: Settings, base: str, pd: PdArrays) -> list:
     if os.path.lexists(out) and not s.force and (out.is_file() or out.is_symlink()):
         raise UnravelError(f"stats: {out} already exists (force 1 to overwrite)")
     if s.plot:
-        title = r.paths[0].name if len(r.paths) == 1 else f"{len(r.paths)} files"
-        plots.histograms(r.z, s.plot, title=title, force=s.force)
+        plots.histograms(r.z, s.plot, title=r.title, force=s.force)
     safewrite.write_bytes(out, json.dumps(r.to_dict(s.iqr), indent=2).encode(), force=s.force)
     return [out] + ([s.plot] if s.plot else [])
 

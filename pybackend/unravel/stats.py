@@ -121,6 +121,11 @@ class FileStats:
     z: np.ndarray      # (D, T): the frames of every file, one file after the other
     stats: Stats
 
+    @property
+    def title(self) -> str:
+        """What a picture of them is called: the file's name, or how many files."""
+        return self.paths[0].name if len(self.paths) == 1 else f"{len(self.paths)} files"
+
     def to_dict(self, iqr: bool = False) -> dict:
         """JSON-able: {"files": [...], then Stats.to_dict}."""
         return {"files": [str(p) for p in self.paths], **self.stats.to_dict(iqr)}

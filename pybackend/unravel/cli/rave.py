@@ -127,8 +127,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     s = STATS.from_cli(args)
     r = stats.read(s.inputs, s.float32)
     if s.plot:
-        title = r.paths[0].name if len(r.paths) == 1 else f"{len(r.paths)} files"
-        plots.histograms(r.z, s.plot, title=title, force=s.force)
+        plots.histograms(r.z, s.plot, title=r.title, force=s.force)
     if s.json:
         print(json.dumps(r.to_dict(s.iqr), indent=2))
     else:
