@@ -125,6 +125,12 @@ class Bender:
             p.view(-1).copy_(flat)
             self.model.edits += 1
 
+    def _replace(self, layer: str, flat: torch.Tensor) -> None:
+        """Write the whole layer (its original already kept): its bend settings no longer apply."""
+        self._settings.pop(layer, None)
+        self._touched[layer] = 100.0
+        self._write(layer, flat)
+
     # ------------------------------------------------------------------ public API
 
     def layers(self) -> list[str]:
@@ -152,9 +158,7 @@ class Bender:
             raise UnravelError(f"{self.model.path.name}: set_weights: layer '{layer}' takes finite "
                                f"numbers, got NaN or infinite values")
         self._original(layer)
-        self._settings.pop(layer, None)
-        self._touched[layer] = 100.0
-        self._write(layer, torch.from_numpy(v).to(p.device, p.dtype))
+        self._replace(layer, torch.from_numpy(v).to(p.device, p.dtype))
 
     def bend(self, layer: str, op: str, amount: float, percent: float | None = None, seed: int | None = None) -> int:
         """Change one setting (an op of OPS; SWITCHES are on when amount != 0), optionally
@@ -280,9 +284,7 @@ class Bender:
             rows = torch.zeros_like(w.index_select(axis, idx))
         else:
             rows = w.index_select(axis, idx) * (-1.0 if op == "invert" else amount)
-        self._settings.pop(layer, None)
-        self._touched[layer] = 100.0
-        self._write(layer, w.index_copy(axis, idx, rows).reshape(-1))
+        self._replace(layer, w.index_copy(axis, idx, rows).reshape(-1))
         return len(picked)
 
     def morph(self, other: os.PathLike, t: float, prefix: str = "") -> morphing.Match:
@@ -296,10 +298,7 @@ class Bender:
         self._sync()
         m = morphing.match(self._params, self._target[1], prefix)
         for layer in m.layers:
-            orig = self._original(layer)
-            self._settings.pop(layer, None)
-            self._touched[layer] = 100.0
-            self._write(layer, morphing.mix(orig, self._target[1][layer].reshape(-1), t))
+            self._replace(layer, morphing.mix(self._original(layer), self._target[1][layer].reshape(-1), t))
         return m
 
     def restore(self, layer: str | None = None) -> list[str]:
