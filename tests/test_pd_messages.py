@@ -34,6 +34,8 @@ CASES = [
     (f"get_weights {BIAS} warr", "ok"), ("; warrsize bang", "reply wsize: 8"),
     ("get_weights", "error"), ("get_weights nope", "error"), (f"get_weights {BIAS} noarray", "error"),
     ("get_weights 12", "error"),
+    (f"layer_stats {BIAS}", f"reply layer_stats {BIAS} 8 "), ("layer_stats", "error"),
+    ("layer_stats nope", "error"), (f"layer_stats {BIAS} 1", "error"),
     (f"set_weights {BIAS} 1 2 3 4 5 6 7 8", f"post set_weights {BIAS}: 8 weights"),
     (f"get_weights {BIAS}", "reply layer 1 2 3 4 5 6 7 8"),
     (f"set_weights {BIAS} wsrc", f"post set_weights {BIAS}: 8 weights"),
@@ -165,6 +167,19 @@ def test_message(result, k):
         if not prefix.startswith("wsize"):
             prefix = "info: " + prefix
         assert any(ln.startswith(prefix) for ln in replies), (prefix, lines)
+
+
+def test_layer_stats_are_numpys(result):
+    """layer_stats: size, min, max, mean and std of the layer's weights, as numpy computes
+    them (Pd prints 6 digits)."""
+    from unravel.bend import Bender
+    from unravel.model import load_model
+    k = [m for m, _ in CASES].index(f"layer_stats {BIAS}")
+    [line] = [ln for ln in _sections(result.lines)[k] if ln.startswith("info: layer_stats")]
+    got = [float(v) for v in line.split()[3:]]
+    w = Bender(load_model("default", warmup=False)).get_weights(BIAS).astype(np.float64)
+    assert got[0] == w.size
+    assert got[1:] == pytest.approx([w.min(), w.max(), w.mean(), w.std()], rel=1e-5)
 
 
 def test_gpu_with_a_symbol_gets_our_usage_line(result):

@@ -282,6 +282,14 @@ class Session:
         pdargs.count("get_weights", args, 1, 1, "<layer> [array]")
         return [["layer", self.get_weights(pdargs.symbol("get_weights", args[0], "layer"))]]
 
+    def msg_layer_stats(self, args: list) -> list[list]:
+        """`layer_stats <layer>`: replies `layer_stats <layer> <size> <min> <max> <mean> <std>`
+        of the layer's weights as they are now (mean and std in float64)."""
+        pdargs.count("layer_stats", args, 1, 1, "<layer>")
+        layer = pdargs.symbol("layer_stats", args[0], "layer")
+        w = self.get_weights(layer).astype(np.float64)
+        return [["layer_stats", layer, w.size, w.min(), w.max(), w.mean(), w.std()]]
+
     def msg_set_weights(self, args: list) -> list[list]:
         pdargs.count("set_weights", args, 2, None, "<layer> <floats...|array>")
         layer = pdargs.symbol("set_weights", args[0], "layer")
