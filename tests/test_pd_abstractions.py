@@ -243,9 +243,9 @@ def test_demo_render_is_fixed_nonsilent_and_repeatable(tmp_path):
 
 
 def test_bender_show_panels_enable_reload(tmp_path):
-    """Show prints every layer; MSPrior's temperature reaches the model, AFTER's attributes
-    (absent here) give exactly one error each and nothing else; Enable; the reload inlet
-    brings the original weights back."""
+    """Show prints every layer; MSPrior's temperature reaches the model, AFTER's controls
+    (the model has none of their attributes) send nothing and print nothing; Enable; the
+    reload inlet brings the original weights back."""
     p = Patch()
     lb = p.obj("loadbang")
     u = p.obj("unravel~ default forward")
@@ -286,13 +286,169 @@ def test_bender_show_panels_enable_reload(tmp_path):
     shown = [ln for ln in sections["show"] if ln.startswith("bender:")]
     assert shown == [f"bender: {i} {n}" for i, n in enumerate(names)]
     assert "info: attribute temperature 5" in sections["temperature"]
-    after = sections["after"]
-    assert len(after) == 3 and all(ln.startswith("error") for ln in after), after
-    for attr in ("guidance_structure", "guidance_timbre", "nb_steps"):
-        assert any(attr in ln for ln in after), after
+    # issue 25: the default model has no AFTER attributes: its controls send nothing, no error
+    assert sections.get("after", []) == []
     assert "info: enabled 0" in sections["enable"]
-    assert [ln for ln in res.lines if ln.startswith("error")] == after
+    assert [ln for ln in res.lines if ln.startswith("error")] == []
     assert np.array_equal(_read(tmp_path / "reloaded.wav"), _backend().get_weights(LAYER))
+
+
+# ---------------------------------------------------------------- Bender: channels, morph, stats
+
+def _drive_bender(tmp_path, model: str, steps: list[str], name: str):
+    """[unravel~ <model> forward] and [bender tb] wired as in the help, [print info] on the
+    info outlet, `mark <name>` lines between the steps (150 ms of logical time apart)."""
+    p = Patch()
+    lb = p.obj("loadbang")
+    u = p.obj(f"unravel~ {model} forward")
+    b = p.obj("bender tb")
+    p.connect(u, 1, b, 0)
+    p.connect(b, 0, u, 0)
+    p.connect(u, 1, p.obj("print info"), 0)
+    p.connect(p.obj("r u"), 0, u, 0)
+    p.connect(p.obj("r mark"), 0, p.obj("print mark"), 0)
+    p.obj("table got 10")
+    sfl = p.obj("soundfiler")
+    p.connect(p.obj("r wr"), 0, sfl, 0)
+    for i, text in enumerate(steps + ["; pd quit"]):
+        d = p.obj(f"delay {50 + 150 * i}")
+        m = p.msg(text)
+        p.connect(lb, 0, d, 0)
+        p.connect(d, 0, m, 0)
+    res = run_pd(p.write(tmp_path / f"{name}.pd"), args=["-r", "44100"], timeout=120)
+    sections: dict[str, list[str]] = {}
+    cur = "start"
+    for ln in res.lines:
+        if ln.startswith("mark: "):
+            cur = ln.split()[1]
+        else:
+            sections.setdefault(cur, []).append(ln)
+    return res, sections
+
+
+def _dump(f: str) -> str:
+    return f"; u get_weights {LAYER} got; wr write -wave -bytes 4 {f} got"
+
+
+def _stats(lines: list[str]) -> list[float]:
+    """The numbers of the last `layer_stats <LAYER> ...` reply in `lines`."""
+    [*_, last] = [ln.split()[3:] for ln in lines if ln.startswith(f"info: layer_stats {LAYER} ")]
+    return [float(v) for v in last]
+
+
+def _numpy_stats(w: np.ndarray) -> list[float]:
+    w = w.astype(np.float64)
+    return [w.size, w.min(), w.max(), w.mean(), w.std()]
+
+
+@pytest.fixture(scope="module")
+def channels_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bender_channels")
+    steps = [
+        f"; tb init; tb layer {LAYER_IDX}",
+        "; mark ablate; tb chans 3; tb op 0",                   # ablate channel 3 (a list)
+        _dump("ablated.wav"),
+        "; mark invert; tb pct 25; tb cseed 7; tb op 2",        # invert a quarter, seed 7
+        _dump("inverted.wav"),
+        "; mark scale; tb k 3; tb op 1; tb k 0.5",              # scale, then k moves it
+        _dump("scaled.wav"),
+        "; mark morph1; tb file default4; tb morph 1",          # B, at t = 1
+        _dump("morph1.wav"),
+        "; mark morph0; tb morph 0",
+        _dump("morph0.wav"),
+        "; mark half; tb morph 0.5",
+        _dump("morph_half.wav"),
+        "; mark resall; tb res_all",
+        _dump("res_all.wav"),
+        "; mark end",
+    ]
+    res, sections = _drive_bender(d, "default", steps, "channels")
+    return d, res, sections
+
+
+def test_bender_channels_runs_clean(channels_run):
+    _, res, _ = channels_run
+    _clean(res)
+
+
+def test_bender_channel_panel_ablates_inverts_scales(channels_run):
+    """ablate on channel 3 (chans 3): the reply counts 1, get_weights shows that channel 0 and
+    the rest untouched; invert on 25 percent, seed 7; scale 3 then k 0.5 moving it: each as
+    the backend computes it; each reply's count is the backend's."""
+    from unravel.bend import channel_axis
+    d, _, sections = channels_run
+    bender = _backend()
+    orig = bender.get_weights(LAYER)
+    p = bender._param(LAYER)
+    axis = channel_axis(bender.model.module, LAYER, p)
+    got = _read(d / "ablated.wav").reshape(p.shape)
+    assert "info: channels decoder.net.2.weight ablate 1" in sections["ablate"]
+    assert np.all(np.take(got, 3, axis) == 0)
+    assert np.count_nonzero(np.take(got, 3, axis)) == 0 and np.any(np.take(orig.reshape(p.shape), 3, axis))
+    keep = [c for c in range(p.shape[axis]) if c != 3]
+    assert np.array_equal(np.take(got, keep, axis), np.take(orig.reshape(p.shape), keep, axis))
+    n = bender.channels(LAYER, "invert", percent=25, seed=7)
+    assert f"info: channels {LAYER} invert {n}" in sections["invert"]
+    assert np.array_equal(_read(d / "inverted.wav"), bender.get_weights(LAYER))
+    bender.channels(LAYER, "scale", 0.5, percent=25, seed=7)
+    assert f"info: channels {LAYER} scale {n}" in sections["scale"]
+    assert np.array_equal(_read(d / "scaled.wav"), bender.get_weights(LAYER))
+
+
+def test_bender_morph_slider_gives_a_and_b(channels_run):
+    """model B chosen by its public name 'file', the morph slider at 1: B's weights, at 0:
+    A's, at 0.5 the float32 mean (as unravel.morph mixes); res_all: A's everywhere."""
+    from unravel.bend import Bender
+    from unravel.model import load_model
+    d, _, sections = channels_run
+    a = _backend().get_weights(LAYER)
+    b = Bender(load_model("default4", warmup=False)).get_weights(LAYER)
+    assert any(ln.startswith("info: morph 22 3") for ln in sections["morph1"]), sections["morph1"]
+    assert np.array_equal(_read(d / "morph1.wav"), b)
+    assert np.array_equal(_read(d / "morph0.wav"), a)
+    half = _read(d / "morph_half.wav")
+    want = _backend()
+    want.morph(load_model("default4", warmup=False).path, 0.5)
+    assert np.array_equal(half, want.get_weights(LAYER))
+    assert np.allclose(half, (a + b) / 2, atol=1e-6)
+    assert np.array_equal(_read(d / "res_all.wav"), a)
+
+
+def test_bender_layer_numbers_are_numpys(channels_run):
+    """After every change the layer view's numbers (the layer_stats reply) are size, min,
+    max, mean and std of the layer's weights as numpy computes them."""
+    d, _, sections = channels_run
+    for mark, wav in (("ablate", "ablated.wav"), ("invert", "inverted.wav"),
+                      ("scale", "scaled.wav"), ("morph1", "morph1.wav"),
+                      ("half", "morph_half.wav"), ("resall", "res_all.wav")):
+        got = _stats(sections[mark])
+        want = _numpy_stats(_read(d / wav))
+        assert got[0] == want[0], mark
+        assert got[1:] == pytest.approx(want[1:], rel=1e-5, abs=1e-9), mark
+
+
+def test_bender_attribute_rows_follow_the_model(tmp_path):
+    """A model without attributes: temperature, listen, structure, timbre and steps send
+    nothing and print nothing (a RAVE export without a prior). A model with MSPrior's and
+    AFTER's attributes: each control sets its attribute."""
+    from toymodels import make_attribute_model
+    none = make_attribute_model(tmp_path / "none.ts", [])
+    full = make_attribute_model(tmp_path / "full.ts", ["temperature", "listen", "guidance_structure",
+                                                       "guidance_timbre", "nb_steps"])
+    moves = "; tb temperature 5; tb listen 1; tb structure 2; tb timbre 1.5; tb steps 4"
+    res, sections = _drive_bender(tmp_path, str(none), ["; tb init", "; mark moves" + moves, "; mark end"],
+                                  "none")
+    assert res.returncode == 0 and res.errors == [], res.lines
+    assert sections.get("moves", []) == [], sections.get("moves")
+    gets = "; " + "; ".join(f"u get {a}" for a in ("temperature", "listen", "guidance_structure",
+                                                    "guidance_timbre", "nb_steps"))
+    res, sections = _drive_bender(tmp_path, str(full), ["; tb init", "; mark moves" + moves, gets,
+                                                        "; mark end"], "full")
+    _clean(res)
+    assert [ln for ln in sections["moves"] if ln.startswith("info: attribute")] == [
+        "info: attribute temperature 5", "info: attribute listen 1",
+        "info: attribute guidance_structure 2", "info: attribute guidance_timbre 1.5",
+        "info: attribute nb_steps 4"]
 
 
 def test_bender_layer_is_what_the_controls_show(bender_run):

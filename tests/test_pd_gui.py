@@ -184,3 +184,76 @@ def test_5_live_in_the_gui(display, tmp_path):
     w, h = _window_box(rgb)
     assert 800 < w <= 1000 and 500 < h <= 580 + 60, (w, h)
     assert (rgb.max(axis=2) < 60)[:h, :w].mean() > 0.003
+
+
+MSPRIOR_RGB, AFTER_RGB, BENDER_RGB = (232, 224, 216), (224, 232, 224), (216, 220, 232)
+# docs/bender.png: Init, a decoder layer, model B at t = 0.3, then scale 2 on half the
+# channels (seed 7), which replaces the morph on that layer
+BENDER_MOVES = ["; b1 init", "; b1 layer 15", "; b1 file default4; b1 morph 0.3",
+                "; b1 pct 50; b1 cseed 7; b1 op 1"]
+
+
+def bender_shot(display: str, tmp_path: Path, model: str, moves: list[str]) -> tuple[np.ndarray, list[str]]:
+    """[unravel~ <model> forward] above [bender b1] in a window of their own, the `moves`
+    sent 1.5 s apart from the start (through Bender's public names, as a click does; the
+    model's messages wait for its load); returns the screen cropped to the two and what Pd
+    printed."""
+    drive = tmp_path / "bender-shot.pd"
+    steps = "".join(f"#X obj 900 {40 + 60 * i} delay {1500 * (i + 1)};\n"
+                    f"#X msg 900 {70 + 60 * i} {m.replace(';', ' ' + chr(92) + ';').strip()};\n"
+                    for i, m in enumerate(moves))
+    conns = "".join(f"#X connect 2 0 {3 + 2 * i} 0;\n#X connect {3 + 2 * i} 0 {4 + 2 * i} 0;\n"
+                    for i in range(len(moves)))
+    drive.write_text(f"#N canvas 0 50 680 420 12;\n#X obj 4 4 unravel~ {model} forward;\n"
+                     "#X obj 4 30 bender b1;\n#X obj 900 4 loadbang;\n" + steps +
+                     "#X connect 0 1 1 0;\n#X connect 1 0 0 0;\n" + conns)
+    pd = GuiPd(display, drive, tmp_path / "pd.log", tmp_path)
+    try:
+        assert pd.wait_for("loaded model", 120), pd.lines()
+        time.sleep(1.5 * len(moves) + 2)
+        rgb = settled(display, 30)
+    finally:
+        pd.stop()
+    ys, xs = np.nonzero(np.all(rgb == BENDER_RGB, axis=2))
+    x0, y0 = int(xs.min()) - 4, int(ys.min()) - 30           # the canvas's origin on the screen
+    return np.ascontiguousarray(rgb[y0:y0 + 30 + 374, x0:x0 + 4 + 662]), pd.lines()
+
+
+def _errors(lines: list[str]) -> list[str]:
+    """Pd's error lines, but the watchdog's: on a loaded machine the first load in a GUI Pd
+    can take more than 3 s ('the model has not answered', then 'answers again')."""
+    return [ln for ln in lines if is_error(ln) and "has not answered" not in ln]
+
+
+def _has(rgb: np.ndarray, color: tuple[int, int, int]) -> int:
+    return int(np.all(rgb == color, axis=2).sum())
+
+
+def test_bender_in_the_gui(display, tmp_path):
+    """[bender] under [unravel~ default forward], moved through its public names: no error,
+    the layer drawn, the MSPrior row shown (the model has temperature), the AFTER row not.
+    The screenshot is tests/_out/bender.png (docs/bender.png is one)."""
+    OUT.mkdir(exist_ok=True)
+    rgb, lines = bender_shot(display, tmp_path, "default", BENDER_MOVES)
+    png(OUT / "bender.png", rgb)
+    assert not _errors(lines), lines
+    assert any(ln.startswith("[unravel~]: channels decoder.net.2.weight scale: 64 channels")
+               for ln in lines), lines
+    assert _has(rgb, MSPRIOR_RGB) > 5000 and _has(rgb, AFTER_RGB) == 0
+    assert (rgb.max(axis=2) < 60).mean() > 0.01           # text, boxes and the graph drawn
+
+
+@pytest.mark.parametrize("names,msprior,after", [
+    ([], False, False), (["temperature", "listen", "guidance_structure", "guidance_timbre", "nb_steps"],
+                         True, True)])
+def test_bender_rows_follow_the_model(display, tmp_path, names, msprior, after):
+    """After Init, the MSPrior and AFTER rows are drawn exactly when the model has their
+    attributes; a model without them: a second Init keeps them hidden, and clicking where
+    they would be is not an error."""
+    from toymodels import make_attribute_model
+    model = make_attribute_model(tmp_path / "m.ts", names)
+    rgb, lines = bender_shot(display, tmp_path, str(model),
+                             ["; b1 init", "; b1 init; b1 temperature 5; b1 structure 2"])
+    assert not _errors(lines), lines
+    assert (_has(rgb, MSPRIOR_RGB) > 5000) == msprior
+    assert (_has(rgb, AFTER_RGB) > 5000) == after

@@ -146,6 +146,67 @@ def make_test_model(path: os.PathLike, dims: int = 8, stereo: bool = False, stre
     return export(module, path, sr=sr, sr_attr=sr_attr)
 
 
+class _PanelAttrs(nn.Module):
+    """The attributes of MSPrior (temperature, listen) and AFTER (guidance_structure,
+    guidance_timbre, nb_steps) exports; get_attributes lists only `names`."""
+    __annotations__ = {"names": List[str]}     # a real type (this file's annotations are strings)
+
+    @torch.jit.export
+    def get_attributes(self) -> List[str]:
+        return self.names
+
+    @torch.jit.export
+    def get_listen(self) -> bool:
+        return self.listen
+
+    @torch.jit.export
+    def set_listen(self, value: bool) -> int:
+        self.listen = value
+        return 0
+
+    @torch.jit.export
+    def get_guidance_structure(self) -> float:
+        return self.guidance_structure
+
+    @torch.jit.export
+    def set_guidance_structure(self, value: float) -> int:
+        self.guidance_structure = value
+        return 0
+
+    @torch.jit.export
+    def get_guidance_timbre(self) -> float:
+        return self.guidance_timbre
+
+    @torch.jit.export
+    def set_guidance_timbre(self, value: float) -> int:
+        self.guidance_timbre = value
+        return 0
+
+    @torch.jit.export
+    def get_nb_steps(self) -> int:
+        return self.nb_steps
+
+    @torch.jit.export
+    def set_nb_steps(self, value: int) -> int:
+        self.nb_steps = value
+        return 0
+
+
+class PanelRave(_PanelAttrs, _DecodePlain, _Methods, TestRave):
+    def __init__(self, names: List[str]):
+        TestRave.__init__(self)
+        self.names = list(names)
+        self.listen, self.guidance_structure, self.guidance_timbre, self.nb_steps = False, 1.0, 1.0, 8
+
+
+def make_attribute_model(path: os.PathLike, names: List[str], seed: int = 0) -> pathlib.Path:
+    """A plain test model whose get_attributes lists `names`, any of temperature, listen
+    (MSPrior's), guidance_structure, guidance_timbre, nb_steps (AFTER's); [] for a model
+    without attributes, as a RAVE export without a prior."""
+    torch.manual_seed(seed)
+    return export(PanelRave(names), path)
+
+
 class Hostile(nn.Module):
     """A model file as a careless or hostile user may give one: `forward` with any declared
     `forward_params` and a misbehaviour (see make_hostile_model)."""

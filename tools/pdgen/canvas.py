@@ -99,6 +99,16 @@ class Canvas:
         return self._add(f"#X obj {x} {y} hsl {w} {h} {lo} {hi} 0 0 {label(snd)} {label(rcv)} {label(lbl)} "
                          f"-2 -8 0 11 {BG} {FG} {LB} 0 1", name)
 
+    def vradio(self, x, y, n, rcv="", lbl="", name=None, size=17, snd="") -> str:
+        """A vertical radio of n cells (outputs the cell's number, 0 at the top)."""
+        return self._add(f"#X obj {x} {y} vradio {size} 1 0 {n} {label(snd)} {label(rcv)} {label(lbl)} "
+                         f"0 -8 0 11 {BG} {FG} {LB} 0", name)
+
+    def listbox(self, x, y, width=10, rcv="", lbl="", name=None, pos=0) -> str:
+        """A list box (a list of atoms, typed in)."""
+        return self._add(f"#X listbox {x} {y} {width} 0 0 {pos} {label(lbl) if lbl else '-'} "
+                         f"{esc(rcv) or '-'} - 0", name)
+
     def nbx(self, x, y, rcv="", lbl="", name=None, width=6, lo=-1e37, hi=1e37) -> str:
         return self._add(f"#X obj {x} {y} nbx {width} 17 {lo:g} {hi:g} 0 0 empty {label(rcv)} "
                          f"{label(lbl)} 0 -8 0 11 {BG} {FG} {LB} 0 256", name)
@@ -134,8 +144,10 @@ class Canvas:
         for a, b in zip(names, names[1:]):
             self.connect(a, 0, b, 0)
 
-    def gop(self, w: int, h: int, hide: bool = True, mx: int = 0, my: int = 0) -> None:
-        self.tail.append(f"#X coords 0 -1 1 1 {w} {h} {2 if hide else 1} {mx} {my}")
+    def gop(self, w: int, h: int, hide: bool = True, mx: int = 0, my: int = 0, on: bool = True) -> None:
+        """Graph on parent, w x h (`on` False: the area is kept but the canvas is not a graph,
+        so that a `coords` message can turn it on later)."""
+        self.tail.append(f"#X coords 0 -1 1 1 {w} {h} {(2 if hide else 1) if on else 0} {mx} {my}")
 
     def render(self, restore: str | None = None) -> str:
         lines = [self.head] + self.declares + self.items + self.conns + self.tail

@@ -47,7 +47,7 @@ def _quit_if_headless(c: Canvas, x: int, y: int) -> str:
 
 
 def bending() -> str:
-    c = Canvas(860, 680)
+    c = Canvas(1000, 680)
     _head(c)
     c.text(20, 10, "1 - live network bending: the bundled loop through the default model, bent "
                    "with [bender]. Turn DSP on, click Init, pick a decoder layer, move the sliders.", 70)
@@ -59,9 +59,9 @@ def bending() -> str:
     c.connect("b", 0, "u", 0)
     _dac(c, "u", 20, 620)        # below [bender]'s panel (235 + 373)
     _outdir(c, "1-bending", 520, 110)
-    c.msg(f"save {OUT}/1-bending/bent.ts", "save", 500, 235)
+    c.msg(f"save {OUT}/1-bending/bent.ts", "save", 690, 235)
     c.connect("save", 0, "u", 0)
-    c.text(500, 265, "<- keep the bent model (a TorchScript file nn~ loads too). An existing file "
+    c.text(690, 265, "<- keep the bent model (a TorchScript file nn~ loads too). An existing file "
                      "is kept: add 'force' to replace it.", 34)
     return c.render()
 

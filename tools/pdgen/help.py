@@ -244,6 +244,8 @@ def layers_group() -> Canvas:
                            "(a weight tensor named as the model names it) while the model plays.", [
         ("layers", "replies 'layers <name> <name> ...' (every weight tensor)"),
         ("get_weights encoder.net.10.bias", "replies 'encoder.net.10.bias <floats>'"),
+        ("layer_stats decoder.net.2.weight", "replies 'layer_stats <layer> <size> <min> <max> "
+                                             "<mean> <std>' of its weights now"),
         ("set_weights encoder.net.10.bias 0 0 0 0 0 0 0 0", "from a list (the length must match)"),
         ("bend decoder.net.2.weight offset 0.05", "bend: offset, spread, randomize, invert or "
                                                   "zero, then an amount"),
@@ -364,29 +366,49 @@ def multichannel_group() -> Canvas:
 def bender_help() -> str:
     c = Canvas(960, 700)
     ref = reference("bender", "bend the layers of an [unravel~] model while it plays", [
-        ("INLETS:", [("1st: messages", "[unravel~]'s rightmost outlet (Bender reads 'layers ...'), "
+        ("INLETS:", [("1st: messages", "[unravel~]'s rightmost outlet (Bender reads 'layers', "
+                                       "'attributes', 'layer_stats', 'channels' and 'morph'), "
                                        "or 'public <name>'"),
                      ("2nd: bang", "Reload: the model file again, then Init")]),
-        ("OUTLET:", [("messages", "for [unravel~]: layers, get_weights, bend, restore, set_weights, "
-                                  "enable, reload, set <attribute> <value>")]),
-        ("ARGUMENT:", [("1) symbol", "a public name: 'offset 0.05' sent to it ([s b1] for "
-                                     "[bender b1]) sets that control as if moved")]),
-        ("CONTROLS:", [("init, layer", "read the layers, choose one"),
+        ("OUTLET:", [("messages", "for [unravel~]: bang, layers, get_weights, layer_stats, bend, "
+                                  "channels, morph, restore, set_weights, enable, reload, "
+                                  "set <attribute> <value>")]),
+        ("ARGUMENT:", [("1) symbol", "a public name: each control's label is its name, "
+                                     "'offset 0.05' sent to it ([s b1] for [bender b1]) sets "
+                                     "that control as if moved")]),
+        ("CONTROLS:", [("init, layer", "read the layers and the model's attributes, choose a layer"),
+                       ("size min max mean std", "the layer's weights now, after every change "
+                                                 "(from 'layer_stats')"),
                        ("offset spread randomize", "the bends, recomputed from the original weights "
                                                    "(randomize 0: off), each slider shows its value"),
                        ("invert, percent, seed", "invert, the share of elements touched, the seed"),
                        ("res, push, plot, fix", "restore the layer, write the drawn graph, show it, "
                                                 "keep the graph's scale (compare layers and bends)"),
+                       ("CHANNELS: op", "a click applies ablate, scale (by k: moving k then "
+                                        "rescales), invert or permute to the layer's output "
+                                        "channels, exactly. A channel op and a bend replace each "
+                                        "other on a layer"),
+                       ("k, pct, cseed, chans", "the factor of scale. The channels: pct percent "
+                                                "of them picked with cseed (100: all), or the "
+                                                "list typed into chans ('chans 0 5' by name), "
+                                                "whichever was set last"),
+                       ("MORPH: file, morph", "model B (a dialog, or 'file <path>' by name), then "
+                                              "t from 0 (this model) to 1 (B) in every layer both "
+                                              "have: best between two models fine-tuned from one "
+                                              "base. res_all: every layer's original weights"),
                        ("pqmf.* layers", "a fixed filterbank (not learned): its name shows '_(fixed)'"),
-                       ("temperature, guidance...", "model attributes (MSPrior, AFTER)")]),
-    ])
+                       ("MSPrior, AFTER", "the model's attributes temperature, listen (MSPrior) "
+                                          "and guidance_structure, guidance_timbre, nb_steps "
+                                          "(AFTER: structure, timbre, steps). Each row shows "
+                                          "only when the model has them")]),
+    ], w=980)
     y = header(c, "bender", "bend the layers of an [unravel~] model while it plays", ref,
                as_object=False)
     y = note(c, 20, y, "Wire [bender] between [unravel~]'s rightmost outlet and its inlet, turn "
                        "DSP on, click Init, choose a layer (decoder.* layers change the sound most) "
-                       "and move the sliders: each move recomputes the layer from its original "
-                       "weights. The graph shows the layer.", 130)
-    # left: [unravel~] and its panel; right: the loop, Reload, DSP
+                       "and move the sliders, click a channel op, or choose a model B and morph. "
+                       "The graph and its numbers show the layer.", 130)
+    # left: [unravel~] and its panel; right: the loop, DSP, Reload
     c.obj("r~ $0-loop", "src", 20, y + 10)
     c.obj("r $0-u", "r", 150, y + 10)
     c.obj("unravel~ default forward", "u", 20, y + 45)
@@ -399,20 +421,21 @@ def bender_help() -> str:
     c.connect("u", 1, "b", 0)
     c.obj("s $0-u", "s", 20, y + 500)
     c.connect("b", 0, "s", 0)
-    x = 520
+    x = 720
     c.text(x, y + 10, "the bundled loop:")
-    src = _loop_player(c, x, y + 35)
-    c.obj("s~ $0-loop", "snd", x, y + 160)
-    c.connect(src, 0, "snd", 0)
-    c.msg("; pd dsp 1", "on", x, y + 200)
-    c.msg("; pd dsp 0", "off", x + 90, y + 200)
-    c.msg("bang", "reload_b", x, y + 250)
-    c.obj("s $0-reload", "rl_s", x, y + 280)
+    loop = Canvas(450, 220, name="loop")
+    loop.obj("s~ $0-loop", "snd", 20, 150)
+    loop.connect(_loop_player(loop, 20, 20), 0, "snd", 0)
+    c.sub(x, y + 35, "loop", loop)
+    c.msg("; pd dsp 1", "on", x, y + 75)
+    c.msg("; pd dsp 0", "off", x + 90, y + 75)
+    c.msg("bang", "reload_b", x, y + 140)
+    c.obj("s $0-reload", "rl_s", x, y + 170)
     c.connect("reload_b", 0, "rl_s", 0)
     c.obj("r $0-reload", "rl_r", 240, y + 80)
     c.connect("rl_r", 0, "b", 1)
-    note(c, x + 130, y + 250, "<- into Bender's right inlet: Reload (the model file "
-                              "again, the original weights) and Init", 40)
+    note(c, x + 100, y + 140, "<- into Bender's right inlet: Reload (the model file "
+                              "again, the original weights) and Init", 19)
     footer(c, ["unravel~", "chns0n"])
     return c.render()
 
