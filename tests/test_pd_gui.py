@@ -248,8 +248,7 @@ def test_bender_in_the_gui(display, tmp_path):
                          True, True)])
 def test_bender_rows_follow_the_model(display, tmp_path, names, msprior, after):
     """After Init, the MSPrior and AFTER rows are drawn exactly when the model has their
-    attributes; a model without them: a second Init keeps them hidden, and clicking where
-    they would be is not an error."""
+    attributes, also after a second Init; their controls moved by name print no error."""
     from toymodels import make_attribute_model
     model = make_attribute_model(tmp_path / "m.ts", names)
     rgb, lines = bender_shot(display, tmp_path, str(model),
