@@ -71,7 +71,7 @@ def pack(folder: Path, dist: Path, runtime: Path | None = None) -> Path:
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
         for name, f in files(folder, runtime):
             info = zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0))
-            info.external_attr = (0o755 if f.stat().st_mode & 0o111 else 0o644) << 16
+            info.external_attr = (0o100755 if f.stat().st_mode & 0o111 else 0o100644) << 16
             info.compress_type = zipfile.ZIP_DEFLATED
             with f.open("rb") as src, z.open(info, "w") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
