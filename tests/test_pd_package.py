@@ -2,6 +2,8 @@
 relocatable unravel/ folder into a Pd externals folder; Pd finds it there with
 [declare -path unravel] / [declare -stdpath unravel] from any patch folder, with no -path to
 the build tree; a missing or broken interpreter gives one error line naming the cfg and the fix.
+Without a cfg the loader finds a Python that imports unravel (UNRAVEL_PYTHON, python3 on PATH).
+The full deken package (issue 25) plays with its own Python in a clean environment.
 """
 
 from __future__ import annotations
@@ -350,7 +352,9 @@ def test_full_package_embeds_its_own_python(full_home, tmp_path):
     assert [f for f in files if "libpython" in f] == [str(py / "lib" / f"libpython{VER}.so.1.0")]
     torch = [f for f in files if "libtorch_cpu" in f]
     assert torch == [str(py / "lib" / f"python{VER}" / "site-packages/torch/lib/libtorch_cpu.so")]
-    theirs = [f for f in files if f.startswith((sys.prefix, sys.base_prefix, str(ROOT)))]
+    # nothing of this venv, of its base Python, or of any other Python or torch
+    theirs = [f for f in files if f.startswith((sys.prefix, str(ROOT))) or (
+        ("python" in f or "torch" in f) and not f.startswith(str(lib)))]
     assert not theirs, theirs
 
 
