@@ -55,13 +55,21 @@ $(JITLOAD): native/jitload.cpp native/build_jitload.py $(VENV)/.stamp
 	  { echo "setup: unravel._jitload did not build (see build/jitload.log); models load with torch.jit.load"; }
 	@touch $@
 
-# A deken package of the library folder for this platform: dist/unravel[v<version>](<OS>-<cpu>-32).dek
-# with its .sha256 and object list (tools/dek.py says what is in it). It needs only what the
-# folder needs: Pd's headers, cmake, a C compiler and $(PYTHON)'s headers and libpython (no venv,
-# no torch: the folder is built apart, in build/dist, and its unravel.cfg is not packed).
+# Two deken packages of the library folder for this platform, with their .sha256 and object
+# lists (tools/dek.py says what is in them):
+#   dist/unravel[v<version>](<OS>-<cpu>-32).dek: the folder with its own Python runtime
+#     (python/: libpython, the standard library, unravel[diffusion] and what it requires: torch
+#     CPU, numpy, soundfile ...), copied by tools/pyruntime.py from build/dist/venv, a venv that
+#     holds only the package (no dev or app extras; torch pinned by constraints.txt);
+#   dist/unravel[v<version>-nopython](<OS>-<cpu>-32).dek: the folder only (about 1 MB).
+# Both are built apart, in build/dist, with $(PYTHON) (its headers and libpython), not .venv.
 dist: system
 	cmake -S . -B build/dist -DUNRAVEL_PYTHON=$$(command -v $(PYTHON)) >/dev/null && cmake --build build/dist -j2 >/dev/null
 	$(PYTHON) tools/dek.py build/dist/unravel dist
+	[ -x build/dist/venv/bin/python ] || $(PYTHON) -m venv build/dist/venv
+	build/dist/venv/bin/python -m pip install -q -c constraints.txt '.[diffusion]'
+	build/dist/venv/bin/python tools/pyruntime.py build/dist/python
+	$(PYTHON) tools/dek.py build/dist/unravel dist --runtime build/dist/python
 
 # Chromium for the web page's browser test (Debian's package: Playwright's own download is not
 # used). Without it the browser test skips and says why.

@@ -105,7 +105,7 @@ static void py_fetcherr(char *err)
 
 /* ---------------------------------- start ---------------------------------- */
 
-int pyembed_start(const char *python, const char *libpython, char *err)
+int pyembed_start(const char *python, const char *libpython, const char *home, char *err)
 {
     t_pyenter g;
     if (py_state == 1)
@@ -135,6 +135,12 @@ int pyembed_start(const char *python, const char *libpython, char *err)
             status = PyConfig_SetBytesString(&config, &config.executable, python);
             if (!PyStatus_Exception(status))
                 status = PyConfig_SetBytesString(&config, &config.program_name, python);
+            if (!PyStatus_Exception(status) && home && *home)
+            {
+                config.use_environment = 0;
+                config.user_site_directory = 0;
+                status = PyConfig_SetBytesString(&config, &config.home, home);
+            }
             if (PyStatus_Exception(status))
             {
                 snprintf(py_starterr, PYERR_SIZE, "cannot configure Python %s", python);

@@ -47,8 +47,10 @@ t_pyvec *pyvec_new(const char *set, const char *name, long n);  /* data not set;
 void pyvec_free(t_pyvec *v);                                        /* the whole list */
 
 /* start the interpreter once per process (later calls return the first result); torch is
-   imported later, by the first call that needs the bridge, on the thread that makes it */
-int pyembed_start(const char *python, const char *libpython, char *err);
+   imported later, by the first call that needs the bridge, on the thread that makes it.
+   home: a runtime's folder (PYTHONHOME), where the environment's PYTHON* variables and the
+   user's site-packages are ignored; "" or 0: python's own */
+int pyembed_start(const char *python, const char *libpython, const char *home, char *err);
 
 /* the input and output channel counts of `method` (forward when the model lacks it) of
    model `spec`, read from the file without torch (unravel.archive.shape): 0, or -1 when

@@ -1,10 +1,15 @@
 /* The [unravel~] loader: the file Pd loads (unravel~.pd_linux).  It has no Python in it, so
-   the package folder works wherever it is copied: it reads unravel.cfg beside itself (the
-   python and libpython to embed, written by `unravel pd-install` or CMake), loads that
-   libpython with its symbols global, then loads the core (unravel_core.so beside it, which
-   leaves every Py* symbol to that libpython) and calls the core's setup. */
+   the package folder works wherever it is copied.  It picks the Python to embed, first found:
+     1. unravel.cfg beside itself (python= and libpython=, written by `unravel pd-install`
+        or CMake; UNRAVEL_PYTHON in the environment overrides its python);
+     2. the folder's own runtime, python/ (the full deken package): embedded with that home,
+        isolated from the user's PYTHONPATH, PYTHONHOME and user site-packages;
+     3. a Python that imports unravel: UNRAVEL_PYTHON, then python3 on PATH.
+   It loads that libpython with its symbols global, then loads the core (unravel_core.so
+   beside it, which leaves every Py* symbol to that libpython) and calls the core's setup. */
 #define _GNU_SOURCE     /* dladdr */
 #include <dlfcn.h>
+#include <sys/stat.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -19,7 +24,8 @@
 #define FIX "run 'unravel pd-install' with the Python that has unravel installed " \
     "(or 'make package' in the unravel clone)"
 
-typedef void (*t_coresetup)(const char *python, const char *libpython, const char *cfg);
+typedef void (*t_coresetup)(const char *python, const char *libpython, const char *cfg,
+    const char *home);
 
 /* the folder of this file, with a trailing '/' ("" if unknown) */
 static void loader_dir(char *dir, size_t size)
@@ -71,6 +77,46 @@ static int loader_pyversion(void *lib, char *version, size_t size)
     return 1;
 }
 
+/* the folder's own runtime (dir/python, see tools/pyruntime.py): its home, python and
+   libpython; 0 if the folder has none */
+static int loader_runtime(const char *dir, char *home, char *python, char *libpython,
+    size_t size)
+{
+    char landmark[MAXPDSTRING];
+    snprintf(landmark, sizeof(landmark), "%spython/lib/python%s/os.py", dir, UNRAVEL_PYVERSION);
+    if (access(landmark, R_OK) != 0)
+        return 0;
+    snprintf(home, size, "%spython", dir);
+    snprintf(python, size, "%s/bin/python3", home);
+    snprintf(libpython, size, "%s/lib/libpython%s.so.1.0", home, UNRAVEL_PYVERSION);
+    if (access(python, X_OK) != 0)      /* an unzipper that drops file modes (Tcl's) */
+        chmod(python, 0755);
+    return 1;
+}
+
+/* a Python that imports unravel: its sys.executable and libpython; 0 if `command` (a
+   program name or path, run by the shell) is none */
+static int loader_ask(const char *command, char *python, char *libpython, size_t size)
+{
+    char cmd[2 * MAXPDSTRING], *nl;
+    FILE *p;
+    int ok;
+    if (strchr(command, '\''))
+        return 0;
+    snprintf(cmd, sizeof(cmd), "'%s' -c 'import sys, unravel.pdinstall as p; "
+        "print(sys.executable); print(p.libpython())' 2>/dev/null", command);
+    if (!(p = popen(cmd, "r")))
+        return 0;
+    ok = fgets(python, size, p) && fgets(libpython, size, p);
+    if (pclose(p) != 0 || !ok)
+        return 0;
+    if ((nl = strchr(python, '\n')))
+        *nl = 0;
+    if ((nl = strchr(libpython, '\n')))
+        *nl = 0;
+    return *python && *libpython;
+}
+
 /* after a failure: one error line, and an [unravel~] class that creates nothing (so that
    Pd says "couldn't create" instead of loading this file again for every object) */
 static void *loader_new(t_symbol *s, int argc, t_atom *argv)
@@ -91,21 +137,33 @@ static void loader_fail(const char *fmt, ...)
 
 __attribute__((visibility("default"))) void unravel_tilde_setup(void)
 {
-    char dir[MAXPDSTRING], cfg[MAXPDSTRING], core[MAXPDSTRING];
+    char dir[MAXPDSTRING], cfg[MAXPDSTRING], core[MAXPDSTRING], home[MAXPDSTRING] = "";
     char python[MAXPDSTRING] = "", libpython[MAXPDSTRING] = "", version[32];
-    const char *env = getenv("UNRAVEL_PYTHON");
+    const char *env = getenv("UNRAVEL_PYTHON"), *from = cfg;
     void *lib, *corelib;
     t_coresetup setup;
     loader_dir(dir, sizeof(dir));
     snprintf(cfg, sizeof(cfg), "%sunravel.cfg", dir);
     snprintf(core, sizeof(core), "%sunravel_core.so", dir);
-    if (!loader_readconfig(cfg, python, libpython, sizeof(python)))
+    if (loader_readconfig(cfg, python, libpython, sizeof(python)))
     {
-        loader_fail("cannot read %s (it names the Python to use): %s", cfg, FIX);
+        if (env && *env)
+            snprintf(python, sizeof(python), "%s", env);
+    }
+    else if (loader_runtime(dir, home, python, libpython, sizeof(python)))
+        from = home;
+    else if (env && *env && loader_ask(env, python, libpython, sizeof(python)))
+        from = "UNRAVEL_PYTHON";
+    else if (loader_ask("python3", python, libpython, sizeof(python)))
+        from = "python3 on PATH";
+    else
+    {
+        loader_fail("cannot read %s, %spython holds no Python, and neither UNRAVEL_PYTHON "
+            "nor python3 on PATH imports unravel: run 'unravel pd-install --config-only "
+            "%.*s' with the Python that has unravel installed, or install unravel's deken "
+            "package that carries its own Python", cfg, dir, (int)strlen(dir) - 1, dir);
         return;
     }
-    if (env && *env)
-        snprintf(python, sizeof(python), "%s", env);
     if (!*libpython || !*python)
     {
         loader_fail("%s names no %s: %s", cfg, *python ? "libpython" : "python",
@@ -115,19 +173,19 @@ __attribute__((visibility("default"))) void unravel_tilde_setup(void)
     if (access(python, X_OK) != 0)
     {
         loader_fail("the Python %s named in %s is gone: %s", python,
-            env && *env ? "UNRAVEL_PYTHON" : cfg, FIX);
+            env && *env && from == cfg ? "UNRAVEL_PYTHON" : from, FIX);
         return;
     }
     if (!(lib = dlopen(libpython, RTLD_NOW | RTLD_GLOBAL)))
     {
         loader_fail("cannot load libpython %s named in %s (%s): %s", libpython,
-            cfg, dlerror(), FIX);
+            from, dlerror(), FIX);
         return;
     }
     if (!loader_pyversion(lib, version, sizeof(version)) || strcmp(version, UNRAVEL_PYVERSION))
     {
         loader_fail("%s names Python %s, but this [unravel~] is built for Python "
-            "%s: %s", cfg, loader_pyversion(lib, version, sizeof(version)) ? version : "?",
+            "%s: %s", from, loader_pyversion(lib, version, sizeof(version)) ? version : "?",
             UNRAVEL_PYVERSION, FIX);
         return;
     }
@@ -141,5 +199,5 @@ __attribute__((visibility("default"))) void unravel_tilde_setup(void)
         loader_fail("%s has no unravel_core_setup: %s", core, FIX);
         return;
     }
-    setup(python, libpython, cfg);
+    setup(python, libpython, from, home);
 }

@@ -31,6 +31,7 @@
 static t_class *unravel_class;
 /* from unravel.cfg, read by the loader (unravel_loader.c) */
 static char unravel_python[MAXPDSTRING], unravel_libpython[MAXPDSTRING], unravel_cfg[MAXPDSTRING];
+static char unravel_home[MAXPDSTRING];      /* the package's own runtime, or "" */
 static int unravel_batch;   /* Pd was started with -batch */
 
 typedef struct _unravel {
@@ -1284,7 +1285,7 @@ static int unravel_startpython(t_unravel *x)
 {
     static int registered;
     char err[PYERR_SIZE];
-    if (pyembed_start(unravel_python, unravel_libpython, err) != 0)
+    if (pyembed_start(unravel_python, unravel_libpython, unravel_home, err) != 0)
     {
         pd_error(x, "[unravel~]: %s (the Python named in %s): run 'unravel pd-install' with "
             "the Python that has unravel installed", err, unravel_cfg);
@@ -1552,10 +1553,12 @@ static int unravel_isbatch(void)
     return 0;
 }
 
-/* called by the loader (unravel~.pd_linux) once it has loaded libpython */
+/* called by the loader (unravel~.pd_linux) once it has loaded libpython; home: the
+   package's own runtime (python/), or "" */
 __attribute__((visibility("default"))) void unravel_core_setup(const char *python,
-    const char *libpython, const char *cfg)
+    const char *libpython, const char *cfg, const char *home)
 {
+    snprintf(unravel_home, sizeof(unravel_home), "%s", home);
     snprintf(unravel_python, sizeof(unravel_python), "%s", python);
     snprintf(unravel_libpython, sizeof(unravel_libpython), "%s", libpython);
     snprintf(unravel_cfg, sizeof(unravel_cfg), "%s", cfg);

@@ -187,8 +187,13 @@ def test_help_job_messages_work_from_the_help_folder(home, tmp_path):
 
 def test_make_dist_needs_no_venv():
     """Issue 25: `make dist` builds the library folder apart (build/dist) with $(PYTHON)'s
-    headers and packs it with the standard library: no venv, no pip, no torch."""
+    headers and packs it with the standard library: no venv, no pip, no torch. Then the full
+    package's runtime: from a venv of its own holding only the package and what it requires
+    (not .venv, no dev or app extras)."""
     p = subprocess.run(["make", "-n", "dist"], cwd=ROOT, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
-    assert ".venv" not in p.stdout and "pip " not in p.stdout, p.stdout
-    assert "tools/dek.py build/dist/unravel dist" in p.stdout, p.stdout
+    lean = p.stdout.index("tools/dek.py build/dist/unravel dist\n")
+    assert ".venv" not in p.stdout and "pip " not in p.stdout[:lean], p.stdout
+    pips = [ln for ln in p.stdout.splitlines() if "pip " in ln]
+    assert pips == ["build/dist/venv/bin/python -m pip install -q -c constraints.txt '.[diffusion]'"]
+    assert "tools/dek.py build/dist/unravel dist --runtime build/dist/python" in p.stdout, p.stdout

@@ -85,11 +85,14 @@ def build(work: Path) -> Path:
 
 def install(dest: Path | None = None, force: bool = False, config_only: bool = False) -> Path:
     """Install the library as dest/unravel (dest: default_dir()); returns that folder.
-    config_only: only point an unravel folder already there (e.g. from deken) at this Python.
-    An existing dest/unravel is replaced only with force."""
+    config_only: only point an unravel folder already there (e.g. from deken) at this Python;
+    dest may then also be that folder itself. An existing dest/unravel is replaced only with
+    force."""
     dest = Path(dest).expanduser().resolve() if dest else default_dir()
     target = dest / PACKAGE
     if config_only:
+        if (dest / LOADER).is_file():        # the library folder itself
+            target = dest
         if not (target / LOADER).is_file():
             raise UnravelError(f"{target} holds no {LOADER} (install the library there first)")
         write_config(target)

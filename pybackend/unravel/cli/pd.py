@@ -26,5 +26,6 @@ def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentP
     s.add_argument("dir", nargs="?", metavar="DIR",
                    help="a Pd externals folder (default: ~/pd-externals, or ~/Library/Pd on macOS)")
     s.add_argument("--config-only", action="store_true",
-                   help="only point DIR/unravel (e.g. installed by deken) at this Python")
+                   help="only point DIR/unravel, or DIR itself when it is the library folder "
+                        "(e.g. installed by deken), at this Python")
     s.set_defaults(func=cmd_pd_install)
