@@ -420,7 +420,7 @@ def bender_help() -> str:
 # ----------------------------------------------------------------------- [chns0n] & co
 
 def player_help(obj: str, dims: int, model: str, latent: str) -> str:
-    c = Canvas(760, 660)
+    c = Canvas(860, 660)
     args = ([("1) float", "D: the number of latent dimensions (channels), the model's decode "
                           "inputs (default 8)"),
              ("2) symbol", "a public name: '<name> open <file>', '<name> render 1'")]
@@ -477,9 +477,9 @@ def player_help(obj: str, dims: int, model: str, latent: str) -> str:
         x += CW * len(m) + 24
     note(c, x, y, "<- file dialog", 20)
     c.connect("lb", 0, "open", 0)
-    # the array sets' messages, right of the cords above
+    # the array sets' messages, right of the cords above (the one from bang runs at x 380)
     sets = (f"{obj}-a", f"{obj}-b")
-    x = 330
+    x = 430
     for key, m in (("sa", f"arrays {sets[0]}"), ("sb", f"arrays {sets[1]}"), ("now", "now"),
                    ("l16", "loop 16"), ("l0", "loop 0")):
         c.msg(m, key, x, y + 34)
