@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from pdrun import ROOT
+from pdrun import BUILD, ROOT, run_pd
 
 PD_DIR = ROOT / "pd"
 HELP = ["unravel~-help.pd", "bender-help.pd", "chns0n-help.pd", "ch4ns0n-help.pd", "ch8ns0n-help.pd"]
@@ -328,3 +328,47 @@ def test_help_has_the_vanilla_parts():
         for part in ("pd reference", "INLET", "OUTLET", "see also:", "updated for", "<= click"):
             assert part in text, (name, part)
 
+
+def _see_also(name: str) -> list[tuple[str, str, int, int]]:
+    """(canvas to send to, object, x, y) of each box under 'see also:' in help patch `name`:
+    the footer's object boxes and those in its [pd see-also]."""
+    wins = parse(PD_DIR / name)
+    main = next(w for w in wins if w.name == f"{name}:{name}")
+    y = next(b.y for b in main.boxes if b.kind == "text" and b.text == "see also:")
+    out = [(f"pd-{name}", b.text, b.x, b.y) for b in main.boxes
+           if b.kind == "obj" and b.y == y and not b.text.startswith("pd ")]
+    sub = next(w for w in wins if w.name == f"{name}:see-also")
+    return out + [("pd-see-also", b.text, b.x, b.y) for b in sub.boxes if b.kind == "obj"]
+
+
+@pytest.mark.skipif(not (BUILD / "unravel~.pd_linux").exists(), reason="the external is not built")
+@pytest.mark.parametrize("name", HELP)
+def test_see_also_opens_each_help(name, tmp_path):
+    """'See also' as Pd's reference patches have it: plain object boxes whose right-click >
+    Help (Pd's 'done-popup 2' at the box) opens their help patch; the panel abstractions in
+    [pd see-also]. After each click the help patch it opened is closed (Pd says 'no such
+    object' when there is none); at the end none is open: each of the others is named once."""
+    targets = _see_also(name)
+    assert sorted(t[1] for t in targets) == sorted(ALSO[name])
+    clicks = " \\; ".join(f"{canvas} done-popup 2 {x + 5} {y + 5} \\; pd-{obj}-help.pd menuclose 1"
+                           for canvas, obj, x, y in targets)
+    others = [h for h in ALL if f"{h}-help.pd" != name]
+    shown = " \\; ".join(f"pd-{h}-help.pd vis 0" for h in others)
+    patch = tmp_path / "click.pd"
+    patch.write_text("#N canvas 0 50 450 300 12;\n#X obj 10 10 loadbang;\n"
+                     f"#X msg 10 40 \\; pd open {name} {BUILD};\n#X obj 10 70 delay 2000;\n"
+                     f"#X msg 10 100 \\; {clicks};\n#X obj 10 130 delay 1000;\n"
+                     f"#X msg 10 160 \\; {shown} \\; pd quit;\n"
+                     "#X connect 0 0 1 0;\n#X connect 0 0 2 0;\n#X connect 2 0 3 0;\n"
+                     "#X connect 2 0 4 0;\n#X connect 4 0 5 0;\n")
+    r = run_pd(patch, env={"HOME": str(tmp_path)}, timeout=120)
+    missing = sorted(ln.split(":")[1].strip() for ln in r.errors if "no such object" in ln)
+    assert missing == sorted(f"pd-{h}-help.pd" for h in others), r.lines
+    assert len(r.errors) == len(others), r.errors
+
+
+ALL = ["unravel~", "bender", "chns0n", "ch4ns0n", "ch8ns0n"]
+ALSO = {"unravel~-help.pd": ["bender", "chns0n", "ch8ns0n"], "bender-help.pd": ["unravel~", "chns0n"],
+        "chns0n-help.pd": ["ch4ns0n", "ch8ns0n", "unravel~"],
+        "ch4ns0n-help.pd": ["chns0n", "ch8ns0n", "unravel~"],
+        "ch8ns0n-help.pd": ["chns0n", "ch4ns0n", "unravel~"]}

@@ -1,7 +1,7 @@
 """The help patches pd/unravel~-help.pd, bender-help.pd, chns0n-help.pd, ch4ns0n-help.pd and
 ch8ns0n-help.pd, in the style of Pd's own reference (osc~-help.pd): a title line with a
 [pd reference] subpatch, separators, a small working example, the rest of the messages in
-subpatches that [s] to the object, a see-also line and "updated for". Every window fits in
+subpatches that [s] to the object, a see-also line (plain object boxes) and "updated for". Every window fits in
 1000x700 and nothing overlaps (tests/test_pd_help_layout.py measures both).
 
 Job messages work from the help's own folder (the library folder): inputs are the bundled
@@ -74,35 +74,44 @@ def header(c: Canvas, name: str, title: str, ref: Canvas, as_object: bool = True
     return 56
 
 
+PANELS = {"bender": (460, 373), "chns0n": (300, 179), "ch4ns0n": (300, 179),
+          "ch8ns0n": (300, 179)}      # our graph-on-parent abstractions and their panels' sizes
+
+
 def footer(c: Canvas, also: list[str]) -> None:
-    """A separator, 'see also:' (message boxes that open those help patches from this folder)
-    and 'updated for'."""
+    """A separator, 'see also:' and 'updated for', as in Pd's reference patches: the related
+    objects as plain object boxes (right-click > Help opens theirs). A panel abstraction
+    would draw its whole panel in the footer, so those sit in a [pd see-also] subpatch."""
     y = c.h - 64
     separator(c, y)
     c.text(15, y + 10, "see also:")
-    opener = Canvas(420, 260, name="open-help")
-    note(opener, 20, 10, "a name -> pd open <name>-help.pd <this folder>", 50)
-    opener.obj("inlet", "in", 20, 50)
-    opener.obj("t a b", "t", 20, 80)
-    opener.msg("dir", "dir", 120, 110)
-    opener.obj("pdcontrol", "pc", 120, 140)
-    opener.obj("pack s s", "pk", 20, 170)
-    opener.msg("; pd open $1-help.pd $2", "open", 20, 200)
-    opener.connect("in", 0, "t", 0)
-    opener.connect("t", 1, "dir", 0)
-    opener.chain("dir", "pc")
-    opener.connect("pc", 0, "pk", 1)
-    opener.connect("t", 0, "pk", 0)
-    opener.connect("pk", 0, "open", 0)
     x = 95
-    keys = []
-    for name in also:
-        keys.append(c.msg(name, None, x, y + 10))
+    for name in (n for n in also if n not in PANELS):
+        c.obj(name, None, x, y + 10)
         x += CW * len(name) + 24
-    c.sub(max(x, 330), y + 36, "open-help", opener, "opener")
-    for key in keys:
-        c.connect(key, 0, "opener", 0)
+    panels = [n for n in also if n in PANELS]
+    if panels:
+        c.sub(x, y + 10, "see-also", _see_also(panels))
+        names = ", ".join(f"[{n}]" for n in panels)
+        c.text(x + CW * len("pd see-also") + 20, y + 10,
+               f"<- {names}: open it, right-click a panel > Help", 70)
     c.text(15, y + 36, f"updated for {VERSION}", 40)
+
+
+def _see_also(panels: list[str]) -> Canvas:
+    """[pd see-also]: the panel abstractions `panels` as plain object boxes, in rows."""
+    g = Canvas(1000, 100, name="see-also")
+    note(g, 20, 10, "Right-click a panel > Help: its help patch.", 60)
+    x, y, row = 20, 40, 0
+    for name in panels:
+        w, h = PANELS[name]
+        if x + w > g.w - 20:
+            x, y, row = 20, y + row + 20, 0
+        g.obj(name, None, x, y)
+        x, row = x + w + 30, max(row, h)
+    g.h = y + row + 20
+    g.head = g.head.replace(" 100 see-also", f" {g.h} see-also")
+    return g
 
 
 def _msg_lines(m: str) -> int:
