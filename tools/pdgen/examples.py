@@ -215,9 +215,9 @@ def _folder() -> Canvas:
 
 def _finish() -> Canvas:
     """[pd finish]: RENDER_SAMPLES after $0-start: <folder>/demo.wav written from the table
-    $0-demo (an existing one kept, its name said), DSP off; without a window, quit (also on
-    $0-failed). The folder is the one [pd compose] sent to $0-dir."""
-    c = Canvas(600, 660, name="finish")
+    $0-demo (an existing one kept, its name said), DSP off, then a bang out. The folder is
+    the one [pd compose] sent to $0-dir."""
+    c = Canvas(600, 560, name="finish")
     c.obj("r $0-start", "start", 10, 10)
     c.obj(f"delay {RENDER_SAMPLES + 256} 1 samp", "len", 10, 40)     # the table is full by then
     c.connect("start", 0, "len", 0)
@@ -259,15 +259,13 @@ def _finish() -> Canvas:
     c.connect("wr", 0, "sf", 0)
     c.obj("print demo-frames", "sfp", 250, 425)
     c.connect("sf", 0, "sfp", 0)
-    # then DSP off and, without a window, quit
+    # then DSP off, and a bang out (the main window quits Pd when it has no window)
     c.obj("t b b", "end", 10, 420)
     c.connect("fin", 0, "end", 0)
     c.msg("; pd dsp 0", "dspoff", 60, 450)
     c.connect("end", 1, "dspoff", 0)
-    q = _quit_if_headless(c, 10, 490)
-    c.connect("end", 0, q, 0)
-    c.obj("r $0-failed", "failed", 130, 490)
-    c.connect("failed", 0, q, 0)
+    c.obj("outlet", "out", 10, 500)
+    c.connect("end", 0, "out", 0)
     return c
 
 
@@ -323,7 +321,11 @@ def render() -> str:
     c.obj("tabwrite~ $0-demo", "rec", 340, y + 405)
     c.connect("u", 0, "rec", 0)
     c.connect("rec_r", 0, "rec", 0)
-    c.sub(600, y + 420, "finish", _finish(), "finish")
+    c.sub(800, y + 300, "finish", _finish(), "finish")
+    q = _quit_if_headless(c, 800, y + 330)    # here: [pdcontrol] asks about its own window
+    c.connect("finish", 0, q, 0)
+    c.obj("r $0-failed", "failed", 880, y + 300)
+    c.connect("failed", 0, q, 0)
     return c.render()
 
 
