@@ -337,14 +337,14 @@ def diffusion() -> str:
                    f"decoder. Files go to {OUT}/4-diffusion (diffused_7.wav: the backend's own "
                    "decode, .npy and .latent.wav: the latents, a new name if they exist). Turn DSP "
                    "on, click the button (or send diffusion-make), wait for 'loaded'.")
-    od = _outdir(c, "4-diffusion", 20, y)
+    od = _outdir(c, "4-diffusion", 560, y)
     c.bng(340, y + 5, "", "make", "start")
     c.obj("r diffusion-make", "rmake", 400, y + 5)
-    c.obj("symbol", "outdir", 340, y + 60)
+    c.obj("symbol", "outdir", 340, y + 80)
     c.connect(od, 0, "outdir", 1)
     c.connect("start", 0, "outdir", 0)
     c.connect("rmake", 0, "outdir", 0)
-    c.msg("diffuse output $1 seed 7 steps 20 latent-wav 1 name diffused", "dif", 340, y + 85)
+    c.msg("diffuse output $1 seed 7 steps 20 latent-wav 1 name diffused", "dif", 340, y + 105)
     c.connect("outdir", 0, "dif", 0)
     c.obj("r $0-player", "p_r", 20, y + 100)
     c.obj("ch8ns0n", "p", 20, y + 125)
