@@ -41,18 +41,18 @@ MENU = 32             # the height of a patch window's menu bar above its canvas
 BENDER = """#N canvas 0 0 1000 600 12;
 #X obj 20 10 unravel~ default forward;
 #X obj 20 45 bender shot;
-#X obj 700 10 loadbang;
-#X obj 700 40 metro 200;
-#X msg 700 70 symbol {gate};
-#X obj 700 100 file isfile;
-#X obj 700 130 sel 1;
-#X obj 700 160 t b b;
-#X msg 800 190 stop;
-#X msg 700 220 \\; shot init bang;
-#X obj 700 250 delay 2000;
-#X msg 700 280 \\; shot layer 15 \\; shot spread 1.5 \\; shot percent 50 \\; shot seed 7;
-#X obj 700 310 delay 2000;
-#X obj 700 340 print screenshot;
+#X obj 900 10 loadbang;
+#X obj 900 40 metro 200;
+#X msg 900 70 symbol {gate};
+#X obj 900 100 file isfile;
+#X obj 900 130 sel 1;
+#X obj 900 160 t b b;
+#X msg 960 190 stop;
+#X msg 900 220 \\; shot init bang;
+#X obj 900 250 delay 2000;
+#X msg 900 280 \\; shot layer 15 \\; shot spread 1.5 \\; shot percent 50 \\; shot seed 7;
+#X obj 900 310 delay 2000;
+#X obj 900 340 print screenshot;
 #X connect 0 1 1 0;
 #X connect 1 0 0 0;
 #X connect 2 0 3 0;
@@ -71,10 +71,10 @@ BENDER = """#N canvas 0 0 1000 600 12;
 PLAYER = """#N canvas 0 0 1000 600 12;
 #X obj 20 10 ch8ns0n shot;
 #X obj 20 220 unravel~ -m default decode;
-#X obj 700 10 loadbang;
-#X msg 700 40 \\; shot beats 24 \\; shot open {lib}/examples/loop.latent.wav \\; shot render 1 \\; pd dsp 1;
-#X obj 700 90 delay 3000;
-#X obj 700 120 print screenshot;
+#X obj 900 10 loadbang;
+#X msg 900 40 \\; shot beats 24 \\; shot open {lib}/examples/loop.latent.wav \\; shot render 1 \\; pd dsp 1;
+#X obj 900 90 delay 3000;
+#X obj 900 120 print screenshot;
 #X connect 0 0 1 0;
 #X connect 2 0 3 0;
 #X connect 2 0 4 0;
@@ -122,11 +122,26 @@ class Shot:
     gate: str = ""
 
 
+def panel(name: str) -> tuple[int, int]:
+    """The size of abstraction pd/<name>.pd's graph-on-parent panel (its own '#X coords')."""
+    depth, size = 0, (0, 0)
+    for rec in (PD_DIR / f"{name}.pd").read_text().split(";\n"):
+        words = rec.split()
+        if words[:2] == ["#N", "canvas"]:
+            depth += 1
+        elif words[:2] == ["#X", "restore"]:
+            depth -= 1
+        elif depth == 1 and words[:2] == ["#X", "coords"] and len(words) >= 9 and words[8] != "0":
+            size = int(float(words[6])), int(float(words[7]))
+    return size
+
+
 SHOTS: dict[str, Shot] = {
     "help-unravel": Shot(("unravel~-help.pd",), "unravel~-help.pd", "[unravel~] 0.1.0"),
     "help-bender": Shot(("bender-help.pd", "bender.pd"), "bender-help.pd", "[unravel~] 0.1.0"),
     "help-chns0n": Shot(("chns0n-help.pd", "chns0n.pd"), "chns0n-help.pd", "[unravel~] 0.1.0"),
-    "bender": Shot(("bender.pd",), "", "screenshot: bang", (0, 0, 500, 430), BENDER,
+    "bender": Shot(("bender.pd",), "", "screenshot: bang",
+                   (0, 0, 40 + panel("bender")[0], 57 + panel("bender")[1]), BENDER,
                    gate="[unravel~]: loaded model"),
     "chns0n": Shot(("ch8ns0n.pd", "chns0n.pd"), "", "screenshot: bang", (0, 0, 340, 250), PLAYER,
                    still=False),

@@ -47,7 +47,7 @@ def _quit_if_headless(c: Canvas, x: int, y: int) -> str:
 
 
 def bending() -> str:
-    c = Canvas(860, 680)
+    c = Canvas(1000, 680)
     _head(c)
     c.text(20, 10, "1 - live network bending: the bundled loop through the default model, bent "
                    "with [bender]. Turn DSP on, click Init, pick a decoder layer, move the sliders.", 70)
@@ -60,13 +60,13 @@ def bending() -> str:
     c.connect("u", 1, "b", 0)
     c.obj("s $0-u", "b_s", 20, 630)          # below [bender]'s panel (250 + 373)
     c.connect("b", 0, "b_s", 0)
-    _dac(c, "u", 500, 240)
-    c.msg(f"save {OUT}/1-bending/bent.ts", "save", 500, 310)
-    c.obj("s $0-u", "save_s", 500, 340)
+    _dac(c, "u", 690, 240)         # right of the panel (up to 660 wide)
+    c.msg(f"save {OUT}/1-bending/bent.ts", "save", 690, 310)
+    c.obj("s $0-u", "save_s", 690, 340)
     c.connect("save", 0, "save_s", 0)
-    c.text(500, 375, "save: keep the bent model (a TorchScript file nn~ loads too). An existing "
+    c.text(690, 375, "save: keep the bent model (a TorchScript file nn~ loads too). An existing "
                      "file is kept: add 'force' to replace it.", 40)
-    _outdir(c, "1-bending", 520, 470)
+    _outdir(c, "1-bending", 690, 470)
     return c.render()
 
 
