@@ -9,6 +9,7 @@ examples/loop.wav, outputs go to ~/Documents/unravel/help."""
 
 from __future__ import annotations
 
+from . import bender, chns0n
 from .canvas import Canvas
 
 VERSION = "unravel 0.1.0 (Pd 0.55)"
@@ -74,8 +75,9 @@ def header(c: Canvas, name: str, title: str, ref: Canvas, as_object: bool = True
     return 56
 
 
-PANELS = {"bender": (460, 373), "chns0n": (300, 179), "ch4ns0n": (300, 179),
-          "ch8ns0n": (300, 179)}      # our graph-on-parent abstractions and their panels' sizes
+# our graph-on-parent abstractions and their panels' sizes (as their modules draw them)
+PANELS = {"bender": (bender.W, bender.H + 1), "chns0n": (chns0n.W, chns0n.H + 1),
+          "ch4ns0n": (chns0n.W, chns0n.H + 1), "ch8ns0n": (chns0n.W, chns0n.H + 1)}
 
 
 def footer(c: Canvas, also: list[str]) -> None:
