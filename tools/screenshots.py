@@ -276,10 +276,11 @@ def take(name: str, display: str, tmp: Path) -> np.ndarray:
             (tmp / f"{name}.go").touch()
         if not pd.wait_for(shot.ready, 180):
             raise RuntimeError(f"{name}: Pd never printed {shot.ready!r}:\n" + "\n".join(pd.lines()[-20:]))
+        rgb = settled(display, 60) if shot.still else (time.sleep(1), screenshot(display))[1]
         if any("has not answered" in ln for ln in pd.lines()):     # a slow first load: its end
             pd.wait_for("answers again", 60)
             time.sleep(3)
-        rgb = settled(display, 60) if shot.still else (time.sleep(1), screenshot(display))[1]
+            rgb = settled(display, 60) if shot.still else screenshot(display)
     finally:
         pd.stop()
     lines = pd.lines()
