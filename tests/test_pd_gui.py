@@ -1,23 +1,24 @@
 """The help patches and 3-render.pd in Pd WITH its GUI, on a virtual X display (Xvfb, installed
 by `make setup`): each help patch opens without an error and its window is screenshot into
 tests/_out/<name>.png (look at them); 3-render.pd opened in the GUI renders and does not quit
-Pd. Skipped (saying why) without Xvfb/xwd."""
+Pd. Skipped (saying why) without Xvfb/xwd. The X helpers are tools/screenshots.py's (which
+remakes docs/*.png)."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
-import struct
-import subprocess
+import sys
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pdrun import BUILD, PD, ROOT, is_error
+from pdrun import BUILD, ROOT, is_error
+
+sys.path.insert(0, str(ROOT / "tools"))
+from screenshots import GuiPd, png, settled, window_box, xvfb  # noqa: E402  (the X side, shared)
 
 OUT = ROOT / "tests" / "_out"
 HELP = ["unravel~-help.pd", "bender-help.pd", "chns0n-help.pd", "ch4ns0n-help.pd", "ch8ns0n-help.pd"]
@@ -29,93 +30,10 @@ pytestmark = [
 ]
 
 
-def png(path: Path, rgb: np.ndarray) -> None:
-    """Write an RGB uint8 image as PNG (zlib only)."""
-    h, w, _ = rgb.shape
-    raw = b"".join(b"\0" + rgb[y].tobytes() for y in range(h))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
-
-
-def screenshot(display: str) -> np.ndarray:
-    """The whole X screen as an RGB array (xwd's ZPixmap, 24/32 bits per pixel)."""
-    data = subprocess.run(["xwd", "-root", "-silent", "-display", display], capture_output=True,
-                          check=True).stdout
-    h = struct.unpack(">25I", data[:100])
-    header, width, height, order, bpp, bpl, ncolors = h[0], h[4], h[5], h[7], h[11], h[12], h[19]
-    assert bpp == 32, bpp
-    off = header + 12 * ncolors
-    px = np.frombuffer(data[off:off + bpl * height], np.uint8).reshape(height, bpl)[:, :width * 4]
-    px = px.reshape(height, width, 4)
-    return np.ascontiguousarray(px[:, :, [2, 1, 0]] if order == 0 else px[:, :, [1, 2, 3]])
-
-
-def settled(display: str, timeout: float) -> np.ndarray:
-    """A screenshot once something is drawn and two shots 1 s apart are the same."""
-    last, t0 = None, time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        rgb = screenshot(display)
-        if rgb.max() > 40 and last is not None and np.array_equal(rgb, last):
-            return rgb
-        last = rgb
-        time.sleep(1)
-    return last
-
-
 @pytest.fixture(scope="module")
 def display():
-    num = 90 + os.getpid() % 9
-    name = f":{num}"
-    x = subprocess.Popen(["Xvfb", name, "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        if Path(f"/tmp/.X11-unix/X{num}").exists():
-            break
-        time.sleep(0.05)
-    yield name
-    x.terminate()
-    x.wait()
-
-
-class GuiPd:
-    """Pd with its GUI on `display`, opening `patch`; stderr collected in a file."""
-
-    def __init__(self, display: str, patch: Path, log: Path, home: Path):
-        self.log = log
-        env = dict(os.environ, DISPLAY=display, HOME=str(home), OMP_NUM_THREADS="1")
-        self.p = subprocess.Popen([PD, "-noaudio", "-nomidi", "-noprefs", "-stderr", "-path", str(BUILD),
-                                   "-open", str(patch)], stdout=log.open("w"),
-                                  stderr=subprocess.STDOUT, env=env, cwd=patch.parent, start_new_session=True)
-
-    def lines(self) -> list[str]:
-        return [ln for ln in self.log.read_text(errors="replace").splitlines() if ln.strip()]
-
-    def wait_for(self, text: str, timeout: float) -> bool:
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            if any(text in ln for ln in self.lines()) or self.p.poll() is not None:
-                return any(text in ln for ln in self.lines())
-            time.sleep(0.2)
-        return False
-
-    def stop(self) -> None:
-        if self.p.poll() is None:
-            os.killpg(self.p.pid, signal.SIGTERM)
-        try:
-            self.p.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.p.pid, signal.SIGKILL)
-            self.p.wait()
-
-
-def _window_box(rgb: np.ndarray) -> tuple[int, int]:
-    """The size of the drawn (non-black) area at the top left of the screen."""
-    lit = rgb.max(axis=2) > 40
-    ys, xs = np.nonzero(lit)
-    return (int(xs.max()) + 1, int(ys.max()) + 1) if len(xs) else (0, 0)
+    with xvfb(90 + os.getpid() % 9) as name:
+        yield name
 
 
 @pytest.mark.parametrize("name", HELP)
@@ -132,7 +50,7 @@ def test_help_in_the_gui(display, tmp_path, name):
     png(OUT / name.replace(".pd", ".png"), rgb)
     errors = [ln for ln in pd.lines() if is_error(ln)]
     assert not errors, errors
-    w, h = _window_box(rgb)
+    w, h = window_box(rgb)
     assert 300 < w <= 1000 and 200 < h <= 700 + 60, (w, h)    # + the window's menu bar
     assert (rgb.max(axis=2) < 60)[:h, :w].mean() > 0.003        # text and boxes were drawn
 
@@ -181,7 +99,7 @@ def test_5_live_in_the_gui(display, tmp_path):
     png(OUT / "5-live.png", rgb)
     errors = [ln for ln in pd.lines() if is_error(ln)]
     assert not errors, errors
-    w, h = _window_box(rgb)
+    w, h = window_box(rgb)
     assert 800 < w <= 1000 and 500 < h <= 580 + 60, (w, h)
     assert (rgb.max(axis=2) < 60)[:h, :w].mean() > 0.003
 

@@ -1,7 +1,7 @@
 """The help patches pd/unravel~-help.pd, bender-help.pd, chns0n-help.pd, ch4ns0n-help.pd and
 ch8ns0n-help.pd, in the style of Pd's own reference (osc~-help.pd): a title line with a
 [pd reference] subpatch, separators, a small working example, the rest of the messages in
-subpatches that [s] to the object, a see-also line and "updated for". Every window fits in
+subpatches that [s] to the object, a see-also line (plain object boxes) and "updated for". Every window fits in
 1000x700 and nothing overlaps (tests/test_pd_help_layout.py measures both).
 
 Job messages work from the help's own folder (the library folder): inputs are the bundled
@@ -9,6 +9,7 @@ examples/loop.wav, outputs go to ~/Documents/unravel/help."""
 
 from __future__ import annotations
 
+from . import bender, chns0n
 from .canvas import Canvas
 
 VERSION = "unravel 0.1.0 (Pd 0.55)"
@@ -74,35 +75,45 @@ def header(c: Canvas, name: str, title: str, ref: Canvas, as_object: bool = True
     return 56
 
 
+# our graph-on-parent abstractions and their panels' sizes (as their modules draw them)
+PANELS = {"bender": (bender.W, bender.H + 1), "chns0n": (chns0n.W, chns0n.H + 1),
+          "ch4ns0n": (chns0n.W, chns0n.H + 1), "ch8ns0n": (chns0n.W, chns0n.H + 1)}
+
+
 def footer(c: Canvas, also: list[str]) -> None:
-    """A separator, 'see also:' (message boxes that open those help patches from this folder)
-    and 'updated for'."""
+    """A separator, 'see also:' and 'updated for', as in Pd's reference patches: the related
+    objects as plain object boxes (right-click > Help opens theirs). A panel abstraction
+    would draw its whole panel in the footer, so those sit in a [pd see-also] subpatch."""
     y = c.h - 64
     separator(c, y)
     c.text(15, y + 10, "see also:")
-    opener = Canvas(420, 260, name="open-help")
-    note(opener, 20, 10, "a name -> pd open <name>-help.pd <this folder>", 50)
-    opener.obj("inlet", "in", 20, 50)
-    opener.obj("t a b", "t", 20, 80)
-    opener.msg("dir", "dir", 120, 110)
-    opener.obj("pdcontrol", "pc", 120, 140)
-    opener.obj("pack s s", "pk", 20, 170)
-    opener.msg("; pd open $1-help.pd $2", "open", 20, 200)
-    opener.connect("in", 0, "t", 0)
-    opener.connect("t", 1, "dir", 0)
-    opener.chain("dir", "pc")
-    opener.connect("pc", 0, "pk", 1)
-    opener.connect("t", 0, "pk", 0)
-    opener.connect("pk", 0, "open", 0)
     x = 95
-    keys = []
-    for name in also:
-        keys.append(c.msg(name, None, x, y + 10))
+    for name in (n for n in also if n not in PANELS):
+        c.obj(name, None, x, y + 10)
         x += CW * len(name) + 24
-    c.sub(max(x, 330), y + 36, "open-help", opener, "opener")
-    for key in keys:
-        c.connect(key, 0, "opener", 0)
+    panels = [n for n in also if n in PANELS]
+    if panels:
+        c.sub(x, y + 10, "see-also", _see_also(panels))
+        names = ", ".join(f"[{n}]" for n in panels)
+        c.text(x + CW * len("pd see-also") + 20, y + 10,
+               f"<- {names}: open it, right-click a panel > Help", 70)
     c.text(15, y + 36, f"updated for {VERSION}", 40)
+
+
+def _see_also(panels: list[str]) -> Canvas:
+    """[pd see-also]: the panel abstractions `panels` as plain object boxes, in rows."""
+    g = Canvas(1000, 100, name="see-also")
+    note(g, 20, 10, "Right-click a panel > Help: its help patch.", 60)
+    x, y, row = 20, 40, 0
+    for name in panels:
+        w, h = PANELS[name]
+        if x + w > g.w - 20:
+            x, y, row = 20, y + row + 20, 0
+        g.obj(name, None, x, y)
+        x, row = x + w + 30, max(row, h)
+    g.h = y + row + 20
+    g.head = g.head.replace(" 100 see-also", f" {g.h} see-also")
+    return g
 
 
 def _msg_lines(m: str) -> int:
@@ -443,7 +454,7 @@ def bender_help() -> str:
 # ----------------------------------------------------------------------- [chns0n] & co
 
 def player_help(obj: str, dims: int, model: str, latent: str) -> str:
-    c = Canvas(760, 660)
+    c = Canvas(860, 660)
     args = ([("1) float", "D: the number of latent dimensions (channels), the model's decode "
                           "inputs (default 8)"),
              ("2) symbol", "a public name: '<name> open <file>', '<name> render 1'")]
@@ -500,9 +511,9 @@ def player_help(obj: str, dims: int, model: str, latent: str) -> str:
         x += CW * len(m) + 24
     note(c, x, y, "<- file dialog", 20)
     c.connect("lb", 0, "open", 0)
-    # the array sets' messages, right of the cords above
+    # the array sets' messages, right of the cords above (the one from bang runs at x 380)
     sets = (f"{obj}-a", f"{obj}-b")
-    x = 330
+    x = 430
     for key, m in (("sa", f"arrays {sets[0]}"), ("sb", f"arrays {sets[1]}"), ("now", "now"),
                    ("l16", "loop 16"), ("l0", "loop 0")):
         c.msg(m, key, x, y + 34)
