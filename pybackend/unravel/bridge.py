@@ -145,7 +145,7 @@ class Session:
             self.patch_dir = patch_dir
         search = [self.patch_dir] if self.patch_dir else []
         path = _model.resolve_model(os.path.expanduser(spec), search)
-        m = _model.load_model(path, threads=torch.get_num_threads(), device=self.device)
+        m = _model.load_model(path, threads=torch.get_num_threads(), device=self.device, items=1)
         self.model, self._bender = m, None
 
     def gpu(self, on: float) -> str:

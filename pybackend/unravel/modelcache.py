@@ -16,6 +16,7 @@ import weakref
 
 import torch
 
+from unravel import caches
 from unravel.errors import UnravelError, short_cause
 
 _SHARED: "weakref.WeakValueDictionary[tuple, Loaded]" = weakref.WeakValueDictionary()
@@ -30,14 +31,29 @@ class Loaded:
     (streaming caches) is kept as a `template` that never runs (its C++ module, in the state
     the file gives), of which every Model runs its own copy: its own buffers and attributes,
     the template's weights (the same tensors, dotted names `params`) and the same compiled
-    methods. `methods` and `sr` are what the first load read from the file."""
+    methods. `methods` and `sr` are what the first load read from the file; `batched` the
+    template's batch-sized buffers (see unravel.caches)."""
 
-    def __init__(self, module, template, methods: dict, sr: int | None, params: list[str]):
+    def __init__(self, module, template, methods: dict, sr: int | None, params: list[str],
+                 batched: list[str] | None = None):
         self.module = module
         self.template = template
         self.methods = methods
         self.sr = sr
         self.params = params
+        self.batched = batched or []
+        self._fitted: dict[int, object] = {}
+
+    def template_for(self, items: int | None):
+        """The template whose copies a Model runs: with `items`, one whose batch-sized
+        buffers hold that many items (made once; under `loading`'s lock)."""
+        if items is None or not self.batched:
+            return self.template
+        if items not in self._fitted:
+            t = copy_sharing_weights(self.template, self.params)
+            caches.fit(t, items, names=self.batched)
+            self._fitted[items] = t
+        return self._fitted[items]
 
 
 def file_key(p: pathlib.Path, device: torch.device | None = None) -> tuple:
@@ -86,6 +102,12 @@ def tensor(cmod, name: str) -> torch.Tensor:
     """The parameter or buffer of the C++ module `cmod` at dotted `name`."""
     *path, leaf = name.split(".")
     return _submodule(cmod, path).getattr(leaf)
+
+
+def buffers(cmod) -> list[tuple[str, torch.Tensor]]:
+    """The buffers of the C++ module `cmod` and its submodules, by dotted name (without the
+    Python wrapper of each submodule that `named_buffers` needs)."""
+    return torch._C._jit_debug_module_iterators(cmod)["named_buffers_r"]
 
 
 def copy_sharing_weights(cmod, params: list[str]):
@@ -219,8 +241,8 @@ def _graph_writes(cmod, g) -> set[str]:
         if n.kind() == "prim::GetAttr":
             base = origin(n.input())
             return "*" if base in (None, "*") else join(base, n.s("name"))
-        if n.kind() == "prim::Constant":
-            return None
+        if n.kind() in ("prim::Constant", "prim::ListConstruct"):
+            return None     # a constant, a new list (appending to it writes no attribute)
         if n.kind().startswith("aten::"):
             aliases = _schema_aliases(n.schema())
             if aliases is None:

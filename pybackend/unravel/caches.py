@@ -1,0 +1,130 @@
+"""The batch-sized buffers of a streaming export (RAVE's cached convolutions keep each batch
+item's last frames in buffers of 64 items, of which every call uses the first `x.shape[0]`),
+found in the module's TorchScript graphs and sized to the items an object uses."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import torch
+
+
+def _graph(cmod, name: str):
+    g = cmod._get_method(name).graph.copy()
+    torch._C._jit_pass_inline(g)
+    return g
+
+
+def _const(v, want) -> bool:
+    """Whether the value `v` is the constant `want` (None, or an int)."""
+    n = v.node()
+    if n.kind() != "prim::Constant":
+        return False
+    if want is None:
+        return isinstance(v.type(), torch._C.NoneType)
+    return n.hasAttribute("value") and n.kindOf("value") == "i" and n.i("value") == want
+
+
+def _leading_slice(use) -> bool:
+    """Whether a use of a tensor is `t[:k]` along its first dimension (aten::slice(t, 0,
+    None, k, 1)): what reads only the first k items."""
+    n = use.user
+    if n.kind() != "aten::slice" or use.offset != 0 or len(list(n.inputs())) != 5:
+        return False
+    _, dim, start, _, step = n.inputs()
+    return _const(dim, 0) and _const(start, None) and _const(step, 1)
+
+
+def batched(cmod) -> list[str]:
+    """Dotted names of the buffers that every method of the C++ script module `cmod` reads
+    only as their first k items (`buf[:x.shape[0]]`, RAVE's cached convolutions): a call on
+    a batch of at most n items gives the same output with these buffers cut to n items.
+    Empty when a graph cannot be read or a tensor attribute cannot be named."""
+    buffers = {n for n, _ in torch._C._jit_debug_module_iterators(cmod)["named_buffers_r"]}  # as modelcache.buffers
+    ok: set[str] = set()
+    bad: set[str] = set()
+    try:
+        graphs = [_graph(cmod, m) for m in cmod._method_names()]
+    except Exception:  # noqa: BLE001 - a graph we cannot read may read anything
+        return []
+    for g in graphs:
+        this = next(g.inputs())
+        for n in g.findAllNodes("prim::GetAttr", True):
+            out = n.output()
+            if not isinstance(out.type(), torch._C.TensorType):
+                continue
+            path, v = [n.s("name")], n.input()
+            while v is not this:
+                if v.node().kind() != "prim::GetAttr":
+                    return []           # an attribute of a module we cannot name
+                path.insert(0, v.node().s("name"))
+                v = v.node().input()
+            name = ".".join(path)
+            if name in buffers:
+                (ok if all(_leading_slice(u) for u in out.uses()) else bad).add(name)
+    return sorted(ok - bad)
+
+
+def _owner(cmod, name: str):
+    *path, leaf = name.split(".")
+    for p in path:
+        cmod = cmod.getattr(p)
+    return cmod, leaf
+
+
+def items(cmod, names: list[str] | None = None) -> int | None:
+    """How many batch items the batch-sized buffers of `cmod` (`names`, else `batched`) hold
+    (None: it has none)."""
+    sizes = []
+    for name in batched(cmod) if names is None else names:
+        owner, leaf = _owner(cmod, name)
+        sizes.append(owner.getattr(leaf).shape[0])
+    return max(sizes) if sizes else None
+
+
+def fit(cmod, n: int, source=None, names: list[str] | None = None) -> int:
+    """Size the batch-sized buffers of the C++ script module `cmod` (see `batched`) to `n`
+    items: the first n are kept, and a grown buffer's new items are those of `source` (a
+    module of the same file in the state the file gives, e.g. modelcache's template), or
+    zeros without one. Calls on at most n items give bit for bit what they give with the
+    export's 64-item buffers; fitting again to the same n changes nothing. Returns the bytes
+    these buffers hold now. `names`: what `batched(cmod)` gives, when known."""
+    if n < 1:
+        raise ValueError(f"caches.fit: n must be at least 1, got {n}")
+    total = 0
+    for name in batched(cmod) if names is None else names:
+        owner, leaf = _owner(cmod, name)
+        b = owner.getattr(leaf)
+        if b.dim() >= 1 and b.shape[0] != n:
+            new = torch.zeros((n, *b.shape[1:]), dtype=b.dtype, device=b.device)
+            k = min(n, b.shape[0])
+            new[:k] = b[:k]
+            if source is not None and n > k:
+                src_owner, _ = _owner(source, name)
+                src = src_owner.getattr(leaf)
+                m = min(n, src.shape[0])
+                if m > k:
+                    new[k:m] = src[k:m]
+            owner.setattr(leaf, new)
+            b = new
+        total += b.numel() * b.element_size()
+    return total
+
+
+@contextlib.contextmanager
+def as_export(cmod, source, n: int | None, names: list[str], lock: threading.RLock):
+    """While the block runs, the batch-sized buffers of `cmod` (fitted to `n` items) are as
+    big as those of `source` (the export's; nothing changes without one), their new items
+    taken from it: what a saved file keeps. Grown and cut back under `lock` (the model's:
+    calls on at most `n` items read only their own first items meanwhile)."""
+    if source is None or n is None:
+        yield
+        return
+    with lock:
+        fit(cmod, items(source, names), source, names)
+    try:
+        yield
+    finally:
+        with lock:
+            fit(cmod, n, names=names)
