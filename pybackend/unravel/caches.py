@@ -36,19 +36,31 @@ def _leading_slice(use) -> bool:
     return _const(dim, 0) and _const(start, None) and _const(step, 1)
 
 
-def batched(cmod) -> list[str]:
+def inlined(cmod) -> dict:
+    """Every method of the C++ script module `cmod` as a copy of its TorchScript graph with
+    the calls inlined, by name; one that cannot be read is left out."""
+    out = {}
+    for m in cmod._method_names():
+        try:
+            out[m] = _graph(cmod, m)
+        except Exception:  # noqa: BLE001 - TorchScript raises several types
+            pass
+    return out
+
+
+def batched(cmod, graphs: dict | None = None) -> list[str]:
     """Dotted names of the buffers that every method of the C++ script module `cmod` reads
     only as their first k items (`buf[:x.shape[0]]`, RAVE's cached convolutions): a call on
     a batch of at most n items gives the same output with these buffers cut to n items.
-    Empty when a graph cannot be read or a tensor attribute cannot be named."""
+    Empty when a graph cannot be read or a tensor attribute cannot be named. `graphs`:
+    what `inlined(cmod)` gives, when known."""
     buffers = {n for n, _ in torch._C._jit_debug_module_iterators(cmod)["named_buffers_r"]}  # as modelcache.buffers
     ok: set[str] = set()
     bad: set[str] = set()
-    try:
-        graphs = [_graph(cmod, m) for m in cmod._method_names()]
-    except Exception:  # noqa: BLE001 - a graph we cannot read may read anything
-        return []
-    for g in graphs:
+    graphs = inlined(cmod) if graphs is None else graphs
+    if len(graphs) != len(cmod._method_names()):
+        return []                       # a graph we cannot read may read anything
+    for g in graphs.values():
         this = next(g.inputs())
         for n in g.findAllNodes("prim::GetAttr", True):
             out = n.output()

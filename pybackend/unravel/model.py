@@ -138,11 +138,12 @@ class Model:
         # weights is not shared at all.
         offer = share and warmup is True
         params = [n for n, _ in module.named_parameters()] if offer else []
-        writes = modelcache.written(module._c, methods) if offer else set()
+        graphs = caches.inlined(module._c) if offer else {}
+        writes = modelcache.written(module._c, methods, graphs) if offer else set()
         if any(modelcache.covers(writes, n) for n in params):
             offer, params = False, []
         template = modelcache.copy_sharing_weights(module._c, params) if offer else None
-        batched = caches.batched(module._c) if offer and writes else []
+        batched = caches.batched(module._c, graphs) if offer and writes else []
         if batched and self._items is not None:     # its own caches, as many as it uses
             caches.fit(module._c, self._items, names=batched)
             self._full, self._batched = template, batched

@@ -8,6 +8,7 @@ and device, and held weakly: it goes when its last Model does."""
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import pathlib
 import re
@@ -186,6 +187,7 @@ def _split_args(text: str) -> list[str]:
     return out + [cur] if cur.strip() else out
 
 
+@functools.lru_cache(maxsize=None)      # a model has a few hundred schemas, read thousands of times
 def _schema_aliases(schema: str) -> tuple[list[int], dict[int, int]] | None:
     """From an operator's schema: (the inputs it writes, {output: the input it aliases})."""
     if ") -> " not in schema:
@@ -209,19 +211,22 @@ def _schema_aliases(schema: str) -> tuple[list[int], dict[int, int]] | None:
     return writes, outs
 
 
-def written(cmod, methods) -> set[str]:
+def written(cmod, methods, graphs: dict | None = None) -> set[str]:
     """Dotted names of the module's attributes (parameters, buffers, plain attributes) that
-    running `methods` may write, read from their TorchScript graphs (inlined): each
-    prim::SetAttr, and each operator that writes in place into what an attribute holds
-    (followed through views). "*" stands for what cannot be told (everything). A branch on
-    a bool attribute that no method sets is followed only where that value leads."""
+    running `methods` may write, read from their TorchScript graphs (inlined; `graphs`:
+    what caches.inlined gives, when known): each prim::SetAttr, and each operator that
+    writes in place into what an attribute holds (followed through views). "*" stands for
+    what cannot be told (everything). A branch on a bool attribute that no method sets is
+    followed only where that value leads."""
     out: set[str] = set()
     for m in methods:
-        try:
-            g = cmod._get_method(m).graph.copy()
-            torch._C._jit_pass_inline(g)
-        except Exception:  # noqa: BLE001 - a graph we cannot read may write anything
-            return {"*"}
+        g = (graphs or {}).get(m)
+        if g is None:
+            try:
+                g = cmod._get_method(m).graph.copy()
+                torch._C._jit_pass_inline(g)
+            except Exception:  # noqa: BLE001 - a graph we cannot read may write anything
+                return {"*"}
         out |= _graph_writes(cmod, g)
     return out
 
