@@ -24,7 +24,7 @@ goes, step by step in a fresh Python (importing unravel.archive and torch, the r
 bridge, reading the file, each method's first three calls); medians of --rounds.
 
 Usage: .venv/bin/python bench/pd_render.py [--model PATH] [--nn DIR] [--seconds 10 60] [--rounds 3] [--pin 0]
-       [--startup | --startup-only]
+       [--startup | --startup-only] [--lib DIR]
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from pdrun import Patch, pd_command  # noqa: E402
+from pdrun import BUILD, Patch, pd_command  # noqa: E402
 
 from unravel.model import resolve_model  # noqa: E402
 
@@ -132,9 +132,11 @@ def window_cpu(cmd: list[str], pin: int | None, tries: int = 3) -> float:
     raise AssertionError("unreachable")
 
 
-def variants(model: pathlib.Path, nn_dir: pathlib.Path | None, d: pathlib.Path) -> dict:
+def variants(model: pathlib.Path, nn_dir: pathlib.Path | None, d: pathlib.Path,
+             lib: pathlib.Path = BUILD) -> dict:
     """name -> function(seconds) -> the command rendering that many seconds."""
-    pd = lambda obj, extra=(): (lambda s: pd_command(render_patch(d, obj, s), ["-r", str(SR), *extra]))
+    pd = lambda obj, extra=(): (lambda s: pd_command(render_patch(d, obj, s), ["-r", str(SR), *extra],
+                                                     path=lib))
     v = {
         "floor": lambda s: [sys.executable, "-c", FLOOR, str(model), *map(str, s), "0"],
         "floor-ftz": lambda s: [sys.executable, "-c", FLOOR, str(model), *map(str, s), "1"],
@@ -167,7 +169,14 @@ from unravel.methods import discover_methods
 p = unravel.archive.resolve_model(sys.argv[1])
 module = modelcache.read_module(p, torch.device("cpu")); step("read the model file")
 methods = discover_methods(module, p.name)
-modelcache.written(module._c, methods); step("its methods, what they write")
+try:                        # as Model loads it (a checkout before unravel.caches: its way)
+    from unravel import caches
+    graphs = caches.inlined(module._c)
+    if modelcache.written(module._c, methods, graphs):
+        caches.batched(module._c, graphs)
+except ImportError:
+    modelcache.written(module._c, methods)
+step("its methods' graphs: what they write, the caches")
 ratio = (methods.get("encode") or methods.get("decode")).in_ratio if "encode" not in methods else methods["encode"].out_ratio
 with torch.inference_mode():
     for m, mp in methods.items():
@@ -206,12 +215,12 @@ def first_patch(d: pathlib.Path, obj: str, name: str) -> pathlib.Path:
     return p.write(d / f"{name}.pd")
 
 
-def first_buffer(patch: pathlib.Path, extra: list[str]) -> float:
+def first_buffer(patch: pathlib.Path, extra: list[str], lib: pathlib.Path = BUILD) -> float:
     """Wall seconds from starting real-time Pd (not -batch: live mode) on `patch` until it
     prints "first:" (nan if it never does)."""
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     t0 = time.perf_counter()
-    proc = subprocess.Popen(pd_command(patch, ["-r", str(SR), *extra], batch=False),
+    proc = subprocess.Popen(pd_command(patch, ["-r", str(SR), *extra], batch=False, path=lib),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     first = float("nan")
     try:
@@ -224,7 +233,8 @@ def first_buffer(patch: pathlib.Path, extra: list[str]) -> float:
     return first
 
 
-def startup(d: pathlib.Path, model: pathlib.Path, nn_dir: pathlib.Path | None, rounds: int) -> None:
+def startup(d: pathlib.Path, model: pathlib.Path, nn_dir: pathlib.Path | None, rounds: int,
+            lib: pathlib.Path = BUILD) -> None:
     """Prints Pd's start to the first non-silent buffer in real time (live mode) of
     [unravel~ MODEL forward 2048], of [nn~ MODEL forward 2048] (with `nn_dir`) and of Pd
     alone ([osc~] instead of a model), and the steps of unravel~'s start in a fresh Python
@@ -237,7 +247,7 @@ def startup(d: pathlib.Path, model: pathlib.Path, nn_dir: pathlib.Path | None, r
     parts: dict[str, list[float]] = {}
     for _ in range(rounds):
         for name, (patch, extra) in runs.items():
-            firsts[name].append(first_buffer(patch, extra))
+            firsts[name].append(first_buffer(patch, extra, lib))
         out = subprocess.run([sys.executable, "-c", PARTS, str(model)], check=True,
                              capture_output=True, text=True).stdout
         for step, s in json.loads(out.splitlines()[-1]):
@@ -263,6 +273,9 @@ def main() -> int:
                          "OMP_NUM_THREADS=1, which nn~ 1.6 does not survive)")
     ap.add_argument("--startup", action="store_true", help="also time Pd's start-up to the first buffer")
     ap.add_argument("--startup-only", action="store_true", help="only time the start-up")
+    ap.add_argument("--lib", type=pathlib.Path, default=BUILD,
+                    help="the [unravel~] folder (default build/unravel; another checkout's, with "
+                         "PYTHONPATH=CHECKOUT/pybackend, measures the code before a change)")
     a = ap.parse_args()
     model = resolve_model(a.model)
     pin = None if a.pin < 0 else a.pin
@@ -274,9 +287,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         d = pathlib.Path(tmp)
         if a.startup_only:
-            startup(d, model, a.nn.resolve() if a.nn else None, a.rounds)
+            startup(d, model, a.nn.resolve() if a.nn else None, a.rounds, a.lib)
             return 0
-        runs = variants(model, a.nn.resolve() if a.nn else None, d)
+        runs = variants(model, a.nn.resolve() if a.nn else None, d, a.lib)
         ms: dict[str, list[float]] = {k: [] for k in runs}
         for r in range(a.rounds):
             for name, cmd in runs.items():
@@ -294,7 +307,7 @@ def main() -> int:
                   f"nn~ / floor {ratio('nn~', 'floor'):.3f}")
         print(f"load average at the end {loadavg()}")
         if a.startup:
-            startup(d, model, a.nn.resolve() if a.nn else None, a.rounds)
+            startup(d, model, a.nn.resolve() if a.nn else None, a.rounds, a.lib)
     return 0
 
 
