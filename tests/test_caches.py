@@ -85,3 +85,29 @@ def test_a_local_list_is_not_an_unknown_write(tmp_path):
     a, b = load_model(p, items=1), load_model(p, items=1)
     assert a.shared and b.shared and a.module.conv.weight.data_ptr() == b.module.conv.weight.data_ptr()
     assert a.module.pad.shape == (1, 1, 2)
+
+
+class _Table(torch.nn.Module):
+    """Two buffers of 64 rows: `cache` read as `cache[:batch]`, `table` as `table[:4]` (a
+    fixed count: cutting it would change the output) and `whole` read whole."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("cache", torch.zeros(64, 1, 2))
+        self.register_buffer("table", torch.arange(64.0).view(64, 1, 1))
+        self.register_buffer("whole", torch.ones(64, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x + self.cache[:x.shape[0]].sum() + self.table[:4].sum() + self.whole.sum()
+        self.cache[:x.size(0)].copy_(x[..., -2:])
+        return y
+
+
+def test_only_slices_by_the_batch_size_are_cut():
+    m = torch.jit.script(_Table())
+    assert caches.batched(m._c) == ["cache"]
+    x = torch.randn(1, 1, 4)
+    ref = torch.jit.script(_Table())(x)
+    caches.fit(m._c, 1)
+    assert [b.shape[0] for b in m.buffers()] == [1, 64, 64]
+    assert torch.equal(m(x), ref)

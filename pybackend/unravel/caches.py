@@ -26,14 +26,24 @@ def _const(v, want) -> bool:
     return n.hasAttribute("value") and n.kindOf("value") == "i" and n.i("value") == want
 
 
+def _batch_size(v) -> bool:
+    """Whether the int `v` is a tensor's first size: `x.shape[0]` or `x.size(0)`."""
+    n = v.node()
+    args = list(n.inputs())
+    if n.kind() == "aten::size":
+        return len(args) == 2 and _const(args[1], 0)
+    return (n.kind() == "aten::__getitem__" and len(args) == 2 and _const(args[1], 0)
+            and args[0].node().kind() == "aten::size" and len(list(args[0].node().inputs())) == 1)
+
+
 def _leading_slice(use) -> bool:
-    """Whether a use of a tensor is `t[:k]` along its first dimension (aten::slice(t, 0,
-    None, k, 1)): what reads only the first k items."""
+    """Whether a use of a tensor is `t[:x.shape[0]]` (aten::slice(t, 0, None, k, 1) with k a
+    tensor's first size): what reads only as many items as a call has."""
     n = use.user
     if n.kind() != "aten::slice" or use.offset != 0 or len(list(n.inputs())) != 5:
         return False
-    _, dim, start, _, step = n.inputs()
-    return _const(dim, 0) and _const(start, None) and _const(step, 1)
+    _, dim, start, end, step = n.inputs()
+    return _const(dim, 0) and _const(start, None) and _const(step, 1) and _batch_size(end)
 
 
 def inlined(cmod) -> dict:
