@@ -61,7 +61,8 @@ def inlined(cmod) -> dict:
 def batched(cmod, graphs: dict | None = None) -> list[str]:
     """Dotted names of the buffers that every method of the C++ script module `cmod` reads
     only as their first k items (`buf[:x.shape[0]]`, RAVE's cached convolutions): a call on
-    a batch of at most n items gives the same output with these buffers cut to n items.
+    a batch of at most n items gives the same output with these buffers cut to n items,
+    where the tensor whose first size slices them has the call's batch first (as in RAVE).
     Empty when a graph cannot be read or a tensor attribute cannot be named. `graphs`:
     what `inlined(cmod)` gives, when known."""
     buffers = {n for n, _ in torch._C._jit_debug_module_iterators(cmod)["named_buffers_r"]}  # as modelcache.buffers
