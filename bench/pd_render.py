@@ -17,15 +17,20 @@ The machine is shared: the variants run interleaved, one round after another, an
 figures are the medians over the rounds of each round's ratios (unravel~/floor,
 unravel~/nn~). The load average is printed before and after.
 
-Start-up (default model only, --startup): wall time from starting Pd to the first model
-buffer coming out, against a fresh `python -c 'import torch; load_model(...)'`.
+Start-up (--startup, or --startup-only without the CPU rounds): wall time from starting
+real-time Pd (live mode, not -batch) to the first non-silent buffer of [unravel~ MODEL
+forward 2048], of [nn~ MODEL forward 2048] and of Pd alone ([osc~]), and where unravel~'s
+goes, step by step in a fresh Python (importing unravel.archive and torch, the rest of the
+bridge, reading the file, each method's first three calls); medians of --rounds.
 
 Usage: .venv/bin/python bench/pd_render.py [--model PATH] [--nn DIR] [--seconds 10 60] [--rounds 3] [--pin 0]
+       [--startup | --startup-only] [--lib DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pathlib
 import statistics
@@ -36,7 +41,7 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from pdrun import Patch, pd_command  # noqa: E402
+from pdrun import BUILD, Patch, pd_command  # noqa: E402
 
 from unravel.model import resolve_model  # noqa: E402
 
@@ -127,9 +132,11 @@ def window_cpu(cmd: list[str], pin: int | None, tries: int = 3) -> float:
     raise AssertionError("unreachable")
 
 
-def variants(model: pathlib.Path, nn_dir: pathlib.Path | None, d: pathlib.Path) -> dict:
+def variants(model: pathlib.Path, nn_dir: pathlib.Path | None, d: pathlib.Path,
+             lib: pathlib.Path = BUILD) -> dict:
     """name -> function(seconds) -> the command rendering that many seconds."""
-    pd = lambda obj, extra=(): (lambda s: pd_command(render_patch(d, obj, s), ["-r", str(SR), *extra]))
+    pd = lambda obj, extra=(): (lambda s: pd_command(render_patch(d, obj, s), ["-r", str(SR), *extra],
+                                                     path=lib))
     v = {
         "floor": lambda s: [sys.executable, "-c", FLOOR, str(model), *map(str, s), "0"],
         "floor-ftz": lambda s: [sys.executable, "-c", FLOOR, str(model), *map(str, s), "1"],
@@ -144,12 +151,48 @@ def loadavg() -> str:
     return " ".join(open("/proc/loadavg").read().split()[:3])
 
 
-def startup(d: pathlib.Path) -> tuple[float, float]:
-    """Wall seconds from starting Pd until the first buffer of [unravel~ default] comes out,
-    and of a python process that imports torch and loads the model."""
+# Where the start-up goes, step by step in a fresh Python (argv: model): what [unravel~]'s
+# first object does before its first block (prints one JSON line of (step, seconds)).
+PARTS = """
+import json, sys, time
+t = time.perf_counter()
+out = []
+def step(name):
+    global t
+    now = time.perf_counter(); out.append((name, now - t)); t = now
+import unravel.archive; step("import unravel.archive (Pd's thread)")
+import torch; step("import torch")
+from unravel import bridge; step("import unravel.bridge, the rest")
+bridge.init(); step("bridge.init (gc.freeze)")
+from unravel import modelcache
+from unravel.methods import discover_methods
+p = unravel.archive.resolve_model(sys.argv[1])
+module = modelcache.read_module(p, torch.device("cpu")); step("read the model file")
+methods = discover_methods(module, p.name)
+try:                        # as Model loads it (a checkout before unravel.caches: its way)
+    from unravel import caches
+    graphs = caches.inlined(module._c)
+    if modelcache.written(module._c, methods, graphs):
+        caches.batched(module._c, graphs)
+except ImportError:
+    modelcache.written(module._c, methods)
+step("its methods' graphs: what they write, the caches")
+ratio = (methods.get("encode") or methods.get("decode")).in_ratio if "encode" not in methods else methods["encode"].out_ratio
+with torch.inference_mode():
+    for m, mp in methods.items():
+        x = torch.zeros(1, mp.in_channels, mp.step(ratio))
+        for k in ("first", "second", "third"):
+            module._c._get_method(m)(x); step(f"{m}: {k} call")
+print(json.dumps(out))
+"""
+
+
+def first_patch(d: pathlib.Path, obj: str, name: str) -> pathlib.Path:
+    """[noise~] -> OBJ -> [env~]: prints "first: bang" and quits at the first non-silent
+    envelope (1024 samples) of OBJ's output."""
     p = Patch()
     lb = p.obj("loadbang")
-    u = p.obj(f"unravel~ default forward {B}")
+    u = p.obj(obj)
     noise = p.obj("noise~")
     p.connect(noise, 0, u, 0)
     env = p.obj("env~ 1024 1024")
@@ -169,19 +212,53 @@ def startup(d: pathlib.Path) -> tuple[float, float]:
     p.connect(t, 0, pr, 0)
     q = p.msg("; pd quit")
     p.connect(t, 0, q, 0)
-    patch = p.write(d / "startup.pd")
+    return p.write(d / f"{name}.pd")
+
+
+def first_buffer(patch: pathlib.Path, extra: list[str], lib: pathlib.Path = BUILD) -> float:
+    """Wall seconds from starting real-time Pd (not -batch: live mode) on `patch` until it
+    prints "first:" (nan if it never does)."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     t0 = time.perf_counter()
-    proc = subprocess.Popen(pd_command(patch, ["-r", str(SR)]), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
-    first = None
-    for line in proc.stderr:
-        if line.startswith("first:"):
-            first = time.perf_counter() - t0
-    proc.wait()
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import torch; from unravel.model import load_model; "
-                    "torch.set_num_threads(1); load_model('default')"], check=True)
-    return first or float("nan"), time.perf_counter() - t0
+    proc = subprocess.Popen(pd_command(patch, ["-r", str(SR), *extra], batch=False, path=lib),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    first = float("nan")
+    try:
+        for line in proc.stderr:
+            if line.startswith("first:") and first != first:
+                first = time.perf_counter() - t0
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    return first
+
+
+def startup(d: pathlib.Path, model: pathlib.Path, nn_dir: pathlib.Path | None, rounds: int,
+            lib: pathlib.Path = BUILD) -> None:
+    """Prints Pd's start to the first non-silent buffer in real time (live mode) of
+    [unravel~ MODEL forward 2048], of [nn~ MODEL forward 2048] (with `nn_dir`) and of Pd
+    alone ([osc~] instead of a model), and the steps of unravel~'s start in a fresh Python
+    (PARTS); medians of `rounds` interleaved runs."""
+    runs = {"Pd alone ([osc~ 440])": (first_patch(d, "osc~ 440", "alone"), []),
+            "unravel~": (first_patch(d, f"unravel~ {model} forward {B}", "first_unravel"), [])}
+    if nn_dir is not None:
+        runs["nn~"] = (first_patch(d, f"nn~ {model} forward {B}", "first_nn"), ["-path", str(nn_dir)])
+    firsts: dict[str, list[float]] = {k: [] for k in runs}
+    parts: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        for name, (patch, extra) in runs.items():
+            firsts[name].append(first_buffer(patch, extra, lib))
+        out = subprocess.run([sys.executable, "-c", PARTS, str(model)], check=True,
+                             capture_output=True, text=True).stdout
+        for step, s in json.loads(out.splitlines()[-1]):
+            parts.setdefault(step, []).append(s)
+    print(f"start-up, real-time Pd (live mode), medians of {rounds}; load average {loadavg()}:")
+    for name, v in firsts.items():
+        print(f"  {name}: Pd start -> first non-silent buffer {statistics.median(v):.2f} s "
+              f"({', '.join(f'{x:.2f}' for x in v)})")
+    print("  unravel~'s steps in a fresh Python (ms):")
+    for step, v in parts.items():
+        print(f"    {step:<40} {statistics.median(v) * 1000:7.1f}")
 
 
 def main() -> int:
@@ -194,7 +271,11 @@ def main() -> int:
     ap.add_argument("--pin", type=int, default=0, metavar="CPU",
                     help="run every variant on this one CPU (default 0; -1: any CPU with "
                          "OMP_NUM_THREADS=1, which nn~ 1.6 does not survive)")
-    ap.add_argument("--startup", action="store_true", help="also time Pd's start-up (default model)")
+    ap.add_argument("--startup", action="store_true", help="also time Pd's start-up to the first buffer")
+    ap.add_argument("--startup-only", action="store_true", help="only time the start-up")
+    ap.add_argument("--lib", type=pathlib.Path, default=BUILD,
+                    help="the [unravel~] folder (default build/unravel; another checkout's, with "
+                         "PYTHONPATH=CHECKOUT/pybackend, measures the code before a change)")
     a = ap.parse_args()
     model = resolve_model(a.model)
     pin = None if a.pin < 0 else a.pin
@@ -205,7 +286,10 @@ def main() -> int:
           f"{'any CPU' if pin is None else f'all on CPU {pin}'}; load average {loadavg()}")
     with tempfile.TemporaryDirectory() as tmp:
         d = pathlib.Path(tmp)
-        runs = variants(model, a.nn.resolve() if a.nn else None, d)
+        if a.startup_only:
+            startup(d, model, a.nn.resolve() if a.nn else None, a.rounds, a.lib)
+            return 0
+        runs = variants(model, a.nn.resolve() if a.nn else None, d, a.lib)
         ms: dict[str, list[float]] = {k: [] for k in runs}
         for r in range(a.rounds):
             for name, cmd in runs.items():
@@ -223,9 +307,7 @@ def main() -> int:
                   f"nn~ / floor {ratio('nn~', 'floor'):.3f}")
         print(f"load average at the end {loadavg()}")
         if a.startup:
-            first, base = startup(d)
-            print(f"start-up: Pd start -> first buffer out {first:.2f} s; python import torch + load model "
-                  f"{base:.2f} s; ratio {first / base:.2f}")
+            startup(d, model, a.nn.resolve() if a.nn else None, a.rounds, a.lib)
     return 0
 
 

@@ -4,6 +4,7 @@
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <math.h>
 #include <string.h>
 #include "pyembed.h"
@@ -122,6 +123,10 @@ int pyembed_start(const char *python, const char *libpython, const char *home, c
         if (!dlopen(libpython, RTLD_NOW | RTLD_GLOBAL | RTLD_NOLOAD))
             dlopen(libpython, RTLD_NOW | RTLD_GLOBAL);
     }
+    /* torch's import looks for out-of-tree device backends in every installed package's
+       entry points (0.05-0.1 s of the first sound); unravel runs on the CPU, CUDA or MPS
+       only. Kept where the user set it (issue 24). */
+    setenv("TORCH_DEVICE_BACKEND_AUTOLOAD", "0", 0);
     if (!Py_IsInitialized())
     {
         PyStatus status;

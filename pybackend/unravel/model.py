@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from unravel import device as _device
-from unravel import modelcache, modelinfo
+from unravel import caches, modelcache, modelinfo
 from unravel.archive import BUNDLED, DATA_DIR, DEFAULT_MODEL, resolve_model  # noqa: F401
 from unravel.errors import UnravelError, short_cause
 from unravel.methods import check_block, discover_methods, shape_change
@@ -65,10 +65,11 @@ class Model:
     Models of the same file on the same device share what they can (memory, load time): the
     loaded module itself, or where its buffers change as it runs (streaming caches: per-object
     state) its weights and compiled methods (see modelcache.Loaded); `own()` gives a Model its
-    private copy before anything changes the module (bend, weights, attributes)."""
+    private copy before anything changes the module (bend, weights, attributes). `items`:
+    the batch items its own streaming caches keep (unravel.caches; None: the export's 64)."""
 
     def __init__(self, path: os.PathLike, sr: int | None = None, warmup: bool = True,
-                 device: str | torch.device = "cpu", share: bool = True):
+                 device: str | torch.device = "cpu", share: bool = True, items: int | None = None):
         self.path = pathlib.Path(path)
         self.lock = threading.RLock()
         self.device = _device.resolve(device)
@@ -79,6 +80,7 @@ class Model:
         self._sr_override = sr
         self._warmup = warmup
         self._share = share
+        self._items = items    # with _full (the export's, when this Model's caches are fitted)
         self._load(share, warmup)
         self._fresh = self._buffers()
 
@@ -91,6 +93,7 @@ class Model:
         if not p.is_file():
             raise UnravelError(f"{p}: model file not found")
         self._file_key = modelcache.file_key(p)
+        self._full, self._batched = None, []
         if not share:
             self._load_file(p, share, warmup)
             return
@@ -99,11 +102,14 @@ class Model:
             if loaded is None:
                 self._load_file(p, share, warmup)
                 return
+            template = loaded.template_for(self._items)
         if loaded.template is None:           # the very module other Models run
             self._set_module(loaded.module, loaded.module._c, loaded.methods, loaded.sr)
         else:                                  # own buffers, shared weights and code
-            self._set_module(None, modelcache.copy_sharing_weights(loaded.template, loaded.params),
+            self._set_module(None, modelcache.copy_sharing_weights(template, loaded.params),
                              loaded.methods, loaded.sr)
+            if template is not loaded.template:
+                self._full, self._batched = loaded.template, loaded.batched
             if warmup:
                 self.warmup()                  # the state a fresh load would have
         self._loaded = loaded
@@ -132,10 +138,15 @@ class Model:
         # weights is not shared at all.
         offer = share and warmup is True
         params = [n for n, _ in module.named_parameters()] if offer else []
-        writes = modelcache.written(module._c, methods) if offer else set()
+        graphs = caches.inlined(module._c) if offer else {}
+        writes = modelcache.written(module._c, methods, graphs) if offer else set()
         if any(modelcache.covers(writes, n) for n in params):
             offer, params = False, []
         template = modelcache.copy_sharing_weights(module._c, params) if offer else None
+        batched = caches.batched(module._c, graphs) if offer and writes else []
+        if batched and self._items is not None:     # its own caches, as many as it uses
+            caches.fit(module._c, self._items, names=batched)
+            self._full, self._batched = template, batched
         def changed() -> bool:
             return any(not torch.equal(b, modelcache.tensor(template, n))
                        for n, b in module.named_buffers())
@@ -146,7 +157,7 @@ class Model:
         if offer:
             stateful = modelcache.is_stateful(p)
             mine = modelcache.Loaded(None if stateful else module, template if stateful else None,
-                                     methods, self._file_sr, params)
+                                     methods, self._file_sr, params, batched)
             self._loaded = modelcache.offer(p, self.device, mine)
             self.shared = self._loaded is mine
 
@@ -227,7 +238,7 @@ class Model:
     def _buffers(self) -> dict[str, torch.Tensor]:
         """A copy (on the CPU) of the module's buffers as they are now."""
         with self.lock:
-            return {n: b.detach().to("cpu", copy=True) for n, b in self.module.named_buffers()}
+            return {n: b.detach().to("cpu", copy=True) for n, b in modelcache.buffers(self._cmod)}
 
     def reset(self) -> None:
         """Put the module's buffers (a streaming export's caches) back as they were when
@@ -246,7 +257,7 @@ class Model:
         model with other methods or shapes is refused (load it instead): the loaded model
         stays."""
         new = Model(self.path, sr=self._sr_override, warmup=self._warmup, device=self.device,
-                    share=self._share)
+                    share=self._share, items=self._items)
         if new.methods != self.methods:
             raise UnravelError(f"{self.path.name}: the file now holds another model "
                                f"({shape_change(self.methods, new.methods)}); "
@@ -359,9 +370,9 @@ class Model:
 
     def attributes(self) -> list[str]:
         """The model's attribute names (get_attributes(), without 'none')."""
-        if not hasattr(self.module, "get_attributes"):
+        if not self._cmod._has_method("get_attributes"):      # no Python wrapper needed
             return []
-        return [a for a in self.module.get_attributes() if a != "none"]
+        return [a for a in self._cmod._get_method("get_attributes")() if a != "none"]
 
     def get_attribute(self, name: str) -> list:
         """The attribute's current value(s) as a list."""
@@ -413,21 +424,27 @@ class Model:
             raise UnravelError(f"{path}: cannot write (no such folder)")
         if self.device.type == "cpu":
             # edits come from the thread that saves; calls change nothing but streaming caches
-            data = modelcache.module_bytes(self.module)
+            data = self._bytes()
         else:
             with self.lock:
                 device = self.device
                 self.to("cpu", warmup=False)
                 try:
-                    data = modelcache.module_bytes(self.module)
+                    data = self._bytes()
                 finally:
                     self.to(device, warmup=False)
         return write_bytes(path, data, force=force)
 
+    def _bytes(self) -> bytes:
+        """The module as a TorchScript file, its batch-sized buffers as the export's."""
+        with caches.as_export(self._cmod, self._full, self._items, self._batched, self.lock):
+            return modelcache.module_bytes(self.module)
+
 def load_model(spec: str | os.PathLike, sr: int | None = None, threads: int = 1, warmup: bool = True,
                search: Sequence[os.PathLike] = (), device: str | torch.device = "cpu",
-               share: bool = True) -> Model:
+               share: bool = True, items: int | None = None) -> Model:
     """Resolve `spec` (see resolve_model), load it on `device` (or share the module other
-    Models of the file loaded there, see Model), warm every method up."""
+    Models of the file loaded there, see Model), warm every method up; `items`: see Model."""
     set_threads(threads)
-    return Model(resolve_model(spec, search), sr=sr, warmup=warmup, device=device, share=share)
+    return Model(resolve_model(spec, search), sr=sr, warmup=warmup, device=device, share=share,
+                 items=items)

@@ -8,6 +8,7 @@ and device, and held weakly: it goes when its last Model does."""
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import pathlib
 import re
@@ -16,6 +17,7 @@ import weakref
 
 import torch
 
+from unravel import caches
 from unravel.errors import UnravelError, short_cause
 
 _SHARED: "weakref.WeakValueDictionary[tuple, Loaded]" = weakref.WeakValueDictionary()
@@ -30,14 +32,29 @@ class Loaded:
     (streaming caches) is kept as a `template` that never runs (its C++ module, in the state
     the file gives), of which every Model runs its own copy: its own buffers and attributes,
     the template's weights (the same tensors, dotted names `params`) and the same compiled
-    methods. `methods` and `sr` are what the first load read from the file."""
+    methods. `methods` and `sr` are what the first load read from the file; `batched` the
+    template's batch-sized buffers (see unravel.caches)."""
 
-    def __init__(self, module, template, methods: dict, sr: int | None, params: list[str]):
+    def __init__(self, module, template, methods: dict, sr: int | None, params: list[str],
+                 batched: list[str] | None = None):
         self.module = module
         self.template = template
         self.methods = methods
         self.sr = sr
         self.params = params
+        self.batched = batched or []
+        self._fitted: dict[int, object] = {}
+
+    def template_for(self, items: int | None):
+        """The template whose copies a Model runs: with `items`, one whose batch-sized
+        buffers hold that many items (made once; under `loading`'s lock)."""
+        if items is None or not self.batched:
+            return self.template
+        if items not in self._fitted:
+            t = copy_sharing_weights(self.template, self.params)
+            caches.fit(t, items, names=self.batched)
+            self._fitted[items] = t
+        return self._fitted[items]
 
 
 def file_key(p: pathlib.Path, device: torch.device | None = None) -> tuple:
@@ -86,6 +103,12 @@ def tensor(cmod, name: str) -> torch.Tensor:
     """The parameter or buffer of the C++ module `cmod` at dotted `name`."""
     *path, leaf = name.split(".")
     return _submodule(cmod, path).getattr(leaf)
+
+
+def buffers(cmod) -> list[tuple[str, torch.Tensor]]:
+    """The buffers of the C++ module `cmod` and its submodules, by dotted name (without the
+    Python wrapper of each submodule that `named_buffers` needs)."""
+    return torch._C._jit_debug_module_iterators(cmod)["named_buffers_r"]
 
 
 def copy_sharing_weights(cmod, params: list[str]):
@@ -164,6 +187,7 @@ def _split_args(text: str) -> list[str]:
     return out + [cur] if cur.strip() else out
 
 
+@functools.lru_cache(maxsize=None)      # a model has a few hundred schemas, read thousands of times
 def _schema_aliases(schema: str) -> tuple[list[int], dict[int, int]] | None:
     """From an operator's schema: (the inputs it writes, {output: the input it aliases})."""
     if ") -> " not in schema:
@@ -187,19 +211,22 @@ def _schema_aliases(schema: str) -> tuple[list[int], dict[int, int]] | None:
     return writes, outs
 
 
-def written(cmod, methods) -> set[str]:
+def written(cmod, methods, graphs: dict | None = None) -> set[str]:
     """Dotted names of the module's attributes (parameters, buffers, plain attributes) that
-    running `methods` may write, read from their TorchScript graphs (inlined): each
-    prim::SetAttr, and each operator that writes in place into what an attribute holds
-    (followed through views). "*" stands for what cannot be told (everything). A branch on
-    a bool attribute that no method sets is followed only where that value leads."""
+    running `methods` may write, read from their TorchScript graphs (inlined; `graphs`:
+    what caches.inlined gives, when known): each prim::SetAttr, and each operator that
+    writes in place into what an attribute holds (followed through views). "*" stands for
+    what cannot be told (everything). A branch on a bool attribute that no method sets is
+    followed only where that value leads."""
     out: set[str] = set()
     for m in methods:
-        try:
-            g = cmod._get_method(m).graph.copy()
-            torch._C._jit_pass_inline(g)
-        except Exception:  # noqa: BLE001 - a graph we cannot read may write anything
-            return {"*"}
+        g = (graphs or {}).get(m)
+        if g is None:
+            try:
+                g = cmod._get_method(m).graph.copy()
+                torch._C._jit_pass_inline(g)
+            except Exception:  # noqa: BLE001 - a graph we cannot read may write anything
+                return {"*"}
         out |= _graph_writes(cmod, g)
     return out
 
@@ -219,8 +246,8 @@ def _graph_writes(cmod, g) -> set[str]:
         if n.kind() == "prim::GetAttr":
             base = origin(n.input())
             return "*" if base in (None, "*") else join(base, n.s("name"))
-        if n.kind() == "prim::Constant":
-            return None
+        if n.kind() in ("prim::Constant", "prim::ListConstruct"):
+            return None     # a constant, a new list (appending to it writes no attribute)
         if n.kind().startswith("aten::"):
             aliases = _schema_aliases(n.schema())
             if aliases is None:
