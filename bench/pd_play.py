@@ -10,8 +10,11 @@ Variants, interleaved, --runs times each:
 - still:    the same [line] into a [print]-less sink (no message reaches the object);
 - bend:     `bend LAYER offset $1` (the elementwise bend), 0 -> 0.05;
 - channels: `channels LAYER scale $1` (every output channel), 1 -> 0;
-- morph:    `morph B $1` (B: the model with three layers bent, made here), 0 -> 1.
-For each: underruns (the object's own count), messages applied (channels and morph reply
+- morph:    `morph B $1` (B: the model with three layers bent, made here), 0 -> 1;
+- output:   `output LAYER offset $1` (on the layer's output, in the graph), 0 -> 0.5: the first
+            message rebuilds the methods (on the control thread), the others are read at the
+            next call.
+For each: underruns (the object's own count), messages applied (channels, morph and output reply
 each; a burst keeps the newest, so fewer than sent when the control thread is behind; bend
 replies nothing), and clicks: the largest
 sample-to-sample jump of the output while the value moves, divided by the largest jump of the
@@ -93,6 +96,9 @@ def play_patch(folder: pathlib.Path, model: str, message: str | None, a: float, 
     return p.write(folder / "play.pd")
 
 
+APPLIED = ("channels", "morph", "output")     # the variants whose messages reply
+
+
 def run_one(folder: pathlib.Path, model: str, message: str | None, a: float, b: float,
             warm: float, seconds: float) -> dict:
     patch = play_patch(folder, model, message, a, b, warm, seconds)
@@ -102,7 +108,7 @@ def run_one(folder: pathlib.Path, model: str, message: str | None, a: float, b: 
     y, _ = sf.read(folder / "rec.wav", dtype="float32")
     lo, hi = int(warm * SR), int((warm + seconds) * SR)
     jumps = np.abs(np.diff(y[lo:hi]))
-    applied = sum(1 for x in replies if x.split()[0] in ("channels", "morph"))
+    applied = sum(1 for x in replies if x.split()[0] in APPLIED)
     return {"underruns": under[-1] if under else None, "applied": applied,
             "max_jump": float(jumps.max()) if jumps.size else 0.0, "errors": r.errors}
 
@@ -125,7 +131,8 @@ def main() -> None:
     variants = {"still": None,
                 "bend": (f"bend {layer} offset $1", 0.0, 0.05),
                 "channels": (f"channels {layer} scale $1", 1.0, 0.0),
-                "morph": (f"morph {other} $1", 0.0, 1.0)}
+                "morph": (f"morph {other} $1", 0.0, 1.0),
+                "output": (f"output {layer} offset $1", 0.0, 0.5)}
     print(f"model {args.model}, largest layer {layer} ({dict(m.module.named_parameters())[layer].numel()} "
           f"weights), {args.seconds:g} s at 50 Hz = {int(args.seconds * 50)} values; load {os.getloadavg()[0]:.2f}")
     results: dict[str, list[dict]] = {k: [] for k in variants}
@@ -138,7 +145,7 @@ def main() -> None:
     for name, rs in results.items():
         under = [r["underruns"] for r in rs if r["underruns"] is not None]
         print(f"{name:<10} {statistics.median(under) if under else 'n/a':>10} "
-              f"{statistics.median(r['applied'] for r in rs) if name in ('channels', 'morph') else 'n/a':>8} "
+              f"{statistics.median(r['applied'] for r in rs) if name in APPLIED else 'n/a':>8} "
               f"{statistics.median(r['max_jump'] for r in rs) / still:>12.2f}  "
               f"{sum(len(r['errors']) for r in rs)} {next((e for r in rs for e in r['errors']), '')[:90]}")
     print(f"load {os.getloadavg()[0]:.2f}")

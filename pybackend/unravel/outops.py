@@ -98,8 +98,7 @@ def _rewrite(g: torch.Graph, ops: Ops, value: Callable) -> int:
                 if op in layer_ops:
                     node = _insert(g, node, op, [value(g, node, layer, op, i) for i in range(VALUES[op])])
             changed += 1
-    torch._C._jit_pass_lint(g)
-    return changed
+    return changed      # (torch._C._jit_pass_lint(g) passes, but holds the GIL for 50-270 ms)
 
 
 def build(cmod, method: str, ops: Ops) -> tuple[Callable, int]:
@@ -156,8 +155,8 @@ def check(op: str, values: list[float]) -> None:
 
 def warm(fn: Callable, copy, x: torch.Tensor) -> None:
     """Run a function of `build` twice on `x` against `copy` (a copy of its module, whose state
-    may change): TorchScript's profiling executor compiles it then (0.06 to 0.5 s on RAVE
-    exports), not in the first blocks that play it."""
+    may change): TorchScript's profiling executor compiles it then (up to 1.3 s for a
+    streaming RAVE export's forward, bench/output_ops.py), not in the first blocks that play it."""
     for _ in range(2):
         with torch.inference_mode():
             fn(x, copy)
