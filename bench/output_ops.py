@@ -3,18 +3,24 @@ the time to build the rewritten method (inline + insert) and its first two calls
 profiling executor compiles then; Bender warms it on a copy), whether offset 0 gives the
 original method's output bit for bit (8 calls, two copies of the module, the same random
 seed before each call), and the cost per call against the original method: interleaved
-calls, one torch thread, medians and the median of pairwise ratios."""
+calls, one torch thread, medians and the median of pairwise ratios. `--live MODEL:LAYER`: a
+thread plays `forward` on 2048-sample blocks back to back (as [unravel~]'s model thread,
+which needs the GIL once per block) while the main thread sets the first output op
+(`Bender.output`: rebuild and warm-up); the longest gap between two blocks before and
+during, and how long the message took."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import statistics
+import threading
 import time
 
 import torch
 
 from unravel import modelcache, outops
+from unravel.bend import Bender
 from unravel.model import load_model
 
 
@@ -60,12 +66,41 @@ def measure(path: str, layer: str, method: str, calls: int, frames: int) -> str:
             f"{statistics.median(tb) * 1e3:.2f} | {pair:.3f} |")
 
 
+def live(path: str, layer: str) -> str:
+    m = load_model(path)
+    x = torch.zeros(1, m.in_channels, 2048)
+    gaps: list[float] = []
+    stop = threading.Event()
+
+    def play() -> None:
+        last = time.perf_counter()
+        while not stop.is_set():
+            m.run("forward", x)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    th = threading.Thread(target=play)
+    th.start()
+    time.sleep(2)
+    before = len(gaps)
+    t = time.perf_counter()
+    Bender(m).output(layer, "offset", [0.0])
+    took = time.perf_counter() - t
+    stop.set()
+    th.join()
+    return (f"{os.path.basename(path)} {layer}: block median {statistics.median(gaps[:before]) * 1e3:.1f} ms, "
+            f"longest gap before {max(gaps[10:before]) * 1e3:.1f} ms, during the message "
+            f"{max(gaps[before:]) * 1e3:.1f} ms; the message took {took * 1e3:.0f} ms")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--cases", nargs="+", default=["default:decoder.net.6", "default:encoder.net.10"],
+    ap.add_argument("--cases", nargs="*", default=["default:decoder.net.6", "default:encoder.net.10"],
                     metavar="MODEL:LAYER")
     ap.add_argument("--calls", type=int, default=200)
     ap.add_argument("--frames", type=int, default=8, help="latent frames per call")
+    ap.add_argument("--live", nargs="*", default=[], metavar="MODEL:LAYER")
     a = ap.parse_args()
     torch.set_num_threads(1)
     print(f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
@@ -78,6 +113,8 @@ def main() -> None:
         for method in m.methods:
             if method in ("encode", "decode", "forward"):
                 print(measure(path, layer, method, a.calls, a.frames), flush=True)
+    for case in a.live:
+        print(live(*case.rsplit(":", 1)), flush=True)
 
 
 if __name__ == "__main__":
