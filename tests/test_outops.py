@@ -127,8 +127,10 @@ def test_pd_output_messages_and_save(tmp_path):
     p.connect(tb, 0, p.msg("; pd quit"), 0)
     r = run_pd(p.write(tmp_path / "o.pd"), timeout=120)
     assert r.returncode == 0
-    assert r.after("reply:") == [f"output {LAST} offset 2", f"output {LAST} offset 2",
-                                 f"output {MID} clamp 2", f"saved {tmp_path / 'o.ts'}"]
+    replies = r.after("reply:")
+    moved = [x for x in replies if x == f"output {LAST} offset 2"]
+    assert 1 <= len(moved) <= 2         # a burst on one layer and op keeps the newest (in C)
+    assert replies[len(moved):] == [f"output {MID} clamp 2", f"saved {tmp_path / 'o.ts'}"]
     assert r.errors == ["error: [unravel~]: output: clamp needs low <= high, got 1 0",
                         "error: [unravel~]: output: no convolution or linear layer 'nope' in "
                         "forward, encode, decode",
