@@ -70,6 +70,23 @@ def test_ops_match_the_models_own_submodules():
     assert torch.equal(m.run("decode", z), reference_decode(m, z, 6, lambda h: h))
 
 
+def test_a_streaming_model_keeps_its_state_through_the_rewritten_method(quirk_models):
+    """The inlined method updates the module's own caches: with offset 0 a streaming model
+    plays what an untouched copy plays, call after call, and its caches stay equal."""
+    path = quirk_models["streaming"]
+    a, b = load_model(path, share=False), load_model(path, share=False)
+    bender = Bender(b)
+    assert bender.output("codec.latent.conv", "offset", [0.0]) == 2
+    for seed in range(4):
+        z = latents(3, seed)
+        assert torch.equal(a.run("decode", z), b.run("decode", z))
+    caches = lambda m: [t for n, t in m.module.named_buffers() if n.endswith("cache")]   # noqa: E731
+    assert caches(a) and all(torch.equal(x, y) for x, y in zip(caches(a), caches(b)))
+    bender.output("codec.latent.conv", "offset", [0.3])
+    z = latents(3, 9)
+    assert not torch.equal(a.run("decode", z), b.run("decode", z))
+
+
 def test_weight_bends_and_output_ops_go_together_and_save(tmp_path):
     m = load_model("default")
     b = Bender(m)
