@@ -305,17 +305,18 @@ class Bender:
             self._replace(layer, morphing.mix(self._original(layer), self._target[1][layer].reshape(-1), t))
         return m
 
-    def output(self, layer: str, op: str, values: list[float]) -> int:
+    def output(self, layer: str, op: str, values: list[float], warm: bool = True) -> int:
         """An op of OUTPUT_OPS on what the layer (a module path, or its weight's name) gives,
         in every method that calls it (`unravel.outops`): a new value of an op already set
-        is read at the next call, a new op rebuilds the methods (warmed on a copy). Returns
-        how many calls of the layer the methods make."""
+        is read at the next call, a new op rebuilds the methods (with `warm`, compiled on a
+        copy of the module, not by the next calls). Returns how many calls of the layer the
+        methods make."""
         outops.check(op, values)
         self._sync()
         path = outops.module_path(layer)
         for m in self.model.methods:
             if m not in self._calls:
-                self._calls[m] = outops.layer_calls(self.model._cmod, m)
+                self._calls[m] = outops.layer_calls(self.model.module._c, m)
         calls = {m: self._calls[m].get(path, 0) for m in self.model.methods}
         if not any(calls.values()):
             raise UnravelError(f"output: no convolution or linear layer '{path}' in "
@@ -329,7 +330,7 @@ class Bender:
         else:
             ops[op] = [torch.tensor(float(v)) for v in values]
             try:
-                self._route([m for m, n in calls.items() if n])
+                self._route([m for m, n in calls.items() if n], warm)
             except Exception:
                 ops.pop(op)
                 raise
@@ -340,14 +341,14 @@ class Bender:
         self._sync()
         return {k: {op: [float(t) for t in ts] for op, ts in v.items()} for k, v in self._outputs.items() if v}
 
-    def _route(self, methods) -> None:
+    def _route(self, methods, warm: bool = True) -> None:
         """Run `methods` with the output ops set (their own again where none applies)."""
-        cmod = self.model._cmod
+        cmod = self.model.module._c
         for m in methods:
             fn, changed = outops.build(cmod, m, self._outputs)
-            if changed and getattr(self.model, "_warmup", True):
-                _, channels, step = self.model._run_specs[m]
-                outops.warm(fn, modelcache.jit_copy(cmod), torch.zeros(1, channels, step))
+            if changed and warm:
+                mp = self.model.methods[m]
+                outops.warm(fn, modelcache.jit_copy(cmod), torch.zeros(1, mp.in_channels, mp.step(self.model.ratio)))
             self.model.route(m, fn if changed else None)
 
     def restore(self, layer: str | None = None) -> list[str]:

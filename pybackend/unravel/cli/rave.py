@@ -246,7 +246,7 @@ def cmd_output(args: argparse.Namespace) -> int:
     if (s.op == "clamp") != (s.high is not None):
         raise UnravelError("output: --high goes with --op clamp (and clamp needs it)")
     return _save_changed(args, s, s.model, lambda b: f"output {s.layer} {s.op} "
-                         f"{' '.join(f'{v:g}' for v in values)}: {b.output(s.layer, s.op, values)} calls")
+                         f"{' '.join(f'{v:g}' for v in values)}: {b.output(s.layer, s.op, values, warm=False)} calls")
 
 
 def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentParser,
