@@ -21,7 +21,7 @@ sample-to-sample jump of the output while the value moves, divided by the larges
 `still` run's same window (1 = no jump bigger than the model's own noise makes).
 Medians over the runs. The machine is shared: the load average is printed.
 
-Usage: .venv/bin/python bench/pd_play.py [--model PATH] [--runs 3] [--seconds 3] [--warm 2]
+Usage: .venv/bin/python bench/pd_play.py [--model PATH] [--runs 3] [--seconds 3] [--warm 2] [--only output ...]
 """
 
 from __future__ import annotations
@@ -119,6 +119,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--warm", type=float, default=2.0)
+    ap.add_argument("--only", nargs="+", metavar="VARIANT", help="these variants (and still)")
     args = ap.parse_args()
     folder = pathlib.Path(tempfile.mkdtemp(prefix="pd_play-"))
     m = load_model(args.model, warmup=False)
@@ -133,6 +134,8 @@ def main() -> None:
                 "channels": (f"channels {layer} scale $1", 1.0, 0.0),
                 "morph": (f"morph {other} $1", 0.0, 1.0),
                 "output": (f"output {layer} offset $1", 0.0, 0.5)}
+    if args.only:
+        variants = {k: v for k, v in variants.items() if k == "still" or k in args.only}
     print(f"model {args.model}, largest layer {layer} ({dict(m.module.named_parameters())[layer].numel()} "
           f"weights), {args.seconds:g} s at 50 Hz = {int(args.seconds * 50)} values; load {os.getloadavg()[0]:.2f}")
     results: dict[str, list[dict]] = {k: [] for k in variants}
