@@ -251,8 +251,8 @@ def cmd_output(args: argparse.Namespace) -> int:
 
 def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentParser,
                  device: argparse.ArgumentParser) -> None:
-    """Add info, encode, stats, generate, tempo, decode and bend to the subparsers `sub`
-    (`device` adds --device to encode, decode and bend)."""
+    """Add info, encode, stats, generate, tempo, decode, bend, channels, morph and output to
+    the subparsers `sub` (`device` adds --device to encode, decode and the model changes)."""
     s = sub.add_parser("info", parents=[common, force],
                        help="show a model's contract, classes, attributes, layers and buffers",
                        **epilog(("unravel info default", "unravel info my_rave.ts --json",
