@@ -7,7 +7,8 @@ for one layer. The top module's type is the export's own: its method (`encode`, 
 `forward`) is inlined (on a copy of the graph), the op inserted after every call of the layer
 (its convolution or linear op, found by the attribute path of the weight it reads), and the
 graph run as a function of the module. The amounts are 0-dim CPU tensors given to that
-function as extra inputs: changing one is a `fill_`, no recompile. `bake` writes them into a
+function as extra inputs, read as numbers at each call: changing one is a `fill_`, no
+recompile, and the ops run on the module's device. `bake` writes them into a
 module's own methods as constants instead, so that the result saves as a TorchScript file.
 """
 
@@ -60,6 +61,15 @@ def _calls(g: torch.Graph) -> dict[str, list[torch.Node]]:
 def _insert(g: torch.Graph, node: torch.Node, op: str, values: list[torch.Value]) -> torch.Node:
     """Put `op` on node's output: every later use sees its result. Returns the op's last node."""
     out = node.output()
+    scalars = []
+    for v in values:    # a 0-dim CPU tensor read as a number: the op runs on any device
+        if v.type().kind() == "TensorType":
+            item = g.create("aten::item", [v])
+            item.output().setType(torch._C.NumberType.get())
+            item.insertAfter(node)
+            node, v = item, item.output()
+        scalars.append(v)
+    values = scalars
     if op == "offset":
         one = g.insertConstant(1)
         one.node().moveBefore(node)
@@ -133,7 +143,7 @@ def bake(cmod, methods: list[str], ops: Ops) -> int:
         torch._C._jit_pass_inline(g)
 
     def value(g, node, layer, op, i):
-        v = g.insertConstant(torch.tensor(float(ops[layer][op][i])))
+        v = g.insertConstant(float(ops[layer][op][i]))
         v.node().moveBefore(node)
         return v
 
