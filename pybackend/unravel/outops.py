@@ -165,7 +165,7 @@ def check(op: str, values: list[float]) -> None:
 
 def warm(fn: Callable, copy, x: torch.Tensor) -> None:
     """Run a function of `build` twice on `x` against `copy` (a copy of its module, whose state
-    may change): TorchScript's profiling executor compiles it then (up to 1.3 s for a
+    may change): TorchScript's profiling executor compiles it then (up to 1.8 s for a
     streaming RAVE export's forward, bench/output_ops.py), not in the first blocks that play it."""
     for _ in range(2):
         with torch.inference_mode():
