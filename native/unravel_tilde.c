@@ -838,6 +838,9 @@ static void unravel_setkey(t_pycall *c, t_symbol *s, int argc, t_atom *argv)
     else if (s == gensym("channels") && argc >= 2)  /* a scale moving at control rate */
         snprintf(c->key, sizeof(c->key), "channels %s %s", atom_getsymbol(argv)->s_name,
             atom_getsymbol(argv + 1)->s_name);
+    else if (s == gensym("output") && argc >= 2)    /* an output op's value, the same */
+        snprintf(c->key, sizeof(c->key), "output %s %s", atom_getsymbol(argv)->s_name,
+            atom_getsymbol(argv + 1)->s_name);
     else if (s == gensym("morph") && argc >= 2)     /* t moving at control rate */
         snprintf(c->key, sizeof(c->key), "morph %s %s", atom_getsymbol(argv)->s_name,
             argc > 2 ? atom_getsymbol(argv + 2)->s_name : "");

@@ -298,6 +298,53 @@ def test_bend_your_own_audio_against_the_unbent_model(tmp_path):
     assert "0a1b2c" not in str(e.value)
 
 
+def test_channel_controls_do_what_their_command_does(tmp_path, monkeypatch):
+    """The page's channel controls call Bender.channels as `unravel channels` does: the printed
+    command line makes the same weights, and the page plays the bent model."""
+    library = app.Library(None)
+    layer = "decoder.net.6.weight"
+    plain = app.bend_listen(library, "default", tmp_path)
+    r = app.channels_generate(library, "default", layer, "scale", 2, "list", "0, 5", out_dir=tmp_path)
+    assert r.command == (f"unravel channels -m default --layer {layer} --op scale --amount 2 "
+                         "--channels 0 5 --seed 0 -o default-channels.ts --device cpu")
+    model, bender = library.bender("default")
+    x = app.audio.load(LOOP, model.sr, model.in_channels)
+    np.testing.assert_array_equal(sf.read(r.wav, dtype="float32")[0], model.forward(x)[0])
+    assert r.unbent.read_bytes() == plain.read_bytes()
+    run_cli(r.command, monkeypatch, tmp_path)
+    saved = dict(torch.jit.load(str(tmp_path / "default-channels.ts")).named_parameters())[layer]
+    assert np.array_equal(saved.detach().numpy().reshape(-1), bender.get_weights(layer))
+    r = app.channels_generate(library, "default", layer, "ablate", which="percent", percent=25, seed=7,
+                              out_dir=tmp_path)
+    assert "--op ablate --amount 1 --percent 25 --seed 7" in r.command
+    w = bender.get_weights(layer).reshape(128, 96, 8)
+    assert (np.abs(w).sum(axis=(0, 2)) == 0).sum() == 24              # a quarter of 96, silent
+    with pytest.raises(UnravelError, match="channels must be an integer, got 'x'"):
+        app.channels_generate(library, "default", layer, "scale", 2, "list", "0 x", out_dir=tmp_path)
+    with pytest.raises(UnravelError, match="list the channel numbers"):
+        app.channels_generate(library, "default", layer, "scale", 2, "list", " ", out_dir=tmp_path)
+    app.bend_restore(library, "default")
+    assert app.bend_listen(library, "default", tmp_path).read_bytes() == plain.read_bytes()
+
+
+def test_morph_controls_do_what_their_command_does(tmp_path, monkeypatch):
+    library = app.Library(None)
+    r, summary = app.morph_generate(library, "default", "default4", 0.3, "decoder.", out_dir=tmp_path)
+    assert r.command == ("unravel morph default default4 --t 0.3 --layers decoder. "
+                         "-o default-morph.ts --device cpu")
+    assert summary.startswith("11 layers matched, 1 did not (decoder.net.0.weight: A 128x8x3, B 128x4x3")
+    model, bender = library.bender("default")
+    x = app.audio.load(LOOP, model.sr, model.in_channels)
+    np.testing.assert_array_equal(sf.read(r.wav, dtype="float32")[0], model.forward(x)[0])
+    run_cli(r.command, monkeypatch, tmp_path)
+    saved = dict(torch.jit.load(str(tmp_path / "default-morph.ts")).named_parameters())
+    assert all(np.array_equal(saved[k].detach().numpy().reshape(-1), bender.get_weights(k)) for k in saved)
+    with pytest.raises(UnravelError, match="not found among the bundled models"):
+        app.morph_generate(library, "default", "/etc/passwd", 0.5, out_dir=tmp_path)
+    with pytest.raises(UnravelError, match="t must be"):
+        app.morph_generate(library, "default", "default4", 5, out_dir=tmp_path)
+
+
 # ------------------------------------------------------------------ the page
 
 def test_page_builds_and_errors_become_messages(tmp_path):

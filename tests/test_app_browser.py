@@ -253,6 +253,26 @@ def test_bending_your_own_audio(browser_page, tmp_path):
     shot(page, "bending-own")
 
 
+def test_bending_channels_and_morph_controls(browser_page):
+    page = browser_page
+    open_tab(page, "Bending")
+    page.click("#b-channels")                                       # open the accordion
+    page.get_by_label("ablate").first.check()
+    unbent, _ = audio_at(generate(page, "#b-restore", "#b-audio"))
+    ablated, _ = audio_at(generate(page, "#c-generate", "#b-audio"))
+    assert not np.allclose(ablated, unbent, atol=1e-3)
+    command = lambda: " ".join(page.locator("#b-cmd .cm-content").inner_text().split())  # noqa: E731
+    assert command().startswith("unravel channels -m default --layer decoder.net.0.weight --op ablate")
+    page.click("#b-morph")
+    page.locator("#m-other input").fill("default4")
+    page.locator("#m-other input").press("Enter")
+    morphed, _ = audio_at(generate(page, "#m-generate", "#b-audio"))
+    assert not np.allclose(morphed, ablated, atol=1e-3)
+    page.wait_for_selector("#m-summary :text('layers matched')", timeout=RUN_TIMEOUT)
+    assert command().startswith("unravel morph default default4 --t 0.5 -o default-morph.ts")
+    shot(page, "bending-channels-morph")
+
+
 def test_errors_show_on_the_page_and_it_lives_on(browser_page, tmp_path):
     page = browser_page
     open_tab(page, "UnRAVEl")

@@ -3,6 +3,7 @@ from the original weights, bit-exact restore, save as an nn~-loadable TorchScrip
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import pathlib
@@ -11,6 +12,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from unravel import modelcache, outops
 from unravel import morph as morphing
 from unravel.errors import UnravelError
 from unravel.operations import BEND_OPS as OPS   # the ops, declared with the commands
@@ -98,6 +100,8 @@ class Bender:
             self._noise: dict[str, tuple[tuple, torch.Tensor]] = {}
             self._touched: dict[str, float] = {}  # layer -> percent of the elements that differ from orig
             self._sel: dict[tuple, object] = {}
+            self._outputs: outops.Ops = {}   # module path -> op -> its 0-dim CPU tensors
+            self._calls: dict[str, dict[str, int]] = {}    # method -> outops.layer_calls
         elif self._moves != self.model.moves:
             dev, self._moves = self.model.device, self.model.moves
             self._device = dev
@@ -301,9 +305,62 @@ class Bender:
             self._replace(layer, morphing.mix(self._original(layer), self._target[1][layer].reshape(-1), t))
         return m
 
+    def output(self, layer: str, op: str, values: list[float], warm: bool = True) -> int:
+        """An op of OUTPUT_OPS on what the layer (a module path, or its weight's name) gives,
+        in every method that calls it (`unravel.outops`): a new value of an op already set
+        is read at the next call, a new op rebuilds the methods (with `warm`, compiled on a
+        copy of the module, not by the next calls). Returns how many calls of the layer the
+        methods make."""
+        outops.check(op, values)
+        self._sync()
+        path = outops.module_path(layer)
+        for m in self.model.methods:
+            if m not in self._calls:
+                self._calls[m] = outops.layer_calls(self.model.module._c, m)
+        calls = {m: self._calls[m].get(path, 0) for m in self.model.methods}
+        if not any(calls.values()):
+            raise UnravelError(f"output: no convolution or linear layer '{path}' in "
+                               f"{', '.join(self.model.methods)}")
+        ops = self._outputs.setdefault(path, {})
+        if op in ops:
+            with self.model.lock:
+                for t, v in zip(ops[op], values):
+                    t.fill_(float(v))
+                self.model.edits += 1
+        else:
+            ops[op] = [torch.tensor(float(v)) for v in values]
+            try:
+                self._route([m for m, n in calls.items() if n], warm)
+            except Exception:
+                ops.pop(op)
+                raise
+        return sum(calls.values())
+
+    def outputs(self) -> dict[str, dict[str, list[float]]]:
+        """The output ops set: module path -> op -> its values."""
+        self._sync()
+        return {k: {op: [float(t) for t in ts] for op, ts in v.items()} for k, v in self._outputs.items() if v}
+
+    def _route(self, methods, warm: bool = True) -> None:
+        """Run `methods` with the output ops set (their own again where none applies)."""
+        cmod = self.model.module._c
+        for m in methods:
+            fn, changed = outops.build(cmod, m, self._outputs)
+            if changed and warm:
+                mp = self.model.methods[m]
+                outops.warm(fn, modelcache.jit_copy(cmod), torch.zeros(1, mp.in_channels, mp.step(self.model.ratio)))
+            self.model.route(m, fn if changed else None)
+
     def restore(self, layer: str | None = None) -> list[str]:
-        """Put the original weights back bit for bit (one layer or all) and clear settings;
-        returns the layers restored."""
+        """Put the original weights back bit for bit (one layer or all) and clear settings and
+        output ops; returns the layers restored."""
+        self._sync()
+        drop = list(self._outputs) if layer is None else [outops.module_path(layer)]
+        routed = [k for k in drop if self._outputs.pop(k, None)]
+        if routed:
+            self._route(self.model.methods)
+            if layer is not None and layer not in self._params:
+                return [layer]
         names = list(self._orig) if layer is None else [layer]
         for name in names:
             self._param(name)
@@ -315,5 +372,13 @@ class Bender:
         return names
 
     def save(self, path: os.PathLike, force: bool = False) -> pathlib.Path:
-        """Save the bent model as a TorchScript file (see Model.save)."""
-        return self.model.save(path, force)
+        """Save the bent model as a TorchScript file (see Model.save), its output ops put
+        into its methods (`outops.bake`)."""
+        self._sync()
+        ops = self.outputs()
+        if not ops:
+            return self.model.save(path, force)
+        from unravel.safewrite import write_bytes
+        module = torch.jit.load(io.BytesIO(modelcache.module_bytes(self.model.module)), map_location="cpu")
+        outops.bake(module._c, list(self.model.methods), ops)
+        return write_bytes(pathlib.Path(path), modelcache.module_bytes(module), force=force)

@@ -29,7 +29,7 @@ from unravel import model as _model
 from unravel.errors import UnravelError, one_line, silence_warnings
 from unravel.jobs import JOBS, REGISTRY, registry_message, run_job  # noqa: F401 - C calls these
 from unravel.archive import resolve_model
-from unravel.operations import BEND, CHANNELS, MORPH
+from unravel.operations import BEND, CHANNELS, MORPH, OUTPUT
 
 Atom = "str | float"
 
@@ -347,6 +347,17 @@ class Session:
         return [["morph", len(m.layers), len(m.unmatched)],
                 ["post", f"morph {other.name} {t:g}: {m.summary()}"]]
 
+    def msg_output(self, args: list) -> list[list]:
+        """`output <layer> offset|threshold <v>` or `output <layer> clamp <low> <high>`:
+        replies `output <layer> <op> <calls>` (how many calls of the layer the methods make)."""
+        pdargs.count("output", args, 3, 4, "<layer> offset|threshold <value> | <layer> clamp <low> <high>")
+        layer = pdargs.symbol("output", args[0], "layer")
+        op = pdargs.value("output", args[1], OUTPUT.option("op"))
+        values = [pdargs.value("output", a, OUTPUT.option("value")) for a in args[2:]]
+        n = self.bender.output(layer, op, values)
+        return [["output", layer, op, n],
+                ["post", f"output {layer} {op} {' '.join(f'{v:g}' for v in values)}: {n} calls"]]
+
     def msg_restore(self, args: list) -> list[list]:
         pdargs.count("restore", args, 0, 1, "[layer]")
         names = self.bender.restore(pdargs.symbol("restore", args[0], "layer") if args else None)
@@ -362,7 +373,8 @@ class Session:
         if os.path.lexists(p) and not force:
             raise UnravelError(f"save: {p} already exists ('save <path> force' to overwrite)")
         safewrite.check_target(p, force)
-        return [["saved", str(self.model.save(p, force=force))]]    # a shared model stays shared
+        saver = self._bender or self.model      # a shared model stays shared
+        return [["saved", str(saver.save(p, force=force))]]
 
     # ---------------------------------------------------------------- weights, no list traffic
 

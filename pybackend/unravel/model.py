@@ -177,6 +177,7 @@ class Model:
         for m, mp in methods.items():
             check_block(p.name, m, mp, self.ratio)
         self.sr = int(self._sr_override or sr or DEFAULT_SR)
+        self._routes: dict[str, Callable] = {}     # see route
         # per method: (the TorchScript function, input channels, input length step)
         self._run_specs: dict[str, tuple[Callable, int, int]] = {
             m: (cmod._get_method(m), mp.in_channels, mp.step(self.ratio)) for m, mp in methods.items()}
@@ -217,6 +218,19 @@ class Model:
                                  self.methods, self._file_sr)
                 self._loaded = None
                 self.shared = False
+
+    def route(self, method: str, fn: Callable | None) -> None:
+        """Run `fn(x)` as `method` from the next call on (None: the module's own method again),
+        until the module is replaced (a reload, a copy on write); `fn` runs on the module's
+        device (unravel.outops makes them)."""
+        with self.lock:
+            if fn is None:
+                self._routes.pop(method, None)
+            else:
+                self._routes[method] = fn
+            _, c, st = self._run_specs[method]
+            self._run_specs[method] = (fn or self._cmod._get_method(method), c, st)
+            self.edits += 1
 
     def warmup(self, changed: Callable[[], bool] | None = None) -> bool:
         """Run every method twice on silence: TorchScript's profiling executor profiles the
@@ -288,7 +302,7 @@ class Model:
                 self._load(self._share, self._warmup and warmup)
                 self._fresh = self._buffers()
                 return target
-            self._run_specs = {m: (self._cmod._get_method(m), c, st)
+            self._run_specs = {m: (self._routes.get(m) or self._cmod._get_method(m), c, st)
                                for m, (_, c, st) in self._run_specs.items()}
             if warmup and self._warmup:
                 self.warmup()

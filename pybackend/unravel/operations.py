@@ -276,6 +276,27 @@ MORPH = Spec("morph", "mix two models: each layer both have (name and shape) bec
     examples=("unravel morph default my_finetune.ts --t 0.3 -o between.ts   # your own model B",
               "unravel morph default my_finetune.ts --t 0.5 --layers decoder. -o half.ts"))
 
+OUTPUT_OPS = {   # what `output` does to what a layer gives (unravel.outops does it)
+    "offset": "add the value",
+    "threshold": "set what is at or below the value to 0",
+    "clamp": "keep between the value and --high",
+}
+
+OUTPUT = Spec("output", "offset, threshold or clamp a layer's output (in the graph, not the weights), "
+              "save a new model", (
+    _model(),
+    Option("layer", "str", required=True, help="a conv or linear layer, by its name or its weight's "
+                                               "(see unravel info)"),
+    Option("op", "choice", required=True, choices=tuple(OUTPUT_OPS),
+           help=", ".join(f"{op}: {what}" for op, what in OUTPUT_OPS.items())),
+    Option("value", "float", low=-1e6, high=1e6, required=True, help="the amount, level or low bound"),
+    Option("high", "float", low=-1e6, high=1e6, help="clamp: the high bound"),
+    Option("output", "path", short="-o", required=True, metavar="OUT.ts", help="the bent model"),
+    FORCE),
+    examples=("unravel output -m default --layer decoder.net.6 --op threshold --value 0.1 -o gate.ts",
+              "unravel output -m default --layer decoder.net.8 --op clamp --value -0.5 --high 0.5 "
+              "-o clip.ts"))
+
 APP = Spec("app", "start the web page (needs the [app] extra)", (
     Option("host", "str", default="127.0.0.1", help="address to listen on"),
     Option("port", "int", default=7860, low=limits.MIN_PORT, high=limits.MAX_PORT, help="port"),
@@ -288,5 +309,5 @@ APP = Spec("app", "start the web page (needs the [app] extra)", (
 THREADS = Option("threads", "int", default=1, low=1, high=limits.MAX_THREADS, metavar="N",
                  help="torch threads (default 1: fastest for small models on few cores)")
 
-SPECS = (ENCODE, STATS, GENERATE, TEMPO, DECODE, BEND, CHANNELS, MORPH, DIFFUSE, PREPARE, TRAIN)
+SPECS = (ENCODE, STATS, GENERATE, TEMPO, DECODE, BEND, CHANNELS, MORPH, OUTPUT, DIFFUSE, PREPARE, TRAIN)
 PD_JOBS = (ENCODE, STATS, GENERATE, DECODE, TEMPO, DIFFUSE)

@@ -340,7 +340,7 @@ class Spec:
             if o.kind == "flag":
                 words += [o.flag] if v else []
             elif o.positional:
-                words += [str(x) for x in v]
+                words += [str(x) for x in v] if isinstance(v, list) else [str(v)]
             elif v is not None:
                 words += [o.short or o.flag] + ([str(x) for x in v] if isinstance(v, list) else [_word(v)])
         return words

@@ -159,7 +159,8 @@ def unravel_help() -> str:
         ("INLETS:", [("1st: signal", "the model's first input channel (with -m: all channels in one "
                                      "multichannel signal)"),
                      ("1st: messages", "bang, enable, load, reload, method, bufsize, sync, set, get, "
-                                       "layers, get_weights, set_weights, bend, channels, morph, restore, save and the "
+                                       "layers, get_weights, set_weights, bend, channels, morph, "
+                                       "output, restore, save and the "
                                        "jobs encode, stats, generate, decode, tempo, diffuse"),
                      ("2nd...: signal", "the other input channels (without -m)")]),
         ("OUTLETS:", [("1st...: signal", "one per output channel (with -m: one multichannel outlet)"),
@@ -273,7 +274,10 @@ def layers_group() -> Canvas:
                                "fine-tuned from one base. Replies 'morph <matched> <unmatched>'"),
         ("morph default4 0.3 decoder.", "... only the layers named decoder.*. Send t from a "
                                         "[line]: a burst keeps the newest"),
-        ("restore", "every layer's original weights (bends and morphs undone)"),
+        ("output decoder.net.6 offset 0.1", "what that layer gives, in the graph: offset <v>, "
+                                            "threshold <v> (at or below -> 0), clamp <lo> <hi>. "
+                                            "A [line] may move the value"),
+        ("restore", "every layer's original weights (bends, morphs and output ops undone)"),
         (f"save {OUT}/bent.ts", "the bent model as a TorchScript file nn~ loads too (an "
                                 "existing file is kept: add 'force' to replace it)"),
     ], "$0-u", extra=table, w=980)

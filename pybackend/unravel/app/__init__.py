@@ -23,6 +23,7 @@ from unravel import audio, limits, safewrite  # noqa: E402,F401 - audio: part of
 from unravel.app import bending_tab, diffusion_tab, unravel_tab  # noqa: E402
 from unravel.app.bending_tab import (SLIDERS, BendResult, _pick_layer,  # noqa: E402,F401
                                      bend_apply, bend_command, bend_generate, bend_layers,
+                                     channels_generate, morph_generate,
                                      bend_listen, bend_restore, bend_save, bend_settings,
                                      layer_info)
 from unravel.app.common import (BUNDLED_LOOP, CHECKPOINT_SUFFIXES, CSS, DATA,  # noqa: E402,F401

@@ -1,4 +1,5 @@
-"""The Bending tab: bend a layer's weights, hear your audio (or the bundled loop) through them
+"""The Bending tab: bend a layer's weights, its output channels (`unravel channels`) or morph
+towards another model (`unravel morph`), hear your audio (or the bundled loop) through them
 next to the unbent model, save the model."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Sequence
 from unravel import audio, limits, safewrite
 from unravel.app.common import BUNDLED_LOOP, Library, _on_page, whole
 from unravel.errors import UnravelError
-from unravel.operations import BEND
+from unravel.operations import BEND, CHANNEL_OPS, CHANNELS, MORPH
 
 
 @dataclass(frozen=True)
@@ -115,11 +116,55 @@ def bend_generate(library: Library, rave: str, layer: str, offset: float = 0.0,
     """Bend a layer as the sliders say and hear `source` (default: the bundled loop) through
     the bent model, and through the unbent one to compare."""
     bend_apply(library, rave, layer, offset, spread, randomize, invert, percent, seed)
+    return _listen_both(library, rave, out_dir, source, max_upload_mb,
+                        bend_command(library, rave, f"{Path(rave).stem}-bent.ts"))
+
+
+def _listen_both(library: Library, rave: str, out_dir, source, max_upload_mb: float,
+                 command: str) -> BendResult:
+    """`source` through the bent model and through the unbent one, with `command`."""
     wav = bend_listen(library, rave, out_dir, source, max_upload_mb=max_upload_mb)
     unbent = bend_listen(library, rave, out_dir, source, bent=False, max_upload_mb=max_upload_mb)
     info = audio.sf.info(str(wav))
-    command = bend_command(library, rave, f"{Path(rave).stem}-bent.ts")
     return BendResult(wav, command, info.frames / info.samplerate, unbent)
+
+
+WHICH = ("all", "list", "percent")     # how the channel controls pick the channels
+
+
+def channels_generate(library: Library, rave: str, layer: str, op: str, amount: float = 1.0,
+                      which: str = "all", channels: str = "", percent: float = 25.0, seed: int = 0,
+                      out_dir: str | os.PathLike = ".", source: str | os.PathLike | None = None,
+                      max_upload_mb: float = limits.DEFAULT_MAX_UPLOAD_MB) -> BendResult:
+    """A channel op (`Bender.channels`, as `unravel channels`) on the layer's output channels:
+    all of them, the `channels` listed ("0 5 7") or `percent` of them picked with `seed`;
+    hear `source` through it. Its command: `unravel channels` on the model file."""
+    if which not in WHICH:
+        raise UnravelError(f"channels: pick all, list or percent, got {which!r}")
+    listed = channels.replace(",", " ").split() if which == "list" else None
+    if which == "list" and not listed:
+        raise UnravelError("channels: list the channel numbers, e.g. 0 5 7")
+    s = CHANNELS.settings(model=rave, layer=layer, op=op, amount=amount, channels=listed,
+                          percent=percent if which == "percent" else None, seed=whole(seed, "Seed"),
+                          output=f"{Path(rave).stem}-channels.ts")
+    _, bender = library.bender(rave)
+    bender.channels(s.layer, s.op, s.amount, s.channels, s.percent, s.seed)
+    return _listen_both(library, rave, out_dir, source, max_upload_mb,
+                        CHANNELS.command_line(s) + f" --device {library.device}")
+
+
+def morph_generate(library: Library, rave: str, other: str, t: float, prefix: str = "",
+                   out_dir: str | os.PathLike = ".", source: str | os.PathLike | None = None,
+                   max_upload_mb: float = limits.DEFAULT_MAX_UPLOAD_MB) -> tuple[BendResult, str]:
+    """Morph the model towards `other` (`Bender.morph`, as `unravel morph`): every layer
+    (starting with `prefix`) both have becomes (1-t)·A + t·B; hear `source` through it.
+    Returns the result (its command: `unravel morph`) and what matched."""
+    s = MORPH.settings(a=rave, b=other, t=t, layers=prefix or None, output=f"{Path(rave).stem}-morph.ts")
+    _, bender = library.bender(rave)
+    m = bender.morph(Path(library.key(s.b)), s.t, s.layers)
+    r = _listen_both(library, rave, out_dir, source, max_upload_mb,
+                     MORPH.command_line(s) + f" --device {library.device}")
+    return r, m.summary()
 
 
 def bend_restore(library: Library, rave: str, layer: str | None = None) -> None:
@@ -185,6 +230,28 @@ def layout(library: Library, out_dir: Path, rave_choices: list, rave_default: st
                     b_go = gr.Button("Generate", variant="primary", elem_id="b-generate")
                     b_restore = gr.Button("Restore all", elem_id="b-restore")
                     b_save = gr.Button("Save .ts", elem_id="b-save")
+                with gr.Accordion("Output channels of the layer (exact rewrites of its weights)",
+                                  open=False, elem_id="b-channels"):
+                    c_op = gr.Radio(list(CHANNEL_OPS), value="ablate", label="Op", elem_id="c-op")
+                    c_amount = gr.Number(2.0, label="Scale factor (scale)", elem_id="c-amount")
+                    c_which = gr.Radio(list(WHICH), value="percent", label="Which channels",
+                                       elem_id="c-which")
+                    c_list = gr.Textbox("0", label="Channels (list), e.g. 0 5 7", elem_id="c-list")
+                    c_percent = gr.Slider(1, 100, 25, step=1, label="Percent of the channels (picked with the seed)",
+                                          elem_id="c-percent")
+                    c_seed = gr.Number(0, precision=0, minimum=0, maximum=limits.MAX_PAGE_SEED,
+                                       label="Seed (percent, permute)", elem_id="c-seed")
+                    c_go = gr.Button("Apply to the channels", elem_id="c-generate")
+                with gr.Accordion("Morph towards another model: (1-t)·this + t·B, layer by layer",
+                                  open=False, elem_id="b-morph"):
+                    m_other = gr.Dropdown(rave_choices, value=None, label="Model B (best: fine-tuned "
+                                          "from the same base)", allow_custom_value=True, elem_id="m-other")
+                    t_opt = MORPH.option("t")
+                    m_t = gr.Slider(t_opt.low, t_opt.high, 0.5, step=0.01, label="t", elem_id="m-t")
+                    m_prefix = gr.Textbox("", label="Only the layers starting with (empty: all)",
+                                          elem_id="m-prefix")
+                    m_go = gr.Button("Morph", elem_id="m-generate")
+                    m_summary = gr.Markdown("", elem_id="m-summary")
             with gr.Column():
                 b_audio = gr.Audio(type="filepath", label="Bent",
                                    interactive=False, buttons=["download"],
@@ -194,7 +261,7 @@ def layout(library: Library, out_dir: Path, rave_choices: list, rave_default: st
                                     elem_id="b-unbent")
                 b_model = gr.File(label="Bent model", interactive=False, elem_id="b-model")
                 b_cmd = gr.Code(label="The same from the command line", language="shell", wrap_lines=True,
-                                interactive=False)
+                                interactive=False, elem_id="b-cmd")
 
         sliders = [b_offset, b_spread, b_random, b_invert, b_percent, b_seed, b_info]
 
@@ -232,6 +299,24 @@ def layout(library: Library, out_dir: Path, rave_choices: list, rave_default: st
             path, command = bend_save(library, rave, out_dir / "bending")
             return str(path), command
 
+        @_on_page
+        def on_channels(rave, layer, op, amount, which, listed, percent, seed, source):
+            r = channels_generate(library, rave, layer, op, amount, which, listed, percent, seed,
+                                  out_dir / "bending", source, max_upload_mb)
+            return [str(r.wav), str(r.unbent), r.command] + settings_of(rave, layer)
+
+        @_on_page
+        def on_morph(rave, layer, other, t, prefix, source):
+            if not other:
+                raise UnravelError("morph: pick model B")
+            r, summary = morph_generate(library, rave, other, t, prefix, out_dir / "bending", source,
+                                        max_upload_mb)
+            return [str(r.wav), str(r.unbent), r.command, summary] + settings_of(rave, layer)
+
+        c_go.click(on_channels, [b_rave, b_layer, c_op, c_amount, c_which, c_list, c_percent, c_seed,
+                                 b_source], [b_audio, b_unbent, b_cmd] + sliders)
+        m_go.click(on_morph, [b_rave, b_layer, m_other, m_t, m_prefix, b_source],
+                   [b_audio, b_unbent, b_cmd, m_summary] + sliders)
         b_rave.change(on_model, b_rave, [b_layer] + sliders)
         b_layer.input(on_layer, [b_rave, b_layer], sliders)
         b_go.click(on_bend, [b_rave, b_layer] + sliders[:-1] + [b_source],

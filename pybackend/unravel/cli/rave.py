@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Sequence
 
 from unravel.errors import UnravelError
-from unravel.operations import BEND, CHANNELS, DECODE, ENCODE, GENERATE, MODEL_HELP, MORPH, STATS, TEMPO
+from unravel.operations import (BEND, CHANNELS, DECODE, ENCODE, GENERATE, MODEL_HELP, MORPH, OUTPUT,
+                                STATS, TEMPO)
 from unravel.settings import epilog
 
 
@@ -239,10 +240,19 @@ def cmd_morph(args: argparse.Namespace) -> int:
                          f"{b.morph(resolve_model(s.b), s.t, s.layers).summary()}")
 
 
+def cmd_output(args: argparse.Namespace) -> int:
+    s = OUTPUT.from_cli(args)
+    values = [s.value, s.high] if s.op == "clamp" else [s.value]
+    if (s.op == "clamp") != (s.high is not None):
+        raise UnravelError("output: --high goes with --op clamp (and clamp needs it)")
+    return _save_changed(args, s, s.model, lambda b: f"output {s.layer} {s.op} "
+                         f"{' '.join(f'{v:g}' for v in values)}: {b.output(s.layer, s.op, values, warm=False)} calls")
+
+
 def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentParser,
                  device: argparse.ArgumentParser) -> None:
-    """Add info, encode, stats, generate, tempo, decode and bend to the subparsers `sub`
-    (`device` adds --device to encode, decode and bend)."""
+    """Add info, encode, stats, generate, tempo, decode, bend, channels, morph and output to
+    the subparsers `sub` (`device` adds --device to encode, decode and the model changes)."""
     s = sub.add_parser("info", parents=[common, force],
                        help="show a model's contract, classes, attributes, layers and buffers",
                        **epilog(("unravel info default", "unravel info my_rave.ts --json",
@@ -256,7 +266,8 @@ def add_commands(sub, common: argparse.ArgumentParser, force: argparse.ArgumentP
                                 (GENERATE, cmd_generate, [common]), (TEMPO, cmd_tempo, []),
                                 (DECODE, cmd_decode, [common, device]), (BEND, cmd_bend, [common, device]),
                                 (CHANNELS, cmd_channels, [common, device]),
-                                (MORPH, cmd_morph, [common, device])):
+                                (MORPH, cmd_morph, [common, device]),
+                                (OUTPUT, cmd_output, [common, device])):
         s = sub.add_parser(**spec.parser_args(), parents=parents)
         spec.add_to(s)
         s.set_defaults(func=func)
