@@ -263,15 +263,15 @@ def layers_group() -> Canvas:
                                                   "zero, then an amount"),
         ("bend decoder.net.2.weight spread 2 50 7", "... on 50 percent of the weights, seed 7"),
         ("restore decoder.net.2.weight", "that layer's original weights, bit for bit"),
-        ("channels decoder.net.6.weight scale 2 list 0 5", "output channels 0 and 5 of that layer "
-                                                           "x2, exactly (ops: ablate, scale <k>, "
-                                                           "invert, permute. Then all, a percent "
-                                                           "or list <c>..., then a seed)"),
+        ("channels decoder.net.6.weight scale 2 list 0 5", "output channels 0 and 5 x2, exactly "
+                                                           "(ablate, scale <k>, invert, permute, "
+                                                           "then all, a percent or list <c>..., "
+                                                           "then a seed)"),
         ("channels decoder.net.6.weight ablate 25 7", "a quarter of its output channels "
                                                       "silent, picked with seed 7"),
-        ("morph default4 0.3", "every layer both models have (name and shape) becomes "
-                               "0.7 x this one + 0.3 x that one's. Best between two models "
-                               "fine-tuned from one base. Replies 'morph <matched> <unmatched>'"),
+        ("morph default4 0.3", "the layers both have (name, shape) become 0.7 x "
+                               "this + 0.3 x that. Best for models fine-tuned from one base. "
+                               "Replies 'morph <matched> <unmatched>'"),
         ("morph default4 0.3 decoder.", "... only the layers named decoder.*. Send t from a "
                                         "[line]: a burst keeps the newest"),
         ("output decoder.net.6 offset 0.1", "what that layer gives, in the graph: offset <v>, "
