@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from pdrun import BUILD, Patch, run_pd
 from unravel import cli
+from unravel.audio import BUNDLED_LOOP
 from unravel.bend import Bender, channel_axis
 from unravel.errors import UnravelError
 from unravel.model import load_model
@@ -114,3 +116,28 @@ def test_pd_channels(tmp_path):
     expect = orig.copy()
     expect[[0, 3]] *= np.float32(2)
     assert np.array_equal(saved, expect)
+
+
+def test_ablate_and_scale_act_on_the_layers_output_channels():
+    """The layer's own submodule (encoder.net.2, a Conv1d with a bias) on the input it gets
+    from the bundled loop: after `ablate list 5` its output channel 5 is exactly 0, after
+    `scale 2` exactly twice the original, every other channel untouched; restore of the
+    weight gives the original output bit for bit (its bias follows the weight)."""
+    loop, _ = sf.read(BUNDLED_LOOP, dtype="float32", frames=16384)
+    bender = Bender(load_model("default", warmup=False))
+    m = bender.model.module
+    with torch.no_grad():
+        x = m.pqmf.analysis(torch.from_numpy(loop)[None, None])
+        for k in ("0", "1"):
+            x = getattr(m.encoder.net, k)(x)                  # the recorded input of net.2
+        conv = lambda: getattr(m.encoder.net, "2")(x)[0]      # noqa: E731 - net.2 as it is now
+        orig = conv().clone()
+        assert orig[5].abs().min() > 0
+        bender.channels(CONV, "ablate", channels=[5])
+        y = conv()
+        assert torch.equal(y[5], torch.zeros_like(y[5]))
+        assert torch.equal(y[[c for c in range(96) if c != 5]], orig[[c for c in range(96) if c != 5]])
+        bender.channels(CONV, "scale", 2.0, channels=[5])
+        assert torch.equal(conv()[5], orig[5] * 2)
+        bender.restore(CONV)
+        assert torch.equal(conv(), orig)

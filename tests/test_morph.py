@@ -105,3 +105,35 @@ def test_pd_morph_moves_t_and_saves_the_mix(b_model, tmp_path):
     c = weights(tmp_path / "c.ts")
     t = float(np.float32(0.6))        # what a Pd float holds
     assert all(np.array_equal(c[k], expected(a[k], b[k], t)) for k in a)
+
+
+@pytest.mark.skipif(not (BUILD / "unravel~.pd_linux").exists(), reason="the external is not built")
+def test_pd_morph_plays_a_at_0_and_b_at_1(b_model, tmp_path):
+    """In pd -batch, [unravel~ default forward 2048] after `morph B 0` plays A bit for bit,
+    after `morph B 1` plays B bit for bit, at 0.5 something else; the file `unravel morph`
+    writes loads in [unravel~] (it plays what the backend plays) and in `unravel info`."""
+    import soundfile as sf
+    from pdrun import Chain, render_patch
+    sr, n = 44100, 16384
+    x = np.random.default_rng(5).uniform(-0.5, 0.5, n).astype(np.float32)
+    sf.write(tmp_path / "x.wav", x, sr, subtype="FLOAT")
+    mixed = tmp_path / "mixed.ts"
+    assert cli.main(["morph", "default", str(b_model), "--t", "0.5", "-o", str(mixed)]) == 0
+    assert cli.main(["info", str(mixed)]) == 0
+    obj = "unravel~ default forward 2048"
+    chains = [Chain(obj, 1, 1, "x.wav", "t0.wav", extra=(f"morph {b_model} 0",)),
+              Chain(obj, 1, 1, "x.wav", "t1.wav", extra=(f"morph {b_model} 1",)),
+              Chain(obj, 1, 1, "x.wav", "t5.wav", extra=(f"morph {b_model} 0.5",)),
+              Chain(f"unravel~ {mixed} forward 2048", 1, 1, "x.wav", "cli.wav")]
+    r = run_pd(render_patch(tmp_path / "play.pd", chains, n), args=["-r", str(sr)], timeout=120)
+    assert r.returncode == 0 and r.errors == [], r.errors
+
+    def plays(path) -> np.ndarray:       # as [unravel~] runs it: 2048-sample blocks
+        m = load_model(path)
+        return np.concatenate([m.run("forward", torch.from_numpy(x[i:i + 2048])[None, None])[0, 0].numpy()
+                               for i in range(0, n, 2048)])
+    y = {k: sf.read(tmp_path / f"{k}.wav", dtype="float32")[0][2048:2048 + n] for k in ("t0", "t1", "t5", "cli")}
+    np.testing.assert_array_equal(y["t0"], plays("default"))
+    np.testing.assert_array_equal(y["t1"], plays(b_model))
+    np.testing.assert_array_equal(y["cli"], plays(mixed))
+    assert not np.array_equal(y["t5"], y["t0"]) and not np.array_equal(y["t5"], y["t1"])

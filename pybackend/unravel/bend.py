@@ -100,6 +100,7 @@ class Bender:
             self._noise: dict[str, tuple[tuple, torch.Tensor]] = {}
             self._touched: dict[str, float] = {}  # layer -> percent of the elements that differ from orig
             self._sel: dict[tuple, object] = {}
+            self._along: dict[str, str] = {}    # weight -> its bias, changed with it by a channel op
             self._outputs: outops.Ops = {}   # module path -> op -> its 0-dim CPU tensors
             self._calls: dict[str, dict[str, int]] = {}    # method -> outops.layer_calls
         elif self._moves != self.model.moves:
@@ -269,8 +270,9 @@ class Bender:
                  percent: float | None = None, seed: int = 0) -> int:
         """An op of CHANNEL_OPS on the layer's output channels (`channels`, else `percent` of
         them picked with `seed`, else all), recomputed from the original weights: an exact
-        rewrite of those rows (ConvTranspose weights: their columns). Replaces the layer's
-        other bends; returns how many channels it changed."""
+        rewrite of those rows (ConvTranspose weights: their columns), and of the same entries
+        of the layer's bias when it has one (`restore` of the weight restores it too). Replaces
+        the layer's other bends; returns how many channels it changed."""
         if op not in CHANNEL_OPS:
             raise UnravelError(f"channels: unknown op '{op}' (one of {', '.join(CHANNEL_OPS)})")
         p = self._param(layer)
@@ -289,6 +291,17 @@ class Bender:
         else:
             rows = w.index_select(axis, idx) * (-1.0 if op == "invert" else amount)
         self._replace(layer, w.index_copy(axis, idx, rows).reshape(-1))
+        bias = layer[:-len("weight")] + "bias" if layer.endswith(".weight") else ""
+        if bias in self._params and self._params[bias].numel() == n:   # the channel is weight and bias
+            b = self._original(bias)
+            if op == "permute":
+                b = b.index_copy(0, idx, b.index_select(0, order))
+            elif op == "ablate":
+                b = b.index_fill(0, idx, 0.0)
+            else:
+                b = b.index_copy(0, idx, b.index_select(0, idx) * (-1.0 if op == "invert" else amount))
+            self._replace(bias, b)
+            self._along[layer] = bias
         return len(picked)
 
     def morph(self, other: os.PathLike, t: float, prefix: str = "") -> morphing.Match:
@@ -362,6 +375,10 @@ class Bender:
             if layer is not None and layer not in self._params:
                 return [layer]
         names = list(self._orig) if layer is None else [layer]
+        if layer is None:
+            self._along.clear()
+        elif layer in self._along:
+            names.append(self._along.pop(layer))
         for name in names:
             self._param(name)
             if name in self._orig:
