@@ -11,16 +11,26 @@ Variants, interleaved, --runs times each:
 - bend:     `bend LAYER offset $1` (the elementwise bend), 0 -> 0.05;
 - channels: `channels LAYER scale $1` (every output channel), 1 -> 0;
 - morph:    `morph B $1` (B: the model with three layers bent, made here), 0 -> 1;
+  each after its first value (`bend LAYER offset 0`, `channels LAYER scale 1`, `morph B 0`:
+  the model unchanged) at the takeover, during --warm: the object's first change copies a
+  module it shares (copy on write), which is no cost of the updates;
 - output:   `output LAYER offset $1` (on the layer's output, in the graph), 0 -> 0.5, after
             `output LAYER offset 0` at the takeover (it rebuilds the methods, during --warm;
             each value then is read at the next call); output-new: the same without that
             first message (its first value rebuilds the methods while the value moves).
 For each: underruns while the value moves (the object's own count, from a `bang` as the
 ramp starts to the one after it), messages applied (channels, morph and output reply
-each; a burst keeps the newest, so fewer than sent when the control thread is behind; bend
-replies nothing), and clicks: the largest
-sample-to-sample jump of the output while the value moves, divided by the largest jump of the
-`still` run's same window (1 = no jump bigger than the model's own noise makes).
+each, counted from the ramp's start; a burst keeps the newest, so fewer than sent when the
+control thread is behind; bend replies nothing: its values sent are counted), clicks: the
+largest sample-to-sample jump of the output while the value moves, divided by the largest jump
+of the `still` run's same window (1 = no jump bigger than the model's own noise makes), and
+CPU: the pd process's CPU time (every thread, from /proc as bench/pd_render.py reads it) from
+the ramp's start to its end, as a share of one core (CPU %), and minus the same round's
+`still` run over the same window (extra %: the share of the audio thread's budget, 1 s of CPU
+per second of audio; ms/update: per message applied).
+Backend: the Bender call each message makes (`bend`, `channels`, `morph`, `output` with the
+op set once) on the same layer, timed in this process on the ramp's values, interleaved, one
+torch thread: what a message costs the control thread without Pd and the bridge (medians).
 Medians over the runs. The machine is shared: the load average is printed.
 
 Usage: .venv/bin/python bench/pd_play.py [--model PATH] [--runs 3] [--seconds 3] [--warm 2] [--only output ...]
@@ -32,15 +42,19 @@ import argparse
 import os
 import pathlib
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
+import time
 
 import numpy as np
 import soundfile as sf
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from pdrun import Patch, run_pd  # noqa: E402
+from pd_render import _cpu_of  # noqa: E402
+from pdrun import Patch, is_error, pd_command  # noqa: E402
 
 from unravel import modelinfo  # noqa: E402
 from unravel.bend import Bender  # noqa: E402
@@ -83,6 +97,11 @@ def play_patch(folder: pathlib.Path, model: str, message: str | None, a: float, 
         p.connect(first, 0, u, 0)
     before = p.msg("bang")              # the underruns when the value starts to move
     p.connect(start, 0, before, 0)
+    mark = p.obj("print mark")          # the CPU time is read at its lines
+    p.connect(start, 0, mark, 0)
+    stop = p.obj(f"delay {seconds * 1000:.0f}")
+    p.connect(start, 0, stop, 0)
+    p.connect(stop, 0, mark, 0)
     p.connect(before, 0, u, 0)
     ramp = p.msg(f"{a}, {b} {seconds * 1000:.0f}")
     p.connect(start, 0, ramp, 0)
@@ -113,15 +132,48 @@ APPLIED = ("channels", "morph", "output", "output-new")     # the variants whose
 def run_one(folder: pathlib.Path, model: str, message: str | None, a: float, b: float,
             warm: float, seconds: float, setup: str | None = None) -> dict:
     patch = play_patch(folder, model, message, a, b, warm, seconds, setup)
-    r = run_pd(patch, timeout=warm + seconds + 120, batch=False)
-    replies = r.after("reply:")
+    e = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    p = subprocess.Popen(pd_command(patch, batch=False), cwd=folder, env=e, text=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    timer = threading.Timer(warm + seconds + 120, p.kill)
+    timer.start()
+    lines, cpu = [], []
+    for ln in p.stderr:
+        if ln.startswith("mark:"):
+            cpu.append(_cpu_of(p.pid))
+        lines.append(ln.strip())
+    p.wait()
+    timer.cancel()
+    replies = [ln[6:].strip() for ln in lines if ln.startswith("reply:")]
     under = [int(float(x.split()[1])) for x in replies if x.startswith("underruns")]
+    first = next((i for i, ln in enumerate(lines) if ln.startswith("mark:")), len(lines))
+    ramp = [ln[6:].strip() for ln in lines[first:] if ln.startswith("reply:")]
     y, _ = sf.read(folder / "rec.wav", dtype="float32")
     lo, hi = int(warm * SR), int((warm + seconds) * SR)
     jumps = np.abs(np.diff(y[lo:hi]))
-    applied = sum(1 for x in replies if x.split()[0] in APPLIED)  # (output: + its first message)
-    return {"underruns": under[-1] - under[0] if len(under) > 1 else None, "applied": applied,
-            "max_jump": float(jumps.max()) if jumps.size else 0.0, "errors": r.errors}
+    return {"underruns": under[-1] - under[0] if len(under) > 1 else None,
+            "applied": sum(1 for x in ramp if x.split()[0] in APPLIED),
+            "max_jump": float(jumps.max()) if jumps.size else 0.0,
+            "cpu": cpu[1] - cpu[0] if len(cpu) == 2 else float("nan"),
+            "errors": [ln for ln in lines if is_error(ln)] + ([f"exit {p.returncode}"] if p.returncode else [])}
+
+
+def backend_ms(model: str, layer: str, other: pathlib.Path, variants: dict, n: int) -> dict[str, float]:
+    """Median ms of the Bender call each variant's message makes, on n values of its ramp,
+    the variants interleaved (a fresh model; `output` with its op set first)."""
+    b = Bender(load_model(model, warmup=False))
+    b.output(layer, "offset", [0.0])
+    calls = {"bend": lambda v: b.bend(layer, "offset", v), "channels": lambda v: b.channels(layer, "scale", v),
+             "morph": lambda v: b.morph(other, v), "output": lambda v: b.output(layer, "offset", [v])}
+    calls = {k: f for k, f in calls.items() if k in variants}
+    ms: dict[str, list[float]] = {k: [] for k in calls}
+    for i in range(n):
+        for k, f in calls.items():
+            a, z = variants[k][1:3]
+            t0 = time.perf_counter()
+            f(a + (z - a) * i / (n - 1))
+            ms[k].append((time.perf_counter() - t0) * 1000)
+    return {k: statistics.median(v) for k, v in ms.items()}
 
 
 def main() -> None:
@@ -141,15 +193,17 @@ def main() -> None:
         bent.bend(name, "spread", 1.3)
     other = bent.save(folder / "b.ts")
     variants = {"still": None,
-                "bend": (f"bend {layer} offset $1", 0.0, 0.05),
-                "channels": (f"channels {layer} scale $1", 1.0, 0.0),
-                "morph": (f"morph {other} $1", 0.0, 1.0),
+                "bend": (f"bend {layer} offset $1", 0.0, 0.05, f"bend {layer} offset 0"),
+                "channels": (f"channels {layer} scale $1", 1.0, 0.0, f"channels {layer} scale 1"),
+                "morph": (f"morph {other} $1", 0.0, 1.0, f"morph {other} 0"),
                 "output": (f"output {layer} offset $1", 0.0, 0.5, f"output {layer} offset 0"),
                 "output-new": (f"output {layer} offset $1", 0.0, 0.5)}
     if args.only:
         variants = {k: v for k, v in variants.items() if k == "still" or k in args.only}
+    sent = int(args.seconds * 50) + 1      # [line]'s first value, then one per 20 ms
     print(f"model {args.model}, largest layer {layer} ({dict(m.module.named_parameters())[layer].numel()} "
-          f"weights), {args.seconds:g} s at 50 Hz = {int(args.seconds * 50)} values; load {os.getloadavg()[0]:.2f}")
+          f"weights), {args.seconds:g} s at 50 Hz = {sent} values; load {os.getloadavg()[0]:.2f}")
+    backend = backend_ms(args.model, layer, other, variants, sent)
     results: dict[str, list[dict]] = {k: [] for k in variants}
     for _ in range(args.runs):
         for name, v in variants.items():
@@ -157,13 +211,22 @@ def main() -> None:
             results[name].append(run_one(folder, args.model, message, a, b, args.warm, args.seconds,
                                          *setup))
     still = statistics.median(r["max_jump"] for r in results["still"])
-    print(f"{'variant':<10} {'underruns':>10} {'applied':>8} {'click ratio':>12}  errors")
+    print(f"{'variant':<10} {'underruns':>10} {'applied':>8} {'click ratio':>12} {'CPU %':>6} "
+          f"{'extra %':>8} {'ms/update':>10} {'backend ms':>11}  errors")
     for name, rs in results.items():
         under = [r["underruns"] for r in rs if r["underruns"] is not None]
+        extra = [r["cpu"] - s["cpu"] for r, s in zip(rs, results["still"])]
+        per = [x * 1000 / (max(r["applied"], 1) if name in APPLIED else sent) for x, r in zip(extra, rs)]
         print(f"{name:<10} {statistics.median(under) if under else 'n/a':>10} "
               f"{statistics.median(r['applied'] for r in rs) if name in APPLIED else 'n/a':>8} "
-              f"{statistics.median(r['max_jump'] for r in rs) / still:>12.2f}  "
+              f"{statistics.median(r['max_jump'] for r in rs) / still:>12.2f} "
+              f"{statistics.median(r['cpu'] for r in rs) * 100 / args.seconds:>6.1f} "
+              f"{statistics.median(extra) * 100 / args.seconds:>8.1f} "
+              f"{statistics.median(per) if name != 'still' else 0.0:>10.3f} "
+              f"{backend.get(name, float('nan')):>11.3f}  "
               f"{sum(len(r['errors']) for r in rs)} {next((e for r in rs for e in r['errors']), '')[:90]}")
+    print("per run, CPU s in the window/underruns: " + "; ".join(
+        f"{k} " + " ".join(f"{r['cpu']:.2f}/{r['underruns']}" for r in rs) for k, rs in results.items()))
     print(f"load {os.getloadavg()[0]:.2f}")
 
 
