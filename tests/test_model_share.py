@@ -249,3 +249,36 @@ def test_pd_objects_sharing_a_stateful_model_never_hear_each_other(tmp_path, kin
                           for i in range(0, n, L)])
     y = sf.read(tmp_path / "yb.wav", dtype="float32")[0]
     np.testing.assert_array_equal(y[L:L + n], ref)
+
+
+@pytest.mark.parametrize("kind", ["delay", "counter", "streaming"])
+def test_copy_on_write_keeps_the_state_reached_while_copying(tmp_path, kind, quirk_models, monkeypatch):
+    """A Model with its own state (a delay line, a counter, streaming caches) copies on write
+    outside its lock (from the template, which never runs), then takes the state it reached
+    meanwhile between two calls: a block run during the copy is not lost, and the Model goes
+    on bit for bit as a private load fed the same blocks."""
+    from toymodels import make_state_leak_model
+    from unravel import modelcache
+    path = quirk_models["streaming"] if kind == "streaming" else make_state_leak_model(tmp_path / f"{kind}.ts", kind)
+    method, shape = ("decode", (1, 8, 4)) if kind == "streaming" else ("forward", (1, 1, 2048))
+    a, b = load_model(path), load_model(path)
+    alone = load_model(path, share=False)
+    assert a.shared and a._loaded.template is not None
+    rng = np.random.default_rng(9)
+    blocks = [torch.from_numpy(rng.uniform(-0.5, 0.5, shape).astype(np.float32)) for _ in range(5)]
+    for x in blocks[:2]:
+        a.run(method, x)
+        alone.run(method, x)
+    copy = modelcache.jit_copy
+
+    def copy_while_playing(cmod):
+        c = copy(cmod)
+        a.run(method, blocks[2])             # the model thread goes on during the copy
+        return c
+    monkeypatch.setattr(modelcache, "jit_copy", copy_while_playing)
+    a.own()
+    monkeypatch.setattr(modelcache, "jit_copy", copy)
+    alone.run(method, blocks[2])
+    assert not a.shared and b.shared
+    for x in blocks[3:]:
+        np.testing.assert_array_equal(a.run(method, x).numpy(), alone.run(method, x).numpy())

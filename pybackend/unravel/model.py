@@ -207,15 +207,17 @@ class Model:
         with self.lock:
             if not self.shared:
                 return
-            # a module shared as it is does not change as it runs: copied outside the lock
-            # (the model thread goes on); one with per-Model state between two calls
-            steady = self._loaded is not None and self._loaded.template is None
-            src = self._cmod
-        mine = modelcache.jit_copy(src) if steady else None
+            # copied outside the lock (the model thread goes on): a module shared as it is
+            # (it does not change as it runs), or the template of one with per-Model state
+            # (it never runs), whose state this Model then takes between two calls
+            loaded = self._loaded
+            src = self._cmod if loaded is None or loaded.template is None else loaded.template
+        mine = modelcache.jit_copy(src)
         with self.lock:
             if self.shared:
-                self._set_module(None, mine if mine is not None else modelcache.jit_copy(self._cmod),
-                                 self.methods, self._file_sr)
+                if src is not self._cmod:
+                    modelcache.copy_state(self._cmod, mine, loaded.params)
+                self._set_module(None, mine, self.methods, self._file_sr)
                 self._loaded = None
                 self.shared = False
 

@@ -121,6 +121,25 @@ def copy_sharing_weights(cmod, params: list[str]):
     return copy_
 
 
+def copy_state(src, dst, params: list[str]) -> None:
+    """Give the C++ module `dst`, a copy of `src`'s template, the buffers and attributes that
+    `src` holds now (what running it changed), leaving the parameters (dotted names)."""
+    skip = set(params)
+    with torch.no_grad():
+        for name, value in torch._C._jit_debug_module_iterators(src)["named_attributes_r"]:
+            if name in skip or isinstance(value, torch._C.ScriptModule):
+                continue
+            *path, leaf = name.split(".")
+            owner = _submodule(dst, path)
+            if isinstance(value, torch.Tensor):
+                mine = owner.getattr(leaf)
+                if isinstance(mine, torch.Tensor) and mine.shape == value.shape and mine.dtype == value.dtype:
+                    mine.copy_(value)
+                    continue
+                value = value.clone()
+            owner.setattr(leaf, value)
+
+
 def _jitload():
     """unravel._jitload (native/jitload.cpp: the file read and the deep copy made with the
     GIL released, so that the model threads of the objects that play meanwhile, which need
