@@ -156,8 +156,13 @@ class Model:
             modelcache.mark_stateful(p)     # the next Models of the file need not look
         if offer:
             stateful = modelcache.is_stateful(p)
+            # the state a copy on write takes: what the graphs say running writes, unless
+            # the warm-up changed a buffer they do not name
+            missed = offer and any(not modelcache.covers(writes, n) and not torch.equal(b, modelcache.tensor(template, n))
+                                   for n, b in modelcache.buffers(module._c))
+            state = None if missed or not writes or modelcache.covers(writes, "") else sorted(writes)
             mine = modelcache.Loaded(None if stateful else module, template if stateful else None,
-                                     methods, self._file_sr, params, batched)
+                                     methods, self._file_sr, params, batched, state)
             self._loaded = modelcache.offer(p, self.device, mine)
             self.shared = self._loaded is mine
 
@@ -216,7 +221,7 @@ class Model:
         with self.lock:
             if self.shared:
                 if src is not self._cmod:
-                    modelcache.copy_state(self._cmod, mine, loaded.params)
+                    modelcache.copy_state(self._cmod, mine, loaded.params, loaded.state)
                 self._set_module(None, mine, self.methods, self._file_sr)
                 self._loaded = None
                 self.shared = False

@@ -36,13 +36,14 @@ class Loaded:
     template's batch-sized buffers (see unravel.caches)."""
 
     def __init__(self, module, template, methods: dict, sr: int | None, params: list[str],
-                 batched: list[str] | None = None):
+                 batched: list[str] | None = None, state: list[str] | None = None):
         self.module = module
         self.template = template
         self.methods = methods
         self.sr = sr
         self.params = params
         self.batched = batched or []
+        self.state = state      # what running writes (see written), or None: everything
         self._fitted: dict[int, object] = {}
 
     def template_for(self, items: int | None):
@@ -121,13 +122,31 @@ def copy_sharing_weights(cmod, params: list[str]):
     return copy_
 
 
-def copy_state(src, dst, params: list[str]) -> None:
+def _attributes(cmod, names: list[str] | None) -> list[tuple[str, object]]:
+    """The attributes of `cmod` (dotted names, values; no submodules) under `names` (each an
+    attribute or a submodule), or all of them (None)."""
+    if names is None:
+        every = torch._C._jit_debug_module_iterators(cmod)["named_attributes_r"]
+        return [(n, v) for n, v in every if not isinstance(v, torch._C.ScriptModule)]
+    out = []
+    for name in names:
+        *path, leaf = name.split(".")
+        value = _submodule(cmod, path).getattr(leaf)
+        if isinstance(value, torch._C.ScriptModule):
+            out += [(f"{name}.{n}", v) for n, v in _attributes(value, None)]
+        else:
+            out.append((name, value))
+    return out
+
+
+def copy_state(src, dst, params: list[str], names: list[str] | None = None) -> None:
     """Give the C++ module `dst`, a copy of `src`'s template, the buffers and attributes that
-    `src` holds now (what running it changed), leaving the parameters (dotted names)."""
+    `src` holds now (what running it changed: `names`, see written, or all), leaving the
+    parameters (dotted names `params`)."""
     skip = set(params)
     with torch.no_grad():
-        for name, value in torch._C._jit_debug_module_iterators(src)["named_attributes_r"]:
-            if name in skip or isinstance(value, torch._C.ScriptModule):
+        for name, value in _attributes(src, names):
+            if name in skip:
                 continue
             *path, leaf = name.split(".")
             owner = _submodule(dst, path)
