@@ -6,10 +6,10 @@ of the module; each object (a `Member`) has a fixed batch index in it, its slot,
 streaming export keeps its caches (RAVE's are sized for 64 items). Each object's model
 thread puts its block in and waits; the first to see that every regular member is in, or
 that the deadline passed (a quarter of a block after the first arrival), runs one batched
-call for those in and hands each its slice. A member that misses a round is not advanced:
-its slice of every per-voice buffer is saved before the call and put back after it, and
-its block runs in the next round. So each object plays what a private object plays, up to
-the rounding of batched arithmetic (oneDNN's convolutions round a batch of 8 differently
+call for those in and hands each its slice. A member that misses a round is not advanced
+(the call runs as many items as members are in, their states gathered into the first slots
+and put back after it) and its block runs in the next round. So each object plays what a
+private object plays, up to the rounding of batched arithmetic (oneDNN's convolutions round a batch of 8 differently
 from a batch of 1: about 1e-6; see docs/ARCHITECTURE.md).
 
 An object's state moves with it: joining copies the object's own state (its Model's batch
@@ -131,6 +131,21 @@ class Group:
         finally:
             torch.set_flush_denormal(False)
 
+    def _call_gathered(self, x: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """The call for the members in `slots` (sorted), their states in the first slots."""
+        k = len(slots)
+        states = [self._state(name) for name in self.items]
+        kept = [s[:k].clone() for s in states]
+        for s in states:
+            s[:k].copy_(s.index_select(0, slots))
+        try:
+            return self._call(x)
+        finally:
+            for s, old in zip(states, kept):
+                new = s[:k].clone()
+                s[:k].copy_(old)
+                s.index_copy_(0, slots, new)
+
     def _state(self, name: str) -> torch.Tensor:
         return modelcache.tensor(self.cmod, name)
 
@@ -184,32 +199,31 @@ class Group:
         self._publish()
 
     def _round(self) -> None:
-        """Run the waiting members' blocks in one call (cond held; released during the call)."""
-        batch, self.waiting, self.first = self.waiting, [], None
+        """Run the waiting members' blocks in one call (cond held; released during the call):
+        a batch of as many items as members are in. When they do not hold the first slots,
+        their states go to the first ones for the call and back after it, and those slots'
+        own states are put back: a member not in the round is not advanced."""
+        batch, self.waiting, self.first = sorted(self.waiting, key=lambda m: m.slot), [], None
         self.running = True
-        n = max(m.slot for m in batch) + 1
-        absent = [m.slot for m in self.members if m.slot < n and m not in batch]
+        k, slots = len(batch), [m.slot for m in batch]
         y, err = None, ""
         self.cond.release()
         try:
-            x = self.x[:n]
-            for m in batch:
-                x[m.slot].copy_(m.x[0])
-            saved = [(s, [self._state(name)[s].clone() for name in self.items]) for s in absent]
-            try:
+            x = self.x[:k]
+            for i, m in enumerate(batch):
+                x[i].copy_(m.x[0])
+            if not self.items or slots[-1] == k - 1:
                 y = self._call(x)
-            finally:
-                for s, values in saved:
-                    for name, v in zip(self.items, values):
-                        self._state(name)[s].copy_(v)
+            else:
+                y = self._call_gathered(x, torch.tensor(slots))
         except Exception as e:  # noqa: BLE001 - every member hears of it, none waits forever
             err = str(e) if isinstance(e, UnravelError) else f"{self.path.name}: {short_cause(e)}"
         finally:
             self.cond.acquire()
         self.running = False
         self.rounds += 1
-        for m in batch:
-            m.y = None if y is None else y[m.slot:m.slot + 1]
+        for i, m in enumerate(batch):
+            m.y = None if y is None else y[i:i + 1]
             m.error = err
             m.done = True
             m.status[1] = len(batch)
