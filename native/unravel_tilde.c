@@ -83,6 +83,7 @@ typedef struct _unravel {
 static int unravel_startpython(t_unravel *x);
 static void unravel_exithook(void);
 static void unravel_ctltick(t_unravel *x);
+static void unravel_setupengine(t_unravel *x, int tell);
 static void unravel_after(void *owner, t_symbol *s, int argc, t_atom *argv);
 static void unravel_behind(t_unravel *x, t_symbol *s, int argc, t_atom *argv);
 
@@ -503,6 +504,8 @@ static void unravel_take(t_unravel *x, t_pycall *c)
         if (x->x_install)
             unravel_dropcall(x, x->x_install);
         x->x_install = c;
+        if (c->poly != (x->x_poly && !unravel_issync(x)))
+            unravel_setupengine(x, TELL_NONE);  /* `poly` came while it was made (a load) */
         return;
     }
     unravel_dropcall(x, c);

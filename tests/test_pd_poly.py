@@ -3,7 +3,8 @@ call in live mode, each with its own state, and each plays what a private object
 
 Real time (`pd -nogui`, no -batch): four `-p` objects and one private object on a streaming
 model whose arithmetic is the same batched or not (tests/toymodels.py VoiceFir), fed four
-different inputs, render 3 s; one of them is bent half-way. A block that came late plays as
+different inputs, render 3 s; one of them is bent half-way. A sixth object, made without
+-p, gets `poly 1` while its model loads and joins the group. A block that came late plays as
 silence (an underrun on a loaded machine): a 64-sample vector is either the private
 reference bit for bit or silent, and most must be the reference."""
 
@@ -25,7 +26,8 @@ pytestmark = pytest.mark.skipif(not (BUILD / "unravel~.pd_linux").exists(),
 SR = 44100
 B = 2048
 FRAMES = 64 * B            # about 3 s
-N = 4                      # grouped objects; object N is a private one fed input 0
+N = 4                      # grouped objects; object N is a private one fed input 0, object
+                           # N + 1 one made without -p that gets `poly 1` while it loads
 BEND_MS = 1500
 BEND = "bend fir.weight spread 0.5"
 
@@ -35,7 +37,7 @@ def _patch(d) -> None:
     all of them replied `loaded` (so that their blocks line up with the recordings)."""
     p = Patch()
     lb = p.obj("loadbang")
-    count, plus, sel = p.obj("f"), p.obj("+ 1"), p.obj(f"sel {N + 1}")
+    count, plus, sel = p.obj("f"), p.obj("+ 1"), p.obj(f"sel {N + 2}")
     p.connect(count, 0, plus, 0)
     p.connect(plus, 0, count, 1)
     p.connect(plus, 0, sel, 0)
@@ -48,7 +50,7 @@ def _patch(d) -> None:
     fin = p.obj("t b b b b")            # status, write, quit
     p.connect(end, 0, fin, 0)
     p.connect(fin, 0, p.msg("; pd quit"), 0)
-    for k in range(N + 1):
+    for k in range(N + 2):
         flag = "-p " if k < N else ""
         src = k if k < N else 0
         p.obj(f"table in{k} 10")
@@ -86,6 +88,9 @@ def _patch(d) -> None:
         p.connect(wr, 0, p.obj("soundfiler"), 0)
         if k == 1:
             p.connect(bend, 0, p.msg(BEND), 0)
+            p.connect(p.n - 1, 0, u, 0)
+        if k == N + 1:
+            p.connect(lb, 0, p.msg("poly 1"), 0)
             p.connect(p.n - 1, 0, u, 0)
     p.write(d / "poly.pd")
 
@@ -131,12 +136,13 @@ def test_poly_voices_play_what_private_objects_play(tmp_path):
     assert r.returncode == 0 and errors == [], (errors, r.lines[-10:])
     outs = [sf.read(tmp_path / f"out{k}.wav", dtype="float32")[0] for k in range(N + 1)]
     # grouping happened: four members, and calls that ran more than one of them
-    mid = [_status(r, f"mid{k}") for k in range(N + 1)]
+    mid = [_status(r, f"mid{k}") for k in range(N + 2)]
     assert all(s["mode"] == ["live"] for s in mid)
-    assert [s["poly"][:2] for s in mid] == [["1", "4"]] * N + [["0", "0"]], mid
+    assert [s["poly"][:2] for s in mid] == [["1", "5"]] * N + [["0", "0"], ["1", "5"]], mid
     assert max(int(s["poly"][2]) for s in mid[:N]) >= 2, mid
-    end = [_status(r, f"end{k}") for k in range(N + 1)]
-    assert [s["poly"][:2] for s in end] == [["1", "3"], ["1", "0"], ["1", "3"], ["1", "3"], ["0", "0"]], end
+    end = [_status(r, f"end{k}") for k in range(N + 2)]
+    assert [s["poly"][:2] for s in end] == [["1", "4"], ["1", "0"], ["1", "4"], ["1", "4"], ["0", "0"],
+                                            ["1", "4"]], end
     print("underruns", [s["underruns"] for s in end])
     # the three members left alone, and the private object, play the private reference
     for k in (0, 2, 3, 4):
