@@ -159,3 +159,25 @@ def test_poly_voices_play_what_private_objects_play(tmp_path):
     assert bend_at / SR * 1000 > BEND_MS - 300, bend_at
     same, wrong = _matches(outs[1], _private(model, xs[1], bend_at))
     assert wrong == 0 and same > 0.5 * FRAMES / 64, (same, wrong)
+
+
+def test_poly_plays_alone_under_batch(tmp_path):
+    """Under `pd -batch` (sync mode) a `-p` object plays alone: `poly 1 0 0`, and what it
+    renders is the private render, bit for bit."""
+    from pdrun import Chain, render_patch
+    model = make_voice_model(tmp_path / "vfir.ts")
+    x = (0.3 * np.random.default_rng(4).standard_normal(16 * B)).astype(np.float32)
+    sf.write(tmp_path / "in.wav", x, SR, subtype="FLOAT")
+    chains = [Chain(f"unravel~ {flag}vfir.ts forward {B}", 1, 1, "in.wav", f"out{k}.wav")
+              for k, flag in enumerate(["-p ", "-p ", ""])]
+    r = run_pd(render_patch(tmp_path / "batch.pd", chains, 16 * B), args=["-r", str(SR)], timeout=120)
+    assert r.returncode == 0 and r.errors == [], r.errors
+    outs = [sf.read(tmp_path / f"out{k}.wav", dtype="float32")[0] for k in range(3)]
+    for k in range(3):
+        status = _status(r, f"info{k}")
+        assert status["mode"] == ["sync"] and status["poly"] == [["1", "0", "0"], ["1", "0", "0"], ["0", "0", "0"]][k]
+    m = load_model(model)
+    ref = np.concatenate([m.run("forward", torch.from_numpy(x[k * B:(k + 1) * B])[None, None])[0, 0].numpy()
+                          for k in range(16)])
+    for k in range(3):
+        np.testing.assert_array_equal(outs[k][B:B + len(ref)], ref)
