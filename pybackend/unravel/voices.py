@@ -41,8 +41,9 @@ _DEADLINE = 0.25     # of a block's duration: how long a round waits for its las
 
 def group_for(model, method: str, block: int) -> tuple["Group | None", str]:
     """The group of `model`'s `method` on blocks of `block` audio frames, made at its first
-    member (on the caller's thread: a copy of the module and two probe calls), or None and
-    the reason the model cannot share its calls."""
+    member (on the caller's thread: the module read from the file again, or copied from the
+    model's when the file changed, and two probe calls), or None and the reason the model
+    cannot share its calls."""
     if model.edits:
         return None, f"poly: {model.path.name} is edited (bent, weights or attributes set): it plays alone"
     key = (model._file_key, str(model.device), method, block)
@@ -75,8 +76,11 @@ class Group:
         mp = model.methods[method]
         self.in_chans, self.in_frames = mp.in_channels, block // mp.in_ratio
         self.deadline = _DEADLINE * block / model.sr
-        with model.lock:
-            self.cmod = modelcache.jit_copy(model._cmod)
+        if model.file_unchanged():      # the export's caches (for 64 voices), whatever
+            self.cmod = modelcache.read_module(model.path, model.device)._c   # a private object's hold
+        else:
+            with model.lock:
+                self.cmod = modelcache.jit_copy(model._cmod)
         self.fn = self.cmod._get_method(method)
         self.items, self.capacity = self._per_voice(model)
         self.x = torch.zeros(self.capacity, self.in_chans, self.in_frames)
