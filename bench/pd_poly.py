@@ -9,6 +9,9 @@ from /proc at each mark) between the marks over S2 - S1, in ms per audio second.
   blocks of 1 and of 8 items (torch.jit.load, inference mode, one thread), back to back;
   `paced`: each call at its block's time (46 ms apart), as Pd makes them in real time: the
   CPU idles between calls, and each call starts with colder caches;
+- voices xN in Python: N bridge runners of one group (`unravel.voices`), each block run from
+  each runner's own thread as its model thread runs it, back to back, without Pd: what the
+  grouping itself costs on top of the batch-8 call;
 - unravel~ xN: N x `[noise~] -> [unravel~ MODEL forward 2048] -> [dac~]` in live mode
   (`pd -nogui -noaudio`, real time); the marks count from the moment every object replied
   `loaded`; `-p xN`: the same objects with `-p` (one batched call per block);
@@ -65,6 +68,39 @@ with torch.inference_mode():
         m.forward(x[..., k * 2048:(k + 1) * 2048])
         while marks and (k + 1) * 2048 >= marks[0] * 44100:
             print(f"mark: {marks.pop(0):g}", file=sys.stderr, flush=True)
+"""
+
+# the voices without Pd (argv: model, marks...): 8 bridge runners of one group, each block
+# run from each runner's own thread as its model thread would, back to back
+VOICES = """
+import sys, threading, numpy as np, torch
+from unravel import bridge
+bridge.init(1)
+sessions = [bridge.Session(sys.argv[1]) for _ in range(8)]
+runners = [s.prepare("forward", 2048, 64, 0, 0, False, True)[0] for s in sessions]
+assert runners[0].voice is not None, "the model is not grouped"
+rng = np.random.default_rng(0)
+for r in runners:
+    r.inbuf[:] = rng.uniform(-1, 1, r.inbuf.size)
+marks = [float(s) for s in sys.argv[2:]]
+go = [threading.Semaphore(0) for _ in runners]
+done = threading.Semaphore(0)
+def worker(i):
+    while True:
+        go[i].acquire()
+        runners[i].process()
+        done.release()
+for i in range(8):
+    threading.Thread(target=worker, args=(i,), daemon=True).start()
+k = 0
+while marks:
+    for g in go:
+        g.release()
+    for _ in go:
+        done.acquire()
+    k += 1
+    while marks and k * 2048 >= marks[0] * 44100:
+        print(f"mark: {marks.pop(0):g}", file=sys.stderr, flush=True)
 """
 
 
@@ -177,6 +213,7 @@ def main() -> int:
         floor = lambda b, paced: [sys.executable, "-c", FLOOR, str(model), str(b), paced, *map(str, marks)]
         runs = {"batch-1": floor(1, "0"), "batch-8": floor(N, "0"),
                 "batch-1 paced": floor(1, "1"), "batch-8 paced": floor(N, "1"),
+                f"voices x{N} in Python": [sys.executable, "-c", VOICES, str(model), *map(str, marks)],
                 "unravel~ x1": pd(f"unravel~ {model} forward {B}", 1, True),
                 f"unravel~ x{N}": pd(f"unravel~ {model} forward {B}", N, True),
                 f"unravel~ -p x{N}": pd(f"unravel~ -p {model} forward {B}", N, True),
@@ -211,6 +248,7 @@ def main() -> int:
             print(f"| {k} | {statistics.median(v):.1f} |")
         p8, u8, n8 = f"unravel~ -p x{N}", f"unravel~ x{N}", f"nn~ x{N}"
         for x, y, goal in [(p8, "batch-8", "goal <= 1.15"), (p8, "batch-8 paced", ""),
+                           (f"voices x{N} in Python", "batch-8", ""),
                            ("batch-8", "batch-1", ""), ("unravel~ x1", "batch-1", ""),
                            ("unravel~ x1", "batch-1 paced", ""), (p8, "unravel~ x1", ""),
                            (u8, p8, ""), (p8, n8, "goal <= 0.4"), (u8, n8, ""), ("unravel~ x1", "nn~ x1", "")]:
