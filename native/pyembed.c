@@ -724,6 +724,8 @@ struct pyrunner {
     PyObject *obj;              /* the bridge.Runner */
     PyObject *process;          /* its bound method process() */
     Py_buffer inb, outb;        /* its own buffers, held */
+    Py_buffer voicesb;          /* its `voices` (int32: group members, items), if any */
+    int hasvoices;
     float *in, *out;
     long nout;
     char name[PYERR_SIZE / 2];  /* "<model file>: <method>", for the non-finite error */
@@ -736,7 +738,7 @@ struct pyrunner {
 static t_pyrunner *pyrunner_wrap(PyObject *obj, char *err)
 {
     t_pyrunner *r = (t_pyrunner *)calloc(1, sizeof(*r));
-    PyObject *inbuf = 0, *outbuf = 0, *name = 0;
+    PyObject *inbuf = 0, *outbuf = 0, *name = 0, *voices = 0;
     int ok = 0;
     if (!r)
     {
@@ -770,6 +772,13 @@ static t_pyrunner *pyrunner_wrap(PyObject *obj, char *err)
         r->nout = (long)(r->outb.len / sizeof(float));
         snprintf(r->name, sizeof(r->name), "%s", PyUnicode_AsUTF8(name));
         pthread_mutex_init(&r->mutex, 0);
+        if ((voices = PyObject_GetAttrString(obj, "voices")) &&
+            PyObject_GetBuffer(voices, &r->voicesb, PyBUF_C_CONTIGUOUS) == 0)
+            r->hasvoices = (r->voicesb.len >= 2 * (Py_ssize_t)sizeof(int32_t));
+        if (voices && !r->hasvoices && r->voicesb.obj)
+            PyBuffer_Release(&r->voicesb);
+        Py_XDECREF(voices);
+        PyErr_Clear();
     }
     Py_XDECREF(name);
     Py_XDECREF(inbuf);
@@ -841,6 +850,13 @@ int pyrunner_process(void *runner, const float *in, float *out)
     return rc;
 }
 
+void pyrunner_voices(t_pyrunner *r, int *members, int *items)
+{
+    const int32_t *v = r && r->hasvoices ? (const int32_t *)r->voicesb.buf : 0;
+    *members = v ? __atomic_load_n(v, __ATOMIC_RELAXED) : 0;
+    *items = v ? __atomic_load_n(v + 1, __ATOMIC_RELAXED) : 0;
+}
+
 int pyrunner_takeerror(t_pyrunner *r, char *err)
 {
     int had;
@@ -861,6 +877,8 @@ void pyrunner_free(t_pyrunner *r)
     g = py_enter();
     PyBuffer_Release(&r->inb);
     PyBuffer_Release(&r->outb);
+    if (r->hasvoices)
+        PyBuffer_Release(&r->voicesb);
     Py_XDECREF(r->process);
     Py_XDECREF(r->obj);
     py_leave(g);
@@ -983,8 +1001,8 @@ void pycall_run(void *call)
             sizeof(float), PyBUF_WRITE);
     else
         values = Py_None, Py_INCREF(Py_None);
-    want = c->want ? Py_BuildValue("(siiiii)", c->method, c->bufsize, c->dspn, c->nin,
-        c->nout, c->keep) : (Py_INCREF(Py_None), Py_None);
+    want = c->want ? Py_BuildValue("(siiiiii)", c->method, c->bufsize, c->dspn, c->nin,
+        c->nout, c->keep, c->poly) : (Py_INCREF(Py_None), Py_None);
     if (!py_getbridge(c->err))
         c->failed = 1;
     else if (args && values && want)

@@ -97,6 +97,9 @@ float *pyrunner_in(t_pyrunner *r);
 float *pyrunner_out(t_pyrunner *r);
 int pyrunner_process(void *runner, const float *in, float *out);
 int pyrunner_takeerror(t_pyrunner *r, char *err);   /* 1 if an error was waiting */
+/* `poly`: the members of the runner's group (0: it plays alone) and the items of its last
+   call, as its model thread last wrote them (any thread) */
+void pyrunner_voices(t_pyrunner *r, int *members, int *items);
 void pyrunner_free(t_pyrunner *r);                  /* takes the GIL */
 
 /* a control call (bridge.control): made on Pd's thread, run on the control thread, read
@@ -115,6 +118,7 @@ typedef struct pycall {
     int want;               /* make the runner below after the message */
     char method[PYNAME_SIZE];
     int bufsize, dspn, nin, nout, keep;
+    int poly;               /* share the model's calls with the group (live mode) */
     int tell;               /* for the caller: what to post once its runner is installed */
     t_pymsg *after;         /* for Pd's thread once the calls before it ran: a job, a bang */
     int route;              /* msg's route was not known on Pd's thread: the control thread

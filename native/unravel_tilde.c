@@ -48,6 +48,8 @@ typedef struct _unravel {
     int x_gpu;                  /* -g/-gpu or 'gpu 1': the model runs on the GPU */
     int x_bufsize;              /* 0: the model runs in the DSP thread */
     int x_sync;                 /* -1 automatic (sync under -batch), 0 live, 1 sync */
+    int x_poly;                 /* -p or 'poly 1': share the model's calls (live mode) */
+    int x_polyon;               /* the installed runner was asked to share them */
     int x_nin, x_nout;          /* signal inlets and outlets */
     t_outlet *x_info;
     /* DSP */
@@ -82,6 +84,7 @@ typedef struct _unravel {
 static int unravel_startpython(t_unravel *x);
 static void unravel_exithook(void);
 static void unravel_ctltick(t_unravel *x);
+static void unravel_setupengine(t_unravel *x, int tell);
 static void unravel_after(void *owner, t_symbol *s, int argc, t_atom *argv);
 static void unravel_behind(t_unravel *x, t_symbol *s, int argc, t_atom *argv);
 
@@ -327,6 +330,8 @@ static t_pycall *unravel_newcall(t_unravel *x, t_symbol *s, int argc, t_atom *ar
         c->dspn = x->x_dspn;
         c->nin = x->x_multi ? 0 : x->x_nin;
         c->nout = x->x_multi ? 0 : x->x_nout;
+        /* sync mode plays alone: its renders stay exact and the same run to run */
+        c->poly = x->x_poly && !unravel_issync(x);
     }
     return c;
 }
@@ -349,8 +354,8 @@ static t_pyrunner *unravel_install(t_unravel *x, t_pycall *c)
     /* the same shape in live mode: no reset, the new model takes over at this block */
     if (sync || !e->ready || e->in_chans != p->in_chans || e->in_ratio != p->in_ratio ||
         e->out_chans != p->out_chans || e->out_ratio != p->out_ratio || e->bufsize != B ||
-        e->inline_mode != inl || e->sync != sync)
-    {
+        e->inline_mode != inl || e->sync != sync || c->poly != x->x_polyon)
+    {   /* (poly on or off: the blocks start again, lined up with the other objects') */
         if (engine_configure(e, p->in_chans, p->in_ratio, p->out_chans, p->out_ratio, B) != 0)
         {
             pd_error(x, "[unravel~]: cannot allocate buffers of %d frames", B);
@@ -363,6 +368,7 @@ static t_pyrunner *unravel_install(t_unravel *x, t_pycall *c)
     engine_setfn(e, pyrunner_process, c->runner, pyrunner_in(c->runner),
         pyrunner_out(c->runner));
     x->x_runner = c->runner;
+    x->x_polyon = c->poly;
     c->runner = 0;
     /* what the call settled (a fallback method, a rounded size) unless a newer wish came */
     if (!strcmp(c->method, x->x_method->s_name))
@@ -499,6 +505,8 @@ static void unravel_take(t_unravel *x, t_pycall *c)
         if (x->x_install)
             unravel_dropcall(x, x->x_install);
         x->x_install = c;
+        if (c->poly != (x->x_poly && !unravel_issync(x)))
+            unravel_setupengine(x, TELL_NONE);  /* `poly` came while it was made (a load) */
         return;
     }
     unravel_dropcall(x, c);
@@ -552,7 +560,12 @@ static t_int *unravel_perform(t_int *w)
     t_unravel *x = (t_unravel *)(w[1]);
     int n = (int)(w[2]), c;
     if (x->x_enabled && x->x_runner)
+    {
+        if (x->x_polyon)    /* the blocks of a group's objects end in the same tick */
+            engine_align(x->x_engine,
+                (uint64_t)llround(clock_gettimesincewithunits(0, 1, 1)));
         engine_perform(x->x_engine, x->x_ins, x->x_nins, x->x_outs, x->x_nouts, n);
+    }
     else
         for (c = 0; c < x->x_nouts; c++)
             memset(x->x_outs[c], 0, n * sizeof(float));
@@ -735,7 +748,21 @@ static void unravel_sync(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
     if (unravel_issync(x) && jobq_wait_idle(x->x_ctl, CALLWAIT) != 0)  /* from now on in order */
         unravel_setstalled(x, "sync", CALLWAIT);
     unravel_ctltick(x);
+    if (x->x_poly && x->x_session)  /* poly plays alone in sync mode: a runner for the mode */
+        unravel_setupengine(x, TELL_NONE);
     post("[unravel~]: sync %d (mode %s)", on, unravel_mode(x, x->x_bufsize));
+}
+
+/* poly 0|1: share the model's calls with the other objects of its file, method and bufsize
+   (live mode; each keeps its own state: unravel.voices) or run them alone */
+static void unravel_poly(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
+{
+    int on = unravel_onoff(x, argc, argv, "poly: usage: poly 0|1");
+    (void)s;
+    if (on < 0 || on == x->x_poly)
+        return;
+    x->x_poly = on;
+    unravel_setupengine(x, TELL_NONE);
 }
 
 /* as nn~: any size is rounded (to a power of two, at least the method's ratio) and the size
@@ -781,6 +808,19 @@ static void unravel_modelstatus(t_unravel *x, const char *sel)
     pymsg_send(&one, unravel_reply, x);
 }
 
+/* `poly <wish> <members> <items>`: the members of its group (0: it plays alone) and how
+   many blocks its last model call ran */
+static void unravel_polystatus(t_unravel *x)
+{
+    t_atom a[3];
+    int members, items;
+    pyrunner_voices(x->x_runner, &members, &items);
+    SETFLOAT(a, x->x_poly);
+    SETFLOAT(a + 1, members);
+    SETFLOAT(a + 2, items);
+    outlet_anything(x->x_info, gensym("poly"), 3, a);
+}
+
 /* the status, answered here: C's own values and the model's part kept from the last call */
 static void unravel_bang(t_unravel *x)
 {
@@ -823,6 +863,7 @@ static void unravel_bang(t_unravel *x)
     outlet_anything(x->x_info, gensym("mode"), 1, a);
     SETFLOAT(a, e ? engine_underruns(e) : 0);
     outlet_anything(x->x_info, gensym("underruns"), 1, a);
+    unravel_polystatus(x);
     for (i = 0; i < 2; i++)
         unravel_modelstatus(x, model2[i]);
 }
@@ -1445,8 +1486,10 @@ static void *unravel_new(t_symbol *s, int argc, t_atom *argv)
                 x->x_sync = 0;
             else if (!strcmp(a->s_name, "-g") || !strcmp(a->s_name, "-gpu"))     /* nn~'s */
                 x->x_gpu = 1;
+            else if (!strcmp(a->s_name, "-p"))
+                x->x_poly = 1;
             else
-                pd_error(x, "[unravel~]: unknown flag '%s' (flags: -m -g -d -sync -live)",
+                pd_error(x, "[unravel~]: unknown flag '%s' (flags: -m -g -d -p -sync -live)",
                     a->s_name);
             continue;
         }
@@ -1574,6 +1617,7 @@ __attribute__((visibility("default"))) void unravel_core_setup(const char *pytho
     class_addmethod(unravel_class, (t_method)unravel_enable, gensym("enable"), A_GIMME, 0);
     class_addmethod(unravel_class, (t_method)unravel_sync, gensym("sync"), A_GIMME, 0);
     class_addmethod(unravel_class, (t_method)unravel_bufsize, gensym("bufsize"), A_GIMME, 0);
+    class_addmethod(unravel_class, (t_method)unravel_poly, gensym("poly"), A_GIMME, 0);
     class_addmethod(unravel_class, (t_method)unravel_load, gensym("load"), A_GIMME, 0);
     class_addmethod(unravel_class, (t_method)unravel_method, gensym("method"), A_GIMME, 0);
     class_addmethod(unravel_class, (t_method)unravel_get_weights, gensym("get_weights"),

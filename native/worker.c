@@ -269,6 +269,7 @@ static void engine_setlatency(t_engine *e)
 void engine_reset(t_engine *e)
 {
     e->t = 0;
+    e->aligned = 0;
     e->last_underrun_block = UINT64_MAX;
     e->next = 0;
     STORE(&e->t_pub, 0);
@@ -352,6 +353,18 @@ static void engine_getoutput(t_engine *e, int c, uint64_t t, float *dst, int n)
     }
     for (i = 0; i < n; i++)
         dst[i] = ringbuf_get(&e->out, c, (t + i) / r);
+}
+
+void engine_align(t_engine *e, uint64_t now)
+{
+    if (e->aligned || !e->ready)
+        return;
+    e->aligned = 1;
+    if (e->t == 0 && !e->sync && !e->inline_mode)
+    {   /* frames before `now`'s place are silence in the first block */
+        e->t = now % (uint64_t)e->bufsize;
+        STORE(&e->t_pub, e->t);
+    }
 }
 
 void engine_perform(t_engine *e, float **ins, int nins, float **outs, int nouts, int n)

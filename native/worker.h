@@ -56,6 +56,7 @@ typedef struct engine {
     unsigned processed;     /* model calls made */
     uint64_t busy_since;    /* ms (engine_now_ms) the running model call started; 0: none */
     int stalled;            /* sync mode: a block timed out; no waiting until one is done */
+    int aligned;            /* engine_align ran since the last reset */
     /* worker */
     uint64_t next;          /* next block to process */
     int stop;
@@ -84,6 +85,11 @@ int engine_configure(t_engine *e, int in_chans, int in_ratio, int out_chans, int
 void engine_setfn(t_engine *e, t_engine_fn fn, void *ctx, float *cin, float *cout);
 void engine_setmode(t_engine *e, int sync, int inline_mode);   /* resets */
 void engine_reset(t_engine *e);         /* positions to zero, rings cleared */
+
+/* audio thread, live mode, before the first engine_perform after a reset: start at `now`'s
+   place in a block (now: a clock of audio frames that every object shares), so that the
+   blocks of every object so aligned end in the same DSP tick (poly: unravel.voices) */
+void engine_align(t_engine *e, uint64_t now);
 
 /* audio thread: copy n frames in and n frames out.  Never allocates; waits only in sync mode. */
 void engine_perform(t_engine *e, float **ins, int nins, float **outs, int nouts, int n);

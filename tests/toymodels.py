@@ -288,3 +288,34 @@ class StateLeak(nn.Module):
 def make_state_leak_model(path: os.PathLike, kind: str) -> pathlib.Path:
     """Write a StateLeak model: kind "delay" (state in a buffer) or "counter" (in an int)."""
     return export(StateLeak(kind == "delay"), path)
+
+
+class VoiceFir(nn.Module):
+    """A streaming FIR filter at audio rate, `forward` only (1 channel in and out): each batch
+    item keeps its last taps - 1 input samples in `cache` (64 items, as RAVE's caches) between
+    calls. Only element-wise arithmetic, so that an item of a batch gives bit for bit what a
+    call of that item alone gives (batched convolutions round differently). Its layer is
+    `fir.weight`."""
+
+    def __init__(self, taps: int = 16):
+        super().__init__()
+        self.register_buffer("forward_params", torch.tensor([1, 1, 1, 1]))
+        self.register_buffer("cache", torch.zeros(MAX_BATCH, 1, taps - 1))
+        self.fir = nn.Module()
+        self.fir.weight = nn.Parameter(torch.linspace(1.0, -0.5, taps) / taps * 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n = x.shape[0], x.shape[-1]
+        w = self.fir.weight
+        k = w.shape[0]
+        buf = torch.cat([self.cache[:b], x], -1)
+        self.cache[:b].copy_(buf[:, :, buf.shape[-1] - (k - 1):])
+        y = torch.zeros_like(x)
+        for j in range(k):
+            y = y + buf[:, :, k - 1 - j:k - 1 - j + n] * w[j]
+        return y * 0.5
+
+
+def make_voice_model(path: os.PathLike, taps: int = 16) -> pathlib.Path:
+    """Write a VoiceFir model (streaming, batch-exact: see VoiceFir)."""
+    return export(VoiceFir(taps), path)

@@ -24,7 +24,7 @@ import weakref
 import numpy as np
 import torch
 
-from unravel import bend, blocks, jobproc, pdargs, safewrite
+from unravel import bend, blocks, jobproc, pdargs, safewrite, voices
 from unravel import model as _model
 from unravel.errors import UnravelError, one_line, silence_warnings
 from unravel.jobs import JOBS, REGISTRY, registry_message, run_job  # noqa: F401 - C calls these
@@ -85,10 +85,12 @@ class Runner:
     """Runs one method on buffers owned by C: `inbuf` (in_chans x in_frames float32) to
     `outbuf` (out_chans x out_frames float32). `process()` is called by the worker thread;
     the C side checks that what it wrote is finite (see native/pyembed.c) and names the
-    model with `name`."""
+    model with `name`. With a `group` (`poly 1`) its blocks run in the group's batched calls
+    (unravel.voices) until the model changes; `voices` (int32: the group's members, 0 when
+    it plays alone, and the items of its last call) is what C's `bang` replies."""
 
     def __init__(self, model: _model.Model, method: str, inbuf, in_chans: int, in_frames: int,
-                 outbuf, out_chans: int, out_frames: int):
+                 outbuf, out_chans: int, out_frames: int, group: voices.Group | None = None):
         self.model = model
         self.method = method
         self.name = f"{model.path.name}: {method}"
@@ -101,12 +103,22 @@ class Runner:
         # at first use, and their exit-time destructors must be registered before the
         # external's exit handler (see native/unravel_tilde.c)
         self.out.copy_(torch.zeros(out_chans, out_frames))
+        self.voices = np.zeros(2, np.int32)
+        self.voice = voices.Member(group, model, self.x, self.voices) if group else None
+        if self.voice is not None:
+            weakref.finalize(self, self.voice.leave)
 
     @one_line("dsp")
     def process(self) -> None:
         """Run the method on the input buffer and write the output buffer (torch's copy: its
         code is in the CPU caches right after the model ran, numpy's is not)."""
-        y = self.model.run(self.method, self.x)
+        y = self.voice.run() if self.voice is not None else None
+        if y is None:
+            if self.voice is not None:
+                self.voice = None
+                self.voices[:] = 0
+            voices.take_back(self.model)
+            y = self.model.run(self.method, self.x)
         if not isinstance(y, torch.Tensor) or y.dim() != 3 or y.shape[0] != 1:
             shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
             raise UnravelError(f"{self.name} returned {shape}, expected (1, channels, frames)")
@@ -189,7 +201,7 @@ class Session:
 
     @one_line("method")
     def prepare(self, method: str, bufsize: int, dspn: int, nin: int, nout: int,
-                keep: bool) -> tuple:
+                keep: bool, poly: bool = False) -> tuple:
         """The runner of `method` for the object's DSP, with its own buffers:
         `(runner, method, params, bufsize, block, notes)`. A method the model lacks becomes
         forward, as nn~ does (a note), or, with `keep` (after a load), the model's forward,
@@ -197,7 +209,9 @@ class Session:
         at least the method's block; a note when it changes); 0 runs inline, on blocks of
         Pd's vector `dspn` (at least the method's block). `nin`/`nout`: the object's fixed
         signal inlets and outlets (0 with -m), for the note when they differ from the
-        method's. `block` is the frames per model call; `notes` are lines for Pd's window."""
+        method's. `block` is the frames per model call; `notes` are lines for Pd's window.
+        With `poly` (live mode, not inline) the runner shares its calls with the other
+        objects of the model's group (unravel.voices), when the model allows it."""
         notes: list[str] = []
         methods = self.model.methods
         if method not in methods:
@@ -220,8 +234,12 @@ class Session:
                          f"{mp.out_channels} channels; this object has {nin} signal inlets and "
                          f"{nout} outlets (missing inputs are silent, extra outputs are dropped)")
         block = bufsize or blocks.pow2ceil(max(ratio, dspn))
+        group = None
+        if poly and bufsize:
+            group, note = voices.group_for(self.model, method, block)
+            notes += [note] if note else []
         r = Runner(self.model, method, None, mp.in_channels, block // mp.in_ratio,
-                   None, mp.out_channels, block // mp.out_ratio)
+                   None, mp.out_channels, block // mp.out_ratio, group)
         return r, method, p, bufsize, block, notes
 
     def status_info(self) -> list[list]:
@@ -409,7 +427,7 @@ def control(session: Session | None, sel: str, args: list, patch_dir: str, value
     """One control message of an [unravel~] object, run on its control thread (never on Pd's):
     `load <model>` (makes the session of an empty object), `set_weights <layer>` with
     `values` (a float32 buffer copied from a Pd array), or any `Session.message`; then, with
-    `want` = (method, bufsize, dspn, nin, nout, keep), the runner for the object's DSP
+    `want` = (method, bufsize, dspn, nin, nout, keep, poly), the runner for the object's DSP
     (`Session.prepare`). Returns (session, replies, prepared or None, status_info)."""
     replies: list = []
     if sel == "load":

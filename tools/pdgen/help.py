@@ -158,7 +158,7 @@ def unravel_help() -> str:
     ref = reference("unravel~", "RAVE models, their layers and UnRAVEl jobs in Pd", [
         ("INLETS:", [("1st: signal", "the model's first input channel (with -m: all channels in one "
                                      "multichannel signal)"),
-                     ("1st: messages", "bang, enable, load, reload, method, bufsize, sync, set, get, "
+                     ("1st: messages", "bang, enable, load, reload, method, bufsize, sync, poly, set, get, "
                                        "layers, get_weights, set_weights, bend, channels, morph, "
                                        "output, restore, save and the "
                                        "jobs encode, stats, generate, decode, tempo, diffuse"),
@@ -179,7 +179,8 @@ def unravel_help() -> str:
         ("FLAGS:", [("-m", "one multichannel inlet and outlet"), ("-d", "start disabled"),
                     ("-g / -gpu", "run the model on the GPU (CUDA, else MPS), without one it posts 'GPU mode not available'"),
                     ("-sync / -live", "the audio thread waits for the model (bit-identical renders, "
-                                      "the default under pd -batch) / never waits (late = silence)")]),
+                                      "the default under pd -batch) / never waits (late = silence)"),
+                    ("-p", "poly 1: voices share one model call (live mode)")]),
     ])
     y = header(c, "unravel~", "run RAVE models, bend them, compose with their latents", ref)
     y = note(c, 20, y, "[unravel~] runs a RAVE model (a TorchScript file with the nn~ contract) on "
@@ -241,6 +242,11 @@ def model_group() -> Canvas:
         ("bufsize 0", "run the model in the DSP thread (one model block per buffer)"),
         ("sync 1", "the audio thread waits for the model: bit-identical renders"),
         ("sync 0", "never wait (live): a late buffer plays as silence"),
+        ("poly 1", "voices: objects of one model file, method and bufsize share one batched "
+                   "model call, each with its own state (live mode. Under -batch each plays "
+                   "alone). Batched arithmetic rounds differently (about 1e-6). A bent object "
+                   "leaves the group. bang replies 'poly <wish> <members> <items>'"),
+        ("poly 0", "play alone (the default): exact"),
         ("set temperature 0.5", "set a model attribute (an error if the model has none)"),
         ("get temperature", "replies 'attribute temperature <values>'"),
         ("gpu 1", "the model to the GPU (gpu 0: back to the CPU, bends kept), without one: a post"),
