@@ -18,7 +18,7 @@ Then the samplers' accuracy: from the same noise (--table-seeds seeds), the rela
 checkpoint) and to the converged solution, 2 v(2000) - v(1000).
 
     .venv/bin/python bench/diffusion.py [--checkpoint default] [--steps 20] [--seeds 4] [--device cpu]
-        [--table-seeds 16]
+        [--table-seeds 16 (0: timings only, seconds)] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
-    p.add_argument("--table-seeds", type=int, default=16, help="seeds in the distance table")
+    p.add_argument("--table-seeds", type=int, default=16, help="seeds in the distance table (0: no table)")
     p.add_argument("--peak", type=int, help=argparse.SUPPRESS)  # internal: one variant's peak
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -165,7 +165,8 @@ def main() -> None:
               f"{peaks[name]:>8.1f}")
     print(f"ours (batch 1), first call: {first:.3f} s (tracing the U-Net included; "
           f"the peak MB above include it too)")
-    distance_table(d, list(range(args.table_seeds)), dev)
+    if args.table_seeds:
+        distance_table(d, list(range(args.table_seeds)), dev)
 
 
 def distance_table(d: diffusion.Diffuser, seeds: list[int], dev: torch.device,

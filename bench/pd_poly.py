@@ -19,12 +19,16 @@ from /proc at each mark) between the marks over S2 - S1, in ms per audio second.
   real time (its scheduler, noise~, dac~), subtracted in the "net" ratios;
 - nn~ xN (with --nn DIR): `[nn~ MODEL forward 2048]` the same way (marks from the load).
 
+--gpu: the unravel~ objects with `-g` and the Python loops and voices on cuda (each block
+copied there and back); without a GPU it says so and all stays on the CPU.
+
 The machine is shared: the variants run interleaved, round after round; the figures are
 medians over rounds, the ratios medians of each round's ratios. The load average is printed.
 At S1 and S2 each object's `bang` status gives its underruns (those between the marks are
 printed) and `poly` (the members of its group).
 
 Usage: .venv/bin/python bench/pd_poly.py [--model PATH] [--nn DIR] [--seconds 2 6] [--rounds 3] [--pin 0]
+       [--gpu]
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from pdrun import Patch, pd_command  # noqa: E402
 
+from unravel.device import cuda_available  # noqa: E402
 from unravel.model import resolve_model  # noqa: E402
 
 SR = 44100
@@ -49,15 +54,17 @@ B = 2048
 N = 8
 LIMIT = 240     # s a variant may take
 
-# a plain Python loop over the TorchScript forward on batches (argv: model, batch, paced,
-# marks...); prints "mark: S" on stderr when S seconds of audio (per item) went through;
-# paced: each call at its block's time, as in real-time Pd (the CPU idles between calls)
+# a plain Python loop over the TorchScript forward on batches (argv: model, device, batch,
+# paced, marks...); prints "mark: S" on stderr when S seconds of audio (per item) went through;
+# paced: each call at its block's time, as in real-time Pd (the CPU idles between calls); on a
+# GPU each block goes there and its output back, as unravel's voices do
 FLOOR = """
 import sys, time, numpy as np, torch
 torch.set_num_threads(1)
-m = torch.jit.load(sys.argv[1], map_location="cpu").eval()
-b, paced = int(sys.argv[2]), sys.argv[3] == "1"
-marks = [float(s) for s in sys.argv[4:]]
+dev = torch.device(sys.argv[2])
+m = torch.jit.load(sys.argv[1], map_location=dev).eval()
+b, paced = int(sys.argv[3]), sys.argv[4] == "1"
+marks = [float(s) for s in sys.argv[5:]]
 n = int(marks[-1] * 44100) // 2048 * 2048 + 2048
 x = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (b, 1, n)).astype(np.float32))
 t0 = time.monotonic()
@@ -65,24 +72,28 @@ with torch.inference_mode():
     for k in range(n // 2048):
         if paced:
             time.sleep(max(0.0, t0 + k * 2048 / 44100 - time.monotonic()))
-        m.forward(x[..., k * 2048:(k + 1) * 2048])
+        y = m.forward(x[..., k * 2048:(k + 1) * 2048].to(dev))
+        if dev.type != "cpu":
+            y.cpu()
         while marks and (k + 1) * 2048 >= marks[0] * 44100:
             print(f"mark: {marks.pop(0):g}", file=sys.stderr, flush=True)
 """
 
-# the voices without Pd (argv: model, marks...): 8 bridge runners of one group, each block
-# run from each runner's own thread as its model thread would, back to back
+# the voices without Pd (argv: model, gpu 0|1, marks...): 8 bridge runners of one group, each
+# block run from each runner's own thread as its model thread would, back to back
 VOICES = """
 import sys, threading, numpy as np, torch
 from unravel import bridge
 bridge.init(1)
 sessions = [bridge.Session(sys.argv[1]) for _ in range(8)]
+for s in sessions:
+    s.gpu(float(sys.argv[2]))
 runners = [s.prepare("forward", 2048, 64, 0, 0, False, True)[0] for s in sessions]
 assert runners[0].voice is not None, "the model is not grouped"
 rng = np.random.default_rng(0)
 for r in runners:
     r.inbuf[:] = rng.uniform(-1, 1, r.inbuf.size)
-marks = [float(s) for s in sys.argv[2:]]
+marks = [float(s) for s in sys.argv[3:]]
 go = [threading.Semaphore(0) for _ in runners]
 done = threading.Semaphore(0)
 def worker(i):
@@ -197,6 +208,8 @@ def main() -> int:
                     help="the two marks: the CPU time between them is measured (default 2 6)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians are reported)")
     ap.add_argument("--pin", type=int, default=0, metavar="CPU", help="the one CPU every variant runs on")
+    ap.add_argument("--gpu", action="store_true",
+                    help="the unravel~ objects with -g, the plain-Python loops and voices on the GPU (cuda)")
     ap.add_argument("--skip", nargs="*", default=[], metavar="VARIANT",
                     help="variants not to run, e.g. 'unravel~ x8' 'nn~ x8' where 8 objects cannot "
                          "run in real time on one CPU")
@@ -205,18 +218,22 @@ def main() -> int:
     marks = tuple(a.seconds)
     span = marks[1] - marks[0]
     print(f"model {model.name}, forward on {B}-sample blocks, CPU from {marks[0]:g} s to {marks[1]:g} s "
-          f"of audio, {a.rounds} rounds, all on CPU {a.pin}; load average {loadavg()}")
+          f"of audio, {a.rounds} rounds, all on CPU {a.pin}{', GPU (-g, cuda)' if a.gpu else ''}; "
+          f"load average {loadavg()}")
     with tempfile.TemporaryDirectory() as tmp:
         d = pathlib.Path(tmp)
         pd = lambda obj, n, live, extra=(): pd_command(patch(d, obj, n, marks, live),
                                                        ["-r", str(SR), *extra], batch=False)
-        floor = lambda b, paced: [sys.executable, "-c", FLOOR, str(model), str(b), paced, *map(str, marks)]
+        dev, g = ("cuda" if cuda_available() else "cpu", "-g ") if a.gpu else ("cpu", "")
+        if a.gpu and dev == "cpu":
+            print("no GPU: the Python loops on the CPU, and the -g objects stay on it")
+        floor = lambda b, paced: [sys.executable, "-c", FLOOR, str(model), dev, str(b), paced, *map(str, marks)]
         runs = {"batch-1": floor(1, "0"), "batch-8": floor(N, "0"),
                 "batch-1 paced": floor(1, "1"), "batch-8 paced": floor(N, "1"),
-                f"voices x{N} in Python": [sys.executable, "-c", VOICES, str(model), *map(str, marks)],
-                "unravel~ x1": pd(f"unravel~ {model} forward {B}", 1, True),
-                f"unravel~ x{N}": pd(f"unravel~ {model} forward {B}", N, True),
-                f"unravel~ -p x{N}": pd(f"unravel~ -p {model} forward {B}", N, True),
+                f"voices x{N} in Python": [sys.executable, "-c", VOICES, str(model), str(int(a.gpu)), *map(str, marks)],
+                "unravel~ x1": pd(f"unravel~ {g}{model} forward {B}", 1, True),
+                f"unravel~ x{N}": pd(f"unravel~ {g}{model} forward {B}", N, True),
+                f"unravel~ -p x{N}": pd(f"unravel~ -p {g}{model} forward {B}", N, True),
                 f"pd alone x{N}": pd("*~ 1", N, False)}
         if a.nn:
             nn = ("-path", str(a.nn.resolve()))
@@ -232,8 +249,9 @@ def main() -> int:
                 if st:
                     under = lambda lines: sum(int(float(ln.split()[1])) for ln in lines if ln.startswith("underruns"))
                     poly = sorted({ln.split()[2] for ln in st if ln.startswith("poly")})
+                    gpu = sorted({ln.split()[1] for ln in st if ln.startswith("gpu ")})
                     notes.append(f"{name}: {under(st) - under(st0)} underruns in the window "
-                                 f"({under(st)} in all), group members {'/'.join(poly)}")
+                                 f"({under(st)} in all), group members {'/'.join(poly)}, gpu {'/'.join(gpu)}")
             print(f"  round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in ms.items())
                   + f" ms CPU per audio second; load {loadavg()}\n    " + "; ".join(notes))
         def ratio(x: str, y: str, net: bool = False) -> str:
