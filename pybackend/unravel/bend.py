@@ -283,24 +283,21 @@ class Bender:
             raise UnravelError(f"channels: permute needs 2 channels or more, got {len(picked)}")
         w = self._original(layer).reshape(p.shape)
         idx = torch.tensor(picked, device=w.device)
-        if op == "permute":
-            order = torch.tensor(np.random.default_rng([seed, 1]).permutation(picked), device=w.device)
-            rows = w.index_select(axis, order)
-        elif op == "ablate":
-            rows = torch.zeros_like(w.index_select(axis, idx))
-        else:
-            rows = w.index_select(axis, idx) * (-1.0 if op == "invert" else amount)
-        self._replace(layer, w.index_copy(axis, idx, rows).reshape(-1))
+        order = torch.tensor(np.random.default_rng([seed, 1]).permutation(picked), device=w.device) \
+            if op == "permute" else idx
+
+        def rewrite(t: torch.Tensor, axis: int) -> torch.Tensor:
+            """`t` with the chosen channels on `axis` rewritten by the op."""
+            rows = t.index_select(axis, order)
+            if op == "ablate":
+                rows = torch.zeros_like(rows)
+            elif op != "permute":
+                rows = rows * (-1.0 if op == "invert" else amount)
+            return t.index_copy(axis, idx, rows)
+        self._replace(layer, rewrite(w, axis).reshape(-1))
         bias = layer[:-len("weight")] + "bias" if layer.endswith(".weight") else ""
         if bias in self._params and self._params[bias].numel() == n:   # the channel is weight and bias
-            b = self._original(bias)
-            if op == "permute":
-                b = b.index_copy(0, idx, b.index_select(0, order))
-            elif op == "ablate":
-                b = b.index_fill(0, idx, 0.0)
-            else:
-                b = b.index_copy(0, idx, b.index_select(0, idx) * (-1.0 if op == "invert" else amount))
-            self._replace(bias, b)
+            self._replace(bias, rewrite(self._original(bias), 0))
             self._along[layer] = bias
         return len(picked)
 
