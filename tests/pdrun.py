@@ -163,6 +163,22 @@ def jobs_patch(path: os.PathLike, jobs: list[str], obj: str = "unravel~ default 
     return p.write(path)
 
 
+def messages_patch(path: os.PathLike, obj: str, messages: str, outlet: int = 1) -> pathlib.Path:
+    """A patch that sends `messages` (one message box) to `obj` at load, prints each reply of
+    its info `outlet` as 'reply: ...' and quits."""
+    p = Patch()
+    lb = p.obj("loadbang")
+    u = p.obj(obj)
+    p.connect(u, outlet, p.obj("print reply"), 0)
+    tb = p.obj("t b b")
+    p.connect(lb, 0, tb, 0)
+    box = p.msg(messages)
+    p.connect(tb, 1, box, 0)
+    p.connect(box, 0, u, 0)
+    p.connect(tb, 0, p.msg("; pd quit"), 0)
+    return p.write(path)
+
+
 def render_patch(path: os.PathLike, chains: list[Chain], frames: int, tail: int = 8192,
                  wait_loaded: bool = False) -> pathlib.Path:
     """A patch that renders every chain for frames + tail frames (32-bit wav files), then

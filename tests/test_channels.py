@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from pdrun import BUILD, Patch, run_pd
+from pdrun import BUILD, messages_patch, run_pd
 from unravel import cli
 from unravel.audio import BUNDLED_LOOP
 from unravel.bend import Bender, channel_axis
@@ -94,18 +94,9 @@ def test_cli_channels(tmp_path, capsys):
 
 @pytest.mark.skipif(not (BUILD / "unravel~.pd_linux").exists(), reason="the external is not built")
 def test_pd_channels(tmp_path):
-    p = Patch()
-    lb = p.obj("loadbang")
-    u = p.obj("unravel~ default forward")
-    p.connect(u, 1, p.obj("print reply"), 0)
-    tb = p.obj("t b b")
-    p.connect(lb, 0, tb, 0)
-    box = p.msg(f"channels {CONV} scale 0.5, channels {CONV} scale 2 list 0 3, save c.ts, "
+    box = (f"channels {CONV} scale 0.5, channels {CONV} scale 2 list 0 3, save c.ts, "
                 f"channels {CONV} scale 2 list 96, channels {CONV} ablate 50 3")
-    p.connect(tb, 1, box, 0)
-    p.connect(box, 0, u, 0)
-    p.connect(tb, 0, p.msg("; pd quit"), 0)
-    r = run_pd(p.write(tmp_path / "ch.pd"), timeout=120)
+    r = run_pd(messages_patch(tmp_path / "ch.pd", "unravel~ default forward", box), timeout=120)
     assert r.returncode == 0
     assert r.after("reply:") == [f"channels {CONV} scale 96", f"channels {CONV} scale 2",
                                  f"saved {tmp_path / 'c.ts'}", f"channels {CONV} ablate 48"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pdrun import BUILD, Patch, run_pd
+from pdrun import BUILD, messages_patch, run_pd
 from unravel import cli, modelinfo
 from unravel.bend import Bender
 from unravel.model import load_model
@@ -84,18 +84,9 @@ def test_cli_morph_writes_the_mix_and_says_what_matched(b_model, tmp_path, capsy
 def test_pd_morph_moves_t_and_saves_the_mix(b_model, tmp_path):
     """[unravel~] takes `morph <file> <t>` (a burst of t values keeps the newest), replies
     `morph <matched> <unmatched>` and posts it; `save` writes the mix of the last t."""
-    p = Patch()
-    lb = p.obj("loadbang")
-    u = p.obj("unravel~ default forward")
-    p.connect(u, 1, p.obj("print reply"), 0)
-    box = p.msg(f"morph {b_model} 0.1, morph {b_model} 0.2, morph {b_model} 0.6, save c.ts, "
+    box = (f"morph {b_model} 0.1, morph {b_model} 0.2, morph {b_model} 0.6, save c.ts, "
                 f"morph {b_model} 9")
-    tb = p.obj("t b b")
-    p.connect(lb, 0, tb, 0)
-    p.connect(tb, 1, box, 0)
-    p.connect(box, 0, u, 0)
-    p.connect(tb, 0, p.msg("; pd quit"), 0)
-    r = run_pd(p.write(tmp_path / "morph.pd"), timeout=120)
+    r = run_pd(messages_patch(tmp_path / "morph.pd", "unravel~ default forward", box), timeout=120)
     assert r.returncode == 0
     a, b = weights(load_model("default", warmup=False).path), weights(b_model)
     replies = r.after("reply:")

@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from pdrun import BUILD, Chain, Patch, render_patch, run_pd
+from pdrun import BUILD, Chain, messages_patch, render_patch, run_pd
 from unravel import cli
 from unravel.bend import Bender
 from unravel.errors import UnravelError
@@ -131,18 +131,9 @@ def test_cli_output(tmp_path, capsys):
 
 @pytest.mark.skipif(not (BUILD / "unravel~.pd_linux").exists(), reason="the external is not built")
 def test_pd_output_messages_and_save(tmp_path):
-    p = Patch()
-    lb = p.obj("loadbang")
-    u = p.obj("unravel~ default forward")
-    p.connect(u, 1, p.obj("print reply"), 0)
-    tb = p.obj("t b b")
-    p.connect(lb, 0, tb, 0)
-    box = p.msg(f"output {LAST} offset 0.25, output {LAST} offset 0.5, output {MID} clamp -0.2 0.2, "
+    box = (f"output {LAST} offset 0.25, output {LAST} offset 0.5, output {MID} clamp -0.2 0.2, "
                 f"save o.ts, output {MID} clamp 1 0, output nope offset 1, output {MID} twist 1")
-    p.connect(tb, 1, box, 0)
-    p.connect(box, 0, u, 0)
-    p.connect(tb, 0, p.msg("; pd quit"), 0)
-    r = run_pd(p.write(tmp_path / "o.pd"), timeout=120)
+    r = run_pd(messages_patch(tmp_path / "o.pd", "unravel~ default forward", box), timeout=120)
     assert r.returncode == 0
     replies = r.after("reply:")
     moved = [x for x in replies if x == f"output {LAST} offset 2"]
