@@ -147,19 +147,18 @@ class Model:
         if batched and self._items is not None:     # its own caches, as many as it uses
             caches.fit(module._c, self._items, names=batched)
             self._full, self._batched = template, batched
-        def changed() -> bool:
-            return any(not torch.equal(b, modelcache.tensor(template, n))
-                       for n, b in module.named_buffers())
+        def changed() -> list[str]:
+            """The buffers that running changed (they differ from the template's)."""
+            return [n for n, b in modelcache.buffers(module._c) if not torch.equal(b, modelcache.tensor(template, n))]
         ran_changed = warmup and self.warmup(
-            changed if offer and not modelcache.is_stateful(p) else None)
+            (lambda: bool(changed())) if offer and not modelcache.is_stateful(p) else None)
         if offer and not modelcache.is_stateful(p) and (writes or ran_changed or changed()):
             modelcache.mark_stateful(p)     # the next Models of the file need not look
         if offer:
             stateful = modelcache.is_stateful(p)
             # the state a copy on write takes: what the graphs say running writes, unless
             # the warm-up changed a buffer they do not name
-            missed = offer and any(not modelcache.covers(writes, n) and not torch.equal(b, modelcache.tensor(template, n))
-                                   for n, b in modelcache.buffers(module._c))
+            missed = any(not modelcache.covers(writes, n) for n in changed())
             state = None if missed or not writes or modelcache.covers(writes, "") else sorted(writes)
             mine = modelcache.Loaded(None if stateful else module, template if stateful else None,
                                      methods, self._file_sr, params, batched, state)
