@@ -1471,6 +1471,11 @@ static void *unravel_new(t_symbol *s, int argc, t_atom *argv)
         pd_error(x, "[unravel~]: out of memory");
         goto fail;
     }
+    if (unravel_batch)      /* Pd's thread waits for them: no audio to give way to */
+    {
+        jobq_setnice(x->x_jobs, 0);
+        jobq_setnice(x->x_ctl, 0);
+    }
     for (i = 0; i < argc; i++)
     {
         t_symbol *a = atom_getsymbol(argv + i);

@@ -9,10 +9,6 @@
 #include <unistd.h>
 #include "worker.h"
 
-/* the control and job threads run at a lower priority than Pd's thread and the model
-   thread (Linux: nice is per thread), so their work never takes the CPU from the audio */
-#define JOBQ_NICE 10
-
 #if defined(__SSE__) || defined(__x86_64__)
 #include <xmmintrin.h>
 #endif
@@ -505,7 +501,8 @@ static void *jobq_thread(void *arg)
     t_jobq *q = (t_jobq *)arg;
     int orphan;
 #ifdef SYS_gettid
-    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), JOBQ_NICE);
+    if (q->nice)
+        setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), q->nice);
 #endif
     fp_enter();
     pthread_mutex_lock(&q->mutex);
@@ -547,10 +544,16 @@ t_jobq *jobq_new(t_jobq_fn fn, t_jobq_fn freefn)
         return 0;
     q->fn = fn;
     q->freefn = freefn;
+    q->nice = JOBQ_NICE;
     pthread_mutex_init(&q->mutex, 0);
     pthread_cond_init(&q->cond, 0);
     reg_add((void **)reg_jobqs, q);
     return q;
+}
+
+void jobq_setnice(t_jobq *q, int nice)
+{
+    q->nice = nice;
 }
 
 int jobq_push(t_jobq *q, void *data)

@@ -120,12 +120,20 @@ typedef struct jobq {
     int started;            /* the (detached) thread exists */
     int finished;           /* the thread has left its loop */
     int orphan;             /* the owner is gone: the thread frees the queue */
+    int nice;               /* the thread's nice value (JOBQ_NICE unless jobq_setnice) */
     int drain;              /* with orphan: run what is queued first (jobq_finish) */
     uint64_t busy_since;    /* ms the running item started; 0: none */
     pthread_t thread;
 } t_jobq;
 
+/* the control and job threads run at a lower priority than Pd's thread and the model
+   thread (Linux: nice is per thread), so their work never takes the CPU from the audio */
+#define JOBQ_NICE 10
+
 t_jobq *jobq_new(t_jobq_fn fn, t_jobq_fn freefn);   /* the thread starts at the first push */
+/* before the first push: the thread's nice value.  0 where Pd's thread waits for the queue
+   (-batch): a thread Pd waits for must not yield to every other process on the machine */
+void jobq_setnice(t_jobq *q, int nice);
 int jobq_push(t_jobq *q, void *data);   /* 0 on success */
 /* push, or, when the last queued item (not yet running) has the same key, take its place
    (its data freed with freefn): a burst of edits to one thing keeps the newest */

@@ -16,8 +16,10 @@ it has loaded it (and by the parent after the job).
 
 Pd arrays a job reads and writes travel in the same JSON lines (`pdarrays.pack`).
 
-Child (`main`): lowers its priority (Linux: SCHED_IDLE, the CPU time nothing else wants;
-elsewhere nice 10), runs one torch thread, keeps its own copy of the model, runs each job
+Child (`main`): started by a thread that runs below the audio (nice > 0: a live [unravel~]'s
+job thread), lowers its priority further (Linux: SCHED_IDLE, the CPU time nothing else wants;
+elsewhere nice 10); started by a normal one (Pd under -batch, which waits for each job) it
+keeps it, so that other busy processes do not starve what Pd waits for. It runs one torch thread, keeps its own copy of the model, runs each job
 with the job table (`jobs.run_here`) and writes one JSON line to stdout per job,
 `{"result": [...], "arrays": [...]}` (str and float; the arrays it wrote) or `{"error":
 "<job>: cause"}`. SIGTERM, and the death of the parent, raise SystemExit, so the safe
@@ -292,7 +294,8 @@ def main() -> None:
     silence_warnings()
     signal.signal(signal.SIGTERM, _on_term)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-    lower_priority()
+    if hasattr(os, "getpriority") and os.getpriority(os.PRIO_PROCESS, 0) > 0:
+        lower_priority()
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     have: dict = {}
     for line in sys.stdin.buffer:
