@@ -9,9 +9,9 @@ from /proc at each mark) between the marks over S2 - S1, in ms per audio second.
   blocks of 1 and of 8 items (torch.jit.load, inference mode, one thread), back to back;
   `paced`: each call at its block's time (46 ms apart), as Pd makes them in real time: the
   CPU idles between calls, and each call starts with colder caches;
-- voices xN in Python: N bridge runners of one group (`unravel.voices`), each block run from
-  each runner's own thread as its model thread runs it, back to back, without Pd: what the
-  grouping itself costs on top of the batch-8 call;
+- voices xN in Python: N bridge runners of one group (`unravel.voices`), each block one
+  round of the N (`Group.round`, as the group's model thread runs it), back to back, without
+  Pd: what the grouping itself costs on top of the batch-8 call;
 - unravel~ xN: N x `[noise~] -> [unravel~ MODEL forward 2048] -> [dac~]` in live mode
   (`pd -nogui -noaudio`, real time); the marks count from the moment every object replied
   `loaded`; `-p xN`: the same objects with `-p` (one batched call per block);
@@ -80,9 +80,10 @@ with torch.inference_mode():
 """
 
 # the voices without Pd (argv: model, gpu 0|1, marks...): 8 bridge runners of one group, each
-# block run from each runner's own thread as its model thread would, back to back
+# block one round of the eight as the group's model thread runs it (voices.Group.round), back
+# to back
 VOICES = """
-import sys, threading, numpy as np, torch
+import sys, numpy as np, torch
 from unravel import bridge
 bridge.init(1)
 sessions = [bridge.Session(sys.argv[1]) for _ in range(8)]
@@ -90,25 +91,14 @@ for s in sessions:
     s.gpu(float(sys.argv[2]))
 runners = [s.prepare("forward", 2048, 64, 0, 0, False, True)[0] for s in sessions]
 assert runners[0].voice is not None, "the model is not grouped"
+group = runners[0].voice.group
 rng = np.random.default_rng(0)
 for r in runners:
     r.inbuf[:] = rng.uniform(-1, 1, r.inbuf.size)
 marks = [float(s) for s in sys.argv[3:]]
-go = [threading.Semaphore(0) for _ in runners]
-done = threading.Semaphore(0)
-def worker(i):
-    while True:
-        go[i].acquire()
-        runners[i].process()
-        done.release()
-for i in range(8):
-    threading.Thread(target=worker, args=(i,), daemon=True).start()
 k = 0
 while marks:
-    for g in go:
-        g.release()
-    for _ in go:
-        done.acquire()
+    assert group.round(runners) == [0] * 8
     k += 1
     while marks and k * 2048 >= marks[0] * 44100:
         print(f"mark: {marks.pop(0):g}", file=sys.stderr, flush=True)

@@ -726,6 +726,8 @@ struct pyrunner {
     Py_buffer inb, outb;        /* its own buffers, held */
     Py_buffer voicesb;          /* its `voices` (int32: group members, items), if any */
     int hasvoices;
+    struct pygroup *group;      /* poly: its group (0: it plays alone) */
+    t_voice voice;              /* its place in the group */
     float *in, *out;
     long nout;
     char name[PYERR_SIZE / 2];  /* "<model file>: <method>", for the non-finite error */
@@ -733,6 +735,133 @@ struct pyrunner {
     int haserr;
     char err[PYERR_SIZE];
 };
+
+static void pyrunner_seterr(t_pyrunner *r, const char *msg);
+
+/* ------------------------------ voices groups ------------------------------ */
+
+/* the C side of a voices.Group: its model thread (t_voices) runs the group's rounds */
+typedef struct pygroup {
+    PyObject *obj;              /* the voices.Group */
+    t_voices *voices;
+    struct pygroup *next;
+} t_pygroup;
+static t_pygroup *py_groups;    /* read and written with the GIL held */
+
+/* the group's model thread: one call for the blocks that came (voices.Group.round) */
+static void pygroup_round(void *ctx, t_voice **batch, int n)
+{
+    t_pygroup *pg = (t_pygroup *)ctx;
+    PyObject *list, *res = 0;
+    t_pyenter g;
+    int i, ok = 0;
+    py_threadenter();
+    g = py_enter();
+    if ((list = PyList_New(n)))
+    {
+        for (i = 0; i < n; i++)
+        {
+            PyObject *o = ((t_pyrunner *)batch[i]->owner)->obj;
+            Py_INCREF(o);
+            PyList_SET_ITEM(list, i, o);
+        }
+        res = PyObject_CallMethod(pg->obj, "round", "O", list);
+        Py_DECREF(list);
+    }
+    if (res && PyList_Check(res) && PyList_GET_SIZE(res) == n)
+    {
+        for (i = 0; i < n; i++)
+            batch[i]->result = (int)PyLong_AsLong(PyList_GET_ITEM(res, i));
+        ok = !PyErr_Occurred();
+    }
+    if (!ok)
+    {
+        char msg[PYERR_SIZE];
+        if (PyErr_Occurred())
+            py_fetcherr(msg);
+        else
+            seterr(msg, "bad reply from voices.Group.round");
+        for (i = 0; i < n; i++)
+        {
+            pyrunner_seterr((t_pyrunner *)batch[i]->owner, msg);
+            batch[i]->result = -1;
+        }
+    }
+    Py_XDECREF(res);
+    py_leave(g);
+}
+
+/* r joins the group of its bridge.Runner's voice, made at its first member (GIL held); when
+   the group is full it plays alone */
+static void pyrunner_joingroup(t_pyrunner *r)
+{
+    PyObject *voice = PyObject_GetAttrString(r->obj, "voice"), *group = 0, *deadline = 0;
+    t_pygroup *pg;
+    if (!voice || voice == Py_None || !(group = PyObject_GetAttrString(voice, "group")))
+        goto done;
+    for (pg = py_groups; pg && pg->obj != group; pg = pg->next)
+        ;
+    if (!pg && (deadline = PyObject_GetAttrString(group, "deadline")) &&
+        (pg = (t_pygroup *)calloc(1, sizeof(*pg))))
+    {
+        if (!(pg->voices = voices_new(pygroup_round, pg, PyFloat_AsDouble(deadline))))
+        {
+            free(pg);
+            pg = 0;
+        }
+        else
+        {
+            pg->obj = group;
+            Py_INCREF(group);
+            pg->next = py_groups;
+            py_groups = pg;
+        }
+    }
+    if (pg && voices_join(pg->voices, &r->voice, r) == 0)
+        r->group = pg;
+    else
+        Py_XDECREF(PyObject_CallMethod(r->obj, "leave_group", 0));
+done:
+    PyErr_Clear();
+    Py_XDECREF(voice);
+    Py_XDECREF(group);
+    Py_XDECREF(deadline);
+}
+
+/* r leaves its group (any thread, the GIL held or not: a round that has r is waited for);
+   the last member frees the group */
+static void pyrunner_leavegroup(t_pyrunner *r)
+{
+    t_pygroup *pg = r->group, **p;
+    PyThreadState *ts;
+    t_pyenter g;
+    int last = 0;
+    if (!pg)
+        return;
+    ts = PyGILState_Check() ? PyEval_SaveThread() : 0;
+    voices_leave(&r->voice);
+    r->group = 0;
+    g = py_enter();
+    if (voices_count(pg->voices) == 0)
+    {   /* (members join with the GIL held: none can come now) */
+        for (p = &py_groups; *p; p = &(*p)->next)
+            if (*p == pg)
+            {
+                *p = pg->next;
+                break;
+            }
+        Py_DECREF(pg->obj);
+        last = 1;
+    }
+    py_leave(g);
+    if (last)
+    {
+        voices_free(pg->voices);    /* its thread ends: it takes the GIL to leave Python */
+        free(pg);
+    }
+    if (ts)
+        PyEval_RestoreThread(ts);
+}
 
 /* a t_pyrunner over a bridge.Runner (GIL held); 0 with err set */
 static t_pyrunner *pyrunner_wrap(PyObject *obj, char *err)
@@ -779,6 +908,7 @@ static t_pyrunner *pyrunner_wrap(PyObject *obj, char *err)
             PyBuffer_Release(&r->voicesb);
         Py_XDECREF(voices);
         PyErr_Clear();
+        pyrunner_joingroup(r);
     }
     Py_XDECREF(name);
     Py_XDECREF(inbuf);
@@ -828,6 +958,16 @@ int pyrunner_process(void *runner, const float *in, float *out)
     int rc = 0;
     (void)in;
     (void)out;
+    if (r->group)
+    {   /* its block goes into the group's next round */
+        rc = voices_run(&r->voice);
+        if (rc < 0)
+            return -1;
+        if (rc == 0)
+            goto played;
+        rc = 0;
+        pyrunner_leavegroup(r);     /* it plays alone from now on */
+    }
     py_threadenter();
     g = py_enter();
     res = PyObject_CallNoArgs(r->process);
@@ -840,6 +980,7 @@ int pyrunner_process(void *runner, const float *in, float *out)
     }
     Py_XDECREF(res);
     py_leave(g);
+played:
     if (!rc && !allfinite(r->out, r->nout))
     {
         char msg[PYERR_SIZE];
@@ -874,6 +1015,7 @@ void pyrunner_free(t_pyrunner *r)
     t_pyenter g;
     if (!r)
         return;
+    pyrunner_leavegroup(r);
     g = py_enter();
     PyBuffer_Release(&r->inb);
     PyBuffer_Release(&r->outb);
@@ -970,9 +1112,9 @@ void pycall_run(void *call)
     t_pyenter g;
     PyObject *args = 0, *values = 0, *want = 0, *r = 0;
     py_threadenter();
-    g = py_enter();
-    pyrunner_free(c->release_runner);
+    pyrunner_free(c->release_runner);   /* (without the GIL: it may wait for a round) */
     c->release_runner = 0;
+    g = py_enter();
     if (c->release_session)
         pysession_unref(c->release_session);
     c->release_session = 0;

@@ -23,6 +23,7 @@
 static pthread_mutex_t reg_mutex = PTHREAD_MUTEX_INITIALIZER;
 static t_engine *reg_engines[MAXREG];
 static t_jobq *reg_jobqs[MAXREG];
+static t_voices *reg_voices[MAXREG];
 
 static void reg_add(void **table, void *p)
 {
@@ -465,6 +466,229 @@ uint64_t engine_busy_ms(t_engine *e)
     return busy_ms(&e->busy_since);
 }
 
+/* ------------------------------------ voices ------------------------------------ */
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* the next round runs now: every regular member's block is in, or the deadline passed
+   (mutex held) */
+static int voices_ready(t_voices *g)
+{
+    t_voice *v;
+    if (!g->nbatch || g->running)
+        return 0;
+    for (v = g->members; v; v = v->next)
+        if (v->regular && !v->waiting)
+            return now_ns() >= g->first_ns + (uint64_t)(g->deadline * 1e9);
+    return 1;
+}
+
+static void *voices_thread(void *arg)
+{
+    t_voices *g = (t_voices *)arg;
+    t_voice *run[VOICES_MAX], *v;
+    int n, i;
+    pthread_mutex_lock(&g->mutex);
+    while (!g->stop)
+    {
+        if (!voices_ready(g))
+        {
+            if (g->nbatch)
+            {   /* until the deadline, or until the last regular member comes */
+                uint64_t t = g->first_ns + (uint64_t)(g->deadline * 1e9);
+                struct timespec ts;
+                ts.tv_sec = (time_t)(t / 1000000000u);
+                ts.tv_nsec = (long)(t % 1000000000u);
+                pthread_cond_timedwait(&g->work, &g->mutex, &ts);
+            }
+            else
+                pthread_cond_wait(&g->work, &g->mutex);
+            continue;
+        }
+        n = g->nbatch;
+        for (i = 0; i < n; i++)
+        {
+            run[i] = g->batch[i];
+            run[i]->waiting = 0;
+            run[i]->inround = 1;
+        }
+        g->nbatch = 0;
+        g->first_ns = 0;
+        g->running = 1;
+        pthread_mutex_unlock(&g->mutex);
+        g->fn(g->ctx, run, n);
+        pthread_mutex_lock(&g->mutex);
+        g->running = 0;
+        g->rounds++;
+        /* who missed a round with others in it is not waited for until it comes again
+           (a block in any round, its own included, makes it regular) */
+        for (v = g->members; v; v = v->next)
+            if (v->inround)
+                v->regular = 1;
+            else if (n > 1 && !v->waiting)
+                v->regular = 0;
+        for (i = 0; i < n; i++)
+        {
+            run[i]->inround = 0;
+            run[i]->done = 1;
+        }
+        pthread_cond_broadcast(&g->done);
+    }
+    pthread_cond_broadcast(&g->done);
+    pthread_mutex_unlock(&g->mutex);
+    return 0;
+}
+
+t_voices *voices_new(t_voices_fn fn, void *ctx, double deadline)
+{
+    pthread_condattr_t attr;
+    t_voices *g = (t_voices *)calloc(1, sizeof(t_voices));
+    if (!g)
+        return 0;
+    g->fn = fn;
+    g->ctx = ctx;
+    g->deadline = deadline;
+    pthread_mutex_init(&g->mutex, 0);
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&g->work, &attr);
+    pthread_condattr_destroy(&attr);
+    pthread_cond_init(&g->done, 0);
+    reg_add((void **)reg_voices, g);
+    return g;
+}
+
+int voices_join(t_voices *g, t_voice *v, void *owner)
+{
+    int rc = -1;
+    pthread_mutex_lock(&g->mutex);
+    if (!g->stop && g->nmembers < VOICES_MAX)
+    {
+        memset(v, 0, sizeof(*v));
+        v->group = g;
+        v->owner = owner;
+        v->regular = 1;
+        v->next = g->members;
+        g->members = v;
+        g->nmembers++;
+        rc = 0;
+    }
+    pthread_mutex_unlock(&g->mutex);
+    return rc;
+}
+
+void voices_leave(t_voice *v)
+{
+    t_voices *g = v->group;
+    t_voice **p;
+    int i, j;
+    if (!g)
+        return;
+    pthread_mutex_lock(&g->mutex);
+    while (v->inround)
+        pthread_cond_wait(&g->done, &g->mutex);
+    for (i = j = 0; i < g->nbatch; i++)
+        if (g->batch[i] != v)
+            g->batch[j++] = g->batch[i];
+    g->nbatch = j;
+    for (p = &g->members; *p; p = &(*p)->next)
+        if (*p == v)
+        {
+            *p = v->next;
+            g->nmembers--;
+            break;
+        }
+    v->group = 0;
+    v->waiting = 0;
+    pthread_cond_signal(&g->work);      /* the others may all be in now */
+    pthread_mutex_unlock(&g->mutex);
+}
+
+int voices_count(t_voices *g)
+{
+    int n;
+    pthread_mutex_lock(&g->mutex);
+    n = g->nmembers;
+    pthread_mutex_unlock(&g->mutex);
+    return n;
+}
+
+int voices_run(t_voice *v)
+{
+    t_voices *g = v->group;
+    int rc;
+    if (!g)
+        return 1;
+    pthread_mutex_lock(&g->mutex);
+    if (g->stop)
+    {
+        pthread_mutex_unlock(&g->mutex);
+        return -1;
+    }
+    /* the thread starts here, at the first block, with a model thread's priority (the
+       control thread that makes a group runs below the audio: nice is inherited) */
+    if (!g->started && pthread_create(&g->thread, 0, voices_thread, g) == 0)
+        g->started = 1;
+    if (!g->started)
+    {
+        pthread_mutex_unlock(&g->mutex);
+        return 1;       /* no thread: it plays alone */
+    }
+    v->done = 0;
+    v->waiting = 1;
+    g->batch[g->nbatch++] = v;
+    if (g->nbatch == 1)
+        g->first_ns = now_ns();
+    /* the group's thread wakes for the first block (the deadline starts) and the last */
+    if (g->nbatch == 1 || voices_ready(g))
+        pthread_cond_signal(&g->work);
+    while (!v->done && !g->stop)
+        pthread_cond_wait(&g->done, &g->mutex);
+    rc = v->done ? v->result : -1;
+    pthread_mutex_unlock(&g->mutex);
+    return rc;
+}
+
+/* stop the thread, wait up to timeout s (< 0: forever); -1 if it is still in a round */
+static int voices_stop_wait(t_voices *g, double timeout)
+{
+    struct timespec ts;
+    pthread_mutex_lock(&g->mutex);
+    g->stop = 1;
+    pthread_cond_broadcast(&g->work);
+    pthread_cond_broadcast(&g->done);
+    pthread_mutex_unlock(&g->mutex);
+    if (!g->started)
+        return 0;
+    if (timeout < 0)
+        pthread_join(g->thread, 0);
+    else
+    {
+        timeout_in(&ts, timeout);
+        if (pthread_timedjoin_np(g->thread, 0, &ts) != 0)
+            return -1;
+    }
+    g->started = 0;
+    return 0;
+}
+
+void voices_free(t_voices *g)
+{
+    if (!g)
+        return;
+    reg_remove((void **)reg_voices, g);
+    voices_stop_wait(g, -1);
+    pthread_mutex_destroy(&g->mutex);
+    pthread_cond_destroy(&g->work);
+    pthread_cond_destroy(&g->done);
+    free(g);
+}
+
 /* ------------------------------------- jobq ------------------------------------- */
 
 static void jobq_destroy(t_jobq *q)
@@ -722,6 +946,10 @@ int worker_stop_all(double timeout)
 {
     int i, rc = 0;
     pthread_mutex_lock(&reg_mutex);
+    /* the groups first: the model threads of their members wait for their rounds */
+    for (i = 0; i < MAXREG; i++)
+        if (reg_voices[i] && voices_stop_wait(reg_voices[i], rc ? 0 : timeout) != 0)
+            rc = -1;
     for (i = 0; i < MAXREG; i++)
     {
         /* after one thread did not stop, wait for no other: the caller leaves at once */

@@ -100,6 +100,58 @@ unsigned engine_processed(t_engine *e);
 uint64_t engine_now_ms(void);           /* a monotonic clock in ms */
 uint64_t engine_busy_ms(t_engine *e);   /* how long the running model call has run (0: none) */
 
+/* ---- voices: the engines of one group (poly) served by one model thread ----
+   Each member's model thread (its engine's fn) hands its block over with voices_run and
+   waits; the group's thread runs one call for the members that came (fn), when every regular
+   member is in or `deadline` s after the first came.  A member that missed a round with
+   others in it is not regular until its block comes again: it never delays the others by
+   more than the deadline.  fn sets each
+   member's `result` (0 played, 1 plays alone from now on, -1 failed); it runs without the
+   group's mutex, one round at a time. */
+#define VOICES_MAX 64   /* members of a group (RAVE's streaming caches hold 64 items) */
+
+typedef struct voice {
+    struct voices *group;   /* 0: in none */
+    void *owner;            /* for fn (the member's runner) */
+    int regular;            /* rounds wait for its block (see above) */
+    int waiting;            /* its block waits for the next round */
+    int inround;            /* its block is in the round that runs */
+    int done;               /* its round ran (result set) */
+    int result;
+    struct voice *next;     /* the group's members */
+} t_voice;
+
+typedef void (*t_voices_fn)(void *ctx, t_voice **batch, int n);
+
+typedef struct voices {
+    t_voices_fn fn;
+    void *ctx;
+    double deadline;
+    t_voice *members;
+    int nmembers;
+    t_voice *batch[VOICES_MAX];     /* the blocks of the next round, as they come */
+    int nbatch;
+    uint64_t first_ns;      /* when the first block of the round came (0: none yet) */
+    int running;            /* fn runs */
+    unsigned rounds;
+    int stop;
+    pthread_mutex_t mutex;
+    pthread_cond_t work;    /* the group's thread: a block came, or stop */
+    pthread_cond_t done;    /* the members: a round ran, or stop */
+    pthread_t thread;
+    int started;
+} t_voices;
+
+/* its thread starts at the first block (a model thread's priority) */
+t_voices *voices_new(t_voices_fn fn, void *ctx, double deadline);
+int voices_join(t_voices *g, t_voice *v, void *owner);  /* 0 on success */
+void voices_leave(t_voice *v);          /* waits for a round that has it; nothing if in none */
+int voices_count(t_voices *g);          /* members */
+/* the member's model thread: its block in, wait for its round; the result fn gave it
+   (-1: the group stopped; 1 also when no thread can be made) */
+int voices_run(t_voice *v);
+void voices_free(t_voices *g);          /* stops and joins the thread; no members left */
+
 /* ---- job thread: runs fn(data) for each pushed item, one at a time, in order ---- */
 typedef void (*t_jobq_fn)(void *data);
 

@@ -1,9 +1,11 @@
-"""The C ring buffer, model thread (t_engine) and job thread of native/ through cffi, without Pd.
+"""The C ring buffer, model thread (t_engine), job thread and voices (t_voices) of native/
+through cffi, without Pd.
 
 The model call is a C function here (a gain with an optional delay), so the tests check the
 threading and buffering code alone: sync mode equals the input delayed by one buffer, live
 mode never blocks and counts underruns, latent inputs are read once per frame and latent
-outputs are held, jobs come back in order."""
+outputs are held, jobs come back in order, a group's round waits for its regular members
+only and never longer than its deadline."""
 
 from __future__ import annotations
 
@@ -42,6 +44,17 @@ int jobq_pending(t_jobq *q);
 int jobq_stop(t_jobq *q, double timeout);
 void jobq_free(t_jobq *q);
 int worker_stop_all(double timeout);
+
+typedef struct voices t_voices;
+typedef struct voice t_voice;
+t_voices *test_voices_new(double deadline, int result);
+t_voice *test_voice_new(t_voices *g, int id);
+int voices_run(t_voice *v);
+void voices_leave(t_voice *v);
+int voices_count(t_voices *g);
+void voices_free(t_voices *g);
+int test_nrounds(void);
+int test_round(int k, int i);
 """
 
 SOURCE = r"""
@@ -115,6 +128,39 @@ int test_jobq_pop(t_jobq *q)
     if (!v) return -1;
     r = *v; free(v); return r;
 }
+
+/* a group's rounds as they ran: the members' ids, -1 after the last */
+static int rounds[64][VOICES_MAX + 1], nrounds, round_result;
+
+static void voices_fn(void *ctx, t_voice **batch, int n)
+{
+    int i, *r = rounds[__atomic_load_n(&nrounds, __ATOMIC_ACQUIRE) % 64];
+    (void)ctx;
+    for (i = 0; i < n; i++)
+    {
+        r[i] = (int)(intptr_t)batch[i]->owner;
+        batch[i]->result = round_result;
+    }
+    r[n] = -1;
+    __atomic_add_fetch(&nrounds, 1, __ATOMIC_ACQ_REL);
+}
+
+t_voices *test_voices_new(double deadline, int result)
+{
+    nrounds = 0;
+    round_result = result;
+    return voices_new(voices_fn, 0, deadline);
+}
+
+t_voice *test_voice_new(t_voices *g, int id)
+{
+    t_voice *v = (t_voice *)calloc(1, sizeof(t_voice));
+    if (voices_join(g, v, (void *)(intptr_t)id) != 0) { free(v); return 0; }
+    return v;
+}
+
+int test_nrounds(void) { return __atomic_load_n(&nrounds, __ATOMIC_ACQUIRE); }
+int test_round(int k, int i) { return rounds[k % 64][i]; }
 """
 
 
@@ -287,3 +333,74 @@ def test_jobs_in_order_and_stop(lib):
     L.test_engine_setup(e, 1, 1, 1, 1, 64, 1, 0, 1.0, 0)
     assert L.worker_stop_all(1.0) == 0      # what the atexit handler does
     L.test_engine_free(e)                   # and freeing after that is still fine
+
+
+def _voices_round(L, members, ids) -> tuple[list[int], float]:
+    """The blocks of `ids` handed over at once from their own threads (as model threads do):
+    what each voices_run returned, and the seconds until the last returned."""
+    import threading
+    import time
+    got = {}
+    def run(i):
+        got[i] = L.voices_run(members[i])
+    threads = [threading.Thread(target=run, args=(i,)) for i in ids]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return [got[i] for i in ids], time.monotonic() - t0
+
+
+def _rounds(L) -> list[list[int]]:
+    out = []
+    for k in range(L.test_nrounds()):
+        r, i = [], 0
+        while L.test_round(k, i) >= 0:
+            r.append(L.test_round(k, i))
+            i += 1
+        out.append(sorted(r))
+    return out
+
+
+def test_voices_round_waits_for_regular_members_only(lib):
+    ffi, L = lib
+    g = L.test_voices_new(2.0, 0)               # a deadline no round here should reach
+    members = [L.test_voice_new(g, i) for i in range(4)]
+    assert L.voices_count(g) == 4
+    res, t = _voices_round(L, members, [0, 1, 2, 3])
+    assert res == [0] * 4 and _rounds(L) == [[0, 1, 2, 3]] and t < 1.5
+    # member 3 misses a round: the round waits for it until the deadline, then runs without it
+    res, t = _voices_round(L, members, [0, 1, 2])
+    assert res == [0] * 3 and _rounds(L)[-1] == [0, 1, 2] and t >= 2.0
+    # from then on it is not waited for: the next round runs as soon as the others are in
+    res, t = _voices_round(L, members, [0, 1, 2])
+    assert _rounds(L)[-1] == [0, 1, 2] and t < 1.5
+    # its block comes again, alone (a round of its own, after the deadline): from then on it
+    # is waited for again, and the next round has all four
+    res, t = _voices_round(L, members, [3])
+    assert res == [0] and _rounds(L)[-1] == [3]
+    for _ in range(3):
+        res, t = _voices_round(L, members, [0, 1, 2, 3])
+        assert _rounds(L)[-1] == [0, 1, 2, 3] and t < 1.5
+    # one leaves: the others' rounds no longer wait for it
+    L.voices_leave(members[1])
+    assert L.voices_count(g) == 3 and L.voices_run(members[1]) == 1   # in no group: alone
+    res, t = _voices_round(L, members, [0, 2, 3])
+    assert _rounds(L)[-1] == [0, 2, 3] and t < 1.5
+    for i in (0, 2, 3):
+        L.voices_leave(members[i])
+    L.voices_free(g)
+
+
+def test_voices_result_and_stop(lib):
+    ffi, L = lib
+    g = L.test_voices_new(0.05, 1)              # every member told to play alone
+    members = [L.test_voice_new(g, i) for i in range(2)]
+    res, _ = _voices_round(L, members, [0, 1])
+    assert res == [1, 1]
+    assert L.worker_stop_all(1.0) == 0          # stops the group's thread too
+    assert L.voices_run(members[0]) == -1       # a stopped group runs nothing
+    for v in members:
+        L.voices_leave(v)
+    L.voices_free(g)

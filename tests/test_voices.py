@@ -1,11 +1,10 @@
-"""unravel.voices without Pd: the objects' runners of one model in a group, driven block by
-block from threads as their model threads drive them, each giving bit for bit what a private
-runner gives (VoiceFir: batch-exact arithmetic), also when only some of them come to a round,
-when one joins late, and when one is bent (it leaves, its state going on)."""
+"""unravel.voices without Pd: the objects' runners of one model in a group, their blocks run
+in rounds as the group's model thread runs them (`Group.round`, the runners that came), each
+giving bit for bit what a private runner gives (VoiceFir: batch-exact arithmetic), also when
+only some of them come to a round, when one joins late, and when one is bent (it leaves, its
+state going on)."""
 
 from __future__ import annotations
-
-import threading
 
 import numpy as np
 import pytest
@@ -25,16 +24,19 @@ def _runner(s: bridge.Session, poly: bool) -> bridge.Runner:
 
 
 def _step(pairs, xs) -> None:
-    """One block: the grouped runners from their own threads at once, the private ones here."""
+    """One block: the grouped runners in one round (those that left play alone), the private
+    ones one by one."""
     for (g, p), x in zip(pairs, xs):
         g.inbuf[:] = x
         p.inbuf[:] = x
-    threads = [threading.Thread(target=g.process) for g, _ in pairs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for _, p in pairs:
+    grouped = [g for g, _ in pairs if g.voice is not None]
+    if grouped:
+        for g, res in zip(grouped, grouped[0].voice.group.round(grouped)):
+            if res:
+                g.process()
+    for g, p in pairs:
+        if g not in grouped:
+            g.process()
         p.process()
 
 
@@ -54,6 +56,7 @@ def test_group_plays_what_private_runners_play(voice_model):
         _step(runners[:3], blocks(3))                  # the fourth joins later
     for pick in ([0, 1, 2, 3], [1, 3], [3], [0, 2], [0, 1, 2, 3]):   # rounds of some of them
         _step([runners[i] for i in pick], blocks(len(pick)))
+        assert [int(runners[i][0].voices[1]) for i in pick] == [len(pick)] * len(pick)  # one call
         for g, p in runners:
             np.testing.assert_array_equal(g.outbuf, p.outbuf)
     assert [int(g.voices[0]) for g, _ in runners] == [4] * 4

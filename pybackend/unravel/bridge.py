@@ -104,21 +104,31 @@ class Runner:
         # external's exit handler (see native/unravel_tilde.c)
         self.out.copy_(torch.zeros(out_chans, out_frames))
         self.voices = np.zeros(2, np.int32)
-        self.voice = voices.Member(group, model, self.x, self.voices) if group else None
+        self.voice = voices.Member(group, model, self.voices) if group else None
         if self.voice is not None:
             weakref.finalize(self, self.voice.leave)
 
     @one_line("dsp")
     def process(self) -> None:
-        """Run the method on the input buffer and write the output buffer (torch's copy: its
+        """Run the method on the input buffer and write the output buffer; a runner of a
+        group runs its block alone in a round of its own (the C side gathers the group's
+        blocks into one round: voices.Group.round)."""
+        if self.voice is not None and self.voice.group.round([self]) == [0]:
+            return
+        self.leave_group()
+        self.take(self.model.run(self.method, self.x))
+
+    def leave_group(self) -> None:
+        """Play alone from now on, with the state the group held for it."""
+        if self.voice is not None:
+            self.voice.leave()
+            self.voice = None
+            self.voices[:] = 0
+        voices.take_back(self.model)
+
+    def take(self, y) -> None:
+        """The model's output (1, channels, frames) into the output buffer (torch's copy: its
         code is in the CPU caches right after the model ran, numpy's is not)."""
-        y = self.voice.run() if self.voice is not None else None
-        if y is None:
-            if self.voice is not None:
-                self.voice = None
-                self.voices[:] = 0
-            voices.take_back(self.model)
-            y = self.model.run(self.method, self.x)
         if not isinstance(y, torch.Tensor) or y.dim() != 3 or y.shape[0] != 1:
             shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
             raise UnravelError(f"{self.name} returned {shape}, expected (1, channels, frames)")

@@ -3,14 +3,18 @@
 The objects of one model file (on one device, with the file's weights: never edited) that
 run the same method on blocks of the same size form a `Group`. The group holds its own copy
 of the module; each object (a `Member`) has a fixed batch index in it, its slot, where a
-streaming export keeps its caches (RAVE's are sized for 64 items). Each object's model
-thread puts its block in and waits; the first to see that every regular member is in, or
-that the deadline passed (a quarter of a block after the first arrival), runs one batched
-call for those in and hands each its slice. A member that misses a round is not advanced
-(the call runs as many items as members are in, their states gathered into the first slots
-and put back after it) and its block runs in the next round. So each object plays what a
-private object plays, up to the rounding of batched arithmetic (oneDNN's convolutions round a batch of 8 differently
-from a batch of 1: about 1e-6; see docs/ARCHITECTURE.md).
+streaming export keeps its caches (RAVE's are sized for 64 items). `Group.round` runs the
+blocks of the members that came in one batched call and hands each its slice: a call of as
+many items as members came (their states gathered into the first slots and put back after
+it), so a member that missed a round is not advanced and its block runs in the next one.
+So each object plays what a private object plays, up to the rounding of batched arithmetic
+(oneDNN's convolutions round a batch of 8 differently from a batch of 1: about 1e-6; see
+docs/ARCHITECTURE.md).
+
+Who comes to which round is decided in C (native/worker.c, `t_voices`): the group's own
+model thread gathers the blocks of the objects' model threads and calls `round` once per
+block, when every regular member is in or a quarter of a block after the first came
+(`deadline`), so a late object never delays the others.
 
 An object's state moves with it: joining copies the object's own state (its Model's batch
 index 0) into its slot, leaving copies its slot back, so that joining or leaving changes
@@ -23,7 +27,6 @@ it is freed.
 from __future__ import annotations
 
 import threading
-import time
 import weakref
 
 import numpy as np
@@ -35,28 +38,26 @@ from unravel.errors import UnravelError, short_cause
 MAX_VOICES = 64      # members of a group of a model without per-voice state
 _GROUPS: "weakref.WeakValueDictionary[tuple, Group]" = weakref.WeakValueDictionary()
 _HOME: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # Model -> the Member holding its state
-_LOCK = threading.Lock()
+_MAKING = threading.Lock()
 _DEADLINE = 0.25     # of a block's duration: how long a round waits for its last members
 
 
 def group_for(model, method: str, block: int) -> tuple["Group | None", str]:
     """The group of `model`'s `method` on blocks of `block` audio frames, made at its first
-    member (on the caller's thread: the module read from the file again, or copied from the
-    model's when the file changed, and two probe calls), or None and the reason the model
-    cannot share its calls."""
+    member (on the caller's thread, one at a time: a copy of the shared module's template,
+    or the module read from the file again, or copied from the model's when the file changed,
+    and two probe calls), or None and the reason the model cannot share its calls."""
     if model.edits:
         return None, f"poly: {model.path.name} is edited (bent, weights or attributes set): it plays alone"
     key = (model._file_key, str(model.device), method, block)
-    with _LOCK:
+    with _MAKING:       # objects loading at once make one group, not one each
         g = _GROUPS.get(key)
-    if g is not None:
-        return g, ""
-    try:
-        g = Group(key, model, method, block)
-    except UnravelError as e:
-        return None, f"poly: {e}: it plays alone"
-    with _LOCK:
-        return _GROUPS.setdefault(key, g), ""
+        if g is None:
+            try:
+                g = _GROUPS[key] = Group(key, model, method, block)
+            except UnravelError as e:
+                return None, f"poly: {e}: it plays alone"
+    return g, ""
 
 
 def take_back(model) -> None:
@@ -76,26 +77,35 @@ class Group:
         mp = model.methods[method]
         self.in_chans, self.in_frames = mp.in_channels, block // mp.in_ratio
         self.deadline = _DEADLINE * block / model.sr
-        if model.file_unchanged():      # the export's caches (for 64 voices), whatever
-            self.cmod = modelcache.read_module(model.path, model.device)._c   # a private object's hold
+        loaded = model._loaded if model.shared else None
+        written = None              # what running writes, when the shared load knows it
+        if loaded is not None and loaded.template is None:
+            self.cmod = loaded.module._c    # running changes nothing: the module itself
+        elif loaded is not None:
+            # the file's state (the export's caches, for 64 voices), the same weights and the
+            # same compiled code as the private objects (not a second compilation: 40 MB on
+            # a capacity-12 RAVE export)
+            self.cmod = modelcache.copy_sharing_weights(loaded.template, loaded.params)
+            written = loaded.state
+        elif model.file_unchanged():    # the export's caches, whatever a private object's hold
+            self.cmod = modelcache.read_module(model.path, model.device)._c
         else:
             with model.lock:
                 self.cmod = modelcache.jit_copy(model._cmod)
         self.fn = self.cmod._get_method(method)
-        self.items, self.capacity = self._per_voice(model)
+        self.items, self.capacity = self._per_voice(written)
         self.x = torch.zeros(self.capacity, self.in_chans, self.in_frames)
         self.cond = threading.Condition()
         self.members: list[Member] = []
-        self.waiting: list[Member] = []
-        self.first: float | None = None     # when the first block of the next round came
         self.running = False
         self.rounds = 0
 
-    def _per_voice(self, model) -> tuple[list[str], int]:
+    def _per_voice(self, written: list[str] | None) -> tuple[list[str], int]:
         """The buffers that hold per-voice state (those that running the method changes; their
         first dimension is the batch index) and how many voices they hold. Refuses a module
-        whose running changes anything else (a counter, a buffer of another shape)."""
-        for name in modelcache.written(self.cmod, [self.method]):
+        whose running changes anything else (a counter, a buffer of another shape).
+        `written`: what the module's methods write, when known (else read from the graph)."""
+        for name in modelcache.written(self.cmod, [self.method]) if written is None else written:
             if name in ("*", ""):
                 continue
             try:
@@ -172,7 +182,6 @@ class Group:
         with m.model.lock:
             for name in self.items:
                 self._state(name)[m.slot].copy_(modelcache.tensor(m.model._cmod, name)[0])
-        m.regular = True
         self.members.append(m)
         _HOME[m.model] = m
         self._publish()
@@ -190,8 +199,6 @@ class Group:
                     modelcache.tensor(m.model._cmod, name)[0].copy_(self._state(name)[m.slot])
             del _HOME[m.model]
         self.members.remove(m)
-        if m in self.waiting:
-            self.waiting.remove(m)
         last = max(self.members, key=lambda o: o.slot, default=None)
         if last is not None and last.slot > m.slot:
             for name in self.items:
@@ -202,102 +209,74 @@ class Group:
         m.status[0] = 0
         self._publish()
 
-    def _round(self) -> None:
-        """Run the waiting members' blocks in one call (cond held; released during the call):
-        a batch of as many items as members are in. When they do not hold the first slots,
-        their states go to the first ones for the call and back after it, and those slots'
-        own states are put back: a member not in the round is not advanced."""
-        batch, self.waiting, self.first = sorted(self.waiting, key=lambda m: m.slot), [], None
-        self.running = True
-        k, slots = len(batch), [m.slot for m in batch]
-        y, err = None, ""
-        self.cond.release()
+    def round(self, runners: list) -> list[int]:
+        """One call for the blocks of `runners` (bridge.Runners of this group; each block in
+        its runner's `x`, each output into its `out`): for each runner 0 when it played, 1
+        when it plays alone from now on (its model changed, or the group is full; its `voice`
+        is then None). Raises UnravelError when the call fails."""
+        result = [1] * len(runners)
+        for r in runners:           # a model's state is in one slot at a time
+            m = r.voice
+            if m is not None and m.slot is None and _HOME.get(m.model) not in (None, m):
+                _HOME[m.model].leave()
+        with self.cond:
+            self._settle()
+            for i, r in enumerate(runners):
+                if r.voice is not None and r.voice.enter():
+                    result[i] = 0
+            batch = sorted((r for r, res in zip(runners, result) if res == 0),
+                           key=lambda r: r.voice.slot)
+            self.running = bool(batch)
         try:
-            x = self.x[:k]
-            for i, m in enumerate(batch):
-                x[i].copy_(m.x[0])
-            if not self.items or slots[-1] == k - 1:
-                y = self._call(x)
-            else:
-                y = self._call_gathered(x, torch.tensor(slots))
-        except Exception as e:  # noqa: BLE001 - every member hears of it, none waits forever
-            err = str(e) if isinstance(e, UnravelError) else f"{self.path.name}: {short_cause(e)}"
+            if batch:
+                self._run(batch)
         finally:
-            self.cond.acquire()
-        self.running = False
-        self.rounds += 1
-        for i, m in enumerate(batch):
-            m.y = None if y is None else y[i:i + 1]
-            m.error = err
-            m.done = True
-            m.status[1] = len(batch)
-        if len(batch) > 1 or len(self.members) == 1:
-            for m in self.members:      # who is not in step is not waited for
-                m.regular = m in batch
-        for m in batch + self.waiting:  # done, or to see whether their round can run now
-            m.wake.set()
-        self.cond.notify_all()          # who waits for no round to run (_settle)
+            with self.cond:
+                self.running = False
+                self.rounds += bool(batch)
+                self.cond.notify_all()      # who waits for no round to run (_settle)
+        for r, res in zip(runners, result):
+            if res:
+                r.leave_group()
+        return result
 
-    def _ready(self) -> bool:
-        """Whether the waiting round runs now: every regular member is in, or its time is up."""
-        if self.running or not self.waiting:
-            return False
-        if all(m in self.waiting for m in self.members if m.regular):
-            return True
-        return time.monotonic() >= self.first + self.deadline
+    def _run(self, batch: list) -> None:
+        """The call for `batch` (runners sorted by slot; no other round runs)."""
+        k, slots = len(batch), [r.voice.slot for r in batch]
+        x = self.x[:k]
+        for i, r in enumerate(batch):
+            x[i].copy_(r.x[0])
+        if not self.items or slots[-1] == k - 1:
+            y = self._call(x)
+        else:
+            y = self._call_gathered(x, torch.tensor(slots))
+        for i, r in enumerate(batch):
+            r.take(y[i:i + 1])
+            r.voices[:] = (len(self.members), k)
 
 
 class Member:
-    """One object's voice in a group: its input block `x` (1, channels, frames) and `status`
-    (int32: the group's members, the items of its last call; read by the C side for `bang`)."""
+    """One object's voice in a group; `status` (int32: the group's members, the items of its
+    last call) is what C's `bang` replies."""
 
-    def __init__(self, group: Group, model, x: torch.Tensor, status: np.ndarray):
-        self.group, self.model, self.x, self.status = group, model, x, status
+    def __init__(self, group: Group, model, status: np.ndarray):
+        self.group, self.model, self.status = group, model, status
         self.slot: int | None = None
-        self.regular = True
-        self.done = False
-        self.wake = threading.Event()   # set by a round's end: done, or look again
-        self.y: torch.Tensor | None = None
-        self.error = ""
 
     def _valid(self) -> bool:
         g, m = self.group, self.model
         return m.edits == 0 and m.device == g.device and m._file_key == g.key[0]
 
-    def run(self) -> torch.Tensor | None:
-        """The member's output block (1, channels, frames) from the next round; None once it
-        has left the group (its model changed, or the group is full): it then plays alone."""
+    def enter(self) -> bool:
+        """(group's cond held) Whether the member plays in this round: it joins at its first
+        (its model's state into its slot), and leaves when its model changed (False)."""
         g = self.group
         if self.slot is None:
-            if not self._valid():
-                return None
-            if _HOME.get(self.model) is not None and _HOME[self.model] is not self:
-                take_back(self.model)
-        with g.cond:
-            if self.slot is None and not g._add(self):
-                return None
-            if not self._valid():
-                g._remove(self)
-                return None
-            self.done = False
-            self.wake.clear()
-            g.waiting.append(self)
-            if g.first is None:
-                g.first = time.monotonic()
-            if g._ready():
-                g._round()
-        while not self.done:
-            # its own event, not the group's lock: a round's end wakes its members at once
-            first = g.first
-            self.wake.wait(None if g.running or first is None else
-                           max(0.0, first + g.deadline - time.monotonic()))
-            with g.cond:
-                self.wake.clear()
-                if not self.done and g._ready():
-                    g._round()
-        if self.error:
-            raise UnravelError(self.error)
-        return self.y
+            return self._valid() and g._add(self)
+        if not self._valid():
+            g._remove(self)
+            return False
+        return True
 
     def leave(self) -> None:
         """Leave the group (its state back into its model); nothing if it is not in it."""
