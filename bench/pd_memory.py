@@ -1,7 +1,8 @@
 """Memory and creation time of N `[unravel~ -m MODEL decode]` objects in one `pd -batch`,
 against N `[nn~ MODEL decode]` (with --nn DIR); with --live also N `[unravel~ MODEL forward
 2048]` in real time (`pd -nogui -noaudio`, quitting 3 s after every object loaded), private
-and with -p (voices: the group's one model thread and batched call).
+and with -p (voices: the group's one model thread and batched call), whose resident memory
+is also read while they play (VmRSS 2 s after every object loaded: "steady").
 
 For each N (default 1 and 8) a patch with N objects is opened in a fresh `pd -batch` that
 turns DSP on, runs 1 s of audio (every object decodes a few buffers of zeros: nn~ compiles
@@ -37,8 +38,8 @@ from unravel.model import resolve_model  # noqa: E402
 
 def patch(d: pathlib.Path, obj: str, n: int, live: bool = False) -> pathlib.Path:
     """N copies of `obj`, DSP on for 1 s of logical time, then quit; `live` (real time: the
-    objects load in the background): noise~ into each, and quit 3 s after every object
-    replied `loaded`."""
+    objects load in the background): noise~ into each, "steady: bang" 2 s and quit 3 s after
+    every object replied `loaded`."""
     p = Patch()
     lb = p.obj("loadbang")
     on = p.msg("; pd dsp 1")
@@ -56,6 +57,8 @@ def patch(d: pathlib.Path, obj: str, n: int, live: bool = False) -> pathlib.Path
     p.connect(plus, 0, count, 1)
     p.connect(plus, 0, sel, 0)
     p.connect(sel, 0, dl, 0)
+    p.connect(sel, 0, p.obj("delay 2000"), 0)
+    p.connect(p.n - 1, 0, p.obj("print steady"), 0)
     for _ in range(n):
         u = p.obj(obj)
         p.connect(p.obj("noise~"), 0, u, 0)
@@ -65,13 +68,20 @@ def patch(d: pathlib.Path, obj: str, n: int, live: bool = False) -> pathlib.Path
     return p.write(d / f"live{n}.pd")
 
 
-def run(cmd: list[str]) -> tuple[float, float]:
-    """(peak RSS in MB, wall seconds) of one pd process; fails loudly on errors."""
+def run(cmd: list[str]) -> tuple[float, float, float]:
+    """(peak RSS in MB, wall seconds, RSS in MB at "steady: bang" or NaN) of one pd process;
+    fails loudly on errors."""
     t0 = time.perf_counter()
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
                          preexec_fn=lambda: os.sched_setaffinity(0, {0}))
-    err = p.stderr.read()
+    lines, steady = [], float("nan")
+    for line in p.stderr:
+        lines.append(line)
+        if line.startswith("steady: bang"):
+            status = open(f"/proc/{p.pid}/status").read()
+            steady = int(status.split("VmRSS:")[1].split()[0]) / 1024
+    err = "".join(lines)
     _, status, ru = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t0
     # (eight live objects loading at once on one CPU take over 3 s: the watch says so)
@@ -79,7 +89,7 @@ def run(cmd: list[str]) -> tuple[float, float]:
            or "couldn't create" in ln]
     if os.waitstatus_to_exitcode(status) != 0 or bad:
         raise SystemExit(f"pd failed: {(bad or [err[-2000:]])[0]}")
-    return ru.ru_maxrss / 1024, wall
+    return ru.ru_maxrss / 1024, wall, steady
 
 
 def main() -> int:
@@ -112,16 +122,16 @@ def main() -> int:
                     cmd = pd_command(patch(d, obj, n, live), extra, batch=not live)
                     res.setdefault((name, n), []).append(run(cmd))
         lo, hi = min(a.counts), max(a.counts)
-        for name in externals:
-            med = {n: (statistics.median(r[0] for r in res[(name, n)]),
-                       statistics.median(r[1] for r in res[(name, n)])) for n in a.counts}
-            line = "; ".join(f"{n} objects: peak {med[n][0]:.1f} MB, {med[n][1]:.2f} s" for n in a.counts)
+        for name, (_, _, live) in externals.items():
+            med = {n: [statistics.median(r[i] for r in res[(name, n)]) for i in range(3)] for n in a.counts}
+            line = "; ".join(f"{n} objects: peak {med[n][0]:.1f} MB" + (f", steady {med[n][2]:.1f} MB" if live else "")
+                             + f", {med[n][1]:.2f} s" for n in a.counts)
             print(f"{name:<16} {line}")
             if hi > lo:
-                per_mb = (med[hi][0] - med[lo][0]) / (hi - lo)
-                per_s = (med[hi][1] - med[lo][1]) / (hi - lo)
-                print(f"{'':<16} each extra object: {per_mb:.1f} MB ({per_mb / size * 100:.0f} % of the "
-                      f"model file, {per_mb / weights * 100:.0f} % of its weights), {per_s * 1000:.0f} ms")
+                per = lambda i: (med[hi][i] - med[lo][i]) / (hi - lo)
+                share = lambda mb: f"{mb:.1f} MB ({mb / size * 100:.0f} % of the model file, {mb / weights * 100:.0f} % of its weights)"
+                print(f"{'':<16} each extra object: peak {share(per(0))}"
+                      + (f", steady {share(per(2))}" if live else "") + f", {per(1) * 1000:.0f} ms")
     return 0
 
 

@@ -17,7 +17,10 @@ from /proc at each mark) between the marks over S2 - S1, in ms per audio second.
   `loaded`; `-p xN`: the same objects with `-p` (one batched call per block);
 - pd alone xN: the same patch with `[*~ 1]` in place of the model: what Pd itself costs in
   real time (its scheduler, noise~, dac~), subtracted in the "net" ratios;
-- nn~ xN (with --nn DIR): `[nn~ MODEL forward 2048]` the same way (marks from the load).
+- nn~ xN (with --nn DIR): `[nn~ MODEL forward 2048]` the same way (marks from the load);
+- before -p xN (with --before DIR): `unravel~ -p xN` from another checkout of unravel (its
+  build/unravel and pybackend, e.g. a `git worktree` of an earlier commit, built with `cmake`),
+  interleaved with this one's: an A/B of a change in the same run.
 
 --gpu: the unravel~ objects with `-g` and the Python loops and voices on cuda (each block
 copied there and back); without a GPU it says so and all stays on the CPU.
@@ -28,7 +31,7 @@ At S1 and S2 each object's `bang` status gives its underruns (those between the 
 printed) and `poly` (the members of its group).
 
 Usage: .venv/bin/python bench/pd_poly.py [--model PATH] [--nn DIR] [--seconds 2 6] [--rounds 3] [--pin 0]
-       [--gpu]
+       [--gpu] [--skip VARIANT...] [--before DIR]
 """
 
 from __future__ import annotations
@@ -203,6 +206,8 @@ def main() -> int:
     ap.add_argument("--skip", nargs="*", default=[], metavar="VARIANT",
                     help="variants not to run, e.g. 'unravel~ x8' 'nn~ x8' where 8 objects cannot "
                          "run in real time on one CPU")
+    ap.add_argument("--before", type=pathlib.Path, metavar="DIR",
+                    help="another checkout of unravel, built: its `unravel~ -p xN` too, interleaved")
     a = ap.parse_args()
     model = resolve_model(a.model)
     marks = tuple(a.seconds)
@@ -225,6 +230,11 @@ def main() -> int:
                 f"unravel~ x{N}": pd(f"unravel~ {g}{model} forward {B}", N, True),
                 f"unravel~ -p x{N}": pd(f"unravel~ -p {g}{model} forward {B}", N, True),
                 f"pd alone x{N}": pd("*~ 1", N, False)}
+        if a.before:
+            b = a.before.resolve()
+            runs[f"before -p x{N}"] = ["env", f"PYTHONPATH={b / 'pybackend'}"] + pd_command(
+                patch(d, f"unravel~ -p {g}{model} forward {B} ", N, marks, True), ["-r", str(SR)],
+                batch=False, path=b / "build" / "unravel")
         if a.nn:
             nn = ("-path", str(a.nn.resolve()))
             runs["nn~ x1"] = pd(f"nn~ {model} forward {B}", 1, False, nn)
@@ -259,7 +269,8 @@ def main() -> int:
                            (f"voices x{N} in Python", "batch-8", ""),
                            ("batch-8", "batch-1", ""), ("unravel~ x1", "batch-1", ""),
                            ("unravel~ x1", "batch-1 paced", ""), (p8, "unravel~ x1", ""),
-                           (u8, p8, ""), (p8, n8, "goal <= 0.4"), (u8, n8, ""), ("unravel~ x1", "nn~ x1", "")]:
+                           (u8, p8, ""), (p8, n8, "goal <= 0.4"), (u8, n8, ""), ("unravel~ x1", "nn~ x1", ""),
+                           (p8, f"before -p x{N}", "")]:
             if ratio(x, y) != "-":
                 net = f", net of Pd alone {ratio(x, y, True)}" if x.startswith("unravel~") else ""
                 print(f"{x} / {y}: {ratio(x, y)}{net}" + (f" ({goal})" if goal else ""))

@@ -727,7 +727,7 @@ struct pyrunner {
     Py_buffer voicesb;          /* its `voices` (int32: group members, items), if any */
     int hasvoices;
     struct pygroup *group;      /* poly: its group (0: it plays alone) */
-    t_voice voice;              /* its place in the group */
+    t_voice voice;              /* its place in the group, from its first block on */
     float *in, *out;
     long nout;
     char name[PYERR_SIZE / 2];  /* "<model file>: <method>", for the non-finite error */
@@ -744,6 +744,7 @@ static void pyrunner_seterr(t_pyrunner *r, const char *msg);
 typedef struct pygroup {
     PyObject *obj;              /* the voices.Group */
     t_voices *voices;
+    int refs;                   /* runners of the group (GIL held) */
     struct pygroup *next;
 } t_pygroup;
 static t_pygroup *py_groups;    /* read and written with the GIL held */
@@ -791,8 +792,9 @@ static void pygroup_round(void *ctx, t_voice **batch, int n)
     py_leave(g);
 }
 
-/* r joins the group of its bridge.Runner's voice, made at its first member (GIL held); when
-   the group is full it plays alone */
+/* r takes the group of its bridge.Runner's voice, made at its first runner (GIL held); it
+   joins at its first block (pyrunner_process), so that a runner made but never installed
+   is never waited for */
 static void pyrunner_joingroup(t_pyrunner *r)
 {
     PyObject *voice = PyObject_GetAttrString(r->obj, "voice"), *group = 0, *deadline = 0;
@@ -817,8 +819,11 @@ static void pyrunner_joingroup(t_pyrunner *r)
             py_groups = pg;
         }
     }
-    if (pg && voices_join(pg->voices, &r->voice, r) == 0)
+    if (pg)
+    {
+        pg->refs++;
         r->group = pg;
+    }
     else
         Py_XDECREF(PyObject_CallMethod(r->obj, "leave_group", 0));
 done:
@@ -829,7 +834,7 @@ done:
 }
 
 /* r leaves its group (any thread, the GIL held or not: a round that has r is waited for);
-   the last member frees the group */
+   the last runner frees the group */
 static void pyrunner_leavegroup(t_pyrunner *r)
 {
     t_pygroup *pg = r->group, **p;
@@ -842,8 +847,8 @@ static void pyrunner_leavegroup(t_pyrunner *r)
     voices_leave(&r->voice);
     r->group = 0;
     g = py_enter();
-    if (voices_count(pg->voices) == 0)
-    {   /* (members join with the GIL held: none can come now) */
+    if (--pg->refs == 0)
+    {
         for (p = &py_groups; *p; p = &(*p)->next)
             if (*p == pg)
             {
@@ -959,8 +964,9 @@ int pyrunner_process(void *runner, const float *in, float *out)
     (void)in;
     (void)out;
     if (r->group)
-    {   /* its block goes into the group's next round */
-        rc = voices_run(&r->voice);
+    {   /* its block goes into the group's next round (a full group: it plays alone) */
+        rc = r->voice.group || voices_join(r->group->voices, &r->voice, r) == 0 ?
+            voices_run(&r->voice) : 1;
         if (rc < 0)
             return -1;
         if (rc == 0)
