@@ -420,17 +420,6 @@ class Session:
         return [["post", f"set_weights {layer}: {v.size} weights"]]
 
 
-def _trim() -> None:
-    """Give the memory a load freed back to the system (glibc's malloc_trim; each thread's
-    malloc arena keeps what it freed otherwise: 2 MB per object on a capacity-12 export).
-    The arenas stay per thread, so that objects playing on several cores never wait for one
-    lock (issue 24). Nothing where there is no malloc_trim."""
-    import ctypes
-    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
-    if trim is not None:
-        trim(0)
-
-
 @one_line()
 def control(session: Session | None, sel: str, args: list, patch_dir: str, values,
             want: tuple | None) -> tuple:
@@ -455,7 +444,7 @@ def control(session: Session | None, sel: str, args: list, patch_dir: str, value
         replies = session.message(sel, list(args))
     prepared = session.prepare(*want) if want else None
     if sel in ("load", "reload"):
-        _trim()
+        _model.give_back_memory()       # what making the runner (a group) freed too
     return session, replies, prepared, session.status_info()
 
 
