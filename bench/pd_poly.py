@@ -117,10 +117,7 @@ def patch(d: pathlib.Path, obj: str, count: int, marks: tuple[float, float], liv
     p.connect(lb, 0, p.msg("; pd dsp 1"), 0)
     start = p.obj("t b")
     if live:
-        n, plus, sel = p.obj("f"), p.obj("+ 1"), p.obj(f"sel {count}")
-        p.connect(n, 0, plus, 0)
-        p.connect(plus, 0, n, 1)
-        p.connect(plus, 0, sel, 0)
+        n, sel = p.count(count)
         p.connect(sel, 0, start, 0)
     else:
         p.connect(lb, 0, start, 0)

@@ -119,6 +119,15 @@ class Patch:
     def connect(self, a: int, outlet: int, b: int, inlet: int) -> None:
         self.lines.append(f"#X connect {a} {outlet} {b} {inlet}")
 
+    def count(self, n: int) -> tuple[int, int]:
+        """[f] x [+ 1] -> [sel n]: (the box that counts each bang, the box whose left outlet
+        bangs at the n-th)."""
+        f, plus, sel = self.obj("f"), self.obj("+ 1"), self.obj(f"sel {n}")
+        self.connect(f, 0, plus, 0)
+        self.connect(plus, 0, f, 1)
+        self.connect(plus, 0, sel, 0)
+        return f, sel
+
     def write(self, path: os.PathLike) -> pathlib.Path:
         objs = [ln for ln in self.lines if not ln.startswith("#X connect")]
         conns = [ln for ln in self.lines if ln.startswith("#X connect")]
@@ -151,11 +160,8 @@ def jobs_patch(path: os.PathLike, jobs: list[str], obj: str = "unravel~ default 
     tb = p.obj("t b")
     p.connect(rt, 0, tb, 0)
     p.connect(rt, 1, tb, 0)
-    f, plus, sel = p.obj("f"), p.obj("+ 1"), p.obj(f"sel {len(jobs)}")
+    f, sel = p.count(len(jobs))
     p.connect(tb, 0, f, 0)
-    p.connect(f, 0, plus, 0)
-    p.connect(plus, 0, f, 1)
-    p.connect(plus, 0, sel, 0)
     p.connect(sel, 0, p.msg("; pd quit"), 0)
     box = p.msg(", ".join(jobs))
     p.connect(lb, 0, box, 0)

@@ -37,10 +37,7 @@ def _patch(d) -> None:
     all of them replied `loaded` (so that their blocks line up with the recordings)."""
     p = Patch()
     lb = p.obj("loadbang")
-    count, plus, sel = p.obj("f"), p.obj("+ 1"), p.obj(f"sel {N + 2}")
-    p.connect(count, 0, plus, 0)
-    p.connect(plus, 0, count, 1)
-    p.connect(plus, 0, sel, 0)
+    count, sel = p.count(N + 2)
     seq = p.obj("t b b b b")
     p.connect(sel, 0, seq, 0)
     p.connect(seq, 2, p.msg("; pd dsp 1"), 0)
