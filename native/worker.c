@@ -475,24 +475,30 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* every regular member's block is in (mutex held) */
+static int voices_allin(t_voices *g)
+{
+    t_voice *v;
+    for (v = g->members; v; v = v->next)
+        if (v->regular && !v->waiting)
+            return 0;
+    return 1;
+}
+
 /* the next round runs now: every regular member's block is in, or the deadline passed
    (mutex held) */
 static int voices_ready(t_voices *g)
 {
-    t_voice *v;
     if (!g->nbatch || g->running)
         return 0;
-    for (v = g->members; v; v = v->next)
-        if (v->regular && !v->waiting)
-            return now_ns() >= g->first_ns + (uint64_t)(g->deadline * 1e9);
-    return 1;
+    return voices_allin(g) || now_ns() >= g->first_ns + (uint64_t)(g->deadline * 1e9);
 }
 
 static void *voices_thread(void *arg)
 {
     t_voices *g = (t_voices *)arg;
     t_voice *run[VOICES_MAX], *v;
-    int n, i;
+    int n, i, missed;
     pthread_mutex_lock(&g->mutex);
     while (!g->stop)
     {
@@ -511,6 +517,12 @@ static void *voices_thread(void *arg)
             continue;
         }
         n = g->nbatch;
+        /* the round waited in vain for regular members (with a regular one in: a straggler
+           alone waits for the others' next blocks, which are not late) */
+        missed = 0;
+        if (!voices_allin(g))
+            for (i = 0; i < n; i++)
+                missed |= g->batch[i]->regular;
         for (i = 0; i < n; i++)
         {
             run[i] = g->batch[i];
@@ -525,12 +537,12 @@ static void *voices_thread(void *arg)
         pthread_mutex_lock(&g->mutex);
         g->running = 0;
         g->rounds++;
-        /* who missed a round with others in it is not waited for until it comes again
-           (a block in any round, its own included, makes it regular) */
+        /* who missed it is not waited for until its block comes again (a block in any
+           round, its own included, makes a member regular) */
         for (v = g->members; v; v = v->next)
             if (v->inround)
                 v->regular = 1;
-            else if (n > 1 && !v->waiting)
+            else if (missed && !v->waiting)
                 v->regular = 0;
         for (i = 0; i < n; i++)
         {

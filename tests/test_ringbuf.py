@@ -383,6 +383,18 @@ def test_voices_round_waits_for_regular_members_only(lib):
     for _ in range(3):
         res, t = _voices_round(L, members, [0, 1, 2, 3])
         assert _rounds(L)[-1] == [0, 1, 2, 3] and t < 1.5
+    # a member that stops coming (an object disabled) with one other left: one round waits
+    # for it, then none
+    g2 = L.test_voices_new(2.0, 0)
+    pair = [L.test_voice_new(g2, i) for i in (10, 11)]
+    _voices_round(L, pair, [0, 1])
+    res, t = _voices_round(L, pair, [0])
+    assert res == [0] and t >= 2.0
+    res, t = _voices_round(L, pair, [0])
+    assert res == [0] and t < 1.5
+    for v in pair:
+        L.voices_leave(v)
+    L.voices_free(g2)
     # one leaves: the others' rounds no longer wait for it
     L.voices_leave(members[1])
     assert L.voices_count(g) == 3 and L.voices_run(members[1]) == 1   # in no group: alone
