@@ -24,7 +24,7 @@ import weakref
 import numpy as np
 import torch
 
-from unravel import bend, blocks, jobproc, pdargs, safewrite, voices
+from unravel import bend, blocks, jobproc, modelcache, pdargs, safewrite, voices
 from unravel import model as _model
 from unravel.errors import UnravelError, one_line, silence_warnings
 from unravel.jobs import JOBS, REGISTRY, registry_message, run_job  # noqa: F401 - C calls these
@@ -444,7 +444,7 @@ def control(session: Session | None, sel: str, args: list, patch_dir: str, value
         replies = session.message(sel, list(args))
     prepared = session.prepare(*want) if want else None
     if sel in ("load", "reload"):
-        _model.give_back_memory()       # what making the runner (a group) freed too
+        modelcache.give_back_memory()       # what making the runner (a group) freed too
     return session, replies, prepared, session.status_info()
 
 

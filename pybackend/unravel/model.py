@@ -64,17 +64,6 @@ _WARMING = threading.BoundedSemaphore(len(os.sched_getaffinity(0)) if hasattr(os
                                       else os.cpu_count() or 1)
 
 
-def give_back_memory() -> None:
-    """Give the memory freed since (a load's warm-up) back to the system: glibc's
-    malloc_trim; each thread's malloc arena keeps what it freed otherwise (2 MB per object
-    on a capacity-12 export). The arenas stay per thread, so that objects playing on several
-    cores never wait for one lock (issue 24). Nothing where there is no malloc_trim."""
-    import ctypes
-    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
-    if trim is not None:
-        trim(0)
-
-
 class Model:
     """A loaded nn~-contract TorchScript model. Methods run under `lock` and inference mode,
     on `device` (inputs are copied there, outputs back to the CPU).
@@ -124,7 +113,7 @@ class Model:
             # memory given back at once, or objects opened at once peaked at a copy of the
             # weights each, 380 MB on 8 objects of a capacity-64 export)
             cmod = None if loaded.template is None else modelcache.copy_sharing_weights(template, loaded.params)
-            give_back_memory()
+            modelcache.give_back_memory()
         if loaded.template is None:           # the very module other Models run
             self._set_module(loaded.module, loaded.module._c, loaded.methods, loaded.sr)
         else:                                  # own buffers, shared weights and code
@@ -275,7 +264,7 @@ class Model:
                         seen = seen or bool(changed and changed())
                 except UnravelError:
                     pass  # a method that fails on silence fails later with a clear message
-            give_back_memory()
+            modelcache.give_back_memory()
         return seen
 
     def _buffers(self) -> dict[str, torch.Tensor]:
