@@ -19,8 +19,9 @@ Pd arrays a job reads and writes travel in the same JSON lines (`pdarrays.pack`)
 Child (`main`): started by a thread that runs below the audio (nice > 0: a live [unravel~]'s
 job thread), lowers its priority further (Linux: SCHED_IDLE, the CPU time nothing else wants;
 elsewhere nice 10); started by a normal one (Pd under -batch, which waits for each job) it
-keeps it, so that other busy processes do not starve what Pd waits for. It runs one torch thread, keeps its own copy of the model, runs each job
-with the job table (`jobs.run_here`) and writes one JSON line to stdout per job,
+keeps it, so that other busy processes do not starve what Pd waits for. It runs one torch
+thread, keeps its own copy of the model, runs each job with the job table
+(`jobs.run_here`) and writes one JSON line to stdout per job,
 `{"result": [...], "arrays": [...]}` (str and float; the arrays it wrote) or `{"error":
 "<job>: cause"}`. SIGTERM, and the death of the parent, raise SystemExit, so the safe
 writers remove their temporary files; the end of its stdin ends it.
