@@ -104,9 +104,9 @@ uint64_t engine_busy_ms(t_engine *e);   /* how long the running model call has r
    Each member's model thread (its engine's fn) hands its block over with voices_run and
    waits; the group's thread runs one call for the members that came (fn), when every regular
    member is in or `deadline` s after the first came.  A member a round waited for in vain
-   is not regular until its block comes again: no round waits longer than the deadline.  fn sets each
-   member's `result` (0 played, 1 plays alone from now on, -1 failed); it runs without the
-   group's mutex, one round at a time. */
+   is not regular until its block comes again: no round waits longer than the deadline.  fn
+   sets each member's `result` (0 played, 1 plays alone from now on, -1 failed); it runs
+   without the group's mutex, one round at a time. */
 #define VOICES_MAX 64   /* members of a group (RAVE's streaming caches hold 64 items) */
 
 typedef struct voice {
