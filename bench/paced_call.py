@@ -62,11 +62,11 @@ def main() -> int:
     ap.add_argument("--gap", type=float, default=2048 / 44.1, help="ms between paced calls")
     ap.add_argument("--pin", type=int, default=1, metavar="CPU")
     a = ap.parse_args()
+    from pd_render import loadavg
     from unravel.model import resolve_model
     model = resolve_model(a.model or "default")
-    load = lambda: " ".join(open("/proc/loadavg").read().split()[:3])
     print(f"model {model.name}, forward on 2048-sample blocks, {a.calls} calls per run, paced "
-          f"{a.gap:.1f} ms apart, CPU {a.pin}; load average {load()}")
+          f"{a.gap:.1f} ms apart, CPU {a.pin}; load average {loadavg()}")
     for b in a.batch:
         ms: dict[str, list[float]] = {k: [] for k in MODES}
         for _ in range(a.rounds):
@@ -80,7 +80,7 @@ def main() -> int:
             f"{name} {statistics.median(v):.2f} ms per call"
             + ("" if name == "back to back" else f" ({statistics.median(p / q for p, q in zip(v, base)):.2f}x)")
             for name, v in ms.items()))
-    print(f"load average at the end {load()}")
+    print(f"load average at the end {loadavg()}")
     return 0
 
 

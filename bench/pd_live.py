@@ -54,6 +54,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from pdrun import BUILD, LiveRun, run_live  # noqa: E402
 
 import pd_switch  # noqa: E402
+from pd_render import loadavg  # noqa: E402
 
 import unravel  # noqa: E402
 from unravel.model import DATA_DIR, resolve_model  # noqa: E402
@@ -143,10 +144,6 @@ def variants(model: pathlib.Path, numel: int, nn_dir: pathlib.Path | None) -> li
         nobj = f"nn~ -m {model} forward {B}"
         v.append(Variant("nn~", nobj, nobj, [], ["-path", str(nn_dir)], {"OMP_NUM_THREADS": None}))
     return v
-
-
-def loadavg() -> str:
-    return " ".join(open("/proc/loadavg").read().split()[:3])
 
 
 def run_group(v: Variant, cases: list[Case], d: pathlib.Path, settle_ms: float, window_ms: float,

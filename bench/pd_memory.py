@@ -31,7 +31,7 @@ import torch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from pdrun import Patch, pd_command  # noqa: E402
+from pdrun import Patch, pd_command, proc_stats  # noqa: E402
 
 from unravel.model import resolve_model  # noqa: E402
 
@@ -76,8 +76,7 @@ def run(cmd: list[str]) -> tuple[float, float, float]:
     for line in p.stderr:
         lines.append(line)
         if line.startswith("steady: bang"):
-            status = open(f"/proc/{p.pid}/status").read()
-            steady = int(status.split("VmRSS:")[1].split()[0]) / 1024
+            steady = proc_stats(p.pid)[0]
     err = "".join(lines)
     _, status, ru = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t0

@@ -47,6 +47,7 @@ import threading
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+from pd_render import _cpu_of, loadavg  # noqa: E402
 from pdrun import Patch, pd_command  # noqa: E402
 
 from unravel.device import cuda_available  # noqa: E402
@@ -147,12 +148,6 @@ def patch(d: pathlib.Path, obj: str, count: int, marks: tuple[float, float], liv
     return p.write(d / f"v{abs(hash((obj, count))) % 10**8}.pd")
 
 
-def _cpu_of(pid: int) -> float:
-    """CPU seconds (user + system, every thread) the process has used so far."""
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def window(cmd: list[str], pin: int, tries: int = 3) -> tuple[float, list[str], list[str]]:
     """(CPU seconds between the process's two "mark:" lines, its 'st:' lines before the first
     mark and those after it: the status at each mark). nn~ 1.6 built
@@ -184,10 +179,6 @@ def window(cmd: list[str], pin: int, tries: int = 3) -> tuple[float, list[str], 
         if not ("nn.pd" in cmd[-1] and rc == 0 and attempt + 1 < tries):
             raise SystemExit(f"{cmd[-1]} failed ({rc}, {len(cpu)} marks): {(bad or [''.join(lines)[-2000:]])[0]}")
     raise AssertionError("unreachable")
-
-
-def loadavg() -> str:
-    return " ".join(open("/proc/loadavg").read().split()[:3])
 
 
 def main() -> int:
