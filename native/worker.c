@@ -198,22 +198,28 @@ void engine_stop(t_engine *e)
     engine_stop_wait(e, -1);
 }
 
-int engine_stop_wait(t_engine *e, double timeout)
+/* join thread t within timeout s (< 0: forever); -1 if it has not ended by then */
+static int join_within(pthread_t t, double timeout)
 {
     struct timespec ts;
+    if (timeout < 0)
+    {
+        pthread_join(t, 0);
+        return 0;
+    }
+    timeout_in(&ts, timeout);
+    return pthread_timedjoin_np(t, 0, &ts) == 0 ? 0 : -1;
+}
+
+int engine_stop_wait(t_engine *e, double timeout)
+{
     if (!e->started)
         return 0;
     STORE(&e->stop, 1);
     sem_post(&e->work);
     sem_post(&e->donesem);
-    if (timeout < 0)
-        pthread_join(e->thread, 0);
-    else
-    {
-        timeout_in(&ts, timeout);
-        if (pthread_timedjoin_np(e->thread, 0, &ts) != 0)
-            return -1;      /* still inside a model call: left running */
-    }
+    if (join_within(e->thread, timeout) != 0)
+        return -1;      /* still inside a model call: left running */
     e->started = 0;
     return 0;
 }
@@ -669,7 +675,6 @@ int voices_run(t_voice *v)
 /* stop the thread, wait up to timeout s (< 0: forever); -1 if it is still in a round */
 static int voices_stop_wait(t_voices *g, double timeout)
 {
-    struct timespec ts;
     pthread_mutex_lock(&g->mutex);
     g->stop = 1;
     pthread_cond_broadcast(&g->work);
@@ -677,14 +682,8 @@ static int voices_stop_wait(t_voices *g, double timeout)
     pthread_mutex_unlock(&g->mutex);
     if (!g->started)
         return 0;
-    if (timeout < 0)
-        pthread_join(g->thread, 0);
-    else
-    {
-        timeout_in(&ts, timeout);
-        if (pthread_timedjoin_np(g->thread, 0, &ts) != 0)
-            return -1;
-    }
+    if (join_within(g->thread, timeout) != 0)
+        return -1;
     g->started = 0;
     return 0;
 }
