@@ -112,8 +112,10 @@ class Model:
             # (the copy holds a copy of the weights for a moment: one at a time, and that
             # memory given back at once, or objects opened at once peaked at a copy of the
             # weights each, 380 MB on 8 objects of a capacity-64 export)
-            cmod = None if loaded.template is None else modelcache.copy_sharing_weights(template, loaded.params)
-            modelcache.give_back_memory()
+            cmod = None
+            if loaded.template is not None:
+                cmod = modelcache.copy_sharing_weights(template, loaded.params)
+                modelcache.give_back_memory()
         if loaded.template is None:           # the very module other Models run
             self._set_module(loaded.module, loaded.module._c, loaded.methods, loaded.sr)
         else:                                  # own buffers, shared weights and code
