@@ -5,7 +5,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 PD_MIN := 0.54
 
-.PHONY: setup system venv native jitload package dist browser xvfb demo test clean
+.PHONY: setup system venv native jitload firstpath package dist browser xvfb demo test clean
 
 setup: system venv native browser xvfb
 
@@ -41,9 +41,9 @@ $(VENV)/.stamp: pyproject.toml constraints.txt
 # anywhere Pd looks for libraries (its unravel.cfg names this clone's .venv python; a pip user
 # writes it with `unravel pd-install`).
 package: native
-native: venv jitload
+native: venv jitload firstpath
 	@if [ -f CMakeLists.txt ]; then \
-	  cmake -S . -B build -DUNRAVEL_PYTHON=$(abspath $(VPY)) >/dev/null && cmake --build build -j2 >/dev/null; \
+	  cmake -S . -B build -DUNRAVEL_PYTHON=$(abspath $(VPY)) -DUNRAVEL_FIRST=$(abspath $(FIRSTPATH)) >/dev/null && cmake --build build -j2 >/dev/null; \
 	fi
 
 # unravel._jitload (native/jitload.cpp): model files loaded without holding Python's GIL, so
@@ -55,6 +55,16 @@ $(JITLOAD): native/jitload.cpp native/build_jitload.py $(VENV)/.stamp
 	  { echo "setup: unravel._jitload did not build (see build/jitload.log); models load with torch.jit.load"; }
 	@touch $@
 
+# unravel_first.so (native/firstpath_torch.cpp): a live [unravel~] plays its model through
+# libtorch alone from Pd's start, until Python has imported torch. Optional: without it the
+# object is silent until then. CMake copies it into the package folder.
+FIRSTPATH := build/first/unravel_first.so
+firstpath: build/first/.stamp
+build/first/.stamp: native/firstpath_torch.cpp native/build_firstpath.py $(VENV)/.stamp
+	@mkdir -p build/first; $(VPY) native/build_firstpath.py $(FIRSTPATH) >build/firstpath.log 2>&1 || \
+	  { rm -f $(FIRSTPATH); echo "setup: unravel_first.so did not build (see build/firstpath.log); a live [unravel~] is silent until torch is imported"; }
+	@touch $@
+
 # Two deken packages of the library folder for this platform, with their .sha256 and object
 # lists (tools/dek.py says what is in them):
 #   dist/unravel[v<version>](<OS>-<cpu>-32).dek: the folder with its own Python runtime
@@ -64,10 +74,11 @@ $(JITLOAD): native/jitload.cpp native/build_jitload.py $(VENV)/.stamp
 #   dist/unravel[v<version>-nopython](<OS>-<cpu>-32).dek: the folder only (about 1 MB).
 # Both are built apart, in build/dist, with $(PYTHON) (its headers and libpython), not .venv.
 dist: system
-	cmake -S . -B build/dist -DUNRAVEL_PYTHON=$$(command -v $(PYTHON)) >/dev/null && cmake --build build/dist -j2 >/dev/null
-	$(PYTHON) tools/dek.py build/dist/unravel dist
 	[ -x build/dist/venv/bin/python ] || $(PYTHON) -m venv build/dist/venv
 	build/dist/venv/bin/python -m pip install -q -c constraints.txt '.[diffusion]'
+	build/dist/venv/bin/python native/build_firstpath.py build/dist/first/unravel_first.so
+	cmake -S . -B build/dist -DUNRAVEL_PYTHON=$$(command -v $(PYTHON)) -DUNRAVEL_FIRST=$(abspath build/dist/first/unravel_first.so) >/dev/null && cmake --build build/dist -j2 >/dev/null
+	$(PYTHON) tools/dek.py build/dist/unravel dist
 	build/dist/venv/bin/python tools/pyruntime.py build/dist/python
 	$(PYTHON) tools/dek.py build/dist/unravel dist --runtime build/dist/python
 

@@ -19,7 +19,8 @@ unravel~/nn~). The load average is printed before and after.
 
 Start-up (--startup, or --startup-only without the CPU rounds): wall time from starting
 real-time Pd (live mode, not -batch) to the first non-silent buffer of [unravel~ MODEL
-forward 2048], of [nn~ MODEL forward 2048] and of Pd alone ([osc~]), and where unravel~'s
+forward 2048] with its first path and without it (UNRAVEL_FIRSTPATH=0: silent until Python
+has imported torch), of [nn~ MODEL forward 2048] and of Pd alone ([osc~]), and where unravel~'s
 goes, step by step in a fresh Python (importing unravel.archive and torch, the rest of the
 bridge, reading the file, each method's first three calls); medians of --rounds.
 
@@ -215,10 +216,11 @@ def first_patch(d: pathlib.Path, obj: str, name: str) -> pathlib.Path:
     return p.write(d / f"{name}.pd")
 
 
-def first_buffer(patch: pathlib.Path, extra: list[str], lib: pathlib.Path = BUILD) -> float:
+def first_buffer(patch: pathlib.Path, extra: list[str], lib: pathlib.Path = BUILD,
+                 setenv: dict[str, str] | None = None) -> float:
     """Wall seconds from starting real-time Pd (not -batch: live mode) on `patch` until it
-    prints "first:" (nan if it never does)."""
-    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    prints "first:" (nan if it never does); `setenv`: variables for Pd's environment."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"} | (setenv or {})
     t0 = time.perf_counter()
     proc = subprocess.Popen(pd_command(patch, ["-r", str(SR), *extra], batch=False, path=lib),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
@@ -236,18 +238,22 @@ def first_buffer(patch: pathlib.Path, extra: list[str], lib: pathlib.Path = BUIL
 def startup(d: pathlib.Path, model: pathlib.Path, nn_dir: pathlib.Path | None, rounds: int,
             lib: pathlib.Path = BUILD) -> None:
     """Prints Pd's start to the first non-silent buffer in real time (live mode) of
-    [unravel~ MODEL forward 2048], of [nn~ MODEL forward 2048] (with `nn_dir`) and of Pd
-    alone ([osc~] instead of a model), and the steps of unravel~'s start in a fresh Python
+    [unravel~ MODEL forward 2048] with and without its first path (native/firstpath.h), of
+    [nn~ MODEL forward 2048] (with `nn_dir`) and of Pd alone ([osc~] instead of a model), and the steps of unravel~'s start in a fresh Python
     (PARTS); medians of `rounds` interleaved runs."""
-    runs = {"Pd alone ([osc~ 440])": (first_patch(d, "osc~ 440", "alone"), []),
-            "unravel~": (first_patch(d, f"unravel~ {model} forward {B}", "first_unravel"), [])}
+    first_unravel = first_patch(d, f"unravel~ {model} forward {B}", "first_unravel")
+    runs = {"Pd alone ([osc~ 440])": (first_patch(d, "osc~ 440", "alone"), [], None),
+            "unravel~": (first_unravel, [], None),
+            "unravel~, no first path (UNRAVEL_FIRSTPATH=0)": (first_unravel, [],
+                                                               {"UNRAVEL_FIRSTPATH": "0"})}
     if nn_dir is not None:
-        runs["nn~"] = (first_patch(d, f"nn~ {model} forward {B}", "first_nn"), ["-path", str(nn_dir)])
+        runs["nn~"] = (first_patch(d, f"nn~ {model} forward {B}", "first_nn"),
+                       ["-path", str(nn_dir)], None)
     firsts: dict[str, list[float]] = {k: [] for k in runs}
     parts: dict[str, list[float]] = {}
     for _ in range(rounds):
-        for name, (patch, extra) in runs.items():
-            firsts[name].append(first_buffer(patch, extra, lib))
+        for name, (patch, extra, setenv) in runs.items():
+            firsts[name].append(first_buffer(patch, extra, lib, setenv))
         out = subprocess.run([sys.executable, "-c", PARTS, str(model)], check=True,
                              capture_output=True, text=True).stdout
         for step, s in json.loads(out.splitlines()[-1]):

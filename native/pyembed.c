@@ -318,6 +318,39 @@ int pyembed_shape(const char *spec, const char *method, int *nin, int *nout)
     return ok;
 }
 
+int pyembed_firstplan(const char *spec, const char *method, int bufsize, t_firstplan *p)
+{
+    t_pyenter g;
+    PyObject *mod, *r = 0;
+    const char *path, *m, *lib, *version;
+    int ok = -1;
+    if (py_state != 1)
+        return -1;
+    g = py_enter();
+    if ((mod = PyImport_ImportModule("unravel.firstpath")))
+        r = PyObject_CallMethod(mod, "plan", "ssi", spec, method, bufsize);
+    if (r && r != Py_None && PyArg_ParseTuple(r, "ssiiiiiss", &path, &m, &p->in_chans,
+        &p->in_ratio, &p->out_chans, &p->out_ratio, &p->bufsize, &lib, &version) &&
+        p->in_chans >= 1 && p->out_chans >= 1 && p->in_ratio >= 1 && p->out_ratio >= 1 &&
+        p->in_chans <= PY_MAXPARAM && p->out_chans <= PY_MAXPARAM &&
+        p->in_ratio <= PY_MAXPARAM && p->out_ratio <= PY_MAXPARAM && p->bufsize >= 1 &&
+        p->bufsize <= PY_MAXPARAM && strlen(path) < sizeof(p->path) &&
+        strlen(m) < sizeof(p->method) && strlen(lib) < sizeof(p->torchlib) &&
+        strlen(version) < sizeof(p->torchversion))
+    {
+        strcpy(p->path, path);
+        strcpy(p->method, m);
+        strcpy(p->torchlib, lib);
+        strcpy(p->torchversion, version);
+        ok = 0;
+    }
+    PyErr_Clear();
+    Py_XDECREF(r);
+    Py_XDECREF(mod);
+    py_leave(g);
+    return ok;
+}
+
 /* ------------------------------ messages ------------------------------ */
 
 static char *py_strdup(const char *s)

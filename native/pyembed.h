@@ -9,6 +9,7 @@
 #define UNRAVEL_PYEMBED_H
 
 #include "m_pd.h"
+#include "firstpath.h"
 
 #define PYERR_SIZE 1000
 #define PYNAME_SIZE 64
@@ -56,6 +57,10 @@ int pyembed_start(const char *python, const char *libpython, const char *home, c
    model `spec`, read from the file without torch (unravel.archive.shape): 0, or -1 when
    the file does not say */
 int pyembed_shape(const char *spec, const char *method, int *nin, int *nout);
+
+/* how model `spec` plays `method` at `bufsize` through a first path before torch is
+   imported (unravel.firstpath.plan, no torch): 0, or -1 when it cannot */
+int pyembed_firstplan(const char *spec, const char *method, int bufsize, t_firstplan *p);
 
 /* where a selector that the C side does not handle itself goes: the bridge's routes(),
    read once per process by the first call that imports the bridge (on the thread that

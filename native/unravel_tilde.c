@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include "m_pd.h"
 #include "g_canvas.h"      /* canvas_setcurrent: the [table]s jobs make */
+#include "firstpath.h"
 #include "pyembed.h"
 #include "worker.h"
 
@@ -55,6 +56,10 @@ typedef struct _unravel {
     /* DSP */
     t_engine *x_engine;         /* the model thread and its rings (0: none) */
     t_pyrunner *x_runner;       /* the model call it makes */
+    t_firstpath *x_first;       /* live mode, before torch is imported: plays until the
+                                   load's runner takes over (firstpath.h) */
+    int x_firston;              /* x_first is the engine's model call */
+    int x_firstend;             /* the load ended without a runner: close x_first */
     int x_dspn;                 /* Pd's block size at the last dsp call */
     int x_nins, x_nouts;        /* vectors in x_ins/x_outs */
     int x_insize, x_outsize;    /* their allocated lengths */
@@ -85,6 +90,7 @@ static int unravel_startpython(t_unravel *x);
 static void unravel_exithook(void);
 static void unravel_ctltick(t_unravel *x);
 static void unravel_setupengine(t_unravel *x, int tell);
+static void unravel_closefirst(t_unravel *x);
 static void unravel_after(void *owner, t_symbol *s, int argc, t_atom *argv);
 static void unravel_behind(t_unravel *x, t_symbol *s, int argc, t_atom *argv);
 
@@ -380,6 +386,62 @@ static t_pyrunner *unravel_install(t_unravel *x, t_pycall *c)
     return old;
 }
 
+/* ------------------------------ the first path ------------------------------ */
+
+/* live mode, while torch is not imported yet: the creation's model and method through
+   libtorch alone (firstpath.h) until the load's runner takes over; one object per model
+   file, not with -m (its outlet count comes from the load) or -g */
+static void unravel_openfirst(t_unravel *x, t_symbol *model)
+{
+    char path[MAXPDSTRING], err[1000];
+    t_firstplan plan;
+    if (unravel_issync(x) || x->x_multi || x->x_gpu || !x->x_bufsize ||
+        pyembed_route("load") != PYROUTE_UNKNOWN ||
+        pyembed_firstplan(unravel_findmodel(x, model->s_name, path) ? path : model->s_name,
+            x->x_method->s_name, x->x_bufsize, &plan) != 0 || firstpath_busy(plan.path))
+        return;
+    if (!(x->x_first = firstpath_open(&plan, err, sizeof(err))))
+        logpost(x, PD_DEBUG, "[unravel~]: %s: no first path: %s", model->s_name, err);
+}
+
+/* the first path's model into the engine once it is loaded (between two blocks) */
+static void unravel_startfirst(t_unravel *x)
+{
+    t_engine *e = x->x_engine;
+    t_firstpath *f = x->x_first;
+    const t_firstplan *p = firstpath_plan(f);
+    char err[1000];
+    int state = firstpath_ready(f, err, sizeof(err));
+    if (state < 0)
+    {
+        logpost(x, PD_DEBUG, "[unravel~]: no first path: %s", err);
+        unravel_closefirst(x);
+        return;
+    }
+    if (state == 0 || x->x_firston || x->x_runner || !e || engine_trylock(e))
+        return;
+    if (engine_configure(e, p->in_chans, p->in_ratio, p->out_chans, p->out_ratio,
+        p->bufsize) == 0)
+    {
+        engine_setmode(e, 0, 0);
+        engine_setfn(e, firstpath_process, f, firstpath_in(f), firstpath_out(f));
+        x->x_firston = 1;
+    }
+    engine_unlock(e);
+    unravel_exithook();     /* after libtorch's first calls: before their destructors */
+}
+
+/* the engine no longer calls it */
+static void unravel_closefirst(t_unravel *x)
+{
+    if (!x->x_first)
+        return;
+    firstpath_close(x->x_first);
+    x->x_first = 0;
+    x->x_firston = 0;
+    x->x_firstend = 0;
+}
+
 /* install what waits for a block boundary: the model thread is between two blocks when the
    lock is free (sync mode: wait for it, bounded); else try again at the next tick */
 static void unravel_apply(t_unravel *x)
@@ -388,7 +450,12 @@ static void unravel_apply(t_unravel *x)
     t_pycall *c = x->x_install;
     t_pyrunner *old = 0;
     int oldout = x->x_mp.out_chans, loaded = 0;
-    if (!c && !x->x_modechange)
+    if (x->x_first && !c && !x->x_modechange && !x->x_firstend)
+    {
+        unravel_startfirst(x);
+        return;
+    }
+    if (!c && !x->x_modechange && !x->x_firstend)
         return;
     if (!e)
     {
@@ -404,6 +471,11 @@ static void unravel_apply(t_unravel *x)
             unravel_setstalled(x, "a model call never returned", ENGINE_SYNCWAIT);
         return;
     }
+    if (x->x_firston)
+    {   /* whatever comes next (the load's runner, a new shape, an error) ends it */
+        engine_setfn(e, 0, 0, 0, 0);
+        x->x_firston = 0;
+    }
     if (c)
     {
         x->x_install = 0;
@@ -417,6 +489,7 @@ static void unravel_apply(t_unravel *x)
     }
     x->x_modechange = 0;
     engine_unlock(e);
+    unravel_closefirst(x);
     if (c)
     {
         unravel_exithook();     /* after the runner's first Python: see there */
@@ -476,6 +549,8 @@ static void unravel_take(t_unravel *x, t_pycall *c)
         x->x_loading--;
     if (c->route && x->x_routing > 0)
         x->x_routing--;
+    if (unravel_isload(c) && x->x_first && (c->failed || !c->runner))
+        x->x_firstend = 1;
     if (c->newsession)
     {
         unravel_release(x, 0, x->x_session, 0);
@@ -518,7 +593,8 @@ static void unravel_ctltick(t_unravel *x)
     while ((c = (t_pycall *)jobq_pop_done(x->x_ctl)))
         unravel_take(x, c);
     unravel_apply(x);
-    if (!unravel_issync(x) && (jobq_pending(x->x_ctl) || x->x_install || x->x_modechange))
+    if (!unravel_issync(x) && (jobq_pending(x->x_ctl) || x->x_install || x->x_modechange ||
+        x->x_first))
         clock_delay(x->x_ctlclock, CTLPOLL);
 }
 
@@ -559,7 +635,7 @@ static t_int *unravel_perform(t_int *w)
 {
     t_unravel *x = (t_unravel *)(w[1]);
     int n = (int)(w[2]), c;
-    if (x->x_enabled && x->x_runner)
+    if (x->x_enabled && (x->x_runner || x->x_firston))
     {
         if (x->x_polyon)    /* the blocks of a group's objects end in the same tick */
             engine_align(x->x_engine,
@@ -1348,7 +1424,7 @@ static void unravel_free(t_unravel *x)
 {
     t_pyrunner *runner = x->x_runner;
     t_pysession *session = x->x_session;
-    int i;
+    int i, stuck = 0;
     if (x->x_engine)
     {
         if (engine_stop_wait(x->x_engine, 1.) == 0)
@@ -1357,8 +1433,10 @@ static void unravel_free(t_unravel *x)
             free(x->x_engine);
         }
         else    /* inside a model call that never returns: what it uses stays (leaked) */
-            runner = 0, session = 0;
+            runner = 0, session = 0, stuck = 1;
     }
+    if (!(stuck && x->x_firston))
+        unravel_closefirst(x);
     if (x->x_session)
         pyjob_cancel(x->x_session);     /* its job ends soon and frees what it holds */
     if (x->x_jobs)
@@ -1569,6 +1647,7 @@ static void *unravel_new(t_symbol *s, int argc, t_atom *argv)
     {   /* plays silence until the model takes over and replies `loaded <model>` */
         t_atom a;
         SETSYMBOL(&a, model);
+        unravel_openfirst(x, model);
         unravel_load(x, gensym("load"), 1, &a);
     }
     clock_delay(x->x_watchclock, WATCHPOLL);
