@@ -4,6 +4,7 @@
 // for; UNRAVEL_TORCH_VERSION is that torch's version, which the C side checks before loading.
 #include <torch/script.h>
 #include <ATen/Parallel.h>
+#include <torch/csrc/jit/runtime/graph_executor.h>
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -31,10 +32,14 @@ void seterr(char *err, int size, const char *what, const char *cause)
 }
 
 // one call of the method on in (in_chans x in_frames) into out (out_chans x out_frames):
-// missing output channels and frames are zeros; -1 when the output is not finite
+// missing output channels and frames are zeros; -1 when the output is not finite.
+// TorchScript's graph optimizer is off on this thread (its flag is the thread's): the
+// optimizer profiles the first call and optimizes at the second, 0.3-0.6 s each on a RAVE
+// export, for calls that are then at best 10 % faster (bench/README.md, "The first path")
 int run(First *f, const float *in, float *out)
 {
     c10::InferenceMode guard;
+    torch::jit::GraphOptimizerEnabledGuard plain(false);
     at::globalContext().setFlushDenormal(true);    // as unravel.model runs (the caller's
                                                   // thread mode is restored by worker.c)
     auto x = torch::from_blob(const_cast<float *>(in), {1, f->in_chans, f->in_frames});
@@ -66,8 +71,8 @@ __attribute__((visibility("default"))) const char *unravel_first_torch(void)
     return UNRAVEL_TORCH_VERSION;
 }
 
-// load the model on the CPU and run the method twice on silence (TorchScript's executor
-// optimizes at the second call); 0 with the cause in err when it cannot
+// load the model on the CPU and run the method once on silence; 0 with the cause in err
+// when it cannot
 __attribute__((visibility("default"))) void *unravel_first_load(const char *path,
     const char *method, int in_chans, int in_frames, int out_chans, int out_frames, char *err,
     int errsize)
@@ -82,9 +87,8 @@ __attribute__((visibility("default"))) void *unravel_first_load(const char *path
         if (!f->module.find_method(method))
             throw std::runtime_error(std::string("no method ") + method);
         std::vector<float> in((size_t)in_chans * in_frames), out((size_t)out_chans * out_frames);
-        for (int i = 0; i < 2; i++)
-            if (run(f, in.data(), out.data()) != 0)
-                throw std::runtime_error("its output on silence is not finite");
+        if (run(f, in.data(), out.data()) != 0)
+            throw std::runtime_error("its output on silence is not finite");
         return f;
     }
     catch (const std::exception &e)

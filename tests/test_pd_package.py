@@ -73,12 +73,14 @@ def home(tmp_path_factory) -> Path:
     p = pd_install(h)
     assert p.returncode == 0, p.stderr
     assert str(h / "pd-externals" / "unravel") in p.stdout
+    assert (h / "pd-externals" / "unravel" / "unravel_first.so").is_file()    # the first path
     return h
 
 
 def test_binaries_carry_no_python_path():
-    """The loader Pd loads links no libpython and has no RUNPATH; the core neither."""
-    for f in (BUILD / "unravel~.pd_linux", BUILD / "unravel_core.so"):
+    """The loader Pd loads links no libpython and has no RUNPATH; the core neither, nor the
+    first path's library (it finds torch's where the object's Python has them)."""
+    for f in (BUILD / "unravel~.pd_linux", BUILD / "unravel_core.so", BUILD / "unravel_first.so"):
         dyn = subprocess.run(["readelf", "-d", str(f)], capture_output=True, text=True).stdout
         assert "NEEDED" in dyn, dyn
         assert "RPATH" not in dyn and "RUNPATH" not in dyn and "libpython" not in dyn, (f, dyn)

@@ -65,12 +65,24 @@ def write_config(folder: Path, python: str | None = None) -> Path:
     return cfg
 
 
+def build_firstpath(src: Path, work: Path) -> Path | None:
+    """unravel_first.so (a live object's first path, native/build_firstpath.py) for this
+    Python's torch, built under `work`; None when it cannot be (the object is then silent
+    until torch is imported)."""
+    out = work / "first" / "unravel_first.so"
+    p = subprocess.run([sys.executable, str(src / "native" / "build_firstpath.py"), str(out)],
+                       capture_output=True, text=True)
+    return out if p.returncode == 0 and out.is_file() else None
+
+
 def build(work: Path) -> Path:
     """Build the library folder with CMake under `work`; returns work/unravel."""
     src = source_dir()
     if not shutil.which("cmake"):
         raise UnravelError(f"building [unravel~] needs {NEEDS}: cmake is not on PATH")
-    for cmd in (["cmake", "-S", str(src), "-B", str(work), f"-DUNRAVEL_PYTHON={sys.executable}"],
+    first = build_firstpath(src, work)
+    for cmd in (["cmake", "-S", str(src), "-B", str(work), f"-DUNRAVEL_PYTHON={sys.executable}",
+                 f"-DUNRAVEL_FIRST={first or ''}"],
                 ["cmake", "--build", str(work), "-j2"]):
         p = subprocess.run(cmd, capture_output=True, text=True)
         if p.returncode:
