@@ -3,6 +3,9 @@
    like every other thread that may be inside torch. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,6 +98,10 @@ static void firstpath_job(void *data)
         free(f->in);
         free(f->out);
         free(f);
+#ifdef __GLIBC__
+        malloc_trim(0);     /* the model's memory back to the system, not kept by this
+                               thread's arena */
+#endif
         return;
     }
     f->loaded = 1;

@@ -25,6 +25,8 @@
 #define CTLPOLL 1.          /* ms between looks at the control thread */
 #define WATCHPOLL 250.      /* ms between looks for a model that stopped answering */
 #define STALLMS 3000        /* a model call or control call running this long: not answering */
+#define LOADSTALLMS 30000   /* the same while a load runs (torch's import, a big model's file
+                               and warm-up take seconds: 3.3 s for a capacity-64 RAVE) */
 #define CALLWAIT 5.         /* s Pd's thread waits for a control call in sync mode */
 #define CREATEWAIT 30.      /* s it waits for the creation's model */
 #define MAXENGINEMB 1024    /* the most memory (MB) one object's buffers may take */
@@ -248,7 +250,7 @@ static void unravel_watchtick(t_unravel *x)
     int sync = x->x_engine && x->x_engine->stalled;
     if (model > STALLMS || sync)
         unravel_setstalled(x, "a model call never returned", model / 1000.);
-    else if (ctl > STALLMS)
+    else if (ctl > (x->x_loading ? LOADSTALLMS : STALLMS))
         unravel_setstalled(x, "a message to it never returned", ctl / 1000.);
     else if (x->x_stalled && !model && !ctl)
     {
