@@ -390,8 +390,9 @@ def live_patch(path: os.PathLike, obj: str, messages: list[tuple[float, str]], *
     `source` (e.g. 'noise~', 'osc~ 220') plays into `obj` (e.g. 'unravel~ /abs/m.ts forward
     2048'), whose outlet 0 goes to [env~]; `extra` objects sit beside it, unconnected (e.g. a
     second object on the same model, 'array define name n'). DSP goes on at load. The
-    messages start at the first non-zero output of `obj` (or start_timeout_ms after load,
-    whichever comes first): message i goes messages[i][0] ms after the previous one (the
+    messages start at the first non-zero output of `obj` (an [unravel~]'s once it replied
+    `loaded`: its first path plays before), or start_timeout_ms after load, whichever comes
+    first: message i goes messages[i][0] ms after the previous one (the
     first: after the start), at T_i. For each message i:
 
     - T_i - pre_ms: `obj` gets `bang`, between 'lv_mark: status i' and 'lv_mark: end'; its
@@ -451,19 +452,35 @@ def live_patch(path: os.PathLike, obj: str, messages: list[tuple[float, str]], *
     gaptag = p.obj("list prepend")
     p.connect(cur, 0, gaptag, 0)
     p.connect(gaptag, 0, p.obj(f"print {LIVE}gap"), 0)
-    # the start: the first non-zero output (once), or the timeout
+    # the first non-zero output ('lv_first: MS', once: an [unravel~]'s first path may play
+    # before its model is loaded); the start: the first non-zero output once the object has
+    # said `loaded` (an [unravel~]: messages then meet the loaded model), or the timeout
     t_load = p.obj("realtime")
     p.connect(lb, 0, t_load, 0)
     env = p.obj("env~ 1024 1024")
     p.connect(u, 0, env, 0)
     moses = p.obj("moses 1")
     p.connect(env, 0, moses, 0)
-    once = p.obj("spigot 1")
-    p.connect(moses, 1, once, 0)
-    first = p.obj("t b b b")
-    p.connect(once, 0, first, 0)
-    p.connect(first, 2, t_load, 1)
+    sound = p.obj("spigot 1")
+    p.connect(moses, 1, sound, 0)
+    heard = p.obj("t b b")
+    p.connect(sound, 0, heard, 0)
+    p.connect(heard, 1, t_load, 1)
+    p.connect(heard, 0, p.msg("0"), 0)
+    p.connect(p.n - 1, 0, sound, 1)
     p.connect(t_load, 0, p.obj(f"print {LIVE}first"), 0)
+    unravel = obj.split()[0] == "unravel~"
+    armed = p.obj(f"spigot {0 if unravel else 1}")
+    p.connect(moses, 1, armed, 0)
+    loaded = p.obj("route loaded")
+    p.connect(u, info_outlet, loaded, 0)
+    p.connect(loaded, 0, p.obj("t b"), 0)
+    p.connect(p.n - 1, 0, p.msg("1"), 0)
+    p.connect(p.n - 1, 0, armed, 1)
+    once = p.obj("spigot 1")
+    p.connect(armed, 0, once, 0)
+    first = p.obj("t b b")
+    p.connect(once, 0, first, 0)
     timeout = p.obj(f"delay {start_timeout_ms:g}")
     p.connect(lb, 0, timeout, 0)
     close = p.msg("0")                        # the start happens once
