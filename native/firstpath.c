@@ -14,6 +14,11 @@
 #include "worker.h"
 
 #define FIRSTPATH_MAX 64    /* files with a first path open at once */
+#ifdef __APPLE__
+#define LIBSUFFIX ".dylib"
+#else
+#define LIBSUFFIX ".so"
+#endif
 
 struct firstpath {
     t_firstplan plan;
@@ -66,8 +71,8 @@ static int firstpath_loadlib(const t_firstplan *p)
             snprintf(dir, sizeof(dir), "%s", info.dli_fname);
         if ((slash = strrchr(dir, '/')))
             *slash = 0;
-        if (firstpath_dlopen(p->torchlib, "libc10.so") &&
-            firstpath_dlopen(p->torchlib, "libtorch_cpu.so") &&
+        if (firstpath_dlopen(p->torchlib, "libc10" LIBSUFFIX) &&
+            firstpath_dlopen(p->torchlib, "libtorch_cpu" LIBSUFFIX) &&
             (h = firstpath_dlopen(dir, "unravel_first.so")))
         {
             first_lib.torch = (const char *(*)(void))dlsym(h, "unravel_first_torch");
