@@ -71,14 +71,16 @@ build/first/.stamp: native/firstpath_torch.cpp native/build_firstpath.py $(VENV)
 #     (python/: libpython, the standard library, unravel[diffusion] and what it requires: torch
 #     CPU, numpy, soundfile ...), copied by tools/pyruntime.py from build/dist/venv, a venv that
 #     holds only the package (no dev or app extras; torch pinned by constraints.txt);
-#   dist/unravel[v<version>-nopython](<OS>-<cpu>-32).dek: the folder only (about 1 MB).
+#   dist/unravel[v<version>-nopython](<OS>-<cpu>-32).dek: the folder only (about 1 MB), without
+#     unravel_first.so (built for the runtime's torch, it goes into the full package only).
 # Both are built apart, in build/dist, with $(PYTHON) (its headers and libpython), not .venv.
 dist: system
+	cmake -S . -B build/dist -DUNRAVEL_PYTHON=$$(command -v $(PYTHON)) -DUNRAVEL_FIRST= >/dev/null && cmake --build build/dist -j2 >/dev/null
+	$(PYTHON) tools/dek.py build/dist/unravel dist
 	[ -x build/dist/venv/bin/python ] || $(PYTHON) -m venv build/dist/venv
 	build/dist/venv/bin/python -m pip install -q -c constraints.txt '.[diffusion]'
 	build/dist/venv/bin/python native/build_firstpath.py build/dist/first/unravel_first.so
-	cmake -S . -B build/dist -DUNRAVEL_PYTHON=$$(command -v $(PYTHON)) -DUNRAVEL_FIRST=$(abspath build/dist/first/unravel_first.so) >/dev/null && cmake --build build/dist -j2 >/dev/null
-	$(PYTHON) tools/dek.py build/dist/unravel dist
+	cmake -S . -B build/dist -DUNRAVEL_FIRST=$(abspath build/dist/first/unravel_first.so) >/dev/null && cmake --build build/dist -j2 >/dev/null
 	build/dist/venv/bin/python tools/pyruntime.py build/dist/python
 	$(PYTHON) tools/dek.py build/dist/unravel dist --runtime build/dist/python
 
