@@ -436,9 +436,8 @@ static void unravel_startfirst(t_unravel *x)
 /* the engine no longer calls it */
 static void unravel_closefirst(t_unravel *x)
 {
-    if (!x->x_first)
-        return;
-    firstpath_close(x->x_first);
+    if (x->x_first)
+        firstpath_close(x->x_first);
     x->x_first = 0;
     x->x_firston = 0;
     x->x_firstend = 0;
@@ -1646,7 +1645,8 @@ static void *unravel_new(t_symbol *s, int argc, t_atom *argv)
     if (x->x_session && x->x_gpu)
         unravel_gpu(x, 1);
     if (later)
-    {   /* plays silence until the model takes over and replies `loaded <model>` */
+    {   /* plays its first path, or silence, until the model takes over and replies
+           `loaded <model>` */
         t_atom a;
         SETSYMBOL(&a, model);
         unravel_openfirst(x, model);
