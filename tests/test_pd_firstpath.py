@@ -115,3 +115,26 @@ def test_two_objects_of_one_model_both_play(tmp_path):
     assert matches(np.loadtxt(tmp_path / "first.txt"), block)
     assert matches(np.loadtxt(tmp_path / "after.txt"), block)
     assert matches(np.loadtxt(tmp_path / "second.txt"), block)
+
+
+@pytest.mark.parametrize("behave", ["raise", "shape", "nan"])
+def test_a_model_the_first_path_cannot_play_says_what_it_said_before(tmp_path, behave):
+    """A model that fails, returns a 2-D tensor or NaN: the first path gives up in silence,
+    and Pd prints the same error lines as without it, and quits."""
+    from toymodels import make_hostile_model
+    model = make_hostile_model(tmp_path / f"{behave}.ts", (1, 1, 1, 1), behave)
+    p = Patch()
+    lb = p.obj("loadbang")
+    p.connect(lb, 0, p.msg("; pd dsp 1"), 0)
+    u = p.obj(f"unravel~ {model} forward {B}")
+    p.connect(p.obj("noise~"), 0, u, 0)
+    q = p.obj("delay 3000")
+    p.connect(lb, 0, q, 0)
+    p.connect(q, 0, p.msg("; pd quit"), 0)
+    patch = p.write(tmp_path / "hostile.pd")
+    lines = {}
+    for first in ("1", "0"):
+        r = run_pd(patch, batch=False, timeout=60, env={"UNRAVEL_FIRSTPATH": first})
+        assert r.returncode == 0, r.lines[-10:]
+        lines[first] = sorted({ln for ln in r.errors if "has not answered" not in ln})
+    assert lines["1"] == lines["0"] and lines["1"], lines
