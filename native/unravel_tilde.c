@@ -390,9 +390,10 @@ static t_pyrunner *unravel_install(t_unravel *x, t_pycall *c)
 
 /* ------------------------------ the first path ------------------------------ */
 
-/* live mode, while torch is not imported yet: the creation's model and method through
-   libtorch alone (firstpath.h) until the load's runner takes over; one object per model
-   file, not with -m (its outlet count comes from the load) or -g */
+/* live mode, while torch is not imported yet: a load's model and the object's method through
+   libtorch alone (firstpath.h) until the load's runner takes over, when nothing plays yet
+   (made with a model, or empty); one object per model file, not with -m (its outlet count
+   comes from the load) or -g */
 static void unravel_openfirst(t_unravel *x, t_symbol *model)
 {
     char path[MAXPDSTRING], err[1000];
@@ -776,6 +777,8 @@ static void unravel_load(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
         c->keep = 1;
         c->tell = TELL_LOAD;
     }
+    if (!x->x_session && !x->x_runner && !x->x_first)
+        unravel_openfirst(x, atom_getsymbol(argv));     /* nothing plays yet */
     x->x_loading++;
     unravel_call(x, c, "load");
     if (x->x_gpu)
@@ -1649,7 +1652,6 @@ static void *unravel_new(t_symbol *s, int argc, t_atom *argv)
            `loaded <model>` */
         t_atom a;
         SETSYMBOL(&a, model);
-        unravel_openfirst(x, model);
         unravel_load(x, gensym("load"), 1, &a);
     }
     clock_delay(x->x_watchclock, WATCHPOLL);

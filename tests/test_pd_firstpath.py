@@ -19,18 +19,23 @@ pytestmark = pytest.mark.skipif(not (BUILD / "unravel_first.so").exists(),
                                 reason="unravel_first.so was not built (see build/firstpath.log)")
 
 
-def patch(d, second: bool = False):
-    """[sig~ LEVEL] -> [unravel~ default forward B]; prints "first: bang" at its first
-    non-silent envelope and records 4096 samples from there into first.txt; prints
-    "loaded: ..." when the load's runner plays and records 4096 samples 300 ms later into
-    after.txt (with `second`, a second such object's too, into second.txt); quits."""
+def patch(d, second: bool = False, by_message: bool = False):
+    """[sig~ LEVEL] -> [unravel~ default forward B] (with `by_message`: an empty [unravel~]
+    sent `load default` at load); prints "first: bang" at its first non-silent envelope and
+    records 4096 samples from there into first.txt; prints "loaded: ..." when the load's
+    runner plays and records 4096 samples 300 ms later into after.txt (with `second`, a
+    second such object's too, into second.txt); quits."""
     p = Patch()
     lb = p.obj("loadbang")
     on = p.msg("; pd dsp 1")
     p.connect(lb, 0, on, 0)
     src = p.obj(f"sig~ {LEVEL}")
-    u = p.obj(f"unravel~ default forward {B}")
+    u = p.obj("unravel~" if by_message else f"unravel~ default forward {B}")
     p.connect(src, 0, u, 0)
+    if by_message:
+        load = p.msg("load default")
+        p.connect(lb, 0, load, 0)
+        p.connect(load, 0, u, 0)
     names = ("first", "after", "second") if second else ("first", "after")
     for name in names:
         p.obj(f"table {name} 4096")
@@ -97,6 +102,16 @@ def test_it_plays_the_model_before_torch_is_imported_and_hands_over(tmp_path):
     after = np.loadtxt(tmp_path / "after.txt")
     assert matches(first, block)    # the first path runs the model itself
     assert matches(after, block)    # and the runner that took over plays on
+
+
+def test_a_load_message_to_an_empty_object_plays_before_torch_is_imported(tmp_path):
+    """[unravel~] made empty and sent `load default` at load (nn~'s way): the same first path
+    (its own buffer size, 4096: the order and the sound are checked, not the waveform)."""
+    r = run_pd(patch(tmp_path, by_message=True), batch=False, timeout=60)
+    assert r.returncode == 0 and not r.errors, r.lines[-20:]
+    order = [ln.split(":")[0] for ln in r.lines if ln.startswith(("first:", "loaded:"))]
+    assert order == ["first", "loaded"], r.lines[-20:]
+    assert np.abs(np.loadtxt(tmp_path / "after.txt")).max() > 1e-3
 
 
 def test_without_it_the_object_is_silent_until_the_load(tmp_path):
