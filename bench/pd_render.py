@@ -239,8 +239,9 @@ def startup(d: pathlib.Path, model: pathlib.Path, nn_dir: pathlib.Path | None, r
             lib: pathlib.Path = BUILD) -> None:
     """Prints Pd's start to the first non-silent buffer in real time (live mode) of
     [unravel~ MODEL forward 2048] with and without its first path (native/firstpath.h), of
-    [nn~ MODEL forward 2048] (with `nn_dir`) and of Pd alone ([osc~] instead of a model), and the steps of unravel~'s start in a fresh Python
-    (PARTS); medians of `rounds` interleaved runs."""
+    [nn~ MODEL forward 2048] (with `nn_dir`) and of Pd alone ([osc~] instead of a model),
+    and the steps of unravel~'s start in a fresh Python (PARTS); medians of `rounds`
+    interleaved runs."""
     first_unravel = first_patch(d, f"unravel~ {model} forward {B}", "first_unravel")
     runs = {"Pd alone ([osc~ 440])": (first_patch(d, "osc~ 440", "alone"), [], None),
             "unravel~": (first_unravel, [], None),
