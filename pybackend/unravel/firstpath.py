@@ -16,6 +16,7 @@ import sys
 
 from unravel import archive, blocks
 from unravel.errors import UnravelError
+from unravel.methods import latent_ratio
 
 LIBRARY = {"linux": "libtorch_cpu.so", "darwin": "libtorch_cpu.dylib"}
 
@@ -57,8 +58,6 @@ def plan(spec: str, method: str, bufsize: int) -> tuple | None:
     found = torch_lib()
     if mp is None or found is None:
         return None
-    enc, dec = params.get("encode"), params.get("decode")
-    ratio = enc.out_ratio if enc else (dec.in_ratio if dec else None)
-    bufsize = blocks.fit_bufsize(bufsize, mp.block(ratio))
+    bufsize = blocks.fit_bufsize(bufsize, mp.block(latent_ratio(params)))
     return (str(path), method, mp.in_channels, mp.in_ratio, mp.out_channels, mp.out_ratio,
             bufsize, *found)

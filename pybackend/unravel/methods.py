@@ -35,6 +35,13 @@ class MethodParams:
         return self.block(ratio) // self.in_ratio
 
 
+def latent_ratio(methods: dict[str, MethodParams]) -> int | None:
+    """The model's `ratio`: audio samples per latent frame, from its encode (or decode);
+    None when it has neither."""
+    enc, dec = methods.get("encode"), methods.get("decode")
+    return enc.out_ratio if enc else (dec.in_ratio if dec else None)
+
+
 def check_method_params(name: str, method: str, values: Sequence) -> None:
     """Refuse `<method>_params` values that are not whole numbers in range: channels
     1..MAX_CHANNELS, ratios 1..MAX_RATIO (and their lcm too), the smallest block at most

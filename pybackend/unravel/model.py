@@ -24,7 +24,7 @@ from unravel import device as _device
 from unravel import caches, modelcache, modelinfo
 from unravel.archive import BUNDLED, DATA_DIR, DEFAULT_MODEL, resolve_model  # noqa: F401
 from unravel.errors import UnravelError, short_cause
-from unravel.methods import check_block, discover_methods, shape_change
+from unravel.methods import check_block, discover_methods, latent_ratio, shape_change
 
 DEFAULT_SR = 44100
 
@@ -186,7 +186,7 @@ class Model:
         self.methods = methods
         enc, dec, fwd = methods.get("encode"), methods.get("decode"), methods.get("forward")
         self.latent_dims = enc.out_channels if enc else (dec.in_channels if dec else None)
-        self.ratio = enc.out_ratio if enc else (dec.in_ratio if dec else None)
+        self.ratio = latent_ratio(methods)
         first = next(iter(methods.values()))
         self.in_channels = (enc or fwd or first).in_channels
         self.out_channels = (dec or fwd or first).out_channels
