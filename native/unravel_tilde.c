@@ -394,17 +394,17 @@ static t_pyrunner *unravel_install(t_unravel *x, t_pycall *c)
    libtorch alone (firstpath.h) until the load's runner takes over, when nothing plays yet
    (made with a model, or empty); one object per model file, not with -m (its outlet count
    comes from the load) or -g */
-static void unravel_openfirst(t_unravel *x, t_symbol *model)
+static void unravel_openfirst(t_unravel *x, const char *spec)
 {
-    char path[MAXPDSTRING], err[1000];
+    char err[1000];
     t_firstplan plan;
     if (unravel_issync(x) || x->x_multi || x->x_gpu || !x->x_bufsize ||
         pyembed_route("load") != PYROUTE_UNKNOWN ||
-        pyembed_firstplan(unravel_findmodel(x, model->s_name, path) ? path : model->s_name,
-            x->x_method->s_name, x->x_bufsize, &plan) != 0 || firstpath_busy(plan.path))
+        pyembed_firstplan(spec, x->x_method->s_name, x->x_bufsize, &plan) != 0 ||
+        firstpath_busy(plan.path))
         return;
     if (!(x->x_first = firstpath_open(&plan, err, sizeof(err))))
-        logpost(x, PD_DEBUG, "[unravel~]: %s: no first path: %s", model->s_name, err);
+        logpost(x, PD_DEBUG, "[unravel~]: %s: no first path: %s", spec, err);
 }
 
 /* the first path's model into the engine once it is loaded (between two blocks) */
@@ -778,7 +778,7 @@ static void unravel_load(t_unravel *x, t_symbol *s, int argc, t_atom *argv)
         c->tell = TELL_LOAD;
     }
     if (!x->x_session && !x->x_runner && !x->x_first)
-        unravel_openfirst(x, atom_getsymbol(argv));     /* nothing plays yet */
+        unravel_openfirst(x, atom_getsymbol(&a)->s_name);   /* nothing plays yet */
     x->x_loading++;
     unravel_call(x, c, "load");
     if (x->x_gpu)
