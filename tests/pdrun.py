@@ -128,6 +128,20 @@ class Patch:
         self.connect(plus, 0, sel, 0)
         return f, sel
 
+    def first_sound(self, src: int) -> tuple[int, int]:
+        """[env~ 1024 1024] on `src`'s left outlet -> [moses 1]: (that box, whose right outlet
+        gives every non-silent envelope, and a box whose left outlet bangs once, at the
+        first)."""
+        env, loud = self.obj("env~ 1024 1024"), self.obj("moses 1")
+        self.connect(src, 0, env, 0)
+        self.connect(env, 0, loud, 0)
+        gate, once, close = self.obj("spigot 1"), self.obj("t b b"), self.msg("0")
+        self.connect(loud, 1, gate, 0)
+        self.connect(gate, 0, once, 0)
+        self.connect(once, 1, close, 0)
+        self.connect(close, 0, gate, 1)
+        return loud, once
+
     def write(self, path: os.PathLike) -> pathlib.Path:
         objs = [ln for ln in self.lines if not ln.startswith("#X connect")]
         conns = [ln for ln in self.lines if ln.startswith("#X connect")]
@@ -457,17 +471,8 @@ def live_patch(path: os.PathLike, obj: str, messages: list[tuple[float, str]], *
     # said `loaded` (an [unravel~]: messages then meet the loaded model), or the timeout
     t_load = p.obj("realtime")
     p.connect(lb, 0, t_load, 0)
-    env = p.obj("env~ 1024 1024")
-    p.connect(u, 0, env, 0)
-    moses = p.obj("moses 1")
-    p.connect(env, 0, moses, 0)
-    sound = p.obj("spigot 1")
-    p.connect(moses, 1, sound, 0)
-    heard = p.obj("t b b")
-    p.connect(sound, 0, heard, 0)
-    p.connect(heard, 1, t_load, 1)
-    p.connect(heard, 0, p.msg("0"), 0)
-    p.connect(p.n - 1, 0, sound, 1)
+    moses, heard = p.first_sound(u)
+    p.connect(heard, 0, t_load, 1)
     p.connect(t_load, 0, p.obj(f"print {LIVE}first"), 0)
     unravel = obj.split()[0] == "unravel~"
     armed = p.obj(f"spigot {0 if unravel else 1}")
